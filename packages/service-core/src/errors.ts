@@ -1,0 +1,67 @@
+/**
+ * Errors that reach a client. Each has a stable `PSYNC_Sxxxx` code and an HTTP status,
+ * and serialises to the error envelope of PROTOCOL §2.1.
+ */
+export class ServiceError extends Error {
+  override readonly name: string;
+  constructor(
+    readonly code: string,
+    readonly status: number,
+    readonly description: string,
+    readonly details?: string,
+    options?: { cause?: unknown; name?: string }
+  ) {
+    super(details ? `[${code}] ${description}: ${details}` : `[${code}] ${description}`, { cause: options?.cause });
+    this.name = options?.name ?? 'ServiceError';
+  }
+
+  toJSON() {
+    return {
+      error: {
+        name: this.name,
+        code: this.code,
+        status: this.status,
+        description: this.description,
+        ...(this.details === undefined ? {} : { details: this.details })
+      }
+    };
+  }
+}
+
+export const ErrorCode = {
+  VALIDATION: 'PSYNC_S2001',
+  INTERNAL: 'PSYNC_S2001',
+  ROUTE_NOT_FOUND: 'PSYNC_S2002',
+  SHUTTING_DOWN: 'PSYNC_S2003',
+  INVALID_TOKEN: 'PSYNC_S2101',
+  TOKEN_EXPIRED: 'PSYNC_S2103',
+  TOKEN_LIFETIME: 'PSYNC_S2104',
+  TOKEN_AUDIENCE: 'PSYNC_S2105',
+  AUTH_REQUIRED: 'PSYNC_S2106',
+  JWKS_FETCH: 'PSYNC_S2204',
+  NO_ACTIVE_SYNC_CONFIG: 'PSYNC_S2302',
+  TOO_MANY_REQUESTS: 'PSYNC_S2304',
+  BODY_TOO_LARGE: 'PSYNC_S2005',
+  UNSUPPORTED_MEDIA_TYPE: 'PSYNC_S2006',
+  CHECKPOINT_ID_EXHAUSTED: 'PSYNC_S2007'
+} as const;
+
+export function validationError(messages: string[]): ServiceError {
+  return new ServiceError(ErrorCode.VALIDATION, 400, 'Validation failed', JSON.stringify(messages), {
+    name: 'ValidationError'
+  });
+}
+
+export function authError(code: string, description: string, details?: string): ServiceError {
+  return new ServiceError(code, 401, description, details, { name: 'AuthorizationError' });
+}
+
+export function noActiveSyncConfigError(): ServiceError {
+  return new ServiceError(ErrorCode.NO_ACTIVE_SYNC_CONFIG, 500, 'No sync config is active', undefined, {
+    name: 'ServiceError'
+  });
+}
+
+export function internalError(cause: unknown): ServiceError {
+  return new ServiceError(ErrorCode.INTERNAL, 500, 'Something went wrong', undefined, { cause, name: 'InternalServerError' });
+}

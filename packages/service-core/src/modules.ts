@@ -1,0 +1,43 @@
+import type { z } from 'zod';
+import type { Logger } from './logger.js';
+import type { BucketStorage } from './storage/bucket-storage.js';
+import type { ReplicationSource } from './source/replication-source.js';
+
+export interface ModuleContext {
+  logger: Logger;
+  /** Directory of the config file, for resolving relative paths (certificates, sync config). */
+  configDir: string;
+}
+
+/**
+ * A storage module owns the `storage:` config section whose `type` equals its own: it validates that
+ * section with its schema and builds the storage from it. service-core never sees driver-specific keys.
+ */
+export interface StorageModule<Config = any> {
+  type: string;
+  configSchema: z.ZodType<Config>;
+  createStorage(config: Config, context: ModuleContext): Promise<BucketStorage>;
+}
+
+/** A source module owns `replication.connections[]` entries whose `type` equals its own. */
+export interface SourceModule<Config = any> {
+  type: string;
+  configSchema: z.ZodType<Config>;
+  createSource(config: Config, context: ModuleContext): Promise<ReplicationSource>;
+}
+
+/** Maps config `type` values to the modules that own them. */
+export class ModuleRegistry {
+  readonly storage = new Map<string, StorageModule>();
+  readonly sources = new Map<string, SourceModule>();
+
+  registerStorage(module: StorageModule): this {
+    this.storage.set(module.type, module);
+    return this;
+  }
+
+  registerSource(module: SourceModule): this {
+    this.sources.set(module.type, module);
+    return this;
+  }
+}
