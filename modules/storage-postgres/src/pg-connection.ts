@@ -1,0 +1,33 @@
+import pg from 'pg';
+import type { PostgresStorageConfig } from './storage-config.js';
+
+const INT8_OID = 20;
+
+/** Type parsers that keep int8 exact: a JS number never carries an op id or a checkpoint id. */
+export const bigintTypes = {
+  getTypeParser(oid: number, format?: 'text' | 'binary') {
+    if (oid === INT8_OID && (format ?? 'text') === 'text') return (value: string) => BigInt(value);
+    return pg.types.getTypeParser(oid, format);
+  }
+};
+
+export function poolConfigFromStorageConfig(config: PostgresStorageConfig): pg.PoolConfig {
+  const ssl =
+    config.sslmode === undefined
+      ? undefined
+      : config.sslmode === 'disable'
+        ? false
+        : { rejectUnauthorized: true, ...(config.cacert ? { ca: config.cacert } : {}), ...(config.sslmode === 'verify-ca' ? { checkServerIdentity: () => undefined } : {}) };
+  return {
+    ...(config.uri ? { connectionString: config.uri } : {}),
+    ...(config.hostname ? { host: config.hostname } : {}),
+    ...(config.port ? { port: config.port } : {}),
+    ...(config.database ? { database: config.database } : {}),
+    ...(config.username ? { user: config.username } : {}),
+    ...(config.password !== undefined ? { password: config.password } : {}),
+    ...(ssl !== undefined ? { ssl } : {}),
+    max: config.max_pool_size,
+    types: bigintTypes,
+    application_name: 'syncpoint-storage'
+  };
+}
