@@ -1,0 +1,15 @@
+import type { StorageModule } from '@syncpoint/service-core';
+import { createMongoStorage } from './mongo-bucket-storage.js';
+import { mongoStorageConfigSchema, type MongoStorageConfig } from './storage-config.js';
+
+export * from './storage-config.js';
+export * from './migrations.js';
+export * from './write-checkpoint-updates.js';
+export * from './mongo-bucket-storage.js';
+
+/** Owns `storage:` sections with `type: mongodb` (PROTOCOL §10). */
+export const mongoStorageModule: StorageModule<MongoStorageConfig> = {
+  type: 'mongodb',
+  configSchema: mongoStorageConfigSchema,
+  createStorage: (config, context) => createMongoStorage(config, context)
+};

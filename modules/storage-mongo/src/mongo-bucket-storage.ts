@@ -1,0 +1,235 @@
+import type { Lsn } from '@syncpoint/codecs';
+import {
+  dedupeManagedWriteCheckpoints,
+  ErrorCode,
+  ServiceError,
+  silentLogger,
+  type BucketStorage,
+  type CreateManagedWriteCheckpointsResult,
+  type Logger,
+  type ManagedWriteCheckpointRequest,
+  type MigrationDirection,
+  type MigrationReport,
+  type ModuleContext,
+  type ReplicationStream,
+  type ReplicationStreamState
+} from '@syncpoint/service-core';
+import { MongoClient, MongoServerError, type AnyBulkWriteOperation, type Collection, type Db } from 'mongodb';
+import { CHECKPOINT_EVENTS, runMigrations, WRITE_CHECKPOINTS } from './migrations.js';
+import { resolveDatabaseName, type MongoStorageConfig } from './storage-config.js';
+import {
+  expiredRequestFilter,
+  generatedCheckpointUpdate,
+  latestCheckpointPerUser,
+  reachedPendingFilter,
+  storedIdToBigint,
+  suppliedCheckpointUpdate,
+  suppliedShouldAdvance,
+  type StoredCheckpoint,
+  type WriteCheckpointDocument
+} from './write-checkpoint-updates.js';
+
+export const SYNC_RULES = 'sync_rules';
+export const COUNTERS = 'counters';
+
+/** One replication stream (deployed sync config). `_id` is a small integer allocated from `counters`. */
+export interface SyncRulesDocument {
+  _id: number;
+  state: ReplicationStreamState;
+  content: string;
+  created_at: Date;
+}
+
+interface CounterDocument {
+  _id: string;
+  value: number;
+}
+
+const DUPLICATE_KEY = 11000;
+/** A user missing from the read-back (deleted by a concurrent retention run) is re-requested this often. */
+const READ_BACK_ATTEMPTS = 3;
+
+function toStream(document: SyncRulesDocument): ReplicationStream {
+  return { id: Number(document._id), state: document.state, content: document.content };
+}
+
+/** Bucket storage on MongoDB (PROTOCOL §4.9 "MongoDB storage"). Construct with `createMongoStorage`. */
+export class MongoBucketStorage implements BucketStorage {
+  readonly writeCheckpoints: Collection<WriteCheckpointDocument>;
+  readonly syncRules: Collection<SyncRulesDocument>;
+
+  constructor(
+    readonly client: MongoClient,
+    readonly db: Db,
+    protected readonly logger: Logger = silentLogger
+  ) {
+    this.writeCheckpoints = db.collection<WriteCheckpointDocument>(WRITE_CHECKPOINTS);
+    this.syncRules = db.collection<SyncRulesDocument>(SYNC_RULES);
+  }
+
+  migrate(direction: MigrationDirection): Promise<MigrationReport> {
+    return runMigrations(this.db, direction, { logger: this.logger });
+  }
+
+  async createManagedWriteCheckpoints(batch: ManagedWriteCheckpointRequest[]): Promise<CreateManagedWriteCheckpointsResult> {
+    const { supplied, generated } = dedupeManagedWriteCheckpoints(batch);
+    const writeCheckpoints = new Map<string, bigint>();
+    let shouldAdvance = false;
+
+    if (supplied.length > 0) {
+      const now = new Date();
+      let remaining = supplied;
+      for (let attempt = 1; remaining.length > 0; attempt++) {
+        if (attempt > READ_BACK_ATTEMPTS) {
+          throw new Error(`Write checkpoints for ${remaining.length} user(s) vanished after being stored`);
+        }
+        const operations: AnyBulkWriteOperation<WriteCheckpointDocument>[] = remaining.map((entry) => ({
+          updateMany: {
+            filter: { user_id: entry.user_id },
+            update: suppliedCheckpointUpdate(entry.checkpoint_request_id, entry.heads, now),
+            upsert: true
+          }
+        }));
+        await this.writeCheckpoints.bulkWrite(operations, { ordered: false });
+
+        // Read back every user's stored maximum, including stale requests that changed nothing.
+        const users = remaining.map((entry) => entry.user_id);
+        const stored = await this.writeCheckpoints
+          .find<StoredCheckpoint>(
+            { user_id: { $in: users } },
+            { projection: { _id: 0, user_id: 1, client_id: 1, processed_at_lsn: 1 } }
+          )
+          .toArray();
+        const states = latestCheckpointPerUser(stored);
+        for (const [user, state] of states) writeCheckpoints.set(user, state.id);
+        shouldAdvance ||= suppliedShouldAdvance(users, states);
+        remaining = remaining.filter((entry) => !states.has(entry.user_id));
+      }
+    }
+
+    if (generated.length > 0) {
+      // One find-one-and-update per user returns exactly the id this request produced. With duplicate documents
+      // (from racing upserts) the one with the highest id is incremented, so the answer continues from the max.
+      const ids = await Promise.all(generated.map((entry) => this.incrementGenerated(entry)));
+      generated.forEach((entry, i) => writeCheckpoints.set(entry.user_id, ids[i]!));
+      shouldAdvance = true;
+    }
+
+    return { writeCheckpoints, shouldAdvance };
+  }
+
+  private async incrementGenerated(entry: ManagedWriteCheckpointRequest): Promise<bigint> {
+    try {
+      const document = await this.writeCheckpoints.findOneAndUpdate(
+        { user_id: entry.user_id },
+        generatedCheckpointUpdate(entry.heads),
+        { upsert: true, returnDocument: 'after', sort: { client_id: -1 }, projection: { client_id: 1 } }
+      );
+      if (document === null) throw new Error(`Upsert of the write checkpoint for ${entry.user_id} returned nothing`);
+      return storedIdToBigint(document.client_id);
+    } catch (error) {
+      // $inc past 2^63-1 fails on the server ("Failed to apply $inc operations …") rather than wrapping.
+      if (error instanceof MongoServerError && /\$inc/.test(error.message)) {
+        throw new ServiceError(
+          ErrorCode.CHECKPOINT_ID_EXHAUSTED,
+          409,
+          'Checkpoint id exhausted',
+          'The stored write checkpoint id is already the largest int64; use a new client_id',
+          { cause: error }
+        );
+      }
+      throw error;
+    }
+  }
+
+  async lastWriteCheckpoint(fullUserId: string, lsn: Lsn | null): Promise<bigint | null> {
+    if (lsn === null) return null;
+    // Normalised LSN strings compare correctly as plain (binary, collation-free) strings; see write-checkpoint-updates.ts.
+    const document = await this.writeCheckpoints.findOne<StoredCheckpoint>(
+      { user_id: fullUserId, 'lsns.1': { $lte: lsn } },
+      { sort: { client_id: -1 }, projection: { _id: 0, user_id: 1, client_id: 1 } }
+    );
+    return document?.client_id == null ? null : storedIdToBigint(document.client_id);
+  }
+
+  async markWriteCheckpointsProcessed(lsn: Lsn): Promise<number> {
+    const result = await this.writeCheckpoints.updateMany(reachedPendingFilter(lsn), { $set: { processed_at_lsn: lsn } });
+    if (result.modifiedCount > 0) await this.notifyCheckpointEvent();
+    return result.modifiedCount;
+  }
+
+  async deleteExpiredCheckpointRequests(cutoff: Date): Promise<number> {
+    const result = await this.writeCheckpoints.deleteMany(expiredRequestFilter(cutoff));
+    return result.deletedCount;
+  }
+
+  async deploySyncConfig(content: string): Promise<ReplicationStream> {
+    const latest = await this.syncRules.findOne({ state: { $in: ['PROCESSING', 'ACTIVE'] } }, { sort: { _id: -1 } });
+    if (latest !== null && latest.content === content) return toStream(latest);
+
+    const document: SyncRulesDocument = { _id: 0, state: 'PROCESSING', content, created_at: new Date() };
+    for (;;) {
+      document._id = await this.nextSyncRulesId();
+      try {
+        await this.syncRules.insertOne(document);
+        break;
+      } catch (error) {
+        if (!(error instanceof MongoServerError && error.code === DUPLICATE_KEY)) throw error;
+        // The counter is behind the collection (e.g. the counter document was lost): move it past the max.
+        const max = await this.syncRules.findOne({}, { sort: { _id: -1 }, projection: { _id: 1 } });
+        await this.db
+          .collection<CounterDocument>(COUNTERS)
+          .updateOne({ _id: SYNC_RULES }, { $max: { value: Number(max?._id ?? 0) } }, { upsert: true });
+      }
+    }
+    // An older stream that never became active is superseded by this one.
+    await this.syncRules.updateMany({ state: 'PROCESSING', _id: { $lt: document._id } }, { $set: { state: 'STOP' } });
+    await this.notifyCheckpointEvent();
+    return toStream(document);
+  }
+
+  async getServingStream(): Promise<ReplicationStream | null> {
+    const serving =
+      (await this.syncRules.findOne({ state: { $in: ['ACTIVE', 'ERRORED'] } }, { sort: { _id: -1 } })) ??
+      (await this.syncRules.findOne({ state: 'PROCESSING' }, { sort: { _id: -1 } }));
+    return serving === null ? null : toStream(serving);
+  }
+
+  async close(): Promise<void> {
+    await this.client.close();
+  }
+
+  private async nextSyncRulesId(): Promise<number> {
+    const counter = await this.db
+      .collection<CounterDocument>(COUNTERS)
+      .findOneAndUpdate({ _id: SYNC_RULES }, { $inc: { value: 1 } }, { upsert: true, returnDocument: 'after' });
+    if (counter === null) throw new Error('Counter upsert returned nothing');
+    return Number(counter.value);
+  }
+
+  /**
+   * Wake readers tailing `checkpoint_events` (PROTOCOL §6.2). Write concern w:1: a lost notification only
+   * delays sync until the next event or the 60 s re-check.
+   */
+  private async notifyCheckpointEvent(): Promise<void> {
+    await this.db.collection(CHECKPOINT_EVENTS).insertOne({}, { writeConcern: { w: 1 } });
+  }
+}
+
+/** Connect to MongoDB for the `storage:` section of the config (already validated by `mongoStorageConfigSchema`). */
+export async function createMongoStorage(config: MongoStorageConfig, context?: Partial<ModuleContext>): Promise<MongoBucketStorage> {
+  const logger = context?.logger ?? silentLogger;
+  const client = new MongoClient(config.uri, {
+    maxPoolSize: config.max_pool_size,
+    appName: 'syncpoint',
+    ...(config.username !== undefined || config.password !== undefined
+      ? { auth: { username: config.username, password: config.password } }
+      : {}),
+    // Int64 values stay `Long` when read back, whatever their magnitude: ids never pass through a JS number.
+    promoteLongs: false
+  });
+  await client.connect();
+  const databaseName = resolveDatabaseName(config);
+  logger.info({ database: databaseName }, 'Connected to MongoDB storage');
+  return new MongoBucketStorage(client, client.db(databaseName), logger);
+}

@@ -1,0 +1,276 @@
+import { INT64_MAX, normalizeLsn } from '@syncpoint/codecs';
+import { Long, type Document } from 'mongodb';
+import { describe, expect, it } from 'vitest';
+import {
+  expiredRequestFilter,
+  generatedCheckpointUpdate,
+  int64ToLong,
+  latestCheckpointPerUser,
+  reachedPendingFilter,
+  storedIdToBigint,
+  suppliedCheckpointUpdate,
+  suppliedShouldAdvance,
+  type StoredCheckpoint
+} from '../src/index.js';
+
+const heads = (text: string) => ({ '1': normalizeLsn(text) });
+const now = new Date('2025-06-01T12:00:00.000Z');
+const earlier = new Date('2025-06-01T11:00:00.000Z');
+
+/**
+ * A deliberately tiny evaluator for the aggregation-expression subset the supplied-id pipeline uses
+ * ($set, $cond, $or, $eq, $lt, $lte, $ifNull, $literal, field paths), with MongoDB's rules that a missing field
+ * sorts below null and null below numbers. It checks the *logic* of the expressions against the table of
+ * PROTOCOL §4.3; it is not MongoDB and claims nothing about the server (the conformance suite does that).
+ */
+const MISSING = Symbol('missing');
+type Value = unknown;
+
+function rank(value: Value): number {
+  if (value === MISSING) return 0;
+  if (value === null) return 1;
+  return 2;
+}
+
+function compare(a: Value, b: Value): number {
+  if (rank(a) !== rank(b)) return rank(a) - rank(b);
+  if (rank(a) < 2) return 0;
+  const x = storedIdToBigint(a);
+  const y = storedIdToBigint(b);
+  return x < y ? -1 : x > y ? 1 : 0;
+}
+
+function evaluate(expression: Value, document: Record<string, Value>): Value {
+  if (typeof expression === 'string' && expression.startsWith('$')) {
+    const field = expression.slice(1);
+    return field in document ? document[field] : MISSING;
+  }
+  if (expression === null || typeof expression !== 'object' || expression instanceof Long || expression instanceof Date) {
+    return expression;
+  }
+  const [operator, ...rest] = Object.keys(expression);
+  if (rest.length > 0 || operator === undefined || !operator.startsWith('$')) throw new Error(`unexpected ${JSON.stringify(expression)}`);
+  const argument = (expression as Record<string, Value>)[operator];
+  const args = (argument as Value[]).map ? (argument as Value[]) : [argument];
+  switch (operator) {
+    case '$literal':
+      return argument;
+    case '$cond':
+      return evaluate(args[0], document) === true ? evaluate(args[1], document) : evaluate(args[2], document);
+    case '$or':
+      return args.some((arg) => evaluate(arg, document) === true);
+    case '$ifNull': {
+      const value = evaluate(args[0], document);
+      return value === null || value === MISSING ? evaluate(args[1], document) : value;
+    }
+    case '$eq':
+      return compare(evaluate(args[0], document), evaluate(args[1], document)) === 0;
+    case '$lt':
+      return compare(evaluate(args[0], document), evaluate(args[1], document)) < 0;
+    case '$lte':
+      return compare(evaluate(args[0], document), evaluate(args[1], document)) <= 0;
+    default:
+      throw new Error(`operator ${operator} not supported by the test evaluator`);
+  }
+}
+
+/** Apply a pipeline of `$set` stages to a document; a field whose expression is missing is left out. */
+function applyPipeline(pipeline: Document[], document: Record<string, Value>): Record<string, Value> {
+  let current = { ...document };
+  for (const stage of pipeline) {
+    expect(Object.keys(stage)).toEqual(['$set']);
+    const next = { ...current };
+    for (const [field, expression] of Object.entries(stage.$set as Record<string, Value>)) {
+      const value = evaluate(expression, current);
+      if (value === MISSING) delete next[field];
+      else next[field] = value;
+    }
+    current = next;
+  }
+  return current;
+}
+
+const upsertedDocument = (user_id: string) => ({ user_id });
+
+describe('suppliedCheckpointUpdate', () => {
+  it('is a single $set stage whose constants are $literal and whose id is an Int64 Long', () => {
+    const pipeline = suppliedCheckpointUpdate(42n, heads('0/100'), now);
+    expect(pipeline).toHaveLength(1);
+    const set = pipeline[0]!.$set as Record<string, Document>;
+    expect(Object.keys(set).sort()).toEqual(['checkpoint_requested_at', 'client_id', 'lsns', 'processed_at_lsn']);
+    const [, requested, otherwise] = set.client_id!.$cond as [Document, Document, string];
+    expect(requested.$literal).toBeInstanceOf(Long);
+    expect((requested.$literal as Long).toBigInt()).toBe(42n);
+    expect(otherwise).toBe('$client_id');
+    expect((set.lsns!.$cond as Document[])[1]).toEqual({ $literal: { '1': '00000000/00000100' } });
+    expect((set.checkpoint_requested_at!.$cond as Document[])[1]).toEqual({ $literal: now });
+  });
+
+  it('carries 2^63-1 exactly and refuses ids outside int64 instead of wrapping', () => {
+    const set = suppliedCheckpointUpdate(INT64_MAX, heads('0/1'), now)[0]!.$set as Record<string, Document>;
+    const literal = ((set.client_id!.$cond as Document[])[1] as Document).$literal as Long;
+    expect(literal.toBigInt()).toBe(INT64_MAX);
+    expect(literal.toString()).toBe('9223372036854775807');
+    expect(() => suppliedCheckpointUpdate(INT64_MAX + 1n, heads('0/1'), now)).toThrow(RangeError);
+  });
+
+  it('none stored: creates {R, head}, pending, requested now', () => {
+    const result = applyPipeline(suppliedCheckpointUpdate(42n, heads('0/100'), now), upsertedDocument('u'));
+    expect(result).toEqual({
+      user_id: 'u',
+      client_id: Long.fromBigInt(42n),
+      lsns: { '1': '00000000/00000100' },
+      processed_at_lsn: null,
+      checkpoint_requested_at: now
+    });
+  });
+
+  it('stored null id is treated like none', () => {
+    const result = applyPipeline(suppliedCheckpointUpdate(3n, heads('0/100'), now), { user_id: 'u', client_id: null });
+    expect(storedIdToBigint(result.client_id)).toBe(3n);
+    expect(result.processed_at_lsn).toBeNull();
+  });
+
+  const processed = {
+    user_id: 'u',
+    client_id: Long.fromBigInt(10n),
+    lsns: { '1': '00000000/00000050' },
+    processed_at_lsn: '00000000/00000060',
+    checkpoint_requested_at: earlier
+  };
+
+  it('S < R: replaces id and head, marks pending, refreshes the timestamp', () => {
+    const result = applyPipeline(suppliedCheckpointUpdate(11n, heads('0/900'), now), processed);
+    expect(result).toEqual({
+      user_id: 'u',
+      client_id: Long.fromBigInt(11n),
+      lsns: { '1': '00000000/00000900' },
+      processed_at_lsn: null,
+      checkpoint_requested_at: now
+    });
+  });
+
+  it('S = R: keeps id, original head and processed state; refreshes the timestamp', () => {
+    const result = applyPipeline(suppliedCheckpointUpdate(10n, heads('0/900'), now), processed);
+    expect(result).toEqual({ ...processed, checkpoint_requested_at: now });
+  });
+
+  it('S > R: changes nothing, not even the timestamp', () => {
+    const result = applyPipeline(suppliedCheckpointUpdate(9n, heads('0/900'), now), processed);
+    expect(result).toEqual(processed);
+  });
+
+  it('S = R on a generated record (no timestamp) makes it temporary again', () => {
+    const { checkpoint_requested_at: _, ...generated } = processed;
+    const result = applyPipeline(suppliedCheckpointUpdate(10n, heads('0/900'), now), generated);
+    expect(result).toEqual({ ...generated, checkpoint_requested_at: now });
+  });
+
+  it('S > R on a generated record leaves it permanent (no timestamp added)', () => {
+    const { checkpoint_requested_at: _, ...generated } = processed;
+    expect(applyPipeline(suppliedCheckpointUpdate(1n, heads('0/900'), now), generated)).toEqual(generated);
+  });
+
+  it('compares ids above 2^53 exactly', () => {
+    const stored = { ...processed, client_id: Long.fromBigInt(INT64_MAX - 1n) };
+    const advanced = applyPipeline(suppliedCheckpointUpdate(INT64_MAX, heads('0/900'), now), stored);
+    expect(storedIdToBigint(advanced.client_id)).toBe(INT64_MAX);
+    const stale = applyPipeline(suppliedCheckpointUpdate(INT64_MAX - 2n, heads('0/900'), now), stored);
+    expect(stale).toEqual(stored);
+  });
+});
+
+describe('generatedCheckpointUpdate', () => {
+  it('increments by an Int64 one, sets the head, marks pending and removes the timestamp', () => {
+    const update = generatedCheckpointUpdate(heads('1/A'));
+    expect(update).toEqual({
+      $set: { lsns: { '1': '00000001/0000000A' }, processed_at_lsn: null },
+      $unset: { checkpoint_requested_at: '' },
+      $inc: { client_id: Long.fromInt(1) }
+    });
+    // A JS number 1 would make a freshly upserted client_id an Int32.
+    expect(update.$inc!.client_id).toBeInstanceOf(Long);
+  });
+});
+
+describe('filters', () => {
+  it('marks pending records whose head is reached', () => {
+    expect(reachedPendingFilter(normalizeLsn('0/550'))).toEqual({
+      processed_at_lsn: null,
+      'lsns.1': { $lte: '00000000/00000550' }
+    });
+  });
+
+  it('expires only processed records with a timestamp before the cutoff', () => {
+    expect(expiredRequestFilter(now)).toEqual({
+      checkpoint_requested_at: { $exists: true, $lt: now },
+      processed_at_lsn: { $ne: null }
+    });
+  });
+});
+
+describe('int64 ids', () => {
+  it('round-trips through Long at both ends of int64', () => {
+    for (const id of [1n, 2n ** 53n + 1n, INT64_MAX, -(2n ** 63n)]) {
+      expect(storedIdToBigint(int64ToLong(id))).toBe(id);
+    }
+    expect(() => int64ToLong(2n ** 63n)).toThrow(RangeError);
+    expect(() => int64ToLong(-(2n ** 63n) - 1n)).toThrow(RangeError);
+  });
+
+  it('reads older Int32/Double ids, and refuses what is not an integer', () => {
+    expect(storedIdToBigint(7)).toBe(7n);
+    expect(() => storedIdToBigint(1.5)).toThrow(TypeError);
+    expect(() => storedIdToBigint('7')).toThrow(TypeError);
+    expect(() => storedIdToBigint(2 ** 53)).toThrow(TypeError);
+  });
+});
+
+describe('read-back selection and shouldAdvance', () => {
+  const record = (user_id: string, id: bigint, processed: string | null | undefined): StoredCheckpoint => ({
+    user_id,
+    client_id: Long.fromBigInt(id),
+    ...(processed === undefined ? {} : { processed_at_lsn: processed })
+  });
+
+  it('takes the highest id per user', () => {
+    const states = latestCheckpointPerUser([record('a', 3n, null), record('a', 9n, 'X'), record('b', 1n, null)]);
+    expect(states).toEqual(
+      new Map([
+        ['a', { id: 9n, pending: false }],
+        ['b', { id: 1n, pending: true }]
+      ])
+    );
+  });
+
+  it('prefers a pending record among equal ids, in either order', () => {
+    const pendingFirst = [record('a', 9n, null), record('a', 9n, '00000000/00000100')];
+    expect(latestCheckpointPerUser(pendingFirst).get('a')).toEqual({ id: 9n, pending: true });
+    expect(latestCheckpointPerUser([...pendingFirst].reverse()).get('a')).toEqual({ id: 9n, pending: true });
+  });
+
+  it('treats a missing processed_at_lsn (older documents) as pending', () => {
+    expect(latestCheckpointPerUser([record('a', 1n, undefined)]).get('a')).toEqual({ id: 1n, pending: true });
+  });
+
+  it('orders ids above 2^53 exactly', () => {
+    const states = latestCheckpointPerUser([record('a', INT64_MAX, 'X'), record('a', INT64_MAX - 1n, null)]);
+    expect(states.get('a')).toEqual({ id: INT64_MAX, pending: false });
+  });
+
+  it('ignores documents without an id', () => {
+    expect(latestCheckpointPerUser([{ user_id: 'a', processed_at_lsn: null }]).size).toBe(0);
+  });
+
+  it('advances iff some user of the batch has a pending winning record', () => {
+    const states = latestCheckpointPerUser([
+      record('done', 5n, 'X'),
+      record('done', 4n, null), // a lower pending duplicate does not count
+      record('waiting', 2n, null)
+    ]);
+    expect(suppliedShouldAdvance(['done'], states)).toBe(false);
+    expect(suppliedShouldAdvance(['done', 'waiting'], states)).toBe(true);
+    expect(suppliedShouldAdvance(['unknown'], states)).toBe(false);
+    expect(suppliedShouldAdvance([], states)).toBe(false);
+  });
+});
