@@ -184,6 +184,28 @@ async function releaseLock(db: Db, owner: string): Promise<void> {
   await db.collection<LockDocument>(LOCKS_COLLECTION).deleteOne({ _id: 'migrations', owner });
 }
 
+/** Migrations not yet recorded, in application order. */
+export function pendingMigrations(appliedNames: ReadonlySet<string>, migrations: readonly Migration[] = MIGRATIONS): Migration[] {
+  return migrations.filter((migration) => !appliedNames.has(migration.name));
+}
+
+/**
+ * The most recently applied migration, to revert with `down`; undefined when none is applied. Throws when a
+ * newer migration unknown to this version is recorded: reverting an older one underneath it would be wrong.
+ */
+export function migrationToRevert(
+  appliedNames: ReadonlySet<string>,
+  migrations: readonly Migration[] = MIGRATIONS
+): Migration | undefined {
+  const latest = [...migrations].reverse().find((migration) => appliedNames.has(migration.name));
+  const known = new Set(migrations.map((migration) => migration.name));
+  const newestUnknown = [...appliedNames].filter((name) => !known.has(name)).sort().pop();
+  if (newestUnknown !== undefined && (latest === undefined || newestUnknown > latest.name)) {
+    throw new Error(`Cannot revert migration ${newestUnknown}: it is unknown to this version`);
+  }
+  return latest;
+}
+
 /** Apply every pending migration in order (`up`), or revert the most recently applied one (`down`). */
 export async function runMigrations(
   db: Db,
@@ -199,20 +221,14 @@ export async function runMigrations(
     const applied: string[] = [];
 
     if (direction === 'up') {
-      for (const migration of migrations) {
-        if (appliedNames.has(migration.name)) continue;
+      for (const migration of pendingMigrations(appliedNames, migrations)) {
         await applyUp(db, migration);
         await records.updateOne({ _id: migration.name }, { $setOnInsert: { applied_at: new Date() } }, { upsert: true });
         options.logger?.info({ migration: migration.name }, 'Applied MongoDB storage migration');
         applied.push(migration.name);
       }
     } else {
-      const latest = [...migrations].reverse().find((migration) => appliedNames.has(migration.name));
-      const known = new Set(migrations.map((m) => m.name));
-      const unknown = [...appliedNames].filter((name) => !known.has(name)).sort();
-      if (unknown.length > 0 && (latest === undefined || unknown[unknown.length - 1]! > latest.name)) {
-        throw new Error(`Cannot revert migration ${unknown[unknown.length - 1]}: it is unknown to this version`);
-      }
+      const latest = migrationToRevert(appliedNames, migrations);
       if (latest !== undefined) {
         await applyDown(db, latest);
         await records.deleteOne({ _id: latest.name });
