@@ -129,7 +129,7 @@ export class MongoBucketStorage implements BucketStorage {
       return storedIdToBigint(document.client_id);
     } catch (error) {
       // $inc past 2^63-1 fails on the server ("Failed to apply $inc operations …") rather than wrapping.
-      if (error instanceof MongoServerError && /\$inc/.test(error.message)) {
+      if (error instanceof MongoServerError && /Failed to apply \$inc/.test(error.message)) {
         throw new ServiceError(
           ErrorCode.CHECKPOINT_ID_EXHAUSTED,
           409,
@@ -228,7 +228,12 @@ export async function createMongoStorage(config: MongoStorageConfig, context?: P
     // Int64 values stay `Long` when read back, whatever their magnitude: ids never pass through a JS number.
     promoteLongs: false
   });
-  await client.connect();
+  try {
+    await client.connect();
+  } catch (error) {
+    await client.close().catch(() => undefined);
+    throw error;
+  }
   const databaseName = resolveDatabaseName(config);
   logger.info({ database: databaseName }, 'Connected to MongoDB storage');
   return new MongoBucketStorage(client, client.db(databaseName), logger);

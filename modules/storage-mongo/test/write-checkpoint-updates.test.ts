@@ -1,5 +1,5 @@
 import { INT64_MAX, normalizeLsn } from '@syncpoint/codecs';
-import { Long, type Document } from 'mongodb';
+import { BSON, Long, type Document } from 'mongodb';
 import { describe, expect, it } from 'vitest';
 import {
   expiredRequestFilter,
@@ -190,6 +190,25 @@ describe('generatedCheckpointUpdate', () => {
     });
     // A JS number 1 would make a freshly upserted client_id an Int32.
     expect(update.$inc!.client_id).toBeInstanceOf(Long);
+  });
+});
+
+describe('on the wire', () => {
+  /** Serialise as the driver does, and read back without promoting Int64 to numbers. */
+  const roundTrip = (value: Document) => BSON.deserialize(BSON.serialize(value), { promoteLongs: false });
+
+  it('sends the supplied id as a BSON Int64, 2^63-1 included', () => {
+    const wire = roundTrip({ u: suppliedCheckpointUpdate(INT64_MAX, heads('0/1'), now) });
+    const literal = wire.u[0].$set.client_id.$cond[1].$literal;
+    expect(literal).toBeInstanceOf(Long);
+    expect(literal.toBigInt()).toBe(INT64_MAX);
+    expect(wire.u[0].$set.checkpoint_requested_at.$cond[1].$literal).toEqual(now);
+  });
+
+  it('sends the generated increment as a BSON Int64', () => {
+    const wire = roundTrip(generatedCheckpointUpdate(heads('0/1')));
+    expect(wire.$inc.client_id).toBeInstanceOf(Long);
+    expect(wire.$inc.client_id.toBigInt()).toBe(1n);
   });
 });
 
