@@ -1,0 +1,212 @@
+/**
+ * SQLite-compatible values and the few SQLite semantics the sync rules need:
+ * type ordering in comparisons, truthiness, casts and text conversion.
+ *
+ * INTEGER is always a `bigint` (never a lossy JS number), REAL is a `number`,
+ * TEXT a `string`, BLOB a `Uint8Array`, NULL `null`.
+ */
+
+export type SqliteValue = string | bigint | number | null | Uint8Array;
+
+/** A row as evaluated by the sync rules: column name → SQLite value. */
+export type SqliteRow = Record<string, SqliteValue>;
+
+/** A source row as handed in by replication. Values should be {@link SqliteValue}s; anything else is reported when used. */
+export type InputRow = Readonly<Record<string, unknown>>;
+
+export type SqliteType = 'null' | 'integer' | 'real' | 'text' | 'blob';
+
+export const INT64_MIN = -(2n ** 63n);
+export const INT64_MAX = 2n ** 63n - 1n;
+
+/** Thrown inside evaluation for values the rules cannot handle; always caught at the public API boundary. */
+export class EvaluationFailure extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'EvaluationFailure';
+  }
+}
+
+export function sqliteTypeOf(value: SqliteValue): SqliteType {
+  if (value === null) return 'null';
+  if (typeof value === 'bigint') return 'integer';
+  if (typeof value === 'number') return 'real';
+  if (typeof value === 'string') return 'text';
+  return 'blob';
+}
+
+/** Describes a JS value for error messages ("array", "object", "boolean", ...). */
+export function describeJsValue(value: unknown): string {
+  if (value === null) return 'null';
+  if (Array.isArray(value)) return 'array';
+  if (value instanceof Uint8Array) return 'blob';
+  if (value instanceof Date) return 'Date';
+  return typeof value;
+}
+
+/**
+ * Converts one input column value to a SQLite value. Booleans become 1/0,
+ * `undefined` becomes NULL; arrays, objects, non-finite numbers and other
+ * JS values cannot be represented and fail with a message naming the column.
+ */
+export function toSqliteValue(value: unknown, column: string): SqliteValue {
+  switch (typeof value) {
+    case 'string':
+    case 'bigint':
+      return value;
+    case 'number':
+      if (Number.isFinite(value)) return value;
+      throw new EvaluationFailure(`column "${column}" has a non-finite number (${String(value)}) that cannot be represented`);
+    case 'boolean':
+      return value ? 1n : 0n;
+    case 'undefined':
+      return null;
+    default:
+      if (value === null || value instanceof Uint8Array) return value;
+      throw new EvaluationFailure(
+        `column "${column}" has a value of type ${describeJsValue(value)} that cannot be represented (expected text, integer, real, blob or null)`
+      );
+  }
+}
+
+const textEncoder = new TextEncoder();
+const textDecoder = new TextDecoder();
+
+/** Formats a REAL like SQLite's `%!.15g` (e.g. `1.0`, `0.1`, `1.0e+21`). */
+export function realToText(value: number): string {
+  if (Number.isNaN(value)) return 'NaN';
+  if (!Number.isFinite(value)) return value > 0 ? 'Inf' : '-Inf';
+  if (value === 0) return Object.is(value, -0) ? '-0.0' : '0.0';
+  const [mantissaText, exponentText] = value.toExponential(14).split('e') as [string, string];
+  const exponent = Number(exponentText);
+  if (exponent < -4 || exponent >= 15) {
+    const sign = exponent < 0 ? '-' : '+';
+    const digits = String(Math.abs(exponent)).padStart(2, '0');
+    return `${withDecimal(stripZeros(mantissaText))}e${sign}${digits}`;
+  }
+  return withDecimal(stripZeros(value.toFixed(Math.max(0, 14 - exponent))));
+}
+
+function stripZeros(text: string): string {
+  return text.includes('.') ? text.replace(/0+$/, '') : text;
+}
+
+function withDecimal(text: string): string {
+  if (text.endsWith('.')) return `${text}0`;
+  return text.includes('.') ? text : `${text}.0`;
+}
+
+/** `CAST(value AS TEXT)`. */
+export function castToText(value: SqliteValue): string | null {
+  if (value === null) return null;
+  if (typeof value === 'string') return value;
+  if (typeof value === 'bigint') return value.toString();
+  if (typeof value === 'number') return realToText(value);
+  return textDecoder.decode(value);
+}
+
+function clampInt64(value: bigint): bigint {
+  if (value > INT64_MAX) return INT64_MAX;
+  if (value < INT64_MIN) return INT64_MIN;
+  return value;
+}
+
+function realToInteger(value: number): bigint {
+  if (Number.isNaN(value)) return 0n;
+  if (value >= 9223372036854775807) return INT64_MAX;
+  if (value <= -9223372036854775808) return INT64_MIN;
+  return BigInt(Math.trunc(value));
+}
+
+/** `CAST(value AS INTEGER)`: the longest integer prefix of text, truncation of reals, clamped to int64. */
+export function castToInteger(value: SqliteValue): bigint | null {
+  if (value === null) return null;
+  if (typeof value === 'bigint') return value;
+  if (typeof value === 'number') return realToInteger(value);
+  const text = typeof value === 'string' ? value : textDecoder.decode(value);
+  const match = /^\s*([+-]?\d+)/.exec(text);
+  return match ? clampInt64(BigInt(match[1]!)) : 0n;
+}
+
+const REAL_PREFIX = /^\s*([+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)/;
+
+/** `CAST(value AS REAL)`: the longest real prefix of text, or 0.0. */
+export function castToReal(value: SqliteValue): number | null {
+  if (value === null) return null;
+  if (typeof value === 'number') return value;
+  if (typeof value === 'bigint') return Number(value);
+  const text = typeof value === 'string' ? value : textDecoder.decode(value);
+  const match = REAL_PREFIX.exec(text);
+  return match ? Number(match[1]) : 0;
+}
+
+/** Numeric value of text used in arithmetic: INTEGER when the text is an integer, else REAL (SQLite's NUMERIC conversion). */
+export function toNumeric(value: SqliteValue): bigint | number | null {
+  if (value === null || typeof value === 'bigint' || typeof value === 'number') return value;
+  const text = typeof value === 'string' ? value : textDecoder.decode(value);
+  const integer = /^\s*[+-]?\d+\s*$/.exec(text);
+  if (integer) {
+    const parsed = BigInt(text.trim());
+    if (parsed >= INT64_MIN && parsed <= INT64_MAX) return parsed;
+  }
+  return castToReal(text);
+}
+
+/** SQLite truthiness in WHERE: NULL is false, otherwise the numeric value is non-zero. */
+export function isTruthy(value: SqliteValue): boolean {
+  if (value === null) return false;
+  const numeric = typeof value === 'bigint' || typeof value === 'number' ? value : castToReal(value);
+  return typeof numeric === 'bigint' ? numeric !== 0n : numeric !== 0 && !Number.isNaN(numeric);
+}
+
+function typeRank(value: SqliteValue): number {
+  if (value === null) return 0;
+  if (typeof value === 'bigint' || typeof value === 'number') return 1;
+  if (typeof value === 'string') return 2;
+  return 3;
+}
+
+function compareNumbers(a: bigint | number, b: bigint | number): number {
+  if (typeof a === 'bigint' && typeof b === 'bigint') return a < b ? -1 : a > b ? 1 : 0;
+  if (typeof a === 'number' && typeof b === 'number') return a < b ? -1 : a > b ? 1 : 0;
+  if (typeof a === 'number') return -compareNumbers(b, a);
+  // a is bigint, b is number
+  const real = b as number;
+  if (Number.isNaN(real)) return 1;
+  if (real === Infinity) return -1;
+  if (real === -Infinity) return 1;
+  const floor = BigInt(Math.floor(real));
+  if (a < floor) return -1;
+  if (a > floor) return 1;
+  return Number.isInteger(real) ? 0 : -1;
+}
+
+function compareBytes(a: Uint8Array, b: Uint8Array): number {
+  const length = Math.min(a.length, b.length);
+  for (let i = 0; i < length; i++) {
+    if (a[i] !== b[i]) return a[i]! < b[i]! ? -1 : 1;
+  }
+  return a.length - b.length === 0 ? 0 : a.length < b.length ? -1 : 1;
+}
+
+/** Total order of SQLite values (BINARY collation): NULL < numbers < text < blob. */
+export function compareValues(a: SqliteValue, b: SqliteValue): number {
+  const rankA = typeRank(a);
+  const rankB = typeRank(b);
+  if (rankA !== rankB) return rankA < rankB ? -1 : 1;
+  if (a === null || b === null) return 0;
+  if (typeof a === 'string' && typeof b === 'string') {
+    if (a === b) return 0;
+    return compareBytes(textEncoder.encode(a), textEncoder.encode(b));
+  }
+  if (a instanceof Uint8Array && b instanceof Uint8Array) return compareBytes(a, b);
+  return compareNumbers(a as bigint | number, b as bigint | number);
+}
+
+export function encodeText(text: string): Uint8Array {
+  return textEncoder.encode(text);
+}
+
+export function decodeText(bytes: Uint8Array): string {
+  return textDecoder.decode(bytes);
+}

@@ -1,0 +1,610 @@
+/**
+ * Sync rules: loading the YAML (`bucket_definitions`), and the evaluation API
+ * used by replication (rows → bucket rows, rows → parameter lookups) and by
+ * the sync engine (request → bucket ids).
+ */
+import { isAlias, isMap, isScalar, isSeq, LineCounter, parseDocument, type Document, type Node as YamlNode } from 'yaml';
+import { formatBucketId, serializeBucketParameterValue, type BucketParameterValue } from './bucket-id.js';
+import { compileDataQuery, type DataQuery, type EvaluatedBucketRow } from './data-query.js';
+import { makeIssue, queryPosition, type EvaluationError, type QueryKind, type SyncRulesIssue, type YamlPosition } from './errors.js';
+import { requestValues, type RequestValues } from './expression.js';
+import { bucketParametersOf, compileParameterQuery, PRIORITY_COLUMN, type ParameterQuery } from './parameter-query.js';
+import { DEFAULT_SCHEMA, sameSourceTable, type SourceTable } from './source-table.js';
+import { SqlSyntaxError } from './sql/tokenizer.js';
+import { EvaluationFailure, type InputRow, type SqliteRow, type SqliteValue } from './sqlite-value.js';
+
+export const DEFAULT_BUCKET_PRIORITY = 3;
+export const MIN_BUCKET_PRIORITY = 0;
+export const MAX_BUCKET_PRIORITY = 3;
+
+/** A source row change as replication sees it. */
+export interface SourceRowInput {
+  /** Source schema; default `public`. */
+  schema?: string;
+  table: string;
+  row: InputRow;
+}
+
+export interface EvaluateRowResult {
+  buckets: EvaluatedBucketRow[];
+  errors: EvaluationError[];
+}
+
+/** Key of a parameter lookup index entry: `(definition, query, lookup values)`. */
+export interface ParameterLookup {
+  definition: string;
+  queryIndex: number;
+  values: BucketParameterValue[];
+}
+
+export interface ParameterLookupEntry {
+  lookup: ParameterLookup;
+  /** Stable text form of `lookup`, for indexing (see {@link serializeParameterLookup}). */
+  serializedLookup: string;
+  /** Output rows (bucket parameters and optional `_priority`) stored under the lookup. */
+  outputs: SqliteRow[];
+}
+
+export interface EvaluateParameterRowResult {
+  lookups: ParameterLookupEntry[];
+  errors: EvaluationError[];
+}
+
+/** What a connection contributes: the JWT `sub`, the JWT payload, and the client's parameters. */
+export interface RequestParameters {
+  userId: string;
+  tokenParameters?: Readonly<Record<string, unknown>>;
+  clientParameters?: Readonly<Record<string, unknown>>;
+}
+
+export interface BucketDescription {
+  bucket: string;
+  definition: string;
+  priority: number;
+}
+
+export interface QueriedBuckets {
+  buckets: BucketDescription[];
+  errors: EvaluationError[];
+}
+
+/**
+ * First step of resolving a request's buckets: the buckets known without I/O,
+ * and the lookups whose stored outputs the caller must fetch before calling `finish`.
+ */
+export interface BucketQueryPlan {
+  /** Buckets from definitions without parameters or with static parameter queries only. */
+  staticBuckets: BucketDescription[];
+  /** Distinct lookups to fetch from the parameter index (as of the checkpoint being served). */
+  lookups: ParameterLookup[];
+  errors: EvaluationError[];
+  /** Completes the bucket list; `results[i]` are the stored output rows for `lookups[i]`. */
+  finish(results: ReadonlyArray<ReadonlyArray<Readonly<Record<string, SqliteValue>>>>): QueriedBuckets;
+}
+
+export interface BucketDefinitionSummary {
+  name: string;
+  priority: number;
+  /** Bucket parameter names in declaration order. */
+  parameterNames: readonly string[];
+  parameterQueries: ReadonlyArray<{ sql: string; kind: 'static' | 'lookup'; table?: SourceTable }>;
+  dataQueries: ReadonlyArray<{ sql: string; table: SourceTable }>;
+  acceptPotentiallyDangerousQueries: boolean;
+}
+
+export interface SyncRules {
+  readonly definitions: readonly BucketDefinitionSummary[];
+  /** Distinct source tables referenced by data and parameter queries. */
+  sourceTables(): SourceTable[];
+  /** Whether rows of this table can land in buckets / parameter lookups. */
+  tableSyncsData(table: { schema?: string; table: string }): boolean;
+  tableSyncsParameters(table: { schema?: string; table: string }): boolean;
+  /** A source row → the bucket rows it produces. Never throws; problems are in `errors`. */
+  evaluateRow(input: SourceRowInput): EvaluateRowResult;
+  /** A source row → its parameter lookup entries. Never throws; problems are in `errors`. */
+  evaluateParameterRow(input: SourceRowInput): EvaluateParameterRowResult;
+  /** Static buckets and the lookups needed for the dynamic ones. Never throws. */
+  planBuckets(request: RequestParameters): BucketQueryPlan;
+  /** Convenience: `planBuckets`, fetch the lookups with `fetchLookups`, `finish`. Rejects only if `fetchLookups` does. */
+  queryBuckets(
+    request: RequestParameters,
+    fetchLookups: (lookups: ParameterLookup[]) => Promise<ReadonlyArray<ReadonlyArray<Readonly<Record<string, SqliteValue>>>>>
+  ): Promise<QueriedBuckets>;
+}
+
+export type ParseSyncRulesResult =
+  | { ok: true; rules: SyncRules; errors: readonly SyncRulesIssue[]; warnings: SyncRulesIssue[] }
+  | { ok: false; rules: undefined; errors: SyncRulesIssue[]; warnings: SyncRulesIssue[] };
+
+/** Stable text key of a lookup, e.g. `["by_org",0,"u1"]`; INTEGER 1 and REAL 1.0 give the same key. */
+export function serializeParameterLookup(lookup: ParameterLookup): string {
+  const parts = [JSON.stringify(lookup.definition), String(lookup.queryIndex), ...lookup.values.map(serializeBucketParameterValue)];
+  return `[${parts.join(',')}]`;
+}
+
+interface BucketDefinition {
+  name: string;
+  priority: number;
+  parameterNames: string[];
+  parameterQueries: ParameterQuery[];
+  dataQueries: DataQuery[];
+  acceptPotentiallyDangerousQueries: boolean;
+}
+
+const DEFINITION_KEYS = new Set(['parameters', 'data', 'priority', 'accept_potentially_dangerous_queries']);
+
+/** Loads sync rules YAML. Never throws: problems are returned as errors (load refused) or warnings. */
+export function parseSyncRules(yamlText: string): ParseSyncRulesResult {
+  try {
+    return parseSyncRulesUnchecked(yamlText);
+  } catch (error) {
+    const reason = `Internal error while loading sync rules: ${error instanceof Error ? error.message : String(error)}`;
+    return { ok: false, rules: undefined, errors: [makeIssue({ reason })], warnings: [] };
+  }
+}
+
+function parseSyncRulesUnchecked(yamlText: string): ParseSyncRulesResult {
+  const errors: SyncRulesIssue[] = [];
+  const warnings: SyncRulesIssue[] = [];
+  const failed = (): ParseSyncRulesResult => ({ ok: false, rules: undefined, errors, warnings });
+  if (typeof yamlText !== 'string') {
+    errors.push(makeIssue({ reason: 'Sync rules must be YAML text' }));
+    return failed();
+  }
+
+  const lineCounter = new LineCounter();
+  const document = parseDocument(yamlText, { lineCounter, uniqueKeys: true, prettyErrors: false });
+  const at = (node: YamlNode | null | undefined): YamlPosition | undefined => {
+    const offset = node?.range?.[0];
+    if (offset === undefined) return undefined;
+    const { line, col } = lineCounter.linePos(offset);
+    return { line, column: col };
+  };
+  const resolve = (node: unknown): unknown => (isAlias(node) ? node.resolve(document as Document.Parsed) : node);
+
+  if (document.errors.length > 0) {
+    for (const error of document.errors) {
+      const { line, col } = lineCounter.linePos(error.pos[0]);
+      const yamlPosition = { line, column: col };
+      if (error.code === 'DUPLICATE_KEY') {
+        const key = yamlText.slice(error.pos[0], error.pos[1]);
+        const definition = duplicateDefinitionName(document, error.pos[0]);
+        if (definition !== undefined) {
+          errors.push(makeIssue({ reason: `Duplicate bucket definition name "${definition}"`, bucketDefinition: definition, yamlPosition }));
+        } else {
+          errors.push(makeIssue({ reason: `Duplicate key ${JSON.stringify(key)} in YAML`, yamlPosition }));
+        }
+      } else {
+        errors.push(makeIssue({ reason: `Invalid YAML: ${error.message}`, yamlPosition }));
+      }
+    }
+    return failed();
+  }
+  for (const warning of document.warnings) {
+    const { line, col } = lineCounter.linePos(warning.pos[0]);
+    warnings.push(makeIssue({ severity: 'warning', reason: `YAML: ${warning.message}`, yamlPosition: { line, column: col } }));
+  }
+
+  const root = resolve(document.contents);
+  if (!isMap(root)) {
+    errors.push(makeIssue({ reason: 'Sync rules must be a YAML mapping with a "bucket_definitions" key', yamlPosition: at(root as YamlNode) }));
+    return failed();
+  }
+
+  let definitionsNode: unknown;
+  for (const pair of root.items) {
+    const key = resolve(pair.key);
+    const name = isScalar(key) ? String(key.value) : undefined;
+    if (name === 'bucket_definitions') definitionsNode = resolve(pair.value);
+    else if (name === 'streams') {
+      errors.push(makeIssue({ reason: '"streams" (sync streams) are not supported; use "bucket_definitions"', yamlPosition: at(key as YamlNode) }));
+    } else if (name === 'config') {
+      warnings.push(makeIssue({ severity: 'warning', reason: '"config" is ignored by this implementation', yamlPosition: at(key as YamlNode) }));
+    } else {
+      errors.push(makeIssue({ reason: `Unknown top-level key ${JSON.stringify(name ?? String(key))}; expected "bucket_definitions"`, yamlPosition: at(key as YamlNode) }));
+    }
+  }
+  if (definitionsNode === undefined) {
+    errors.push(makeIssue({ reason: 'Missing "bucket_definitions"', yamlPosition: at(root) }));
+    return failed();
+  }
+  if (!isMap(definitionsNode)) {
+    if (!(isScalar(definitionsNode) && definitionsNode.value === null)) {
+      errors.push(makeIssue({ reason: '"bucket_definitions" must be a mapping of definition names to definitions', yamlPosition: at(definitionsNode as YamlNode) }));
+      return failed();
+    }
+    definitionsNode = undefined;
+  }
+
+  const definitions: BucketDefinition[] = [];
+  for (const pair of isMap(definitionsNode) ? definitionsNode.items : []) {
+    const key = resolve(pair.key);
+    if (!isScalar(key) || key.value === null || key.value === '' || typeof key.value === 'object') {
+      errors.push(makeIssue({ reason: 'Bucket definition names must be non-empty strings', yamlPosition: at(key as YamlNode) }));
+      continue;
+    }
+    const name = String(key.value);
+    const definition = loadDefinition(name, resolve(pair.value), at(key), { at, resolve, errors, warnings });
+    if (definition) definitions.push(definition);
+  }
+
+  if (errors.length > 0) return failed();
+  return { ok: true, rules: createSyncRules(definitions), errors: [], warnings };
+}
+
+/** The definition name whose key starts at `offset`, if the duplicate is a bucket definition name. */
+function duplicateDefinitionName(document: Document.Parsed, offset: number): string | undefined {
+  const root = document.contents;
+  if (!isMap(root)) return undefined;
+  for (const pair of root.items) {
+    if (!isScalar(pair.key) || pair.key.value !== 'bucket_definitions' || !isMap(pair.value)) continue;
+    for (const definition of pair.value.items) {
+      if (isScalar(definition.key) && definition.key.range?.[0] === offset) return String(definition.key.value);
+    }
+  }
+  return undefined;
+}
+
+interface LoadContext {
+  at(node: YamlNode | null | undefined): YamlPosition | undefined;
+  resolve(node: unknown): unknown;
+  errors: SyncRulesIssue[];
+  warnings: SyncRulesIssue[];
+}
+
+interface QueryText {
+  sql: string;
+  yamlPosition: YamlPosition | undefined;
+}
+
+function loadDefinition(name: string, node: unknown, position: YamlPosition | undefined, context: LoadContext): BucketDefinition | undefined {
+  const { at, resolve, errors, warnings } = context;
+  const issue = (reason: string, yamlPosition: YamlPosition | undefined, extra: Partial<SyncRulesIssue> = {}) =>
+    errors.push(makeIssue({ reason, bucketDefinition: name, yamlPosition, ...extra }));
+  if (!isMap(node)) {
+    issue('A bucket definition must be a mapping with "data" (and optionally "parameters", "priority")', at(node as YamlNode) ?? position);
+    return undefined;
+  }
+  const errorCount = errors.length;
+
+  let parameterTexts: QueryText[] = [];
+  let dataTexts: QueryText[] | undefined;
+  let priority = DEFAULT_BUCKET_PRIORITY;
+  let acceptDangerous = false;
+
+  for (const pair of node.items) {
+    const keyNode = resolve(pair.key);
+    const key = isScalar(keyNode) ? String(keyNode.value) : String(keyNode);
+    const value = resolve(pair.value);
+    const keyPosition = at(keyNode as YamlNode);
+    if (!DEFINITION_KEYS.has(key)) {
+      issue(`Unknown key ${JSON.stringify(key)} in bucket definition; expected one of ${[...DEFINITION_KEYS].join(', ')}`, keyPosition);
+      continue;
+    }
+    switch (key) {
+      case 'parameters': {
+        const texts = queryTexts(value, context);
+        if (!texts) issue('"parameters" must be a SELECT query or a list of SELECT queries', at(value as YamlNode) ?? keyPosition);
+        else parameterTexts = texts;
+        break;
+      }
+      case 'data': {
+        const texts = queryTexts(value, context);
+        if (!texts) issue('"data" must be a list of SELECT queries', at(value as YamlNode) ?? keyPosition);
+        else dataTexts = texts;
+        break;
+      }
+      case 'priority': {
+        const raw = isScalar(value) ? value.value : undefined;
+        if (typeof raw === 'number' && Number.isInteger(raw) && raw >= MIN_BUCKET_PRIORITY && raw <= MAX_BUCKET_PRIORITY) priority = raw;
+        else {
+          const shown = isScalar(value) ? JSON.stringify(value.source ?? value.value) : 'a non-scalar value';
+          issue(`"priority" must be an integer from ${MIN_BUCKET_PRIORITY} to ${MAX_BUCKET_PRIORITY}, got ${shown}`, at(value as YamlNode) ?? keyPosition);
+        }
+        break;
+      }
+      case 'accept_potentially_dangerous_queries': {
+        const raw = isScalar(value) ? value.value : undefined;
+        if (typeof raw === 'boolean') acceptDangerous = raw;
+        else issue('"accept_potentially_dangerous_queries" must be true or false', at(value as YamlNode) ?? keyPosition);
+        break;
+      }
+    }
+  }
+  if (dataTexts === undefined && errors.length === errorCount) issue('Missing "data": a bucket definition needs a list of data queries', position);
+  if (dataTexts?.length === 0) {
+    warnings.push(makeIssue({ severity: 'warning', reason: '"data" is empty; buckets of this definition will stay empty', bucketDefinition: name, yamlPosition: position }));
+  }
+
+  // Parameter queries first: they declare the bucket parameters data queries refer to.
+  const parameterQueries: ParameterQuery[] = [];
+  for (const [index, text] of parameterTexts.entries()) {
+    const query = compileQuery(name, 'parameters', index, text, errors, () => compileParameterQuery(text.sql, index));
+    if (query) parameterQueries.push(query);
+  }
+  let parameterNames: string[] = [];
+  const [firstQuery, ...otherQueries] = parameterQueries;
+  if (firstQuery) {
+    parameterNames = [...firstQuery.parameterNames];
+    for (const query of otherQueries) {
+      const same = query.parameterNames.length === parameterNames.length && query.parameterNames.every((parameter) => parameterNames.includes(parameter));
+      if (!same) {
+        const text = parameterTexts[query.index]!;
+        errors.push(
+          makeIssue({
+            reason: `All parameter queries of a definition must output the same columns: expected ${JSON.stringify(parameterNames)}, got ${JSON.stringify(query.parameterNames)}`,
+            bucketDefinition: name,
+            queryKind: 'parameters',
+            queryIndex: query.index,
+            query: text.sql,
+            yamlPosition: text.yamlPosition
+          })
+        );
+      }
+    }
+  }
+  if (!acceptDangerous) {
+    for (const query of parameterQueries) {
+      if (!query.usesClientParameters) continue;
+      const text = parameterTexts[query.index]!;
+      warnings.push(
+        makeIssue({
+          severity: 'warning',
+          reason:
+            'This parameter query uses client parameters (request.parameters() / user_parameters), which clients can set freely; set "accept_potentially_dangerous_queries: true" if that is intended',
+          bucketDefinition: name,
+          queryKind: 'parameters',
+          queryIndex: query.index,
+          query: text.sql,
+          yamlPosition: text.yamlPosition
+        })
+      );
+    }
+  }
+  // Unknown bucket parameters would be reported against every data query if a parameter query failed; skip them then.
+  const parametersFailed = parameterQueries.length !== parameterTexts.length;
+
+  const dataQueries: DataQuery[] = [];
+  for (const [index, text] of (parametersFailed ? [] : (dataTexts ?? [])).entries()) {
+    const query = compileQuery(name, 'data', index, text, errors, () => compileDataQuery(text.sql, index, { name, parameterNames }));
+    if (!query) continue;
+    dataQueries.push(query);
+    for (const warning of query.warnings) {
+      warnings.push(
+        makeIssue({
+          severity: 'warning',
+          reason: warning.reason,
+          bucketDefinition: name,
+          queryKind: 'data',
+          queryIndex: index,
+          query: text.sql,
+          position: queryPosition(text.sql, warning.start, warning.end),
+          yamlPosition: text.yamlPosition
+        })
+      );
+    }
+  }
+
+  if (errors.length > errorCount) return undefined;
+  return { name, priority, parameterNames, parameterQueries, dataQueries, acceptPotentiallyDangerousQueries: acceptDangerous };
+}
+
+function queryTexts(value: unknown, context: LoadContext): QueryText[] | undefined {
+  if (isScalar(value)) {
+    return typeof value.value === 'string' ? [{ sql: value.value, yamlPosition: context.at(value) }] : undefined;
+  }
+  if (!isSeq(value)) return undefined;
+  const texts: QueryText[] = [];
+  for (const item of value.items) {
+    const resolved = context.resolve(item);
+    if (!isScalar(resolved) || typeof resolved.value !== 'string') return undefined;
+    texts.push({ sql: resolved.value, yamlPosition: context.at(resolved) });
+  }
+  return texts;
+}
+
+function compileQuery<T>(definition: string, kind: QueryKind, index: number, text: QueryText, errors: SyncRulesIssue[], compile: () => T): T | undefined {
+  try {
+    return compile();
+  } catch (error) {
+    if (!(error instanceof SqlSyntaxError)) throw error;
+    errors.push(
+      makeIssue({
+        reason: error.message,
+        bucketDefinition: definition,
+        queryKind: kind,
+        queryIndex: index,
+        query: text.sql,
+        position: queryPosition(text.sql, error.start, error.end),
+        yamlPosition: text.yamlPosition
+      })
+    );
+    return undefined;
+  }
+}
+
+function evaluationError(definition: string, queryKind: QueryKind, queryIndex: number, error: unknown): EvaluationError {
+  if (!(error instanceof EvaluationFailure)) {
+    // Not expected; still reported instead of thrown so replication keeps going.
+    const reason = error instanceof Error ? error.message : String(error);
+    return { message: `bucket_definitions.${definition}.${queryKind}[${queryIndex}]: internal error: ${reason}`, bucketDefinition: definition, queryKind, queryIndex };
+  }
+  return { message: `bucket_definitions.${definition}.${queryKind}[${queryIndex}]: ${error.message}; row skipped`, bucketDefinition: definition, queryKind, queryIndex };
+}
+
+function priorityOf(row: Readonly<Record<string, SqliteValue>>, fallback: number): number {
+  if (!Object.hasOwn(row, PRIORITY_COLUMN)) return fallback;
+  const value = row[PRIORITY_COLUMN];
+  if (value === null || value === undefined) return fallback;
+  const number = typeof value === 'bigint' ? Number(value) : typeof value === 'number' && Number.isInteger(value) ? value : NaN;
+  if (!(number >= MIN_BUCKET_PRIORITY && number <= MAX_BUCKET_PRIORITY)) {
+    throw new EvaluationFailure(`"${PRIORITY_COLUMN}" must be an integer from ${MIN_BUCKET_PRIORITY} to ${MAX_BUCKET_PRIORITY}`);
+  }
+  return number;
+}
+
+function createSyncRules(definitions: BucketDefinition[]): SyncRules {
+  const tables: SourceTable[] = [];
+  const addTable = (table: SourceTable) => {
+    if (!tables.some((existing) => sameSourceTable(existing, table))) tables.push(table);
+  };
+  for (const definition of definitions) {
+    definition.dataQueries.forEach((query) => addTable(query.table));
+    for (const query of definition.parameterQueries) if (query.kind === 'lookup') addTable(query.table);
+  }
+
+  const summaries: BucketDefinitionSummary[] = definitions.map((definition) => ({
+    name: definition.name,
+    priority: definition.priority,
+    parameterNames: definition.parameterNames,
+    parameterQueries: definition.parameterQueries.map((query) =>
+      query.kind === 'lookup' ? { sql: query.sql, kind: query.kind, table: query.table } : { sql: query.sql, kind: query.kind }
+    ),
+    dataQueries: definition.dataQueries.map((query) => ({ sql: query.sql, table: query.table })),
+    acceptPotentiallyDangerousQueries: definition.acceptPotentiallyDangerousQueries
+  }));
+
+  const addBucket = (buckets: Map<string, BucketDescription>, definition: BucketDefinition, values: BucketParameterValue[], priority: number) => {
+    const bucket = formatBucketId(definition.name, values);
+    const existing = buckets.get(bucket);
+    if (!existing || priority < existing.priority) buckets.set(bucket, { bucket, definition: definition.name, priority });
+  };
+
+  const rules: SyncRules = {
+    definitions: summaries,
+
+    sourceTables: () => tables.map((table) => ({ ...table })),
+
+    tableSyncsData: ({ schema = DEFAULT_SCHEMA, table }) =>
+      definitions.some((definition) => definition.dataQueries.some((query) => query.matches(schema, table))),
+
+    tableSyncsParameters: ({ schema = DEFAULT_SCHEMA, table }) =>
+      definitions.some((definition) => definition.parameterQueries.some((query) => query.kind === 'lookup' && query.matches(schema, table))),
+
+    evaluateRow({ schema = DEFAULT_SCHEMA, table, row }) {
+      const buckets: EvaluatedBucketRow[] = [];
+      const errors: EvaluationError[] = [];
+      for (const definition of definitions) {
+        for (const query of definition.dataQueries) {
+          if (!query.matches(schema, table)) continue;
+          try {
+            buckets.push(...query.evaluate(row, table));
+          } catch (error) {
+            errors.push(evaluationError(definition.name, 'data', query.index, error));
+          }
+        }
+      }
+      return { buckets, errors };
+    },
+
+    evaluateParameterRow({ schema = DEFAULT_SCHEMA, table, row }) {
+      const lookups: ParameterLookupEntry[] = [];
+      const errors: EvaluationError[] = [];
+      for (const definition of definitions) {
+        for (const query of definition.parameterQueries) {
+          if (query.kind !== 'lookup' || !query.matches(schema, table)) continue;
+          try {
+            const result = query.evaluateRow(row);
+            if (!result) continue;
+            bucketParametersOf(result.output, definition.parameterNames); // rejects blob parameters at write time
+            priorityOf(result.output, definition.priority);
+            const seen = new Set<string>();
+            for (const values of result.lookups) {
+              const lookup: ParameterLookup = { definition: definition.name, queryIndex: query.index, values };
+              const serializedLookup = serializeParameterLookup(lookup);
+              if (seen.has(serializedLookup)) continue;
+              seen.add(serializedLookup);
+              lookups.push({ lookup, serializedLookup, outputs: [{ ...result.output }] });
+            }
+          } catch (error) {
+            errors.push(evaluationError(definition.name, 'parameters', query.index, error));
+          }
+        }
+      }
+      return { lookups, errors };
+    },
+
+    planBuckets(request) {
+      const staticBuckets = new Map<string, BucketDescription>();
+      const errors: EvaluationError[] = [];
+      const lookups: ParameterLookup[] = [];
+      const lookupOwners: Array<{ definition: BucketDefinition; query: ParameterQuery }> = [];
+      const seenLookups = new Set<string>();
+      let values: RequestValues;
+      try {
+        values = requestValues(request);
+      } catch (error) {
+        const reason = error instanceof Error ? error.message : String(error);
+        return {
+          staticBuckets: [],
+          lookups: [],
+          errors: [{ message: `invalid request parameters: ${reason}`, bucketDefinition: '', queryKind: 'parameters', queryIndex: 0 }],
+          finish: () => ({ buckets: [], errors: [] })
+        };
+      }
+
+      for (const definition of definitions) {
+        if (definition.parameterQueries.length === 0) {
+          addBucket(staticBuckets, definition, [], definition.priority);
+          continue;
+        }
+        for (const query of definition.parameterQueries) {
+          try {
+            if (query.kind === 'static') {
+              for (const output of query.evaluate(values)) {
+                const parameters = bucketParametersOf(output, definition.parameterNames);
+                if (parameters) addBucket(staticBuckets, definition, parameters, priorityOf(output, definition.priority));
+              }
+            } else {
+              for (const lookupValues of query.lookupValues(values)) {
+                const lookup: ParameterLookup = { definition: definition.name, queryIndex: query.index, values: lookupValues };
+                const key = serializeParameterLookup(lookup);
+                if (seenLookups.has(key)) continue;
+                seenLookups.add(key);
+                lookups.push(lookup);
+                lookupOwners.push({ definition, query });
+              }
+            }
+          } catch (error) {
+            errors.push(evaluationError(definition.name, 'parameters', query.index, error));
+          }
+        }
+      }
+
+      return {
+        staticBuckets: [...staticBuckets.values()],
+        lookups,
+        errors,
+        finish(results) {
+          const buckets = new Map(staticBuckets);
+          const finishErrors: EvaluationError[] = [];
+          lookupOwners.forEach(({ definition, query }, index) => {
+            const rows = Array.isArray(results) ? results[index] : undefined;
+            if (!Array.isArray(rows)) {
+              finishErrors.push(evaluationError(definition.name, 'parameters', query.index, new EvaluationFailure(`no lookup result given for lookup ${index}`)));
+              return;
+            }
+            for (const row of rows) {
+              try {
+                if (row === null || typeof row !== 'object') throw new EvaluationFailure('a lookup result row is not an object');
+                const parameters = bucketParametersOf(row, definition.parameterNames);
+                if (parameters) addBucket(buckets, definition, parameters, priorityOf(row, definition.priority));
+              } catch (error) {
+                finishErrors.push(evaluationError(definition.name, 'parameters', query.index, error));
+              }
+            }
+          });
+          return { buckets: [...buckets.values()], errors: finishErrors };
+        }
+      };
+    },
+
+    async queryBuckets(request, fetchLookups) {
+      const plan = rules.planBuckets(request);
+      const results = plan.lookups.length > 0 ? await fetchLookups(plan.lookups) : [];
+      const finished = plan.finish(results);
+      return { buckets: finished.buckets, errors: [...plan.errors, ...finished.errors] };
+    }
+  };
+  return rules;
+}
