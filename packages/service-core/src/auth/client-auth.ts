@@ -1,0 +1,40 @@
+import type * as jose from 'jose';
+import type { CoreServiceConfig } from '../config/config-schema.js';
+import type { Logger } from '../logger.js';
+import { importVerificationKey, RemoteJwks, type VerificationKey } from './key-store.js';
+import { TokenVerifier } from './token-verifier.js';
+
+const SUPABASE_MAX_LIFETIME_SECONDS = 7 * 86_400 + 20 * 60;
+
+/** Build the client token verifier from the `client_auth:` section (PROTOCOL §3.3). */
+export async function createTokenVerifier(
+  clientAuth: CoreServiceConfig['client_auth'],
+  options: { logger?: Logger; fetch?: typeof fetch } = {}
+): Promise<TokenVerifier> {
+  const staticKeys: VerificationKey[] = [];
+  for (const [index, jwk] of (clientAuth.jwks?.keys ?? []).entries()) {
+    try {
+      const key = await importVerificationKey(jwk as jose.JWK, { remote: false });
+      if (key) staticKeys.push(key);
+    } catch (error) {
+      throw new Error(`client_auth.jwks.keys.${index}: ${(error as Error).message}`);
+    }
+  }
+  if (clientAuth.supabase && clientAuth.supabase_jwt_secret) {
+    staticKeys.push({
+      kty: 'oct',
+      alg: 'HS256',
+      key: new TextEncoder().encode(clientAuth.supabase_jwt_secret),
+      audience: ['authenticated'],
+      maxLifetimeSeconds: SUPABASE_MAX_LIFETIME_SECONDS
+    });
+  }
+  const uris = clientAuth.jwks_uri === undefined ? [] : [clientAuth.jwks_uri].flat();
+  const remote = uris.map((uri) => new RemoteJwks(uri, { logger: options.logger, fetch: options.fetch }));
+  return new TokenVerifier({
+    staticKeys,
+    remote,
+    audience: clientAuth.audience,
+    maxLifetimeSeconds: clientAuth.max_token_lifetime_seconds
+  });
+}

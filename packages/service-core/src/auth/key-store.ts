@@ -1,0 +1,150 @@
+import * as jose from 'jose';
+import { authError, ErrorCode } from '../errors.js';
+import type { Logger } from '../logger.js';
+
+/** Algorithms a client token may use (PROTOCOL §3.2); `none` is never accepted. */
+export const SUPPORTED_ALGORITHMS = [
+  'HS256', 'HS384', 'HS512', 'RS256', 'RS384', 'RS512', 'ES256', 'ES384', 'ES512', 'EdDSA'
+] as const;
+
+const FAMILY_BY_KTY: Record<string, RegExp> = {
+  RSA: /^RS(256|384|512)$/,
+  oct: /^HS(256|384|512)$/,
+  EC: /^ES(256|384|512)$/,
+  OKP: /^EdDSA$/
+};
+
+export interface VerificationKey {
+  kid?: string;
+  /** Fixed algorithm of the key, when the JWK names one. */
+  alg?: string;
+  kty: string;
+  key: jose.CryptoKey | Uint8Array;
+  /** Audiences this key accepts instead of the configured ones (Supabase keys). */
+  audience?: string[];
+  /** Maximum token lifetime for this key, seconds. */
+  maxLifetimeSeconds?: number;
+}
+
+export function keyAcceptsAlgorithm(key: VerificationKey, alg: string): boolean {
+  if (key.alg) return key.alg === alg;
+  return FAMILY_BY_KTY[key.kty]?.test(alg) ?? false;
+}
+
+/** Import one JWK from config or a JWKS document. `remote` keys must be asymmetric verification keys. */
+export async function importVerificationKey(jwk: jose.JWK, options: { remote: boolean }): Promise<VerificationKey | null> {
+  if (options.remote) {
+    if (!['RSA', 'EC', 'OKP'].includes(jwk.kty ?? '')) return null; // never accept symmetric keys from a URL
+    if (jwk.use !== undefined && jwk.use !== 'sig') return null;
+    if (jwk.key_ops !== undefined && !jwk.key_ops.includes('verify')) return null;
+  }
+  if (jwk.kty === 'oct') {
+    if (typeof jwk.k !== 'string' || jwk.k.length === 0) throw new Error(`HMAC key ${jwk.kid ?? ''} has no "k"`);
+    const secret = jose.base64url.decode(jwk.k);
+    if (secret.length < 16) throw new Error(`HMAC key ${jwk.kid ?? ''} is shorter than 16 bytes`);
+    return { kid: jwk.kid, alg: jwk.alg, kty: 'oct', key: secret };
+  }
+  const alg = jwk.alg ?? defaultAlgorithmFor(jwk);
+  if (!alg) throw new Error(`key ${jwk.kid ?? ''} of type ${jwk.kty} needs "alg"`);
+  // Import only the public part: a private JWK in config must never become a signing key here.
+  const { d: _d, p: _p, q: _q, dp: _dp, dq: _dq, qi: _qi, ...publicJwk } = jwk;
+  const key = await jose.importJWK(publicJwk, alg);
+  if (key instanceof Uint8Array) throw new Error(`key ${jwk.kid ?? ''} is not an asymmetric key`);
+  return { kid: jwk.kid, alg: jwk.alg, kty: jwk.kty!, key };
+}
+
+function defaultAlgorithmFor(jwk: jose.JWK): string | undefined {
+  if (jwk.kty === 'RSA') return 'RS256';
+  if (jwk.kty === 'OKP') return 'EdDSA';
+  if (jwk.kty === 'EC') return { 'P-256': 'ES256', 'P-384': 'ES384', 'P-521': 'ES512' }[jwk.crv ?? ''];
+  return undefined;
+}
+
+export interface RemoteJwksOptions {
+  fetch?: typeof fetch;
+  /** Keys are fresh this long; afterwards they are refreshed in the background. */
+  freshForMs?: number;
+  /** At most one refresh per this many ms (on unknown `kid`). */
+  minRefreshIntervalMs?: number;
+  /** How long a request may wait for a refresh. */
+  maxWaitMs?: number;
+  logger?: Logger;
+}
+
+/**
+ * Keys from a `jwks_uri`: cached, refreshed when stale or when a token names an unknown `kid`, with refreshes
+ * rate-limited so a stream of forged `kid`s cannot hammer the identity provider.
+ */
+export class RemoteJwks {
+  private keys: VerificationKey[] = [];
+  private fetchedAt = 0;
+  private lastAttemptAt = 0;
+  private inflight: Promise<void> | undefined;
+  private lastError: Error | undefined;
+  private readonly fetchImpl: typeof fetch;
+  private readonly freshForMs: number;
+  private readonly minRefreshIntervalMs: number;
+  private readonly maxWaitMs: number;
+
+  constructor(
+    readonly uri: string,
+    private readonly options: RemoteJwksOptions = {}
+  ) {
+    const protocol = new URL(uri).protocol;
+    if (protocol !== 'http:' && protocol !== 'https:') throw new Error(`jwks_uri must be http or https: ${uri}`);
+    this.fetchImpl = options.fetch ?? fetch;
+    this.freshForMs = options.freshForMs ?? 3_600_000;
+    this.minRefreshIntervalMs = options.minRefreshIntervalMs ?? 6_000;
+    this.maxWaitMs = options.maxWaitMs ?? 3_000;
+  }
+
+  /** Current keys; fetches on first use and refreshes stale ones in the background. */
+  async getKeys(): Promise<VerificationKey[]> {
+    if (this.fetchedAt === 0) await this.refresh({ wait: true });
+    else if (Date.now() - this.fetchedAt > this.freshForMs) void this.refresh({ wait: false });
+    return this.keys;
+  }
+
+  /** Ask for a refresh (rate-limited); waits at most `maxWaitMs` when `wait` is set. */
+  async refresh({ wait }: { wait: boolean }): Promise<void> {
+    const now = Date.now();
+    if (!this.inflight && now - this.lastAttemptAt >= this.minRefreshIntervalMs) {
+      this.lastAttemptAt = now;
+      this.inflight = this.load().finally(() => (this.inflight = undefined));
+    }
+    if (wait && this.inflight) {
+      await Promise.race([this.inflight, new Promise((resolve) => setTimeout(resolve, this.maxWaitMs).unref())]);
+    }
+    if (this.fetchedAt === 0 && this.lastError) {
+      throw authError(ErrorCode.JWKS_FETCH, 'Could not fetch the JWKS', this.lastError.message);
+    }
+  }
+
+  private async load(): Promise<void> {
+    try {
+      const response = await this.fetchImpl(this.uri, {
+        headers: { Accept: 'application/json' },
+        signal: AbortSignal.timeout(30_000),
+        redirect: 'error'
+      });
+      if (!response.ok) throw new Error(`${this.uri} answered HTTP ${response.status}`);
+      const body = (await response.json()) as { keys?: unknown };
+      if (!body || !Array.isArray(body.keys)) throw new Error(`${this.uri} did not return a JWKS ({"keys": [...]})`);
+      const keys: VerificationKey[] = [];
+      for (const jwk of body.keys as jose.JWK[]) {
+        try {
+          const key = await importVerificationKey(jwk, { remote: true });
+          if (key) keys.push(key);
+        } catch (error) {
+          this.options.logger?.warn({ kid: jwk?.kid, err: error }, 'skipping unusable key from JWKS');
+        }
+      }
+      this.keys = keys;
+      this.fetchedAt = Date.now();
+      this.lastError = undefined;
+    } catch (error) {
+      this.lastError = error as Error;
+      this.options.logger?.warn({ jwks_uri: this.uri, err: error }, 'JWKS fetch failed');
+    }
+  }
+}

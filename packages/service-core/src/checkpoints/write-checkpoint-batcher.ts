@@ -1,0 +1,105 @@
+import type { Lsn } from '@syncpoint/codecs';
+import { noActiveSyncConfigError } from '../errors.js';
+import type { BucketStorage } from '../storage/bucket-storage.js';
+import type { ReplicationSource } from '../source/replication-source.js';
+
+export interface CheckpointRequestOutcome {
+  /** The id stored for the full user id after the batch (≥ the requested id). */
+  writeCheckpoint: bigint;
+  replicationHead: Lsn;
+}
+
+interface PendingRequest {
+  fullUserId: string;
+  requestId: bigint | undefined;
+  resolve(outcome: CheckpointRequestOutcome): void;
+  reject(error: unknown): void;
+}
+
+export interface WriteCheckpointBatcherOptions {
+  storage: BucketStorage;
+  source: ReplicationSource;
+  /** Batches executing at once (PROTOCOL §4.6: 3). */
+  maxInFlight?: number;
+}
+
+/**
+ * Collects checkpoint requests that arrive together so they share one source-head read, one storage call and
+ * at most one marker (PROTOCOL §4.6). Dispatch waits one timer tick; up to `maxInFlight` batches run at once,
+ * each taking everything queued when it starts.
+ */
+export class WriteCheckpointBatcher {
+  private queue: PendingRequest[] = [];
+  private inFlight = 0;
+  private scheduled = false;
+  private readonly maxInFlight: number;
+  /** A deployed sync config is checked at most once a second; it rarely appears and never disappears. */
+  private syncConfigCheckedAt = 0;
+
+  constructor(private readonly options: WriteCheckpointBatcherOptions) {
+    this.maxInFlight = options.maxInFlight ?? 3;
+  }
+
+  /** Store a checkpoint request for `fullUserId`: the supplied id, or a generated one when `requestId` is undefined. */
+  enqueue(fullUserId: string, requestId?: bigint): Promise<CheckpointRequestOutcome> {
+    return new Promise((resolve, reject) => {
+      this.queue.push({ fullUserId, requestId, resolve, reject });
+      this.schedule();
+    });
+  }
+
+  private schedule() {
+    if (this.scheduled) return;
+    this.scheduled = true;
+    setTimeout(() => {
+      this.scheduled = false;
+      this.pump();
+    }, 0);
+  }
+
+  private pump() {
+    while (this.inFlight < this.maxInFlight && this.queue.length > 0) {
+      const batch = this.queue;
+      this.queue = [];
+      this.inFlight++;
+      void this.execute(batch).finally(() => {
+        this.inFlight--;
+        if (this.queue.length > 0) this.schedule();
+      });
+    }
+  }
+
+  private async execute(batch: PendingRequest[]): Promise<void> {
+    try {
+      await this.requireSyncConfig();
+      const outcomes = await this.options.source.createReplicationHead(async (head) => {
+        const result = await this.options.storage.createManagedWriteCheckpoints(
+          batch.map((request) => ({
+            user_id: request.fullUserId,
+            heads: { '1': head },
+            ...(request.requestId === undefined ? {} : { checkpoint_request_id: request.requestId })
+          }))
+        );
+        return { response: { head, stored: result.writeCheckpoints }, shouldAdvance: result.shouldAdvance };
+      });
+      for (const request of batch) {
+        const stored = outcomes.stored.get(request.fullUserId);
+        if (stored === undefined) {
+          request.reject(new Error(`storage returned no checkpoint request id for ${request.fullUserId}`));
+        } else {
+          request.resolve({ writeCheckpoint: stored, replicationHead: outcomes.head });
+        }
+      }
+    } catch (error) {
+      for (const request of batch) request.reject(error);
+    }
+  }
+
+  private async requireSyncConfig(): Promise<void> {
+    if (Date.now() - this.syncConfigCheckedAt < 1000) return;
+    const stream = await this.options.storage.getServingStream();
+    if (!stream) throw noActiveSyncConfigError();
+    this.syncConfigCheckedAt = Date.now();
+  }
+}
+

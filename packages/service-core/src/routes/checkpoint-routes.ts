@@ -1,0 +1,83 @@
+import { checkpointRequestId } from '@syncpoint/codecs';
+import { Router, type Request } from 'express';
+import type { TokenPayload, TokenVerifier } from '../auth/token-verifier.js';
+import { tokenFromAuthorizationHeader } from '../auth/token-verifier.js';
+import type { WriteCheckpointBatcher } from '../checkpoints/write-checkpoint-batcher.js';
+import { validationError } from '../errors.js';
+import { concurrencyLimiter } from './concurrency-limiter.js';
+
+export const MAX_CLIENT_ID_LENGTH = 256;
+
+/**
+ * Full user id (PROTOCOL §4.2). A `/` in the client id could make `user/client` collide with another user's
+ * key, so client ids containing `/` are rejected at the boundary.
+ */
+export function fullUserId(userId: string, clientId: string | undefined): string {
+  return clientId === undefined ? userId : `${userId}/${clientId}`;
+}
+
+/** Validate an optional or required client id; returns the problems found. */
+export function checkClientId(value: unknown, required: boolean): string[] {
+  if (value === undefined || value === null) return required ? ['client_id is required'] : [];
+  if (typeof value !== 'string') return ['client_id must be a string'];
+  if (value.length === 0) return ['client_id must not be empty'];
+  if (value.length > MAX_CLIENT_ID_LENGTH) return [`client_id must be at most ${MAX_CLIENT_ID_LENGTH} characters`];
+  if (value.includes('/')) return ['client_id must not contain "/"'];
+  // eslint-disable-next-line no-control-regex
+  if (/[\u0000-\u001f\u007f]/.test(value)) return ['client_id must not contain control characters'];
+  return [];
+}
+
+/** Path params, query and a JSON-object body merged into one parameter object; the body wins (PROTOCOL §2.1). */
+function requestParameters(req: Request): Record<string, unknown> {
+  const body = req.body;
+  const bodyObject = typeof body === 'object' && body !== null && !Array.isArray(body) ? body : {};
+  return { ...req.query, ...req.params, ...bodyObject };
+}
+
+export interface CheckpointRouteDependencies {
+  verifier: TokenVerifier;
+  batcher: WriteCheckpointBatcher;
+}
+
+async function authenticate(req: Request, verifier: TokenVerifier): Promise<TokenPayload> {
+  return verifier.verify(tokenFromAuthorizationHeader(req.headers.authorization));
+}
+
+export function checkpointRoutes({ verifier, batcher }: CheckpointRouteDependencies): Router {
+  const router = Router();
+  const limiter = concurrencyLimiter({ concurrent: 100, queued: 100 });
+
+  // Client-chosen, monotonic checkpoint request ids (PROTOCOL §4.3). Validation comes before authentication.
+  router.post('/sync/checkpoint-request', limiter, async (req, res) => {
+    const body = req.body;
+    if (typeof body !== 'object' || body === null || Array.isArray(body)) {
+      throw validationError([
+        req.is('application/json') ? 'body must be a JSON object' : 'body must be JSON (Content-Type: application/json)'
+      ]);
+    }
+    const params = requestParameters(req);
+    const problems = checkClientId(params.client_id, true);
+    const id = checkpointRequestId.decode(params.checkpoint_request_id);
+    if (params.checkpoint_request_id === undefined) problems.push('checkpoint_request_id is required');
+    else if (!id.ok) problems.push(id.message);
+    if (problems.length > 0 || !id.ok) throw validationError(problems);
+
+    const token = await authenticate(req, verifier);
+    const outcome = await batcher.enqueue(fullUserId(token.userId, params.client_id as string), id.value);
+    res.json({ data: { checkpoint_request_id: outcome.writeCheckpoint.toString() } });
+  });
+
+  // Legacy: server-generated ids (PROTOCOL §4.4).
+  router.get('/write-checkpoint2.json', limiter, async (req, res) => {
+    const params = requestParameters(req);
+    const problems = checkClientId(params.client_id, false);
+    if (problems.length > 0) throw validationError(problems);
+
+    const token = await authenticate(req, verifier);
+    const outcome = await batcher.enqueue(fullUserId(token.userId, params.client_id as string | undefined));
+    res.json({ data: { write_checkpoint: outcome.writeCheckpoint.toString() } });
+  });
+
+  return router;
+}

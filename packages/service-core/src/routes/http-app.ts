@@ -1,0 +1,89 @@
+import { randomUUID } from 'node:crypto';
+import express, { type ErrorRequestHandler, type RequestHandler } from 'express';
+import { ErrorCode, internalError, ServiceError, validationError } from '../errors.js';
+import type { Logger } from '../logger.js';
+import { checkpointRoutes, type CheckpointRouteDependencies } from './checkpoint-routes.js';
+import { probeRoutes, type ProbeState } from './probe-routes.js';
+
+export interface HttpAppOptions extends CheckpointRouteDependencies {
+  logger: Logger;
+  probes?: ProbeState;
+  /** Largest accepted JSON body (default 64 KiB; checkpoint requests are tiny). */
+  bodyLimitBytes?: number;
+}
+
+/** CORS per PROTOCOL §2.1. */
+const cors: RequestHandler = (req, res, next) => {
+  res.setHeader('Access-Control-Allow-Origin', '*');
+  res.setHeader('Access-Control-Allow-Headers', 'Content-Type, Authorization, User-Agent, X-User-Agent');
+  res.setHeader('Access-Control-Expose-Headers', 'Content-Type');
+  res.setHeader('Access-Control-Allow-Methods', 'GET, HEAD, POST, PUT, PATCH, DELETE');
+  res.setHeader('Access-Control-Max-Age', '3600');
+  if (req.method === 'OPTIONS') return void res.status(204).end();
+  next();
+};
+
+function sendError(res: express.Response, error: ServiceError) {
+  if (res.headersSent) return void res.destroy();
+  res.status(error.status).json(error.toJSON());
+}
+
+/** Maps body-parser failures and anything unexpected to the error envelope; never leaks internals. */
+function errorHandler(logger: Logger): ErrorRequestHandler {
+  return (error, req, res, _next) => {
+    const log = (req as { log?: Logger }).log ?? logger;
+    if (error instanceof ServiceError) {
+      if (error.status >= 500) log.error({ err: error.cause ?? error, code: error.code }, error.message);
+      else log.info({ code: error.code, status: error.status }, error.message);
+      return sendError(res, error);
+    }
+    const type = (error as { type?: string }).type;
+    if (type === 'entity.parse.failed') return sendError(res, validationError(['body is not valid JSON']));
+    if (type === 'entity.too.large') {
+      return sendError(
+        res,
+        new ServiceError(ErrorCode.BODY_TOO_LARGE, 413, 'Request body too large', `limit is ${(error as { limit?: number }).limit} bytes`, {
+          name: 'ValidationError'
+        })
+      );
+    }
+    if (type === 'encoding.unsupported' || type === 'charset.unsupported' || (error as { status?: number }).status === 415) {
+      return sendError(
+        res,
+        new ServiceError(ErrorCode.UNSUPPORTED_MEDIA_TYPE, 415, 'Unsupported body encoding', (error as Error).message, {
+          name: 'ValidationError'
+        })
+      );
+    }
+    if (typeof (error as { status?: number }).status === 'number' && (error as { status: number }).status < 500) {
+      return sendError(res, validationError([(error as Error).message]));
+    }
+    log.error({ err: error }, 'unexpected error');
+    sendError(res, internalError(error));
+  };
+}
+
+export function createHttpApp(options: HttpAppOptions): express.Express {
+  const app = express();
+  app.disable('x-powered-by');
+  app.set('query parser', 'simple'); // no nested objects from query strings
+  app.set('etag', false);
+
+  app.use((req, res, next) => {
+    const requestId = randomUUID();
+    res.setHeader('X-Request-Id', requestId);
+    (req as { log?: Logger }).log = options.logger.child({ request_id: requestId, method: req.method, path: req.path });
+    next();
+  });
+  app.use(cors);
+  app.use(express.json({ limit: options.bodyLimitBytes ?? 64 * 1024, strict: false, type: 'application/json' }));
+
+  if (options.probes) app.use(probeRoutes(options.probes));
+  app.use(checkpointRoutes(options));
+
+  app.use((req, _res, next) => {
+    next(new ServiceError(ErrorCode.ROUTE_NOT_FOUND, 404, 'Route not found', `${req.method} ${req.path}`, { name: 'RouteNotFound' }));
+  });
+  app.use(errorHandler(options.logger));
+  return app;
+}

@@ -1,0 +1,91 @@
+import { once } from 'node:events';
+import type { Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { createTokenVerifier } from '../auth/client-auth.js';
+import { WriteCheckpointBatcher } from '../checkpoints/write-checkpoint-batcher.js';
+import type { ResolvedConfig } from '../config/config-loader.js';
+import type { Logger } from '../logger.js';
+import type { ModuleRegistry } from '../modules.js';
+import { createHttpApp } from '../routes/http-app.js';
+import { ProbeState } from '../routes/probe-routes.js';
+import type { BucketStorage } from '../storage/bucket-storage.js';
+import type { ReplicationSource } from '../source/replication-source.js';
+
+export interface RunningService {
+  /** Base URL, e.g. http://127.0.0.1:8080 */
+  url: string;
+  port: number;
+  storage: BucketStorage;
+  source: ReplicationSource;
+  stop(): Promise<void>;
+}
+
+/** Build the storage the config names, through the module that owns its `type`. */
+export async function openStorage(config: ResolvedConfig, registry: ModuleRegistry, logger: Logger): Promise<BucketStorage> {
+  const module = registry.storage.get(config.storage.type);
+  if (!module) throw new Error(`no storage module for type ${config.storage.type}`);
+  return module.createStorage(config.storage, { logger, configDir: config.configDir });
+}
+
+export async function openSource(config: ResolvedConfig, registry: ModuleRegistry, logger: Logger): Promise<ReplicationSource> {
+  const connection = config.replication.connections[0];
+  if (!connection) throw new Error('replication.connections: one source connection is required');
+  const module = registry.sources.get(connection.type);
+  if (!module) throw new Error(`no source module for type ${connection.type}`);
+  return module.createSource(connection, { logger, configDir: config.configDir });
+}
+
+/**
+ * Start the API: storage (migrated unless disabled), the sync config deployed, the source connection, and the
+ * HTTP server. `stop()` closes the server first, so in-flight requests finish before their pools close.
+ */
+export async function startService(
+  config: ResolvedConfig,
+  options: { registry: ModuleRegistry; logger: Logger; host?: string }
+): Promise<RunningService> {
+  const { registry, logger } = options;
+  for (const warning of config.warnings) logger.warn(warning);
+
+  const probes = new ProbeState(false);
+  const storage = await openStorage(config, registry, logger);
+  const closers: Array<() => Promise<void>> = [() => storage.close()];
+  const closeAll = async () => {
+    for (const close of closers.reverse()) await close().catch((error) => logger.warn({ err: error }, 'error while closing'));
+  };
+  try {
+    if (!config.migrations.disable_auto_migration) {
+      const { applied } = await storage.migrate('up');
+      if (applied.length > 0) logger.info({ migrations: applied }, 'storage migrated');
+    }
+    if (config.syncConfigContent !== null) {
+      const stream = await storage.deploySyncConfig(config.syncConfigContent);
+      logger.info({ stream_id: stream.id, state: stream.state }, 'sync config deployed');
+    } else {
+      logger.warn('no sync config is configured: checkpoint requests are answered with PSYNC_S2302');
+    }
+    const source = await openSource(config, registry, logger);
+    closers.push(() => source.close());
+    const verifier = await createTokenVerifier(config.client_auth, { logger });
+    const batcher = new WriteCheckpointBatcher({ storage, source });
+
+    const app = createHttpApp({ logger, probes, verifier, batcher });
+    const server: Server = app.listen(config.port, options.host ?? '0.0.0.0');
+    await once(server, 'listening');
+    closers.push(
+      () =>
+        new Promise<void>((resolve) => {
+          server.close(() => resolve());
+          server.closeIdleConnections();
+        })
+    );
+    probes.started = true;
+    probes.ready = true;
+    const port = (server.address() as AddressInfo).port;
+    const url = `http://${options.host && options.host !== '0.0.0.0' ? options.host : '127.0.0.1'}:${port}`;
+    logger.info({ url }, 'Syncpoint is listening');
+    return { url, port, storage, source, stop: closeAll };
+  } catch (error) {
+    await closeAll();
+    throw error;
+  }
+}

@@ -1,0 +1,152 @@
+#!/usr/bin/env node
+import { Command, CommanderError, Option } from 'commander';
+import {
+  ConfigError,
+  createLogger,
+  loadConfig,
+  openStorage,
+  parseConfig,
+  startService,
+  type Logger,
+  type ResolvedConfig
+} from '@syncpoint/service-core';
+import { signDevToken } from './dev-token.js';
+import { startEmbeddedDefault, type EmbeddedDefault } from './embedded-default.js';
+import { createModuleRegistry } from './module-registry.js';
+
+/** Exit codes scripts can rely on. */
+export const EXIT = { OK: 0, FAILURE: 1, USAGE: 2, CONFIG: 3 } as const;
+
+const registry = createModuleRegistry();
+
+async function requireConfig(configPath: string | undefined): Promise<ResolvedConfig> {
+  const config = await loadConfig({ configPath, registry });
+  if (!config) {
+    throw new ConfigError(['no config found: pass -c <file>, set POWERSYNC_CONFIG_PATH or POWERSYNC_CONFIG_B64, or add ./powersync.yaml']);
+  }
+  return config;
+}
+
+function loggerFor(config: ResolvedConfig | null): Logger {
+  return createLogger({ level: config?.system.logging.level ?? (process.env.SYNCPOINT_LOG_LEVEL as never) ?? 'info' });
+}
+
+async function waitForShutdownSignal(): Promise<string> {
+  return new Promise((resolve) => {
+    process.once('SIGINT', () => resolve('SIGINT'));
+    process.once('SIGTERM', () => resolve('SIGTERM'));
+  });
+}
+
+async function startCommand(options: { config?: string; port?: string }) {
+  const found = await loadConfig({ configPath: options.config, registry });
+  let embedded: EmbeddedDefault | undefined;
+  let config = found;
+  if (!config) {
+    // Zero-config default: everything on an embedded Postgres under ./.syncpoint/.
+    const root = process.env.INIT_CWD ?? process.cwd();
+    const port = Number(options.port ?? process.env.PORT ?? 8080);
+    embedded = await startEmbeddedDefault({ root, port });
+    config = await parseConfig(embedded.configText, { source: 'embedded default', configDir: root, registry });
+  } else if (options.port) {
+    config = { ...config, port: Number(options.port) };
+  }
+  const logger = loggerFor(config);
+  let service;
+  try {
+    service = await startService(config, { registry, logger });
+  } catch (error) {
+    await embedded?.postgres.stop();
+    throw error;
+  }
+
+  if (embedded) {
+    const token = await signDevToken(embedded.devKey, { sub: 'dev-user' });
+    const curl = `curl -s -X POST ${service.url}/sync/checkpoint-request -H 'Authorization: Token ${token}' -H 'Content-Type: application/json' -d '{"client_id":"my-device","checkpoint_request_id":"1"}'`;
+    process.stdout.write(
+      [
+        '',
+        `Syncpoint is running at ${service.url} on embedded Postgres (data in ${embedded.dataDir})`,
+        `  source:  ${embedded.postgres.url('syncpoint_source')}`,
+        `  storage: ${embedded.postgres.url('syncpoint_storage')}`,
+        `Dev token for user "dev-user" (valid 12 h):`,
+        `  ${token}`,
+        'Make a checkpoint request:',
+        `  ${curl}`,
+        'Press Ctrl-C to stop.',
+        ''
+      ].join('\n') + '\n'
+    );
+  }
+
+  const signal = await waitForShutdownSignal();
+  logger.info({ signal }, 'shutting down');
+  await service.stop();
+  await embedded?.postgres.stop();
+}
+
+async function migrateCommand(direction: string, options: { config?: string }) {
+  if (direction !== 'up' && direction !== 'down') {
+    throw new CommanderError(EXIT.USAGE, 'syncpoint.usage', `migrate: expected "up" or "down", got "${direction}"`);
+  }
+  const config = await requireConfig(options.config);
+  const logger = loggerFor(config);
+  const storage = await openStorage(config, registry, logger);
+  try {
+    const { applied } = await storage.migrate(direction);
+    process.stdout.write(
+      applied.length === 0
+        ? `Nothing to migrate ${direction}.\n`
+        : applied.map((name) => `${direction === 'up' ? 'applied' : 'reverted'} ${name}`).join('\n') + '\n'
+    );
+  } finally {
+    await storage.close();
+  }
+}
+
+export function buildProgram(): Command {
+  const program = new Command('syncpoint')
+    .description('Syncpoint: an open sync service that speaks the PowerSync protocol')
+    .showHelpAfterError()
+    .exitOverride();
+  const configOption = () =>
+    new Option('-c, --config <file>', 'config file (else POWERSYNC_CONFIG_B64, POWERSYNC_CONFIG_PATH, ./powersync.yaml)');
+
+  program
+    .command('start')
+    .description('Start the service. With no config at all, boots the embedded Postgres default under ./.syncpoint/')
+    .addOption(configOption())
+    .option('-p, --port <port>', 'HTTP port (overrides the config)')
+    .action(startCommand);
+
+  program
+    .command('migrate')
+    .description('Apply (up) or revert the newest (down) storage migration')
+    .argument('<direction>', 'up | down')
+    .addOption(configOption())
+    .action(migrateCommand);
+
+  return program;
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const program = buildProgram();
+  try {
+    await program.parseAsync(argv, { from: 'user' });
+    return EXIT.OK;
+  } catch (error) {
+    if (error instanceof CommanderError) {
+      if (error.code === 'commander.helpDisplayed' || error.code === 'commander.version') return EXIT.OK;
+      if (error.code === 'syncpoint.usage') process.stderr.write(`error: ${error.message}\n`);
+      return EXIT.USAGE;
+    }
+    if (error instanceof ConfigError) {
+      process.stderr.write(`${error.message}\n`);
+      return EXIT.CONFIG;
+    }
+    process.stderr.write(`error: ${(error as Error).message ?? error}\n`);
+    return EXIT.FAILURE;
+  }
+}
+
+process.exitCode = await main(process.argv.slice(2));
