@@ -59,7 +59,8 @@ export function makeIssue(fields: Omit<SyncRulesIssue, 'message' | 'severity'> &
     if (rest.queryKind !== undefined) place += `.${rest.queryKind}[${rest.queryIndex ?? 0}]`;
   }
   if (rest.position) place += `${place ? ' ' : ''}at line ${rest.position.line}, column ${rest.position.column}`;
-  else if (rest.yamlPosition) place += `${place ? ' ' : ''}(YAML line ${rest.yamlPosition.line}, column ${rest.yamlPosition.column})`;
+  else if (rest.yamlPosition && place) place += ` (YAML line ${rest.yamlPosition.line}, column ${rest.yamlPosition.column})`;
+  else if (rest.yamlPosition) place = `YAML line ${rest.yamlPosition.line}, column ${rest.yamlPosition.column}`;
   let message = place ? `${place}: ${rest.reason}` : rest.reason;
   if (rest.query !== undefined) {
     const quoted = rest.query.length > MAX_QUOTED_QUERY ? `${rest.query.slice(0, MAX_QUOTED_QUERY)}…` : rest.query;

@@ -167,12 +167,16 @@ function parseSyncRulesUnchecked(yamlText: string): ParseSyncRulesResult {
       const { line, col } = lineCounter.linePos(error.pos[0]);
       const yamlPosition = { line, column: col };
       if (error.code === 'DUPLICATE_KEY') {
-        const key = yamlText.slice(error.pos[0], error.pos[1]);
-        const definition = duplicateDefinitionName(document, error.pos[0]);
-        if (definition !== undefined) {
-          errors.push(makeIssue({ reason: `Duplicate bucket definition name "${definition}"`, bucketDefinition: definition, yamlPosition }));
+        const duplicate = findKeyAt(document.contents, error.pos[0], []);
+        if (duplicate && duplicate.path.length === 1 && duplicate.path[0] === 'bucket_definitions') {
+          errors.push(makeIssue({ reason: `Duplicate bucket definition name "${duplicate.key}"`, bucketDefinition: duplicate.key, yamlPosition }));
+        } else if (duplicate) {
+          const [, definition] = duplicate.path;
+          const inside = duplicate.path.length > 0 ? ` in ${duplicate.path.join('.')}` : '';
+          const reason = `Duplicate key ${JSON.stringify(duplicate.key)}${inside}`;
+          errors.push(makeIssue({ reason, yamlPosition, ...(duplicate.path[0] === 'bucket_definitions' && definition ? { bucketDefinition: definition } : {}) }));
         } else {
-          errors.push(makeIssue({ reason: `Duplicate key ${JSON.stringify(key)} in YAML`, yamlPosition }));
+          errors.push(makeIssue({ reason: 'Duplicate key in YAML mapping', yamlPosition }));
         }
       } else {
         errors.push(makeIssue({ reason: `Invalid YAML: ${error.message}`, yamlPosition }));
@@ -232,14 +236,19 @@ function parseSyncRulesUnchecked(yamlText: string): ParseSyncRulesResult {
   return { ok: true, rules: createSyncRules(definitions), errors: [], warnings };
 }
 
-/** The definition name whose key starts at `offset`, if the duplicate is a bucket definition name. */
-function duplicateDefinitionName(document: Document.Parsed, offset: number): string | undefined {
-  const root = document.contents;
-  if (!isMap(root)) return undefined;
-  for (const pair of root.items) {
-    if (!isScalar(pair.key) || pair.key.value !== 'bucket_definitions' || !isMap(pair.value)) continue;
-    for (const definition of pair.value.items) {
-      if (isScalar(definition.key) && definition.key.range?.[0] === offset) return String(definition.key.value);
+/** The mapping key starting at `offset`, with the path of keys leading to its mapping. */
+function findKeyAt(node: unknown, offset: number, path: string[]): { key: string; path: string[] } | undefined {
+  if (isMap(node)) {
+    for (const pair of node.items) {
+      const key = isScalar(pair.key) ? String(pair.key.value) : undefined;
+      if (isScalar(pair.key) && pair.key.range?.[0] === offset) return { key: key!, path };
+      const found = findKeyAt(pair.value, offset, [...path, key ?? '?']);
+      if (found) return found;
+    }
+  } else if (isSeq(node)) {
+    for (const [index, item] of node.items.entries()) {
+      const found = findKeyAt(item, offset, [...path, String(index)]);
+      if (found) return found;
     }
   }
   return undefined;
@@ -332,6 +341,7 @@ function loadDefinition(name: string, node: unknown, position: YamlPosition | un
         const text = parameterTexts[query.index]!;
         errors.push(
           makeIssue({
+            position: queryPosition(text.sql, 0, text.sql.length),
             reason: `All parameter queries of a definition must output the same columns: expected ${JSON.stringify(parameterNames)}, got ${JSON.stringify(query.parameterNames)}`,
             bucketDefinition: name,
             queryKind: 'parameters',
