@@ -98,6 +98,11 @@ export class RemoteJwks {
     this.maxWaitMs = options.maxWaitMs ?? 3_000;
   }
 
+  /** Why no keys could ever be loaded from this URL, if so. */
+  get unavailableReason(): string | undefined {
+    return this.fetchedAt === 0 ? this.lastError?.message : undefined;
+  }
+
   /** Current keys; fetches on first use and refreshes stale ones in the background. */
   async getKeys(): Promise<VerificationKey[]> {
     if (this.fetchedAt === 0) await this.refresh({ wait: true });

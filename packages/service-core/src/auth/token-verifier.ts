@@ -59,6 +59,8 @@ export class TokenVerifier {
       candidates = await this.candidateKeys(header.kid, alg);
     }
     if (candidates.length === 0) {
+      const unavailable = this.options.remote.find((remote) => remote.unavailableReason !== undefined);
+      if (unavailable) throw authError(ErrorCode.JWKS_FETCH, 'Could not fetch the JWKS', unavailable.unavailableReason);
       throw invalidToken('Could not find an appropriate key in the keystore. The key is missing or no key matched the token KID');
     }
 

@@ -14,8 +14,9 @@ const syncConfigSectionSchema = z
   })
   .refine((section) => !(section.path && section.content), { message: 'give either path or content, not both' });
 
-const positiveInteger = (what: string) =>
-  z.coerce.number({ error: `${what} must be a positive integer` }).int(`${what} must be a positive integer`).min(1, `${what} must be a positive integer`);
+const POSITIVE_INTEGER = 'must be a positive integer';
+/** The issue path names the key, so the message only says what is wrong with it. */
+const positiveInteger = () => z.coerce.number({ error: POSITIVE_INTEGER }).int(POSITIVE_INTEGER).min(1, POSITIVE_INTEGER);
 
 /**
  * The service-wide part of the config (PROTOCOL §10). Module-owned sections (`storage`, each replication
@@ -43,7 +44,7 @@ export const serviceConfigSchema = z.looseObject({
       supabase_jwt_secret: z.string().optional(),
       jwks_reject_ip_ranges: z.array(z.string()).optional(),
       block_local_jwks: z.boolean().optional(),
-      max_token_lifetime_seconds: positiveInteger('client_auth.max_token_lifetime_seconds').optional()
+      max_token_lifetime_seconds: positiveInteger().optional()
     })
     .default({ audience: [], supabase: false }),
   api: z
@@ -51,14 +52,12 @@ export const serviceConfigSchema = z.looseObject({
       tokens: z.array(z.string().min(1)).default([]),
       parameters: z
         .strictObject({
-          max_concurrent_connections: positiveInteger('api.parameters.max_concurrent_connections').default(200),
-          max_data_fetch_concurrency: positiveInteger('api.parameters.max_data_fetch_concurrency').default(10),
-          max_buckets_per_connection: positiveInteger('api.parameters.max_buckets_per_connection').default(1000),
-          max_parameter_query_results: positiveInteger('api.parameters.max_parameter_query_results').default(1000),
-          checkpoint_request_retention_minutes: positiveInteger(
-            'api.parameters.checkpoint_request_retention_minutes'
-          ).default(60),
-          bucket_count_cache_ttl_minutes: positiveInteger('api.parameters.bucket_count_cache_ttl_minutes').default(60)
+          max_concurrent_connections: positiveInteger().default(200),
+          max_data_fetch_concurrency: positiveInteger().default(10),
+          max_buckets_per_connection: positiveInteger().default(1000),
+          max_parameter_query_results: positiveInteger().default(1000),
+          checkpoint_request_retention_minutes: positiveInteger().default(60),
+          bucket_count_cache_ttl_minutes: positiveInteger().default(60)
         })
         .prefault({})
     })

@@ -1,0 +1,176 @@
+import * as jose from 'jose';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { createTokenVerifier, RemoteJwks, ServiceError, TokenVerifier, tokenFromAuthorizationHeader } from '../src/index.js';
+
+const AUDIENCE = 'syncpoint-test';
+const hmacSecret = new TextEncoder().encode('a-development-secret-of-32-bytes!');
+const hmacJwk = { kty: 'oct' as const, alg: 'HS256', kid: 'hmac', k: jose.base64url.encode(hmacSecret) };
+
+let rsa: jose.GenerateKeyPairResult;
+let rsaPublicJwk: jose.JWK;
+let ec: jose.GenerateKeyPairResult;
+let ed: jose.GenerateKeyPairResult;
+let verifier: TokenVerifier;
+
+const now = () => Math.floor(Date.now() / 1000);
+
+async function sign(
+  key: jose.CryptoKey | Uint8Array,
+  header: jose.JWTHeaderParameters,
+  claims: jose.JWTPayload = {}
+): Promise<string> {
+  return new jose.SignJWT({ sub: 'user-1', aud: AUDIENCE, iat: now(), exp: now() + 600, ...claims })
+    .setProtectedHeader(header)
+    .sign(key);
+}
+
+async function expectAuthError(token: string, code: string, v = verifier) {
+  const error = await v.verify(token).then(
+    () => undefined,
+    (e: unknown) => e
+  );
+  expect(error).toBeInstanceOf(ServiceError);
+  expect((error as ServiceError).status).toBe(401);
+  expect((error as ServiceError).code).toBe(code);
+}
+
+beforeAll(async () => {
+  rsa = await jose.generateKeyPair('RS256');
+  rsaPublicJwk = { ...(await jose.exportJWK(rsa.publicKey)), kid: 'rsa', alg: 'RS256' };
+  ec = await jose.generateKeyPair('ES256');
+  ed = await jose.generateKeyPair('EdDSA');
+  const ecJwk = { ...(await jose.exportJWK(ec.publicKey)), alg: 'ES256' }; // wildcard: no kid
+  const edJwk = { ...(await jose.exportJWK(ed.publicKey)), kid: 'ed', alg: 'EdDSA' };
+  verifier = await createTokenVerifier({
+    audience: [AUDIENCE],
+    supabase: false,
+    jwks: { keys: [hmacJwk, rsaPublicJwk as never, ecJwk as never, edJwk as never] }
+  });
+});
+
+describe('client token verification (PROTOCOL §3)', () => {
+  it('accepts HS256, RS256, ES256 (wildcard key) and EdDSA tokens', async () => {
+    for (const [key, header] of [
+      [hmacSecret, { alg: 'HS256', kid: 'hmac' }],
+      [rsa.privateKey, { alg: 'RS256', kid: 'rsa' }],
+      [ec.privateKey, { alg: 'ES256' }],
+      [ed.privateKey, { alg: 'EdDSA', kid: 'ed' }]
+    ] as const) {
+      const payload = await verifier.verify(await sign(key, header));
+      expect(payload.userId).toBe('user-1');
+    }
+  });
+
+  it('turns a numeric sub into a string user id and returns token parameters', async () => {
+    const payload = await verifier.verify(
+      await sign(hmacSecret, { alg: 'HS256', kid: 'hmac' }, { sub: 123 as never, parameters: { team: 't1' } })
+    );
+    expect(payload).toMatchObject({ userId: '123', parameters: { team: 't1' } });
+  });
+
+  it('rejects alg none', async () => {
+    const unsigned = new jose.UnsecuredJWT({ sub: 'u', aud: AUDIENCE, iat: now(), exp: now() + 60 }).encode();
+    await expectAuthError(unsigned, 'PSYNC_S2101');
+  });
+
+  it('rejects a wrong signature', async () => {
+    await expectAuthError(await sign(new TextEncoder().encode('another-secret-of-32-bytes-long!!'), { alg: 'HS256', kid: 'hmac' }), 'PSYNC_S2101');
+  });
+
+  it('rejects RS256/HS256 confusion: an HMAC token "signed" with the RSA public key', async () => {
+    const publicKeyBytes = new TextEncoder().encode(JSON.stringify(rsaPublicJwk));
+    await expectAuthError(await sign(publicKeyBytes, { alg: 'HS256', kid: 'rsa' }), 'PSYNC_S2101');
+    await expectAuthError(await sign(publicKeyBytes, { alg: 'HS256' }), 'PSYNC_S2101');
+  });
+
+  it('rejects an unknown kid and path tricks in kid', async () => {
+    await expectAuthError(await sign(hmacSecret, { alg: 'HS256', kid: 'nope' }), 'PSYNC_S2101');
+    await expectAuthError(await sign(hmacSecret, { alg: 'HS256', kid: '../../etc/passwd' }), 'PSYNC_S2101');
+  });
+
+  it('ignores jku/x5u/jwk headers: an embedded attacker key does not verify', async () => {
+    const attacker = await jose.generateKeyPair('RS256');
+    const token = await sign(attacker.privateKey, {
+      alg: 'RS256',
+      jwk: await jose.exportJWK(attacker.publicKey),
+      jku: 'http://127.0.0.1:1/jwks.json',
+      x5u: 'http://127.0.0.1:1/cert.pem'
+    } as jose.JWTHeaderParameters);
+    await expectAuthError(token, 'PSYNC_S2101');
+  });
+
+  it('rejects an expired token with its own code', async () => {
+    await expectAuthError(await sign(hmacSecret, { alg: 'HS256', kid: 'hmac' }, { iat: now() - 1000, exp: now() - 200 }), 'PSYNC_S2103');
+  });
+
+  it('rejects a wrong or missing aud', async () => {
+    await expectAuthError(await sign(hmacSecret, { alg: 'HS256', kid: 'hmac' }, { aud: 'other' }), 'PSYNC_S2105');
+    await expectAuthError(await sign(hmacSecret, { alg: 'HS256', kid: 'hmac' }, { aud: undefined }), 'PSYNC_S2105');
+  });
+
+  it('rejects a lifetime over the maximum (1 day)', async () => {
+    await expectAuthError(await sign(hmacSecret, { alg: 'HS256', kid: 'hmac' }, { exp: now() + 86_401 }), 'PSYNC_S2104');
+  });
+
+  it('rejects missing sub/iat/exp, a future iat or nbf, and non-object parameters', async () => {
+    const header = { alg: 'HS256', kid: 'hmac' };
+    await expectAuthError(await sign(hmacSecret, header, { sub: undefined }), 'PSYNC_S2101');
+    await expectAuthError(await sign(hmacSecret, header, { iat: undefined }), 'PSYNC_S2101');
+    await expectAuthError(await sign(hmacSecret, header, { exp: undefined }), 'PSYNC_S2101');
+    await expectAuthError(await sign(hmacSecret, header, { iat: now() + 600, exp: now() + 900 }), 'PSYNC_S2101');
+    await expectAuthError(await sign(hmacSecret, header, { nbf: now() + 600 }), 'PSYNC_S2101');
+    await expectAuthError(await sign(hmacSecret, header, { parameters: ['x'] }), 'PSYNC_S2101');
+  });
+
+  it('rejects malformed tokens', async () => {
+    for (const token of ['', 'abc', 'a.b.c', 'eyJhbGciOiJIUzI1NiJ9..', '....']) await expectAuthError(token, 'PSYNC_S2101');
+  });
+
+  it('reads only "Token <jwt>" or "Bearer <jwt>" headers', () => {
+    expect(tokenFromAuthorizationHeader('Token abc')).toBe('abc');
+    expect(tokenFromAuthorizationHeader('Bearer abc')).toBe('abc');
+    for (const header of [undefined, '', 'abc', 'Basic abc', 'Token', 'Token a b', ['Token a']]) {
+      expect(() => tokenFromAuthorizationHeader(header)).toThrow(expect.objectContaining({ code: 'PSYNC_S2106', status: 401 }));
+    }
+  });
+});
+
+describe('keys from a jwks_uri', () => {
+  it('fetches keys, refreshes on an unknown kid at most once per interval, and never takes symmetric keys', async () => {
+    const first = await jose.generateKeyPair('RS256');
+    const rotated = await jose.generateKeyPair('RS256');
+    let served = [{ ...(await jose.exportJWK(first.publicKey)), kid: 'k1', alg: 'RS256' }, hmacJwk];
+    let fetches = 0;
+    const fakeFetch = (async () => {
+      fetches++;
+      return new Response(JSON.stringify({ keys: served }), { headers: { 'content-type': 'application/json' } });
+    }) as typeof fetch;
+    const remote = new RemoteJwks('https://idp.example/jwks.json', { fetch: fakeFetch, minRefreshIntervalMs: 60_000 });
+    const v = new TokenVerifier({ staticKeys: [], remote: [remote], audience: [AUDIENCE] });
+
+    expect((await v.verify(await sign(first.privateKey, { alg: 'RS256', kid: 'k1' }))).userId).toBe('user-1');
+    expect(fetches).toBe(1);
+    // The symmetric key in the remote JWKS is not trusted.
+    await expectAuthError(await sign(hmacSecret, { alg: 'HS256', kid: 'hmac' }), 'PSYNC_S2101', v);
+
+    served = [{ ...(await jose.exportJWK(rotated.publicKey)), kid: 'k2', alg: 'RS256' }];
+    // Rate-limited: the refresh for the unknown kid does not happen within the interval.
+    await expectAuthError(await sign(rotated.privateKey, { alg: 'RS256', kid: 'k2' }), 'PSYNC_S2101', v);
+    expect(fetches).toBe(1);
+
+    const eager = new RemoteJwks('https://idp.example/jwks.json', { fetch: fakeFetch, minRefreshIntervalMs: 0 });
+    const v2 = new TokenVerifier({ staticKeys: [], remote: [eager], audience: [AUDIENCE] });
+    expect((await v2.verify(await sign(rotated.privateKey, { alg: 'RS256', kid: 'k2' }))).userId).toBe('user-1');
+  });
+
+  it('reports a JWKS that cannot be fetched as PSYNC_S2204', async () => {
+    const failing = (async () => new Response('nope', { status: 500 })) as typeof fetch;
+    const v = new TokenVerifier({ staticKeys: [], remote: [new RemoteJwks('https://idp.example/jwks.json', { fetch: failing })], audience: [AUDIENCE] });
+    const key = await jose.generateKeyPair('RS256');
+    await expectAuthError(await sign(key.privateKey, { alg: 'RS256', kid: 'x' }), 'PSYNC_S2204', v);
+  });
+
+  it('refuses non-http(s) JWKS URLs', () => {
+    expect(() => new RemoteJwks('file:///etc/passwd')).toThrow(/http or https/);
+  });
+});
