@@ -4,6 +4,7 @@ import {
   ErrorCode,
   ServiceError,
   type BucketStorage,
+  type Logger,
   type CreateManagedWriteCheckpointsResult,
   type ManagedWriteCheckpointRequest,
   type MigrationDirection,
@@ -205,6 +206,9 @@ export class PostgresBucketStorage implements BucketStorage {
   }
 }
 
-export function createPostgresStorage(config: PostgresStorageConfig): PostgresBucketStorage {
-  return new PostgresBucketStorage(new pg.Pool(poolConfigFromStorageConfig(config)));
+export function createPostgresStorage(config: PostgresStorageConfig, logger?: Logger): PostgresBucketStorage {
+  const pool = new pg.Pool(poolConfigFromStorageConfig(config));
+  // An idle connection dropped by the server (restart, failover) must not crash the process; the pool reconnects.
+  pool.on('error', (error) => logger?.warn({ err: error }, 'idle storage connection failed'));
+  return new PostgresBucketStorage(pool);
 }

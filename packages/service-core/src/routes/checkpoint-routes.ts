@@ -22,7 +22,7 @@ export function checkClientId(value: unknown, required: boolean): string[] {
   if (typeof value !== 'string') return ['client_id must be a string'];
   if (value.length === 0) return ['client_id must not be empty'];
   if (value.length > MAX_CLIENT_ID_LENGTH) return [`client_id must be at most ${MAX_CLIENT_ID_LENGTH} characters`];
-  if (value.includes('/')) return ['client_id must not contain "/"'];
+  if (value.includes('/')) return ['client_id must not contain a slash'];
   // eslint-disable-next-line no-control-regex
   if (/[\u0000-\u001f\u007f]/.test(value)) return ['client_id must not contain control characters'];
   return [];

@@ -1,0 +1,75 @@
+import { testPostgresServer, type PostgresServer } from '@syncpoint/dev-postgres';
+import { parseConfig, silentLogger, startService, type RunningService } from '@syncpoint/service-core';
+import pg from 'pg';
+import { stringify } from 'yaml';
+import { DEMO_SYNC_CONFIG } from '../src/embedded-default.js';
+import { DEV_AUDIENCE, signDevToken, type DevKey } from '../src/dev-token.js';
+import { createModuleRegistry } from '../src/module-registry.js';
+
+export interface ServiceHarness {
+  postgres: PostgresServer;
+  service: RunningService;
+  devKey: DevKey;
+  storageDb: pg.Pool;
+  sourceDb: pg.Pool;
+  token(sub: string, options?: { audience?: string; expiresInSeconds?: number }): Promise<string>;
+  stop(): Promise<void>;
+}
+
+let harnessCounter = 0;
+
+/** The real service (in-process) on real Postgres: a source database with the publication and a storage database. */
+export async function startServiceHarness(options: { syncConfig?: string | null } = {}): Promise<ServiceHarness> {
+  const postgres = await testPostgresServer();
+  const suffix = `${process.pid}_${++harnessCounter}`;
+  const sourceName = `syncpoint_test_source_${suffix}`;
+  const storageName = `syncpoint_test_storage_${suffix}`;
+  await postgres.ensureDatabase(sourceName);
+  await postgres.ensureDatabase(storageName);
+  const sourceDb = new pg.Pool({ connectionString: postgres.url(sourceName), max: 2 });
+  sourceDb.on('error', () => {}); // the server stops at the end of the run
+  await sourceDb.query(`CREATE TABLE IF NOT EXISTS todos (id text PRIMARY KEY, description text)`);
+  await sourceDb.query(`DROP PUBLICATION IF EXISTS powersync; CREATE PUBLICATION powersync FOR ALL TABLES`);
+
+  const devKey: DevKey = { kty: 'oct', alg: 'HS256', kid: 'test-key', k: Buffer.from('a-test-secret-of-at-least-32-bytes').toString('base64url') };
+  const syncConfig = options.syncConfig === undefined ? DEMO_SYNC_CONFIG : options.syncConfig;
+  const configText = stringify({
+    replication: { connections: [{ type: 'postgresql', uri: postgres.url(sourceName), sslmode: 'disable' }] },
+    storage: { type: 'postgresql', uri: postgres.url(storageName), sslmode: 'disable' },
+    port: 0,
+    ...(syncConfig === null ? {} : { sync_config: { content: syncConfig } }),
+    client_auth: { audience: [DEV_AUDIENCE], jwks: { keys: [devKey] } }
+  });
+  const registry = createModuleRegistry();
+  const config = await parseConfig(configText, { source: 'test', configDir: process.cwd(), registry });
+  const service = await startService(config, { registry, logger: silentLogger, host: '127.0.0.1' });
+  const storageDb = new pg.Pool({ connectionString: postgres.url(storageName), max: 2 });
+  storageDb.on('error', () => {});
+  return {
+    postgres,
+    service,
+    devKey,
+    storageDb,
+    sourceDb,
+    token: (sub, tokenOptions) => signDevToken(devKey, { sub, ...tokenOptions }),
+    async stop() {
+      await service.stop();
+      await storageDb.end();
+      await sourceDb.end();
+      await postgres.stop();
+    }
+  };
+}
+
+/** Create a logical slot that decodes markers, to count them in the source WAL. */
+export async function watchMarkers(sourceDb: pg.Pool, slot: string) {
+  await sourceDb.query(`SELECT pg_create_logical_replication_slot($1, 'test_decoding')`, [slot]);
+  return {
+    /** Markers written since the last call (consumes them). */
+    async take(): Promise<number> {
+      const { rows } = await sourceDb.query<{ data: string }>(`SELECT data FROM pg_logical_slot_get_changes($1, NULL, NULL)`, [slot]);
+      return rows.filter((row) => /^message: .*prefix: powersync/.test(row.data)).length;
+    },
+    drop: () => sourceDb.query('SELECT pg_drop_replication_slot($1)', [slot])
+  };
+}
