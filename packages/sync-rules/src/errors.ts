@@ -37,9 +37,10 @@ export interface SyncRulesIssue {
 /** A row or request value that the rules could not evaluate; the affected output is skipped. */
 export interface EvaluationError {
   message: string;
-  bucketDefinition: string;
-  queryKind: QueryKind;
-  queryIndex: number;
+  /** The definition and query that failed; absent when the input itself was malformed (e.g. a row that is not an object). */
+  bucketDefinition?: string;
+  queryKind?: QueryKind;
+  queryIndex?: number;
 }
 
 export function queryPosition(query: string, start: number, end: number): QueryPosition {

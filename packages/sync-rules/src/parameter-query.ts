@@ -18,7 +18,7 @@ import {
 } from './expression.js';
 import { compileOutputColumns, type OutputColumns } from './output-columns.js';
 import { sourceTableOf, tableMatches, type SourceTable } from './source-table.js';
-import type { Expression } from './sql/ast.js';
+import type { Expression, SelectStatement } from './sql/ast.js';
 import { parseSelect } from './sql/parser.js';
 import { SqlSyntaxError } from './sql/tokenizer.js';
 import { EvaluationFailure, isTruthy, type InputRow, type SqliteRow, type SqliteValue } from './sqlite-value.js';
@@ -67,6 +67,7 @@ export function compileParameterQuery(sql: string, index: number): ParameterQuer
   const references = findReferences(statement.where ?? { type: 'literal', value: null, start: 0, end: 0 });
   for (const column of statement.columns) if (column.type === 'expression') findReferences(column.expression, references);
   const usesClientParameters = references.clientParameters;
+  checkLiteralPriority(statement.columns);
 
   if (!statement.from) {
     const scope: CompileScope = { request: true, bucketReferenceError: NO_BUCKET_IN_PARAMETERS };
@@ -145,6 +146,16 @@ export function compileParameterQuery(sql: string, index: number): ParameterQuer
       return crossProduct(valueLists);
     }
   };
+}
+
+/** A literal `_priority` is checked at load time; computed ones when evaluated. */
+function checkLiteralPriority(columns: SelectStatement['columns']): void {
+  for (const column of columns) {
+    if (column.type !== 'expression' || column.alias !== PRIORITY_COLUMN || column.expression.type !== 'literal') continue;
+    const value = column.expression.value;
+    const valid = value === null || (typeof value === 'bigint' && value >= 0n && value <= 3n);
+    if (!valid) throw new SqlSyntaxError(`"${PRIORITY_COLUMN}" must be an integer from 0 to 3`, column.start, column.end);
+  }
 }
 
 function parameterNames(output: OutputColumns): string[] {

@@ -442,6 +442,15 @@ function evaluationError(definition: string, queryKind: QueryKind, queryIndex: n
   return { message: `bucket_definitions.${definition}.${queryKind}[${queryIndex}]: ${error.message}; row skipped`, bucketDefinition: definition, queryKind, queryIndex };
 }
 
+function invalidRowInput(input: unknown): EvaluationError | undefined {
+  if (input === null || typeof input !== 'object') return { message: 'invalid row input: expected { schema?, table, row }' };
+  const { schema, table, row } = input as Partial<SourceRowInput>;
+  if (typeof table !== 'string') return { message: 'invalid row input: "table" must be a string' };
+  if (schema !== undefined && typeof schema !== 'string') return { message: 'invalid row input: "schema" must be a string' };
+  if (row === null || typeof row !== 'object' || Array.isArray(row)) return { message: `invalid row input: the row of ${table} must be an object of column values` };
+  return undefined;
+}
+
 function priorityOf(row: Readonly<Record<string, SqliteValue>>, fallback: number): number {
   if (!Object.hasOwn(row, PRIORITY_COLUMN)) return fallback;
   const value = row[PRIORITY_COLUMN];
@@ -491,13 +500,16 @@ function createSyncRules(definitions: BucketDefinition[]): SyncRules {
     tableSyncsParameters: ({ schema = DEFAULT_SCHEMA, table }) =>
       definitions.some((definition) => definition.parameterQueries.some((query) => query.kind === 'lookup' && query.matches(schema, table))),
 
-    evaluateRow({ schema = DEFAULT_SCHEMA, table, row }) {
+    evaluateRow(input) {
+      const invalid = invalidRowInput(input);
+      if (invalid) return { buckets: [], errors: [invalid] };
+      const { schema = DEFAULT_SCHEMA, table, row } = input;
       const buckets: EvaluatedBucketRow[] = [];
       const errors: EvaluationError[] = [];
       for (const definition of definitions) {
         for (const query of definition.dataQueries) {
-          if (!query.matches(schema, table)) continue;
           try {
+            if (!query.matches(schema, table)) continue;
             buckets.push(...query.evaluate(row, table));
           } catch (error) {
             errors.push(evaluationError(definition.name, 'data', query.index, error));
@@ -507,13 +519,16 @@ function createSyncRules(definitions: BucketDefinition[]): SyncRules {
       return { buckets, errors };
     },
 
-    evaluateParameterRow({ schema = DEFAULT_SCHEMA, table, row }) {
+    evaluateParameterRow(input) {
+      const invalid = invalidRowInput(input);
+      if (invalid) return { lookups: [], errors: [invalid] };
+      const { schema = DEFAULT_SCHEMA, table, row } = input;
       const lookups: ParameterLookupEntry[] = [];
       const errors: EvaluationError[] = [];
       for (const definition of definitions) {
         for (const query of definition.parameterQueries) {
-          if (query.kind !== 'lookup' || !query.matches(schema, table)) continue;
           try {
+            if (query.kind !== 'lookup' || !query.matches(schema, table)) continue;
             const result = query.evaluateRow(row);
             if (!result) continue;
             bucketParametersOf(result.output, definition.parameterNames); // rejects blob parameters at write time
@@ -548,7 +563,7 @@ function createSyncRules(definitions: BucketDefinition[]): SyncRules {
         return {
           staticBuckets: [],
           lookups: [],
-          errors: [{ message: `invalid request parameters: ${reason}`, bucketDefinition: '', queryKind: 'parameters', queryIndex: 0 }],
+          errors: [{ message: `invalid request parameters: ${reason}` }],
           finish: () => ({ buckets: [], errors: [] })
         };
       }

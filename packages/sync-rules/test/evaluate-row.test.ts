@@ -284,6 +284,16 @@ bucket_definitions:
     for (const name of produced) expect(failing).not.toContain(name);
   });
 
+  test('malformed input objects are reported, never thrown', () => {
+    const bad = [{ table: 'docs', row: null }, { table: undefined, row: {} }, { table: 'docs', row: 'text' }];
+    for (const input of bad) {
+      const result = rules.evaluateRow(input as never);
+      expect(result.buckets).toEqual([]);
+      expect(rules.evaluateParameterRow(input as never).lookups).toEqual([]);
+    }
+    expect(rules.evaluateRow({ table: 'docs', row: null as never }).errors.length).toBeGreaterThan(0);
+  });
+
   test('other definitions still get the row', () => {
     const result = rules.evaluateRow({ table: 'docs', row: { id: 'd', title: { x: 1 }, owner: 'u1' } });
     expect(result.buckets.map((row) => row.bucket)).toEqual(['mine["u1"]', 'parsed[]']);

@@ -207,6 +207,7 @@ const BAD: BadCase[] = [
     queryKind: 'parameters',
     queryIndex: 1
   },
+  { name: 'literal _priority out of range', yaml: one('SELECT * FROM t WHERE o = bucket.user_id', 'SELECT request.user_id() AS user_id, 5 AS _priority'), reason: /"_priority" must be an integer from 0 to 3/, queryKind: 'parameters', at: '5 AS _priority' },
   { name: 'wildcard in the middle of a table name', yaml: definition('def', { data: ['SELECT * FROM "a%b"'] }), reason: /single trailing "%" wildcard/ }
 ];
 
@@ -272,5 +273,18 @@ bucket_definitions:
     data: [SELECT * FROM t]
 `);
     expect(result.errors.map((error) => error.bucketDefinition)).toEqual(['a', 'b']);
+  });
+});
+
+describe('pathological queries', () => {
+  test.each([
+    ['deeply parenthesised', `SELECT * FROM t WHERE ${'('.repeat(5000)}1${')'.repeat(5000)}`],
+    ['very long AND chain', `SELECT * FROM t WHERE ${Array.from({ length: 5000 }, (_, i) => `c${i} = 1`).join(' AND ')}`],
+    ['deeply nested function calls', `SELECT ${'upper('.repeat(3000)}x${')'.repeat(3000)} AS v FROM t`]
+  ])('%s: rejected with a clear error', (_name, query) => {
+    const result = parseSyncRules(definition('def', { data: [query] }));
+    expect(result.ok).toBe(false);
+    expect(result.errors[0]!.reason).toMatch(/nested too deeply/);
+    expect(result.errors[0]!.bucketDefinition).toBe('def');
   });
 });

@@ -459,7 +459,46 @@ class Parser {
   }
 }
 
+/** Deeper expressions are rejected so that evaluation (which recurses) stays far from the stack limit. */
+export const MAX_EXPRESSION_DEPTH = 200;
+
+function children(expression: Expression): Expression[] {
+  switch (expression.type) {
+    case 'literal':
+    case 'column':
+      return [];
+    case 'call':
+      return expression.args;
+    case 'unary':
+    case 'cast':
+      return [expression.operand];
+    case 'binary':
+    case 'in_array':
+      return [expression.left, expression.right];
+    case 'in_list':
+      return [expression.left, ...expression.items];
+  }
+}
+
+function checkDepth(expression: Expression): void {
+  const stack: Array<[Expression, number]> = [[expression, 1]];
+  while (stack.length > 0) {
+    const [node, depth] = stack.pop()!;
+    if (depth > MAX_EXPRESSION_DEPTH) throw new SqlSyntaxError(`Expression is nested too deeply (more than ${MAX_EXPRESSION_DEPTH} levels)`, node.start, node.end);
+    for (const child of children(node)) stack.push([child, depth + 1]);
+  }
+}
+
 /** Parses one SELECT statement. Throws {@link SqlSyntaxError} for invalid or unsupported SQL. */
 export function parseSelect(sql: string): SelectStatement {
-  return new Parser(sql).parseStatement();
+  let statement: SelectStatement;
+  try {
+    statement = new Parser(sql).parseStatement();
+  } catch (error) {
+    if (error instanceof RangeError) throw new SqlSyntaxError('Query is nested too deeply', 0, sql.length);
+    throw error;
+  }
+  if (statement.where) checkDepth(statement.where);
+  for (const column of statement.columns) if (column.type === 'expression') checkDepth(column.expression);
+  return statement;
 }
