@@ -74,6 +74,9 @@ export interface DataQueryDefinition {
 export function compileDataQuery(sql: string, index: number, definition: DataQueryDefinition): DataQuery {
   const statement = parseSelect(sql);
   if (!statement.from) throw new SqlSyntaxError('Data queries need a FROM clause naming the source table', statement.start, statement.end);
+  if (statement.from.functionArgs) {
+    throw new SqlSyntaxError('Table-valued functions such as json_each() can only be used in parameter queries', statement.from.start, statement.from.end);
+  }
   const table = sourceTableOf(statement.from);
   const parameterList = definition.parameterNames.length
     ? `this definition's parameters are ${definition.parameterNames.map((name) => `bucket.${name}`).join(', ')}`

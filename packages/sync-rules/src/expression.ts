@@ -148,6 +148,32 @@ export function jsonArrayElements(value: SqliteValue): SqliteValue[] | undefined
   });
 }
 
+/** The JSON value at `path` inside an SQL value holding JSON text; undefined for NULL or a missing path. */
+export function jsonExtractRaw(document: SqliteValue, path: SqliteValue): JsonValue | undefined {
+  const json = jsonOf(document);
+  const steps = jsonPathSteps(path, false);
+  return json === undefined || steps === undefined ? undefined : followJsonPath(json, steps);
+}
+
+function jsonTypeOf(value: JsonValue): string {
+  if (value === null) return 'null';
+  if (value === true) return 'true';
+  if (value === false) return 'false';
+  if (typeof value === 'bigint') return 'integer';
+  if (typeof value === 'number') return 'real';
+  if (typeof value === 'string') return 'text';
+  return Array.isArray(value) ? 'array' : 'object';
+}
+
+/** Rows of SQLite's `json_each` (columns `key`, `value`, `type`) for a JSON value. */
+export function jsonEachRows(value: JsonValue | undefined): Array<Record<string, SqliteValue>> {
+  if (value === undefined) return [];
+  const row = (key: SqliteValue, item: JsonValue) => ({ key, value: jsonToSqlite(item), type: jsonTypeOf(item) });
+  if (Array.isArray(value)) return value.map((item, index) => row(BigInt(index), item));
+  if (value !== null && typeof value === 'object') return Object.entries(value).map(([key, item]) => row(key, item));
+  return [row(null, value)];
+}
+
 function arithmetic(operator: '+' | '-' | '*' | '/' | '%', leftValue: SqliteValue, rightValue: SqliteValue): SqliteValue {
   const left = toNumeric(leftValue);
   const right = toNumeric(rightValue);

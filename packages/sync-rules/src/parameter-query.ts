@@ -12,6 +12,8 @@ import {
   compileExpression,
   findReferences,
   jsonArrayElements,
+  jsonEachRows,
+  jsonExtractRaw,
   type CompileScope,
   type CompiledExpression,
   type RequestValues
@@ -66,6 +68,7 @@ export function compileParameterQuery(sql: string, index: number): ParameterQuer
   const statement = parseSelect(sql);
   const references = findReferences(statement.where ?? { type: 'literal', value: null, start: 0, end: 0 });
   for (const column of statement.columns) if (column.type === 'expression') findReferences(column.expression, references);
+  for (const arg of statement.from?.functionArgs ?? []) findReferences(arg, references);
   const usesClientParameters = references.clientParameters;
   checkLiteralPriority(statement.columns);
 
@@ -86,6 +89,8 @@ export function compileParameterQuery(sql: string, index: number): ParameterQuer
       }
     };
   }
+
+  if (statement.from.functionArgs) return compileJsonEachQuery(statement, statement.from.functionArgs, sql, index, usesClientParameters);
 
   const table = sourceTableOf(statement.from);
   const rowScope: CompileScope = {
@@ -156,6 +161,39 @@ function checkLiteralPriority(columns: SelectStatement['columns']): void {
     const valid = value === null || (typeof value === 'bigint' && value >= 0n && value <= 3n);
     if (!valid) throw new SqlSyntaxError(`"${PRIORITY_COLUMN}" must be an integer from 0 to 3`, column.start, column.end);
   }
+}
+
+/**
+ * `SELECT value AS org FROM json_each(request.jwt() -> 'orgs') [WHERE ...]`: a static query with one
+ * output row per element of a request JSON array (or member of an object). Columns: `key`, `value`, `type`.
+ */
+function compileJsonEachQuery(statement: SelectStatement, args: Expression[], sql: string, index: number, usesClientParameters: boolean): StaticParameterQuery {
+  const from = statement.from!;
+  if (args.length < 1 || args.length > 2) throw new SqlSyntaxError('json_each() takes 1 or 2 arguments (JSON, optional path)', from.start, from.end);
+  const argumentScope: CompileScope = { request: true, bucketReferenceError: NO_BUCKET_IN_PARAMETERS };
+  const [document, path] = args.map((arg) => compileExpression(arg, argumentScope));
+  const scope: CompileScope = { table: { name: from.name, alias: from.alias }, request: true, bucketReferenceError: NO_BUCKET_IN_PARAMETERS };
+  const output = compileOutputColumns(statement.columns, scope, { allowStar: false, what: 'parameter queries' });
+  const where = statement.where ? compileExpression(statement.where, scope) : undefined;
+  return {
+    kind: 'static',
+    sql,
+    index,
+    parameterNames: parameterNames(output),
+    usesClientParameters,
+    evaluate(request) {
+      const documentValue = document!.evaluate({ request });
+      const pathValue = path?.evaluate({ request });
+      const source = path ? jsonExtractRaw(documentValue, pathValue ?? null) : jsonExtractRaw(documentValue, '$');
+      const rows: SqliteRow[] = [];
+      for (const row of jsonEachRows(source)) {
+        const context = { row, request };
+        if (where && !isTruthy(where.evaluate(context))) continue;
+        rows.push(output.evaluate(context));
+      }
+      return rows;
+    }
+  };
 }
 
 function parameterNames(output: OutputColumns): string[] {

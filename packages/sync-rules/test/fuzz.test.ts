@@ -23,7 +23,7 @@ const SQL_FRAGMENTS = [
   'SELECT', '*', 'FROM', 'WHERE', 'AND', 'OR', 'NOT', 'IN', 'IS', 'NULL', 'AS', 'CAST', 'TEXT', 'INTEGER', '(', ')', ',', '.', '=', '!=',
   '<', '>=', '->', '->>', '||', '+', '-', '/', "'x'", "'$.a'", '"q"', '1', '2.5', '0x10', 'id', 't', 'bucket.p', 'bucket.q', 'request.user_id()',
   'request.jwt()', 'request.parameters()', 'token_parameters.a', 'user_parameters.b', 'upper', 'json_extract', 'JOIN', 'GROUP BY', 'LIMIT',
-  ';', '--', '/*', '?', 'CASE', 'SELECT (SELECT', 'coalesce(', 'bucket', 'request.', "'", '"'
+  ';', '--', '/*', '?', 'CASE', 'json_each(', 'value', 'key', 'SELECT (SELECT', 'coalesce(', 'bucket', 'request.', "'", '"'
 ];
 const sqlish = fc.array(fc.oneof(fc.constantFrom(...SQL_FRAGMENTS), fc.string({ maxLength: 3 })), { maxLength: 14 }).map((parts) => parts.join(' '));
 

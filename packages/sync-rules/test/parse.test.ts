@@ -75,6 +75,7 @@ bucket_definitions:
     ['functions and renames', 'SELECT request.user_id() AS user_id', "SELECT id, upper(name) AS name, CAST(n AS TEXT) AS n, json_extract(doc, '$.a') AS a, doc ->> 'b' AS b, length(name) AS l, ifnull(x, 0) AS x, coalesce(y, z, 1) AS y FROM docs WHERE lower(owner) = bucket.user_id"],
     ['schema-qualified and aliased', 'SELECT request.user_id() AS user_id', 'SELECT d.id, d.name FROM app.docs AS d WHERE d.owner = bucket.user_id'],
     ['comments and trailing semicolon', 'SELECT request.user_id() AS user_id -- me', 'SELECT * /* all */ FROM docs WHERE owner = bucket.user_id;'],
+    ['json_each over a claim', "SELECT value AS org FROM json_each(request.jwt() -> 'orgs') WHERE value != 'banned'", 'SELECT * FROM t WHERE org = bucket.org'],
     ['_priority column', 'SELECT request.user_id() AS user_id, 0 AS _priority', 'SELECT * FROM docs WHERE owner = bucket.user_id']
   ])('%s', (_name, parameters, data) => {
     loadRules(definition('def', { parameters, data: [data] }));
@@ -208,6 +209,8 @@ const BAD: BadCase[] = [
     queryIndex: 1
   },
   { name: 'literal _priority out of range', yaml: one('SELECT * FROM t WHERE o = bucket.user_id', 'SELECT request.user_id() AS user_id, 5 AS _priority'), reason: /"_priority" must be an integer from 0 to 3/, queryKind: 'parameters', at: '5 AS _priority' },
+  { name: 'json_each in a data query', yaml: one('SELECT value AS id FROM json_each(tags)'), reason: /json_each\(\) can only be used in parameter queries/, queryKind: 'data' },
+  { name: 'other table-valued functions', yaml: one('SELECT * FROM t WHERE o = bucket.user_id', 'SELECT value AS user_id FROM generate_series(1, 3)'), reason: /only table-valued function supported in FROM is json_each/, queryKind: 'parameters', at: '(' },
   { name: 'wildcard in the middle of a table name', yaml: definition('def', { data: ['SELECT * FROM "a%b"'] }), reason: /single trailing "%" wildcard/ }
 ];
 

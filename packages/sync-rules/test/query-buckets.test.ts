@@ -149,3 +149,27 @@ bucket_definitions:
     expect(plan.finish([]).errors).toHaveLength(2);
   });
 });
+
+describe('json_each in parameter queries', () => {
+  const rules = loadRules(`
+bucket_definitions:
+  by_org:
+    parameters: SELECT value AS org_id FROM json_each(request.jwt() -> 'orgs') WHERE value != 'banned'
+    data: [SELECT * FROM docs WHERE org_id = bucket.org_id]
+  by_role:
+    parameters: SELECT key AS project, value AS role FROM json_each(request.jwt(), '$.roles') AS r WHERE r.type = 'text'
+    data: [SELECT * FROM members WHERE project = bucket.project AND role = bucket.role]
+`);
+
+  test.each([
+    ['array of ids', { orgs: ['o1', 2, 'banned', 'o1'] }, ['by_org["o1"]', 'by_org[2]']],
+    ['object members', { roles: { p1: 'admin', p2: 3, p3: 'viewer' } }, ['by_role["p1","admin"]', 'by_role["p3","viewer"]']],
+    ['missing claim', {}, []],
+    ['scalar claim', { orgs: 'o9' }, ['by_org["o9"]']]
+  ])('%s', (_name, tokenParameters, buckets) => {
+    const plan = rules.planBuckets({ userId: 'u', tokenParameters });
+    expect(plan.errors).toEqual([]);
+    expect(plan.lookups).toEqual([]);
+    expect(plan.staticBuckets.map((bucket) => bucket.bucket)).toEqual(buckets);
+  });
+});

@@ -50,6 +50,8 @@ export interface TableReference extends Range {
   schema?: string;
   name: string;
   alias?: string;
+  /** Set for a table-valued function such as `json_each(<expr>)`; `name` is then the function name. */
+  functionArgs?: Expression[];
 }
 
 export interface SelectStatement extends Range {

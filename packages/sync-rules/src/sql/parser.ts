@@ -194,14 +194,25 @@ class Parser {
       schema = name;
       name = this.parseName('a table name after the schema').value;
     }
-    if (this.isOperator('(')) this.fail('Table-valued functions are not supported in FROM');
+    let functionArgs: Expression[] | undefined;
+    if (this.isOperator('(')) {
+      if (schema !== undefined || name.toLowerCase() !== 'json_each') this.fail('The only table-valued function supported in FROM is json_each(<JSON array>)');
+      this.advance();
+      functionArgs = [];
+      if (!this.isOperator(')')) {
+        functionArgs.push(this.parseExpression());
+        while (this.acceptOperator(',')) functionArgs.push(this.parseExpression());
+      }
+      this.expectOperator(')');
+      name = 'json_each';
+    }
     let alias: string | undefined;
     if (this.acceptKeyword('AS')) alias = this.parseName('a table alias after AS').value;
     else if (this.current.kind === 'quoted_identifier' || (this.current.kind === 'identifier' && !this.isReserved(this.current))) {
       alias = this.advance().value;
     }
     if (this.isKeyword('ON') || this.isKeyword('USING')) this.fail('JOIN is not supported; sync rules queries select from a single table');
-    return { schema, name, alias, start: start.start, end: this.tokens[this.position - 1]!.end };
+    return { schema, name, alias, functionArgs, start: start.start, end: this.tokens[this.position - 1]!.end };
   }
 
   parseExpression(): Expression {
@@ -499,6 +510,7 @@ export function parseSelect(sql: string): SelectStatement {
     throw error;
   }
   if (statement.where) checkDepth(statement.where);
+  for (const arg of statement.from?.functionArgs ?? []) checkDepth(arg);
   for (const column of statement.columns) if (column.type === 'expression') checkDepth(column.expression);
   return statement;
 }
