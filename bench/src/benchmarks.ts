@@ -1,0 +1,12 @@
+import type { Benchmark } from './benchmark.js';
+import { checkpointBenchmark } from './checkpoint-bench.js';
+
+/**
+ * Every benchmark `pnpm bench` knows, in the order they run. Later ones (storage, replication, sync) are added
+ * here: a `{ name, description, run }` each.
+ */
+export const BENCHMARKS: readonly Benchmark[] = [checkpointBenchmark];
+
+export function findBenchmark(name: string): Benchmark | undefined {
+  return BENCHMARKS.find((benchmark) => benchmark.name === name);
+}
