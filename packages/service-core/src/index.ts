@@ -15,3 +15,5 @@ export * from './routes/checkpoint-routes.js';
 export * from './routes/probe-routes.js';
 export * from './routes/concurrency-limiter.js';
 export * from './runner/service-runner.js';
+export * from './storage/bucket-data.js';
+export * from './storage/row-evaluation.js';

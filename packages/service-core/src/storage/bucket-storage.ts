@@ -1,3 +1,4 @@
+import type { ReplicationCheckpoint, ReplicationStreamStorage } from './bucket-data.js';
 import type { WriteCheckpointAPI } from './write-checkpoint-api.js';
 
 export type ReplicationStreamState = 'PROCESSING' | 'ACTIVE' | 'STOP' | 'TERMINATED' | 'ERRORED';
@@ -32,6 +33,28 @@ export interface BucketStorage extends WriteCheckpointAPI {
    * acknowledged once it checkpoints). Null when no sync config was ever deployed.
    */
   getServingStream(): Promise<ReplicationStream | null>;
+
+  /** Storage of one replication stream's data, its sync rules parsed from the stream's content. */
+  getStreamStorage(stream: ReplicationStream): Promise<ReplicationStreamStorage>;
+
+  /** Streams replication works on: every PROCESSING and ACTIVE stream, newest first. */
+  getReplicatingStreams(): Promise<ReplicationStream[]>;
+
+  /** Record a stream's state change (e.g. ERRORED with the error that stopped replication). */
+  setStreamState(streamId: number, state: ReplicationStreamState, error?: string): Promise<void>;
+
+  /**
+   * The checkpoint clients are served: that of the newest ACTIVE or ERRORED stream (PROTOCOL §8.2), or null when
+   * no stream has checkpointed yet.
+   */
+  getServingCheckpoint(): Promise<{ stream: ReplicationStream; checkpoint: ReplicationCheckpoint } | null>;
+
+  /**
+   * Call `onChange` (possibly spuriously, possibly coalesced) whenever a checkpoint is created or a stream changes
+   * state, in any process using this storage (Postgres LISTEN/NOTIFY, MongoDB change notifications). The returned
+   * function stops listening. One listener per process is enough: the sync engine fans it out.
+   */
+  listenForCheckpoints(onChange: () => void): Promise<() => Promise<void>>;
 
   close(): Promise<void>;
 }
