@@ -1,1 +1,2 @@
 export * from './write-checkpoint-conformance.js';
+export * from './bucket-data-conformance.js';
