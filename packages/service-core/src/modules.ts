@@ -19,11 +19,28 @@ export interface StorageModule<Config = any> {
   createStorage(config: Config, context: ModuleContext): Promise<BucketStorage>;
 }
 
+/** Replication of one source into storage: started once per replication process, stopped on shutdown. */
+export interface Replicator {
+  start(): void;
+  stop(): Promise<void>;
+}
+
+export interface ReplicatorContext extends ModuleContext {
+  storage: BucketStorage;
+  /** Called whenever replication makes progress or is idle but healthy (liveness probe). */
+  onAlive?: () => void;
+}
+
 /** A source module owns `replication.connections[]` entries whose `type` equals its own. */
 export interface SourceModule<Config = any> {
   type: string;
   configSchema: z.ZodType<Config>;
+  /** Head reads and markers for checkpoint requests (API processes). */
   createSource(config: Config, context: ModuleContext): Promise<ReplicationSource>;
+  /** The replication job (replication processes). */
+  createReplicator(config: Config, context: ReplicatorContext): Replicator;
+  /** Source preconditions for these sync rules (`syncpoint validate`): one line per problem, empty when fine. */
+  checkSource(config: Config, syncConfigContent: string): Promise<string[]>;
 }
 
 /** Maps config `type` values to the modules that own them. */

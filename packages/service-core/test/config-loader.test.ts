@@ -18,7 +18,11 @@ const sourceModule: SourceModule = {
   configSchema: z.strictObject({ type: z.literal('postgresql'), uri: z.string(), sslmode: z.string().optional() }),
   createSource: async () => {
     throw new Error('not used');
-  }
+  },
+  createReplicator: () => {
+    throw new Error('not used');
+  },
+  checkSource: async () => []
 };
 const registry = new ModuleRegistry().registerStorage(storageModule).registerSource(sourceModule);
 
