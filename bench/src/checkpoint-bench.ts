@@ -1,4 +1,4 @@
-import { cpus } from 'node:os';
+import { cpus, loadavg } from 'node:os';
 import { performance } from 'node:perf_hooks';
 import { signDevToken } from '@syncpoint/service';
 import { createTokenVerifier, silentLogger } from '@syncpoint/service-core';
@@ -224,6 +224,8 @@ export const checkpointBenchmark: Benchmark = {
     const mode = (flags.get('client') ?? 'worker') as ClientMode;
     if (mode !== 'worker' && mode !== 'inline') throw new Error(`--client must be worker or inline, got ${JSON.stringify(mode)}`);
 
+    const loadBefore = loadavg()[0]!;
+    log(`load average (1 min) ${loadBefore.toFixed(2)} on ${cpus().length} CPUs${loadBefore > 0.5 ? ' (other work is running: figures will be pessimistic)' : ''}`);
     log('starting embedded Postgres and the service …');
     const bench = await startBenchService();
     let client: LoadClient | undefined;
@@ -251,15 +253,16 @@ export const checkpointBenchmark: Benchmark = {
       }
 
       const errors = results.reduce((sum, level) => sum + level.errors, 0);
+      const loadAfter = loadavg()[0]!;
       const notes = results.flatMap((level) => level.errorSamples.map((sample) => `error @${level.clients}: ${sample}`));
       return {
         rows: rowsFor(results),
         errors,
-        notes,
+        notes: [...notes, `load average (1 min): ${loadBefore.toFixed(2)} before, ${loadAfter.toFixed(2)} after (the benchmark itself adds about 2)`],
         json: {
           benchmark: 'checkpoint',
           date: new Date().toISOString(),
-          machine: machineInfo(),
+          machine: { ...machineInfo(), load_average_1m: { before: round(loadBefore, 2), after: round(loadAfter, 2) } },
           postgres: serverVersion,
           token_verify_us: round(verifyUs, 1),
           settings: { duration_s: durationMs / 1000, warmup_s: warmupMs / 1000, max_requests: maxRequests, users, client: mode },
