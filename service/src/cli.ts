@@ -8,7 +8,8 @@ import {
   parseConfig,
   startService,
   type Logger,
-  type ResolvedConfig
+  type ResolvedConfig,
+  type ServiceRole
 } from '@syncpoint/service-core';
 import { signDevToken } from './dev-token.js';
 import { startEmbeddedDefault, type EmbeddedDefault } from './embedded-default.js';
@@ -38,7 +39,7 @@ async function waitForShutdownSignal(): Promise<string> {
   });
 }
 
-async function startCommand(options: { config?: string; port?: string }) {
+async function startCommand(options: { config?: string; port?: string; role: ServiceRole }) {
   const found = await loadConfig({ configPath: options.config, registry });
   let embedded: EmbeddedDefault | undefined;
   let config = found;
@@ -54,7 +55,7 @@ async function startCommand(options: { config?: string; port?: string }) {
   const logger = loggerFor(config);
   let service;
   try {
-    service = await startService(config, { registry, logger });
+    service = await startService(config, { registry, logger, role: options.role });
   } catch (error) {
     await embedded?.postgres.stop();
     throw error;
@@ -117,6 +118,11 @@ export function buildProgram(): Command {
     .description('Start the service. With no config at all, boots the embedded Postgres default under ./.syncpoint/')
     .addOption(configOption())
     .option('-p, --port <port>', 'HTTP port (overrides the config)')
+    .addOption(
+      new Option('-r, --role <role>', 'api: HTTP only; replication: replicate only; unified: both')
+        .choices(['api', 'replication', 'unified'])
+        .default('unified')
+    )
     .action(startCommand);
 
   program

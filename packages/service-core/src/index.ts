@@ -17,3 +17,8 @@ export * from './routes/concurrency-limiter.js';
 export * from './runner/service-runner.js';
 export * from './storage/bucket-data.js';
 export * from './storage/row-evaluation.js';
+export * from './routes/sync-stream-route.js';
+export * from './sync/checkpoint-watcher.js';
+export * from './sync/sync-request.js';
+export * from './sync/sync-lines.js';
+export * from './sync/line-writer.js';

@@ -4,13 +4,19 @@ import { ErrorCode, internalError, ServiceError, validationError } from '../erro
 import type { Logger } from '../logger.js';
 import { checkpointRoutes, type CheckpointRouteDependencies } from './checkpoint-routes.js';
 import { probeRoutes, type ProbeState } from './probe-routes.js';
+import { syncStreamRoutes, type SyncConnections, type SyncStreamDependencies } from './sync-stream-route.js';
 
 export interface HttpAppOptions extends CheckpointRouteDependencies {
   logger: Logger;
   probes?: ProbeState;
   /** Largest accepted JSON body (default 64 KiB; checkpoint requests are tiny). */
   bodyLimitBytes?: number;
+  /** `/sync/stream`, when this process serves sync streams. */
+  sync?: { dependencies: SyncStreamDependencies; connections: SyncConnections };
 }
+
+/** Sync requests list the buckets a client holds (up to 1,000 by default), so they may be larger. */
+const SYNC_BODY_LIMIT_BYTES = 2 * 1024 * 1024;
 
 /** CORS per PROTOCOL §2.1. */
 const cors: RequestHandler = (req, res, next) => {
@@ -76,7 +82,12 @@ export function createHttpApp(options: HttpAppOptions): express.Express {
     next();
   });
   app.use(cors);
-  app.use(express.json({ limit: options.bodyLimitBytes ?? 64 * 1024, strict: false, type: 'application/json' }));
+  const json = (limit: number) => express.json({ limit, strict: false, type: 'application/json' });
+  if (options.sync) {
+    app.use('/sync/stream', json(SYNC_BODY_LIMIT_BYTES));
+    app.use(syncStreamRoutes(options.sync.dependencies, options.sync.connections));
+  }
+  app.use(json(options.bodyLimitBytes ?? 64 * 1024));
 
   if (options.probes) app.use(probeRoutes(options.probes));
   app.use(checkpointRoutes(options));

@@ -6,7 +6,9 @@ import { WriteCheckpointBatcher } from '../checkpoints/write-checkpoint-batcher.
 import type { ResolvedConfig } from '../config/config-loader.js';
 import type { Logger } from '../logger.js';
 import type { ModuleRegistry } from '../modules.js';
-import { createHttpApp } from '../routes/http-app.js';
+import { createHttpApp, type HttpAppOptions } from '../routes/http-app.js';
+import { SyncConnections } from '../routes/sync-stream-route.js';
+import { CheckpointWatcher } from '../sync/checkpoint-watcher.js';
 import { ProbeState } from '../routes/probe-routes.js';
 import type { BucketStorage } from '../storage/bucket-storage.js';
 import type { ReplicationSource } from '../source/replication-source.js';
@@ -39,14 +41,17 @@ export async function openSource(config: ResolvedConfig, registry: ModuleRegistr
  * Start the API: storage (migrated unless disabled), the sync config deployed, the source connection, and the
  * HTTP server. `stop()` closes the server first, so in-flight requests finish before their pools close.
  */
+export type ServiceRole = 'api' | 'replication' | 'unified';
+
 export async function startService(
   config: ResolvedConfig,
-  options: { registry: ModuleRegistry; logger: Logger; host?: string }
+  options: { registry: ModuleRegistry; logger: Logger; host?: string; role?: ServiceRole }
 ): Promise<RunningService> {
   const { registry, logger } = options;
+  const role = options.role ?? 'unified';
   for (const warning of config.warnings) logger.warn(warning);
 
-  const probes = new ProbeState(false);
+  const probes = new ProbeState(role !== 'api');
   const storage = await openStorage(config, registry, logger);
   const closers: Array<() => Promise<void>> = [() => storage.close()];
   const closeAll = async () => {
@@ -65,15 +70,51 @@ export async function startService(
     }
     const source = await openSource(config, registry, logger);
     closers.push(() => source.close());
+    if (role !== 'api') {
+      const connection = config.replication.connections[0]!;
+      const replicator = registry.sources.get(connection.type)!.createReplicator(connection, {
+        storage,
+        logger: logger.child({ component: 'replication' }),
+        configDir: config.configDir,
+        onAlive: () => probes.touch()
+      });
+      replicator.start();
+      closers.push(() => replicator.stop());
+    }
     const verifier = await createTokenVerifier(config.client_auth, { logger });
     const batcher = new WriteCheckpointBatcher({ storage, source });
 
-    const app = createHttpApp({ logger, probes, verifier, batcher });
+    let sync: HttpAppOptions['sync'];
+    if (role !== 'replication') {
+      const watcher = new CheckpointWatcher(storage, logger);
+      await watcher.start();
+      closers.push(() => watcher.stop());
+      const connections = new SyncConnections();
+      const parameters = config.api.parameters;
+      sync = {
+        connections,
+        dependencies: {
+          storage,
+          watcher,
+          verifier,
+          logger,
+          limits: {
+            maxBuckets: parameters.max_buckets_per_connection,
+            maxParameterResults: parameters.max_parameter_query_results,
+            maxConnections: parameters.max_concurrent_connections,
+            maxDataFetchConcurrency: parameters.max_data_fetch_concurrency
+          }
+        }
+      };
+    }
+
+    const app = createHttpApp({ logger, probes, verifier, batcher, sync });
     const server: Server = app.listen(config.port, options.host ?? '0.0.0.0');
     await once(server, 'listening');
     closers.push(
       () =>
         new Promise<void>((resolve) => {
+          sync?.connections.closeAll(); // open streams end first, so the server can close
           server.close(() => resolve());
           server.closeIdleConnections();
         })
@@ -82,7 +123,7 @@ export async function startService(
     probes.ready = true;
     const port = (server.address() as AddressInfo).port;
     const url = `http://${options.host && options.host !== '0.0.0.0' ? options.host : '127.0.0.1'}:${port}`;
-    logger.info({ url }, 'Syncpoint is listening');
+    logger.info({ url, role }, 'Syncpoint is listening');
     return { url, port, storage, source, stop: closeAll };
   } catch (error) {
     await closeAll();

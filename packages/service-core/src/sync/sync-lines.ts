@@ -1,0 +1,272 @@
+import type { SqliteRow } from '@syncpoint/sync-rules';
+import type { TokenPayload } from '../auth/token-verifier.js';
+import { ServiceError } from '../errors.js';
+import type { Logger } from '../logger.js';
+import type { BucketChecksum, OplogEntry, ReplicationStreamStorage } from '../storage/bucket-data.js';
+import type { BucketStorage, ReplicationStream } from '../storage/bucket-storage.js';
+import { toSignedChecksum } from '../storage/row-evaluation.js';
+import type { CheckpointWatcher, ServingCheckpoint } from './checkpoint-watcher.js';
+import type { SyncRequest } from './sync-request.js';
+
+/** Per-connection limits (PROTOCOL §7.4, config `api.parameters`). */
+export interface SyncLimits {
+  maxBuckets: number;
+  maxParameterResults: number;
+  /** Ops per data batch across buckets (1000) and bytes of row data per line (1 MiB). */
+  opsPerBatch?: number;
+  bytesPerLine?: number;
+  /** Ops sent for one checkpoint after which a newer checkpoint supersedes the download. */
+  supersedeAfterOps?: number;
+}
+
+export const TOO_MANY_BUCKETS = 'PSYNC_S2305';
+
+interface BucketLine {
+  bucket: string;
+  checksum: number;
+  count: number;
+  priority: number;
+  subscriptions: Array<{ default: number }>;
+}
+
+export type SyncLine =
+  | {
+      checkpoint: {
+        last_op_id: string;
+        write_checkpoint?: string;
+        buckets: BucketLine[];
+        streams: Array<{ name: string; is_default: boolean; errors: unknown[] }>;
+      };
+    }
+  | {
+      checkpoint_diff: {
+        last_op_id: string;
+        write_checkpoint?: string;
+        updated_buckets: BucketLine[];
+        removed_buckets: string[];
+      };
+    }
+  | { data: { bucket: string; after: string; next_after: string; has_more: boolean; data: unknown[] } }
+  | { checkpoint_complete: { last_op_id: string } }
+  | { partial_checkpoint_complete: { last_op_id: string; priority: number } }
+  | { token_expires_in: number };
+
+export interface SyncStreamOptions {
+  storage: BucketStorage;
+  watcher: CheckpointWatcher;
+  /** Per-process cache of parsed stream storages. */
+  streamStorage(stream: ReplicationStream): Promise<ReplicationStreamStorage>;
+  /** Limits concurrent data fetches per process (PROTOCOL §7.4 step 6). */
+  withDataFetchSlot<T>(fetch: () => Promise<T>): Promise<T>;
+  token: TokenPayload;
+  request: SyncRequest;
+  fullUserId: string;
+  limits: SyncLimits;
+  signal: AbortSignal;
+  logger: Logger;
+}
+
+/** A line for one op; MOVE/CLEAR carry only id, type and checksum (PROTOCOL §7.3). */
+function opLine(op: OplogEntry, rawData: boolean): Record<string, unknown> {
+  if (op.op === 'MOVE' || op.op === 'CLEAR') return { op_id: op.op_id.toString(), op: op.op, checksum: op.checksum };
+  return {
+    op_id: op.op_id.toString(),
+    op: op.op,
+    object_type: op.object_type,
+    object_id: op.object_id,
+    subkey: op.subkey,
+    checksum: op.checksum,
+    // Legacy JSON clients (raw_data false) get the row embedded as an object.
+    data: op.op === 'PUT' ? (rawData ? op.data : JSON.parse(op.data ?? 'null')) : null
+  };
+}
+
+/**
+ * The lines of one sync connection (PROTOCOL §7.4): a full `checkpoint` first, then `checkpoint_diff`s, with `data`
+ * for changed buckets by priority, `partial_checkpoint_complete` per priority group and `checkpoint_complete`. Ends
+ * when the signal aborts or the served replication stream changes (the client reconnects to the new one).
+ */
+export async function* syncLines(options: SyncStreamOptions): AsyncGenerator<SyncLine> {
+  const { storage, watcher, request, limits, signal } = options;
+  const opsPerBatch = limits.opsPerBatch ?? 1000;
+  const bytesPerLine = limits.bytesPerLine ?? 1024 * 1024;
+  const supersedeAfterOps = limits.supersedeAfterOps ?? 1000;
+
+  const positions = new Map<string, bigint>();
+  let lastSent: Map<string, BucketLine> | null = null;
+  let lastWriteCheckpoint: bigint | null = null;
+  let lineCheckpoint = 0n;
+  let pendingDownload = new Set<string>();
+  let served: ServingCheckpoint | null = null;
+
+  for (;;) {
+    const next = await watcher.next(served, signal);
+    if (next === null || signal.aborted) return;
+    if (served && next.stream.id !== served.stream.id) return; // new sync config: the client reconnects
+    served = next;
+    const { checkpoint, lsn } = next.checkpoint;
+    const streamStorage = await options.streamStorage(next.stream);
+
+    const current = await resolveBuckets(streamStorage, checkpoint, options);
+    const checksums = await streamStorage.getChecksums(checkpoint, [...current.keys()]);
+    const lines = new Map<string, BucketLine>();
+    for (const [bucket, description] of current) {
+      const sum: BucketChecksum | undefined = checksums.get(bucket);
+      lines.set(bucket, {
+        bucket,
+        checksum: toSignedChecksum(sum?.checksum ?? 0),
+        count: sum?.count ?? 0,
+        priority: description.priority,
+        subscriptions: [{ default: description.streamIndex }]
+      });
+    }
+
+    // Never report a smaller acknowledged id on one connection (PROTOCOL §6, recommendation).
+    const resolved = await storage.lastWriteCheckpoint(options.fullUserId, lsn);
+    const writeCheckpoint: bigint | null = resolved !== null && (lastWriteCheckpoint === null || resolved > lastWriteCheckpoint) ? resolved : lastWriteCheckpoint;
+    const writeCheckpointField = writeCheckpoint !== null && writeCheckpoint !== 0n ? { write_checkpoint: writeCheckpoint.toString() } : {};
+
+    let toFetch: string[];
+    let sentLine = true;
+    if (lastSent === null) {
+      for (const [bucket, after] of request.buckets) {
+        if (!lines.has(bucket)) continue; // no longer the user's: the client drops it on this full checkpoint
+        if (after > checkpoint) {
+          // The client claims ops past the newest checkpoint (e.g. storage restored from a backup): download the
+          // bucket again; the client's checksum check then replaces its copy.
+          options.logger.warn({ bucket, after: after.toString(), checkpoint: checkpoint.toString() }, 'bucket position ahead of the checkpoint; resending');
+          continue;
+        }
+        positions.set(bucket, after);
+      }
+      yield {
+        checkpoint: {
+          last_op_id: checkpoint.toString(),
+          ...writeCheckpointField,
+          buckets: [...lines.values()],
+          streams: current.streams.map((name) => ({ name, is_default: true, errors: [] }))
+        }
+      };
+      toFetch = [...lines.keys()];
+    } else {
+      const previous: Map<string, BucketLine> = lastSent;
+      const updated = [...lines.values()].filter((line) => {
+        const before = previous.get(line.bucket);
+        return !before || before.checksum !== line.checksum || before.count !== line.count;
+      });
+      const removed = [...previous.keys()].filter((bucket) => !lines.has(bucket));
+      const changed = updated.length > 0 || removed.length > 0 || writeCheckpoint !== lastWriteCheckpoint;
+      if (changed) {
+        yield {
+          checkpoint_diff: {
+            last_op_id: checkpoint.toString(),
+            ...writeCheckpointField,
+            updated_buckets: updated,
+            removed_buckets: removed
+          }
+        };
+      } else if (pendingDownload.size === 0) {
+        continue;
+      } else {
+        // Nothing changed for this connection, but a superseded download is unfinished: resume it against the
+        // checkpoint of the last line sent (no op of these buckets lies between the two checkpoints).
+        sentLine = false;
+      }
+      for (const bucket of removed) positions.delete(bucket);
+      toFetch = [...new Set([...updated.map((line) => line.bucket), ...pendingDownload])].filter((bucket) => lines.has(bucket));
+    }
+    lastSent = lines;
+    lastWriteCheckpoint = writeCheckpoint;
+    // The data of a download belongs to the checkpoint of the last line sent.
+    if (sentLine) lineCheckpoint = checkpoint;
+
+    // Download by priority, most urgent first.
+    const groups = new Map<number, string[]>();
+    for (const bucket of toFetch.sort()) {
+      const priority = lines.get(bucket)!.priority;
+      groups.set(priority, [...(groups.get(priority) ?? []), bucket]);
+    }
+    const priorities = [...groups.keys()].sort((a, b) => a - b);
+    let opsSent = 0;
+    let invalidated = false;
+    let superseded = false;
+    const unfinished = new Set(toFetch);
+    for (const [groupIndex, priority] of priorities.entries()) {
+      const group = groups.get(priority)!;
+      const start = new Map(group.map((bucket) => [bucket, positions.get(bucket) ?? 0n]));
+      const iterator = streamStorage.getBucketData(lineCheckpoint, start, { limit: opsPerBatch, chunkLimitBytes: bytesPerLine })[Symbol.asyncIterator]();
+      try {
+        for (;;) {
+          if (signal.aborted) return;
+          const result = await options.withDataFetchSlot(() => iterator.next());
+          if (result.done) break;
+          const chunk = result.value;
+          yield {
+            data: {
+              bucket: chunk.bucket,
+              after: chunk.after.toString(),
+              next_after: chunk.nextAfter.toString(),
+              has_more: chunk.hasMore,
+              data: chunk.data.map((op) => opLine(op, request.rawData))
+            }
+          };
+          positions.set(chunk.bucket, chunk.nextAfter);
+          if (!chunk.hasMore) unfinished.delete(chunk.bucket);
+          opsSent += chunk.data.length;
+          if (chunk.data.some((op) => op.target_op != null && op.target_op > lineCheckpoint)) invalidated = true;
+          if (opsSent >= supersedeAfterOps && watcher.latest && watcher.latest !== served && isAdvance(watcher.latest, served)) {
+            superseded = true;
+            break;
+          }
+        }
+      } finally {
+        await iterator.return?.();
+      }
+      if (superseded) break;
+      for (const bucket of group) unfinished.delete(bucket);
+      if (groupIndex < priorities.length - 1) {
+        yield { partial_checkpoint_complete: { last_op_id: lineCheckpoint.toString(), priority } };
+      }
+    }
+    pendingDownload = unfinished;
+    if (!superseded && !invalidated) yield { checkpoint_complete: { last_op_id: lineCheckpoint.toString() } };
+  }
+}
+
+function isAdvance(candidate: ServingCheckpoint, than: ServingCheckpoint): boolean {
+  return candidate.stream.id !== than.stream.id || candidate.checkpoint.checkpoint > than.checkpoint.checkpoint;
+}
+
+interface ResolvedBuckets extends Map<string, { priority: number; streamIndex: number }> {
+  streams: string[];
+}
+
+/** The connection's buckets at a checkpoint: static ones from the token, dynamic ones from stored lookups. */
+async function resolveBuckets(streamStorage: ReplicationStreamStorage, checkpoint: bigint, options: SyncStreamOptions): Promise<ResolvedBuckets> {
+  const { syncRules } = streamStorage;
+  const streams = syncRules.definitions.map((definition) => definition.name);
+  const result = new Map() as ResolvedBuckets;
+  result.streams = options.request.includeDefaults ? streams : [];
+  if (!options.request.includeDefaults) return result;
+
+  let parameterResults = 0;
+  const queried = await syncRules.queryBuckets(
+    { userId: options.token.userId, tokenParameters: options.token.claims, clientParameters: options.request.parameters },
+    async (lookups) => {
+      const sets: SqliteRow[][] = await streamStorage.getParameterSets(checkpoint, lookups);
+      parameterResults += sets.reduce((total, rows) => total + rows.length, 0);
+      if (parameterResults > options.limits.maxParameterResults) {
+        throw new ServiceError(TOO_MANY_BUCKETS, 400, `Too many parameter query results: more than ${options.limits.maxParameterResults}`);
+      }
+      return sets;
+    }
+  );
+  for (const error of queried.errors) options.logger.warn({ error: error.message }, 'bucket query problem');
+  if (queried.buckets.length > options.limits.maxBuckets) {
+    throw new ServiceError(TOO_MANY_BUCKETS, 400, `Too many buckets: ${queried.buckets.length} (limit ${options.limits.maxBuckets})`);
+  }
+  for (const bucket of queried.buckets) {
+    result.set(bucket.bucket, { priority: bucket.priority, streamIndex: Math.max(0, streams.indexOf(bucket.definition)) });
+  }
+  return result;
+}
