@@ -81,6 +81,93 @@ export const MIGRATIONS: Migration[] = [
         ALTER TABLE powersync.write_checkpoints DROP COLUMN processed_at_lsn, DROP COLUMN head_lsn;
       `.execute(db);
     }
+  },
+  {
+    // Bucket data (PROTOCOL §8): one op id sequence shared by ops and parameter lookups; replication state per
+    // stream; ops per bucket; each source row's current membership; parameter lookups by op id; per-bucket running
+    // checksum sums (so checksums at a checkpoint cost an index range scan, not a full scan); snapshot progress.
+    name: '1783000000000-bucket-data',
+    async up(db) {
+      await sql`
+        CREATE SEQUENCE powersync.op_id_sequence AS int8 START WITH 1;
+        ALTER TABLE powersync.sync_rules
+          ADD COLUMN slot_name text,
+          ADD COLUMN snapshot_done boolean NOT NULL DEFAULT false,
+          ADD COLUMN last_checkpoint int8,
+          ADD COLUMN last_checkpoint_lsn pg_lsn,
+          ADD COLUMN no_checkpoint_before pg_lsn,
+          ADD COLUMN keepalive_op int8,
+          ADD COLUMN snapshot_lsn pg_lsn,
+          ADD COLUMN last_checkpoint_ts timestamptz,
+          ADD COLUMN last_keepalive_ts timestamptz,
+          ADD COLUMN last_fatal_error text;
+        CREATE TABLE powersync.bucket_data (
+          group_id integer NOT NULL,
+          bucket_name text NOT NULL,
+          op_id int8 NOT NULL,
+          op text NOT NULL,
+          source_table text,
+          source_key text,
+          table_name text,
+          row_id text,
+          checksum int8 NOT NULL,
+          data text,
+          target_op int8,
+          PRIMARY KEY (group_id, bucket_name, op_id)
+        );
+        CREATE TABLE powersync.current_data (
+          group_id integer NOT NULL,
+          source_table text NOT NULL,
+          source_key text NOT NULL,
+          buckets jsonb NOT NULL,
+          lookups jsonb NOT NULL,
+          PRIMARY KEY (group_id, source_table, source_key)
+        );
+        CREATE TABLE powersync.bucket_parameters (
+          id int8 NOT NULL,
+          group_id integer NOT NULL,
+          source_table text NOT NULL,
+          source_key text NOT NULL,
+          lookup text NOT NULL,
+          bucket_parameters text NOT NULL
+        );
+        CREATE INDEX bucket_parameters_lookup
+          ON powersync.bucket_parameters (group_id, lookup, source_table, source_key, id);
+        CREATE TABLE powersync.bucket_state (
+          group_id integer NOT NULL,
+          bucket_name text NOT NULL,
+          last_op int8 NOT NULL,
+          checksum_sum int8 NOT NULL,
+          op_count int8 NOT NULL,
+          PRIMARY KEY (group_id, bucket_name)
+        );
+        CREATE TABLE powersync.snapshot_progress (
+          group_id integer NOT NULL,
+          table_id text NOT NULL,
+          schema_name text NOT NULL,
+          table_name text NOT NULL,
+          replica_id_columns jsonb NOT NULL,
+          done boolean NOT NULL,
+          rows_done int8 NOT NULL,
+          last_key text,
+          PRIMARY KEY (group_id, table_id)
+        );
+      `.execute(db);
+    },
+    async down(db) {
+      await sql`
+        DROP TABLE powersync.snapshot_progress;
+        DROP TABLE powersync.bucket_state;
+        DROP TABLE powersync.bucket_parameters;
+        DROP TABLE powersync.current_data;
+        DROP TABLE powersync.bucket_data;
+        ALTER TABLE powersync.sync_rules
+          DROP COLUMN slot_name, DROP COLUMN snapshot_done, DROP COLUMN last_checkpoint, DROP COLUMN last_checkpoint_lsn,
+          DROP COLUMN no_checkpoint_before, DROP COLUMN keepalive_op, DROP COLUMN snapshot_lsn,
+          DROP COLUMN last_checkpoint_ts, DROP COLUMN last_keepalive_ts, DROP COLUMN last_fatal_error;
+        DROP SEQUENCE powersync.op_id_sequence;
+      `.execute(db);
+    }
   }
 ];
 

@@ -1,4 +1,4 @@
-import type { Lsn } from '@syncpoint/codecs';
+import { normalizeLsn, type Lsn } from '@syncpoint/codecs';
 import {
   dedupeManagedWriteCheckpoints,
   ErrorCode,
@@ -9,14 +9,22 @@ import {
   type ManagedWriteCheckpointRequest,
   type MigrationDirection,
   type MigrationReport,
+  type ReplicationCheckpoint,
   type ReplicationStream,
-  type ReplicationStreamState
+  type ReplicationStreamState,
+  type ReplicationStreamStorage
 } from '@syncpoint/service-core';
+import { parseSyncRules } from '@syncpoint/sync-rules';
 import { Kysely, PostgresDialect, sql } from 'kysely';
 import pg from 'pg';
 import { migrate } from './migrations.js';
 import { poolConfigFromStorageConfig } from './pg-connection.js';
+import { CHECKPOINT_CHANNEL, inTransaction } from './pg-transaction.js';
+import { PostgresStreamStorage } from './postgres-stream-storage.js';
 import type { PostgresStorageConfig } from './storage-config.js';
+
+const RECONNECT_MIN_MS = 100;
+const RECONNECT_MAX_MS = 10_000;
 
 interface SyncRulesTable {
   id: number;
@@ -43,7 +51,10 @@ const NUMERIC_VALUE_OUT_OF_RANGE = '22003';
 export class PostgresBucketStorage implements BucketStorage {
   readonly db: Kysely<StorageDatabase>;
 
-  constructor(readonly pool: pg.Pool) {
+  constructor(
+    readonly pool: pg.Pool,
+    private readonly logger?: Logger
+  ) {
     this.db = new Kysely<StorageDatabase>({ dialect: new PostgresDialect({ pool }) });
   }
 
@@ -201,6 +212,119 @@ export class PostgresBucketStorage implements BucketStorage {
     return row ?? null;
   }
 
+  async getStreamStorage(stream: ReplicationStream): Promise<ReplicationStreamStorage> {
+    const parsed = parseSyncRules(stream.content);
+    if (!parsed.ok) {
+      throw new Error(
+        `The sync config of replication stream ${stream.id} is invalid:\n${parsed.errors.map((issue) => `  - ${issue.message}`).join('\n')}`
+      );
+    }
+    return new PostgresStreamStorage(this.pool, stream, parsed.rules, this.logger);
+  }
+
+  async getReplicatingStreams(): Promise<ReplicationStream[]> {
+    const { rows } = await this.pool.query<ReplicationStream>(
+      `SELECT id, state, content FROM powersync.sync_rules WHERE state IN ('PROCESSING', 'ACTIVE') ORDER BY id DESC`
+    );
+    return rows;
+  }
+
+  async setStreamState(streamId: number, state: ReplicationStreamState, error?: string): Promise<void> {
+    await inTransaction(this.pool, async (client) => {
+      await client.query(
+        `UPDATE powersync.sync_rules SET state = $2, last_fatal_error = coalesce($3, last_fatal_error) WHERE id = $1`,
+        [streamId, state, error ?? null]
+      );
+      const serving = await servingCheckpointRow(client);
+      const payload = serving
+        ? { active_checkpoint: { id: serving.id, last_checkpoint: (serving.last_checkpoint ?? 0n).toString(), last_checkpoint_lsn: serving.lsn === null ? null : normalizeLsn(serving.lsn) } }
+        : { active_checkpoint: null };
+      await client.query(`SELECT pg_notify($1, $2)`, [CHECKPOINT_CHANNEL, JSON.stringify(payload)]);
+    });
+  }
+
+  async getServingCheckpoint(): Promise<{ stream: ReplicationStream; checkpoint: ReplicationCheckpoint } | null> {
+    const row = await servingCheckpointRow(this.pool);
+    if (!row) return null;
+    return {
+      stream: { id: row.id, state: row.state, content: row.content },
+      checkpoint: { checkpoint: row.last_checkpoint ?? 0n, lsn: row.lsn === null ? null : normalizeLsn(row.lsn) }
+    };
+  }
+
+  /**
+   * One dedicated connection (not from the pool) doing `LISTEN powersynccheckpoints`. When it fails it is replaced
+   * with exponential backoff, and `onChange` is called after reconnecting (notifications may have been missed).
+   */
+  async listenForCheckpoints(onChange: () => void): Promise<() => Promise<void>> {
+    let stopped = false;
+    let current: pg.Client | null = null;
+    let timer: NodeJS.Timeout | undefined;
+    let delay = RECONNECT_MIN_MS;
+
+    const connect = async (): Promise<void> => {
+      const client = new pg.Client(this.pool.options as pg.ClientConfig);
+      const failed = (error?: Error) => {
+        if (current !== client) return;
+        current = null;
+        client.removeAllListeners('notification');
+        client.end().catch(() => undefined);
+        if (!stopped) {
+          this.logger?.warn({ err: error }, 'checkpoint listener connection lost; reconnecting');
+          scheduleReconnect();
+        }
+      };
+      client.on('notification', (message) => {
+        if (message.channel === CHECKPOINT_CHANNEL) onChange();
+      });
+      client.on('error', failed);
+      client.on('end', () => failed());
+      try {
+        await client.connect();
+        await client.query(`LISTEN ${CHECKPOINT_CHANNEL}`);
+      } catch (error) {
+        client.end().catch(() => undefined);
+        throw error;
+      }
+      current = client;
+    };
+
+    const scheduleReconnect = () => {
+      if (stopped || timer) return;
+      timer = setTimeout(async () => {
+        timer = undefined;
+        if (stopped) return;
+        try {
+          await connect();
+          delay = RECONNECT_MIN_MS;
+          if (stopped) {
+            await current?.end().catch(() => undefined);
+            return;
+          }
+          onChange();
+        } catch (error) {
+          delay = Math.min(delay * 2, RECONNECT_MAX_MS);
+          this.logger?.warn({ err: error }, 'checkpoint listener could not reconnect; retrying');
+          scheduleReconnect();
+        }
+      }, delay);
+      timer.unref?.();
+    };
+
+    await connect();
+    return async () => {
+      stopped = true;
+      if (timer) clearTimeout(timer);
+      timer = undefined;
+      const client = current;
+      current = null;
+      if (client) {
+        await client.query(`UNLISTEN ${CHECKPOINT_CHANNEL}`).catch(() => undefined);
+        await client.end().catch(() => undefined);
+      }
+    };
+  }
+
   async close(): Promise<void> {
     await this.db.destroy();
   }
@@ -210,5 +334,22 @@ export function createPostgresStorage(config: PostgresStorageConfig, logger?: Lo
   const pool = new pg.Pool(poolConfigFromStorageConfig(config));
   // An idle connection dropped by the server (restart, failover) must not crash the process; the pool reconnects.
   pool.on('error', (error) => logger?.warn({ err: error }, 'idle storage connection failed'));
-  return new PostgresBucketStorage(pool);
+  return new PostgresBucketStorage(pool, logger);
+}
+
+interface ServingRow {
+  id: number;
+  state: ReplicationStreamState;
+  content: string;
+  last_checkpoint: bigint | null;
+  lsn: string | null;
+}
+
+/** The newest ACTIVE or ERRORED stream with its checkpoint (PROTOCOL §8.2). */
+async function servingCheckpointRow(queryable: pg.Pool | pg.PoolClient): Promise<ServingRow | null> {
+  const { rows } = await queryable.query<ServingRow>(
+    `SELECT id, state, content, last_checkpoint, last_checkpoint_lsn::text AS lsn
+     FROM powersync.sync_rules WHERE state IN ('ACTIVE', 'ERRORED') ORDER BY id DESC LIMIT 1`
+  );
+  return rows[0] ?? null;
 }

@@ -1,0 +1,440 @@
+import { compareLsn, normalizeLsn, type Lsn } from '@syncpoint/codecs';
+import {
+  evaluateRowChange,
+  replicaKeyOf,
+  subkeyOf,
+  type BucketStorageBatch,
+  type CurrentRowState,
+  type Logger,
+  type RowChange,
+  type SourceTableRef
+} from '@syncpoint/service-core';
+import { serializeParameterRows, type SyncRules } from '@syncpoint/sync-rules';
+import type pg from 'pg';
+import { CHECKPOINT_CHANNEL, inTransaction, U32 } from './pg-transaction.js';
+
+/** Row changes evaluated together (one bulk read of their current_data). */
+const EVALUATE_ROWS = 2_000;
+/** A flush is triggered at this many buffered ops (plus lookups)… */
+const FLUSH_OPS = 10_000;
+/** …or this many characters of row data. */
+const FLUSH_DATA_CHARS = 5 * 1024 * 1024;
+/** Op ids are reserved from the sequence at least this many at a time. */
+const MIN_ID_BLOCK = 1_000;
+const WAITING_LOG_INTERVAL_MS = 5_000;
+
+interface PendingChange {
+  table: SourceTableRef;
+  replicaKey: string;
+  change: RowChange;
+}
+
+interface StreamRow {
+  state: string;
+  snapshot_done: boolean;
+  last_checkpoint: bigint | null;
+  lsn: string | null;
+  no_checkpoint_before: string | null;
+  keepalive_op: bigint | null;
+}
+
+const rowKey = (tableId: string, replicaKey: string) => `${tableId}\u0000${replicaKey}`;
+
+/**
+ * The replication batch of one stream (PROTOCOL §8.3). `save` queues changes; they are evaluated in groups (one
+ * bulk read of the rows' current_data, then `evaluateRowChange` in order), their ops get ids from blocks reserved
+ * from `op_id_sequence`, and a flush writes everything buffered in ONE transaction: bucket_data, bucket_state
+ * increments, current_data, bucket_parameters, and `keepalive_op` on the stream.
+ *
+ * Crash safety: flushed ops have ids above the stream's `last_checkpoint`, so readers never see them until a
+ * checkpoint includes them. If the process dies after a flush and before `commit`, nothing is deleted on restart:
+ * current_data already reflects those ops (deleting them would leave current_data claiming memberships whose ops are
+ * gone), replication re-processes the source transaction from the last checkpoint's lsn (producing PUTs again,
+ * which are idempotent for clients), and the flush recorded its highest id in `keepalive_op`, so the next checkpoint
+ * (`max(last_checkpoint, keepalive_op, …)`) makes the earlier ops visible together with the re-processed ones.
+ */
+export class PostgresBatch implements BucketStorageBatch {
+  skippedRows = 0;
+
+  private pending: PendingChange[] = [];
+  /** Current state of rows seen since the last flush (null: the row is in no bucket and no lookup). */
+  private cache = new Map<string, CurrentRowState | null>();
+  private dirty = new Map<string, { tableId: string; replicaKey: string; state: CurrentRowState | null }>();
+
+  // bucket_data columns, buffered
+  private opBuckets: string[] = [];
+  private opIds: string[] = [];
+  private opTypes: string[] = [];
+  private opSourceTables: string[] = [];
+  private opSubkeys: string[] = [];
+  private opTables: string[] = [];
+  private opRowIds: string[] = [];
+  private opChecksums: number[] = [];
+  private opData: Array<string | null> = [];
+  private dataChars = 0;
+  private bucketTotals = new Map<string, { sum: number; count: number; last: bigint }>();
+
+  // bucket_parameters columns, buffered
+  private paramIds: string[] = [];
+  private paramSourceTables: string[] = [];
+  private paramSourceKeys: string[] = [];
+  private paramLookups: string[] = [];
+  private paramValues: string[] = [];
+
+  private reservedIds: bigint[] = [];
+  private reservedIndex = 0;
+  private bufferedMaxId = 0n;
+  /** Highest id this batch has persisted. */
+  private lastFlushedId = 0n;
+  private lastWaitingLog = 0;
+
+  constructor(
+    private readonly pool: pg.Pool,
+    private readonly groupId: number,
+    private readonly syncRules: SyncRules,
+    private readonly logger?: Logger
+  ) {}
+
+  async save(change: RowChange): Promise<void> {
+    if (change.kind === 'update' && change.beforeKey) {
+      const before = replicaKeyOf(change.table, change.beforeKey);
+      const after = replicaKeyOf(change.table, change.after);
+      if (before !== after) {
+        // The replica identity changed: the old row is gone and a new one appeared.
+        this.pending.push({ table: change.table, replicaKey: before, change: { kind: 'delete', table: change.table, beforeKey: change.beforeKey } });
+        this.pending.push({ table: change.table, replicaKey: after, change: { kind: 'insert', table: change.table, after: change.after } });
+        return this.maybeEvaluate();
+      }
+    }
+    const key = change.kind === 'delete' ? change.beforeKey : change.after;
+    this.pending.push({ table: change.table, replicaKey: replicaKeyOf(change.table, key), change });
+    return this.maybeEvaluate();
+  }
+
+  async truncate(tables: SourceTableRef[]): Promise<void> {
+    await this.flush();
+    for (const table of tables) {
+      let after = '';
+      for (;;) {
+        const { rows } = await this.pool.query<{ source_key: string; buckets: CurrentRowState['buckets']; lookups: string[] }>(
+          `SELECT source_key, buckets, lookups FROM powersync.current_data
+           WHERE group_id = $1 AND source_table = $2 AND source_key > $3
+           ORDER BY source_key LIMIT 5000`,
+          [this.groupId, table.id, after]
+        );
+        if (rows.length === 0) break;
+        for (const row of rows) {
+          this.cache.set(rowKey(table.id, row.source_key), { buckets: row.buckets, lookups: row.lookups });
+          this.pending.push({ table, replicaKey: row.source_key, change: { kind: 'delete', table, beforeKey: {} } });
+        }
+        after = rows.at(-1)!.source_key;
+        await this.evaluatePending();
+        if (this.bufferedOps() >= FLUSH_OPS) await this.flushBuffers();
+      }
+    }
+    await this.flush();
+  }
+
+  async flush(): Promise<void> {
+    await this.evaluatePending();
+    await this.flushBuffers();
+  }
+
+  commit(lsn: Lsn): Promise<boolean> {
+    return this.checkpoint(lsn, false);
+  }
+
+  keepalive(lsn: Lsn): Promise<boolean> {
+    return this.checkpoint(lsn, true);
+  }
+
+  private bufferedOps(): number {
+    return this.opIds.length + this.paramIds.length;
+  }
+
+  private async maybeEvaluate(): Promise<void> {
+    if (this.pending.length < EVALUATE_ROWS) return;
+    await this.evaluatePending();
+    if (this.bufferedOps() >= FLUSH_OPS || this.dirty.size >= FLUSH_OPS || this.dataChars >= FLUSH_DATA_CHARS) await this.flushBuffers();
+  }
+
+  /** Evaluates the queued changes in order, buffering their ops with ids. */
+  private async evaluatePending(): Promise<void> {
+    if (this.pending.length === 0) return;
+    const pending = this.pending;
+    this.pending = [];
+    await this.loadCurrentData(pending);
+
+    const results = pending.map((item) => {
+      const key = rowKey(item.table.id, item.replicaKey);
+      const subkey = subkeyOf(item.table, item.replicaKey);
+      const result = evaluateRowChange(this.syncRules, item.change, this.cache.get(key) ?? null, subkey);
+      this.cache.set(key, result.state);
+      this.dirty.set(key, { tableId: item.table.id, replicaKey: item.replicaKey, state: result.state });
+      if (result.errors.length > 0) {
+        this.skippedRows++;
+        this.logger?.warn(
+          { table: `${item.table.schema}.${item.table.name}`, key: item.replicaKey, errors: result.errors.map((e) => e.message) },
+          'row could not be fully evaluated with the sync rules; the affected output is skipped'
+        );
+      }
+      return { item, result };
+    });
+
+    const needed = results.reduce(
+      (sum, { result }) => sum + result.puts.length + result.removes.length + result.lookups.length + result.removedLookups.length,
+      0
+    );
+    await this.reserveIds(needed);
+
+    for (const { item, result } of results) {
+      for (const put of result.puts) this.bufferOp('PUT', item.table.id, put.bucket, put.table, put.id, put.subkey, put.checksum, put.data);
+      for (const remove of result.removes) this.bufferOp('REMOVE', item.table.id, remove.bucket, remove.table, remove.id, remove.subkey, remove.checksum, null);
+      for (const entry of result.lookups) this.bufferParameters(item.table.id, item.replicaKey, entry.serializedLookup, serializeParameterRows(entry.outputs));
+      for (const lookup of result.removedLookups) this.bufferParameters(item.table.id, item.replicaKey, lookup, '[]');
+    }
+  }
+
+  private async loadCurrentData(pending: PendingChange[]): Promise<void> {
+    const tables: string[] = [];
+    const keys: string[] = [];
+    const asked = new Set<string>();
+    for (const item of pending) {
+      const key = rowKey(item.table.id, item.replicaKey);
+      if (this.cache.has(key) || asked.has(key)) continue;
+      asked.add(key);
+      tables.push(item.table.id);
+      keys.push(item.replicaKey);
+    }
+    if (keys.length === 0) return;
+    const { rows } = await this.pool.query<{ source_table: string; source_key: string; buckets: CurrentRowState['buckets']; lookups: string[] }>(
+      `SELECT c.source_table, c.source_key, c.buckets, c.lookups
+       FROM unnest($2::text[], $3::text[]) AS k(source_table, source_key)
+       JOIN powersync.current_data c
+         ON c.group_id = $1 AND c.source_table = k.source_table AND c.source_key = k.source_key`,
+      [this.groupId, tables, keys]
+    );
+    for (const key of asked) this.cache.set(key, null);
+    for (const row of rows) this.cache.set(rowKey(row.source_table, row.source_key), { buckets: row.buckets, lookups: row.lookups });
+  }
+
+  private async reserveIds(count: number): Promise<void> {
+    const available = this.reservedIds.length - this.reservedIndex;
+    if (available >= count) return;
+    const block = Math.max(count - available, MIN_ID_BLOCK);
+    const { rows } = await this.pool.query<{ id: bigint }>(
+      `SELECT nextval('powersync.op_id_sequence') AS id FROM generate_series(1, $1)`,
+      [block]
+    );
+    const fresh = rows.map((row) => row.id).sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+    this.reservedIds = [...this.reservedIds.slice(this.reservedIndex), ...fresh];
+    this.reservedIndex = 0;
+  }
+
+  private nextId(): bigint {
+    const id = this.reservedIds[this.reservedIndex++];
+    if (id === undefined) throw new Error('internal error: op ids were not reserved');
+    if (id > this.bufferedMaxId) this.bufferedMaxId = id;
+    return id;
+  }
+
+  private bufferOp(
+    op: 'PUT' | 'REMOVE',
+    sourceTable: string,
+    bucket: string,
+    table: string,
+    rowId: string,
+    subkey: string,
+    checksum: number,
+    data: string | null
+  ): void {
+    const id = this.nextId();
+    this.opBuckets.push(bucket);
+    this.opIds.push(id.toString());
+    this.opTypes.push(op);
+    this.opSourceTables.push(sourceTable);
+    this.opSubkeys.push(subkey);
+    this.opTables.push(table);
+    this.opRowIds.push(rowId);
+    this.opChecksums.push(checksum);
+    this.opData.push(data);
+    if (data !== null) this.dataChars += data.length;
+    const totals = this.bucketTotals.get(bucket);
+    if (totals) {
+      totals.sum = (totals.sum + checksum) >>> 0;
+      totals.count++;
+      totals.last = id;
+    } else {
+      this.bucketTotals.set(bucket, { sum: checksum, count: 1, last: id });
+    }
+  }
+
+  private bufferParameters(sourceTable: string, sourceKey: string, lookup: string, outputs: string): void {
+    this.paramIds.push(this.nextId().toString());
+    this.paramSourceTables.push(sourceTable);
+    this.paramSourceKeys.push(sourceKey);
+    this.paramLookups.push(lookup);
+    this.paramValues.push(outputs);
+  }
+
+  /** Writes everything buffered in one transaction (still invisible: no checkpoint is created). */
+  private async flushBuffers(): Promise<void> {
+    if (this.opIds.length === 0 && this.paramIds.length === 0 && this.dirty.size === 0) return;
+    const maxId = this.bufferedMaxId;
+    await inTransaction(this.pool, async (client) => {
+      if (this.opIds.length > 0) {
+        await client.query(
+          `INSERT INTO powersync.bucket_data
+             (group_id, bucket_name, op_id, op, source_table, source_key, table_name, row_id, checksum, data)
+           SELECT $1, * FROM unnest($2::text[], $3::int8[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::int8[], $10::text[])`,
+          [this.groupId, this.opBuckets, this.opIds, this.opTypes, this.opSourceTables, this.opSubkeys, this.opTables, this.opRowIds, this.opChecksums, this.opData]
+        );
+        const buckets = [...this.bucketTotals.keys()];
+        const totals = [...this.bucketTotals.values()];
+        await client.query(
+          `INSERT INTO powersync.bucket_state AS s (group_id, bucket_name, last_op, checksum_sum, op_count)
+           SELECT $1, * FROM unnest($2::text[], $3::int8[], $4::int8[], $5::int8[])
+           ON CONFLICT (group_id, bucket_name) DO UPDATE SET
+             last_op = greatest(s.last_op, excluded.last_op),
+             checksum_sum = (s.checksum_sum + excluded.checksum_sum) % ${U32},
+             op_count = s.op_count + excluded.op_count`,
+          [this.groupId, buckets, totals.map((t) => t.last.toString()), totals.map((t) => t.sum), totals.map((t) => t.count)]
+        );
+      }
+      if (this.dirty.size > 0) {
+        const gone = [...this.dirty.values()].filter((row) => row.state === null);
+        const kept = [...this.dirty.values()].filter((row) => row.state !== null);
+        if (gone.length > 0) {
+          await client.query(
+            `DELETE FROM powersync.current_data c USING unnest($2::text[], $3::text[]) AS k(source_table, source_key)
+             WHERE c.group_id = $1 AND c.source_table = k.source_table AND c.source_key = k.source_key`,
+            [this.groupId, gone.map((row) => row.tableId), gone.map((row) => row.replicaKey)]
+          );
+        }
+        if (kept.length > 0) {
+          await client.query(
+            `INSERT INTO powersync.current_data AS c (group_id, source_table, source_key, buckets, lookups)
+             SELECT $1, k.source_table, k.source_key, k.buckets::jsonb, k.lookups::jsonb
+             FROM unnest($2::text[], $3::text[], $4::text[], $5::text[]) AS k(source_table, source_key, buckets, lookups)
+             ON CONFLICT (group_id, source_table, source_key) DO UPDATE SET buckets = excluded.buckets, lookups = excluded.lookups`,
+            [
+              this.groupId,
+              kept.map((row) => row.tableId),
+              kept.map((row) => row.replicaKey),
+              kept.map((row) => JSON.stringify(row.state!.buckets)),
+              kept.map((row) => JSON.stringify(row.state!.lookups))
+            ]
+          );
+        }
+      }
+      if (this.paramIds.length > 0) {
+        await client.query(
+          `INSERT INTO powersync.bucket_parameters (id, group_id, source_table, source_key, lookup, bucket_parameters)
+           SELECT k.id, $1, k.source_table, k.source_key, k.lookup, k.bucket_parameters
+           FROM unnest($2::int8[], $3::text[], $4::text[], $5::text[], $6::text[]) AS k(id, source_table, source_key, lookup, bucket_parameters)`,
+          [this.groupId, this.paramIds, this.paramSourceTables, this.paramSourceKeys, this.paramLookups, this.paramValues]
+        );
+      }
+      if (maxId > 0n) {
+        // The next checkpoint of this stream includes everything flushed, even after a crash (see the class doc).
+        await client.query(
+          `UPDATE powersync.sync_rules SET keepalive_op = greatest(coalesce(keepalive_op, 0), $2::int8) WHERE id = $1`,
+          [this.groupId, maxId.toString()]
+        );
+      }
+    });
+    if (maxId > this.lastFlushedId) this.lastFlushedId = maxId;
+    this.resetBuffers();
+  }
+
+  private resetBuffers(): void {
+    this.opBuckets = [];
+    this.opIds = [];
+    this.opTypes = [];
+    this.opSourceTables = [];
+    this.opSubkeys = [];
+    this.opTables = [];
+    this.opRowIds = [];
+    this.opChecksums = [];
+    this.opData = [];
+    this.dataChars = 0;
+    this.bucketTotals = new Map();
+    this.paramIds = [];
+    this.paramSourceTables = [];
+    this.paramSourceKeys = [];
+    this.paramLookups = [];
+    this.paramValues = [];
+    this.dirty = new Map();
+    // current_data now holds what the cache held; keep memory bounded.
+    this.cache = new Map();
+  }
+
+  /** PROTOCOL §8.3: flush, then create a checkpoint at `lsn` when allowed, in one transaction. */
+  private async checkpoint(lsnText: Lsn, keepalive: boolean): Promise<boolean> {
+    const lsn = normalizeLsn(lsnText);
+    await this.flush();
+    const outcome = await inTransaction(this.pool, async (client) => {
+      const { rows } = await client.query<StreamRow>(
+        `SELECT state, snapshot_done, last_checkpoint, last_checkpoint_lsn::text AS lsn,
+                no_checkpoint_before::text AS no_checkpoint_before, keepalive_op
+         FROM powersync.sync_rules WHERE id = $1 FOR UPDATE`,
+        [this.groupId]
+      );
+      const stream = rows[0];
+      if (!stream) throw new Error(`replication stream ${this.groupId} does not exist`);
+      const canCheckpoint =
+        stream.snapshot_done &&
+        (stream.lsn === null || compareLsn(stream.lsn, lsn) <= 0) &&
+        (stream.no_checkpoint_before === null || compareLsn(stream.no_checkpoint_before, lsn) <= 0);
+      if (!canCheckpoint) {
+        // keepalive_op already holds every flushed op id (flushBuffers), so they come with the first allowed checkpoint.
+        return { created: false as const, waiting: stream };
+      }
+
+      const processed = await client.query(
+        `UPDATE powersync.write_checkpoints SET processed_at_lsn = $1::pg_lsn
+         WHERE processed_at_lsn IS NULL AND head_lsn <= $1::pg_lsn`,
+        [lsn]
+      );
+      const previous = stream.last_checkpoint ?? 0n;
+      let next = previous;
+      for (const candidate of [stream.keepalive_op ?? 0n, this.lastFlushedId]) if (candidate > next) next = candidate;
+      const needed =
+        keepalive || next > previous || (processed.rowCount ?? 0) > 0 || stream.lsn === null || stream.state === 'PROCESSING';
+      // An empty commit (e.g. the WAL of our own checkpoint writes when source and storage share a database)
+      // writes nothing: no notification, so no feedback loop.
+      if (!needed) return { created: false as const };
+
+      const activate = stream.state === 'PROCESSING';
+      const state = activate ? 'ACTIVE' : stream.state;
+      await client.query(
+        `UPDATE powersync.sync_rules SET
+           last_checkpoint = $2::int8, last_checkpoint_lsn = $3::pg_lsn, keepalive_op = NULL, snapshot_lsn = NULL,
+           last_fatal_error = NULL, state = $4,
+           last_checkpoint_ts = CASE WHEN $5::bool THEN now() ELSE last_checkpoint_ts END,
+           last_keepalive_ts = now()
+         WHERE id = $1`,
+        [this.groupId, next.toString(), lsn, state, next > previous || stream.last_checkpoint === null]
+      );
+      if (activate) {
+        await client.query(`UPDATE powersync.sync_rules SET state = 'STOP' WHERE state = 'ACTIVE' AND id < $1`, [this.groupId]);
+      }
+      if (state === 'ACTIVE' || state === 'ERRORED') {
+        const payload = JSON.stringify({
+          active_checkpoint: { id: this.groupId, last_checkpoint: next.toString(), last_checkpoint_lsn: lsn }
+        });
+        await client.query(`SELECT pg_notify($1, $2)`, [CHECKPOINT_CHANNEL, payload]);
+      }
+      return { created: true as const };
+    });
+    if ('waiting' in outcome && outcome.waiting && Date.now() - this.lastWaitingLog > WAITING_LOG_INTERVAL_MS) {
+      this.lastWaitingLog = Date.now();
+      const stream = outcome.waiting;
+      this.logger?.info(
+        { stream: this.groupId, lsn, snapshotDone: stream.snapshot_done, noCheckpointBefore: stream.no_checkpoint_before, lastCheckpointLsn: stream.lsn },
+        'waiting before creating a checkpoint'
+      );
+    }
+    return outcome.created;
+  }
+}
