@@ -6,6 +6,14 @@ export * from './storage-config.js';
 export * from './migrations.js';
 export * from './write-checkpoint-updates.js';
 export * from './mongo-bucket-storage.js';
+export * from './bucket-data-documents.js';
+export * from './bucket-data-chunks.js';
+export * from './checkpoint-plan.js';
+export * from './compaction-plan.js';
+export * from './checkpoint-listener.js';
+export * from './sync-rules-document.js';
+export * from './mongo-stream-storage.js';
+export { MongoBatch } from './mongo-batch.js';
 
 /** Owns `storage:` sections with `type: mongodb` (PROTOCOL §10). */
 export const mongoStorageModule: StorageModule<MongoStorageConfig> = {

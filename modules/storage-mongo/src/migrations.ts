@@ -25,6 +25,11 @@ export interface CappedCollectionPlan {
 export interface Migration {
   name: string;
   collections: CappedCollectionPlan[];
+  /**
+   * Ordinary collections created up front (a transaction's first write must not have to create its collection on
+   * servers before 4.4). `down` leaves them, and their data, in place: only indexes and capped collections go.
+   */
+  plainCollections?: string[];
   indexes: IndexPlan[];
 }
 
@@ -33,6 +38,8 @@ export const CUSTOM_WRITE_CHECKPOINTS = 'custom_write_checkpoints';
 export const CHECKPOINT_EVENTS = 'checkpoint_events';
 export const MIGRATIONS_COLLECTION = 'migrations';
 export const LOCKS_COLLECTION = 'locks';
+/** Bucket data collections (PROTOCOL §8); documents in bucket-data-documents.ts. */
+export const BUCKET_DATA_COLLECTIONS = ['bucket_data', 'bucket_state', 'current_data', 'bucket_parameters', 'op_id_sequence'] as const;
 
 const requestedAtPartial = { partialFilterExpression: { checkpoint_requested_at: { $exists: true } } };
 
@@ -77,6 +84,18 @@ export const MIGRATIONS: readonly Migration[] = [
         options: { name: 'checkpoint_requested_at', ...requestedAtPartial }
       }
     ]
+  },
+  {
+    name: '1783036800000-bucket-data',
+    collections: [],
+    plainCollections: [...BUCKET_DATA_COLLECTIONS],
+    indexes: [
+      // getParameterSets: equality on (g, lookup), newest entries ≤ checkpoint by `_id`. Every other bucket data
+      // read is a range on the `_id` index ({g, b, o} / {g, t, k} / {g, b}).
+      { collection: 'bucket_parameters', key: { 'key.g': 1, lookup: 1, _id: 1 }, options: { name: 'lookup' } },
+      // getServingCheckpoint / getReplicatingStreams.
+      { collection: 'sync_rules', key: { state: 1, _id: -1 }, options: { name: 'state' } }
+    ]
   }
 ];
 
@@ -117,6 +136,9 @@ async function createCappedCollection(db: Db, plan: CappedCollectionPlan): Promi
 async function applyUp(db: Db, migration: Migration): Promise<void> {
   for (const plan of migration.collections) {
     await createCappedCollection(db, plan);
+  }
+  for (const name of migration.plainCollections ?? []) {
+    await ignoring([NAMESPACE_EXISTS], () => db.createCollection(name));
   }
   for (const plan of migration.indexes) {
     await db.collection(plan.collection).createIndex(plan.key, plan.options);

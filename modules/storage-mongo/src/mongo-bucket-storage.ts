@@ -11,11 +11,29 @@ import {
   type MigrationDirection,
   type MigrationReport,
   type ModuleContext,
+  type ReplicationCheckpoint,
   type ReplicationStream,
-  type ReplicationStreamState
+  type ReplicationStreamState,
+  type ReplicationStreamStorage
 } from '@syncpoint/service-core';
+import { parseSyncRules } from '@syncpoint/sync-rules';
 import { MongoClient, MongoServerError, type AnyBulkWriteOperation, type Collection, type Db } from 'mongodb';
+import {
+  BUCKET_DATA,
+  BUCKET_PARAMETERS,
+  BUCKET_STATE,
+  CURRENT_DATA,
+  OP_ID_SEQUENCE,
+  type BucketDataDocument,
+  type BucketParameterDocument,
+  type BucketStateDocument,
+  type CurrentDataDocument,
+  type OpIdSequenceDocument
+} from './bucket-data-documents.js';
+import { tailCheckpointEvents } from './checkpoint-listener.js';
 import { CHECKPOINT_EVENTS, runMigrations, WRITE_CHECKPOINTS } from './migrations.js';
+import { MongoStreamStorage, type StreamCollections } from './mongo-stream-storage.js';
+import { checkpointOf, newStreamFields, toStream, type SyncRulesDocument } from './sync-rules-document.js';
 import { resolveDatabaseName, type MongoStorageConfig } from './storage-config.js';
 import {
   expiredRequestFilter,
@@ -31,14 +49,7 @@ import {
 
 export const SYNC_RULES = 'sync_rules';
 export const COUNTERS = 'counters';
-
-/** One replication stream (deployed sync config). `_id` is a small integer allocated from `counters`. */
-export interface SyncRulesDocument {
-  _id: number;
-  state: ReplicationStreamState;
-  content: string;
-  created_at: Date;
-}
+export type { SyncRulesDocument } from './sync-rules-document.js';
 
 interface CounterDocument {
   _id: string;
@@ -49,14 +60,12 @@ const DUPLICATE_KEY = 11000;
 /** A user missing from the read-back (deleted by a concurrent retention run) is re-requested this often. */
 const READ_BACK_ATTEMPTS = 3;
 
-function toStream(document: SyncRulesDocument): ReplicationStream {
-  return { id: Number(document._id), state: document.state, content: document.content };
-}
-
 /** Bucket storage on MongoDB (PROTOCOL §4.9 "MongoDB storage"). Construct with `createMongoStorage`. */
 export class MongoBucketStorage implements BucketStorage {
   readonly writeCheckpoints: Collection<WriteCheckpointDocument>;
   readonly syncRules: Collection<SyncRulesDocument>;
+  /** The collections of bucket data, shared with every stream's storage. */
+  readonly collections: StreamCollections;
 
   constructor(
     readonly client: MongoClient,
@@ -65,6 +74,17 @@ export class MongoBucketStorage implements BucketStorage {
   ) {
     this.writeCheckpoints = db.collection<WriteCheckpointDocument>(WRITE_CHECKPOINTS);
     this.syncRules = db.collection<SyncRulesDocument>(SYNC_RULES);
+    this.collections = {
+      client,
+      syncRules: this.syncRules,
+      writeCheckpoints: this.writeCheckpoints,
+      bucketData: db.collection<BucketDataDocument>(BUCKET_DATA),
+      bucketState: db.collection<BucketStateDocument>(BUCKET_STATE),
+      currentData: db.collection<CurrentDataDocument>(CURRENT_DATA),
+      bucketParameters: db.collection<BucketParameterDocument>(BUCKET_PARAMETERS),
+      opIdSequence: db.collection<OpIdSequenceDocument>(OP_ID_SEQUENCE),
+      notify: () => this.notifyCheckpointEvent()
+    };
   }
 
   migrate(direction: MigrationDirection): Promise<MigrationReport> {
@@ -167,7 +187,7 @@ export class MongoBucketStorage implements BucketStorage {
     const latest = await this.syncRules.findOne({ state: { $in: ['PROCESSING', 'ACTIVE'] } }, { sort: { _id: -1 } });
     if (latest !== null && latest.content === content) return toStream(latest);
 
-    const document: SyncRulesDocument = { _id: 0, state: 'PROCESSING', content, created_at: new Date() };
+    const document: SyncRulesDocument = { _id: 0, state: 'PROCESSING', content, created_at: new Date(), ...newStreamFields() };
     for (;;) {
       document._id = await this.nextSyncRulesId();
       try {
@@ -193,6 +213,36 @@ export class MongoBucketStorage implements BucketStorage {
       (await this.syncRules.findOne({ state: { $in: ['ACTIVE', 'ERRORED'] } }, { sort: { _id: -1 } })) ??
       (await this.syncRules.findOne({ state: 'PROCESSING' }, { sort: { _id: -1 } }));
     return serving === null ? null : toStream(serving);
+  }
+
+  async getStreamStorage(stream: ReplicationStream): Promise<ReplicationStreamStorage> {
+    const parsed = parseSyncRules(stream.content);
+    if (!parsed.ok) {
+      throw new Error(`Sync rules of replication stream ${stream.id} are invalid: ${parsed.errors.map((error) => error.message).join('; ')}`);
+    }
+    return new MongoStreamStorage(this.collections, stream, parsed.rules, this.logger);
+  }
+
+  async getReplicatingStreams(): Promise<ReplicationStream[]> {
+    const documents = await this.syncRules
+      .find({ state: { $in: ['PROCESSING', 'ACTIVE'] } }, { projection: { _id: 1, state: 1, content: 1 } })
+      .sort({ _id: -1 })
+      .toArray();
+    return documents.map(toStream);
+  }
+
+  async setStreamState(streamId: number, state: ReplicationStreamState, error?: string): Promise<void> {
+    await this.syncRules.updateOne({ _id: streamId }, { $set: { state, ...(error !== undefined ? { last_fatal_error: error } : {}) } });
+    await this.notifyCheckpointEvent();
+  }
+
+  async getServingCheckpoint(): Promise<{ stream: ReplicationStream; checkpoint: ReplicationCheckpoint } | null> {
+    const document = await this.syncRules.findOne({ state: { $in: ['ACTIVE', 'ERRORED'] } }, { sort: { _id: -1 } });
+    return document === null ? null : { stream: toStream(document), checkpoint: checkpointOf(document) };
+  }
+
+  listenForCheckpoints(onChange: () => void): Promise<() => Promise<void>> {
+    return tailCheckpointEvents(this.db.collection(CHECKPOINT_EVENTS), onChange, this.logger);
   }
 
   async close(): Promise<void> {

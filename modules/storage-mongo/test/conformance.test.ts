@@ -60,6 +60,9 @@ describe.skipIf(!url)('MongoDB storage specifics', () => {
     expect(await indexNames('write_checkpoints')).toEqual(['_id_', 'checkpoint_requested_at', 'processed_at_lsn', 'user_id']);
     expect(await storage.db.collection('checkpoint_events').isCapped()).toBe(true);
 
+    expect(await indexNames('bucket_parameters')).toEqual(['_id_', 'lookup']);
+    expect(await storage.migrate('down')).toEqual({ applied: [all[4]] });
+    expect(await indexNames('bucket_parameters')).toEqual(['_id_']);
     expect(await storage.migrate('down')).toEqual({ applied: [all[3]] });
     expect(await indexNames('write_checkpoints')).toEqual(['_id_', 'processed_at_lsn', 'user_id']);
     expect(await storage.migrate('down')).toEqual({ applied: [all[2]] });

@@ -1,0 +1,99 @@
+/**
+ * Pure planning of compaction (PROTOCOL §8.4), fed with ops read in batches; mirrors the Postgres storage.
+ *
+ * 1. `MovePlanner`, newest → oldest: a PUT/REMOVE whose (table, id, subkey) appears again later becomes MOVE with
+ *    `target_op` = the op that superseded it (the next newer op of the key). Memory-bounded: past `maxSeenKeys`
+ *    remembered keys the memory is dropped (less compaction, never a wrong result). A CLEAR ends the scan: nothing
+ *    older than it remains.
+ * 2. `ClearPlanner`, oldest → newest: the longest prefix of REMOVE/MOVE/CLEAR ops becomes one CLEAR at the last
+ *    replaced op id, checksum = wrapping sum of the replaced ops, target_op = the highest target_op among them.
+ */
+import type { OpType } from '@syncpoint/service-core';
+
+export interface CompactionOpView {
+  opId: bigint;
+  op: OpType;
+  /** PUT/REMOVE identity: output table, row id, source table, replica key. */
+  table?: string | null;
+  rowId?: string | null;
+  sourceTable?: string | null;
+  sourceKey?: string | null;
+  checksum: number;
+  targetOp: bigint | null;
+}
+
+export interface MoveUpdate {
+  opId: bigint;
+  targetOp: bigint;
+}
+
+export const DEFAULT_MAX_SEEN_KEYS = 200_000;
+
+export class MovePlanner {
+  private readonly seen = new Map<string, bigint>();
+  /** A CLEAR was reached: older ops need not be read. */
+  done = false;
+
+  constructor(private readonly maxSeenKeys = DEFAULT_MAX_SEEN_KEYS) {}
+
+  /** Ops of one batch, newest first; returns the ops to turn into MOVE. */
+  plan(batch: Iterable<CompactionOpView>): MoveUpdate[] {
+    const moves: MoveUpdate[] = [];
+    for (const op of batch) {
+      if (this.done) break;
+      if (op.op === 'CLEAR') {
+        this.done = true;
+        break;
+      }
+      if (op.op !== 'PUT' && op.op !== 'REMOVE') continue;
+      const key = `${op.table}\u0000${op.rowId}\u0000${op.sourceTable}\u0000${op.sourceKey}`;
+      const newer = this.seen.get(key);
+      if (newer !== undefined) moves.push({ opId: op.opId, targetOp: newer });
+      this.seen.set(key, op.opId);
+    }
+    if (this.seen.size > this.maxSeenKeys) this.seen.clear();
+    return moves;
+  }
+}
+
+export interface ClearPlan {
+  /** The op that becomes the CLEAR; every older op of the bucket is deleted. */
+  lastOpId: bigint;
+  /** Wrapping sum (u32) of the replaced ops. */
+  checksum: number;
+  targetOp: bigint | null;
+  /** Number of ops replaced, the CLEAR included. */
+  replaced: number;
+}
+
+export class ClearPlanner {
+  private sum = 0;
+  private count = 0;
+  private last: bigint | null = null;
+  private lastOp: OpType | null = null;
+  private maxTarget: bigint | null = null;
+  /** A PUT was reached: the prefix ends. */
+  done = false;
+
+  /** Ops of one batch, oldest first. */
+  add(batch: Iterable<CompactionOpView>): void {
+    for (const op of batch) {
+      if (this.done) return;
+      if (op.op === 'PUT') {
+        this.done = true;
+        return;
+      }
+      this.sum = (this.sum + op.checksum) >>> 0;
+      this.count++;
+      this.last = op.opId;
+      this.lastOp = op.op;
+      if (op.targetOp !== null && (this.maxTarget === null || op.targetOp > this.maxTarget)) this.maxTarget = op.targetOp;
+    }
+  }
+
+  /** Null when there is nothing to replace (no prefix, or it is already a single CLEAR). */
+  result(): ClearPlan | null {
+    if (this.last === null || (this.count === 1 && this.lastOp === 'CLEAR')) return null;
+    return { lastOpId: this.last, checksum: this.sum, targetOp: this.maxTarget, replaced: this.count };
+  }
+}

@@ -1,0 +1,159 @@
+import type { CompactOptions, CompactResult } from '@syncpoint/service-core';
+import { Long, MinKey, type AnyBulkWriteOperation } from 'mongodb';
+import {
+  bucketOpRange,
+  bucketOpsBefore,
+  checksumToLong,
+  longToBigint,
+  opIdKey,
+  streamBucketStateRange,
+  toUnsignedChecksum,
+  type BucketDataDocument
+} from './bucket-data-documents.js';
+import { ClearPlanner, MovePlanner, type CompactionOpView } from './compaction-plan.js';
+import type { StreamCollections } from './mongo-stream-storage.js';
+import { int64ToLong } from './write-checkpoint-updates.js';
+
+const DEFAULT_BATCH_SIZE = 10_000;
+const BUCKET_PAGE = 1_000;
+
+const PROJECTION = { _id: 1, op: 1, table: 1, row_id: 1, source_table: 1, source_key: 1, checksum: 1, target_op: 1 } as const;
+
+function toView(document: Pick<BucketDataDocument, '_id' | 'op' | 'table' | 'row_id' | 'source_table' | 'source_key' | 'checksum' | 'target_op'>): CompactionOpView {
+  return {
+    opId: longToBigint(document._id.o)!,
+    op: document.op,
+    table: document.table ?? null,
+    rowId: document.row_id ?? null,
+    sourceTable: document.source_table ?? null,
+    sourceKey: document.source_key ?? null,
+    checksum: toUnsignedChecksum(document.checksum),
+    targetOp: longToBigint(document.target_op)
+  };
+}
+
+/**
+ * Compaction of one stream (PROTOCOL §8.4), bucket by bucket, touching only ops ≤ the stream's current checkpoint,
+ * reading at most `batchSize` ops at a time (see compaction-plan.ts for the rules):
+ * 1. newest → oldest: superseded PUT/REMOVE → MOVE (data and identity dropped, checksum kept, target_op set), one
+ *    unordered bulk write per batch; each MOVE is valid on its own, so no transaction is needed;
+ * 2. oldest → newest: the leading REMOVE/MOVE/CLEAR run → one CLEAR at its last op, in ONE transaction with the
+ *    deletion of the older ops and the bucket_state count decrement (the checksum sum is unchanged mod 2^32).
+ */
+export async function compactStream(collections: StreamCollections, groupId: number, options: CompactOptions): Promise<CompactResult> {
+  const batchSize = Math.max(1, options.batchSize ?? DEFAULT_BATCH_SIZE);
+  const stream = await collections.syncRules.findOne({ _id: groupId }, { projection: { last_checkpoint: 1 } });
+  const checkpoint = longToBigint(stream?.last_checkpoint) ?? 0n;
+  const result: CompactResult = { bucketsCompacted: 0, opsMoved: 0, opsCleared: 0 };
+  if (checkpoint <= 0n) return result;
+
+  let bucketsDone = 0;
+  let opsScanned = 0;
+  for await (const bucket of bucketNames(collections, groupId, options.buckets)) {
+    const moved = await moveSuperseded(collections, groupId, bucket, checkpoint, batchSize);
+    const cleared = await clearPrefix(collections, groupId, bucket, checkpoint, batchSize);
+    opsScanned += moved.scanned + cleared.scanned;
+    result.opsMoved += moved.moved;
+    result.opsCleared += cleared.cleared;
+    if (moved.moved > 0 || cleared.cleared > 0) result.bucketsCompacted++;
+    options.onProgress?.({ bucketsDone: ++bucketsDone, opsScanned });
+  }
+  return result;
+}
+
+async function* bucketNames(collections: StreamCollections, groupId: number, only: string[] | undefined): AsyncIterable<string> {
+  if (only) {
+    yield* only;
+    return;
+  }
+  let after: string | MinKey = new MinKey();
+  for (;;) {
+    const range = streamBucketStateRange(groupId);
+    range._id.$gt = { g: groupId, b: after };
+    const rows = await collections.bucketState.find(range, { projection: { _id: 1 } }).sort({ _id: 1 }).limit(BUCKET_PAGE).toArray();
+    for (const row of rows) yield row._id.b;
+    if (rows.length < BUCKET_PAGE) return;
+    after = rows.at(-1)!._id.b;
+  }
+}
+
+async function moveSuperseded(collections: StreamCollections, groupId: number, bucket: string, checkpoint: bigint, batchSize: number) {
+  const planner = new MovePlanner();
+  let through = checkpoint;
+  let moved = 0;
+  let scanned = 0;
+  for (;;) {
+    const documents = await collections.bucketData
+      .find(bucketOpRange(groupId, bucket, null, through), { projection: PROJECTION })
+      .sort({ _id: -1 })
+      .limit(batchSize)
+      .toArray();
+    scanned += documents.length;
+    const moves = planner.plan(documents.map(toView));
+    if (moves.length > 0) {
+      const writes: AnyBulkWriteOperation<BucketDataDocument>[] = moves.map((move) => ({
+        updateOne: {
+          filter: { _id: opIdKey(groupId, bucket, move.opId) },
+          update: {
+            $set: { op: 'MOVE', data: null, target_op: int64ToLong(move.targetOp) },
+            $unset: { table: '', row_id: '', source_table: '', source_key: '' }
+          }
+        }
+      }));
+      await collections.bucketData.bulkWrite(writes, { ordered: false });
+      moved += moves.length;
+    }
+    if (planner.done || documents.length < batchSize) break;
+    // Continue below the oldest op read (the range is inclusive at the top).
+    through = longToBigint(documents.at(-1)!._id.o)! - 1n;
+    if (through <= 0n) break;
+  }
+  return { moved, scanned };
+}
+
+async function clearPrefix(collections: StreamCollections, groupId: number, bucket: string, checkpoint: bigint, batchSize: number) {
+  const planner = new ClearPlanner();
+  let after: bigint | null = null;
+  let scanned = 0;
+  for (;;) {
+    const documents = await collections.bucketData
+      .find(bucketOpRange(groupId, bucket, after, checkpoint), { projection: PROJECTION })
+      .sort({ _id: 1 })
+      .limit(batchSize)
+      .toArray();
+    scanned += documents.length;
+    planner.add(documents.map(toView));
+    if (planner.done || documents.length < batchSize) break;
+    after = longToBigint(documents.at(-1)!._id.o)!;
+  }
+  const plan = planner.result();
+  if (plan === null) return { cleared: 0, scanned };
+
+  let removed = 0;
+  await collections.client.withSession((session) =>
+    session.withTransaction(async () => {
+      const deleted = await collections.bucketData.deleteMany(
+        bucketOpsBefore(groupId, bucket, plan.lastOpId),
+        { session }
+      );
+      removed = deleted.deletedCount;
+      await collections.bucketData.updateOne(
+        { _id: opIdKey(groupId, bucket, plan.lastOpId) },
+        {
+          $set: {
+            op: 'CLEAR',
+            checksum: checksumToLong(plan.checksum),
+            data: null,
+            target_op: plan.targetOp === null ? null : int64ToLong(plan.targetOp)
+          },
+          $unset: { table: '', row_id: '', source_table: '', source_key: '' }
+        },
+        { session }
+      );
+      if (removed > 0) {
+        await collections.bucketState.updateOne({ _id: { g: groupId, b: bucket } }, { $inc: { count: Long.fromNumber(-removed) } }, { session });
+      }
+    })
+  );
+  return { cleared: removed + 1, scanned };
+}
