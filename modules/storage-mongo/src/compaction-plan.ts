@@ -97,3 +97,52 @@ export class ClearPlanner {
     return { lastOpId: this.last, checksum: this.sum, targetOp: this.maxTarget, replaced: this.count };
   }
 }
+
+/** Storage access of one bucket for `compactBucket`; MongoDB implements it, tests use an in-memory log. */
+export interface BucketCompactionAccess {
+  /** Ops with op id ≤ `through`, newest first, at most `limit`. */
+  readNewestFirst(through: bigint, limit: number): Promise<CompactionOpView[]>;
+  /** Ops with `after` < op id ≤ `through` (no lower bound when null), oldest first, at most `limit`. */
+  readOldestFirst(after: bigint | null, through: bigint, limit: number): Promise<CompactionOpView[]>;
+  writeMoves(moves: MoveUpdate[]): Promise<void>;
+  /** Atomically: delete the ops before `plan.lastOpId`, make that op the CLEAR, lower the bucket's count. Returns the deleted count. */
+  writeClear(plan: ClearPlan): Promise<number>;
+}
+
+/**
+ * Compacts one bucket up to `checkpoint`, reading at most `batchSize` ops at a time: the MOVE pass newest → oldest
+ * (writes per batch), then the CLEAR pass oldest → newest (one write at the end).
+ */
+export async function compactBucket(
+  access: BucketCompactionAccess,
+  checkpoint: bigint,
+  batchSize: number,
+  maxSeenKeys = DEFAULT_MAX_SEEN_KEYS
+): Promise<{ moved: number; cleared: number; scanned: number }> {
+  let scanned = 0;
+  let moved = 0;
+  const movePlanner = new MovePlanner(maxSeenKeys);
+  for (let through = checkpoint; through > 0n; ) {
+    const batch = await access.readNewestFirst(through, batchSize);
+    scanned += batch.length;
+    const moves = movePlanner.plan(batch);
+    if (moves.length > 0) {
+      await access.writeMoves(moves);
+      moved += moves.length;
+    }
+    if (movePlanner.done || batch.length < batchSize) break;
+    through = batch.at(-1)!.opId - 1n;
+  }
+
+  const clearPlanner = new ClearPlanner();
+  for (let after: bigint | null = null; ; ) {
+    const batch = await access.readOldestFirst(after, checkpoint, batchSize);
+    scanned += batch.length;
+    clearPlanner.add(batch);
+    if (clearPlanner.done || batch.length < batchSize) break;
+    after = batch.at(-1)!.opId;
+  }
+  const plan = clearPlanner.result();
+  const cleared = plan === null ? 0 : (await access.writeClear(plan)) + 1;
+  return { moved, cleared, scanned };
+}

@@ -10,7 +10,7 @@ import {
   toUnsignedChecksum,
   type BucketDataDocument
 } from './bucket-data-documents.js';
-import { ClearPlanner, MovePlanner, type CompactionOpView } from './compaction-plan.js';
+import { compactBucket, type BucketCompactionAccess, type CompactionOpView } from './compaction-plan.js';
 import type { StreamCollections } from './mongo-stream-storage.js';
 import { int64ToLong } from './write-checkpoint-updates.js';
 
@@ -33,8 +33,8 @@ function toView(document: Pick<BucketDataDocument, '_id' | 'op' | 'table' | 'row
 }
 
 /**
- * Compaction of one stream (PROTOCOL §8.4), bucket by bucket, touching only ops ≤ the stream's current checkpoint,
- * reading at most `batchSize` ops at a time (see compaction-plan.ts for the rules):
+ * Compaction of one stream (PROTOCOL §8.4), bucket by bucket (`compactBucket`), touching only ops ≤ the stream's
+ * current checkpoint, reading at most `batchSize` ops at a time (see compaction-plan.ts for the rules):
  * 1. newest → oldest: superseded PUT/REMOVE → MOVE (data and identity dropped, checksum kept, target_op set), one
  *    unordered bulk write per batch; each MOVE is valid on its own, so no transaction is needed;
  * 2. oldest → newest: the leading REMOVE/MOVE/CLEAR run → one CLEAR at its last op, in ONE transaction with the
@@ -50,12 +50,11 @@ export async function compactStream(collections: StreamCollections, groupId: num
   let bucketsDone = 0;
   let opsScanned = 0;
   for await (const bucket of bucketNames(collections, groupId, options.buckets)) {
-    const moved = await moveSuperseded(collections, groupId, bucket, checkpoint, batchSize);
-    const cleared = await clearPrefix(collections, groupId, bucket, checkpoint, batchSize);
-    opsScanned += moved.scanned + cleared.scanned;
-    result.opsMoved += moved.moved;
-    result.opsCleared += cleared.cleared;
-    if (moved.moved > 0 || cleared.cleared > 0) result.bucketsCompacted++;
+    const { moved, cleared, scanned } = await compactBucket(bucketAccess(collections, groupId, bucket), checkpoint, batchSize);
+    opsScanned += scanned;
+    result.opsMoved += moved;
+    result.opsCleared += cleared;
+    if (moved > 0 || cleared > 0) result.bucketsCompacted++;
     options.onProgress?.({ bucketsDone: ++bucketsDone, opsScanned });
   }
   return result;
@@ -77,20 +76,26 @@ async function* bucketNames(collections: StreamCollections, groupId: number, onl
   }
 }
 
-async function moveSuperseded(collections: StreamCollections, groupId: number, bucket: string, checkpoint: bigint, batchSize: number) {
-  const planner = new MovePlanner();
-  let through = checkpoint;
-  let moved = 0;
-  let scanned = 0;
-  for (;;) {
-    const documents = await collections.bucketData
-      .find(bucketOpRange(groupId, bucket, null, through), { projection: PROJECTION })
-      .sort({ _id: -1 })
-      .limit(batchSize)
-      .toArray();
-    scanned += documents.length;
-    const moves = planner.plan(documents.map(toView));
-    if (moves.length > 0) {
+/** One bucket's ops in MongoDB, for `compactBucket`. */
+function bucketAccess(collections: StreamCollections, groupId: number, bucket: string): BucketCompactionAccess {
+  return {
+    async readNewestFirst(through, limit) {
+      const documents = await collections.bucketData
+        .find(bucketOpRange(groupId, bucket, null, through), { projection: PROJECTION })
+        .sort({ _id: -1 })
+        .limit(limit)
+        .toArray();
+      return documents.map(toView);
+    },
+    async readOldestFirst(after, through, limit) {
+      const documents = await collections.bucketData
+        .find(bucketOpRange(groupId, bucket, after, through), { projection: PROJECTION })
+        .sort({ _id: 1 })
+        .limit(limit)
+        .toArray();
+      return documents.map(toView);
+    },
+    async writeMoves(moves) {
       const writes: AnyBulkWriteOperation<BucketDataDocument>[] = moves.map((move) => ({
         updateOne: {
           filter: { _id: opIdKey(groupId, bucket, move.opId) },
@@ -100,60 +105,34 @@ async function moveSuperseded(collections: StreamCollections, groupId: number, b
           }
         }
       }));
+      // Each MOVE is valid on its own (same checksum, same count): no transaction needed.
       await collections.bucketData.bulkWrite(writes, { ordered: false });
-      moved += moves.length;
+    },
+    async writeClear(plan) {
+      let removed = 0;
+      await collections.client.withSession((session) =>
+        session.withTransaction(async () => {
+          const deleted = await collections.bucketData.deleteMany(bucketOpsBefore(groupId, bucket, plan.lastOpId), { session });
+          removed = deleted.deletedCount;
+          await collections.bucketData.updateOne(
+            { _id: opIdKey(groupId, bucket, plan.lastOpId) },
+            {
+              $set: {
+                op: 'CLEAR',
+                checksum: checksumToLong(plan.checksum),
+                data: null,
+                target_op: plan.targetOp === null ? null : int64ToLong(plan.targetOp)
+              },
+              $unset: { table: '', row_id: '', source_table: '', source_key: '' }
+            },
+            { session }
+          );
+          if (removed > 0) {
+            await collections.bucketState.updateOne({ _id: { g: groupId, b: bucket } }, { $inc: { count: Long.fromNumber(-removed) } }, { session });
+          }
+        })
+      );
+      return removed;
     }
-    if (planner.done || documents.length < batchSize) break;
-    // Continue below the oldest op read (the range is inclusive at the top).
-    through = longToBigint(documents.at(-1)!._id.o)! - 1n;
-    if (through <= 0n) break;
-  }
-  return { moved, scanned };
-}
-
-async function clearPrefix(collections: StreamCollections, groupId: number, bucket: string, checkpoint: bigint, batchSize: number) {
-  const planner = new ClearPlanner();
-  let after: bigint | null = null;
-  let scanned = 0;
-  for (;;) {
-    const documents = await collections.bucketData
-      .find(bucketOpRange(groupId, bucket, after, checkpoint), { projection: PROJECTION })
-      .sort({ _id: 1 })
-      .limit(batchSize)
-      .toArray();
-    scanned += documents.length;
-    planner.add(documents.map(toView));
-    if (planner.done || documents.length < batchSize) break;
-    after = longToBigint(documents.at(-1)!._id.o)!;
-  }
-  const plan = planner.result();
-  if (plan === null) return { cleared: 0, scanned };
-
-  let removed = 0;
-  await collections.client.withSession((session) =>
-    session.withTransaction(async () => {
-      const deleted = await collections.bucketData.deleteMany(
-        bucketOpsBefore(groupId, bucket, plan.lastOpId),
-        { session }
-      );
-      removed = deleted.deletedCount;
-      await collections.bucketData.updateOne(
-        { _id: opIdKey(groupId, bucket, plan.lastOpId) },
-        {
-          $set: {
-            op: 'CLEAR',
-            checksum: checksumToLong(plan.checksum),
-            data: null,
-            target_op: plan.targetOp === null ? null : int64ToLong(plan.targetOp)
-          },
-          $unset: { table: '', row_id: '', source_table: '', source_key: '' }
-        },
-        { session }
-      );
-      if (removed > 0) {
-        await collections.bucketState.updateOne({ _id: { g: groupId, b: bucket } }, { $inc: { count: Long.fromNumber(-removed) } }, { session });
-      }
-    })
-  );
-  return { cleared: removed + 1, scanned };
+  };
 }
