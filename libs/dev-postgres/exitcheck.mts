@@ -1,0 +1,3 @@
+import { startEmbeddedPostgres } from '@syncpoint/dev-postgres';
+const s = await startEmbeddedPostgres();
+process.exitCode = 3;
