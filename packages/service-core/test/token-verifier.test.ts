@@ -126,6 +126,20 @@ describe('client token verification (PROTOCOL §3)', () => {
     for (const token of ['', 'abc', 'a.b.c', 'eyJhbGciOiJIUzI1NiJ9..', '....']) await expectAuthError(token, 'PSYNC_S2101');
   });
 
+  it('remembers a verified token only until it expires', async () => {
+    const strict = new TokenVerifier({
+      staticKeys: [{ kty: 'oct', alg: 'HS256', kid: 'hmac', key: (await import('node:crypto')).createSecretKey(hmacSecret) }],
+      remote: [],
+      audience: [AUDIENCE],
+      clockToleranceSeconds: 0
+    });
+    const token = await sign(hmacSecret, { alg: 'HS256', kid: 'hmac' }, { exp: now() + 1 });
+    expect((await strict.verify(token)).userId).toBe('user-1');
+    expect((await strict.verify(token)).userId).toBe('user-1');
+    await new Promise((resolve) => setTimeout(resolve, 2100));
+    await expectAuthError(token, 'PSYNC_S2103', strict);
+  });
+
   it('reads only "Token <jwt>" or "Bearer <jwt>" headers', () => {
     expect(tokenFromAuthorizationHeader('Token abc')).toBe('abc');
     expect(tokenFromAuthorizationHeader('Bearer abc')).toBe('abc');

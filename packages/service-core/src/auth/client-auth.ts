@@ -1,3 +1,4 @@
+import { createSecretKey } from 'node:crypto';
 import type * as jose from 'jose';
 import type { CoreServiceConfig } from '../config/config-schema.js';
 import type { Logger } from '../logger.js';
@@ -24,7 +25,7 @@ export async function createTokenVerifier(
     staticKeys.push({
       kty: 'oct',
       alg: 'HS256',
-      key: new TextEncoder().encode(clientAuth.supabase_jwt_secret),
+      key: createSecretKey(Buffer.from(clientAuth.supabase_jwt_secret, 'utf8')),
       audience: ['authenticated'],
       maxLifetimeSeconds: SUPABASE_MAX_LIFETIME_SECONDS
     });

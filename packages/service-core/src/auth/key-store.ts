@@ -1,3 +1,4 @@
+import { createSecretKey, type KeyObject } from 'node:crypto';
 import * as jose from 'jose';
 import { authError, ErrorCode } from '../errors.js';
 import type { Logger } from '../logger.js';
@@ -19,7 +20,7 @@ export interface VerificationKey {
   /** Fixed algorithm of the key, when the JWK names one. */
   alg?: string;
   kty: string;
-  key: jose.CryptoKey | Uint8Array;
+  key: jose.CryptoKey | KeyObject;
   /** Audiences this key accepts instead of the configured ones (Supabase keys). */
   audience?: string[];
   /** Maximum token lifetime for this key, seconds. */
@@ -42,7 +43,8 @@ export async function importVerificationKey(jwk: jose.JWK, options: { remote: bo
     if (typeof jwk.k !== 'string' || jwk.k.length === 0) throw new Error(`HMAC key ${jwk.kid ?? ''} has no "k"`);
     const secret = jose.base64url.decode(jwk.k);
     if (secret.length < 16) throw new Error(`HMAC key ${jwk.kid ?? ''} is shorter than 16 bytes`);
-    return { kid: jwk.kid, alg: jwk.alg, kty: 'oct', key: secret };
+    // A KeyObject is imported once; a raw Uint8Array would be re-imported by jose on every verification.
+    return { kid: jwk.kid, alg: jwk.alg, kty: 'oct', key: createSecretKey(secret) };
   }
   const alg = jwk.alg ?? defaultAlgorithmFor(jwk);
   if (!alg) throw new Error(`key ${jwk.kid ?? ''} of type ${jwk.kty} needs "alg"`);

@@ -19,6 +19,8 @@ export interface TokenVerifierOptions {
   /** Default 86 400 s (PROTOCOL §3.2). */
   maxLifetimeSeconds?: number;
   clockToleranceSeconds?: number;
+  /** Verified tokens remembered until they expire (a client sends the same token with every request). */
+  cacheSize?: number;
 }
 
 const AUTHORIZATION_PATTERN = /^(Token|Bearer) (\S+)$/;
@@ -34,13 +36,34 @@ export function tokenFromAuthorizationHeader(header: unknown): string {
 export class TokenVerifier {
   private readonly maxLifetimeSeconds: number;
   private readonly clockTolerance: number;
+  /** Insertion-ordered, so the oldest entry is evicted first. */
+  private readonly verified = new Map<string, TokenPayload>();
+  private readonly cacheSize: number;
 
   constructor(private readonly options: TokenVerifierOptions) {
     this.maxLifetimeSeconds = options.maxLifetimeSeconds ?? 86_400;
     this.clockTolerance = options.clockToleranceSeconds ?? 60;
+    this.cacheSize = options.cacheSize ?? 10_000;
   }
 
+  /**
+   * Verify a client token. Signature checks dominate the cost of a checkpoint request, so a token that verified once
+   * is remembered until its `exp` (with the clock tolerance, as jose applies it); an expired one is verified again,
+   * which reports the expiry.
+   */
   async verify(token: string): Promise<TokenPayload> {
+    const cached = this.verified.get(token);
+    if (cached) {
+      if (Date.now() / 1000 <= cached.exp + this.clockTolerance) return cached;
+      this.verified.delete(token);
+    }
+    const payload = await this.verifyUncached(token);
+    if (this.verified.size >= this.cacheSize) this.verified.delete(this.verified.keys().next().value!);
+    this.verified.set(token, payload);
+    return payload;
+  }
+
+  private async verifyUncached(token: string): Promise<TokenPayload> {
     let header: jose.ProtectedHeaderParameters;
     try {
       header = jose.decodeProtectedHeader(token);

@@ -51,10 +51,10 @@ export class WriteCheckpointBatcher {
   private schedule() {
     if (this.scheduled) return;
     this.scheduled = true;
-    setTimeout(() => {
+    setImmediate(() => {
       this.scheduled = false;
       this.pump();
-    }, 0);
+    });
   }
 
   private pump() {

@@ -75,10 +75,17 @@ export function createHttpApp(options: HttpAppOptions): express.Express {
   app.set('query parser', 'simple'); // no nested objects from query strings
   app.set('etag', false);
 
+  // Request ids: a per-process prefix and a counter (cheaper than a UUID per request, still unique across processes).
+  const processPrefix = randomUUID().slice(0, 8);
+  let requestCounter = 0;
   app.use((req, res, next) => {
-    const requestId = randomUUID();
+    const requestId = `${processPrefix}-${(++requestCounter).toString(36)}`;
     res.setHeader('X-Request-Id', requestId);
-    (req as { log?: Logger }).log = options.logger.child({ request_id: requestId, method: req.method, path: req.path });
+    // The child logger is built only when something is logged for this request.
+    let log: Logger | undefined;
+    Object.defineProperty(req, 'log', {
+      get: () => (log ??= options.logger.child({ request_id: requestId, method: req.method, path: req.path }))
+    });
     next();
   });
   app.use(cors);
