@@ -1,5 +1,5 @@
 import { testPostgresServer, type PostgresServer } from '@syncpoint/dev-postgres';
-import { parseConfig, silentLogger, startService, type RunningService } from '@syncpoint/service-core';
+import { createLogger, parseConfig, silentLogger, type LogLevel, startService, type RunningService, type ServiceRole } from '@syncpoint/service-core';
 import pg from 'pg';
 import { stringify } from 'yaml';
 import { DEMO_SYNC_CONFIG } from '../src/embedded-default.js';
@@ -19,7 +19,9 @@ export interface ServiceHarness {
 let harnessCounter = 0;
 
 /** The real service (in-process) on real Postgres: a source database with the publication and a storage database. */
-export async function startServiceHarness(options: { syncConfig?: string | null } = {}): Promise<ServiceHarness> {
+export async function startServiceHarness(
+  options: { syncConfig?: string | null; role?: ServiceRole; sourceSetup?: string[] } = {}
+): Promise<ServiceHarness> {
   const postgres = await testPostgresServer();
   const suffix = `${process.pid}_${++harnessCounter}`;
   const sourceName = `syncpoint_test_source_${suffix}`;
@@ -29,6 +31,7 @@ export async function startServiceHarness(options: { syncConfig?: string | null 
   const sourceDb = new pg.Pool({ connectionString: postgres.url(sourceName), max: 2 });
   sourceDb.on('error', () => {}); // the server stops at the end of the run
   await sourceDb.query(`CREATE TABLE IF NOT EXISTS todos (id text PRIMARY KEY, description text)`);
+  for (const statement of options.sourceSetup ?? []) await sourceDb.query(statement);
   await sourceDb.query(`DROP PUBLICATION IF EXISTS powersync; CREATE PUBLICATION powersync FOR ALL TABLES`);
 
   const devKey: DevKey = { kty: 'oct', alg: 'HS256', kid: 'test-key', k: Buffer.from('a-test-secret-of-at-least-32-bytes').toString('base64url') };
@@ -42,7 +45,8 @@ export async function startServiceHarness(options: { syncConfig?: string | null 
   });
   const registry = createModuleRegistry();
   const config = await parseConfig(configText, { source: 'test', configDir: process.cwd(), registry });
-  const service = await startService(config, { registry, logger: silentLogger, host: '127.0.0.1' });
+  // Tests that count markers run without replication (its snapshot and heartbeats emit markers of their own).
+  const service = await startService(config, { registry, logger: process.env.SYNCPOINT_TEST_LOG ? createLogger({ level: process.env.SYNCPOINT_TEST_LOG as LogLevel }) : silentLogger, host: '127.0.0.1', role: options.role ?? 'api' });
   const storageDb = new pg.Pool({ connectionString: postgres.url(storageName), max: 2 });
   storageDb.on('error', () => {});
   return {

@@ -291,39 +291,42 @@ class StreamReplicationJob {
         } else if (event.replyRequested && lastCommitted) {
           connection.acknowledge(lastCommitted);
         }
-        continue;
-      }
-      const message = decodePgoutput(event.data);
-      switch (message.tag) {
-        case 'begin':
-          inTransaction = true;
-          transactionHasMarker = false;
-          break;
-        case 'relation':
-          relations.set(message.relationId, await this.relationInfo(message, storage, relations.get(message.relationId), batch));
-          break;
-        case 'insert':
-        case 'update':
-        case 'delete':
-          await this.applyRowChange(message, relations, batch);
-          break;
-        case 'truncate': {
-          const tables = message.relationIds.map((id) => relations.get(id)).filter((r): r is RelationInfo => r?.replicated === true);
-          if (tables.length > 0) await batch.truncate(tables.map((r) => r.table));
-          break;
-        }
-        case 'message':
-          if (message.prefix === MARKER_PREFIX && Buffer.from(message.content).toString() === MARKER_CONTENT) {
-            if (message.transactional) transactionHasMarker = true;
-            else pending = { lsn: maxLsn(pending?.lsn, message.lsn), forceCheckpoint: true };
+      } else {
+        const message = decodePgoutput(event.data);
+        switch (message.tag) {
+          case 'begin':
+            inTransaction = true;
+            transactionHasMarker = false;
+            break;
+          case 'relation':
+            relations.set(message.relationId, await this.relationInfo(message, storage, relations.get(message.relationId), batch));
+            break;
+          case 'insert':
+          case 'update':
+          case 'delete':
+            await this.applyRowChange(message, relations, batch);
+            break;
+          case 'truncate': {
+            const tables = message.relationIds.map((id) => relations.get(id)).filter((r): r is RelationInfo => r?.replicated === true);
+            if (tables.length > 0) await batch.truncate(tables.map((r) => r.table));
+            break;
           }
-          break;
-        case 'commit':
-          inTransaction = false;
-          pending = { lsn: maxLsn(pending?.lsn, message.endLsn), forceCheckpoint: (pending?.forceCheckpoint ?? false) || transactionHasMarker };
-          break;
-        default:
-          break;
+          case 'message':
+            if (message.prefix === MARKER_PREFIX && Buffer.from(message.content).toString() === MARKER_CONTENT) {
+              if (message.transactional) transactionHasMarker = true;
+              else pending = { lsn: maxLsn(pending?.lsn, message.lsn), forceCheckpoint: true };
+            }
+            break;
+          case 'commit':
+            inTransaction = false;
+            pending = {
+              lsn: maxLsn(pending?.lsn, message.endLsn),
+              forceCheckpoint: (pending?.forceCheckpoint ?? false) || transactionHasMarker
+            };
+            break;
+          default:
+            break;
+        }
       }
       if (!inTransaction && pending !== null && connection.queued === 0) {
         if (pending.forceCheckpoint) await batch.keepalive(pending.lsn);

@@ -9,6 +9,16 @@ export interface PublishedTable extends SourceTableRef {
   replicaIdentity: 'd' | 'i' | 'f' | 'n';
 }
 
+/**
+ * Catalog queries return one JSON document, so they read the same whatever type parsers the pool uses (the replicator's
+ * pool hands back raw text for every type).
+ */
+async function queryJson<T>(db: pg.ClientBase | pg.Pool, sql: string, params: unknown[] = []): Promise<T> {
+  const { rows } = await db.query<{ doc: string | object }>(`SELECT (${sql})::text AS doc`, params);
+  const doc = rows[0]!.doc;
+  return (typeof doc === 'string' ? JSON.parse(doc) : doc) as T;
+}
+
 /** One problem with the source, with what to do about it. */
 export interface SourceProblem {
   message: string;
@@ -20,28 +30,27 @@ export interface SourceProblem {
  */
 export async function checkSourcePreconditions(db: pg.ClientBase | pg.Pool, syncRules: SyncRules): Promise<SourceProblem[]> {
   const problems: SourceProblem[] = [];
-  const { rows: settings } = await db.query<{ wal_level: string; version: string }>(
-    `SELECT current_setting('wal_level') AS wal_level, current_setting('server_version_num') AS version`
+  const settings = await queryJson<{ wal_level: string; version: string; role: string; replication: boolean }>(
+    db,
+    `SELECT json_build_object('wal_level', current_setting('wal_level'), 'version', current_setting('server_version_num'),
+       'role', current_user, 'replication', (SELECT rolreplication OR rolsuper FROM pg_roles WHERE rolname = current_user))`
   );
-  if (settings[0]!.wal_level !== 'logical') {
+  if (settings.wal_level !== 'logical') {
     problems.push({
-      message: `wal_level must be set to 'logical' (it is '${settings[0]!.wal_level}'): ALTER SYSTEM SET wal_level = logical; then restart Postgres`
+      message: `wal_level must be set to 'logical' (it is '${settings.wal_level}'): ALTER SYSTEM SET wal_level = logical; then restart Postgres`
     });
   }
-  if (Number(settings[0]!.version) < 140000) {
-    problems.push({ message: `Postgres ${settings[0]!.version} is not supported: Syncpoint needs Postgres 14 or later` });
+  if (Number(settings.version) < 140000) {
+    problems.push({ message: `Postgres ${settings.version} is not supported: Syncpoint needs Postgres 14 or later` });
   }
-  const { rows: role } = await db.query<{ rolname: string; rolreplication: boolean; rolsuper: boolean }>(
-    `SELECT rolname, rolreplication, rolsuper FROM pg_roles WHERE rolname = current_user`
-  );
-  if (!role[0]?.rolreplication && !role[0]?.rolsuper) {
-    problems.push({ message: `the role ${role[0]?.rolname} lacks REPLICATION: ALTER ROLE ${role[0]?.rolname} WITH REPLICATION` });
+  if (!settings.replication) {
+    problems.push({ message: `the role ${settings.role} lacks REPLICATION: ALTER ROLE ${settings.role} WITH REPLICATION` });
   }
-  const { rows: publication } = await db.query<{ pubinsert: boolean; pubupdate: boolean; pubdelete: boolean; pubtruncate: boolean; pubviaroot: boolean }>(
-    `SELECT pubinsert, pubupdate, pubdelete, pubtruncate, pubviaroot FROM pg_publication WHERE pubname = $1`,
+  const pub = await queryJson<{ pubinsert: boolean; pubupdate: boolean; pubdelete: boolean; pubtruncate: boolean; pubviaroot: boolean } | null>(
+    db,
+    `SELECT row_to_json(p) FROM (SELECT pubinsert, pubupdate, pubdelete, pubtruncate, pubviaroot FROM pg_publication WHERE pubname = $1) p`,
     [PUBLICATION_NAME]
   );
-  const pub = publication[0];
   if (!pub) {
     problems.push({ message: `publication "${PUBLICATION_NAME}" does not exist (PSYNC_S1141): CREATE PUBLICATION ${PUBLICATION_NAME} FOR ALL TABLES` });
     return problems;
@@ -58,10 +67,13 @@ export async function checkSourcePreconditions(db: pg.ClientBase | pg.Pool, sync
   for (const wanted of syncRules.sourceTables()) {
     if (wanted.wildcard) continue;
     if (!tables.some((table) => table.schema === wanted.schema && table.name === wanted.name)) {
-      const exists = await db.query(`SELECT 1 FROM pg_tables WHERE schemaname = $1 AND tablename = $2`, [wanted.schema, wanted.name]);
+      const exists = await queryJson<boolean>(db, `SELECT EXISTS (SELECT 1 FROM pg_tables WHERE schemaname = $1 AND tablename = $2)`, [
+        wanted.schema,
+        wanted.name
+      ]);
       problems.push({
         message:
-          exists.rowCount === 0
+          !exists
             ? `table ${wanted.schema}.${wanted.name} used by the sync rules does not exist`
             : `table ${wanted.schema}.${wanted.name} is not in publication "${PUBLICATION_NAME}": ALTER PUBLICATION ${PUBLICATION_NAME} ADD TABLE ${wanted.schema}.${wanted.name}`
       });
@@ -85,8 +97,9 @@ export function tableIsReplicated(syncRules: SyncRules, table: { schema: string;
 
 /** Tables in the publication that the sync rules use, with their replica identity columns. */
 export async function publishedTables(db: pg.ClientBase | pg.Pool, syncRules: SyncRules): Promise<PublishedTable[]> {
-  const { rows } = await db.query<{ oid: number; schema: string; name: string; relreplident: 'd' | 'i' | 'f' | 'n'; key_columns: string[] | null; all_columns: string[] }>(
-    `SELECT c.oid::int AS oid, n.nspname AS schema, c.relname AS name, c.relreplident,
+  const rows = await queryJson<Array<{ oid: number; schema: string; name: string; relreplident: 'd' | 'i' | 'f' | 'n'; key_columns: string[] | null; all_columns: string[] }>>(
+    db,
+    `SELECT coalesce(json_agg(t), '[]') FROM (SELECT c.oid::int AS oid, n.nspname AS schema, c.relname AS name, c.relreplident,
             (SELECT array_agg(a.attname ORDER BY array_position(i.indkey::int2[], a.attnum))
                FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)
               WHERE i.indrelid = c.oid
@@ -96,7 +109,7 @@ export async function publishedTables(db: pg.ClientBase | pg.Pool, syncRules: Sy
        FROM pg_publication_tables p
        JOIN pg_namespace n ON n.nspname = p.schemaname
        JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = p.tablename
-      WHERE p.pubname = $1`,
+      WHERE p.pubname = $1) t`,
     [PUBLICATION_NAME]
   );
   return rows
