@@ -12,7 +12,7 @@ describe.each(['ndjson', 'bson'] as const)('replication and sync stream (%s)', (
       role: 'unified',
       sourceSetup: [
         `ALTER TABLE todos ADD COLUMN big int8`,
-        `INSERT INTO todos SELECT 't' || i, 'todo ' || i, 9007199254740993 FROM generate_series(1, 250) i`
+        `INSERT INTO todos SELECT 't' || i, 'todo ' || i, 9007199254740993 FROM generate_series(1, 2500) i`
       ]
     });
     token = await harness.token('user-1');
@@ -32,10 +32,10 @@ describe.each(['ndjson', 'bson'] as const)('replication and sync stream (%s)', (
       const first = await stream.until((line) => 'checkpoint_complete' in line);
       const checkpoint = first[0].checkpoint;
       expect(checkpoint.buckets).toEqual([
-        expect.objectContaining({ bucket: 'global[]', count: 250, priority: 3, subscriptions: [{ default: 0 }] })
+        expect.objectContaining({ bucket: 'global[]', count: 2500, priority: 3, subscriptions: [{ default: 0 }] })
       ]);
       const ops = first.filter((line) => 'data' in line).flatMap((line) => line.data.data);
-      expect(ops).toHaveLength(250);
+      expect(ops).toHaveLength(2500);
       expect(ops[0]).toMatchObject({ op: 'PUT', object_type: 'todos' });
       expect(JSON.parse(ops.find((op: any) => op.object_id === 't7').data)).toEqual({
         id: 't7',

@@ -192,38 +192,45 @@ export async function* syncLines(options: SyncStreamOptions): AsyncGenerator<Syn
     let superseded = false;
     const unfinished = new Set(toFetch);
     for (const [groupIndex, priority] of priorities.entries()) {
-      const group = groups.get(priority)!;
-      const start = new Map(group.map((bucket) => [bucket, positions.get(bucket) ?? 0n]));
-      const iterator = streamStorage.getBucketData(lineCheckpoint, start, { limit: opsPerBatch, chunkLimitBytes: bytesPerLine })[Symbol.asyncIterator]();
-      try {
-        for (;;) {
-          if (signal.aborted) return;
-          const result = await options.withDataFetchSlot(() => iterator.next());
-          if (result.done) break;
-          const chunk = result.value;
-          yield {
-            data: {
-              bucket: chunk.bucket,
-              after: chunk.after.toString(),
-              next_after: chunk.nextAfter.toString(),
-              has_more: chunk.hasMore,
-              data: chunk.data.map((op) => opLine(op, request.rawData))
-            }
-          };
-          positions.set(chunk.bucket, chunk.nextAfter);
-          if (!chunk.hasMore) unfinished.delete(chunk.bucket);
-          opsSent += chunk.data.length;
-          if (chunk.data.some((op) => op.target_op != null && op.target_op > lineCheckpoint)) invalidated = true;
-          if (opsSent >= supersedeAfterOps && watcher.latest && watcher.latest !== served && isAdvance(watcher.latest, served)) {
-            superseded = true;
-            break;
+      // One storage read returns at most `opsPerBatch` ops; when it is cut short, its last chunk says `hasMore` and
+      // every bucket before that chunk's bucket (name order) is complete. Read again for the rest.
+      let remaining = groups.get(priority)!;
+      while (remaining.length > 0 && !superseded) {
+        const start = new Map(remaining.map((bucket) => [bucket, positions.get(bucket) ?? 0n]));
+        let last: { bucket: string; hasMore: boolean } | null = null;
+        const iterator = streamStorage.getBucketData(lineCheckpoint, start, { limit: opsPerBatch, chunkLimitBytes: bytesPerLine })[Symbol.asyncIterator]();
+        try {
+          for (;;) {
+            if (signal.aborted) return;
+            const result = await options.withDataFetchSlot(() => iterator.next());
+            if (result.done) break;
+            const chunk = result.value;
+            yield {
+              data: {
+                bucket: chunk.bucket,
+                after: chunk.after.toString(),
+                next_after: chunk.nextAfter.toString(),
+                has_more: chunk.hasMore,
+                data: chunk.data.map((op) => opLine(op, request.rawData))
+              }
+            };
+            positions.set(chunk.bucket, chunk.nextAfter);
+            last = chunk;
+            opsSent += chunk.data.length;
+            if (chunk.data.some((op) => op.target_op != null && op.target_op > lineCheckpoint)) invalidated = true;
           }
+        } finally {
+          await iterator.return?.();
         }
-      } finally {
-        await iterator.return?.();
+        const cutAt: string | null = last?.hasMore ? last.bucket : null;
+        for (const bucket of remaining) if (cutAt === null || bucket < cutAt) unfinished.delete(bucket);
+        remaining = cutAt === null ? [] : remaining.filter((bucket) => bucket >= cutAt);
+        // A newer checkpoint supersedes a long download at a batch boundary (PROTOCOL §7.4 step 5).
+        if (remaining.length > 0 && opsSent >= supersedeAfterOps && watcher.latest && isAdvance(watcher.latest, served)) {
+          superseded = true;
+        }
       }
       if (superseded) break;
-      for (const bucket of group) unfinished.delete(bucket);
       if (groupIndex < priorities.length - 1) {
         yield { partial_checkpoint_complete: { last_op_id: lineCheckpoint.toString(), priority } };
       }
