@@ -20,7 +20,15 @@ let harnessCounter = 0;
 
 /** The real service (in-process) on real Postgres: a source database with the publication and a storage database. */
 export async function startServiceHarness(
-  options: { syncConfig?: string | null; role?: ServiceRole; sourceSetup?: string[] } = {}
+  options: {
+    syncConfig?: string | null;
+    role?: ServiceRole;
+    sourceSetup?: string[];
+    /** Extra top-level config sections (e.g. `{ api: { parameters: { max_concurrent_connections: 2 } } }`). */
+    config?: Record<string, unknown>;
+    /** Sync stream keepalive period (default 20 s ± 10 %). */
+    keepaliveMs?: () => number;
+  } = {}
 ): Promise<ServiceHarness> {
   const postgres = await testPostgresServer();
   const suffix = `${process.pid}_${++harnessCounter}`;
@@ -41,12 +49,13 @@ export async function startServiceHarness(
     storage: { type: 'postgresql', uri: postgres.url(storageName), sslmode: 'disable' },
     port: 0,
     ...(syncConfig === null ? {} : { sync_config: { content: syncConfig } }),
-    client_auth: { audience: [DEV_AUDIENCE], jwks: { keys: [devKey] } }
+    client_auth: { audience: [DEV_AUDIENCE], jwks: { keys: [devKey] } },
+    ...options.config
   });
   const registry = createModuleRegistry();
   const config = await parseConfig(configText, { source: 'test', configDir: process.cwd(), registry });
   // Tests that count markers run without replication (its snapshot and heartbeats emit markers of their own).
-  const service = await startService(config, { registry, logger: process.env.SYNCPOINT_TEST_LOG ? createLogger({ level: process.env.SYNCPOINT_TEST_LOG as LogLevel }) : silentLogger, host: '127.0.0.1', role: options.role ?? 'api' });
+  const service = await startService(config, { registry, logger: process.env.SYNCPOINT_TEST_LOG ? createLogger({ level: process.env.SYNCPOINT_TEST_LOG as LogLevel }) : silentLogger, host: '127.0.0.1', role: options.role ?? 'api', syncKeepaliveMs: options.keepaliveMs });
   const storageDb = new pg.Pool({ connectionString: postgres.url(storageName), max: 2 });
   storageDb.on('error', () => {});
   return {

@@ -3,7 +3,8 @@ import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { createTokenVerifier } from '../auth/client-auth.js';
 import { WriteCheckpointBatcher } from '../checkpoints/write-checkpoint-batcher.js';
-import type { ResolvedConfig } from '../config/config-loader.js';
+import { parseSyncRules } from '@syncpoint/sync-rules';
+import { ConfigError, type ResolvedConfig } from '../config/config-loader.js';
 import type { Logger } from '../logger.js';
 import type { ModuleRegistry } from '../modules.js';
 import { createHttpApp, type HttpAppOptions } from '../routes/http-app.js';
@@ -19,7 +20,17 @@ export interface RunningService {
   port: number;
   storage: BucketStorage;
   source: ReplicationSource;
+  /** The process's checkpoint watcher (absent in the replication role); read-only, for metrics and tests. */
+  readonly watcher?: CheckpointWatcher;
+  /** Open sync connections (absent in the replication role); read-only, for metrics and tests. */
+  readonly syncConnections?: SyncConnections;
   stop(): Promise<void>;
+}
+
+/** Refuse to start on sync rules with errors, listing every problem with its place (PROTOCOL §11). */
+export function assertValidSyncConfig(content: string): void {
+  const parsed = parseSyncRules(content);
+  if (!parsed.ok) throw new ConfigError(parsed.errors.map((error) => `sync config: ${error.message}`));
 }
 
 /** Build the storage the config names, through the module that owns its `type`. */
@@ -45,7 +56,14 @@ export type ServiceRole = 'api' | 'replication' | 'unified';
 
 export async function startService(
   config: ResolvedConfig,
-  options: { registry: ModuleRegistry; logger: Logger; host?: string; role?: ServiceRole }
+  options: {
+    registry: ModuleRegistry;
+    logger: Logger;
+    host?: string;
+    role?: ServiceRole;
+    /** Sync stream keepalive period (default 20 s ± 10 %, PROTOCOL §7.7); tests shorten it. */
+    syncKeepaliveMs?: () => number;
+  }
 ): Promise<RunningService> {
   const { registry, logger } = options;
   const role = options.role ?? 'unified';
@@ -63,6 +81,7 @@ export async function startService(
       if (applied.length > 0) logger.info({ migrations: applied }, 'storage migrated');
     }
     if (config.syncConfigContent !== null) {
+      assertValidSyncConfig(config.syncConfigContent);
       const stream = await storage.deploySyncConfig(config.syncConfigContent);
       logger.info({ stream_id: stream.id, state: stream.state }, 'sync config deployed');
     } else {
@@ -103,7 +122,8 @@ export async function startService(
             maxParameterResults: parameters.max_parameter_query_results,
             maxConnections: parameters.max_concurrent_connections,
             maxDataFetchConcurrency: parameters.max_data_fetch_concurrency
-          }
+          },
+          keepaliveMs: options.syncKeepaliveMs
         }
       };
     }
@@ -124,7 +144,7 @@ export async function startService(
     const port = (server.address() as AddressInfo).port;
     const url = `http://${options.host && options.host !== '0.0.0.0' ? options.host : '127.0.0.1'}:${port}`;
     logger.info({ url, role }, 'Syncpoint is listening');
-    return { url, port, storage, source, stop: closeAll };
+    return { url, port, storage, source, watcher: sync?.dependencies.watcher, syncConnections: sync?.connections, stop: closeAll };
   } catch (error) {
     await closeAll();
     throw error;
