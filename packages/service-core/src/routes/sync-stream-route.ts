@@ -115,7 +115,13 @@ export function syncStreamRoutes(deps: SyncStreamDependencies, connections: Sync
     scheduleKeepalive();
     const msToExpiry = token.exp * 1000 - Date.now();
     const warning = setTimeout(() => void writer.write({ token_expires_in: secondsLeft() }), Math.max(0, msToExpiry - 20_000));
-    const expiry = setTimeout(() => controller.abort(), Math.max(0, msToExpiry));
+    // A timer may fire a millisecond or two before Date.now() reaches `exp` (libuv's cached loop time), when
+    // secondsLeft() is still 1: remember that the token expired so the final {"token_expires_in":0} is always sent.
+    let expired = false;
+    const expiry = setTimeout(() => {
+      expired = true;
+      controller.abort();
+    }, Math.max(0, msToExpiry));
 
     const started = Date.now();
     log.info({ format, buckets: request.buckets.size }, 'sync stream opened');
@@ -148,7 +154,7 @@ export function syncStreamRoutes(deps: SyncStreamDependencies, connections: Sync
       clearTimeout(warning);
       clearTimeout(expiry);
       connections.remove(controller);
-      if (secondsLeft() === 0 && !writer.isClosed) await writer.write({ token_expires_in: 0 });
+      if ((expired || secondsLeft() === 0) && !writer.isClosed) await writer.write({ token_expires_in: 0 });
       await writer.end();
       log.info({ seconds: (Date.now() - started) / 1000 }, 'sync stream closed');
     }
