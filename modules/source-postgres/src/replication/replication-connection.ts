@@ -127,7 +127,9 @@ export class ReplicationConnection {
 function parseCopyData(chunk: Buffer): ReplicationEvent | null {
   switch (chunk[0]) {
     case 0x77: // 'w' XLogData: walStart(8) walEnd(8) sendTime(8) data
-      return { kind: 'data', walStart: lsnFromBigint(chunk.readBigUInt64BE(1)), data: chunk.subarray(25) };
+      // Copied: `chunk` is a view into pg-protocol's read buffer, which it reuses (moves unparsed bytes to its start)
+      // when more socket data arrives, overwriting events still waiting in our queue.
+      return { kind: 'data', walStart: lsnFromBigint(chunk.readBigUInt64BE(1)), data: Buffer.from(chunk.subarray(25)) };
     case 0x6b: // 'k' primary keepalive: walEnd(8) sendTime(8) replyRequested(1)
       return { kind: 'keepalive', walEnd: lsnFromBigint(chunk.readBigUInt64BE(1)), replyRequested: chunk[17] === 1 };
     default:
