@@ -14,13 +14,15 @@ import type pg from 'pg';
 import { CHECKPOINT_CHANNEL, inTransaction, U32 } from './pg-transaction.js';
 
 /** Row changes evaluated together (one bulk read of their current_data). */
-const EVALUATE_ROWS = 2_000;
+const EVALUATE_ROWS = 5_000;
 /** A flush is triggered at this many buffered ops (plus lookups)… */
 const FLUSH_OPS = 10_000;
 /** …or this many characters of row data. */
 const FLUSH_DATA_CHARS = 5 * 1024 * 1024;
 /** Op ids are reserved from the sequence at least this many at a time. */
-const MIN_ID_BLOCK = 1_000;
+const MIN_ID_BLOCK = 10_000;
+/** pg_advisory_xact_lock key serialising op id range reservations. */
+const OP_ID_LOCK_KEY = 7_240_003;
 const WAITING_LOG_INTERVAL_MS = 5_000;
 
 interface PendingChange {
@@ -36,6 +38,17 @@ interface StreamRow {
   lsn: string | null;
   no_checkpoint_before: string | null;
   keepalive_op: bigint | null;
+}
+
+function sameRowState(a: CurrentRowState | null, b: CurrentRowState | null): boolean {
+  if (a === null || b === null) return a === b;
+  if (a.buckets.length !== b.buckets.length || a.lookups.length !== b.lookups.length) return false;
+  for (let i = 0; i < a.buckets.length; i++) {
+    const x = a.buckets[i]!;
+    const y = b.buckets[i]!;
+    if (x.bucket !== y.bucket || x.table !== y.table || x.id !== y.id) return false;
+  }
+  return a.lookups.every((lookup, i) => lookup === b.lookups[i]);
 }
 
 const rowKey = (tableId: string, replicaKey: string) => `${tableId}\u0000${replicaKey}`;
@@ -81,8 +94,9 @@ export class PostgresBatch implements BucketStorageBatch {
   private paramLookups: string[] = [];
   private paramValues: string[] = [];
 
-  private reservedIds: bigint[] = [];
-  private reservedIndex = 0;
+  /** The reserved, unused op ids: reservedNext..reservedEnd (empty when next > end). */
+  private reservedNext = 1n;
+  private reservedEnd = 0n;
   private bufferedMaxId = 0n;
   /** Highest id this batch has persisted. */
   private lastFlushedId = 0n;
@@ -168,9 +182,13 @@ export class PostgresBatch implements BucketStorageBatch {
     const results = pending.map((item) => {
       const key = rowKey(item.table.id, item.replicaKey);
       const subkey = subkeyOf(item.table, item.replicaKey);
-      const result = evaluateRowChange(this.syncRules, item.change, this.cache.get(key) ?? null, subkey);
+      const previous = this.cache.get(key) ?? null;
+      const result = evaluateRowChange(this.syncRules, item.change, previous, subkey);
       this.cache.set(key, result.state);
-      this.dirty.set(key, { tableId: item.table.id, replicaKey: item.replicaKey, state: result.state });
+      // Most updates keep a row in the same buckets and lookups: then current_data needs no write.
+      if (!sameRowState(previous, result.state)) {
+        this.dirty.set(key, { tableId: item.table.id, replicaKey: item.replicaKey, state: result.state });
+      }
       if (result.errors.length > 0) {
         this.skippedRows++;
         this.logger?.warn(
@@ -218,22 +236,29 @@ export class PostgresBatch implements BucketStorageBatch {
     for (const row of rows) this.cache.set(rowKey(row.source_table, row.source_key), { buckets: row.buckets, lookups: row.lookups });
   }
 
+  /**
+   * Reserves a contiguous range of ids: under a transaction-level advisory lock (every reservation takes it),
+   * `nextval` gives the first id and `setval` moves the sequence past the range, a constant cost per block.
+   */
   private async reserveIds(count: number): Promise<void> {
-    const available = this.reservedIds.length - this.reservedIndex;
-    if (available >= count) return;
-    const block = Math.max(count - available, MIN_ID_BLOCK);
-    const { rows } = await this.pool.query<{ id: bigint }>(
-      `SELECT nextval('powersync.op_id_sequence') AS id FROM generate_series(1, $1)`,
-      [block]
-    );
-    const fresh = rows.map((row) => row.id).sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
-    this.reservedIds = [...this.reservedIds.slice(this.reservedIndex), ...fresh];
-    this.reservedIndex = 0;
+    const available = this.reservedEnd - this.reservedNext + 1n;
+    if (available >= BigInt(count)) return;
+    const block = BigInt(Math.max(count, MIN_ID_BLOCK));
+    const first = await inTransaction(this.pool, async (client) => {
+      await client.query(`SELECT pg_advisory_xact_lock(${OP_ID_LOCK_KEY})`);
+      const { rows } = await client.query<{ id: bigint }>(`SELECT nextval('powersync.op_id_sequence') AS id`);
+      const start = rows[0]!.id;
+      await client.query(`SELECT setval('powersync.op_id_sequence', $1::int8)`, [(start + block - 1n).toString()]);
+      return start;
+    });
+    // Ids left from the previous block are dropped: ids only need to increase, gaps are fine.
+    this.reservedNext = first;
+    this.reservedEnd = first + block - 1n;
   }
 
   private nextId(): bigint {
-    const id = this.reservedIds[this.reservedIndex++];
-    if (id === undefined) throw new Error('internal error: op ids were not reserved');
+    if (this.reservedNext > this.reservedEnd) throw new Error('internal error: op ids were not reserved');
+    const id = this.reservedNext++;
     if (id > this.bufferedMaxId) this.bufferedMaxId = id;
     return id;
   }
@@ -282,6 +307,9 @@ export class PostgresBatch implements BucketStorageBatch {
     if (this.opIds.length === 0 && this.paramIds.length === 0 && this.dirty.size === 0) return;
     const maxId = this.bufferedMaxId;
     await inTransaction(this.pool, async (client) => {
+      // Not waiting for the WAL flush is safe: these writes are invisible until a checkpoint, and the checkpoint's
+      // own (synchronous) commit flushes the WAL up to and including them. Lost flushes are redone by replication.
+      await client.query(`SET LOCAL synchronous_commit = off`);
       if (this.opIds.length > 0) {
         await client.query(
           `INSERT INTO powersync.bucket_data
