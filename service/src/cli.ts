@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 import { Command, CommanderError, Option } from 'commander';
 import {
+  assertValidSyncConfig,
   ConfigError,
   createLogger,
   loadConfig,
@@ -105,6 +106,61 @@ async function migrateCommand(direction: string, options: { config?: string }) {
   }
 }
 
+/** Config, sync rules and source preconditions: one line per problem; exit 1 when there is any. */
+async function validateCommand(options: { config?: string }) {
+  const config = await requireConfig(options.config);
+  const problems: string[] = [];
+  if (config.syncConfigContent === null) problems.push('sync config: none is configured (sync_config.path or sync_config.content)');
+  else {
+    try {
+      assertValidSyncConfig(config.syncConfigContent);
+    } catch (error) {
+      problems.push(...((error as ConfigError).problems ?? [String(error)]));
+    }
+  }
+  const connection = config.replication.connections[0];
+  if (!connection) problems.push('replication.connections: one source connection is required');
+  else if (config.syncConfigContent !== null && problems.length === 0) {
+    const source = registry.sources.get(connection.type)!;
+    problems.push(...(await source.checkSource(connection, config.syncConfigContent)).map((problem) => `source: ${problem}`));
+  }
+  for (const warning of config.warnings) process.stdout.write(`warning: ${warning}\n`);
+  if (problems.length === 0) {
+    process.stdout.write(`OK: ${config.source} is valid and the source is ready for replication\n`);
+    return;
+  }
+  for (const problem of problems) process.stdout.write(`${problem}\n`);
+  throw new CommanderError(EXIT.FAILURE, 'syncpoint.invalid', `${problems.length} problem(s) found`);
+}
+
+/** Retention cleanup, then compaction of every replicating stream (PROTOCOL §8.4). */
+async function compactCommand(options: { config?: string }) {
+  const config = await requireConfig(options.config);
+  const logger = loggerFor(config);
+  const storage = await openStorage(config, registry, logger);
+  try {
+    const retentionMinutes = config.api.parameters.checkpoint_request_retention_minutes;
+    const deleted = await storage.deleteExpiredCheckpointRequests(new Date(Date.now() - retentionMinutes * 60_000));
+    process.stdout.write(`deleted ${deleted} checkpoint request(s) older than ${retentionMinutes} minutes\n`);
+    for (const stream of await storage.getReplicatingStreams()) {
+      const streamStorage = await storage.getStreamStorage(stream);
+      const started = Date.now();
+      const result = await streamStorage.compact({
+        onProgress: ({ bucketsDone, opsScanned }) => {
+          if (process.stdout.isTTY) process.stdout.write(`\rstream ${stream.id}: ${bucketsDone} buckets, ${opsScanned} ops scanned`);
+          else logger.info({ stream_id: stream.id, buckets_done: bucketsDone, ops_scanned: opsScanned }, 'compaction progress');
+        }
+      });
+      if (process.stdout.isTTY) process.stdout.write('\n');
+      process.stdout.write(
+        `stream ${stream.id}: compacted ${result.bucketsCompacted} bucket(s), ${result.opsMoved} op(s) moved, ${result.opsCleared} cleared in ${((Date.now() - started) / 1000).toFixed(1)} s\n`
+      );
+    }
+  } finally {
+    await storage.close();
+  }
+}
+
 export function buildProgram(): Command {
   const program = new Command('syncpoint')
     .description('Syncpoint: an open sync service that speaks the PowerSync protocol')
@@ -132,6 +188,18 @@ export function buildProgram(): Command {
     .addOption(configOption())
     .action(migrateCommand);
 
+  program
+    .command('validate')
+    .description('Check the config, the sync rules and the source (wal_level, publication, replica identity); one line per problem')
+    .addOption(configOption())
+    .action(validateCommand);
+
+  program
+    .command('compact')
+    .description('Delete expired checkpoint requests, then compact bucket storage (MOVE/CLEAR)')
+    .addOption(configOption())
+    .action(compactCommand);
+
   return program;
 }
 
@@ -144,6 +212,7 @@ export async function main(argv: string[]): Promise<number> {
     if (error instanceof CommanderError) {
       if (error.code === 'commander.helpDisplayed' || error.code === 'commander.version') return EXIT.OK;
       if (error.code === 'syncpoint.usage') process.stderr.write(`error: ${error.message}\n`);
+      if (error.code === 'syncpoint.invalid') return EXIT.FAILURE;
       return EXIT.USAGE;
     }
     if (error instanceof ConfigError) {

@@ -11,7 +11,7 @@ describe('syncpoint start with no config (embedded default)', () => {
     for (const cleanup of cleanups.reverse()) await cleanup();
   });
 
-  it('serves a checkpoint request end to end: record stored, marker in the WAL, clean Ctrl-C', async () => {
+  it('serves a checkpoint request end to end: record stored, marker in the WAL, clean Ctrl-C', { timeout: 120_000 }, async () => {
     const root = await mkdtemp(path.join(tmpdir(), 'syncpoint-default-'));
     await chmod(root, 0o755); // as root, Postgres runs as the postgres user and must reach .syncpoint/
     cleanups.push(() => rm(root, { recursive: true, force: true }));

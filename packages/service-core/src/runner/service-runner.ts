@@ -9,6 +9,7 @@ import type { Logger } from '../logger.js';
 import type { ModuleRegistry } from '../modules.js';
 import { createHttpApp, type HttpAppOptions } from '../routes/http-app.js';
 import { SyncConnections } from '../routes/sync-stream-route.js';
+import { attachSyncWebSocket } from '../routes/sync-websocket.js';
 import { CheckpointWatcher } from '../sync/checkpoint-watcher.js';
 import { ProbeState } from '../routes/probe-routes.js';
 import type { BucketStorage } from '../storage/bucket-storage.js';
@@ -130,6 +131,7 @@ export async function startService(
 
     const app = createHttpApp({ logger, probes, verifier, batcher, sync });
     const server: Server = app.listen(config.port, options.host ?? '0.0.0.0');
+    if (sync) attachSyncWebSocket(server, sync.dependencies, sync.connections); // RSocket over WebSocket (§7.10); closeAll closes it
     await once(server, 'listening');
     closers.push(
       () =>
