@@ -3,8 +3,11 @@ import type pg from 'pg';
 import { inTransaction, U32 } from './pg-transaction.js';
 
 const DEFAULT_BATCH_SIZE = 10_000;
-/** Keys remembered while scanning one bucket; past this the memory is dropped (less compaction, never wrong). */
-const MAX_SEEN_KEYS = 200_000;
+/**
+ * Keys remembered while scanning one bucket (bounds memory to roughly 100 MB). Past this no new key is remembered;
+ * known keys are still recognised, so older ops of rows seen later are moved less often, never wrongly.
+ */
+const MAX_SEEN_KEYS = 500_000;
 const BUCKET_PAGE = 1_000;
 
 /**
@@ -82,7 +85,7 @@ async function moveSuperseded(pool: pg.Pool, groupId: number, bucket: string, ch
         ids.push(row.op_id.toString());
         targets.push(newer.toString());
       }
-      seen.set(key, row.op_id);
+      if (newer !== undefined || seen.size < MAX_SEEN_KEYS) seen.set(key, row.op_id);
     }
     if (ids.length > 0) {
       await pool.query(
@@ -94,7 +97,6 @@ async function moveSuperseded(pool: pg.Pool, groupId: number, bucket: string, ch
       );
       moved += ids.length;
     }
-    if (seen.size > MAX_SEEN_KEYS) seen.clear();
     if (reachedClear || rows.length < batchSize) break;
     below = rows.at(-1)!.op_id;
   }
