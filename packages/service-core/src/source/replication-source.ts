@@ -6,6 +6,18 @@ export interface ReplicationHeadCallbackResult<T> {
   shouldAdvance: boolean;
 }
 
+/** A replication slot as the source reports it (`syncpoint status`, admin diagnostics). */
+export interface SlotStatus {
+  name: string;
+  active: boolean;
+  /** Position the slot's consumer confirmed; WAL before it may be recycled. Null when unknown. */
+  confirmedFlushLsn: Lsn | null;
+  /** WAL the slot keeps on the source: current position − restart_lsn, in bytes. Null when unknown. */
+  retainedWalBytes: number | null;
+  /** Postgres `wal_status` (reserved, extended, unreserved, lost); null on servers without it. */
+  walStatus: string | null;
+}
+
 export interface ReplicationSource {
   /**
    * Read the source head, run `callback(head)` (which stores the mapping), then — only if it asks for it —
@@ -16,6 +28,9 @@ export interface ReplicationSource {
 
   /** The current source head, for diagnostics and the legacy `/write-checkpoint.json`. */
   currentHead(): Promise<Lsn>;
+
+  /** The named replication slot, or null when it does not exist. Optional, read-only. */
+  slotStatus?(slotName: string): Promise<SlotStatus | null>;
 
   close(): Promise<void>;
 }

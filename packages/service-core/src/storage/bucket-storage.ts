@@ -1,3 +1,4 @@
+import type { Lsn } from '@syncpoint/codecs';
 import type { ReplicationCheckpoint, ReplicationStreamStorage } from './bucket-data.js';
 import type { WriteCheckpointAPI } from './write-checkpoint-api.js';
 
@@ -15,6 +16,35 @@ export type MigrationDirection = 'up' | 'down';
 export interface MigrationReport {
   /** Migration names applied (up) or reverted (down), in order. */
   applied: string[];
+}
+
+/** One replication stream as operators see it (`syncpoint status`, admin diagnostics). */
+export interface StreamStatus {
+  id: number;
+  state: ReplicationStreamState;
+  slotName: string | null;
+  snapshotDone: boolean;
+  /** Op id of the stream's newest checkpoint; null before the first one. */
+  lastCheckpoint: bigint | null;
+  lastCheckpointLsn: Lsn | null;
+  lastCheckpointAt: Date | null;
+  /** Last time replication confirmed the stream while idle (keepalive); null if never. */
+  lastKeepaliveAt: Date | null;
+  /** The error that stopped replication of this stream, if any. */
+  lastError: string | null;
+}
+
+/** Read-only storage figures for operators. */
+export interface StorageStatus {
+  /** PROCESSING, ACTIVE and ERRORED streams, newest first. */
+  streams: StreamStatus[];
+  checkpointRequests: {
+    total: number;
+    /** Not yet processed: replication has not reached their head. */
+    pending: number;
+  };
+  /** Bytes the bucket storage uses on disk (tables and indexes); null when the database cannot tell. */
+  sizeBytes: number | null;
 }
 
 export interface BucketStorage extends WriteCheckpointAPI {
@@ -55,6 +85,9 @@ export interface BucketStorage extends WriteCheckpointAPI {
    * function stops listening. One listener per process is enough: the sync engine fans it out.
    */
   listenForCheckpoints(onChange: () => void): Promise<() => Promise<void>>;
+
+  /** Read-only status for operators (`syncpoint status`, `/api/admin/v1/diagnostics`). Optional. */
+  getStatus?(): Promise<StorageStatus>;
 
   close(): Promise<void>;
 }
