@@ -12,7 +12,8 @@ import {
   type ReplicationCheckpoint,
   type ReplicationStream,
   type ReplicationStreamState,
-  type ReplicationStreamStorage
+  type ReplicationStreamStorage,
+  type StorageStatus
 } from '@syncpoint/service-core';
 import { parseSyncRules } from '@syncpoint/sync-rules';
 import { Kysely, PostgresDialect, sql } from 'kysely';
@@ -322,6 +323,47 @@ export class PostgresBucketStorage implements BucketStorage {
         await client.query(`UNLISTEN ${CHECKPOINT_CHANNEL}`).catch(() => undefined);
         await client.end().catch(() => undefined);
       }
+    };
+  }
+
+  async getStatus(): Promise<StorageStatus> {
+    const { rows: streams } = await this.pool.query<{
+      id: number;
+      state: ReplicationStreamState;
+      slot_name: string | null;
+      snapshot_done: boolean;
+      last_checkpoint: string | null;
+      lsn: string | null;
+      last_checkpoint_ts: Date | null;
+      last_keepalive_ts: Date | null;
+      last_fatal_error: string | null;
+    }>(
+      `SELECT id, state, slot_name, snapshot_done, last_checkpoint::text AS last_checkpoint, last_checkpoint_lsn::text AS lsn,
+              last_checkpoint_ts, last_keepalive_ts, last_fatal_error
+       FROM powersync.sync_rules WHERE state IN ('PROCESSING', 'ACTIVE', 'ERRORED') ORDER BY id DESC`
+    );
+    const { rows: counts } = await this.pool.query<{ total: string; pending: string; size: string }>(
+      `SELECT (SELECT count(*) FROM powersync.write_checkpoints)::text AS total,
+              (SELECT count(*) FROM powersync.write_checkpoints WHERE processed_at_lsn IS NULL)::text AS pending,
+              (SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0) FROM pg_class c
+                 JOIN pg_namespace n ON n.oid = c.relnamespace
+                 WHERE n.nspname = 'powersync' AND c.relkind IN ('r', 'm', 'S'))::text AS size`
+    );
+    const count = counts[0]!;
+    return {
+      streams: streams.map((row) => ({
+        id: row.id,
+        state: row.state,
+        slotName: row.slot_name,
+        snapshotDone: row.snapshot_done,
+        lastCheckpoint: row.last_checkpoint === null ? null : BigInt(row.last_checkpoint),
+        lastCheckpointLsn: row.lsn === null ? null : normalizeLsn(row.lsn),
+        lastCheckpointAt: row.last_checkpoint_ts,
+        lastKeepaliveAt: row.last_keepalive_ts,
+        lastError: row.last_fatal_error
+      })),
+      checkpointRequests: { total: Number(count.total), pending: Number(count.pending) },
+      sizeBytes: Number(count.size)
     };
   }
 
