@@ -14,7 +14,8 @@ import {
   type ReplicationCheckpoint,
   type ReplicationStream,
   type ReplicationStreamState,
-  type ReplicationStreamStorage
+  type ReplicationStreamStorage,
+  type StorageStatus
 } from '@syncpoint/service-core';
 import { parseSyncRules } from '@syncpoint/sync-rules';
 import { MongoClient, MongoServerError, type AnyBulkWriteOperation, type Collection, type Db } from 'mongodb';
@@ -23,6 +24,7 @@ import {
   BUCKET_PARAMETERS,
   BUCKET_STATE,
   CURRENT_DATA,
+  longToBigint,
   OP_ID_SEQUENCE,
   type BucketDataDocument,
   type BucketParameterDocument,
@@ -33,7 +35,7 @@ import {
 import { tailCheckpointEvents } from './checkpoint-listener.js';
 import { CHECKPOINT_EVENTS, runMigrations, WRITE_CHECKPOINTS } from './migrations.js';
 import { MongoStreamStorage, type StreamCollections } from './mongo-stream-storage.js';
-import { checkpointOf, newStreamFields, toStream, type SyncRulesDocument } from './sync-rules-document.js';
+import { checkpointOf, lsnOrNull, newStreamFields, toStream, type SyncRulesDocument } from './sync-rules-document.js';
 import { resolveDatabaseName, type MongoStorageConfig } from './storage-config.js';
 import {
   expiredRequestFilter,
@@ -243,6 +245,34 @@ export class MongoBucketStorage implements BucketStorage {
 
   listenForCheckpoints(onChange: () => void): Promise<() => Promise<void>> {
     return tailCheckpointEvents(this.db.collection(CHECKPOINT_EVENTS), onChange, this.logger);
+  }
+
+  async getStatus(): Promise<StorageStatus> {
+    const streams = await this.syncRules
+      .find({ state: { $in: ['PROCESSING', 'ACTIVE', 'ERRORED'] } }, { projection: { content: 0, snapshot_tables: 0 } })
+      .sort({ _id: -1 })
+      .toArray();
+    const [total, pending, stats] = await Promise.all([
+      this.writeCheckpoints.countDocuments({}),
+      this.writeCheckpoints.countDocuments({ processed_at_lsn: null }),
+      this.db.command({ dbStats: 1 }).catch(() => null)
+    ]);
+    const size = stats === null ? null : Number(stats.storageSize ?? 0) + Number(stats.indexSize ?? 0);
+    return {
+      streams: streams.map((document) => ({
+        id: Number(document._id),
+        state: document.state,
+        slotName: document.slot_name ?? null,
+        snapshotDone: document.snapshot_done === true,
+        lastCheckpoint: longToBigint(document.last_checkpoint),
+        lastCheckpointLsn: lsnOrNull(document.last_checkpoint_lsn),
+        lastCheckpointAt: document.last_checkpoint_ts ?? null,
+        lastKeepaliveAt: document.last_keepalive_ts ?? null,
+        lastError: document.last_fatal_error ?? null
+      })),
+      checkpointRequests: { total, pending },
+      sizeBytes: size !== null && Number.isFinite(size) ? size : null
+    };
   }
 
   async close(): Promise<void> {
