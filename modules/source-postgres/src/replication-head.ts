@@ -1,5 +1,5 @@
 import { normalizeLsn, type Lsn } from '@syncpoint/codecs';
-import type { Logger, ReplicationHeadCallbackResult, ReplicationSource } from '@syncpoint/service-core';
+import type { Logger, ReplicationHeadCallbackResult, ReplicationSource, SlotStatus } from '@syncpoint/service-core';
 import pg from 'pg';
 import { sourceClientConfig, withRetries } from './source-connection.js';
 import type { PostgresSourceConfig } from './source-config.js';
@@ -45,6 +45,25 @@ export class PostgresReplicationSource implements ReplicationSource {
     // The marker must follow the stored mapping, or replication could pass it before the mapping exists.
     if (shouldAdvance) await this.emitMarker();
     return response;
+  }
+
+  async slotStatus(slotName: string): Promise<SlotStatus | null> {
+    const { rows } = await withRetries(() =>
+      this.pool.query<{ active: boolean; confirmed_flush_lsn: string | null; retained: string | null; wal_status?: string | null }>(
+        `SELECT *, pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::int8::text AS retained
+         FROM pg_replication_slots WHERE slot_name = $1`,
+        [slotName]
+      )
+    );
+    const row = rows[0];
+    if (!row) return null;
+    return {
+      name: slotName,
+      active: row.active,
+      confirmedFlushLsn: row.confirmed_flush_lsn === null ? null : normalizeLsn(row.confirmed_flush_lsn),
+      retainedWalBytes: row.retained === null ? null : Number(row.retained),
+      walStatus: row.wal_status ?? null
+    };
   }
 
   /** Emit the `powersync`/`ping` marker, flushed so the WAL sender sees it without waiting for the WAL writer. */
