@@ -28,6 +28,8 @@ export async function startServiceHarness(
     config?: Record<string, unknown>;
     /** Sync stream keepalive period (default 20 s ± 10 %). */
     keepaliveMs?: () => number;
+    /** Put bucket storage on this server instead of the source's (so the source's WAL shows only source writes). */
+    storagePostgres?: PostgresServer;
   } = {}
 ): Promise<ServiceHarness> {
   const postgres = await testPostgresServer();
@@ -35,7 +37,8 @@ export async function startServiceHarness(
   const sourceName = `syncpoint_test_source_${suffix}`;
   const storageName = `syncpoint_test_storage_${suffix}`;
   await postgres.ensureDatabase(sourceName);
-  await postgres.ensureDatabase(storageName);
+  const storageServer = options.storagePostgres ?? postgres;
+  await storageServer.ensureDatabase(storageName);
   const sourceDb = new pg.Pool({ connectionString: postgres.url(sourceName), max: 2 });
   sourceDb.on('error', () => {}); // the server stops at the end of the run
   await sourceDb.query(`CREATE TABLE IF NOT EXISTS todos (id text PRIMARY KEY, description text)`);
@@ -46,7 +49,7 @@ export async function startServiceHarness(
   const syncConfig = options.syncConfig === undefined ? DEMO_SYNC_CONFIG : options.syncConfig;
   const configText = stringify({
     replication: { connections: [{ type: 'postgresql', uri: postgres.url(sourceName), sslmode: 'disable' }] },
-    storage: { type: 'postgresql', uri: postgres.url(storageName), sslmode: 'disable' },
+    storage: { type: 'postgresql', uri: storageServer.url(storageName), sslmode: 'disable' },
     port: 0,
     ...(syncConfig === null ? {} : { sync_config: { content: syncConfig } }),
     client_auth: { audience: [DEV_AUDIENCE], jwks: { keys: [devKey] } },
@@ -56,7 +59,7 @@ export async function startServiceHarness(
   const config = await parseConfig(configText, { source: 'test', configDir: process.cwd(), registry });
   // Tests that count markers run without replication (its snapshot and heartbeats emit markers of their own).
   const service = await startService(config, { registry, logger: process.env.SYNCPOINT_TEST_LOG ? createLogger({ level: process.env.SYNCPOINT_TEST_LOG as LogLevel }) : silentLogger, host: '127.0.0.1', role: options.role ?? 'api', syncKeepaliveMs: options.keepaliveMs });
-  const storageDb = new pg.Pool({ connectionString: postgres.url(storageName), max: 2 });
+  const storageDb = new pg.Pool({ connectionString: storageServer.url(storageName), max: 2 });
   storageDb.on('error', () => {});
   return {
     postgres,
