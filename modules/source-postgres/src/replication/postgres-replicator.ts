@@ -182,6 +182,7 @@ class StreamReplicationJob {
       state = await storage.getReplicationState();
     }
     if (!state.snapshotDone) await this.snapshot(storage);
+    else await this.holdCheckpointsUntilCaughtUp(storage, state.noCheckpointBefore);
     await this.streamChanges(storage, state.slotName ?? (await storage.getReplicationState()).slotName!);
   }
 
@@ -224,6 +225,20 @@ class StreamReplicationJob {
     });
     await this.emitMarker();
     this.logger.info('initial snapshot done; streaming');
+  }
+
+  /**
+   * A predecessor that died mid-transaction may have flushed part of that transaction's ops; storage includes every
+   * flushed op (keepalive_op) in the next checkpoint. Replay restarts at the slot's confirmed position, which can be
+   * before commits that precede that transaction, and a checkpoint at one of them would show the unfinished
+   * transaction half. So, as after a snapshot, no checkpoint before the source position of this restart: by then every
+   * transaction committed before the crash has been replayed whole. The marker moves an idle source past it.
+   */
+  private async holdCheckpointsUntilCaughtUp(storage: ReplicationStreamStorage, noCheckpointBefore: Lsn | null) {
+    const { rows } = await this.db.query<{ lsn: string }>('SELECT pg_current_wal_lsn() AS lsn');
+    const position = normalizeLsn(rows[0]!.lsn);
+    if (noCheckpointBefore === null || compareLsn(position, noCheckpointBefore) > 0) await storage.markSnapshotDone(position);
+    await this.emitMarker();
   }
 
   async emitMarker() {
