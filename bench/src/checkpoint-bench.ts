@@ -9,6 +9,7 @@ import { cpuSince, sampleCpu, type CpuSample } from './lib/cpu.js';
 import type { CheckpointLoadResult } from './lib/checkpoint-load.js';
 import { startBenchService, type BenchService } from './lib/embedded-service.js';
 import { startLoadClient, type ClientMode, type LoadClient } from './lib/load-client.js';
+import { measureSourceCost, type SourceCostResult } from './lib/source-cost.js';
 import type { ReportRow } from './lib/report.js';
 import { round, summarizeLatencies, type LatencySummary } from './lib/stats.js';
 
@@ -197,6 +198,21 @@ function rowsFor(levels: LevelResult[]): ReportRow[] {
   return rows;
 }
 
+/** Issue 6 item 1: source WAL per duplicate / stale request after processing (the reference writes ~820 / ~525). */
+function costRows(cost: { duplicate: SourceCostResult; stale: SourceCostResult }): ReportRow[] {
+  return (['duplicate', 'stale'] as const).map((kind) => {
+    const result = cost[kind];
+    return {
+      label: `source WAL bytes per ${kind} request`,
+      value: result.walBytes / result.requests,
+      unit: 'B',
+      digits: 2,
+      target: { comparison: '<=' as const, value: 0 },
+      note: `(${result.requests} requests, ${result.markers} markers, ${result.rawWalBytes} raw WAL bytes in the window incl. background records; reference ≈ ${kind === 'duplicate' ? 820 : 525} B)`
+    };
+  });
+}
+
 export const checkpointBenchmark: Benchmark = {
   name: 'checkpoint',
   description:
@@ -207,7 +223,9 @@ export const checkpointBenchmark: Benchmark = {
     'max-requests': 'cap on requests per measured run (default 200000)',
     levels: 'comma-separated client counts (default 1,16,64)',
     users: 'distinct JWT users the clients are spread over (default 4)',
-    client: 'where the load generator runs: worker (a worker thread, default) or inline (the service event loop)'
+    client: 'where the load generator runs: worker (a worker thread, default) or inline (the service event loop)',
+    'cost-requests': 'duplicate and stale requests measured for source WAL cost (default 1000)',
+    'skip-cost': 'skip the source WAL cost phase (separate servers for source and storage)'
   },
   async run({ flags, log }: BenchmarkContext): Promise<BenchmarkOutcome> {
     const durationMs = numberFlag(flags, 'duration', 5) * 1000;
@@ -252,11 +270,23 @@ export const checkpointBenchmark: Benchmark = {
         results.push(result);
       }
 
+      let cost: { duplicate: SourceCostResult; stale: SourceCostResult } | null = null;
+      if (!flags.has('skip-cost')) {
+        log('source WAL cost: a second service with bucket storage on its own embedded Postgres, replication running …');
+        const costBench = await startBenchService({ separateStorage: true });
+        try {
+          cost = await measureSourceCost(costBench, Math.floor(numberFlag(flags, 'cost-requests', 1000)));
+        } finally {
+          await costBench.stop();
+        }
+        log(`  duplicates: ${cost.duplicate.walBytes} WAL bytes for ${cost.duplicate.requests} requests; stale: ${cost.stale.walBytes} WAL bytes for ${cost.stale.requests}`);
+      }
+
       const errors = results.reduce((sum, level) => sum + level.errors, 0);
       const loadAfter = loadavg()[0]!;
       const notes = results.flatMap((level) => level.errorSamples.map((sample) => `error @${level.clients}: ${sample}`));
       return {
-        rows: rowsFor(results),
+        rows: [...rowsFor(results), ...(cost ? costRows(cost) : [])],
         errors,
         notes: [...notes, `load average (1 min): ${loadBefore.toFixed(2)} before, ${loadAfter.toFixed(2)} after (the benchmark itself adds about 2)`],
         json: {
@@ -307,7 +337,13 @@ export const checkpointBenchmark: Benchmark = {
             client_event_loop_utilization: level.clientEventLoopUtilization === null ? null : round(level.clientEventLoopUtilization, 3),
             error_samples: level.errorSamples
           })),
+          source_cost: cost && {
+            duplicate: { ...cost.duplicate, wal_bytes_per_request: cost.duplicate.walBytes / cost.duplicate.requests },
+            stale: { ...cost.stale, wal_bytes_per_request: cost.stale.walBytes / cost.stale.requests }
+          },
           summary: {
+            wal_bytes_per_duplicate_request: cost ? cost.duplicate.walBytes / cost.duplicate.requests : null,
+            wal_bytes_per_stale_request: cost ? cost.stale.walBytes / cost.stale.requests : null,
             throughput_at_64_clients_rps: round(results.find((level) => level.clients === 64)?.throughput ?? Number.NaN, 0),
             p50_single_client_ms: round(results.find((level) => level.clients === 1)?.latency.p50 ?? Number.NaN, 3),
             errors

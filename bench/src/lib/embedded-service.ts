@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { startEmbeddedPostgres, type PostgresServer } from '@syncpoint/dev-postgres';
 import { DEV_AUDIENCE, DEMO_SYNC_CONFIG, createModuleRegistry, loadOrCreateDevKey, type DevKey } from '@syncpoint/service';
-import { parseConfig, silentLogger, startService, type Logger, type ResolvedConfig, type RunningService } from '@syncpoint/service-core';
+import { parseConfig, silentLogger, startService, type Logger, type ResolvedConfig, type RunningService, type ServiceRole } from '@syncpoint/service-core';
 import pg from 'pg';
 
 export const SOURCE_DATABASE = 'bench_source';
@@ -45,7 +45,18 @@ async function prepareSourceDatabase(url: string) {
  * the demo table and the `powersync` publication, a storage database, an HS256 dev key, the config YAML through
  * parseConfig, and startService on 127.0.0.1, port 0. Everything is removed again by `stop()`.
  */
-export async function startBenchService(options: { logger?: Logger; onPostgresLog?: (line: string) => void } = {}): Promise<BenchService> {
+export async function startBenchService(
+  options: {
+    logger?: Logger;
+    onPostgresLog?: (line: string) => void;
+    /** Bucket storage on a second embedded server, so the source server's WAL shows only source writes. */
+    separateStorage?: boolean;
+    /** The service role (default unified: API and replication in this process). */
+    role?: ServiceRole;
+    /** Extra config sections merged into the config. */
+    config?: Record<string, unknown>;
+  } = {}
+): Promise<BenchService> {
   const root = await mkdtemp(path.join(tmpdir(), 'syncpoint-bench-'));
   await chmod(root, 0o755); // as root, Postgres runs as the postgres user and must reach the data folder
   const cleanups: Array<() => Promise<unknown>> = [() => rm(root, { recursive: true, force: true })];
@@ -60,9 +71,14 @@ export async function startBenchService(options: { logger?: Logger; onPostgresLo
     });
     cleanups.push(() => postgres.stop());
     await postgres.ensureDatabase(SOURCE_DATABASE);
-    await postgres.ensureDatabase(STORAGE_DATABASE);
+    let storageServer = postgres;
+    if (options.separateStorage) {
+      storageServer = await startEmbeddedPostgres({ dataDir: path.join(root, 'storage-postgres'), persistent: false });
+      cleanups.push(() => storageServer.stop());
+    }
+    await storageServer.ensureDatabase(STORAGE_DATABASE);
     const sourceUrl = postgres.url(SOURCE_DATABASE);
-    const storageUrl = postgres.url(STORAGE_DATABASE);
+    const storageUrl = storageServer.url(STORAGE_DATABASE);
     await prepareSourceDatabase(sourceUrl);
 
     const devKey = await loadOrCreateDevKey(path.join(root, 'dev-key.json'));
@@ -72,11 +88,12 @@ export async function startBenchService(options: { logger?: Logger; onPostgresLo
       storage: { type: 'postgresql', uri: storageUrl, sslmode: 'disable' },
       port: 0,
       sync_config: { content: DEMO_SYNC_CONFIG },
-      client_auth: { audience: [DEV_AUDIENCE], jwks: { keys: [devKey] } }
+      client_auth: { audience: [DEV_AUDIENCE], jwks: { keys: [devKey] } },
+      ...options.config
     });
     const registry = createModuleRegistry();
     const config = await parseConfig(configText, { source: 'bench', configDir: root, registry });
-    const service = await startService(config, { registry, logger: options.logger ?? silentLogger, host: '127.0.0.1' });
+    const service = await startService(config, { registry, logger: options.logger ?? silentLogger, host: '127.0.0.1', role: options.role ?? 'unified' });
     cleanups.push(() => service.stop());
     return { postgres, service, config, devKey, url: service.url, sourceUrl, storageUrl, stop };
   } catch (error) {
