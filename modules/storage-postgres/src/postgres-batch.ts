@@ -51,6 +51,29 @@ function sameRowState(a: CurrentRowState | null, b: CurrentRowState | null): boo
   return a.lookups.every((lookup, i) => lookup === b.lookups[i]);
 }
 
+/** Rows whose current state the batch keeps in memory across flushes (beyond this, only unflushed ones). */
+const MAX_CACHED_ROWS = 100_000;
+
+interface FlushData {
+  opBuckets: string[];
+  opIds: string[];
+  opTypes: string[];
+  opSourceTables: string[];
+  opSubkeys: string[];
+  opTables: string[];
+  opRowIds: string[];
+  opChecksums: number[];
+  opData: Array<string | null>;
+  bucketTotals: Map<string, { sum: number; count: number; last: bigint }>;
+  paramIds: string[];
+  paramSourceTables: string[];
+  paramSourceKeys: string[];
+  paramLookups: string[];
+  paramValues: string[];
+  dirty: Map<string, { tableId: string; replicaKey: string; state: CurrentRowState | null }>;
+  maxId: bigint;
+}
+
 const rowKey = (tableId: string, replicaKey: string) => `${tableId}\u0000${replicaKey}`;
 
 /**
@@ -101,6 +124,8 @@ export class PostgresBatch implements BucketStorageBatch {
   /** Highest id this batch has persisted. */
   private lastFlushedId = 0n;
   private lastWaitingLog = 0;
+  /** The flush being written, if any. */
+  private inflight: Promise<void> | null = null;
 
   constructor(
     private readonly pool: pg.Pool,
@@ -152,6 +177,7 @@ export class PostgresBatch implements BucketStorageBatch {
   async flush(): Promise<void> {
     await this.evaluatePending();
     await this.flushBuffers();
+    await this.awaitInflight();
   }
 
   commit(lsn: Lsn): Promise<boolean> {
@@ -302,23 +328,88 @@ export class PostgresBatch implements BucketStorageBatch {
     this.paramValues.push(outputs);
   }
 
-  /** Writes everything buffered in one transaction (still invisible: no checkpoint is created). */
+  /**
+   * Starts writing everything buffered in one transaction (still invisible: no checkpoint is created) and returns
+   * once the PREVIOUS flush has completed, so evaluating the next rows overlaps with this write (Node and Postgres
+   * work in parallel). Flushes are strictly sequential; `flush()` and checkpoints wait for the last one.
+   */
   private async flushBuffers(): Promise<void> {
+    await this.awaitInflight();
     if (this.opIds.length === 0 && this.paramIds.length === 0 && this.dirty.size === 0) return;
-    const maxId = this.bufferedMaxId;
+    const data = {
+      opBuckets: this.opBuckets,
+      opIds: this.opIds,
+      opTypes: this.opTypes,
+      opSourceTables: this.opSourceTables,
+      opSubkeys: this.opSubkeys,
+      opTables: this.opTables,
+      opRowIds: this.opRowIds,
+      opChecksums: this.opChecksums,
+      opData: this.opData,
+      bucketTotals: this.bucketTotals,
+      paramIds: this.paramIds,
+      paramSourceTables: this.paramSourceTables,
+      paramSourceKeys: this.paramSourceKeys,
+      paramLookups: this.paramLookups,
+      paramValues: this.paramValues,
+      dirty: this.dirty,
+      maxId: this.bufferedMaxId
+    };
+    // Every earlier flush is complete, so current_data holds the state of every row not in this flush: the cache
+    // may forget those (bounded memory). Rows of this flush stay cached until it is written.
+    if (this.cache.size > MAX_CACHED_ROWS) {
+      const kept = new Map<string, CurrentRowState | null>();
+      for (const key of data.dirty.keys()) kept.set(key, this.cache.get(key) ?? null);
+      this.cache = kept;
+    }
+    this.resetBuffers();
+    const write = this.writeFlush(data);
+    write.catch(() => undefined); // observed by awaitInflight
+    this.inflight = write;
+  }
+
+  private resetBuffers(): void {
+    this.opBuckets = [];
+    this.opIds = [];
+    this.opTypes = [];
+    this.opSourceTables = [];
+    this.opSubkeys = [];
+    this.opTables = [];
+    this.opRowIds = [];
+    this.opChecksums = [];
+    this.opData = [];
+    this.dataChars = 0;
+    this.bucketTotals = new Map();
+    this.paramIds = [];
+    this.paramSourceTables = [];
+    this.paramSourceKeys = [];
+    this.paramLookups = [];
+    this.paramValues = [];
+    this.dirty = new Map();
+  }
+
+  private async awaitInflight(): Promise<void> {
+    const inflight = this.inflight;
+    if (!inflight) return;
+    await inflight;
+    if (this.inflight === inflight) this.inflight = null;
+  }
+
+  private async writeFlush(data: FlushData): Promise<void> {
+    const maxId = data.maxId;
     await inTransaction(this.pool, async (client) => {
       // Not waiting for the WAL flush is safe: these writes are invisible until a checkpoint, and the checkpoint's
       // own (synchronous) commit flushes the WAL up to and including them. Lost flushes are redone by replication.
       await client.query(`SET LOCAL synchronous_commit = off`);
-      if (this.opIds.length > 0) {
+      if (data.opIds.length > 0) {
         await client.query(
           `INSERT INTO powersync.bucket_data
              (group_id, bucket_name, op_id, op, source_table, source_key, table_name, row_id, checksum, data)
            SELECT $1, * FROM unnest($2::text[], $3::int8[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::int8[], $10::text[])`,
-          [this.groupId, this.opBuckets, this.opIds, this.opTypes, this.opSourceTables, this.opSubkeys, this.opTables, this.opRowIds, this.opChecksums, this.opData]
+          [this.groupId, data.opBuckets, data.opIds, data.opTypes, data.opSourceTables, data.opSubkeys, data.opTables, data.opRowIds, data.opChecksums, data.opData]
         );
-        const buckets = [...this.bucketTotals.keys()];
-        const totals = [...this.bucketTotals.values()];
+        const buckets = [...data.bucketTotals.keys()];
+        const totals = [...data.bucketTotals.values()];
         await client.query(
           `INSERT INTO powersync.bucket_state AS s (group_id, bucket_name, last_op, checksum_sum, op_count)
            SELECT $1, * FROM unnest($2::text[], $3::int8[], $4::int8[], $5::int8[])
@@ -329,9 +420,9 @@ export class PostgresBatch implements BucketStorageBatch {
           [this.groupId, buckets, totals.map((t) => t.last.toString()), totals.map((t) => t.sum), totals.map((t) => t.count)]
         );
       }
-      if (this.dirty.size > 0) {
-        const gone = [...this.dirty.values()].filter((row) => row.state === null);
-        const kept = [...this.dirty.values()].filter((row) => row.state !== null);
+      if (data.dirty.size > 0) {
+        const gone = [...data.dirty.values()].filter((row) => row.state === null);
+        const kept = [...data.dirty.values()].filter((row) => row.state !== null);
         if (gone.length > 0) {
           await client.query(
             `DELETE FROM powersync.current_data c USING unnest($2::text[], $3::text[]) AS k(source_table, source_key)
@@ -355,12 +446,12 @@ export class PostgresBatch implements BucketStorageBatch {
           );
         }
       }
-      if (this.paramIds.length > 0) {
+      if (data.paramIds.length > 0) {
         await client.query(
           `INSERT INTO powersync.bucket_parameters (id, group_id, source_table, source_key, lookup, bucket_parameters)
            SELECT k.id, $1, k.source_table, k.source_key, k.lookup, k.bucket_parameters
            FROM unnest($2::int8[], $3::text[], $4::text[], $5::text[], $6::text[]) AS k(id, source_table, source_key, lookup, bucket_parameters)`,
-          [this.groupId, this.paramIds, this.paramSourceTables, this.paramSourceKeys, this.paramLookups, this.paramValues]
+          [this.groupId, data.paramIds, data.paramSourceTables, data.paramSourceKeys, data.paramLookups, data.paramValues]
         );
       }
       if (maxId > 0n) {
@@ -372,29 +463,6 @@ export class PostgresBatch implements BucketStorageBatch {
       }
     });
     if (maxId > this.lastFlushedId) this.lastFlushedId = maxId;
-    this.resetBuffers();
-  }
-
-  private resetBuffers(): void {
-    this.opBuckets = [];
-    this.opIds = [];
-    this.opTypes = [];
-    this.opSourceTables = [];
-    this.opSubkeys = [];
-    this.opTables = [];
-    this.opRowIds = [];
-    this.opChecksums = [];
-    this.opData = [];
-    this.dataChars = 0;
-    this.bucketTotals = new Map();
-    this.paramIds = [];
-    this.paramSourceTables = [];
-    this.paramSourceKeys = [];
-    this.paramLookups = [];
-    this.paramValues = [];
-    this.dirty = new Map();
-    // current_data now holds what the cache held; keep memory bounded.
-    this.cache = new Map();
   }
 
   /** PROTOCOL §8.3: flush, then create a checkpoint at `lsn` when allowed, in one transaction. */
