@@ -61,6 +61,18 @@ function semaphore(limit: number) {
   };
 }
 
+/** Node runs a timer with a delay over 2^31 − 1 ms (24.8 days) at once; longer delays are chained. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
+function setLongTimeout(callback: () => void, ms: number): { clear(): void } {
+  let timer: NodeJS.Timeout;
+  const schedule = (remaining: number) => {
+    timer = setTimeout(() => (remaining > MAX_TIMER_MS ? schedule(remaining - MAX_TIMER_MS) : callback()), Math.min(remaining, MAX_TIMER_MS));
+  };
+  schedule(Math.max(0, ms));
+  return { clear: () => clearTimeout(timer) };
+}
+
 function negotiateFormat(req: Request): 'bson' | 'ndjson' {
   if (!req.headers.accept) return 'ndjson';
   return req.accepts([BSON_CONTENT_TYPE, NDJSON_CONTENT_TYPE]) === BSON_CONTENT_TYPE ? 'bson' : 'ndjson';
@@ -114,14 +126,15 @@ export function syncStreamRoutes(deps: SyncStreamDependencies, connections: Sync
     };
     scheduleKeepalive();
     const msToExpiry = token.exp * 1000 - Date.now();
-    const warning = setTimeout(() => void writer.write({ token_expires_in: secondsLeft() }), Math.max(0, msToExpiry - 20_000));
+    // Tokens may live longer than a single timer can wait (max_token_lifetime_seconds is configurable).
+    const warning = setLongTimeout(() => void writer.write({ token_expires_in: secondsLeft() }), msToExpiry - 20_000);
     // A timer may fire a millisecond or two before Date.now() reaches `exp` (libuv's cached loop time), when
     // secondsLeft() is still 1: remember that the token expired so the final {"token_expires_in":0} is always sent.
     let expired = false;
-    const expiry = setTimeout(() => {
+    const expiry = setLongTimeout(() => {
       expired = true;
       controller.abort();
-    }, Math.max(0, msToExpiry));
+    }, msToExpiry);
 
     const started = Date.now();
     log.info({ format, buckets: request.buckets.size }, 'sync stream opened');
@@ -151,8 +164,8 @@ export function syncStreamRoutes(deps: SyncStreamDependencies, connections: Sync
       }
     } finally {
       clearTimeout(keepalive!);
-      clearTimeout(warning);
-      clearTimeout(expiry);
+      warning.clear();
+      expiry.clear();
       connections.remove(controller);
       if ((expired || secondsLeft() === 0) && !writer.isClosed) await writer.write({ token_expires_in: 0 });
       await writer.end();
