@@ -1,5 +1,5 @@
 import { Router, type Request } from 'express';
-import type { TokenVerifier } from '../auth/token-verifier.js';
+import type { TokenPayload, TokenVerifier } from '../auth/token-verifier.js';
 import { tokenFromAuthorizationHeader } from '../auth/token-verifier.js';
 import { ErrorCode, noActiveSyncConfigError, ServiceError } from '../errors.js';
 import type { Logger } from '../logger.js';
@@ -7,7 +7,7 @@ import type { ReplicationStreamStorage } from '../storage/bucket-data.js';
 import type { BucketStorage, ReplicationStream } from '../storage/bucket-storage.js';
 import type { CheckpointWatcher } from '../sync/checkpoint-watcher.js';
 import { BSON_CONTENT_TYPE, LineWriter, NDJSON_CONTENT_TYPE } from '../sync/line-writer.js';
-import { parseSyncRequest } from '../sync/sync-request.js';
+import { parseSyncRequest, type SyncRequest } from '../sync/sync-request.js';
 import { syncLines, type SyncLimits } from '../sync/sync-lines.js';
 import { fullUserId } from './checkpoint-routes.js';
 
@@ -21,9 +21,10 @@ export interface SyncStreamDependencies {
   keepaliveMs?: () => number;
 }
 
-/** Open sync connections of this process; `closeAll` ends them on shutdown. */
+/** Open sync connections of this process (both transports); `closeAll` ends them on shutdown. */
 export class SyncConnections {
   private readonly open = new Set<AbortController>();
+  private readonly closeListeners = new Set<() => void>();
   shuttingDown = false;
 
   get count(): number {
@@ -38,9 +39,16 @@ export class SyncConnections {
     this.open.delete(controller);
   }
 
+  /** Called by `closeAll`, after every stream was aborted (the WebSocket transport closes its sockets here). */
+  onCloseAll(listener: () => void): () => void {
+    this.closeListeners.add(listener);
+    return () => this.closeListeners.delete(listener);
+  }
+
   closeAll() {
     this.shuttingDown = true;
     for (const controller of this.open) controller.abort();
+    for (const listener of this.closeListeners) listener();
   }
 }
 
@@ -59,6 +67,163 @@ function semaphore(limit: number) {
       else active--;
     }
   };
+}
+
+/**
+ * Where one stream's lines go: an HTTP response (NDJSON/BSON) or an RSocket stream (one PAYLOAD frame per line).
+ * `write` resolves when the transport can take the next line (socket drain, RSocket request-N), which pauses the
+ * line generator in between.
+ */
+export interface SyncLineSink {
+  write(line: object): Promise<void>;
+  readonly isClosed: boolean;
+  /** The stream ends with an error: a `ServiceError` below 500 is the client's fault, anything else is internal. */
+  fail(error: unknown): Promise<void>;
+  /** The stream ends normally (after the lines already written). */
+  end(): Promise<void>;
+}
+
+/** One admitted sync stream, counted against the connection limit until `run` ends. */
+export interface SyncStreamSession {
+  readonly signal: AbortSignal;
+  /** Ends the stream at once: the line generator stops, timers and the connection slot are freed. */
+  abort(): void;
+  run(sink: SyncLineSink, options: { periodicKeepalive: boolean; logFields?: Record<string, unknown> }): Promise<void>;
+}
+
+/**
+ * The transport-independent part of a sync stream (PROTOCOL §7), shared by `POST /sync/stream` and the WebSocket
+ * transport: admission checks, the connection limit, keepalive/expiry lines, the per-connection line generator
+ * and per-process data-fetch concurrency, error handling and cleanup. One per process (per `SyncConnections`).
+ */
+export class SyncStreamRunner {
+  private static readonly runners = new WeakMap<SyncConnections, SyncStreamRunner>();
+
+  /** The process's runner for these connections (both transports must share it: limits are per process). */
+  static for(deps: SyncStreamDependencies, connections: SyncConnections): SyncStreamRunner {
+    let runner = SyncStreamRunner.runners.get(connections);
+    if (!runner) {
+      runner = new SyncStreamRunner(deps, connections);
+      SyncStreamRunner.runners.set(connections, runner);
+    }
+    return runner;
+  }
+
+  private readonly withDataFetchSlot: <T>(task: () => Promise<T>) => Promise<T>;
+  private readonly streamStorages = new Map<number, Promise<ReplicationStreamStorage>>();
+  private readonly keepaliveMs: () => number;
+
+  private constructor(
+    readonly deps: SyncStreamDependencies,
+    readonly connections: SyncConnections
+  ) {
+    this.withDataFetchSlot = semaphore(deps.limits.maxDataFetchConcurrency);
+    this.keepaliveMs = deps.keepaliveMs ?? (() => 18_000 + Math.random() * 4_000);
+  }
+
+  private streamStorage = (stream: ReplicationStream): Promise<ReplicationStreamStorage> => {
+    let cached = this.streamStorages.get(stream.id);
+    if (!cached) {
+      cached = this.deps.storage.getStreamStorage(stream);
+      cached.catch(() => this.streamStorages.delete(stream.id));
+      this.streamStorages.set(stream.id, cached);
+    }
+    return cached;
+  };
+
+  /** Validate a §7.2 body (400 PSYNC_S2001). */
+  parseRequest(body: unknown): SyncRequest {
+    return parseSyncRequest(body, { maxBuckets: this.deps.limits.maxBuckets });
+  }
+
+  /**
+   * Checks before a stream starts (PROTOCOL §7.1): 503 while shutting down, 500 without an active sync config,
+   * 429 past the connection limit. On success the stream holds a connection slot until its `run` ends.
+   */
+  async open(request: SyncRequest, token: TokenPayload, logger: Logger): Promise<SyncStreamSession> {
+    const { deps, connections } = this;
+    if (connections.shuttingDown) throw new ServiceError(ErrorCode.SHUTTING_DOWN, 503, 'Service is shutting down');
+    if (!(await deps.storage.getServingStream())) throw noActiveSyncConfigError();
+    if (connections.count >= deps.limits.maxConnections) {
+      throw new ServiceError(ErrorCode.TOO_MANY_REQUESTS, 429, 'Too many open sync connections', `limit is ${deps.limits.maxConnections} per process`);
+    }
+    const controller = new AbortController();
+    connections.add(controller);
+    const log = logger.child({ user_id: token.userId, client_id: request.clientId });
+    return {
+      signal: controller.signal,
+      abort: () => controller.abort(),
+      run: (sink, options) => this.run(controller, request, token, log, sink, options)
+    };
+  }
+
+  private async run(
+    controller: AbortController,
+    request: SyncRequest,
+    token: TokenPayload,
+    log: Logger,
+    sink: SyncLineSink,
+    options: { periodicKeepalive: boolean; logFields?: Record<string, unknown> }
+  ): Promise<void> {
+    const { deps, connections } = this;
+    // Keepalives and the expiry notice (PROTOCOL §7.7): the stream ends when the token expires. The WebSocket
+    // transport has RSocket keepalives and sends only the expiry lines.
+    const secondsLeft = () => Math.max(0, Math.ceil(token.exp - Date.now() / 1000));
+    let keepalive: NodeJS.Timeout | undefined;
+    const scheduleKeepalive = () => {
+      keepalive = setTimeout(() => {
+        void sink.write({ token_expires_in: secondsLeft() });
+        scheduleKeepalive();
+      }, this.keepaliveMs());
+    };
+    if (options.periodicKeepalive) scheduleKeepalive();
+    const msToExpiry = token.exp * 1000 - Date.now();
+    // Tokens may live longer than a single timer can wait (max_token_lifetime_seconds is configurable).
+    const warning = setLongTimeout(() => void sink.write({ token_expires_in: secondsLeft() }), msToExpiry - 20_000);
+    // A timer may fire a millisecond or two before Date.now() reaches `exp` (libuv's cached loop time), when
+    // secondsLeft() is still 1: remember that the token expired so the final {"token_expires_in":0} is always sent.
+    let expired = false;
+    const expiry = setLongTimeout(() => {
+      expired = true;
+      controller.abort();
+    }, msToExpiry);
+
+    const started = Date.now();
+    log.info({ ...options.logFields, buckets: request.buckets.size }, 'sync stream opened');
+    try {
+      for await (const line of syncLines({
+        storage: deps.storage,
+        watcher: deps.watcher,
+        streamStorage: this.streamStorage,
+        withDataFetchSlot: this.withDataFetchSlot,
+        token,
+        request,
+        fullUserId: fullUserId(token.userId, request.clientId),
+        limits: deps.limits,
+        signal: controller.signal,
+        logger: log
+      })) {
+        await sink.write(line);
+        if (controller.signal.aborted) break;
+      }
+    } catch (error) {
+      if (error instanceof ServiceError && error.status < 500) {
+        log.warn({ code: error.code }, error.message);
+        await sink.fail(error);
+      } else if (!controller.signal.aborted) {
+        log.error({ err: error }, 'sync stream failed');
+        await sink.fail(error);
+      }
+    } finally {
+      clearTimeout(keepalive);
+      warning.clear();
+      expiry.clear();
+      connections.remove(controller);
+      if ((expired || secondsLeft() === 0) && !sink.isClosed) await sink.write({ token_expires_in: 0 });
+      await sink.end();
+      log.info({ seconds: (Date.now() - started) / 1000 }, 'sync stream closed');
+    }
+  }
 }
 
 /** Node runs a timer with a delay over 2^31 − 1 ms (24.8 days) at once; longer delays are chained. */
@@ -80,31 +245,13 @@ function negotiateFormat(req: Request): 'bson' | 'ndjson' {
 
 export function syncStreamRoutes(deps: SyncStreamDependencies, connections: SyncConnections): Router {
   const router = Router();
-  const withDataFetchSlot = semaphore(deps.limits.maxDataFetchConcurrency);
-  const streamStorages = new Map<number, Promise<ReplicationStreamStorage>>();
-  const streamStorage = (stream: ReplicationStream) => {
-    let cached = streamStorages.get(stream.id);
-    if (!cached) {
-      cached = deps.storage.getStreamStorage(stream);
-      cached.catch(() => streamStorages.delete(stream.id));
-      streamStorages.set(stream.id, cached);
-    }
-    return cached;
-  };
-  const keepaliveMs = deps.keepaliveMs ?? (() => 18_000 + Math.random() * 4_000);
+  const runner = SyncStreamRunner.for(deps, connections);
 
   router.post('/sync/stream', async (req, res) => {
-    const request = parseSyncRequest(req.body, { maxBuckets: deps.limits.maxBuckets });
+    const request = runner.parseRequest(req.body);
     const token = await deps.verifier.verify(tokenFromAuthorizationHeader(req.headers.authorization));
-    if (connections.shuttingDown) throw new ServiceError(ErrorCode.SHUTTING_DOWN, 503, 'Service is shutting down');
-    if (!(await deps.storage.getServingStream())) throw noActiveSyncConfigError();
-    if (connections.count >= deps.limits.maxConnections) {
-      throw new ServiceError(ErrorCode.TOO_MANY_REQUESTS, 429, 'Too many open sync connections', `limit is ${deps.limits.maxConnections} per process`);
-    }
+    const session = await runner.open(request, token, (req as { log?: Logger }).log ?? deps.logger);
 
-    const controller = new AbortController();
-    connections.add(controller);
-    const log = ((req as { log?: Logger }).log ?? deps.logger).child({ user_id: token.userId, client_id: request.clientId });
     const format = negotiateFormat(req);
     res.status(200);
     res.setHeader('Content-Type', format === 'bson' ? BSON_CONTENT_TYPE : NDJSON_CONTENT_TYPE);
@@ -113,64 +260,25 @@ export function syncStreamRoutes(deps: SyncStreamDependencies, connections: Sync
     res.flushHeaders();
     res.socket?.setNoDelay(true);
     const writer = new LineWriter(res, format);
-    res.once('close', () => controller.abort());
+    res.once('close', () => session.abort());
 
-    // Keepalives and the expiry notice (PROTOCOL §7.7): the stream ends when the token expires.
-    const secondsLeft = () => Math.max(0, Math.ceil(token.exp - Date.now() / 1000));
-    let keepalive: NodeJS.Timeout;
-    const scheduleKeepalive = () => {
-      keepalive = setTimeout(() => {
-        void writer.write({ token_expires_in: secondsLeft() });
-        scheduleKeepalive();
-      }, keepaliveMs());
-    };
-    scheduleKeepalive();
-    const msToExpiry = token.exp * 1000 - Date.now();
-    // Tokens may live longer than a single timer can wait (max_token_lifetime_seconds is configurable).
-    const warning = setLongTimeout(() => void writer.write({ token_expires_in: secondsLeft() }), msToExpiry - 20_000);
-    // A timer may fire a millisecond or two before Date.now() reaches `exp` (libuv's cached loop time), when
-    // secondsLeft() is still 1: remember that the token expired so the final {"token_expires_in":0} is always sent.
-    let expired = false;
-    const expiry = setLongTimeout(() => {
-      expired = true;
-      controller.abort();
-    }, msToExpiry);
-
-    const started = Date.now();
-    log.info({ format, buckets: request.buckets.size }, 'sync stream opened');
-    try {
-      for await (const line of syncLines({
-        storage: deps.storage,
-        watcher: deps.watcher,
-        streamStorage,
-        withDataFetchSlot,
-        token,
-        request,
-        fullUserId: fullUserId(token.userId, request.clientId),
-        limits: deps.limits,
-        signal: controller.signal,
-        logger: log
-      })) {
-        await writer.write(line);
-        if (controller.signal.aborted) break;
-      }
-    } catch (error) {
-      if (error instanceof ServiceError && error.status < 500) {
-        log.warn({ code: error.code }, error.message);
-        await writer.write({ error: { code: error.code, status: error.status, description: error.description, ...(error.details ? { details: error.details } : {}) } });
-      } else if (!controller.signal.aborted) {
-        log.error({ err: error }, 'sync stream failed');
-        res.destroy(); // the client sees a broken stream and retries
-      }
-    } finally {
-      clearTimeout(keepalive!);
-      warning.clear();
-      expiry.clear();
-      connections.remove(controller);
-      if ((expired || secondsLeft() === 0) && !writer.isClosed) await writer.write({ token_expires_in: 0 });
-      await writer.end();
-      log.info({ seconds: (Date.now() - started) / 1000 }, 'sync stream closed');
-    }
+    await session.run(
+      {
+        write: (line) => writer.write(line),
+        get isClosed() {
+          return writer.isClosed;
+        },
+        async fail(error) {
+          if (error instanceof ServiceError && error.status < 500) {
+            await writer.write({ error: { code: error.code, status: error.status, description: error.description, ...(error.details ? { details: error.details } : {}) } });
+          } else {
+            res.destroy(); // the client sees a broken stream and retries
+          }
+        },
+        end: () => writer.end()
+      },
+      { periodicKeepalive: true, logFields: { format } }
+    );
   });
   return router;
 }
