@@ -46,7 +46,9 @@ import {
   suppliedCheckpointUpdate,
   suppliedShouldAdvance,
   type StoredCheckpoint,
-  type WriteCheckpointDocument
+  type WriteCheckpointDocument,
+  acknowledgedAt,
+  GENERATED_ID_EXHAUSTED
 } from './write-checkpoint-updates.js';
 
 export const SYNC_RULES = 'sync_rules';
@@ -150,8 +152,8 @@ export class MongoBucketStorage implements BucketStorage {
       if (document === null) throw new Error(`Upsert of the write checkpoint for ${entry.user_id} returned nothing`);
       return storedIdToBigint(document.client_id);
     } catch (error) {
-      // $inc past 2^63-1 fails on the server ("Failed to apply $inc operations …") rather than wrapping.
-      if (error instanceof MongoServerError && /Failed to apply \$inc/.test(error.message)) {
+      // Past 2^63-1 the pipeline fails on purpose (a $toLong of GENERATED_ID_EXHAUSTED) rather than wrapping.
+      if (error instanceof MongoServerError && error.message.includes(GENERATED_ID_EXHAUSTED)) {
         throw new ServiceError(
           ErrorCode.CHECKPOINT_ID_EXHAUSTED,
           409,
@@ -167,11 +169,11 @@ export class MongoBucketStorage implements BucketStorage {
   async lastWriteCheckpoint(fullUserId: string, lsn: Lsn | null): Promise<bigint | null> {
     if (lsn === null) return null;
     // Normalised LSN strings compare correctly as plain (binary, collation-free) strings; see write-checkpoint-updates.ts.
-    const document = await this.writeCheckpoints.findOne<StoredCheckpoint>(
-      { user_id: fullUserId, 'lsns.1': { $lte: lsn } },
-      { sort: { client_id: -1 }, projection: { _id: 0, user_id: 1, client_id: 1 } }
-    );
-    return document?.client_id == null ? null : storedIdToBigint(document.client_id);
+    // The greatest id, latest or kept earlier pair, whose head is reached (issue 6); usually one document.
+    const documents = await this.writeCheckpoints
+      .find({ user_id: fullUserId }, { projection: { _id: 0, client_id: 1, lsns: 1, pending: 1 } })
+      .toArray();
+    return acknowledgedAt(documents, lsn);
   }
 
   async markWriteCheckpointsProcessed(lsn: Lsn): Promise<number> {

@@ -4,7 +4,7 @@
  */
 import { INT64_MAX, INT64_MIN, type Lsn } from '@syncpoint/codecs';
 import type { ReplicationHeads } from '@syncpoint/service-core';
-import { Long, type Document, type Filter, type ObjectId, type UpdateFilter } from 'mongodb';
+import { Long, type Document, type Filter, type ObjectId } from 'mongodb';
 
 /** One document of `write_checkpoints` (PROTOCOL §4.9). `user_id` is not unique: races may leave duplicates. */
 export interface WriteCheckpointDocument {
@@ -19,6 +19,55 @@ export interface WriteCheckpointDocument {
   processed_at_lsn?: string | null;
   /** Present only for client-supplied requests; `$unset` for generated ones. */
   checkpoint_requested_at?: Date;
+  /**
+   * Earlier (id, head) pairs not yet reached when they were superseded, oldest first, at most
+   * MAX_PENDING_CHECKPOINTS (issue 6; see the Postgres migration `1783100000000-…` for the rules).
+   */
+  pending?: PendingCheckpoint[];
+}
+
+export interface PendingCheckpoint {
+  id: Long;
+  lsn: string;
+}
+
+/** Earlier pairs kept per record besides the latest one. */
+export const MAX_PENDING_CHECKPOINTS = 16;
+
+/**
+ * Expression: the stored `pending` list with the current latest pair appended, as the record moves on to
+ * (`nextId`, `nextLsn`). If the current pair was processed, earlier pairs are forgotten (every later checkpoint
+ * reaches it). Pairs dominated by a later one (greater id, head not after theirs) are dropped, then the newest
+ * MAX_PENDING_CHECKPOINTS are kept. Ids only grow within a record, so the list stays sorted by id.
+ */
+export function pushPendingExpression(nextId: Document, nextLsn: Document): Document {
+  const base = { $cond: [{ $eq: [{ $ifNull: ['$processed_at_lsn', null] }, null] }, { $ifNull: ['$pending', []] }, []] };
+  const entries = { $concatArrays: [base, [{ id: '$client_id', lsn: '$lsns.1' }]] };
+  const everything = { $concatArrays: [entries, [{ id: nextId, lsn: nextLsn }]] };
+  const dominated = {
+    $anyElementTrue: [
+      { $map: { input: everything, as: 'o', in: { $and: [{ $gt: ['$$o.id', '$$e.id'] }, { $lte: ['$$o.lsn', '$$e.lsn'] }] } } }
+    ]
+  };
+  return { $slice: [{ $filter: { input: entries, as: 'e', cond: { $not: [dominated] } } }, -MAX_PENDING_CHECKPOINTS] };
+}
+
+/** The id acknowledged at `lsn` among a user's documents: the greatest id (latest or kept pair) whose head ≤ lsn. */
+export function acknowledgedAt(
+  documents: Iterable<Pick<WriteCheckpointDocument, 'lsns' | 'pending'> & { client_id?: unknown }>,
+  lsn: Lsn
+): bigint | null {
+  let best: bigint | null = null;
+  const offer = (id: unknown, head: string | undefined) => {
+    if (id == null || head === undefined || head > lsn) return;
+    const value = storedIdToBigint(id);
+    if (best === null || value > best) best = value;
+  };
+  for (const document of documents) {
+    offer(document.client_id, document.lsns?.['1']);
+    for (const pair of document.pending ?? []) offer(pair.id, pair.lsn);
+  }
+  return best;
 }
 
 /** The fields read back after an update; `client_id` may be Int64 or, in old data, a 32-bit or double number. */
@@ -62,11 +111,19 @@ export function suppliedCheckpointUpdate(id: bigint, heads: ReplicationHeads, no
   const absent = { $eq: [{ $ifNull: ['$client_id', null] }, null] };
   const apply = { $or: [absent, { $lt: ['$client_id', requested] }] };
   const refresh = { $or: [absent, { $lte: ['$client_id', requested] }] };
+  const hadId = { $not: [absent] };
   return [
     {
       $set: {
         client_id: { $cond: [apply, requested, '$client_id'] },
         lsns: { $cond: [apply, { $literal: storedLsns(heads) }, '$lsns'] },
+        pending: {
+          $cond: [
+            { $and: [apply, hadId] },
+            pushPendingExpression(requested, { $literal: heads['1'] }),
+            '$pending'
+          ]
+        },
         processed_at_lsn: { $cond: [apply, null, '$processed_at_lsn'] },
         checkpoint_requested_at: { $cond: [refresh, { $literal: now }, '$checkpoint_requested_at'] }
       }
@@ -74,17 +131,41 @@ export function suppliedCheckpointUpdate(id: bigint, heads: ReplicationHeads, no
   ];
 }
 
+/** Raised (as a failed $toLong conversion) when a generated id would pass 2^63−1; see GENERATED_ID_EXHAUSTED. */
+export const GENERATED_ID_EXHAUSTED = 'write checkpoint id exhausted';
+
 /**
- * Update for a generated id (legacy `/write-checkpoint2.json`): the stored id plus one (a new document gets 1),
- * the latest head, pending again, and no retention timestamp (the record becomes permanent).
- * `$inc` by an Int64 one, so a freshly upserted `client_id` is Int64 too (an Int32 `1` would make it Int32).
+ * Pipeline update for a generated id (legacy `/write-checkpoint2.json`): the stored id plus one (a new document
+ * gets 1), the latest head, pending again, the superseded pair kept in `pending`, and no retention timestamp
+ * (the record becomes permanent). Ids stay Int64 (`$add` of two Longs); at 2^63−1 the update fails through a
+ * deliberate `$toLong` of a non-number (MongoDB's `$add` would silently turn into a double instead).
  */
-export function generatedCheckpointUpdate(heads: ReplicationHeads): UpdateFilter<WriteCheckpointDocument> {
-  return {
-    $set: { lsns: storedLsns(heads), processed_at_lsn: null },
-    $unset: { checkpoint_requested_at: '' },
-    $inc: { client_id: Long.fromInt(1) }
+export function generatedCheckpointUpdate(heads: ReplicationHeads): Document[] {
+  const absent = { $eq: [{ $ifNull: ['$client_id', null] }, null] };
+  const next = {
+    $cond: [
+      absent,
+      { $literal: Long.fromInt(1) },
+      {
+        $cond: [
+          { $gte: ['$client_id', { $literal: int64ToLong(INT64_MAX) }] },
+          { $toLong: { $literal: GENERATED_ID_EXHAUSTED } },
+          { $add: ['$client_id', { $literal: Long.fromInt(1) }] }
+        ]
+      }
+    ]
   };
+  return [
+    {
+      $set: {
+        client_id: next,
+        lsns: { $literal: storedLsns(heads) },
+        pending: { $cond: [absent, [], pushPendingExpression(next, { $literal: heads['1'] })] },
+        processed_at_lsn: null
+      }
+    },
+    { $unset: 'checkpoint_requested_at' }
+  ];
 }
 
 /*

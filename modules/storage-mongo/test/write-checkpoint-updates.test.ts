@@ -2,6 +2,7 @@ import { INT64_MAX, normalizeLsn } from '@syncpoint/codecs';
 import { BSON, Long, type Document } from 'mongodb';
 import { describe, expect, it } from 'vitest';
 import {
+  acknowledgedAt,
   expiredRequestFilter,
   generatedCheckpointUpdate,
   int64ToLong,
@@ -35,55 +36,106 @@ function rank(value: Value): number {
 function compare(a: Value, b: Value): number {
   if (rank(a) !== rank(b)) return rank(a) - rank(b);
   if (rank(a) < 2) return 0;
+  if (typeof a === 'string' && typeof b === 'string') return a < b ? -1 : a > b ? 1 : 0;
   const x = storedIdToBigint(a);
   const y = storedIdToBigint(b);
   return x < y ? -1 : x > y ? 1 : 0;
 }
 
-function evaluate(expression: Value, document: Record<string, Value>): Value {
-  if (typeof expression === 'string' && expression.startsWith('$')) {
-    const field = expression.slice(1);
-    return field in document ? document[field] : MISSING;
+function path(root: Value, parts: string[]): Value {
+  let current = root;
+  for (const part of parts) {
+    if (current === null || typeof current !== 'object' || !(part in (current as object))) return MISSING;
+    current = (current as Record<string, Value>)[part];
   }
+  return current;
+}
+
+type Variables = Record<string, Value>;
+
+function evaluate(expression: Value, document: Record<string, Value>, vars: Variables = {}): Value {
+  const ev = (value: Value) => evaluate(value, document, vars);
+  if (typeof expression === 'string' && expression.startsWith('$$')) {
+    const [name, ...rest] = expression.slice(2).split('.');
+    return path(vars[name!], rest);
+  }
+  if (typeof expression === 'string' && expression.startsWith('$')) return path(document, expression.slice(1).split('.'));
+  if (Array.isArray(expression)) return expression.map(ev);
   if (expression === null || typeof expression !== 'object' || expression instanceof Long || expression instanceof Date) {
     return expression;
   }
   const [operator, ...rest] = Object.keys(expression);
-  if (rest.length > 0 || operator === undefined || !operator.startsWith('$')) throw new Error(`unexpected ${JSON.stringify(expression)}`);
+  if (operator !== undefined && !operator.startsWith('$')) {
+    return Object.fromEntries(Object.entries(expression).map(([key, value]) => [key, ev(value)]));
+  }
+  if (rest.length > 0 || operator === undefined) throw new Error(`unexpected ${JSON.stringify(expression)}`);
   const argument = (expression as Record<string, Value>)[operator];
-  const args = (argument as Value[]).map ? (argument as Value[]) : [argument];
+  const args = Array.isArray(argument) ? (argument as Value[]) : [argument];
   switch (operator) {
     case '$literal':
       return argument;
     case '$cond':
-      return evaluate(args[0], document) === true ? evaluate(args[1], document) : evaluate(args[2], document);
+      return ev(args[0]) === true ? ev(args[1]) : ev(args[2]);
     case '$or':
-      return args.some((arg) => evaluate(arg, document) === true);
+      return args.some((arg) => ev(arg) === true);
+    case '$and':
+      return args.every((arg) => ev(arg) === true);
+    case '$not':
+      return ev(args[0]) !== true;
     case '$ifNull': {
-      const value = evaluate(args[0], document);
-      return value === null || value === MISSING ? evaluate(args[1], document) : value;
+      const value = ev(args[0]);
+      return value === null || value === MISSING ? ev(args[1]) : value;
     }
     case '$eq':
-      return compare(evaluate(args[0], document), evaluate(args[1], document)) === 0;
+      return compare(ev(args[0]), ev(args[1])) === 0;
     case '$lt':
-      return compare(evaluate(args[0], document), evaluate(args[1], document)) < 0;
+      return compare(ev(args[0]), ev(args[1])) < 0;
     case '$lte':
-      return compare(evaluate(args[0], document), evaluate(args[1], document)) <= 0;
+      return compare(ev(args[0]), ev(args[1])) <= 0;
+    case '$gt':
+      return compare(ev(args[0]), ev(args[1])) > 0;
+    case '$gte':
+      return compare(ev(args[0]), ev(args[1])) >= 0;
+    case '$add':
+      return Long.fromBigInt(args.reduce<bigint>((sum, arg) => sum + storedIdToBigint(ev(arg)), 0n));
+    case '$toLong':
+      throw new Error(`Failed to parse number '${String(ev(args[0]))}' in $convert`);
+    case '$concatArrays':
+      return args.flatMap((arg) => ev(arg) as Value[]);
+    case '$anyElementTrue':
+      return (ev(args[0]) as Value[]).some((value) => value === true);
+    case '$slice': {
+      const list = ev(args[0]) as Value[];
+      const count = args[1] as number;
+      return count < 0 ? list.slice(Math.max(0, list.length + count)) : list.slice(0, count);
+    }
+    case '$filter': {
+      const spec = argument as { input: Value; as: string; cond: Value };
+      return (ev(spec.input) as Value[]).filter((item) => evaluate(spec.cond, document, { ...vars, [spec.as]: item }) === true);
+    }
+    case '$map': {
+      const spec = argument as { input: Value; as: string; in: Value };
+      return (ev(spec.input) as Value[]).map((item) => evaluate(spec.in, document, { ...vars, [spec.as]: item }));
+    }
     default:
       throw new Error(`operator ${operator} not supported by the test evaluator`);
   }
 }
 
-/** Apply a pipeline of `$set` stages to a document; a field whose expression is missing is left out. */
+/** Apply a pipeline of `$set` / `$unset` stages to a document; a field whose expression is missing is left out. */
 function applyPipeline(pipeline: Document[], document: Record<string, Value>): Record<string, Value> {
   let current = { ...document };
   for (const stage of pipeline) {
-    expect(Object.keys(stage)).toEqual(['$set']);
     const next = { ...current };
-    for (const [field, expression] of Object.entries(stage.$set as Record<string, Value>)) {
-      const value = evaluate(expression, current);
-      if (value === MISSING) delete next[field];
-      else next[field] = value;
+    if ('$unset' in stage) {
+      for (const field of [stage.$unset as string | string[]].flat()) delete next[field];
+    } else {
+      expect(Object.keys(stage)).toEqual(['$set']);
+      for (const [field, expression] of Object.entries(stage.$set as Record<string, Value>)) {
+        const value = evaluate(expression, current);
+        if (value === MISSING) delete next[field];
+        else next[field] = value;
+      }
     }
     current = next;
   }
@@ -97,7 +149,7 @@ describe('suppliedCheckpointUpdate', () => {
     const pipeline = suppliedCheckpointUpdate(42n, heads('0/100'), now);
     expect(pipeline).toHaveLength(1);
     const set = pipeline[0]!.$set as Record<string, Document>;
-    expect(Object.keys(set).sort()).toEqual(['checkpoint_requested_at', 'client_id', 'lsns', 'processed_at_lsn']);
+    expect(Object.keys(set).sort()).toEqual(['checkpoint_requested_at', 'client_id', 'lsns', 'pending', 'processed_at_lsn']);
     const [, requested, otherwise] = set.client_id!.$cond as [Document, Document, string];
     expect(requested.$literal).toBeInstanceOf(Long);
     expect((requested.$literal as Long).toBigInt()).toBe(42n);
@@ -145,6 +197,7 @@ describe('suppliedCheckpointUpdate', () => {
       user_id: 'u',
       client_id: Long.fromBigInt(11n),
       lsns: { '1': '00000000/00000900' },
+      pending: [{ id: Long.fromBigInt(10n), lsn: '00000000/00000050' }],
       processed_at_lsn: null,
       checkpoint_requested_at: now
     });
@@ -181,15 +234,68 @@ describe('suppliedCheckpointUpdate', () => {
 });
 
 describe('generatedCheckpointUpdate', () => {
-  it('increments by an Int64 one, sets the head, marks pending and removes the timestamp', () => {
-    const update = generatedCheckpointUpdate(heads('1/A'));
-    expect(update).toEqual({
-      $set: { lsns: { '1': '00000001/0000000A' }, processed_at_lsn: null },
-      $unset: { checkpoint_requested_at: '' },
-      $inc: { client_id: Long.fromInt(1) }
-    });
+  it('creates id 1 (Int64) with the head, pending, no timestamp, no earlier pairs', () => {
+    const result = applyPipeline(generatedCheckpointUpdate(heads('1/A')), upsertedDocument('u'));
+    expect(result).toEqual({ user_id: 'u', client_id: Long.fromInt(1), lsns: { '1': '00000001/0000000A' }, pending: [], processed_at_lsn: null });
     // A JS number 1 would make a freshly upserted client_id an Int32.
-    expect(update.$inc!.client_id).toBeInstanceOf(Long);
+    expect(result.client_id).toBeInstanceOf(Long);
+  });
+
+  it('increments, keeps the superseded pair, marks pending and removes the timestamp', () => {
+    const stored = { user_id: 'u', client_id: Long.fromInt(4), lsns: { '1': '00000000/00000100' }, processed_at_lsn: null, checkpoint_requested_at: earlier };
+    expect(applyPipeline(generatedCheckpointUpdate(heads('0/200')), stored)).toEqual({
+      user_id: 'u',
+      client_id: Long.fromInt(5),
+      lsns: { '1': '00000000/00000200' },
+      pending: [{ id: Long.fromInt(4), lsn: '00000000/00000100' }],
+      processed_at_lsn: null
+    });
+  });
+
+  it('fails instead of passing 2^63-1', () => {
+    const stored = { user_id: 'u', client_id: Long.fromBigInt(INT64_MAX), lsns: { '1': '00000000/00000100' } };
+    expect(() => applyPipeline(generatedCheckpointUpdate(heads('0/200')), stored)).toThrow(/write checkpoint id exhausted/);
+  });
+});
+
+describe('earlier pairs (issue 6)', () => {
+  const lsnOf = (n: number) => normalizeLsn(`0/${n.toString(16)}000`);
+  /** Apply supplied requests 1..n with increasing heads, no processing in between. */
+  function requests(n: number) {
+    let document: Record<string, Value> = upsertedDocument('u');
+    for (let id = 1; id <= n; id++) document = applyPipeline(suppliedCheckpointUpdate(BigInt(id), { '1': lsnOf(id) }, now), document);
+    return document;
+  }
+
+  it('42 at A then 43 at B: 42 is acknowledged at A ≤ L < B', () => {
+    let document: Record<string, Value> = applyPipeline(suppliedCheckpointUpdate(42n, heads('0/1000'), now), upsertedDocument('u'));
+    document = applyPipeline(suppliedCheckpointUpdate(43n, heads('0/2000'), now), document);
+    const at = (lsn: string) => acknowledgedAt([document as never], normalizeLsn(lsn));
+    expect(at('0/FFF')).toBeNull();
+    expect(at('0/1000')).toBe(42n);
+    expect(at('0/1FFF')).toBe(42n);
+    expect(at('0/2000')).toBe(43n);
+  });
+
+  it('keeps at most 16 earlier pairs, the newest', () => {
+    const document = requests(20);
+    expect((document.pending as Array<{ id: Long }>).map((pair) => pair.id.toNumber())).toEqual(
+      Array.from({ length: 16 }, (_, i) => i + 4)
+    );
+    expect(acknowledgedAt([document as never], lsnOf(3))).toBeNull();
+    expect(acknowledgedAt([document as never], lsnOf(4))).toBe(4n);
+  });
+
+  it('drops a pair dominated by a later id with an earlier head', () => {
+    let document: Record<string, Value> = applyPipeline(suppliedCheckpointUpdate(42n, heads('0/3000'), now), upsertedDocument('u'));
+    document = applyPipeline(suppliedCheckpointUpdate(43n, heads('0/2000'), now), document);
+    expect(document.pending).toEqual([]);
+  });
+
+  it('forgets earlier pairs once the latest was processed', () => {
+    const document = { ...requests(3), processed_at_lsn: lsnOf(3) };
+    const next = applyPipeline(suppliedCheckpointUpdate(4n, { '1': lsnOf(4) }, now), document);
+    expect(next.pending).toEqual([{ id: Long.fromInt(3), lsn: lsnOf(3) }]);
   });
 });
 
@@ -206,9 +312,10 @@ describe('on the wire', () => {
   });
 
   it('sends the generated increment as a BSON Int64', () => {
-    const wire = roundTrip(generatedCheckpointUpdate(heads('0/1')));
-    expect(wire.$inc.client_id).toBeInstanceOf(Long);
-    expect(wire.$inc.client_id.toBigInt()).toBe(1n);
+    const wire = roundTrip({ u: generatedCheckpointUpdate(heads('0/1')) });
+    const one = wire.u[0].$set.client_id.$cond[1].$literal;
+    expect(one).toBeInstanceOf(Long);
+    expect(one.toBigInt()).toBe(1n);
   });
 });
 

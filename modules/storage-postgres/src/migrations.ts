@@ -168,6 +168,51 @@ export const MIGRATIONS: Migration[] = [
         DROP SEQUENCE powersync.op_id_sequence;
       `.execute(db);
     }
+  },
+  {
+    // Issue 6: an earlier checkpoint request is never delayed by a later one. Besides the latest (id, head), each
+    // record keeps up to 16 earlier (id, head) pairs not yet reached by replication (`pending`, oldest first), so a
+    // checkpoint at L acknowledges the greatest id whose head is ≤ L. `push_pending_write_checkpoint` adds the
+    // superseded latest pair and drops pairs dominated by a later one (greater id, head not after theirs: no LSN
+    // can need them), then keeps the 16 greatest ids. Dropping beyond 16 only delays that id's acknowledgement to
+    // the next kept pair's head (a client treats any write_checkpoint ≥ its id as applied); it never acknowledges
+    // early. Once the latest pair is processed, every later checkpoint reaches it, so the pairs before it are
+    // forgotten when the next request supersedes it (the writers pass an empty list then).
+    // The replication lock (issue 6 item 5): one lease row per lock name; the holder renews `expires_at`.
+    name: '1783100000000-pending-write-checkpoints-and-replication-lock',
+    async up(db) {
+      await sql`
+        ALTER TABLE powersync.write_checkpoints ADD COLUMN pending jsonb NOT NULL DEFAULT '[]';
+        CREATE FUNCTION powersync.push_pending_write_checkpoint(
+          pending jsonb, previous_id int8, previous_lsn pg_lsn, next_id int8, next_lsn pg_lsn
+        ) RETURNS jsonb LANGUAGE sql IMMUTABLE AS $$
+          WITH entries AS (
+            SELECT (e->>'id')::int8 AS id, (e->>'lsn')::pg_lsn AS lsn FROM jsonb_array_elements(pending) e
+            UNION ALL SELECT previous_id, previous_lsn
+          ),
+          everything AS (SELECT id, lsn FROM entries UNION ALL SELECT next_id, next_lsn),
+          kept AS (
+            SELECT id, lsn FROM entries e
+            WHERE NOT EXISTS (SELECT 1 FROM everything o WHERE o.id > e.id AND o.lsn <= e.lsn)
+            ORDER BY id DESC LIMIT 16
+          )
+          SELECT coalesce(jsonb_agg(jsonb_build_object('id', id::text, 'lsn', lsn::text) ORDER BY id), '[]'::jsonb) FROM kept
+        $$;
+        CREATE TABLE powersync.replication_lock (
+          name text PRIMARY KEY,
+          holder text NOT NULL,
+          acquired_at timestamptz NOT NULL DEFAULT now(),
+          expires_at timestamptz NOT NULL
+        );
+      `.execute(db);
+    },
+    async down(db) {
+      await sql`
+        DROP TABLE powersync.replication_lock;
+        DROP FUNCTION powersync.push_pending_write_checkpoint(jsonb, int8, pg_lsn, int8, pg_lsn);
+        ALTER TABLE powersync.write_checkpoints DROP COLUMN pending;
+      `.execute(db);
+    }
   }
 ];
 

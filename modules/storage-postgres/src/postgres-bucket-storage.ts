@@ -95,6 +95,8 @@ export class PostgresBucketStorage implements BucketStorage {
         ON CONFLICT (user_id) DO UPDATE SET
           write_checkpoint = w.write_checkpoint + 1,
           lsns = excluded.lsns,
+          pending = powersync.push_pending_write_checkpoint(
+            CASE WHEN w.processed_at_lsn IS NULL THEN w.pending ELSE '[]' END, w.write_checkpoint, w.head_lsn, w.write_checkpoint + 1, (excluded.lsns->>'1')::pg_lsn),
           checkpoint_requested_at = NULL,
           processed_at_lsn = NULL
         RETURNING user_id, write_checkpoint, true AS pending`.execute(this.db);
@@ -131,6 +133,10 @@ export class PostgresBucketStorage implements BucketStorage {
       ON CONFLICT (user_id) DO UPDATE SET
         write_checkpoint = excluded.write_checkpoint,
         lsns = CASE WHEN excluded.write_checkpoint > w.write_checkpoint THEN excluded.lsns ELSE w.lsns END,
+        pending = CASE WHEN excluded.write_checkpoint > w.write_checkpoint
+          THEN powersync.push_pending_write_checkpoint(
+            CASE WHEN w.processed_at_lsn IS NULL THEN w.pending ELSE '[]' END, w.write_checkpoint, w.head_lsn, excluded.write_checkpoint, (excluded.lsns->>'1')::pg_lsn)
+          ELSE w.pending END,
         processed_at_lsn =
           CASE WHEN excluded.write_checkpoint > w.write_checkpoint THEN NULL ELSE w.processed_at_lsn END,
         checkpoint_requested_at = now()
@@ -152,9 +158,12 @@ export class PostgresBucketStorage implements BucketStorage {
 
   async lastWriteCheckpoint(fullUserId: string, lsn: Lsn | null): Promise<bigint | null> {
     if (lsn === null) return null;
-    const { rows } = await sql<{ write_checkpoint: bigint }>`
-      SELECT write_checkpoint FROM powersync.write_checkpoints
-      WHERE user_id = ${fullUserId} AND head_lsn <= ${lsn}::pg_lsn`.execute(this.db);
+    // The latest id when its head is reached, else the greatest earlier id still kept whose head is (issue 6).
+    const { rows } = await sql<{ write_checkpoint: bigint | null }>`
+      SELECT CASE WHEN head_lsn <= ${lsn}::pg_lsn THEN write_checkpoint ELSE (
+        SELECT max((e->>'id')::int8) FROM jsonb_array_elements(pending) e WHERE (e->>'lsn')::pg_lsn <= ${lsn}::pg_lsn
+      ) END AS write_checkpoint
+      FROM powersync.write_checkpoints WHERE user_id = ${fullUserId}`.execute(this.db);
     return rows[0]?.write_checkpoint ?? null;
   }
 

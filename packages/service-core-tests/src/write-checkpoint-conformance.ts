@@ -49,7 +49,8 @@ export function registerWriteCheckpointConformance(factory: StorageFactory) {
       const result = await request([supplied(user, 6n, '0/200')]);
       expect(result.writeCheckpoints.get(user)).toBe(6n);
       expect(result.shouldAdvance).toBe(true);
-      expect(await storage.lastWriteCheckpoint(user, lsn('0/1FF'))).toBeNull();
+      // The earlier, already reached id stays acknowledged until the new head is reached (issue 6).
+      expect(await storage.lastWriteCheckpoint(user, lsn('0/1FF'))).toBe(5n);
       expect(await storage.lastWriteCheckpoint(user, lsn('0/200'))).toBe(6n);
     });
 
@@ -141,7 +142,8 @@ export function registerWriteCheckpointConformance(factory: StorageFactory) {
       expect(first).toEqual({ writeCheckpoints: new Map([[user, 1n]]), shouldAdvance: true });
       const second = await request([{ user_id: user, heads: heads('0/300') }]);
       expect(second.writeCheckpoints.get(user)).toBe(2n);
-      expect(await storage.lastWriteCheckpoint(user, lsn('0/200'))).toBeNull();
+      expect(await storage.lastWriteCheckpoint(user, lsn('0/FF'))).toBeNull();
+      expect(await storage.lastWriteCheckpoint(user, lsn('0/200'))).toBe(1n);
       expect(await storage.lastWriteCheckpoint(user, lsn('0/300'))).toBe(2n);
     });
 
@@ -198,6 +200,79 @@ export function registerWriteCheckpointConformance(factory: StorageFactory) {
       expect(await storage.markWriteCheckpointsProcessed(lsn('0/550'))).toBeGreaterThanOrEqual(1);
       expect((await request([supplied(reached, 1n)])).shouldAdvance).toBe(false);
       expect((await request([supplied(notReached, 1n)])).shouldAdvance).toBe(true);
+    });
+  });
+
+  describe('an earlier request is never delayed by a later one (issue 6)', () => {
+    it('42 at head A, then 43 at head B before A is reached: at A ≤ L < B the answer is 42', async () => {
+      const user = freshUser();
+      await request([supplied(user, 42n, '0/1000')]);
+      await request([supplied(user, 43n, '0/2000')]);
+      expect(await storage.lastWriteCheckpoint(user, lsn('0/FFF'))).toBeNull();
+      expect(await storage.lastWriteCheckpoint(user, lsn('0/1000'))).toBe(42n);
+      expect(await storage.lastWriteCheckpoint(user, lsn('0/1FFF'))).toBe(42n);
+      expect(await storage.lastWriteCheckpoint(user, lsn('0/2000'))).toBe(43n);
+      // Processing A marks nothing of the latest record, which waits for B.
+      await storage.markWriteCheckpointsProcessed(lsn('0/1800'));
+      expect((await request([supplied(user, 43n)])).shouldAdvance).toBe(true);
+      expect(await storage.lastWriteCheckpoint(user, lsn('0/1800'))).toBe(42n);
+    });
+
+    it('each checkpoint acknowledges the greatest id whose head it reached', async () => {
+      const user = freshUser();
+      for (let id = 1n; id <= 5n; id++) await request([supplied(user, id, `0/${id}000`)]);
+      for (let id = 1n; id <= 5n; id++) {
+        expect(await storage.lastWriteCheckpoint(user, lsn(`0/${id}000`))).toBe(id);
+        expect(await storage.lastWriteCheckpoint(user, lsn(`0/${id}FFF`))).toBe(id);
+      }
+    });
+
+    it('equal and stale requests leave the earlier pairs as they are', async () => {
+      const user = freshUser();
+      await request([supplied(user, 42n, '0/1000')]);
+      await request([supplied(user, 43n, '0/2000')]);
+      await request([supplied(user, 43n, '0/3000')]);
+      await request([supplied(user, 40n, '0/3000')]);
+      expect(await storage.lastWriteCheckpoint(user, lsn('0/1000'))).toBe(42n);
+      expect(await storage.lastWriteCheckpoint(user, lsn('0/2000'))).toBe(43n);
+    });
+
+    it('a later id whose head is not after an earlier one supersedes it (heads read by racing batches)', async () => {
+      const user = freshUser();
+      await request([supplied(user, 42n, '0/3000')]);
+      await request([supplied(user, 43n, '0/2000')]);
+      expect(await storage.lastWriteCheckpoint(user, lsn('0/1FFF'))).toBeNull();
+      expect(await storage.lastWriteCheckpoint(user, lsn('0/2000'))).toBe(43n);
+      expect(await storage.lastWriteCheckpoint(user, lsn('0/3000'))).toBe(43n);
+    });
+
+    it('keeps at most 16 earlier pairs: the oldest are acknowledged with the next kept one, never early', async () => {
+      const user = freshUser();
+      for (let id = 1n; id <= 20n; id++) await request([supplied(user, id, `0/${id.toString(16)}000`)]);
+      // Pairs 4..19 are kept besides the latest (20); 1..3 were dropped.
+      expect(await storage.lastWriteCheckpoint(user, lsn('0/1000'))).toBeNull();
+      expect(await storage.lastWriteCheckpoint(user, lsn('0/3FFF'))).toBeNull();
+      expect(await storage.lastWriteCheckpoint(user, lsn('0/4000'))).toBe(4n);
+      expect(await storage.lastWriteCheckpoint(user, lsn('0/13FFF'))).toBe(19n);
+      expect(await storage.lastWriteCheckpoint(user, lsn('0/14000'))).toBe(20n);
+    });
+
+    it('a processed id stays acknowledged while the next request is pending', async () => {
+      const user = freshUser();
+      await request([supplied(user, 1n, '0/1000')]);
+      await request([supplied(user, 2n, '0/2000')]);
+      await storage.markWriteCheckpointsProcessed(lsn('0/2000'));
+      await request([supplied(user, 3n, '0/3000')]);
+      expect(await storage.lastWriteCheckpoint(user, lsn('0/2000'))).toBe(2n);
+      expect(await storage.lastWriteCheckpoint(user, lsn('0/3000'))).toBe(3n);
+    });
+
+    it('legacy generated ids keep earlier pairs too', async () => {
+      const user = freshUser();
+      await request([{ user_id: user, heads: heads('0/1000') }]);
+      await request([{ user_id: user, heads: heads('0/2000') }]);
+      expect(await storage.lastWriteCheckpoint(user, lsn('0/1000'))).toBe(1n);
+      expect(await storage.lastWriteCheckpoint(user, lsn('0/2000'))).toBe(2n);
     });
   });
 
