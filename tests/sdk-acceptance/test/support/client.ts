@@ -55,11 +55,13 @@ export class TestBackend implements PowerSyncBackendConnector {
 
   constructor(
     private readonly env: SyncpointEnv,
-    readonly userId: string
+    readonly userId: string,
+    private readonly firstToken?: string
   ) {}
 
   async fetchCredentials(): Promise<PowerSyncCredentials> {
     this.credentialsFetched++;
+    if (this.credentialsFetched === 1 && this.firstToken !== undefined) return { endpoint: this.env.url, token: this.firstToken };
     return { endpoint: this.env.url, token: await this.env.token(this.userId) };
   }
 
@@ -125,7 +127,16 @@ export interface TestClient {
  */
 export async function openClient(
   env: SyncpointEnv,
-  options: { userId: string; encoding: Encoding; checkpointMode: CheckpointMode; name?: string }
+  options: {
+    userId: string;
+    encoding: Encoding;
+    checkpointMode: CheckpointMode;
+    name?: string;
+    /** HTTP streaming (default) or RSocket over WebSocket (PROTOCOL §7.10, always BSON: `encoding` is then ignored). */
+    connectionMethod?: SyncStreamConnectionMethod;
+    /** Token for the first `fetchCredentials()` call only (e.g. an invalid one, to see the SDK recover). */
+    firstToken?: string;
+  }
 ): Promise<TestClient> {
   const started = Date.now();
   const logs: string[] = [];
@@ -175,11 +186,11 @@ export async function openClient(
     logger,
     remoteOptions: { customFetch }
   });
-  const backend = new TestBackend(env, options.userId);
+  const backend = new TestBackend(env, options.userId, options.firstToken);
   await withTimeout(
     `${name} to connect`,
     db.connect(backend, {
-      connectionMethod: SyncStreamConnectionMethod.HTTP,
+      connectionMethod: options.connectionMethod ?? SyncStreamConnectionMethod.HTTP,
       checkpointMode: options.checkpointMode,
       retryDelayMs: 1000,
       crudUploadThrottleMs: 100
