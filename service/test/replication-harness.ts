@@ -74,7 +74,11 @@ export const TEST_DEV_KEY: DevKey = {
   k: Buffer.from('a-test-secret-of-at-least-32-bytes').toString('base64url')
 };
 
-export async function createReplicationEnv(tag: string, sourceSetup: string[]): Promise<ReplicationEnv> {
+export async function createReplicationEnv(
+  tag: string,
+  sourceSetup: string[],
+  options: { publication?: string } = {}
+): Promise<ReplicationEnv> {
   const postgres = await testPostgresServer();
   const id = `${tag}_${process.pid}_${randomBytes(2).toString('hex')}`;
   const slotPrefix = `rt_${id}_`;
@@ -84,7 +88,7 @@ export async function createReplicationEnv(tag: string, sourceSetup: string[]): 
   const sourceDb = new pg.Pool({ connectionString: postgres.url(sourceName), max: 4 });
   sourceDb.on('error', () => {});
   for (const statement of sourceSetup) await sourceDb.query(statement);
-  await sourceDb.query(`DROP PUBLICATION IF EXISTS powersync; CREATE PUBLICATION powersync FOR ALL TABLES`);
+  await sourceDb.query(`DROP PUBLICATION IF EXISTS powersync; CREATE PUBLICATION powersync ${options.publication ?? 'FOR ALL TABLES'}`);
 
   const services: Array<() => Promise<unknown>> = [];
   const storages: PostgresBucketStorage[] = [];
