@@ -24,7 +24,13 @@ export const postgresSourceModule: SourceModule<PostgresSourceConfig> = {
     return createPostgresSource(config, context.logger);
   },
   createReplicator(config, context) {
-    return new PostgresReplicator({ config, storage: context.storage, logger: context.logger, onAlive: context.onAlive });
+    return new PostgresReplicator({
+      config,
+      storage: context.storage,
+      logger: context.logger,
+      onAlive: context.onAlive,
+      onSnapshotProgress: context.onSnapshotProgress
+    });
   },
   async checkSource(config, syncConfigContent) {
     const parsed = parseSyncRules(syncConfigContent);

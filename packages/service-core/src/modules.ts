@@ -25,10 +25,25 @@ export interface Replicator {
   stop(): Promise<void>;
 }
 
+/** Progress of copying one table in the initial snapshot. */
+export interface SnapshotTableProgress {
+  /** `schema.table`. */
+  table: string;
+  rowsDone: number;
+  estimatedTotal: number;
+  rowsPerSecond: number;
+  etaSeconds: number | null;
+}
+
 export interface ReplicatorContext extends ModuleContext {
   storage: BucketStorage;
   /** Called whenever replication makes progress or is idle but healthy (liveness probe). */
   onAlive?: () => void;
+  /**
+   * Initial snapshot progress, after each chunk. Without it the progress is logged at info level; with it, at debug
+   * (the receiver shows it, e.g. as an updating line on a terminal).
+   */
+  onSnapshotProgress?: (progress: SnapshotTableProgress) => void;
 }
 
 /** A source module owns `replication.connections[]` entries whose `type` equals its own. */

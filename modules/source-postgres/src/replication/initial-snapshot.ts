@@ -60,8 +60,11 @@ export async function snapshotTable(options: {
         rowsPerSecond: Math.round(rate),
         etaSeconds: rate > 0 ? Math.max(0, Math.round((estimatedTotal - rowsDone) / rate)) : null
       };
-      logger.info(progress, 'snapshot progress');
-      options.onProgress?.(progress);
+      // A receiver of onProgress shows it (e.g. an updating line on a terminal); the log line is then only for debugging.
+      if (options.onProgress) {
+        logger.debug(progress, 'snapshot progress');
+        options.onProgress(progress);
+      } else logger.info(progress, 'snapshot progress');
     };
     const saveChunk = async (rows: SqliteRow[]) => {
       for (const row of rows) await batch.save({ kind: 'insert', table, after: row });

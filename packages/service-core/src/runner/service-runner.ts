@@ -6,7 +6,7 @@ import { WriteCheckpointBatcher } from '../checkpoints/write-checkpoint-batcher.
 import { parseSyncRules } from '@syncpoint/sync-rules';
 import { ConfigError, type ResolvedConfig } from '../config/config-loader.js';
 import type { Logger } from '../logger.js';
-import type { ModuleRegistry } from '../modules.js';
+import type { ModuleRegistry, ReplicatorContext } from '../modules.js';
 import { createHttpApp, type HttpAppOptions } from '../routes/http-app.js';
 import { SyncConnections } from '../routes/sync-stream-route.js';
 import { attachSyncWebSocket } from '../routes/sync-websocket.js';
@@ -64,6 +64,8 @@ export async function startService(
     role?: ServiceRole;
     /** Sync stream keepalive period (default 20 s ± 10 %, PROTOCOL §7.7); tests shorten it. */
     syncKeepaliveMs?: () => number;
+    /** Initial snapshot progress (the CLI shows it on a terminal); see `ReplicatorContext`. */
+    onSnapshotProgress?: ReplicatorContext['onSnapshotProgress'];
   }
 ): Promise<RunningService> {
   const { registry, logger } = options;
@@ -96,7 +98,8 @@ export async function startService(
         storage,
         logger: logger.child({ component: 'replication' }),
         configDir: config.configDir,
-        onAlive: () => probes.touch()
+        onAlive: () => probes.touch(),
+        onSnapshotProgress: options.onSnapshotProgress
       });
       replicator.start();
       closers.push(() => replicator.stop());
