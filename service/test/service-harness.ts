@@ -28,6 +28,8 @@ export async function startServiceHarness(
     config?: Record<string, unknown>;
     /** Sync stream keepalive period (default 20 s ± 10 %). */
     keepaliveMs?: () => number;
+    /** Period of the replication process's checkpoint-request retention job. */
+    retentionIntervalMs?: number;
     /** Put bucket storage on this server instead of the source's (so the source's WAL shows only source writes). */
     storagePostgres?: PostgresServer;
   } = {}
@@ -58,7 +60,7 @@ export async function startServiceHarness(
   const registry = createModuleRegistry();
   const config = await parseConfig(configText, { source: 'test', configDir: process.cwd(), registry });
   // Tests that count markers run without replication (its snapshot and heartbeats emit markers of their own).
-  const service = await startService(config, { registry, logger: process.env.SYNCPOINT_TEST_LOG ? createLogger({ level: process.env.SYNCPOINT_TEST_LOG as LogLevel }) : silentLogger, host: '127.0.0.1', role: options.role ?? 'api', syncKeepaliveMs: options.keepaliveMs });
+  const service = await startService(config, { registry, logger: process.env.SYNCPOINT_TEST_LOG ? createLogger({ level: process.env.SYNCPOINT_TEST_LOG as LogLevel }) : silentLogger, host: '127.0.0.1', role: options.role ?? 'api', syncKeepaliveMs: options.keepaliveMs, retentionIntervalMs: options.retentionIntervalMs });
   const storageDb = new pg.Pool({ connectionString: storageServer.url(storageName), max: 2 });
   storageDb.on('error', () => {});
   return {

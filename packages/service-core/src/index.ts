@@ -10,6 +10,7 @@ export * from './auth/client-auth.js';
 export * from './config/config-schema.js';
 export * from './config/config-loader.js';
 export * from './checkpoints/write-checkpoint-batcher.js';
+export * from './checkpoints/checkpoint-retention.js';
 export * from './routes/http-app.js';
 export * from './routes/checkpoint-routes.js';
 export * from './routes/probe-routes.js';

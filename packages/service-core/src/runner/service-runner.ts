@@ -3,6 +3,7 @@ import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { createTokenVerifier } from '../auth/client-auth.js';
 import { WriteCheckpointBatcher } from '../checkpoints/write-checkpoint-batcher.js';
+import { startCheckpointRetention } from '../checkpoints/checkpoint-retention.js';
 import { parseSyncRules } from '@syncpoint/sync-rules';
 import { ConfigError, type ResolvedConfig } from '../config/config-loader.js';
 import type { Logger } from '../logger.js';
@@ -64,6 +65,8 @@ export async function startService(
     role?: ServiceRole;
     /** Sync stream keepalive period (default 20 s ± 10 %, PROTOCOL §7.7); tests shorten it. */
     syncKeepaliveMs?: () => number;
+    /** Period of the checkpoint-request retention job in the replication process (default 5 min). */
+    retentionIntervalMs?: number;
     /** Initial snapshot progress (the CLI shows it on a terminal); see `ReplicatorContext`. */
     onSnapshotProgress?: ReplicatorContext['onSnapshotProgress'];
   }
@@ -103,6 +106,14 @@ export async function startService(
       });
       replicator.start();
       closers.push(() => replicator.stop());
+      closers.push(
+        startCheckpointRetention({
+          storage,
+          retentionMinutes: config.api.parameters.checkpoint_request_retention_minutes,
+          intervalMs: options.retentionIntervalMs,
+          logger: logger.child({ component: 'retention' })
+        })
+      );
     }
     const verifier = await createTokenVerifier(config.client_auth, { logger });
     const batcher = new WriteCheckpointBatcher({ storage, source });
