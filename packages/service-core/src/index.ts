@@ -14,6 +14,7 @@ export * from './checkpoints/checkpoint-retention.js';
 export * from './routes/http-app.js';
 export * from './routes/checkpoint-routes.js';
 export * from './routes/probe-routes.js';
+export * from './routes/admin-routes.js';
 export * from './routes/concurrency-limiter.js';
 export * from './runner/service-runner.js';
 export * from './storage/bucket-data.js';

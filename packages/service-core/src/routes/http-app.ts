@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import express, { type ErrorRequestHandler, type RequestHandler } from 'express';
 import { ErrorCode, internalError, ServiceError, validationError } from '../errors.js';
 import type { Logger } from '../logger.js';
+import { ADMIN_BODY_LIMIT_BYTES, adminRoutes, type AdminRouteDependencies } from './admin-routes.js';
 import { checkpointRoutes, type CheckpointRouteDependencies } from './checkpoint-routes.js';
 import { probeRoutes, type ProbeState } from './probe-routes.js';
 import { syncStreamRoutes, type SyncConnections, type SyncStreamDependencies } from './sync-stream-route.js';
@@ -13,6 +14,8 @@ export interface HttpAppOptions extends CheckpointRouteDependencies {
   bodyLimitBytes?: number;
   /** `/sync/stream`, when this process serves sync streams. */
   sync?: { dependencies: SyncStreamDependencies; connections: SyncConnections };
+  /** `/api/admin/v1/*` and `/api/sync-rules/v1/*` (PROTOCOL §12), behind `api.tokens`. */
+  admin?: AdminRouteDependencies;
 }
 
 /** Sync requests list the buckets a client holds (up to 1,000 by default), so they may be larger. */
@@ -94,10 +97,12 @@ export function createHttpApp(options: HttpAppOptions): express.Express {
     app.use('/sync/stream', json(SYNC_BODY_LIMIT_BYTES));
     app.use(syncStreamRoutes(options.sync.dependencies, options.sync.connections));
   }
+  if (options.admin) app.use('/api', json(ADMIN_BODY_LIMIT_BYTES));
   app.use(json(options.bodyLimitBytes ?? 64 * 1024));
 
   if (options.probes) app.use(probeRoutes(options.probes));
   app.use(checkpointRoutes(options));
+  if (options.admin) app.use(adminRoutes(options.admin));
 
   app.use((req, _res, next) => {
     next(new ServiceError(ErrorCode.ROUTE_NOT_FOUND, 404, 'Route not found', `${req.method} ${req.path}`, { name: 'RouteNotFound' }));

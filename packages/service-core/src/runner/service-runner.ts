@@ -143,7 +143,14 @@ export async function startService(
       };
     }
 
-    const app = createHttpApp({ logger, probes, verifier, batcher, sync });
+    const admin = {
+      tokens: config.api.tokens,
+      storage,
+      source,
+      role,
+      syncStreams: sync && { open: () => sync!.connections.count, max: config.api.parameters.max_concurrent_connections }
+    };
+    const app = createHttpApp({ logger, probes, verifier, batcher, sync, admin });
     const server: Server = app.listen(config.port, options.host ?? '0.0.0.0');
     if (sync) attachSyncWebSocket(server, sync.dependencies, sync.connections); // RSocket over WebSocket (§7.10); closeAll closes it
     await once(server, 'listening');
