@@ -1,4 +1,7 @@
 #!/usr/bin/env node
+import { existsSync } from 'node:fs';
+import { rm, writeFile } from 'node:fs/promises';
+import path from 'node:path';
 import { Command, CommanderError, Option } from 'commander';
 import {
   assertValidSyncConfig,
@@ -12,21 +15,31 @@ import {
   type ResolvedConfig,
   type ServiceRole
 } from '@syncpoint/service-core';
+import { EXIT, positiveIntegerOption } from './cli-support.js';
 import { signDevToken } from './dev-token.js';
 import { startEmbeddedDefault, type EmbeddedDefault } from './embedded-default.js';
+import { fetchFirstCheckpoint, formatCheckpoint } from './fetch-command.js';
 import { createModuleRegistry } from './module-registry.js';
+import { terminalSnapshotProgress } from './progress-line.js';
+import { collectStatus, formatStatus } from './status-command.js';
+import { devSigningKey } from './token-command.js';
 
-/** Exit codes scripts can rely on. */
-export const EXIT = { OK: 0, FAILURE: 1, USAGE: 2, CONFIG: 3 } as const;
+export { EXIT } from './cli-support.js';
 
 const registry = createModuleRegistry();
 
-async function requireConfig(configPath: string | undefined): Promise<ResolvedConfig> {
+/** Where a running embedded default leaves its effective config, for `status` in the same folder. */
+function embeddedConfigFile(root = process.env.INIT_CWD ?? process.cwd()): string {
+  return path.join(root, '.syncpoint', 'running-config.yaml');
+}
+
+async function requireConfig(configPath: string | undefined, options: { embeddedFallback?: boolean } = {}): Promise<ResolvedConfig> {
   const config = await loadConfig({ configPath, registry });
-  if (!config) {
-    throw new ConfigError(['no config found: pass -c <file>, set POWERSYNC_CONFIG_PATH or POWERSYNC_CONFIG_B64, or add ./powersync.yaml']);
+  if (config) return config;
+  if (options.embeddedFallback && existsSync(embeddedConfigFile())) {
+    return (await loadConfig({ configPath: embeddedConfigFile(), registry }))!;
   }
-  return config;
+  throw new ConfigError(['no config found: pass -c <file>, set POWERSYNC_CONFIG_PATH or POWERSYNC_CONFIG_B64, or add ./powersync.yaml']);
 }
 
 function loggerFor(config: ResolvedConfig | null): Logger {
@@ -56,13 +69,21 @@ async function startCommand(options: { config?: string; port?: string; role: Ser
   const logger = loggerFor(config);
   let service;
   try {
-    service = await startService(config, { registry, logger, role: options.role });
+    service = await startService(config, {
+      registry,
+      logger,
+      role: options.role,
+      // On a terminal the initial snapshot shows one updating line; otherwise replication logs structured progress.
+      onSnapshotProgress: process.stderr.isTTY ? terminalSnapshotProgress(process.stderr) : undefined
+    });
   } catch (error) {
     await embedded?.postgres.stop();
     throw error;
   }
 
   if (embedded) {
+    // The effective config (with the embedded server's port), so `syncpoint status` in this folder finds it.
+    await writeFile(embeddedConfigFile(), embedded.configText.replace(/^port: .*$/m, `port: ${service.port}`), { mode: 0o600 });
     const token = await signDevToken(embedded.devKey, { sub: 'dev-user' });
     const curl = `curl -s -X POST ${service.url}/sync/checkpoint-request -H 'Authorization: Token ${token}' -H 'Content-Type: application/json' -d '{"client_id":"my-device","checkpoint_request_id":"1"}'`;
     process.stdout.write(
@@ -84,6 +105,7 @@ async function startCommand(options: { config?: string; port?: string; role: Ser
   const signal = await waitForShutdownSignal();
   logger.info({ signal }, 'shutting down');
   await service.stop();
+  if (embedded) await rm(embeddedConfigFile(), { force: true });
   await embedded?.postgres.stop();
 }
 
@@ -161,6 +183,29 @@ async function compactCommand(options: { config?: string }) {
   }
 }
 
+/** Replication slot, lag, last checkpoint, pending checkpoint requests and storage size. */
+async function statusCommand(options: { config?: string; json?: boolean }) {
+  const config = await requireConfig(options.config, { embeddedFallback: true });
+  const report = await collectStatus(config, registry, loggerFor(config));
+  process.stdout.write(options.json ? JSON.stringify(report, null, 2) + '\n' : formatStatus(report));
+}
+
+/** A dev token signed with the configured HMAC key (or the embedded default's key). */
+async function tokenCommand(options: { sub: string; config?: string; expiresIn: string }) {
+  if (options.sub.trim() === '') throw new CommanderError(EXIT.USAGE, 'syncpoint.usage', '--sub must not be empty');
+  const config = await loadConfig({ configPath: options.config, registry });
+  const { key, audience, maxLifetime } = await devSigningKey(config, process.env.INIT_CWD ?? process.cwd());
+  const expiresInSeconds = positiveIntegerOption('--expires-in', options.expiresIn, maxLifetime);
+  process.stdout.write(`${await signDevToken(key, { sub: options.sub, audience, expiresInSeconds })}\n`);
+}
+
+/** What a client would be told first: the checkpoint, its write checkpoint and every bucket's checksum. */
+async function fetchCommand(options: { token: string; url: string; clientId?: string; timeout: string; json?: boolean }) {
+  const timeoutMs = positiveIntegerOption('--timeout', options.timeout) * 1000;
+  const checkpoint = await fetchFirstCheckpoint({ url: options.url, token: options.token, clientId: options.clientId, timeoutMs });
+  process.stdout.write(options.json ? JSON.stringify(checkpoint, null, 2) + '\n' : formatCheckpoint(checkpoint));
+}
+
 export function buildProgram(): Command {
   const program = new Command('syncpoint')
     .description('Syncpoint: an open sync service that speaks the PowerSync protocol')
@@ -200,6 +245,37 @@ export function buildProgram(): Command {
     .addOption(configOption())
     .action(compactCommand);
 
+  program
+    .command('status')
+    .description(
+      'Replication slot, lag behind the source, last checkpoint, pending checkpoint requests and storage size ' +
+        '(with no config: the embedded default running in this folder)'
+    )
+    .addOption(configOption())
+    .option('--json', 'print the status as JSON')
+    .action(statusCommand);
+
+  program
+    .command('token')
+    .description(
+      'Print a dev client token signed with the first HMAC key of client_auth.jwks (audience: the first configured one); ' +
+        'with no config, the embedded default key in ./.syncpoint/dev-key.json'
+    )
+    .requiredOption('--sub <user>', 'the user id (JWT sub)')
+    .addOption(configOption())
+    .option('--expires-in <seconds>', 'token lifetime in seconds', '3600')
+    .action(tokenCommand);
+
+  program
+    .command('fetch')
+    .description('Open /sync/stream like a tiny client and print the first checkpoint: last_op_id, write_checkpoint, bucket checksums')
+    .requiredOption('--token <jwt>', 'client token (see `syncpoint token`)')
+    .option('--url <url>', 'service base URL', 'http://127.0.0.1:8080')
+    .option('--client-id <id>', 'client id, so write_checkpoint shows this client\'s acknowledged checkpoint request')
+    .option('--timeout <seconds>', 'give up when no checkpoint arrives in time', '30')
+    .option('--json', 'print the checkpoint as JSON')
+    .action(fetchCommand);
+
   return program;
 }
 
@@ -213,6 +289,10 @@ export async function main(argv: string[]): Promise<number> {
       if (error.code === 'commander.helpDisplayed' || error.code === 'commander.version') return EXIT.OK;
       if (error.code === 'syncpoint.usage') process.stderr.write(`error: ${error.message}\n`);
       if (error.code === 'syncpoint.invalid') return EXIT.FAILURE;
+      if (error.code === 'syncpoint.failure') {
+        process.stderr.write(`error: ${error.message}\n`);
+        return EXIT.FAILURE;
+      }
       return EXIT.USAGE;
     }
     if (error instanceof ConfigError) {
