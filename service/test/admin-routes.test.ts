@@ -11,8 +11,8 @@ const ROUTES: Array<[method: string, path: string, body?: unknown]> = [
 
 let harness: ServiceHarness;
 
-function call(base: string, method: string, path: string, options: { authorization?: string; body?: unknown } = {}) {
-  return fetch(`${base}${path}`, {
+async function call(base: string, method: string, path: string, options: { authorization?: string; body?: unknown } = {}) {
+  const response = await fetch(`${base}${path}`, {
     method,
     headers: {
       ...(options.authorization ? { Authorization: options.authorization } : {}),
@@ -20,6 +20,8 @@ function call(base: string, method: string, path: string, options: { authorizati
     },
     body: options.body === undefined ? undefined : JSON.stringify(options.body)
   });
+  // Responses are JSON the test inspects freely.
+  return response as Omit<Response, 'json'> & { json(): Promise<any> };
 }
 
 beforeAll(async () => {
