@@ -147,7 +147,11 @@ class StreamReplicationJob {
         const message = error instanceof Error ? error.message : String(error);
         this.logger.error({ err: error, retry_in_ms: backoff }, `replication stopped: ${message}`);
         if (error instanceof SourceNotReadyError) {
-          await this.options.storage.setStreamState(this.stream.id, this.stream.state, message).catch(() => {});
+          // Record the error under the stream's CURRENT state: `this.stream` is as it was when the job started
+          // (PROCESSING for a new deployment), and writing that back demoted an ACTIVE stream, so clients lost it.
+          const streams = await this.options.storage.getReplicatingStreams().catch(() => []);
+          const state = streams.find((stream) => stream.id === this.stream.id)?.state ?? this.stream.state;
+          await this.options.storage.setStreamState(this.stream.id, state, message).catch(() => {});
         }
       } finally {
         await this.connection?.close();
@@ -368,16 +372,26 @@ class StreamReplicationJob {
       replicaIdentity: ({ default: 'd', index: 'i', full: 'f', nothing: 'n' } as const)[message.replicaIdentity],
       replicaIdColumns: message.columns.filter((column) => column.isKey).map((column) => column.name)
     };
-    if (previous?.replicated && !replicated) {
-      // Renamed out of the sync rules: its rows leave every bucket.
+    // Renamed out of the sync rules: its rows leave every bucket. Without an earlier relation message in this session,
+    // the snapshot record tells whether the table was replicated (its rows came from the snapshot).
+    const renamedOut =
+      !replicated &&
+      (previous !== undefined
+        ? previous.replicated
+        : (await storage.getReplicationState()).tables.some((entry) => entry.table.id === table.id && entry.done));
+    if (renamedOut) {
       this.logger.warn({ table: `${message.schema}.${message.name}` }, 'table no longer matches the sync rules; removing its rows');
-      await batch.truncate([previous.table]);
+      await batch.truncate([table]);
+      // Not "done" any more: renamed back in (even after a restart), it is copied again.
+      await storage.saveSnapshotProgress({ table, done: false, rowsDone: 0, lastKey: null });
     }
     if (replicated && !previous?.replicated) {
       const state = await storage.getReplicationState();
       const known = state.tables.find((entry) => entry.table.id === table.id && entry.done);
-      if (!known && previous !== undefined) {
-        // A table renamed into the sync rules or newly published: copy its current rows, then keep streaming.
+      // Renamed back in: its rows were removed when it left the sync rules, so it is copied again even if known.
+      if (!known || previous !== undefined) {
+        // A table renamed into the sync rules or newly published (its rows from before it was published are not in
+        // the stream): copy its current rows, then keep streaming.
         this.logger.info({ table: `${table.schema}.${table.name}` }, 'new table for the sync rules; snapshotting it');
         await snapshotTable({ db: this.db, table, batch, storage, catalog: this.catalog, progress: undefined, logger: this.logger, signal: this.abort.signal });
       }
