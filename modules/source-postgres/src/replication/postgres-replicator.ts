@@ -477,13 +477,18 @@ function maxLsn(a: Lsn | undefined, b: Lsn): Lsn {
   return a !== undefined && compareLsn(a, b) > 0 ? a : b;
 }
 
+/** Wait `ms`, or less when `signal` aborts; the abort listener is removed either way (no listener leak per poll). */
 function sleep(ms: number, signal: AbortSignal): Promise<void> {
   return new Promise((resolve) => {
     if (signal.aborted) return resolve();
-    const timer = setTimeout(resolve, ms);
-    signal.addEventListener('abort', () => {
+    const onAbort = () => {
       clearTimeout(timer);
       resolve();
-    }, { once: true });
+    };
+    const timer = setTimeout(() => {
+      signal.removeEventListener('abort', onAbort);
+      resolve();
+    }, ms);
+    signal.addEventListener('abort', onAbort, { once: true });
   });
 }
