@@ -5,6 +5,7 @@ import { mongoStorageConfigSchema, type MongoStorageConfig } from './storage-con
 export * from './storage-config.js';
 export * from './migrations.js';
 export * from './write-checkpoint-updates.js';
+export * from './replication-lock.js';
 export * from './mongo-bucket-storage.js';
 export * from './bucket-data-documents.js';
 export * from './bucket-data-chunks.js';

@@ -50,6 +50,7 @@ import {
   acknowledgedAt,
   GENERATED_ID_EXHAUSTED
 } from './write-checkpoint-updates.js';
+import { REPLICATION_LOCK, REPLICATION_LOCK_ID, replicationLeaseUpdate, type ReplicationLockDocument } from './replication-lock.js';
 
 export const SYNC_RULES = 'sync_rules';
 export const COUNTERS = 'counters';
@@ -67,6 +68,7 @@ const READ_BACK_ATTEMPTS = 3;
 /** Bucket storage on MongoDB (PROTOCOL §4.9 "MongoDB storage"). Construct with `createMongoStorage`. */
 export class MongoBucketStorage implements BucketStorage {
   readonly writeCheckpoints: Collection<WriteCheckpointDocument>;
+  readonly replicationLock: Collection<ReplicationLockDocument>;
   readonly syncRules: Collection<SyncRulesDocument>;
   /** The collections of bucket data, shared with every stream's storage. */
   readonly collections: StreamCollections;
@@ -77,6 +79,7 @@ export class MongoBucketStorage implements BucketStorage {
     protected readonly logger: Logger = silentLogger
   ) {
     this.writeCheckpoints = db.collection<WriteCheckpointDocument>(WRITE_CHECKPOINTS);
+    this.replicationLock = db.collection<ReplicationLockDocument>(REPLICATION_LOCK);
     this.syncRules = db.collection<SyncRulesDocument>(SYNC_RULES);
     this.collections = {
       client,
@@ -185,6 +188,34 @@ export class MongoBucketStorage implements BucketStorage {
   async deleteExpiredCheckpointRequests(cutoff: Date): Promise<number> {
     const result = await this.writeCheckpoints.deleteMany(expiredRequestFilter(cutoff));
     return result.deletedCount;
+  }
+
+  /**
+   * The replication lease: one document `{_id: 'replication', holder, expires_at}` in `replication_lock`. The
+   * filter and the new expiry use the server's `$$NOW`; a lease held by another, unexpired holder makes the
+   * upsert collide on `_id` (duplicate key), which means "not acquired".
+   */
+  async acquireReplicationLock(holderId: string, ttlMs: number): Promise<boolean> {
+    try {
+      await this.replicationLock.updateOne(
+        { _id: REPLICATION_LOCK_ID, $or: [{ holder: holderId }, { $expr: { $lt: ['$expires_at', '$$NOW'] } }] },
+        replicationLeaseUpdate(holderId, ttlMs),
+        { upsert: true }
+      );
+      return true;
+    } catch (error) {
+      if (error instanceof MongoServerError && error.code === DUPLICATE_KEY) return false;
+      throw error;
+    }
+  }
+
+  async renewReplicationLock(holderId: string, ttlMs: number): Promise<boolean> {
+    const result = await this.replicationLock.updateOne({ _id: REPLICATION_LOCK_ID, holder: holderId }, replicationLeaseUpdate(holderId, ttlMs));
+    return result.matchedCount === 1;
+  }
+
+  async releaseReplicationLock(holderId: string): Promise<void> {
+    await this.replicationLock.deleteOne({ _id: REPLICATION_LOCK_ID, holder: holderId });
   }
 
   async deploySyncConfig(content: string): Promise<ReplicationStream> {

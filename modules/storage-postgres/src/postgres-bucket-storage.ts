@@ -183,6 +183,35 @@ export class PostgresBucketStorage implements BucketStorage {
     return Number((managed.numAffectedRows ?? 0n) + (custom.numAffectedRows ?? 0n));
   }
 
+  /** The replication lease: one row in `powersync.replication_lock`, expiry by the storage server's clock. */
+  async acquireReplicationLock(holderId: string, ttlMs: number): Promise<boolean> {
+    const { rows } = await this.pool.query(
+      `INSERT INTO powersync.replication_lock AS l (name, holder, expires_at)
+       VALUES ('replication', $1, clock_timestamp() + $2 * interval '1 millisecond')
+       ON CONFLICT (name) DO UPDATE SET
+         holder = excluded.holder,
+         expires_at = excluded.expires_at,
+         acquired_at = CASE WHEN l.holder = excluded.holder THEN l.acquired_at ELSE now() END
+       WHERE l.holder = excluded.holder OR l.expires_at < clock_timestamp()
+       RETURNING holder`,
+      [holderId, ttlMs]
+    );
+    return rows.length === 1;
+  }
+
+  async renewReplicationLock(holderId: string, ttlMs: number): Promise<boolean> {
+    const result = await this.pool.query(
+      `UPDATE powersync.replication_lock SET expires_at = clock_timestamp() + $2 * interval '1 millisecond'
+       WHERE name = 'replication' AND holder = $1`,
+      [holderId, ttlMs]
+    );
+    return result.rowCount === 1;
+  }
+
+  async releaseReplicationLock(holderId: string): Promise<void> {
+    await this.pool.query(`DELETE FROM powersync.replication_lock WHERE name = 'replication' AND holder = $1`, [holderId]);
+  }
+
   async deploySyncConfig(content: string): Promise<ReplicationStream> {
     return this.db.transaction().execute(async (trx) => {
       await sql`SELECT pg_advisory_xact_lock(${DEPLOY_LOCK_KEY})`.execute(trx);

@@ -1,5 +1,6 @@
 export * from './errors.js';
 export * from './storage/write-checkpoint-api.js';
+export * from './storage/replication-lock-api.js';
 export * from './storage/bucket-storage.js';
 export * from './source/replication-source.js';
 export * from './logger.js';
@@ -17,6 +18,7 @@ export * from './routes/probe-routes.js';
 export * from './routes/admin-routes.js';
 export * from './routes/concurrency-limiter.js';
 export * from './runner/service-runner.js';
+export * from './runner/replication-election.js';
 export * from './storage/bucket-data.js';
 export * from './storage/row-evaluation.js';
 export * from './routes/sync-stream-route.js';

@@ -4,6 +4,7 @@ import type { AddressInfo } from 'node:net';
 import { createTokenVerifier } from '../auth/client-auth.js';
 import { WriteCheckpointBatcher } from '../checkpoints/write-checkpoint-batcher.js';
 import { startCheckpointRetention } from '../checkpoints/checkpoint-retention.js';
+import { startReplicationElection } from './replication-election.js';
 import { parseSyncRules } from '@syncpoint/sync-rules';
 import { ConfigError, type ResolvedConfig } from '../config/config-loader.js';
 import type { Logger } from '../logger.js';
@@ -96,24 +97,34 @@ export async function startService(
     const source = await openSource(config, registry, logger);
     closers.push(() => source.close());
     if (role !== 'api') {
+      // One replication process per storage: the storage's replication lock elects it (issue 6 item 5).
       const connection = config.replication.connections[0]!;
-      const replicator = registry.sources.get(connection.type)!.createReplicator(connection, {
+      const election = startReplicationElection({
         storage,
-        logger: logger.child({ component: 'replication' }),
-        configDir: config.configDir,
-        onAlive: () => probes.touch(),
-        onSnapshotProgress: options.onSnapshotProgress
+        logger,
+        onStandby: () => probes.touch(),
+        work: async () => {
+          const replicator = registry.sources.get(connection.type)!.createReplicator(connection, {
+            storage,
+            logger: logger.child({ component: 'replication' }),
+            configDir: config.configDir,
+            onAlive: () => probes.touch(),
+            onSnapshotProgress: options.onSnapshotProgress
+          });
+          replicator.start();
+          const stopRetention = startCheckpointRetention({
+            storage,
+            retentionMinutes: config.api.parameters.checkpoint_request_retention_minutes,
+            intervalMs: options.retentionIntervalMs,
+            logger: logger.child({ component: 'retention' })
+          });
+          return async () => {
+            await stopRetention();
+            await replicator.stop();
+          };
+        }
       });
-      replicator.start();
-      closers.push(() => replicator.stop());
-      closers.push(
-        startCheckpointRetention({
-          storage,
-          retentionMinutes: config.api.parameters.checkpoint_request_retention_minutes,
-          intervalMs: options.retentionIntervalMs,
-          logger: logger.child({ component: 'retention' })
-        })
-      );
+      closers.push(() => election.stop());
     }
     const verifier = await createTokenVerifier(config.client_auth, { logger });
     const batcher = new WriteCheckpointBatcher({ storage, source });

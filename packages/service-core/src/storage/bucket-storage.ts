@@ -1,5 +1,6 @@
 import type { Lsn } from '@syncpoint/codecs';
 import type { ReplicationCheckpoint, ReplicationStreamStorage } from './bucket-data.js';
+import type { ReplicationLockAPI } from './replication-lock-api.js';
 import type { WriteCheckpointAPI } from './write-checkpoint-api.js';
 
 export type ReplicationStreamState = 'PROCESSING' | 'ACTIVE' | 'STOP' | 'TERMINATED' | 'ERRORED';
@@ -47,7 +48,7 @@ export interface StorageStatus {
   sizeBytes: number | null;
 }
 
-export interface BucketStorage extends WriteCheckpointAPI {
+export interface BucketStorage extends WriteCheckpointAPI, ReplicationLockAPI {
   /** Apply all pending migrations (`up`), or revert the most recent one (`down`). Safe to run concurrently. */
   migrate(direction: MigrationDirection): Promise<MigrationReport>;
 
