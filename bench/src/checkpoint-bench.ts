@@ -10,6 +10,7 @@ import type { CheckpointLoadResult } from './lib/checkpoint-load.js';
 import { startBenchService, type BenchService } from './lib/embedded-service.js';
 import { startLoadClient, type ClientMode, type LoadClient } from './lib/load-client.js';
 import { measureSourceCost, type SourceCostResult } from './lib/source-cost.js';
+import { runStorm, type StormResult } from './lib/storm.js';
 import type { ReportRow } from './lib/report.js';
 import { round, summarizeLatencies, type LatencySummary } from './lib/stats.js';
 
@@ -198,6 +199,27 @@ function rowsFor(levels: LevelResult[]): ReportRow[] {
   return rows;
 }
 
+/** Issue 6 item 4: the reconnect storm's wall time (target ≤ 2 s for 10,000 clients) and its storage calls and markers. */
+function stormRows(storm: StormResult): ReportRow[] {
+  return [
+    {
+      label: `storm of ${storm.clients.toLocaleString('en-US')} clients, wall time`,
+      value: storm.wallMs / 1000,
+      unit: 's',
+      digits: 2,
+      ...(storm.clients === 10_000 ? { target: { comparison: '<=' as const, value: 2 } } : {}),
+      note: `(requests spread over the first second; ${storm.rejected429} answers 429, retried)`
+    },
+    {
+      label: 'storm storage calls / markers',
+      value: storm.storageCalls,
+      unit: '',
+      digits: 0,
+      note: `(${storm.markers} markers; ${round(storm.clients / Math.max(1, storm.storageCalls), 1)} requests per storage call)`
+    }
+  ];
+}
+
 /** Issue 6 item 1: source WAL per duplicate / stale request after processing (the reference writes ~820 / ~525). */
 function costRows(cost: { duplicate: SourceCostResult; stale: SourceCostResult }): ReportRow[] {
   return (['duplicate', 'stale'] as const).map((kind) => {
@@ -225,7 +247,9 @@ export const checkpointBenchmark: Benchmark = {
     users: 'distinct JWT users the clients are spread over (default 4)',
     client: 'where the load generator runs: worker (a worker thread, default) or inline (the service event loop)',
     'cost-requests': 'duplicate and stale requests measured for source WAL cost (default 1000)',
-    'skip-cost': 'skip the source WAL cost phase (separate servers for source and storage)'
+    'skip-cost': 'skip the source WAL cost phase (separate servers for source and storage)',
+    'storm-clients': 'clients in the reconnect storm, each sending one request within one second (default 10000)',
+    'skip-storm': 'skip the reconnect storm'
   },
   async run({ flags, log }: BenchmarkContext): Promise<BenchmarkOutcome> {
     const durationMs = numberFlag(flags, 'duration', 5) * 1000;
@@ -270,6 +294,14 @@ export const checkpointBenchmark: Benchmark = {
         results.push(result);
       }
 
+      let storm: StormResult | null = null;
+      if (!flags.has('skip-storm')) {
+        const clients = Math.floor(numberFlag(flags, 'storm-clients', 10_000));
+        log(`reconnect storm: ${clients} clients, one request each within one second (429s retried) …`);
+        storm = await runStorm(bench, clients);
+        log(`  ${Math.round(storm.wallMs)} ms; ${storm.storageCalls} storage calls, ${storm.markers} markers, ${storm.rejected429} answers 429`);
+      }
+
       let cost: { duplicate: SourceCostResult; stale: SourceCostResult } | null = null;
       if (!flags.has('skip-cost')) {
         log('source WAL cost: a second service with bucket storage on its own embedded Postgres, replication running …');
@@ -286,7 +318,7 @@ export const checkpointBenchmark: Benchmark = {
       const loadAfter = loadavg()[0]!;
       const notes = results.flatMap((level) => level.errorSamples.map((sample) => `error @${level.clients}: ${sample}`));
       return {
-        rows: [...rowsFor(results), ...(cost ? costRows(cost) : [])],
+        rows: [...rowsFor(results), ...(storm ? stormRows(storm) : []), ...(cost ? costRows(cost) : [])],
         errors,
         notes: [...notes, `load average (1 min): ${loadBefore.toFixed(2)} before, ${loadAfter.toFixed(2)} after (the benchmark itself adds about 2)`],
         json: {
@@ -337,11 +369,13 @@ export const checkpointBenchmark: Benchmark = {
             client_event_loop_utilization: level.clientEventLoopUtilization === null ? null : round(level.clientEventLoopUtilization, 3),
             error_samples: level.errorSamples
           })),
+          storm: storm && { ...storm, wall_ms: round(storm.wallMs, 0) },
           source_cost: cost && {
             duplicate: { ...cost.duplicate, wal_bytes_per_request: cost.duplicate.walBytes / cost.duplicate.requests },
             stale: { ...cost.stale, wal_bytes_per_request: cost.stale.walBytes / cost.stale.requests }
           },
           summary: {
+            storm_wall_ms: storm ? round(storm.wallMs, 0) : null,
             wal_bytes_per_duplicate_request: cost ? cost.duplicate.walBytes / cost.duplicate.requests : null,
             wal_bytes_per_stale_request: cost ? cost.stale.walBytes / cost.stale.requests : null,
             throughput_at_64_clients_rps: round(results.find((level) => level.clients === 64)?.throughput ?? Number.NaN, 0),
