@@ -6,34 +6,36 @@ import { postgresSourceConfigSchema } from '@syncpoint/source-postgres';
 import { mongoStorageConfigSchema } from '@syncpoint/storage-mongo';
 import { postgresStorageConfigSchema } from '@syncpoint/storage-postgres';
 import { describe, expect, it } from 'vitest';
-import type { z } from 'zod';
 
 const docsDir = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../docs');
+
+/** A zod schema (service has no direct zod dependency; the shape of `def` is all this test needs). */
+type ZodSchema = object;
 
 /** Zod internals we walk: every wrapper has a `def` with its `type` and the wrapped schema(s). */
 interface SchemaDef {
   type: string;
-  innerType?: z.ZodType;
-  element?: z.ZodType;
-  options?: z.ZodType[];
-  in?: z.ZodType;
-  out?: z.ZodType;
-  schema?: z.ZodType;
-  shape?: Record<string, z.ZodType>;
+  innerType?: ZodSchema;
+  element?: ZodSchema;
+  options?: ZodSchema[];
+  in?: ZodSchema;
+  out?: ZodSchema;
+  schema?: ZodSchema;
+  shape?: Record<string, ZodSchema>;
 }
 
-const defOf = (schema: z.ZodType) => (schema as unknown as { def: SchemaDef }).def;
+const defOf = (schema: ZodSchema) => (schema as unknown as { def: SchemaDef }).def;
 
 /**
  * Every key path a zod schema accepts: `api.parameters.max_concurrent_connections`; array elements add `[]`
  * (`replication.connections[].uri`). Wrappers (optional, default, prefault, nullable, pipe, refinements) are unwrapped;
  * unions contribute the keys of each object member.
  */
-function configKeyPaths(schema: z.ZodType, prefix = ''): string[] {
+function configKeyPaths(schema: ZodSchema, prefix = ''): string[] {
   const def = defOf(schema);
   switch (def.type) {
     case 'object': {
-      const shape = def.shape ?? (schema as unknown as { shape: Record<string, z.ZodType> }).shape;
+      const shape = def.shape ?? (schema as unknown as { shape: Record<string, ZodSchema> }).shape;
       return Object.entries(shape).flatMap(([key, value]) => {
         const keyPath = prefix ? `${prefix}.${key}` : key;
         return [keyPath, ...configKeyPaths(value, keyPath)];
