@@ -1,5 +1,5 @@
 import { testPostgresServer, type PostgresServer } from '@syncpoint/dev-postgres';
-import { createLogger, parseConfig, silentLogger, type LogLevel, startService, type RunningService, type ServiceRole } from '@syncpoint/service-core';
+import { createLogger, type Logger, parseConfig, silentLogger, type LogLevel, startService, type RunningService, type ServiceRole } from '@syncpoint/service-core';
 import pg from 'pg';
 import { stringify } from 'yaml';
 import { DEMO_SYNC_CONFIG } from '../src/embedded-default.js';
@@ -28,6 +28,8 @@ export async function startServiceHarness(
     config?: Record<string, unknown>;
     /** Sync stream keepalive period (default 20 s ± 10 %). */
     keepaliveMs?: () => number;
+    /** Logger of the service (default: silent, or SYNCPOINT_TEST_LOG's level). */
+    logger?: Logger;
     /** Period of the replication process's checkpoint-request retention job. */
     retentionIntervalMs?: number;
     /** Put bucket storage on this server instead of the source's (so the source's WAL shows only source writes). */
@@ -60,7 +62,7 @@ export async function startServiceHarness(
   const registry = createModuleRegistry();
   const config = await parseConfig(configText, { source: 'test', configDir: process.cwd(), registry });
   // Tests that count markers run without replication (its snapshot and heartbeats emit markers of their own).
-  const service = await startService(config, { registry, logger: process.env.SYNCPOINT_TEST_LOG ? createLogger({ level: process.env.SYNCPOINT_TEST_LOG as LogLevel }) : silentLogger, host: '127.0.0.1', role: options.role ?? 'api', syncKeepaliveMs: options.keepaliveMs, retentionIntervalMs: options.retentionIntervalMs });
+  const service = await startService(config, { registry, logger: options.logger ?? (process.env.SYNCPOINT_TEST_LOG ? createLogger({ level: process.env.SYNCPOINT_TEST_LOG as LogLevel }) : silentLogger), host: '127.0.0.1', role: options.role ?? 'api', syncKeepaliveMs: options.keepaliveMs, retentionIntervalMs: options.retentionIntervalMs });
   const storageDb = new pg.Pool({ connectionString: storageServer.url(storageName), max: 2 });
   storageDb.on('error', () => {});
   return {
