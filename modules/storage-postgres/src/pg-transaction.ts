@@ -23,3 +23,16 @@ export const CHECKPOINT_CHANNEL = 'powersynccheckpoints';
 export const U32 = 4294967296n;
 
 export const mod32 = (value: bigint): number => Number(((value % U32) + U32) % U32);
+
+/**
+ * Marks the pending checkpoint requests whose head is reached (PROTOCOL §4.9). The rows are locked in user id order,
+ * like the batch upserts, so the two never deadlock.
+ */
+export const MARK_PROCESSED_SQL = `
+  UPDATE powersync.write_checkpoints w SET processed_at_lsn = $1::pg_lsn
+  FROM (
+    SELECT user_id FROM powersync.write_checkpoints
+    WHERE processed_at_lsn IS NULL AND head_lsn <= $1::pg_lsn
+    ORDER BY user_id FOR UPDATE
+  ) reached
+  WHERE w.user_id = reached.user_id`;

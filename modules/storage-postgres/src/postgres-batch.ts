@@ -11,7 +11,7 @@ import {
 } from '@syncpoint/service-core';
 import { serializeParameterRows, type SyncRules } from '@syncpoint/sync-rules';
 import type pg from 'pg';
-import { CHECKPOINT_CHANNEL, inTransaction, U32 } from './pg-transaction.js';
+import { CHECKPOINT_CHANNEL, inTransaction, MARK_PROCESSED_SQL, U32 } from './pg-transaction.js';
 
 /** Row changes evaluated together (one bulk read of their current_data). */
 const EVALUATE_ROWS = 5_000;
@@ -487,11 +487,7 @@ export class PostgresBatch implements BucketStorageBatch {
         return { created: false as const, waiting: stream };
       }
 
-      const processed = await client.query(
-        `UPDATE powersync.write_checkpoints SET processed_at_lsn = $1::pg_lsn
-         WHERE processed_at_lsn IS NULL AND head_lsn <= $1::pg_lsn`,
-        [lsn]
-      );
+      const processed = await client.query(MARK_PROCESSED_SQL, [lsn]);
       const previous = stream.last_checkpoint ?? 0n;
       let next = previous;
       for (const candidate of [stream.keepalive_op ?? 0n, this.lastFlushedId]) if (candidate > next) next = candidate;

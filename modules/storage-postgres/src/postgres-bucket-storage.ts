@@ -20,7 +20,7 @@ import { Kysely, PostgresDialect, sql } from 'kysely';
 import pg from 'pg';
 import { migrate } from './migrations.js';
 import { poolConfigFromStorageConfig } from './pg-connection.js';
-import { CHECKPOINT_CHANNEL, inTransaction } from './pg-transaction.js';
+import { CHECKPOINT_CHANNEL, inTransaction, MARK_PROCESSED_SQL } from './pg-transaction.js';
 import { PostgresStreamStorage } from './postgres-stream-storage.js';
 import type { PostgresStorageConfig } from './storage-config.js';
 
@@ -41,6 +41,24 @@ interface StoredCheckpointRow {
   user_id: string;
   write_checkpoint: bigint;
   pending: boolean;
+}
+
+const DEADLOCK_DETECTED = '40P01';
+const SERIALIZATION_FAILURE = '40001';
+
+/**
+ * Run a single-statement write again when Postgres aborted it for a lock conflict: the statement rolled back whole, so
+ * repeating it is safe.
+ */
+async function retryOnConflict<T>(write: () => Promise<T>, attempts = 3): Promise<T> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await write();
+    } catch (error) {
+      const code = (error as { code?: string }).code;
+      if (attempt >= attempts || (code !== DEADLOCK_DETECTED && code !== SERIALIZATION_FAILURE)) throw error;
+    }
+  }
 }
 
 /** Serialises sync config deployment across processes (pg_advisory_xact_lock key). */
@@ -66,16 +84,21 @@ export class PostgresBucketStorage implements BucketStorage {
   async createManagedWriteCheckpoints(
     batch: ManagedWriteCheckpointRequest[]
   ): Promise<CreateManagedWriteCheckpointsResult> {
-    const { supplied, generated } = dedupeManagedWriteCheckpoints(batch);
+    const deduped = dedupeManagedWriteCheckpoints(batch);
+    // Rows are locked in user id order by every statement that locks several of them (here and in MARK_PROCESSED_SQL),
+    // so concurrent batches and replication commits cannot deadlock each other.
+    const byUser = (a: ManagedWriteCheckpointRequest, b: ManagedWriteCheckpointRequest) => (a.user_id < b.user_id ? -1 : a.user_id > b.user_id ? 1 : 0);
+    const supplied = deduped.supplied.sort(byUser);
+    const generated = deduped.generated.sort(byUser);
     const writeCheckpoints = new Map<string, bigint>();
     let shouldAdvance = false;
 
     if (generated.length > 0) {
-      for (const row of await this.incrementGenerated(generated)) writeCheckpoints.set(row.user_id, row.write_checkpoint);
+      for (const row of await retryOnConflict(() => this.incrementGenerated(generated))) writeCheckpoints.set(row.user_id, row.write_checkpoint);
       shouldAdvance = true;
     }
     if (supplied.length > 0) {
-      for (const row of await this.upsertSupplied(supplied)) {
+      for (const row of await retryOnConflict(() => this.upsertSupplied(supplied))) {
         writeCheckpoints.set(row.user_id, row.write_checkpoint);
         shouldAdvance ||= row.pending;
       }
@@ -168,10 +191,8 @@ export class PostgresBucketStorage implements BucketStorage {
   }
 
   async markWriteCheckpointsProcessed(lsn: Lsn): Promise<number> {
-    const result = await sql`
-      UPDATE powersync.write_checkpoints SET processed_at_lsn = ${lsn}::pg_lsn
-      WHERE processed_at_lsn IS NULL AND head_lsn <= ${lsn}::pg_lsn`.execute(this.db);
-    return Number(result.numAffectedRows ?? 0n);
+    const result = await this.pool.query(MARK_PROCESSED_SQL, [lsn]);
+    return result.rowCount ?? 0;
   }
 
   async deleteExpiredCheckpointRequests(cutoff: Date): Promise<number> {
