@@ -4,6 +4,7 @@ import {
   ErrorCode,
   ServiceError,
   type BucketStorage,
+  type CheckpointOutcome,
   type Logger,
   type CreateManagedWriteCheckpointsResult,
   type ManagedWriteCheckpointRequest,
@@ -41,6 +42,7 @@ interface StoredCheckpointRow {
   user_id: string;
   write_checkpoint: bigint;
   pending: boolean;
+  outcome?: CheckpointOutcome;
 }
 
 const DEADLOCK_DETECTED = '40P01';
@@ -91,19 +93,24 @@ export class PostgresBucketStorage implements BucketStorage {
     const supplied = deduped.supplied.sort(byUser);
     const generated = deduped.generated.sort(byUser);
     const writeCheckpoints = new Map<string, bigint>();
+    const outcomes = new Map<string, CheckpointOutcome>();
     let shouldAdvance = false;
 
     if (generated.length > 0) {
-      for (const row of await retryOnConflict(() => this.incrementGenerated(generated))) writeCheckpoints.set(row.user_id, row.write_checkpoint);
+      for (const row of await retryOnConflict(() => this.incrementGenerated(generated))) {
+        writeCheckpoints.set(row.user_id, row.write_checkpoint);
+        outcomes.set(row.user_id, 'generated');
+      }
       shouldAdvance = true;
     }
     if (supplied.length > 0) {
       for (const row of await retryOnConflict(() => this.upsertSupplied(supplied))) {
         writeCheckpoints.set(row.user_id, row.write_checkpoint);
+        outcomes.set(row.user_id, row.outcome ?? 'advanced');
         shouldAdvance ||= row.pending;
       }
     }
-    return { writeCheckpoints, shouldAdvance };
+    return { writeCheckpoints, shouldAdvance, outcomes };
   }
 
   /** Legacy generated ids: one statement for the whole batch; a new record starts at 1. */
@@ -122,7 +129,7 @@ export class PostgresBucketStorage implements BucketStorage {
             CASE WHEN w.processed_at_lsn IS NULL THEN w.pending ELSE '[]' END, w.write_checkpoint, w.head_lsn, w.write_checkpoint + 1, (excluded.lsns->>'1')::pg_lsn),
           checkpoint_requested_at = NULL,
           processed_at_lsn = NULL
-        RETURNING user_id, write_checkpoint, true AS pending`.execute(this.db);
+        RETURNING user_id, write_checkpoint, true AS pending, 'generated' AS outcome`.execute(this.db);
       return rows;
     } catch (error) {
       if ((error as { code?: string }).code === NUMERIC_VALUE_OUT_OF_RANGE) {
@@ -144,7 +151,13 @@ export class PostgresBucketStorage implements BucketStorage {
   private async upsertSupplied(
     entries: Array<ManagedWriteCheckpointRequest & { checkpoint_request_id: bigint }>
   ): Promise<StoredCheckpointRow[]> {
-    const { rows: upserted } = await sql<StoredCheckpointRow>`
+    // `previous` reads the statement's snapshot, before the upsert: it tells an advance from a duplicate (metrics).
+    const { rows: upserted } = await sql<StoredCheckpointRow & { previous: bigint | null }>`
+      WITH previous AS (
+        SELECT user_id, write_checkpoint FROM powersync.write_checkpoints
+        WHERE user_id = ANY(${entries.map((e) => e.user_id)}::text[])
+      ),
+      upserted AS (
       INSERT INTO powersync.write_checkpoints AS w
         (user_id, lsns, write_checkpoint, checkpoint_requested_at, processed_at_lsn)
       SELECT input.user_id, jsonb_build_object('1', input.head), input.request_id, now(), NULL
@@ -164,13 +177,19 @@ export class PostgresBucketStorage implements BucketStorage {
           CASE WHEN excluded.write_checkpoint > w.write_checkpoint THEN NULL ELSE w.processed_at_lsn END,
         checkpoint_requested_at = now()
       WHERE excluded.write_checkpoint >= w.write_checkpoint
-      RETURNING user_id, write_checkpoint, processed_at_lsn IS NULL AS pending`.execute(this.db);
+      RETURNING user_id, write_checkpoint, processed_at_lsn IS NULL AS pending
+      )
+      SELECT u.user_id, u.write_checkpoint, u.pending, p.write_checkpoint AS previous
+      FROM upserted u LEFT JOIN previous p USING (user_id)`.execute(this.db);
+    for (const row of upserted) {
+      row.outcome = row.previous !== null && row.previous >= row.write_checkpoint ? 'duplicate' : 'advanced';
+    }
 
     if (upserted.length === entries.length) return upserted;
     const answered = new Set(upserted.map((row) => row.user_id));
     const stale = entries.filter((entry) => !answered.has(entry.user_id));
     const { rows: current } = await sql<StoredCheckpointRow>`
-      SELECT user_id, write_checkpoint, processed_at_lsn IS NULL AS pending
+      SELECT user_id, write_checkpoint, processed_at_lsn IS NULL AS pending, 'stale' AS outcome
       FROM powersync.write_checkpoints
       WHERE user_id = ANY(${stale.map((e) => e.user_id)}::text[])`.execute(this.db);
     if (current.length === stale.length) return [...upserted, ...current];

@@ -1,5 +1,5 @@
 import { INT64_MAX, normalizeLsn, type Lsn } from '@syncpoint/codecs';
-import type { BucketStorage, ManagedWriteCheckpointRequest } from '@syncpoint/service-core';
+import type { BucketStorage, CreateManagedWriteCheckpointsResult, ManagedWriteCheckpointRequest } from '@syncpoint/service-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 /** Creates a migrated, empty storage for one test file; `close` is called once at the end. */
@@ -14,6 +14,11 @@ export const freshUser = (label = 'user') => `${label}-${process.pid}-${++userCo
 
 function supplied(user_id: string, id: bigint, head = '0/100'): ManagedWriteCheckpointRequest {
   return { user_id, heads: heads(head), checkpoint_request_id: id };
+}
+
+/** The required part of a result (`outcomes` is optional and checked separately). */
+function core(result: CreateManagedWriteCheckpointsResult) {
+  return { writeCheckpoints: result.writeCheckpoints, shouldAdvance: result.shouldAdvance };
 }
 
 /**
@@ -74,7 +79,7 @@ export function registerWriteCheckpointConformance(factory: StorageFactory) {
       await request([supplied(user, 8n, '0/100')]);
       await storage.markWriteCheckpointsProcessed(lsn('0/100'));
       const duplicate = await request([supplied(user, 8n, '0/500')]);
-      expect(duplicate).toEqual({ writeCheckpoints: new Map([[user, 8n]]), shouldAdvance: false });
+      expect(core(duplicate)).toEqual({ writeCheckpoints: new Map([[user, 8n]]), shouldAdvance: false });
     });
 
     it('a lower id changes nothing and returns the stored id', async () => {
@@ -118,8 +123,20 @@ export function registerWriteCheckpointConformance(factory: StorageFactory) {
       expect(await storage.lastWriteCheckpoint(user, lsn('0/100'))).toBe(7n);
     });
 
+    it('reports each entry\'s outcome when the storage tracks it', async () => {
+      const user = freshUser();
+      const legacy = freshUser();
+      const outcomes = async (entries: ManagedWriteCheckpointRequest[]) => (await request(entries)).outcomes;
+      const first = await outcomes([supplied(user, 5n), { user_id: legacy, heads: heads('0/100') }]);
+      if (first === undefined) return; // optional in the contract
+      expect(first).toEqual(new Map([[user, 'advanced'], [legacy, 'generated']]));
+      expect(await outcomes([supplied(user, 5n)])).toEqual(new Map([[user, 'duplicate']]));
+      expect(await outcomes([supplied(user, 4n)])).toEqual(new Map([[user, 'stale']]));
+      expect(await outcomes([supplied(user, 6n)])).toEqual(new Map([[user, 'advanced']]));
+    });
+
     it('an empty batch does nothing', async () => {
-      expect(await request([])).toEqual({ writeCheckpoints: new Map(), shouldAdvance: false });
+      expect(core(await request([]))).toEqual({ writeCheckpoints: new Map(), shouldAdvance: false });
     });
 
     it('100 concurrent requests with shuffled ids leave the maximum, every answer ≥ its own id', async () => {
@@ -139,7 +156,7 @@ export function registerWriteCheckpointConformance(factory: StorageFactory) {
     it('starts at 1 and increments with the latest head', async () => {
       const user = freshUser();
       const first = await request([{ user_id: user, heads: heads('0/100') }]);
-      expect(first).toEqual({ writeCheckpoints: new Map([[user, 1n]]), shouldAdvance: true });
+      expect(core(first)).toEqual({ writeCheckpoints: new Map([[user, 1n]]), shouldAdvance: true });
       const second = await request([{ user_id: user, heads: heads('0/300') }]);
       expect(second.writeCheckpoints.get(user)).toBe(2n);
       expect(await storage.lastWriteCheckpoint(user, lsn('0/FF'))).toBeNull();

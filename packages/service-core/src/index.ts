@@ -27,3 +27,4 @@ export * from './sync/checkpoint-watcher.js';
 export * from './sync/sync-request.js';
 export * from './sync/sync-lines.js';
 export * from './sync/line-writer.js';
+export * from './metrics.js';

@@ -2,6 +2,8 @@ import type { Lsn } from '@syncpoint/codecs';
 import { noActiveSyncConfigError } from '../errors.js';
 import type { BucketStorage } from '../storage/bucket-storage.js';
 import type { ReplicationSource } from '../source/replication-source.js';
+import type { ServiceMetrics } from '../metrics.js';
+import type { CheckpointOutcome } from '../storage/write-checkpoint-api.js';
 
 export interface CheckpointRequestOutcome {
   /** The id stored for the full user id after the batch (≥ the requested id). */
@@ -21,6 +23,7 @@ export interface WriteCheckpointBatcherOptions {
   source: ReplicationSource;
   /** Batches executing at once (PROTOCOL §4.6: 3). */
   maxInFlight?: number;
+  metrics?: ServiceMetrics;
 }
 
 /**
@@ -28,6 +31,14 @@ export interface WriteCheckpointBatcherOptions {
  * at most one marker (PROTOCOL §4.6). Dispatch waits one timer tick; up to `maxInFlight` batches run at once,
  * each taking everything queued when it starts.
  */
+/** What one request did, from the storage's report when it gives one, else from the ids alone. */
+function outcomeOf(request: PendingRequest, stored: bigint, reported: Map<string, CheckpointOutcome> | undefined): CheckpointOutcome {
+  if (request.requestId === undefined) return 'generated';
+  if (stored > request.requestId) return 'stale';
+  // Several requests of one user in a batch collapse to the greatest id: the others were lower, so stale.
+  return reported?.get(request.fullUserId) ?? 'advanced';
+}
+
 export class WriteCheckpointBatcher {
   private queue: PendingRequest[] = [];
   private inFlight = 0;
@@ -72,21 +83,24 @@ export class WriteCheckpointBatcher {
   private async execute(batch: PendingRequest[]): Promise<void> {
     try {
       await this.requireSyncConfig();
+      const { metrics } = this.options;
       const outcomes = await this.options.source.createReplicationHead(async (head) => {
-        const result = await this.options.storage.createManagedWriteCheckpoints(
-          batch.map((request) => ({
-            user_id: request.fullUserId,
-            heads: { '1': head },
-            ...(request.requestId === undefined ? {} : { checkpoint_request_id: request.requestId })
-          }))
-        );
-        return { response: { head, stored: result.writeCheckpoints }, shouldAdvance: result.shouldAdvance };
+        const entries = batch.map((request) => ({
+          user_id: request.fullUserId,
+          heads: { '1': head },
+          ...(request.requestId === undefined ? {} : { checkpoint_request_id: request.requestId })
+        }));
+        const store = () => this.options.storage.createManagedWriteCheckpoints(entries);
+        const result = await (metrics ? metrics.time('create_managed_write_checkpoints', store) : store());
+        if (metrics && result.shouldAdvance) metrics.markersEmitted.inc();
+        return { response: { head, stored: result.writeCheckpoints, kinds: result.outcomes }, shouldAdvance: result.shouldAdvance };
       });
       for (const request of batch) {
         const stored = outcomes.stored.get(request.fullUserId);
         if (stored === undefined) {
           request.reject(new Error(`storage returned no checkpoint request id for ${request.fullUserId}`));
         } else {
+          this.options.metrics?.requestStored(request.fullUserId, stored, outcomeOf(request, stored, outcomes.kinds));
           request.resolve({ writeCheckpoint: stored, replicationHead: outcomes.head });
         }
       }

@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import express, { type ErrorRequestHandler, type RequestHandler } from 'express';
 import { ErrorCode, internalError, ServiceError, validationError } from '../errors.js';
 import type { Logger } from '../logger.js';
+import type { ServiceMetrics } from '../metrics.js';
 import { ADMIN_BODY_LIMIT_BYTES, adminRoutes, type AdminRouteDependencies } from './admin-routes.js';
 import { checkpointRoutes, type CheckpointRouteDependencies } from './checkpoint-routes.js';
 import { probeRoutes, type ProbeState } from './probe-routes.js';
@@ -12,6 +13,8 @@ export interface HttpAppOptions extends CheckpointRouteDependencies {
   probes?: ProbeState;
   /** Largest accepted JSON body (default 64 KiB; checkpoint requests are tiny). */
   bodyLimitBytes?: number;
+  /** Served at `GET /metrics` (Prometheus text format). */
+  metrics?: ServiceMetrics;
   /** `/sync/stream`, when this process serves sync streams. */
   sync?: { dependencies: SyncStreamDependencies; connections: SyncConnections };
   /** `/api/admin/v1/*` and `/api/sync-rules/v1/*` (PROTOCOL §12), behind `api.tokens`. */
@@ -72,6 +75,15 @@ function errorHandler(logger: Logger): ErrorRequestHandler {
   };
 }
 
+/** Prometheus scrape endpoint. */
+export function metricsHandler(metrics: ServiceMetrics): RequestHandler {
+  return async (_req, res) => {
+    const { contentType, body } = await metrics.render();
+    res.setHeader('Content-Type', contentType);
+    res.send(body);
+  };
+}
+
 export function createHttpApp(options: HttpAppOptions): express.Express {
   const app = express();
   app.disable('x-powered-by');
@@ -101,6 +113,7 @@ export function createHttpApp(options: HttpAppOptions): express.Express {
   app.use(json(options.bodyLimitBytes ?? 64 * 1024));
 
   if (options.probes) app.use(probeRoutes(options.probes));
+  if (options.metrics) app.get('/metrics', metricsHandler(options.metrics));
   app.use(checkpointRoutes(options));
   if (options.admin) app.use(adminRoutes(options.admin));
 

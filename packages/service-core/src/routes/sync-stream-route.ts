@@ -3,6 +3,7 @@ import type { TokenPayload, TokenVerifier } from '../auth/token-verifier.js';
 import { tokenFromAuthorizationHeader } from '../auth/token-verifier.js';
 import { ErrorCode, noActiveSyncConfigError, ServiceError } from '../errors.js';
 import type { Logger } from '../logger.js';
+import type { ServiceMetrics } from '../metrics.js';
 import type { ReplicationStreamStorage } from '../storage/bucket-data.js';
 import type { BucketStorage, ReplicationStream } from '../storage/bucket-storage.js';
 import type { CheckpointWatcher } from '../sync/checkpoint-watcher.js';
@@ -19,6 +20,7 @@ export interface SyncStreamDependencies {
   limits: SyncLimits & { maxConnections: number; maxDataFetchConcurrency: number };
   /** Keepalive period; default 20 s ± 10 % (PROTOCOL §7.7). */
   keepaliveMs?: () => number;
+  metrics?: ServiceMetrics;
 }
 
 /** Open sync connections of this process (both transports); `closeAll` ends them on shutdown. */
@@ -201,7 +203,8 @@ export class SyncStreamRunner {
         fullUserId: fullUserId(token.userId, request.clientId),
         limits: deps.limits,
         signal: controller.signal,
-        logger: log
+        logger: log,
+        metrics: deps.metrics
       })) {
         await sink.write(line);
         if (controller.signal.aborted) break;

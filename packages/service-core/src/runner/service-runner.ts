@@ -9,7 +9,10 @@ import { parseSyncRules } from '@syncpoint/sync-rules';
 import { ConfigError, type ResolvedConfig } from '../config/config-loader.js';
 import type { Logger } from '../logger.js';
 import type { ModuleRegistry, ReplicatorContext } from '../modules.js';
-import { createHttpApp, type HttpAppOptions } from '../routes/http-app.js';
+import express from 'express';
+import { lsnToBigint } from '@syncpoint/codecs';
+import { ServiceMetrics } from '../metrics.js';
+import { createHttpApp, metricsHandler, type HttpAppOptions } from '../routes/http-app.js';
 import { SyncConnections } from '../routes/sync-stream-route.js';
 import { attachSyncWebSocket } from '../routes/sync-websocket.js';
 import { CheckpointWatcher } from '../sync/checkpoint-watcher.js';
@@ -27,6 +30,7 @@ export interface RunningService {
   readonly watcher?: CheckpointWatcher;
   /** Open sync connections (absent in the replication role); read-only, for metrics and tests. */
   readonly syncConnections?: SyncConnections;
+  readonly metrics: ServiceMetrics;
   stop(): Promise<void>;
 }
 
@@ -127,7 +131,8 @@ export async function startService(
       closers.push(() => election.stop());
     }
     const verifier = await createTokenVerifier(config.client_auth, { logger });
-    const batcher = new WriteCheckpointBatcher({ storage, source });
+    const metrics = new ServiceMetrics();
+    const batcher = new WriteCheckpointBatcher({ storage, source, metrics });
 
     let sync: HttpAppOptions['sync'];
     if (role !== 'replication') {
@@ -149,10 +154,20 @@ export async function startService(
             maxConnections: parameters.max_concurrent_connections,
             maxDataFetchConcurrency: parameters.max_data_fetch_concurrency
           },
-          keepaliveMs: options.syncKeepaliveMs
+          keepaliveMs: options.syncKeepaliveMs,
+          metrics
         }
       };
+      metrics.observeGauge('syncpoint_open_sync_streams', 'Sync streams open in this process', () => connections.count);
     }
+    metrics.observeGauge('syncpoint_pending_checkpoint_requests', 'Checkpoint requests replication has not reached yet', async () =>
+      storage.getStatus ? (await storage.getStatus()).checkpointRequests.pending : null
+    );
+    metrics.observeGauge('syncpoint_replication_lag_bytes', 'Source WAL bytes between the source head and the served checkpoint', async () => {
+      const served = await storage.getServingCheckpoint();
+      if (!served?.checkpoint.lsn) return null;
+      return Number(lsnToBigint(await source.currentHead()) - lsnToBigint(served.checkpoint.lsn));
+    });
 
     const admin = {
       tokens: config.api.tokens,
@@ -161,7 +176,14 @@ export async function startService(
       role,
       syncStreams: sync && { open: () => sync!.connections.count, max: config.api.parameters.max_concurrent_connections }
     };
-    const app = createHttpApp({ logger, probes, verifier, batcher, sync, admin });
+    const app = createHttpApp({ logger, probes, verifier, batcher, sync, admin, metrics });
+    const prometheusPort = (config.telemetry as { prometheus_port?: number } | undefined)?.prometheus_port;
+    if (prometheusPort !== undefined) {
+      // A separate port for scrapers, when configured (PROTOCOL §10 telemetry.prometheus_port).
+      const metricsServer = express().get('/metrics', metricsHandler(metrics)).listen(prometheusPort, options.host ?? '0.0.0.0');
+      await once(metricsServer, 'listening');
+      closers.push(() => new Promise<void>((resolve) => metricsServer.close(() => resolve())));
+    }
     const server: Server = app.listen(config.port, options.host ?? '0.0.0.0');
     if (sync) attachSyncWebSocket(server, sync.dependencies, sync.connections); // RSocket over WebSocket (§7.10); closeAll closes it
     await once(server, 'listening');
@@ -178,7 +200,7 @@ export async function startService(
     const port = (server.address() as AddressInfo).port;
     const url = `http://${options.host && options.host !== '0.0.0.0' ? options.host : '127.0.0.1'}:${port}`;
     logger.info({ url, role }, 'Syncpoint is listening');
-    return { url, port, storage, source, watcher: sync?.dependencies.watcher, syncConnections: sync?.connections, stop: closeAll };
+    return { url, port, storage, source, metrics, watcher: sync?.dependencies.watcher, syncConnections: sync?.connections, stop: closeAll };
   } catch (error) {
     await closeAll();
     throw error;

@@ -11,11 +11,16 @@ export interface ManagedWriteCheckpointRequest {
   checkpoint_request_id?: bigint;
 }
 
+/** What a request did to its record: a new id, the stored id again, a lower id, or a generated (legacy) id. */
+export type CheckpointOutcome = 'advanced' | 'duplicate' | 'stale' | 'generated';
+
 export interface CreateManagedWriteCheckpointsResult {
   /** Full user id → the id stored for it after the batch (the current maximum). */
   writeCheckpoints: Map<string, bigint>;
   /** True when a record touched by the batch is still pending: the caller must emit a source marker. */
   shouldAdvance: boolean;
+  /** Per full user id, what its entry did (for metrics); optional for storages that cannot tell. */
+  outcomes?: Map<string, CheckpointOutcome>;
 }
 
 /**

@@ -2,6 +2,7 @@ import type { SqliteRow } from '@syncpoint/sync-rules';
 import type { TokenPayload } from '../auth/token-verifier.js';
 import { ServiceError } from '../errors.js';
 import type { Logger } from '../logger.js';
+import type { ServiceMetrics } from '../metrics.js';
 import type { BucketChecksum, OplogEntry, ReplicationStreamStorage } from '../storage/bucket-data.js';
 import type { BucketStorage, ReplicationStream } from '../storage/bucket-storage.js';
 import { toSignedChecksum } from '../storage/row-evaluation.js';
@@ -64,6 +65,7 @@ export interface SyncStreamOptions {
   limits: SyncLimits;
   signal: AbortSignal;
   logger: Logger;
+  metrics?: ServiceMetrics;
 }
 
 /** A line for one op; MOVE/CLEAR carry only id, type and checksum (PROTOCOL §7.3). */
@@ -108,7 +110,8 @@ export async function* syncLines(options: SyncStreamOptions): AsyncGenerator<Syn
     const streamStorage = await options.streamStorage(next.stream);
 
     const current = await resolveBuckets(streamStorage, checkpoint, options);
-    const checksums = await streamStorage.getChecksums(checkpoint, [...current.keys()]);
+    const readChecksums = () => streamStorage.getChecksums(checkpoint, [...current.keys()]);
+    const checksums = await (options.metrics ? options.metrics.time('get_checksums', readChecksums) : readChecksums());
     const lines = new Map<string, BucketLine>();
     for (const [bucket, description] of current) {
       const sum: BucketChecksum | undefined = checksums.get(bucket);
@@ -122,7 +125,8 @@ export async function* syncLines(options: SyncStreamOptions): AsyncGenerator<Syn
     }
 
     // Never report a smaller acknowledged id on one connection (PROTOCOL §6, recommendation).
-    const resolved = await storage.lastWriteCheckpoint(options.fullUserId, lsn);
+    const resolve = () => storage.lastWriteCheckpoint(options.fullUserId, lsn);
+    const resolved = await (options.metrics ? options.metrics.time('last_write_checkpoint', resolve) : resolve());
     const writeCheckpoint: bigint | null = resolved !== null && (lastWriteCheckpoint === null || resolved > lastWriteCheckpoint) ? resolved : lastWriteCheckpoint;
     const writeCheckpointField = writeCheckpoint !== null && writeCheckpoint !== 0n ? { write_checkpoint: writeCheckpoint.toString() } : {};
 
@@ -176,6 +180,7 @@ export async function* syncLines(options: SyncStreamOptions): AsyncGenerator<Syn
       toFetch = [...new Set([...updated.map((line) => line.bucket), ...pendingDownload])].filter((bucket) => lines.has(bucket));
     }
     lastSent = lines;
+    if (writeCheckpoint !== null && writeCheckpoint !== lastWriteCheckpoint) options.metrics?.requestAcknowledged(options.fullUserId, writeCheckpoint);
     lastWriteCheckpoint = writeCheckpoint;
     // The data of a download belongs to the checkpoint of the last line sent.
     if (sentLine) lineCheckpoint = checkpoint;
