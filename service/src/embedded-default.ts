@@ -23,7 +23,7 @@ export interface EmbeddedDefault {
 }
 
 /** Demo schema and the `powersync` publication in the source database (idempotent). */
-async function prepareSourceDatabase(url: string) {
+export async function prepareDemoSourceDatabase(url: string) {
   const client = new pg.Client({ connectionString: url });
   await client.connect();
   try {
@@ -56,7 +56,7 @@ export async function startEmbeddedDefault(options: { root: string; port: number
   try {
     await postgres.ensureDatabase(SOURCE_DATABASE);
     await postgres.ensureDatabase(STORAGE_DATABASE);
-    await prepareSourceDatabase(postgres.url(SOURCE_DATABASE));
+    await prepareDemoSourceDatabase(postgres.url(SOURCE_DATABASE));
     const devKey = await loadOrCreateDevKey(path.join(dataDir, 'dev-key.json'));
     const configText = stringify({
       replication: {

@@ -2,7 +2,7 @@ import { chmod, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { startEmbeddedPostgres, type PostgresServer } from '@syncpoint/dev-postgres';
-import { DEV_AUDIENCE, DEMO_SYNC_CONFIG, createModuleRegistry, loadOrCreateDevKey, type DevKey } from '@syncpoint/service';
+import { DEV_AUDIENCE, DEMO_SYNC_CONFIG, createModuleRegistry, loadOrCreateDevKey, prepareDemoSourceDatabase, type DevKey } from '@syncpoint/service';
 import { parseConfig, silentLogger, startService, type Logger, type ResolvedConfig, type RunningService, type ServiceRole } from '@syncpoint/service-core';
 import pg from 'pg';
 
@@ -20,24 +20,6 @@ export interface BenchService {
   sourceUrl: string;
   storageUrl: string;
   stop(): Promise<void>;
-}
-
-async function prepareSourceDatabase(url: string) {
-  const client = new pg.Client({ connectionString: url });
-  await client.connect();
-  try {
-    await client.query(`
-      CREATE TABLE IF NOT EXISTS todos (
-        id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
-        description text NOT NULL,
-        completed boolean NOT NULL DEFAULT false,
-        created_at timestamptz NOT NULL DEFAULT now()
-      )`);
-    const { rowCount } = await client.query(`SELECT 1 FROM pg_publication WHERE pubname = 'powersync'`);
-    if (rowCount === 0) await client.query('CREATE PUBLICATION powersync FOR ALL TABLES');
-  } finally {
-    await client.end();
-  }
 }
 
 /**
@@ -79,7 +61,7 @@ export async function startBenchService(
     await storageServer.ensureDatabase(STORAGE_DATABASE);
     const sourceUrl = postgres.url(SOURCE_DATABASE);
     const storageUrl = storageServer.url(STORAGE_DATABASE);
-    await prepareSourceDatabase(sourceUrl);
+    await prepareDemoSourceDatabase(sourceUrl);
 
     const devKey = await loadOrCreateDevKey(path.join(root, 'dev-key.json'));
     // JSON is YAML, so the config goes through the same parser as a config file.
