@@ -1,42 +1,14 @@
-import { randomUUID } from 'node:crypto';
 import { normalizeLsn } from '@syncpoint/codecs';
 import { registerWriteCheckpointConformance } from '@syncpoint/service-core-tests';
 import { Long } from 'mongodb';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createMongoStorage, MIGRATIONS, MongoBucketStorage, mongoStorageConfigSchema } from '../src/index.js';
+import { MIGRATIONS } from '../src/index.js';
+import { createThrowAwayStorage, migratedStorage, mongoTestUrl, type ThrowAwayMongoStorage } from './throw-away-storage.js';
 
-/** Must name a replica set (or a single-node one): the storage is written for transactions and change streams. */
-const url = process.env.MONGO_TEST_URL;
+const url = mongoTestUrl;
 
 if (!url) {
   console.log('MongoDB conformance suite SKIPPED: MONGO_TEST_URL is not set (no MongoDB server on this machine)');
-}
-
-/** A storage on its own throw-away database, dropped again on close. */
-class ThrowAwayMongoStorage extends MongoBucketStorage {
-  override async close(): Promise<void> {
-    try {
-      await this.db.dropDatabase();
-    } finally {
-      await super.close();
-    }
-  }
-}
-
-async function createThrowAwayStorage(): Promise<ThrowAwayMongoStorage> {
-  const config = mongoStorageConfigSchema.parse({
-    type: 'mongodb',
-    uri: url,
-    database: `syncpoint_test_${randomUUID().replaceAll('-', '').slice(0, 16)}`
-  });
-  const connected = await createMongoStorage(config);
-  return new ThrowAwayMongoStorage(connected.client, connected.db);
-}
-
-async function migratedStorage(): Promise<ThrowAwayMongoStorage> {
-  const storage = await createThrowAwayStorage();
-  await storage.migrate('up');
-  return storage;
 }
 
 describe.skipIf(!url)('MongoDB storage conformance', () => registerWriteCheckpointConformance(migratedStorage));
