@@ -1,4 +1,4 @@
-import { createSecretKey, type KeyObject } from 'node:crypto';
+import { createPublicKey, createSecretKey, type KeyObject } from 'node:crypto';
 import * as jose from 'jose';
 import { authError, ErrorCode } from '../errors.js';
 import type { Logger } from '../logger.js';
@@ -50,6 +50,11 @@ export async function importVerificationKey(jwk: jose.JWK, options: { remote: bo
   if (!alg) throw new Error(`key ${jwk.kid ?? ''} of type ${jwk.kty} needs "alg"`);
   // Import only the public part: a private JWK in config must never become a signing key here.
   const { d: _d, p: _p, q: _q, dp: _dp, dq: _dq, qi: _qi, ...publicJwk } = jwk;
+  if (!jwk.alg && jwk.kty === 'RSA') {
+    // Without "alg" an RSA key verifies its whole family (PROTOCOL §3.2), but a CryptoKey is bound to one hash
+    // (RS256 only); a KeyObject serves RS256, RS384 and RS512 alike.
+    return { kid: jwk.kid, kty: 'RSA', key: createPublicKey({ key: publicJwk as never, format: 'jwk' }) };
+  }
   const key = await jose.importJWK(publicJwk, alg);
   if (key instanceof Uint8Array) throw new Error(`key ${jwk.kid ?? ''} is not an asymmetric key`);
   return { kid: jwk.kid, alg: jwk.alg, kty: jwk.kty!, key };
@@ -100,9 +105,11 @@ export class RemoteJwks {
     this.maxWaitMs = options.maxWaitMs ?? 3_000;
   }
 
-  /** Why no keys could ever be loaded from this URL, if so. */
+  /** Why no keys could ever be loaded from this URL, if so (including a first fetch that has not answered yet). */
   get unavailableReason(): string | undefined {
-    return this.fetchedAt === 0 ? this.lastError?.message : undefined;
+    if (this.fetchedAt !== 0) return undefined;
+    if (this.lastError) return this.lastError.message;
+    return this.inflight ? `${this.uri} did not answer within ${this.maxWaitMs} ms` : undefined;
   }
 
   /** Current keys; fetches on first use and refreshes stale ones in the background. */
@@ -112,19 +119,24 @@ export class RemoteJwks {
     return this.keys;
   }
 
-  /** Ask for a refresh (rate-limited); waits at most `maxWaitMs` when `wait` is set. */
+  /**
+   * Ask for a refresh (rate-limited). With `wait`, waits for it until `maxWaitMs` after the fetch *started*: a request
+   * that looks keys up several times, and requests arriving while a fetch hangs, do not each wait the full time again.
+   */
   async refresh({ wait }: { wait: boolean }): Promise<void> {
     const now = Date.now();
     if (!this.inflight && now - this.lastAttemptAt >= this.minRefreshIntervalMs) {
       this.lastAttemptAt = now;
       this.inflight = this.load().finally(() => (this.inflight = undefined));
     }
-    if (wait && this.inflight) {
-      await Promise.race([this.inflight, new Promise((resolve) => setTimeout(resolve, this.maxWaitMs).unref())]);
+    const waitMs = this.lastAttemptAt + this.maxWaitMs - now;
+    if (wait && this.inflight && waitMs > 0) {
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([this.inflight, new Promise((resolve) => (timer = setTimeout(resolve, waitMs)))]);
+      clearTimeout(timer);
     }
-    if (this.fetchedAt === 0 && this.lastError) {
-      throw authError(ErrorCode.JWKS_FETCH, 'Could not fetch the JWKS', this.lastError.message);
-    }
+    const unavailable = this.unavailableReason;
+    if (unavailable !== undefined) throw authError(ErrorCode.JWKS_FETCH, 'Could not fetch the JWKS', unavailable);
   }
 
   private async load(): Promise<void> {
@@ -150,7 +162,9 @@ export class RemoteJwks {
       this.fetchedAt = Date.now();
       this.lastError = undefined;
     } catch (error) {
-      this.lastError = error as Error;
+      // Name the URL: "Unexpected token '<'" alone does not tell an operator which key set is broken.
+      const message = (error as Error).message ?? String(error);
+      this.lastError = message.includes(this.uri) ? (error as Error) : new Error(`${this.uri}: ${message}`, { cause: error });
       this.options.logger?.warn({ jwks_uri: this.uri, err: error }, 'JWKS fetch failed');
     }
   }
