@@ -1,4 +1,6 @@
 import { randomUUID } from 'node:crypto';
+import http from 'node:http';
+import type { Duplex } from 'node:stream';
 import express, { type ErrorRequestHandler, type RequestHandler } from 'express';
 import { ErrorCode, internalError, ServiceError, validationError } from '../errors.js';
 import type { Logger } from '../logger.js';
@@ -19,7 +21,29 @@ export interface HttpAppOptions extends CheckpointRouteDependencies {
   sync?: { dependencies: SyncStreamDependencies; connections: SyncConnections };
   /** `/api/admin/v1/*` and `/api/sync-rules/v1/*` (PROTOCOL §12), behind `api.tokens`. */
   admin?: AdminRouteDependencies;
+  /** Timeouts of the server `app.listen` creates (defaults: `SERVER_TIMEOUTS`); tests shorten them. */
+  serverTimeouts?: Partial<ServerTimeouts>;
 }
+
+export interface ServerTimeouts {
+  /** A client must send its complete request headers within this time (cuts off slowloris-style clients). */
+  headersTimeoutMs: number;
+  /**
+   * A client must send its complete request (headers and body) within this time, so a body that never ends cannot
+   * hold a connection and a request slot forever. Streaming *responses* are not affected: the timer stops once the
+   * request is received.
+   */
+  requestTimeoutMs: number;
+  /** How often Node checks the two timeouts above; a slow client is cut off at most this much late. */
+  checkIntervalMs: number;
+}
+
+/**
+ * Node's defaults are 60 s for headers, 300 s for a request, checked every 30 s — a slow client could hold a
+ * connection for up to 90 s without sending a single complete header. Real clients send headers at once and bodies of
+ * at most 2 MiB (a sync request listing 1,000 buckets), which take seconds even on a slow mobile link.
+ */
+export const SERVER_TIMEOUTS: ServerTimeouts = { headersTimeoutMs: 15_000, requestTimeoutMs: 60_000, checkIntervalMs: 5_000 };
 
 /** Sync requests list the buckets a client holds (up to 1,000 by default), so they may be larger. */
 const SYNC_BODY_LIMIT_BYTES = 2 * 1024 * 1024;
@@ -121,5 +145,51 @@ export function createHttpApp(options: HttpAppOptions): express.Express {
     next(new ServiceError(ErrorCode.ROUTE_NOT_FOUND, 404, 'Route not found', `${req.method} ${req.path}`, { name: 'RouteNotFound' }));
   });
   app.use(errorHandler(options.logger));
+
+  // Express's own `listen` creates a server with Node's default timeouts and bare error answers; this one applies ours.
+  const timeouts = { ...SERVER_TIMEOUTS, ...options.serverTimeouts };
+  app.listen = ((...args: unknown[]) => {
+    const server = http.createServer(
+      {
+        headersTimeout: timeouts.headersTimeoutMs,
+        requestTimeout: timeouts.requestTimeoutMs,
+        connectionsCheckingInterval: timeouts.checkIntervalMs
+      },
+      app
+    );
+    server.on('clientError', answerClientError);
+    return server.listen(...(args as Parameters<http.Server['listen']>));
+  }) as express.Express['listen'];
   return app;
+}
+
+/** Stable codes for the errors Node's HTTP parser reports before any route runs. */
+export const HttpParserErrorCode = {
+  /** Request line and headers over Node's limit (16 KiB by default). */
+  HEADERS_TOO_LARGE: 'PSYNC_S2008',
+  /** Headers or the body not received within `ServerTimeouts`. */
+  REQUEST_TIMEOUT: 'PSYNC_S2009'
+} as const;
+
+/**
+ * Requests Node's HTTP parser refuses (malformed request line or headers, unknown method, headers too large, too slow)
+ * never reach Express; Node would answer with a bare status line. This answers with the usual error envelope, then
+ * closes the connection (its remaining bytes cannot be trusted). Mirrors Node's default handler otherwise: nothing is
+ * written once a response has started on the socket.
+ */
+function answerClientError(error: NodeJS.ErrnoException, socket: Duplex) {
+  const net = socket as Duplex & { bytesWritten?: number };
+  if (error.code === 'ECONNRESET' || !socket.writable || (net.bytesWritten ?? 0) > 0) return void socket.destroy();
+  const serviceError =
+    error.code === 'HPE_HEADER_OVERFLOW'
+      ? new ServiceError(HttpParserErrorCode.HEADERS_TOO_LARGE, 431, 'Request headers too large', undefined, { name: 'ValidationError' })
+      : error.code === 'ERR_HTTP_REQUEST_TIMEOUT'
+        ? new ServiceError(HttpParserErrorCode.REQUEST_TIMEOUT, 408, 'Request not received in time', undefined, { name: 'ValidationError' })
+        : new ServiceError(ErrorCode.VALIDATION, 400, 'Malformed HTTP request', error.code, { name: 'ValidationError' });
+  const body = JSON.stringify(serviceError.toJSON());
+  socket.end(
+    `HTTP/1.1 ${serviceError.status} ${http.STATUS_CODES[serviceError.status]}\r\n` +
+      `Content-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+    () => socket.destroy() // flushed: close now rather than wait for the client to close its side
+  );
 }
