@@ -302,6 +302,8 @@ describe('claims', () => {
     ['boolean sub', { sub: true }],
     ['array sub', { sub: ['user-1'] }],
     ['object sub', { sub: { id: 'user-1' } }],
+    ['sub with a NUL byte (storage could not hold it)', { sub: 'user-1\u0000admin' }],
+    ['sub with an unpaired surrogate (it would share storage keys with others)', { sub: 'user-\ud800' }],
     ['no exp', { exp: undefined }],
     ['null exp', { exp: null }],
     ['string exp', { exp: String(now() + 600) }],
@@ -312,6 +314,12 @@ describe('claims', () => {
     ['exp before iat', { iat: now() - 10, exp: now() - 20 }]
   ])('rejects %s with PSYNC_S2101', async (_, claims) => {
     await expectRejected(hmacVerifier, await hmacToken(claims), 'PSYNC_S2101');
+  });
+
+  it('accepts any other non-empty text or numeric sub, including non-ASCII and slashes', async () => {
+    for (const sub of ['ユーザー', 'user-😀', 'auth0|1234', 'org/user', ' ', 0]) {
+      expect((await hmacVerifier.verify(await hmacToken({ sub }))).userId).toBe(String(sub));
+    }
   });
 
   it('rejects a token expired beyond the skew with PSYNC_S2103, and accepts one within it', async () => {

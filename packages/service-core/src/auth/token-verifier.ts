@@ -24,6 +24,8 @@ export interface TokenVerifierOptions {
 }
 
 const AUTHORIZATION_PATTERN = /^(Token|Bearer) (\S+)$/;
+// eslint-disable-next-line no-control-regex
+const UNSTORABLE_TEXT = /\u0000|\p{Cs}/u;
 
 /** Extract the JWT from an `Authorization: Token|Bearer <jwt>` header (PROTOCOL §3.1). */
 export function tokenFromAuthorizationHeader(header: unknown): string {
@@ -129,6 +131,9 @@ export class TokenVerifier {
     const now = Math.floor(Date.now() / 1000);
     const { sub, iat, exp } = payload;
     if ((typeof sub !== 'string' && typeof sub !== 'number') || sub === '') throw invalidToken('Token has no valid sub');
+    // Storage keys cannot hold NUL (Postgres text), and lone surrogates all become U+FFFD there, so two different such
+    // subs would share one user's records: refuse them here rather than fail or collide later.
+    if (typeof sub === 'string' && UNSTORABLE_TEXT.test(sub)) throw invalidToken('Token sub contains NUL or an unpaired surrogate');
     if (typeof iat !== 'number' || typeof exp !== 'number') throw invalidToken('Token needs numeric iat and exp');
     if (iat > now + this.clockTolerance) throw invalidToken('Token iat is in the future');
     if (exp < iat) throw invalidToken('Token exp is before iat');
