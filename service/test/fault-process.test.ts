@@ -5,10 +5,9 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { PostgresBucketStorage } from '@syncpoint/storage-postgres';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { signDevToken } from '../src/dev-token.js';
 import {
-  compareLsn,
   createReplicationEnv,
   downloadBuckets,
   sleep,
@@ -98,7 +97,7 @@ describe('SIGKILL during the initial snapshot', () => {
       - SELECT * FROM events WHERE owner = bucket.user_id
 `;
   const ACCOUNTS = 5_000;
-  const EVENTS = 200_000;
+  const EVENTS = 60_000; // ~5 s of snapshot on an idle machine
   const CHUNK = 10_000; // SNAPSHOT_CHUNK_ROWS of source-postgres
   let env: ReplicationEnv;
 
@@ -127,7 +126,7 @@ describe('SIGKILL during the initial snapshot', () => {
       );
       return new Map(rows.map((row) => [row.table_name, { done: row.done, rowsDone: Number(row.rows_done), lastKey: row.last_key }]));
     };
-    // Kill once accounts is done and events is 3+ chunks in, but far from done.
+    // Kill once accounts is done and events is 2+ chunks in, but far from done.
     const atKill = await withOutput(
       child,
       waitFor(
@@ -136,7 +135,7 @@ describe('SIGKILL during the initial snapshot', () => {
           const state = await progress();
           const events = state.get('events');
           if (events?.done) throw new Error('the snapshot finished before the kill: make the events table bigger');
-          return state.get('accounts')?.done && events && events.rowsDone >= 3 * CHUNK ? state : null;
+          return state.get('accounts')?.done && events && events.rowsDone >= 2 * CHUNK ? state : null;
         },
         120_000,
         10
@@ -204,9 +203,9 @@ describe('SIGKILL in the middle of a storage flush', () => {
     data:
       - SELECT * FROM items WHERE owner = bucket.user_id
 `;
-  const ROWS = 50_000;
-  const MOVED = 40_000; // ids [0, MOVED) change owner (a REMOVE and two PUTs each)
-  const DELETED = 5_000; // ids [MOVED, MOVED + DELETED) are deleted
+  const ROWS = 30_000;
+  const MOVED = 24_000; // ids [0, MOVED) change owner (a REMOVE and two PUTs each)
+  const DELETED = 3_000; // ids [MOVED, MOVED + DELETED) are deleted
   let env: ReplicationEnv;
 
   beforeAll(async () => {
@@ -309,4 +308,226 @@ describe('SIGKILL in the middle of a storage flush', () => {
     await expectMatchesFreshService(env, storage, SYNC_CONFIG);
     await child.stop();
   }, 300_000);
+});
+
+/**
+ * A loopback TCP proxy in front of the source Postgres that, while `holdMarkers` is on, never forwards a frontend
+ * message calling `pg_logical_emit_message`: a process using it stores a checkpoint request and then waits forever for
+ * its marker, which is the moment to SIGKILL it. Everything else passes through unchanged.
+ */
+async function startMarkerHoldingProxy(targetPort: number) {
+  const sockets = new Set<net.Socket>();
+  const state = { holdMarkers: false, held: 0 };
+  const server = net.createServer((client) => {
+    const upstream = net.connect(targetPort, '127.0.0.1');
+    sockets.add(client).add(upstream);
+    const close = () => {
+      client.destroy();
+      upstream.destroy();
+    };
+    client.on('error', close).on('close', close);
+    upstream.on('error', close).on('close', close);
+    upstream.pipe(client);
+    let buffer = Buffer.alloc(0);
+    let startup = true; // the startup message has no type byte
+    let holding = false;
+    client.on('data', (chunk: Buffer) => {
+      buffer = Buffer.concat([buffer, chunk]);
+      while (!holding) {
+        const header = startup ? 4 : 5;
+        if (buffer.length < header) return;
+        const length = (startup ? 0 : 1) + buffer.readInt32BE(startup ? 0 : 1);
+        if (buffer.length < length) return;
+        const message = buffer.subarray(0, length);
+        if (!startup && state.holdMarkers && message.includes('pg_logical_emit_message')) {
+          holding = true; // this connection is stuck from here on, like a source that stopped answering
+          state.held++;
+          return;
+        }
+        upstream.write(message);
+        buffer = buffer.subarray(length);
+        startup = false;
+      }
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    state,
+    port: (server.address() as net.AddressInfo).port,
+    async close() {
+      for (const socket of sockets) socket.destroy();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    }
+  };
+}
+
+/** A `syncpoint start` child process with its own config text (replication-harness `startChild` writes its own). */
+function spawnServiceChild(configText: string, role: 'api' | 'replication' | 'unified') {
+  const ready = (async () => {
+    const dir = await mkdtemp(path.join(tmpdir(), 'syncpoint-fault-'));
+    const file = path.join(dir, 'config.yaml');
+    await writeFile(file, configText);
+    return { dir, file };
+  })();
+  let output = '';
+  const started = ready.then(({ file }) => {
+    // node with tsx's loader (not the tsx CLI, whose grandchild a SIGKILL would leave running).
+    const child = spawn(
+      process.execPath,
+      ['--import', 'tsx', '--conditions=@syncpoint/source', path.join(serviceDir, 'src/cli.ts'), 'start', '-c', file, '--role', role, '--port', '0'],
+      { cwd: serviceDir, env: { ...process.env, SYNCPOINT_LOG_LEVEL: process.env.SYNCPOINT_TEST_LOG ?? 'info' } }
+    );
+    child.stdout.on('data', (chunk) => (output = (output + chunk).slice(-200_000)));
+    child.stderr.on('data', (chunk) => (output = (output + chunk).slice(-200_000)));
+    const exited = new Promise<void>((resolve) => child.on('exit', () => resolve()));
+    return { child, exited };
+  });
+  return {
+    output: () => output,
+    /** The base URL, once the process logs that it is listening. */
+    url: () =>
+      waitFor('the child to listen', async () => logLines(output).find((line) => line.msg === 'Syncpoint is listening')?.url as string | undefined, 60_000).catch(
+        (error) => {
+          throw new Error(`${error.message}\nchild output:\n${output.slice(-5_000)}`);
+        }
+      ),
+    async kill() {
+      const { child, exited } = await started;
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+      await exited;
+      await rm((await ready).dir, { recursive: true, force: true });
+    }
+  };
+}
+
+describe('SIGKILL between storing a checkpoint request and emitting its marker', () => {
+  const SYNC_CONFIG = `bucket_definitions:
+  mine:
+    parameters: SELECT request.user_id() AS user_id
+    data:
+      - SELECT * FROM todos WHERE owner = bucket.user_id
+`;
+  let env: ReplicationEnv;
+  let proxy: Awaited<ReturnType<typeof startMarkerHoldingProxy>>;
+  const children: Array<ReturnType<typeof spawnServiceChild>> = [];
+  const spawnChild = (configText: string, role: 'api' | 'replication') => {
+    const child = spawnServiceChild(configText, role);
+    children.push(child);
+    return child;
+  };
+
+  beforeAll(async () => {
+    env = await createReplicationEnv('markerkill', [
+      `CREATE TABLE todos (id text PRIMARY KEY, owner text NOT NULL, title text NOT NULL)`,
+      `INSERT INTO todos VALUES ('t1', 'alice', 'milk'), ('t2', 'bob', 'bread')`
+    ]);
+    proxy = await startMarkerHoldingProxy(env.postgres.port);
+  }, 120_000);
+  afterAll(async () => {
+    for (const child of children) await child.kill().catch(() => {});
+    await proxy?.close();
+    await env?.cleanup();
+  }, 60_000);
+
+  it('the request is acknowledged after the kill: when the client retries on another process, and when nobody retries', async () => {
+    const storageName = await env.createStorageDatabase('marker');
+    const directConfig = env.configText({ storageName, syncConfig: SYNC_CONFIG }); // heartbeat: 60 s
+    const sourceAddress = `127.0.0.1:${env.postgres.port}/${env.sourceName}`;
+    expect(directConfig).toContain(sourceAddress);
+    const proxiedConfig = directConfig.replace(sourceAddress, `127.0.0.1:${proxy.port}/${env.sourceName}`);
+
+    // The replicator and a second API process reach the source directly; the API process to be killed goes through the proxy.
+    spawnChild(directConfig, 'replication');
+    const otherApi = spawnChild(directConfig, 'api');
+    let killedApi = spawnChild(proxiedConfig, 'api');
+    const storage = env.openStorage(storageName);
+    await waitForCheckpointLsn(storage, await env.sourcePosition(), 120_000);
+    const otherUrl = await otherApi.url();
+    let killedUrl = await killedApi.url();
+    const markers = await watchMarkers(env.sourceDb, `${env.slotPrefix}markers`);
+
+    const request = (url: string, sub: string, clientId: string, id: number) =>
+      signDevToken(TEST_DEV_KEY, { sub }).then((token) =>
+        fetch(`${url}/sync/checkpoint-request`, {
+          method: 'POST',
+          headers: { 'Content-Type': 'application/json', Authorization: `Token ${token}` },
+          body: JSON.stringify({ client_id: clientId, checkpoint_request_id: String(id) })
+        })
+      );
+    /** Store request `id` through the proxied process, and SIGKILL it while its marker is held back. */
+    const storeThenKill = async (sub: string, clientId: string, id: number) => {
+      proxy.state.holdMarkers = true;
+      const held = proxy.state.held;
+      const response = request(killedUrl, sub, clientId, id).then(
+        (res) => res.status,
+        () => 'connection lost'
+      );
+      await waitFor(
+        'the request stored and its marker held',
+        async () => {
+          const { rows } = await storage.pool.query(`SELECT 1 FROM powersync.write_checkpoints WHERE user_id = $1 AND write_checkpoint = $2`, [
+            `${sub}/${clientId}`,
+            id
+          ]);
+          return rows.length === 1 && proxy.state.held > held;
+        },
+        30_000
+      );
+      await killedApi.kill();
+      expect(await response).toBe('connection lost');
+    };
+    /** The stored request stays unacknowledged: no marker reaches the source WAL and the idle source stays put. */
+    const expectStuck = async (fullUserId: string) => {
+      await markers.take();
+      await sleep(3_000);
+      expect(await markers.take()).toBe(0);
+      const served = (await storage.getServingCheckpoint())!.checkpoint;
+      const { rows } = await storage.pool.query<{ pending: boolean; ahead: boolean }>(
+        `SELECT processed_at_lsn IS NULL AS pending, head_lsn > $2::pg_lsn AS ahead FROM powersync.write_checkpoints WHERE user_id = $1`,
+        [fullUserId, served.lsn]
+      );
+      expect(rows[0]).toEqual({ pending: true, ahead: true });
+      expect(await storage.lastWriteCheckpoint(fullUserId, served.lsn)).toBeNull();
+    };
+    /** The client's sync stream reports `id` as its write checkpoint; returns how long that took. */
+    const acknowledged = async (url: string, sub: string, clientId: string, id: number) => {
+      const started = Date.now();
+      const stream = await openSyncStream(url, await signDevToken(TEST_DEV_KEY, { sub }), { client_id: clientId });
+      try {
+        await stream.until((line) => (line.checkpoint ?? line.checkpoint_diff)?.write_checkpoint === String(id), 20_000);
+      } finally {
+        await stream.close();
+      }
+      return Date.now() - started;
+    };
+
+    // 1. The client's request failed (connection lost), so it posts the same id again; a load balancer sends it to the
+    //    other API process. The duplicate of a pending request emits a marker (PROTOCOL §4.7).
+    await storeThenKill('alice', 'phone', 7);
+    await expectStuck('alice/phone');
+    const retried = await request(otherUrl, 'alice', 'phone', 7);
+    expect(retried.status).toBe(200);
+    expect(await retried.json()).toEqual({ data: { checkpoint_request_id: '7' } });
+    const afterRetryMs = await acknowledged(otherUrl, 'alice', 'phone', 7);
+
+    // 2. Nobody retries: the killed process is restarted, and the request is acknowledged well before the
+    //    replicator's next heartbeat marker (60 s).
+    killedApi = spawnChild(proxiedConfig, 'api');
+    killedUrl = await killedApi.url();
+    await storeThenKill('bob', 'laptop', 8);
+    await expectStuck('bob/laptop');
+    proxy.state.holdMarkers = false;
+    const restartedAt = Date.now();
+    killedApi = spawnChild(proxiedConfig, 'api');
+    const restartedUrl = await killedApi.url();
+    await acknowledged(restartedUrl, 'bob', 'laptop', 8);
+    const afterRestartMs = Date.now() - restartedAt;
+    expect(afterRestartMs).toBeLessThan(30_000);
+    expect(logLines(killedApi.output()).some((line) => /pending checkpoint request/.test(line.msg))).toBe(true);
+
+    // Every stored request is processed.
+    const { rows } = await storage.pool.query<{ pending: string }>(`SELECT count(*)::text AS pending FROM powersync.write_checkpoints WHERE processed_at_lsn IS NULL`);
+    expect(rows[0]!.pending).toBe('0');
+    console.log(`marker kill: acknowledged ${afterRetryMs} ms after the retry; ${afterRestartMs} ms after the restart (start included)`);
+  }, 240_000);
 });

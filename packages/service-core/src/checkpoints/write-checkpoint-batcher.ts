@@ -4,6 +4,7 @@ import type { BucketStorage } from '../storage/bucket-storage.js';
 import type { ReplicationSource } from '../source/replication-source.js';
 import type { ServiceMetrics } from '../metrics.js';
 import type { CheckpointOutcome } from '../storage/write-checkpoint-api.js';
+import type { Logger } from '../logger.js';
 
 export interface CheckpointRequestOutcome {
   /** The id stored for the full user id after the batch (≥ the requested id). */
@@ -117,3 +118,18 @@ export class WriteCheckpointBatcher {
   }
 }
 
+/**
+ * A process that dies after storing a checkpoint request and before emitting its marker (PROTOCOL §5.1) leaves the
+ * request waiting, on an idle source, for the replicator's next heartbeat marker (up to `heartbeat_interval_seconds`),
+ * unless the client retries. So at start, when storage holds pending requests, emit one marker. Returns the number
+ * of pending requests found (0: no marker).
+ */
+export async function emitMarkerForPendingRequests(options: { storage: BucketStorage; source: ReplicationSource; logger: Logger }): Promise<number> {
+  const { storage, source, logger } = options;
+  if (!storage.getStatus) return 0;
+  const { pending } = (await storage.getStatus()).checkpointRequests;
+  if (pending === 0) return 0;
+  await source.createReplicationHead(async () => ({ response: undefined, shouldAdvance: true }));
+  logger.info({ pending }, 'pending checkpoint requests found at start; emitted a source marker so replication reaches them');
+  return pending;
+}

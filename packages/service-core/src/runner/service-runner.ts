@@ -2,7 +2,7 @@ import { once } from 'node:events';
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { createTokenVerifier } from '../auth/client-auth.js';
-import { WriteCheckpointBatcher } from '../checkpoints/write-checkpoint-batcher.js';
+import { emitMarkerForPendingRequests, WriteCheckpointBatcher } from '../checkpoints/write-checkpoint-batcher.js';
 import { startCheckpointRetention } from '../checkpoints/checkpoint-retention.js';
 import { startReplicationElection } from './replication-election.js';
 import { parseSyncRules } from '@syncpoint/sync-rules';
@@ -195,6 +195,12 @@ export async function startService(
           server.closeIdleConnections();
         })
     );
+    if (role !== 'replication') {
+      // Not awaited: an unreachable source must not delay the start (the heartbeat marker still comes later).
+      emitMarkerForPendingRequests({ storage, source, logger }).catch((error) =>
+        logger.warn({ err: error }, 'could not emit a marker for pending checkpoint requests; the next heartbeat will')
+      );
+    }
     probes.started = true;
     probes.ready = true;
     const port = (server.address() as AddressInfo).port;
