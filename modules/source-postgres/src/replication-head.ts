@@ -24,6 +24,8 @@ export function markerSql(serverVersionNum: number): string {
     : `SELECT pg_logical_emit_message(true, '${MARKER_PREFIX}', '${MARKER_CONTENT}')`;
 }
 
+const HEAD_QUERY_TIMEOUT_MS = 15_000;
+
 export class PostgresReplicationSource implements ReplicationSource {
   private serverVersion: Promise<number> | undefined;
 
@@ -88,7 +90,9 @@ export class PostgresReplicationSource implements ReplicationSource {
 }
 
 export function createPostgresSource(config: PostgresSourceConfig, logger?: Logger): PostgresReplicationSource {
-  const pool = new pg.Pool({ ...sourceClientConfig(config), max: config.max_pool_size });
+  // Head reads and markers are tiny: a much shorter limit than SOURCE_QUERY_TIMEOUT_MS, so that a checkpoint request on
+  // a connection whose peer vanished fails over (withRetries, on a new connection) instead of hanging.
+  const pool = new pg.Pool({ ...sourceClientConfig(config), max: config.max_pool_size, query_timeout: HEAD_QUERY_TIMEOUT_MS });
   pool.on('error', (error) => logger?.warn({ err: error }, 'idle source connection failed'));
   return new PostgresReplicationSource(pool, logger);
 }

@@ -3,6 +3,16 @@ import type { PostgresSourceConfig } from './source-config.js';
 
 type SslMode = 'disable' | 'verify-ca' | 'verify-full';
 
+/** Used when the connection sets no `connect_timeout`. */
+export const DEFAULT_CONNECT_TIMEOUT_SECONDS = 30;
+
+/**
+ * Client-side limit for one query on a source pool. Every query is small (a head read, a marker, a chunk of 10,000
+ * snapshot rows), so a query this slow is almost certainly on a connection whose peer vanished without closing it;
+ * failing it frees the pool slot (pg-pool discards a client whose query failed) and lets a retry use a new connection.
+ */
+export const SOURCE_QUERY_TIMEOUT_MS = 120_000;
+
 /** The sslmode from the config key, else from the URI's `sslmode` parameter, else `verify-full` (PROTOCOL §10). */
 export function effectiveSslMode(config: PostgresSourceConfig): SslMode {
   if (config.sslmode) return config.sslmode;
@@ -39,7 +49,8 @@ export function sourceClientConfig(config: PostgresSourceConfig): pg.ClientConfi
     ...(config.database ? { database: config.database } : {}),
     ...(config.username ? { user: config.username } : {}),
     ...(config.password !== undefined ? { password: config.password } : {}),
-    ...(config.connect_timeout ? { connectionTimeoutMillis: config.connect_timeout * 1000 } : {}),
+    // A default too: without one, connecting through a silently dead network path waits forever.
+    connectionTimeoutMillis: (config.connect_timeout ?? DEFAULT_CONNECT_TIMEOUT_SECONDS) * 1000,
     ssl,
     application_name: 'syncpoint'
   };
@@ -51,7 +62,7 @@ export function isTransientPgError(error: unknown): boolean {
   return (
     ['ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'ETIMEDOUT', '57P01', '57P02', '57P03', '53300'].includes(code) ||
     code.startsWith('08') ||
-    /Connection terminated|timeout exceeded when trying to connect/i.test(String((error as Error)?.message))
+    /Connection terminated|timeout exceeded when trying to connect|Query read timeout/i.test(String((error as Error)?.message))
   );
 }
 

@@ -39,6 +39,21 @@ interface RelationInfo {
 const STATUS_INTERVAL_MS = 10_000;
 const MAX_BACKOFF_MS = 30_000;
 
+/**
+ * `no_checkpoint_before` while a re-snapshot over served data is unfinished (see `replicate()`): the highest LSN, so no
+ * checkpoint can be created, and a restart recognises the unfinished re-snapshot and does it again.
+ */
+const RESNAPSHOT_PENDING = normalizeLsn('FFFFFFFF/FFFFFFFF');
+
+/**
+ * How long the replication connection may stay silent before it counts as dead: twice the heartbeat interval (our
+ * heartbeat marker makes the source send something at least that often, and silence also makes us ask for a reply),
+ * within 15–60 s (60 s is Postgres' default wal_sender_timeout, the same judgement from the server's side).
+ */
+export function replicationTimeoutMs(heartbeatIntervalSeconds: number): number {
+  return Math.min(60_000, Math.max(15_000, 2 * heartbeatIntervalSeconds * 1000));
+}
+
 export interface PostgresReplicatorOptions {
   config: PostgresSourceConfig;
   storage: BucketStorage;
@@ -104,7 +119,8 @@ class StreamReplicationJob {
   private readonly abort = new AbortController();
   private running: Promise<void> | undefined;
   private connection: ReplicationConnection | undefined;
-  private readonly db: pg.Pool;
+  /** Replaced after a failed attempt: its connections may be stuck on a network path that died silently. */
+  private db: pg.Pool;
   private readonly logger: Logger;
   private readonly catalog = new TypeCatalog();
 
@@ -153,6 +169,11 @@ class StreamReplicationJob {
           const state = streams.find((stream) => stream.id === this.stream.id)?.state ?? this.stream.state;
           await this.options.storage.setStreamState(this.stream.id, state, message).catch(() => {});
         }
+        // A fresh pool for the next attempt; the old one ends in the background (a query stuck on a silently dead
+        // connection only ends at its query timeout, and must not hold up the retry).
+        const stale = this.db;
+        this.db = createTextPool(sourceClientConfig(this.options.config), 3);
+        void stale.end().catch(() => {});
       } finally {
         await this.connection?.close();
         this.connection = undefined;
@@ -171,13 +192,22 @@ class StreamReplicationJob {
     let state = await storage.getReplicationState();
     const slot = state.slotName ? await this.slotStatus(state.slotName) : null;
     if (!state.slotName || !slot || slot.walStatus === 'lost') {
-      if (state.slotName) {
+      if (state.snapshotDone) {
+        // PSYNC_S1146: changes since the slot's last confirmed position are gone, so the tables are copied again. Clients
+        // are being served this stream's last checkpoint: clearing its data would serve them empty or half-copied
+        // buckets until the copy ends. Instead, first block new checkpoints (durably, so a restart resumes the
+        // re-snapshot), then write the copy on top of the existing data; see `resnapshot()`.
         this.logger.warn(
           { slot: state.slotName, wal_status: slot?.walStatus ?? 'missing' },
-          'the replication slot is gone or lost its WAL (PSYNC_S1146): re-snapshotting into a new slot'
+          'the replication slot is gone or lost its WAL (PSYNC_S1146): re-snapshotting into a new slot; ' +
+            'clients keep the last checkpoint until the copy is complete'
         );
+        await storage.markSnapshotDone(RESNAPSHOT_PENDING);
+        if (slot && state.slotName) await this.dropSlot(state.slotName);
+      } else {
+        // No checkpoint was ever served from an unfinished snapshot: start it over.
+        await storage.clear();
       }
-      await storage.clear();
       // The slot comes first: every change after its start is streamed, so the snapshot may read a moving table.
       const slotName = `${this.options.config.slot_name_prefix}${this.stream.id}_${randomBytes(2).toString('hex')}`;
       await this.db.query(`SELECT pg_create_logical_replication_slot($1, 'pgoutput')`, [slotName]);
@@ -186,8 +216,48 @@ class StreamReplicationJob {
       state = await storage.getReplicationState();
     }
     if (!state.snapshotDone) await this.snapshot(storage);
+    else if (state.noCheckpointBefore === RESNAPSHOT_PENDING) await this.resnapshot(storage);
     else await this.holdCheckpointsUntilCaughtUp(storage, state.noCheckpointBefore);
-    await this.streamChanges(storage, state.slotName ?? (await storage.getReplicationState()).slotName!);
+    const slotName = state.slotName ?? (await storage.getReplicationState()).slotName!;
+    await this.releaseAbandonedSlot(slotName);
+    await this.streamChanges(storage, slotName);
+  }
+
+  /**
+   * After our replication connection died silently (a stalled network path), the server still has a walsender holding
+   * the slot, until its wal_sender_timeout (60 s by default, or never when 0) notices; meanwhile every START_REPLICATION
+   * fails with "replication slot … is active". The replication lock makes this process the only replicator of the
+   * stream, so a holder whose client has not replied for longer than our own silence limit is our dead connection:
+   * terminate it and wait for the slot to be free. (A live replicator replies at least every 10 s.)
+   */
+  private async releaseAbandonedSlot(slotName: string) {
+    const silenceSeconds = replicationTimeoutMs(this.options.config.heartbeat_interval_seconds) / 1000;
+    const { rows } = await this.db.query<{ pid: number; silent_seconds: string }>(
+      `SELECT r.pid, extract(epoch FROM now() - coalesce(r.reply_time, r.backend_start))::int8::text AS silent_seconds
+       FROM pg_replication_slots s JOIN pg_stat_replication r ON r.pid = s.active_pid
+       WHERE s.slot_name = $1 AND coalesce(r.reply_time, r.backend_start) < now() - make_interval(secs => $2)`,
+      [slotName, silenceSeconds]
+    );
+    if (rows.length === 0) return;
+    const holder = rows[0]!;
+    this.logger.warn(
+      { slot: slotName, pid: holder.pid, silent_seconds: Number(holder.silent_seconds) },
+      'the slot is held by a walsender whose client stopped replying (our previous connection); terminating it'
+    );
+    await this.db.query('SELECT pg_terminate_backend($1)', [holder.pid]);
+    const deadline = Date.now() + 10_000;
+    while (Date.now() < deadline && !this.abort.signal.aborted) {
+      const { rows: active } = await this.db.query('SELECT 1 FROM pg_replication_slots WHERE slot_name = $1 AND active', [slotName]);
+      if (active.length === 0) return;
+      await sleep(100, this.abort.signal);
+    }
+  }
+
+  /** Best effort: a lost slot holds no useful WAL but still counts against max_replication_slots. */
+  private async dropSlot(slotName: string) {
+    await this.db
+      .query('SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1 AND NOT active', [slotName])
+      .catch((error) => this.logger.warn({ err: error, slot: slotName }, 'could not drop the lost slot'));
   }
 
   private async slotStatus(slotName: string): Promise<{ walStatus: string | null } | null> {
@@ -232,6 +302,47 @@ class StreamReplicationJob {
   }
 
   /**
+   * A full copy on top of data that clients are being served (after PSYNC_S1146). Every row stored so far leaves its
+   * buckets (REMOVE ops) and every table is copied again (PUT ops). All these ops lie above the served checkpoint, which
+   * stays valid (its checksums and data only count ops up to it), and no checkpoint is created before streaming has
+   * passed the end of the copy: clients go from the old state straight to a complete new one. Interrupted, it starts
+   * over: `no_checkpoint_before` stays RESNAPSHOT_PENDING until the copy is complete.
+   */
+  private async resnapshot(storage: ReplicationStreamStorage) {
+    const state = await storage.getReplicationState();
+    const tables = await publishedTables(this.db, storage.syncRules);
+    // Tables copied before (also ones unpublished or dropped since) and the ones published now.
+    const stored = new Map<string, SourceTableRef>(state.tables.map((entry) => [entry.table.id, entry.table]));
+    for (const table of tables) stored.set(table.id, table);
+    this.logger.info({ tables: tables.map((t) => `${t.schema}.${t.name}`) }, 're-snapshot starting');
+    let noCheckpointBefore: Lsn = ZERO_LSN;
+    await storage.startBatch(async (batch) => {
+      await batch.truncate([...stored.values()]);
+      for (const table of tables) {
+        const end = await snapshotTable({
+          db: this.db,
+          table,
+          batch,
+          storage,
+          catalog: this.catalog,
+          progress: undefined,
+          logger: this.logger,
+          onProgress: this.options.onSnapshotProgress,
+          signal: this.abort.signal
+        });
+        if (compareLsn(end, noCheckpointBefore) > 0) noCheckpointBefore = end;
+        this.options.onAlive?.();
+      }
+      await batch.flush();
+      const { rows } = await this.db.query<{ lsn: string }>('SELECT pg_current_wal_lsn() AS lsn');
+      const end = normalizeLsn(rows[0]!.lsn);
+      await storage.markSnapshotDone(compareLsn(end, noCheckpointBefore) > 0 ? end : noCheckpointBefore);
+    });
+    await this.emitMarker();
+    this.logger.info('re-snapshot done; streaming');
+  }
+
+  /**
    * A predecessor that died mid-transaction may have flushed part of that transaction's ops; storage includes every
    * flushed op (keepalive_op) in the next checkpoint. Replay restarts at the slot's confirmed position, which can be
    * before commits that precede that transaction, and a checkpoint at one of them would show the unfinished
@@ -251,7 +362,8 @@ class StreamReplicationJob {
   }
 
   private async streamChanges(storage: ReplicationStreamStorage, slotName: string) {
-    const connection = new ReplicationConnection(sourceClientConfig(this.options.config));
+    const timeoutMs = replicationTimeoutMs(this.options.config.heartbeat_interval_seconds);
+    const connection = new ReplicationConnection(sourceClientConfig(this.options.config), { timeoutMs, probeAfterMs: timeoutMs / 3 });
     this.connection = connection;
     await connection.connect();
     connection.startReplication(slotName, ZERO_LSN, {
@@ -262,8 +374,14 @@ class StreamReplicationJob {
     this.logger.info({ slot: slotName }, 'streaming changes');
 
     let committed: Lsn | null = null;
+    let heartbeatInFlight = false;
     const heartbeat = setInterval(() => {
-      this.emitMarker().catch((error) => this.logger.warn({ err: error }, 'heartbeat marker failed'));
+      // One at a time: markers stuck on a dead connection must not pile up and take the whole pool.
+      if (heartbeatInFlight) return;
+      heartbeatInFlight = true;
+      this.emitMarker()
+        .catch((error) => this.logger.warn({ err: error }, 'heartbeat marker failed'))
+        .finally(() => (heartbeatInFlight = false));
     }, this.options.config.heartbeat_interval_seconds * 1000);
     const status = setInterval(() => {
       if (committed) connection.acknowledge(committed);

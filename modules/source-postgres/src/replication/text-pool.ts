@@ -1,4 +1,5 @@
 import pg from 'pg';
+import { SOURCE_QUERY_TIMEOUT_MS } from '../source-connection.js';
 
 /** Every value as the text Postgres prints: conversion to SQLite values is ours (value-conversion.ts). */
 const rawTextTypes = {
@@ -13,6 +14,7 @@ export function createTextPool(config: pg.ClientConfig, max = 2): pg.Pool {
   const pool = new pg.Pool({
     ...config,
     max,
+    query_timeout: SOURCE_QUERY_TIMEOUT_MS,
     types: rawTextTypes,
     options: '-c TimeZone=UTC -c DateStyle=ISO -c extra_float_digits=3'
   } as pg.PoolConfig);
