@@ -31,6 +31,8 @@ export interface SoakOptions {
   /** Rows in the synced table; every stream downloads them before the load starts. */
   rows: number;
   ackBoundMs: number;
+  /** The service's storage `max_pool_size`; undefined = its default (8). */
+  storagePoolSize: number | undefined;
 }
 
 export const SOAK_FLAGS: Record<string, string> = {
@@ -41,7 +43,8 @@ export const SOAK_FLAGS: Record<string, string> = {
   warmup: 'seconds at the start left out of the RSS slope (default 20% of --duration)',
   sample: 'RSS sampling interval in seconds (default 5)',
   rows: 'rows in the synced table, downloaded by every stream before the load (default 100)',
-  'ack-bound': 'seconds within which every checkpoint request must be acknowledged on its stream (default 30)'
+  'ack-bound': 'seconds within which every checkpoint request must be acknowledged on its stream (default 30)',
+  pool: "the service's storage max_pool_size (default: the service's default, 8)"
 };
 
 function positive(flags: BenchmarkFlags, name: string, fallback: number, options: { integer?: boolean; allowZero?: boolean } = {}): number {
@@ -71,7 +74,8 @@ export function parseSoakOptions(flags: BenchmarkFlags): SoakOptions {
     warmupSeconds,
     sampleSeconds: positive(flags, 'sample', 5),
     rows: positive(flags, 'rows', 100, { integer: true, allowZero: true }),
-    ackBoundMs: positive(flags, 'ack-bound', SOAK_TARGETS.ackBoundMs / 1000) * 1000
+    ackBoundMs: positive(flags, 'ack-bound', SOAK_TARGETS.ackBoundMs / 1000) * 1000,
+    storagePoolSize: flags.has('pool') ? positive(flags, 'pool', 8, { integer: true }) : undefined
   };
 }
 

@@ -32,7 +32,7 @@ export interface SoakService {
   stop(): Promise<number | null>;
 }
 
-export async function startSoakService(options: { maxConnections: number; rows: number; log: (line: string) => void }): Promise<SoakService> {
+export async function startSoakService(options: { maxConnections: number; rows: number; storagePoolSize?: number | undefined; log: (line: string) => void }): Promise<SoakService> {
   const root = await mkdtemp(path.join(tmpdir(), 'syncpoint-soak-'));
   await chmod(root, 0o755); // as root, Postgres runs as the postgres user and must reach the data folder
   const cleanups: Array<() => Promise<unknown>> = [() => rm(root, { recursive: true, force: true })];
@@ -63,7 +63,12 @@ export async function startSoakService(options: { maxConnections: number; rows: 
       configFile,
       JSON.stringify({
         replication: { connections: [{ type: 'postgresql', uri: sourceUrl, sslmode: 'disable' }] },
-        storage: { type: 'postgresql', uri: postgres.url(STORAGE_DATABASE), sslmode: 'disable' },
+        storage: {
+          type: 'postgresql',
+          uri: postgres.url(STORAGE_DATABASE),
+          sslmode: 'disable',
+          ...(options.storagePoolSize !== undefined ? { max_pool_size: options.storagePoolSize } : {})
+        },
         port: 0,
         sync_config: { content: DEMO_SYNC_CONFIG },
         client_auth: { audience: [DEV_AUDIENCE], jwks: { keys: [devKey] } },

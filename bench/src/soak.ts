@@ -13,6 +13,7 @@ import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
 import { signDevToken } from '@syncpoint/service';
+import { cpuSince, sampleCpu } from './lib/cpu.js';
 import { formatTable } from './lib/report.js';
 import { round, summarizeLatencies } from './lib/stats.js';
 import { RESULTS_DIR, parseArgs } from './run.js';
@@ -52,10 +53,11 @@ export async function runSoak(options: SoakOptions, log: (line: string) => void)
   const loadBefore = loadavg();
   log(
     `soak: ${options.streams} streams (${options.users} users), ${options.rate} checkpoint requests/s for ${options.durationSeconds} s, ` +
-      `RSS every ${options.sampleSeconds} s, slope after ${options.warmupSeconds} s`
+      `RSS every ${options.sampleSeconds} s, slope after ${options.warmupSeconds} s` +
+      (options.storagePoolSize !== undefined ? `, storage max_pool_size ${options.storagePoolSize}` : '')
   );
   log('starting embedded Postgres and `syncpoint start` (child process)');
-  const service = await startSoakService({ maxConnections: options.streams + 100, rows: options.rows, log });
+  const service = await startSoakService({ maxConnections: options.streams + 100, rows: options.rows, storagePoolSize: options.storagePoolSize, log });
   let load: SoakLoad | undefined;
   const notes: string[] = [];
   try {
@@ -89,6 +91,7 @@ export async function runSoak(options: SoakOptions, log: (line: string) => void)
     sample();
     const operationsBefore = parseStorageOperations(await scrapeMetrics(service.url));
     const cpuBefore = readCpuMs(service.pid);
+    const allCpuBefore = sampleCpu();
     const sampler = setInterval(sample, options.sampleSeconds * 1000);
     let nextProgress = 30_000;
     const result = await load.run(options.rate, options.durationSeconds * 1000, (elapsed) => {
@@ -103,6 +106,10 @@ export async function runSoak(options: SoakOptions, log: (line: string) => void)
     clearInterval(sampler);
     sample();
     const serviceCpuMs = service.running() ? readCpuMs(service.pid) - cpuBefore : Number.NaN;
+    // Descendants of this process are the service and the Postgres processes; this process is the load generator.
+    const allCpu = cpuSince(allCpuBefore);
+    const cpuShare = (ms: number) => `${Math.round((ms / result.elapsedMs) * 100)} %`;
+    const cpuLine = `CPU during the load (share of one core): service ${cpuShare(serviceCpuMs)}, Postgres ${cpuShare(allCpu.postgresMs - serviceCpuMs)}, load generator ${cpuShare(allCpu.processMs)}`;
     const operations = describeOperations(operationsBefore, parseStorageOperations(await scrapeMetrics(service.url)), result.elapsedMs);
     log(`load done: ${result.sent} requests sent; waiting up to ${options.ackBoundMs / 1000} s for the last acknowledgements`);
     await load.drain();
@@ -138,7 +145,7 @@ export async function runSoak(options: SoakOptions, log: (line: string) => void)
       serviceCpuCores: serviceCpuMs / result.elapsedMs,
       serviceWarnings: service.warnings.count
     };
-    notes.push(`storage operations of the service during the load: ${operations}`);
+    notes.push(cpuLine, `storage operations of the service during the load: ${operations}`);
     if (load.errors.samples.length > 0) notes.push('first errors:', ...load.errors.samples.map((line) => `  ${line}`));
     if (service.warnings.samples.length > 0) notes.push('service warnings/errors (first few):', ...service.warnings.samples.slice(0, 5).map((line) => `  ${line}`));
 
@@ -152,6 +159,7 @@ export async function runSoak(options: SoakOptions, log: (line: string) => void)
       machine: { cpus: cpus().length, node: process.version, loadavgBefore: loadBefore.map((v) => round(v, 2)), loadavgAfter: loadavg().map((v) => round(v, 2)) },
       serviceExitCode: exitCode,
       storageOperations: operations,
+      cpu: cpuLine,
       errorSamples,
       serviceWarningSamples: service.warnings.samples
     });

@@ -109,7 +109,8 @@ describe('soak options', () => {
       warmupSeconds: 60,
       sampleSeconds: 5,
       rows: 100,
-      ackBoundMs: 30_000
+      ackBoundMs: 30_000,
+      storagePoolSize: undefined
     });
   });
 
