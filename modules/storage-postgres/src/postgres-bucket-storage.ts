@@ -454,6 +454,13 @@ export function createPostgresStorage(config: PostgresStorageConfig, logger?: Lo
   const pool = new pg.Pool(poolConfigFromStorageConfig(config));
   // An idle connection dropped by the server (restart, failover) must not crash the process; the pool reconnects.
   pool.on('error', (error) => logger?.warn({ err: error }, 'idle storage connection failed'));
+  // pg-pool removes its error listener from a client while the client is checked out: a connection that dies then
+  // (storage restart, failover), between two statements of a transaction, emitted an unhandled 'error' event, which
+  // crashed the process. Now the statement that uses the dead client next fails (and is retried by its caller), and
+  // the pool discards the client when it is released.
+  pool.on('connect', (client) => {
+    client.on('error', (error) => logger?.debug({ err: error }, 'storage connection failed'));
+  });
   return new PostgresBucketStorage(pool, logger);
 }
 
