@@ -1,7 +1,7 @@
 import http from 'node:http';
 import net from 'node:net';
 import { gzipSync } from 'node:zlib';
-import { createHttpApp, createLogger, parseConfig, ProbeState, startService, type RunningService } from '@syncpoint/service-core';
+import { createHttpApp, createLogger, parseConfig, ProbeState, SERVER_TIMEOUTS, startService, type RunningService } from '@syncpoint/service-core';
 import fc from 'fast-check';
 import * as jose from 'jose';
 import pg from 'pg';
@@ -473,7 +473,8 @@ const validAuthorization = fc.constantFrom('Token', 'Bearer').map((scheme): Auth
 const jsonContentType = fc.constantFrom('application/json', 'application/json; charset=utf-8');
 const validClientId = fc.integer({ min: 0, max: 9 }).map((n) => JSON.stringify(`client-${n}`));
 
-const RUNS = Number(process.env.FUZZ_RUNS ?? 150);
+// 100 runs per property keep the file well under a minute on a busy machine; FUZZ_RUNS=2000 for a deeper search.
+const RUNS = Number(process.env.FUZZ_RUNS ?? 100);
 const fuzzOptions = { numRuns: RUNS, endOnFailure: true };
 
 // --- properties --------------------------------------------------------------------------------------------------
@@ -730,4 +731,208 @@ async function waitForOpenStreams(count: number) {
     if (Date.now() > deadline) throw new Error(`${service.syncConnections!.count} sync streams still open`);
     await new Promise((resolve) => setTimeout(resolve, 50));
   }
+}
+
+// --- oversized and slow input (issue 7 item 3) -------------------------------------------------------------------
+
+/**
+ * A raw TCP exchange: writes `chunks` (a number = pause in ms), collects everything until the server closes (or, with
+ * `untilAnswered`, until a complete response arrived).
+ */
+function rawExchange(
+  url: string,
+  chunks: Array<string | Buffer | number>,
+  timeoutMs = 60_000,
+  options: { untilAnswered?: boolean } = {}
+): Promise<{ response: string; closedAfterMs: number }> {
+  const { hostname, port } = new URL(url);
+  const started = Date.now();
+  return new Promise((resolve, reject) => {
+    const socket = net.connect(Number(port), hostname);
+    const received: Buffer[] = [];
+    let closed = false;
+    const timer = setTimeout(() => {
+      socket.destroy();
+      reject(new Error(`the server did not close the connection within ${timeoutMs} ms; got ${Buffer.concat(received).toString('latin1').slice(0, 300)}`));
+    }, timeoutMs);
+    socket.on('data', (chunk) => {
+      received.push(chunk);
+      if (options.untilAnswered && completeResponse(Buffer.concat(received).toString('latin1'))) socket.destroy();
+    });
+    socket.on('error', () => {}); // a reset after the answer is fine: what matters is what was received
+    socket.on('close', () => {
+      closed = true;
+      clearTimeout(timer);
+      resolve({ response: Buffer.concat(received).toString('latin1'), closedAfterMs: Date.now() - started });
+    });
+    void (async () => {
+      for (const chunk of chunks) {
+        if (closed) return;
+        if (typeof chunk === 'number') await new Promise((wake) => setTimeout(wake, chunk));
+        else socket.write(chunk);
+      }
+    })();
+  });
+}
+
+function completeResponse(response: string): boolean {
+  const headerEnd = response.indexOf('\r\n\r\n');
+  const length = /\r\ncontent-length: (\d+)/i.exec(response.slice(0, headerEnd));
+  return headerEnd >= 0 && length !== null && response.length >= headerEnd + 4 + Number(length[1]);
+}
+
+/** Status and JSON body of a raw HTTP/1.1 response. */
+function parseRawResponse(response: string): { status: number; json: any } {
+  const status = Number(/^HTTP\/1\.1 (\d{3})/.exec(response)?.[1]);
+  const body = response.slice(response.indexOf('\r\n\r\n') + 4);
+  return { status, json: body ? JSON.parse(body) : null };
+}
+
+describe('oversized input', () => {
+  const cases: Array<[string, string, number]> = [
+    ['POST', '/sync/checkpoint-request', 64 * 1024],
+    ['POST', '/sync/stream', 2 * 1024 * 1024],
+    ['POST', '/api/sync-rules/v1/validate', 1024 * 1024],
+    ['POST', '/no/such/route', 64 * 1024]
+  ];
+
+  it.each(cases)('%s %s: a body over %i bytes is refused with 413 PSYNC_S2005, nothing written', async (method, path, limit) => {
+    const padding = 'x'.repeat(limit + 1);
+    const body = Buffer.from(JSON.stringify({ client_id: 'big', checkpoint_request_id: '1', content: padding, parameters: { padding } }));
+    for (const chunked of [false, true]) {
+      const headers: Record<string, string> = { 'content-type': 'application/json', authorization: `Token ${validToken}` };
+      if (chunked) headers['transfer-encoding'] = 'chunked';
+      else headers['content-length'] = String(body.length);
+      const { response, json } = await sendChecked({ method, path, headers, body });
+      expect(response.status).toBe(413);
+      expect(json.error).toMatchObject({ code: 'PSYNC_S2005', status: 413 });
+    }
+    await expectAlive();
+  }, 60_000);
+
+  it('a declared Content-Length over the limit: 413 at once, connection closed without reading the body', async () => {
+    // Headers only: the server must not wait for 10 GB (body-parser alone would read them all before answering).
+    const { response, closedAfterMs } = await rawExchange(
+      service.url,
+      [`POST /sync/checkpoint-request HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 10000000000\r\n\r\n`],
+      20_000
+    );
+    const { status, json } = parseRawResponse(response);
+    expect(status).toBe(413);
+    expect(json.error).toMatchObject({ code: 'PSYNC_S2005', status: 413 });
+    expect(closedAfterMs).toBeLessThan(10_000);
+    await expectAlive();
+  });
+
+  it('a chunked body that grows past the limit and never ends: 413 at once, connection closed', async () => {
+    const chunk = (data: string) => `${Buffer.byteLength(data).toString(16)}\r\n${data}\r\n`;
+    const chunks: Array<string | number> = [
+      `POST /sync/stream HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n`,
+      chunk('{"padding":"')
+    ];
+    // 3 MiB over the 2 MiB limit, then 20 s more of trickle: the answer must come long before.
+    for (let i = 0; i < 48; i++) chunks.push(chunk('x'.repeat(64 * 1024)));
+    for (let i = 0; i < 200; i++) chunks.push(chunk('x'), 100);
+    const { response, closedAfterMs } = await rawExchange(service.url, chunks, 30_000);
+    const { status, json } = parseRawResponse(response);
+    expect(status).toBe(413);
+    expect(json.error.code).toBe('PSYNC_S2005');
+    expect(closedAfterMs).toBeLessThan(15_000);
+    await expectAlive();
+  }, 40_000);
+
+  it('a 64 KB Authorization header: 431 PSYNC_S2008, and the server stays up', async () => {
+    for (const [name, value] of [
+      ['authorization', `Token ${'x'.repeat(64 * 1024)}`],
+      ['x-padding', 'y'.repeat(64 * 1024)]
+    ]) {
+      const { response } = await rawExchange(service.url, [`GET /write-checkpoint2.json HTTP/1.1\r\nHost: x\r\n${name}: ${value}\r\n\r\n`], 30_000);
+      const { status, json } = parseRawResponse(response);
+      expect(status).toBe(431);
+      expect(json.error).toMatchObject({ code: 'PSYNC_S2008', status: 431 });
+    }
+    // A URL over the limit counts as headers too.
+    const longUrl = await rawExchange(service.url, [`GET /write-checkpoint2.json?client_id=${'z'.repeat(64 * 1024)} HTTP/1.1\r\nHost: x\r\n\r\n`], 30_000);
+    expect(parseRawResponse(longUrl.response).status).toBe(431);
+    await expectAlive();
+  });
+
+  it('malformed HTTP (bad request line, unknown method, bad header): 400 with the envelope, the server stays up', async () => {
+    for (const request of [
+      'GARBAGE\r\n\r\n',
+      'FOO /probes/liveness HTTP/1.1\r\nHost: x\r\n\r\n',
+      'GET /probes/liveness HTTP/1.1\r\nHost: x\r\nBad Header: y\r\n\r\n',
+      'GET /probes/liveness HTTP/9.9\r\nHost: x\r\n\r\n',
+      'POST /sync/stream HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n',
+      'POST /sync/stream HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nZZZ\r\n'
+    ]) {
+      const { response } = await rawExchange(service.url, [request], 30_000);
+      const { status, json } = parseRawResponse(response);
+      expect(status, request).toBe(400);
+      expect(json.error, request).toMatchObject({ code: 'PSYNC_S2001', status: 400, description: 'Malformed HTTP request' });
+    }
+    await expectAlive();
+  });
+});
+
+describe('slow clients are cut off by the server timeouts', () => {
+  it('the service applies SERVER_TIMEOUTS (shorter than Node defaults)', () => {
+    const server = minimalApp({}).listen(0, '127.0.0.1');
+    try {
+      expect(server.headersTimeout).toBe(SERVER_TIMEOUTS.headersTimeoutMs);
+      expect(server.requestTimeout).toBe(SERVER_TIMEOUTS.requestTimeoutMs);
+      expect(SERVER_TIMEOUTS.headersTimeoutMs).toBeLessThanOrEqual(15_000);
+      expect(SERVER_TIMEOUTS.requestTimeoutMs).toBeLessThanOrEqual(60_000);
+    } finally {
+      server.close();
+    }
+  });
+
+  // The same code path with the timeouts shortened, so the test does not wait a minute.
+  const timeouts = { headersTimeoutMs: 1_000, requestTimeoutMs: 2_000, checkIntervalMs: 200 };
+  let server: http.Server;
+  let url: string;
+  beforeAll(async () => {
+    server = minimalApp(timeouts).listen(0, '127.0.0.1');
+    await new Promise((resolve) => server.once('listening', resolve));
+    url = `http://127.0.0.1:${(server.address() as net.AddressInfo).port}`;
+  });
+  afterAll(() => new Promise<void>((resolve) => server.close(() => resolve())));
+
+  it('headers sent a byte at a time (slowloris): 408 PSYNC_S2009 and closed', async () => {
+    const trickle = [...'GET /probes/liveness HTTP/1.1\r\nHost: x\r\nX-Slow: '].map((char) => char);
+    const chunks: Array<string | number> = [];
+    for (const char of trickle) chunks.push(char, 50);
+    for (let i = 0; i < 200; i++) chunks.push('a', 100); // never ends (20 s) unless the server cuts it off
+    const { response, closedAfterMs } = await rawExchange(url, chunks, 20_000);
+    const { status, json } = parseRawResponse(response);
+    expect(status).toBe(408);
+    expect(json.error).toMatchObject({ code: 'PSYNC_S2009', status: 408 });
+    expect(closedAfterMs).toBeGreaterThanOrEqual(timeouts.headersTimeoutMs - 100);
+    expect(closedAfterMs).toBeLessThan(10_000);
+  });
+
+  it('a body that never ends: 408 and closed', async () => {
+    const chunks: Array<string | number> = [
+      'POST /sync/checkpoint-request HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{"client_id":'
+    ];
+    for (let i = 0; i < 200; i++) chunks.push(' ', 100);
+    const { response, closedAfterMs } = await rawExchange(url, chunks, 20_000);
+    const { status, json } = parseRawResponse(response);
+    expect(status).toBe(408);
+    expect(json.error.code).toBe('PSYNC_S2009');
+    expect(closedAfterMs).toBeGreaterThanOrEqual(timeouts.requestTimeoutMs - 100);
+    expect(closedAfterMs).toBeLessThan(10_000);
+    // The server still answers.
+    const probe = await rawExchange(url, ['GET /probes/liveness HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n'], 10_000);
+    expect(parseRawResponse(probe.response).status).toBe(200);
+  });
+});
+
+/** The HTTP app with probes only (no storage behind it): routes that would need more are never called. */
+function minimalApp(serverTimeouts: Partial<typeof SERVER_TIMEOUTS>) {
+  const probes = new ProbeState(false);
+  probes.started = probes.ready = true;
+  const unused = new Proxy({}, { get: () => () => Promise.reject(new Error('not used in this test')) });
+  return createHttpApp({ logger: createLogger({ level: 'silent' }), probes, verifier: unused as never, batcher: unused as never, serverTimeouts });
 }

@@ -64,6 +64,55 @@ function sendError(res: express.Response, error: ServiceError) {
   res.status(error.status).json(error.toJSON());
 }
 
+function bodyTooLargeError(limit: number | undefined): ServiceError {
+  return new ServiceError(ErrorCode.BODY_TOO_LARGE, 413, 'Request body too large', `limit is ${limit} bytes`, { name: 'ValidationError' });
+}
+
+/** How long a client may go on sending a refused body before its connection is closed. */
+const BODY_LINGER_MS = 2_000;
+
+/** Set on a request once a body limit applies to it (the first, most specific one registered wins). */
+const bodyLimitApplied = Symbol('bodyLimitApplied');
+
+/**
+ * body-parser answers a body over its limit only after reading the whole request, to keep the connection usable: a
+ * client declaring (or sending) gigabytes would keep the server reading them. This refuses such a body as soon as it
+ * is known to be too large — from its Content-Length, or once that many bytes of a chunked body arrived — and closes
+ * the connection instead of reading on.
+ */
+function bodySizeLimit(limit: number): RequestHandler {
+  return (req, res, next) => {
+    const marked = req as typeof req & { [bodyLimitApplied]?: true };
+    if (marked[bodyLimitApplied]) return next();
+    marked[bodyLimitApplied] = true;
+    const refuse = () => {
+      sendError(res, bodyTooLargeError(limit));
+      // Then close, but not at once: closing a socket with unread data resets the connection, and the client (still
+      // sending) would never read the answer. Node discards the rest of the body meanwhile.
+      const socket = req.socket;
+      res.once('finish', () => {
+        socket.end();
+        setTimeout(() => socket.destroy(), BODY_LINGER_MS).unref();
+      });
+    };
+    if (Number(req.headers['content-length']) > limit) return refuse();
+    if (req.headers['content-length'] === undefined && req.headers['transfer-encoding'] !== undefined) {
+      // Only a chunked body's size is unknown up front (Node enforces a declared length). body-parser attaches its own
+      // listener in this same tick, so no data passes by before it.
+      let received = 0;
+      const count = (chunk: Buffer) => {
+        received += chunk.length;
+        if (received <= limit) return;
+        req.off('data', count);
+        if (res.headersSent) res.destroy();
+        else refuse();
+      };
+      req.on('data', count);
+    }
+    next();
+  };
+}
+
 /** Maps body-parser failures and anything unexpected to the error envelope; never leaks internals. */
 function errorHandler(logger: Logger): ErrorRequestHandler {
   return (error, req, res, _next) => {
@@ -75,14 +124,7 @@ function errorHandler(logger: Logger): ErrorRequestHandler {
     }
     const type = (error as { type?: string }).type;
     if (type === 'entity.parse.failed') return sendError(res, validationError(['body is not valid JSON']));
-    if (type === 'entity.too.large') {
-      return sendError(
-        res,
-        new ServiceError(ErrorCode.BODY_TOO_LARGE, 413, 'Request body too large', `limit is ${(error as { limit?: number }).limit} bytes`, {
-          name: 'ValidationError'
-        })
-      );
-    }
+    if (type === 'entity.too.large') return sendError(res, bodyTooLargeError((error as { limit?: number }).limit));
     if (type === 'encoding.unsupported' || type === 'charset.unsupported' || (error as { status?: number }).status === 415) {
       return sendError(
         res,
@@ -128,7 +170,7 @@ export function createHttpApp(options: HttpAppOptions): express.Express {
     next();
   });
   app.use(cors);
-  const json = (limit: number) => express.json({ limit, strict: false, type: 'application/json' });
+  const json = (limit: number) => [bodySizeLimit(limit), express.json({ limit, strict: false, type: 'application/json' })];
   if (options.sync) {
     app.use('/sync/stream', json(SYNC_BODY_LIMIT_BYTES));
     app.use(syncStreamRoutes(options.sync.dependencies, options.sync.connections));
