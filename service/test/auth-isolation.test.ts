@@ -198,11 +198,9 @@ describe('rejected tokens over HTTP', () => {
   });
 
   describe('full user ids of users whose sub contains a slash', () => {
-    // KNOWN BUG outside the auth code (see the report): full_user_id = user_id + "/" + client_id (PROTOCOL §4.2) is not
-    // injective when a sub contains "/": user "alice/phone" without client_id and user "alice" with client_id "phone"
-    // share one record. Client ids with "/" are refused, subs are not. `it.fails` until fullUserId is fixed; then make
-    // this an ordinary `it`.
-    it.fails("a user whose sub is \"<B>/<B's client_id>\" cannot advance B's checkpoint request", async () => {
+    // full_user_id = user_id + "/" + client_id (PROTOCOL §4.2) alone is not one-to-one when a sub contains "/": user
+    // "alice/phone" without client_id and user "alice" with client_id "phone" would share one record (fullUserId).
+    it("a user whose sub is \"<B>/<B's client_id>\" cannot advance B's checkpoint request", async () => {
       const headersFor = async (sub: string) => ({ 'Content-Type': 'application/json', Authorization: `Token ${await signToken({ sub })}` });
       const victim = await fetch(`${harness.service.url}/sync/checkpoint-request`, {
         method: 'POST',
@@ -213,8 +211,10 @@ describe('rejected tokens over HTTP', () => {
       const attacker = await fetch(`${harness.service.url}/write-checkpoint2.json`, { headers: await headersFor('alice/phone') });
       expect(attacker.status).toBeLessThan(500);
       const { rows } = await harness.storageDb.query(`SELECT write_checkpoint::text AS id FROM powersync.write_checkpoints WHERE user_id = 'alice/phone'`);
-      // Today: the attacker's request advanced Alice's record to 6.
       expect(rows).toEqual([{ id: '5' }]);
+      // The attacker got a record of its own.
+      const { rows: own } = await harness.storageDb.query(`SELECT write_checkpoint::text AS id FROM powersync.write_checkpoints WHERE user_id = 'alice/phone/'`);
+      expect(own).toEqual([{ id: '1' }]);
     });
   });
 });

@@ -9,11 +9,15 @@ import { concurrencyLimiter } from './concurrency-limiter.js';
 export const MAX_CLIENT_ID_LENGTH = 256;
 
 /**
- * Full user id (PROTOCOL §4.2). A `/` in the client id could make `user/client` collide with another user's
- * key, so client ids containing `/` are rejected at the boundary.
+ * Full user id (PROTOCOL §4.2): `user/client`, or the user id alone without a client id. That rule alone is not
+ * one-to-one: user `alice/phone` without a client id would share user `alice`'s record for client `phone`. So client
+ * ids containing `/` are rejected at the boundary, and a user id containing `/` gets a trailing `/` when there is no
+ * client id: `user/client` always ends in a non-empty, slash-free client id, so no two callers share a key. Subs
+ * without a slash (nearly all) keep the reference's key exactly.
  */
 export function fullUserId(userId: string, clientId: string | undefined): string {
-  return clientId === undefined ? userId : `${userId}/${clientId}`;
+  if (clientId !== undefined) return `${userId}/${clientId}`;
+  return userId.includes('/') ? `${userId}/` : userId;
 }
 
 /** Validate an optional or required client id; returns the problems found. */
