@@ -5,7 +5,7 @@ import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import * as jose from 'jose';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { createTokenVerifier, RemoteJwks, ServiceError, TokenVerifier } from '../src/index.js';
 
 /**
@@ -424,5 +424,57 @@ describe('keys from a jwks_uri over HTTP', () => {
     const again = Date.now();
     await expectRejected(verifier, await sign(rsa.privateKey, { alg: 'RS256', kid: 'rsa' }), 'PSYNC_S2204');
     expect(Date.now() - again).toBeLessThan(maxWaitMs);
+  });
+});
+
+describe('SSRF protection and key removal for a jwks_uri', () => {
+  it.each([
+    ['block_local_jwks: true', { block_local_jwks: true }],
+    ['jwks_reject_ip_ranges: [local]', { jwks_reject_ip_ranges: ['local'] }],
+    ['jwks_reject_ip_ranges: [127.0.0.0/8]', { jwks_reject_ip_ranges: ['127.0.0.0/8'] }]
+  ])('%s: a jwks_uri on a loopback address is never fetched (PSYNC_S2204 naming the rule)', async (_, option) => {
+    recorder.jwks = { keys: [rsaJwk] };
+    const requestsBefore = recorder.requests.length;
+    for (const host of ['127.0.0.1', 'localhost', '[::ffff:127.0.0.1]']) {
+      const uri = `${recorder.url.replace('127.0.0.1', host)}/jwks.json`;
+      const verifier = await createTokenVerifier({ audience: [AUDIENCE], supabase: false, jwks_uri: uri, ...option });
+      const error = await expectRejected(verifier, await sign(rsa.privateKey, { alg: 'RS256', kid: 'rsa' }), 'PSYNC_S2204');
+      expect(error.details).toContain('jwks_reject_ip_ranges');
+    }
+    expect(recorder.requests.length).toBe(requestsBefore);
+  });
+
+  it('a range that does not cover the address lets the fetch through', async () => {
+    recorder.jwks = { keys: [rsaJwk] };
+    const verifier = await createTokenVerifier({
+      audience: [AUDIENCE],
+      supabase: false,
+      jwks_uri: `${recorder.url}/jwks.json`,
+      jwks_reject_ip_ranges: ['10.0.0.0/8', 'fc00::/7']
+    });
+    const requestsBefore = recorder.requests.length;
+    expect((await verifier.verify(await sign(rsa.privateKey, { alg: 'RS256', kid: 'rsa' }))).userId).toBe('user-1');
+    expect(recorder.requests.slice(requestsBefore)).toEqual(['GET /jwks.json']);
+  });
+
+  it('a token verified with a key that then leaves the key set is not trusted from the cache', async () => {
+    const first = await jose.generateKeyPair('RS256', { extractable: true });
+    const second = await jose.generateKeyPair('RS256', { extractable: true });
+    recorder.jwks = { keys: [{ ...(await jose.exportJWK(first.publicKey)), kid: 'k1', alg: 'RS256' }] };
+    const verifier = await createTokenVerifier({ audience: [AUDIENCE], supabase: false, jwks_uri: `${recorder.url}/jwks.json` });
+    const oldToken = await sign(first.privateKey, { alg: 'RS256', kid: 'k1' });
+    expect((await verifier.verify(oldToken)).userId).toBe('user-1');
+
+    // The provider rotates k1 out; a token with the new kid makes the service refresh its keys (past the refresh
+    // rate limit: only the clock moves, timers stay real).
+    recorder.jwks = { keys: [{ ...(await jose.exportJWK(second.publicKey)), kid: 'k2', alg: 'RS256' }] };
+    vi.useFakeTimers({ toFake: ['Date'] });
+    try {
+      vi.setSystemTime(Date.now() + 10_000);
+      expect((await verifier.verify(await sign(second.privateKey, { alg: 'RS256', kid: 'k2' }))).userId).toBe('user-1');
+      await expectRejected(verifier, oldToken, 'PSYNC_S2101');
+    } finally {
+      vi.useRealTimers();
+    }
   });
 });

@@ -2,6 +2,7 @@ import { createSecretKey } from 'node:crypto';
 import type * as jose from 'jose';
 import type { CoreServiceConfig } from '../config/config-schema.js';
 import type { Logger } from '../logger.js';
+import { createJwksAddressGuard } from './jwks-address-guard.js';
 import { importVerificationKey, RemoteJwks, type VerificationKey } from './key-store.js';
 import { TokenVerifier } from './token-verifier.js';
 
@@ -31,11 +32,16 @@ export async function createTokenVerifier(
     });
   }
   const uris = clientAuth.jwks_uri === undefined ? [] : [clientAuth.jwks_uri].flat();
-  const remote = uris.map((uri) => new RemoteJwks(uri, { logger: options.logger, fetch: options.fetch }));
-  return new TokenVerifier({
+  // The schema has already checked the ranges (a typo fails `syncpoint validate` and the start).
+  const checkAddress = createJwksAddressGuard(clientAuth.jwks_reject_ip_ranges ?? (clientAuth.block_local_jwks ? ['local'] : []));
+  let verifier: TokenVerifier | undefined;
+  const onKeysRemoved = () => verifier?.forgetVerifiedTokens();
+  const remote = uris.map((uri) => new RemoteJwks(uri, { logger: options.logger, fetch: options.fetch, checkAddress, onKeysRemoved }));
+  verifier = new TokenVerifier({
     staticKeys,
     remote,
     audience: clientAuth.audience,
     maxLifetimeSeconds: clientAuth.max_token_lifetime_seconds
   });
+  return verifier;
 }

@@ -2,6 +2,7 @@ import { createPublicKey, createSecretKey, type KeyObject } from 'node:crypto';
 import * as jose from 'jose';
 import { authError, ErrorCode } from '../errors.js';
 import type { Logger } from '../logger.js';
+import type { JwksAddressGuard } from './jwks-address-guard.js';
 
 /** Algorithms a client token may use (PROTOCOL §3.2); `none` is never accepted. */
 export const SUPPORTED_ALGORITHMS = [
@@ -75,6 +76,10 @@ export interface RemoteJwksOptions {
   minRefreshIntervalMs?: number;
   /** How long a request may wait for a refresh. */
   maxWaitMs?: number;
+  /** Refuses a URL whose host resolves into `jwks_reject_ip_ranges`, before anything is sent to it. */
+  checkAddress?: JwksAddressGuard;
+  /** Called when a refresh dropped a key: tokens verified with it must not stay trusted from a cache. */
+  onKeysRemoved?: () => void;
   logger?: Logger;
 }
 
@@ -84,6 +89,7 @@ export interface RemoteJwksOptions {
  */
 export class RemoteJwks {
   private keys: VerificationKey[] = [];
+  private fingerprints = new Set<string>();
   private fetchedAt = 0;
   private lastAttemptAt = 0;
   private inflight: Promise<void> | undefined;
@@ -141,6 +147,7 @@ export class RemoteJwks {
 
   private async load(): Promise<void> {
     try {
+      await this.options.checkAddress?.(this.uri);
       const response = await this.fetchImpl(this.uri, {
         headers: { Accept: 'application/json' },
         signal: AbortSignal.timeout(30_000),
@@ -158,8 +165,13 @@ export class RemoteJwks {
           this.options.logger?.warn({ kid: jwk?.kid, err: error }, 'skipping unusable key from JWKS');
         }
       }
+      // Keys are compared by their public parameters: a kid reused for new key material counts as a removal too.
+      const fingerprints = new Set((body.keys as jose.JWK[]).map(publicKeyFingerprint));
+      const removed = [...this.fingerprints].some((fingerprint) => !fingerprints.has(fingerprint));
+      this.fingerprints = fingerprints;
       this.keys = keys;
       this.fetchedAt = Date.now();
+      if (removed) this.options.onKeysRemoved?.();
       this.lastError = undefined;
     } catch (error) {
       // Name the URL: "Unexpected token '<'" alone does not tell an operator which key set is broken.
@@ -168,4 +180,9 @@ export class RemoteJwks {
       this.options.logger?.warn({ jwks_uri: this.uri, err: error }, 'JWKS fetch failed');
     }
   }
+}
+
+function publicKeyFingerprint(jwk: jose.JWK): string {
+  const { kid, kty, alg, crv, n, e, x, y } = jwk ?? {};
+  return JSON.stringify([kid, kty, alg, crv, n, e, x, y]);
 }

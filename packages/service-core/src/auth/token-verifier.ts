@@ -48,6 +48,11 @@ export class TokenVerifier {
     this.cacheSize = options.cacheSize ?? 10_000;
   }
 
+  /** Forget every verified token: after a key left a JWKS, tokens signed with it must be checked again. */
+  forgetVerifiedTokens(): void {
+    this.verified.clear();
+  }
+
   /**
    * Verify a client token. Signature checks dominate the cost of a checkpoint request, so a token that verified once
    * is remembered until its `exp` (with the clock tolerance, as jose applies it); an expired one is verified again,

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { createJwksAddressGuard } from '../auth/jwks-address-guard.js';
 
 const jwkSchema = z.looseObject({
   kty: z.enum(['RSA', 'EC', 'OKP', 'oct']),
@@ -42,7 +43,16 @@ export const serviceConfigSchema = z.looseObject({
       jwks: z.strictObject({ keys: z.array(jwkSchema) }).optional(),
       supabase: z.boolean().default(false),
       supabase_jwt_secret: z.string().optional(),
-      jwks_reject_ip_ranges: z.array(z.string()).optional(),
+      jwks_reject_ip_ranges: z
+        .array(z.string())
+        .superRefine((ranges, context) => {
+          try {
+            createJwksAddressGuard(ranges);
+          } catch (error) {
+            context.addIssue({ code: 'custom', message: (error as Error).message.replace(/^jwks_reject_ip_ranges: /, '') });
+          }
+        })
+        .optional(),
       block_local_jwks: z.boolean().optional(),
       max_token_lifetime_seconds: positiveInteger().optional()
     })
