@@ -186,6 +186,8 @@ export function expectLogged(capture: LogCapture, patterns: RegExp[], since = 0)
 }
 
 export interface CheckpointObservation {
+  /** Date.now() when the download finished. */
+  at: number;
   checkpoint: bigint;
   rows: number;
   /** What `check` said was wrong with the client state at this checkpoint, or null. */
@@ -193,7 +195,8 @@ export interface CheckpointObservation {
 }
 
 /**
- * Poll the served checkpoint every `intervalMs` and, for each new one, download what a client syncing from scratch
+ * Poll the served checkpoint every `intervalMs` and, for each new one (each poll with `recheck`: data under an unchanged
+ * checkpoint must not change either), download what a client syncing from scratch
  * ends with (checksums and counts verified) and pass it to `check` (return a problem description, or null when the
  * state is acceptable). `stop()` ends the polling and returns every observation, plus the errors of polls that failed
  * (a download whose stored checksums disagree with its ops is such an error; a test whose storage stays up expects
@@ -202,7 +205,7 @@ export interface CheckpointObservation {
 export function observeServedCheckpoints(
   storage: PostgresBucketStorage,
   check: (checkpoint: bigint, buckets: Map<string, BucketContents>) => string | null | Promise<string | null>,
-  intervalMs = 100
+  options: { intervalMs?: number; recheck?: boolean } = {}
 ): { stop(): Promise<{ observations: CheckpointObservation[]; errors: string[] }> } {
   const observations: CheckpointObservation[] = [];
   const errors: string[] = [];
@@ -212,16 +215,16 @@ export function observeServedCheckpoints(
       try {
         const serving = await storage.getServingCheckpoint();
         const checkpoint = serving?.checkpoint.checkpoint;
-        if (serving && checkpoint !== observations.at(-1)?.checkpoint) {
+        if (serving && (options.recheck || checkpoint !== observations.at(-1)?.checkpoint)) {
           const buckets = await downloadBuckets(storage, checkpoint!);
           let rows = 0;
           for (const contents of buckets.values()) rows += contents.rows.size;
-          observations.push({ checkpoint: checkpoint!, rows, problem: await check(checkpoint!, buckets) });
+          observations.push({ at: Date.now(), checkpoint: checkpoint!, rows, problem: await check(checkpoint!, buckets) });
         }
       } catch (error) {
         errors.push(String(error));
       }
-      await new Promise((resolve) => setTimeout(resolve, intervalMs));
+      await new Promise((resolve) => setTimeout(resolve, options.intervalMs ?? 100));
     }
   })();
   return {

@@ -379,7 +379,8 @@ describe('source-side faults: the service recovers by itself and loses nothing',
     const token = await clientToken('u1');
     const since = logs.entries().length;
     const before = await storage.getServingCheckpoint();
-    const observer = observeServedCheckpoints(storage, (_checkpoint, buckets) => consistencyProblem(buckets), 50);
+    // Every poll downloads again, also under an unchanged checkpoint: the re-snapshot must not alter what it serves.
+    const observer = observeServedCheckpoints(storage, (_checkpoint, buckets) => consistencyProblem(buckets), { intervalMs: 20, recheck: true });
     const writer = startWriter();
     const admin = new pg.Client({ connectionString: source.url('app') });
     await admin.connect();
@@ -402,22 +403,31 @@ describe('source-side faults: the service recovers by itself and loses nothing',
         20
       );
       await postCheckpointRequest(service.url, token, 'slot', 2n, 60_000);
-      await waitFor('the re-snapshot to finish', async () => logs.matching(/re-snapshot done/).length > 0, 90_000, 200);
-      await sleep(2_000);
+      // Writes made after the drop become visible: the re-snapshot is done and streaming goes on from the new slot.
+      await waitForCheckpointLsn(storage, await sourcePosition(), 90_000);
+      await sleep(1_000);
     } finally {
       await writer.stop();
       await admin.end();
     }
     figures.slot_catch_up_ms = await waitCaughtUp(90_000);
     const { observations, errors } = await observer.stop();
-    expectLogged(logs, [/PSYNC_S1146/, /re-snapshot starting/, /re-snapshot done/, /streaming changes/], since);
     expect(errors, 'downloads of served checkpoints that failed').toEqual([]);
     // Checkpoints before and after the re-snapshot were observed, each a consistent, complete state.
     expect(observations.length).toBeGreaterThan(1);
-    expect(observations.map((o) => o.problem).filter((p) => p !== null)).toEqual([]);
+    expect(observations.filter((o) => o.problem !== null).map((o) => `checkpoint ${o.checkpoint}: ${o.problem}`)).toEqual([]);
+    expectLogged(logs, [/PSYNC_S1146/, /re-snapshot starting/, /re-snapshot done/, /streaming changes/], since);
+    // Some of them while the copy was running.
+    const copyStarted = Number(logs.matching(/re-snapshot starting/).at(-1)!.time);
+    const copyDone = Number(logs.matching(/re-snapshot done/).at(-1)!.time);
+    const duringCopy = observations.filter((o) => o.at > copyStarted && o.at < copyDone).length;
+    figures.slot_copy_ms = copyDone - copyStarted;
+    figures.slot_observations_during_copy = duringCopy;
+    expect(duringCopy).toBeGreaterThan(0);
     expect(observations.at(-1)!.checkpoint).toBeGreaterThan(before!.checkpoint.checkpoint);
     expect(compareLsn((await storage.getServingCheckpoint())!.checkpoint.lsn!, before!.checkpoint.lsn!)).toBeGreaterThan(0);
-    figures.slot_checkpoints_observed = observations.length;
+    figures.slot_observations = observations.length;
+    figures.slot_distinct_checkpoints = new Set(observations.map((o) => o.checkpoint)).size;
     figures.slot = await checkAfterFault('slot', 2n, 'slot');
   }, 240_000);
 });

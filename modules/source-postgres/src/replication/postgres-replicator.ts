@@ -38,6 +38,8 @@ interface RelationInfo {
 
 const STATUS_INTERVAL_MS = 10_000;
 const MAX_BACKOFF_MS = 30_000;
+/** Streaming this long counts as recovered: the next failure waits the shortest backoff again. */
+const HEALTHY_STREAMING_MS = 10_000;
 
 /**
  * `no_checkpoint_before` while a re-snapshot over served data is unfinished (see `replicate()`): the highest LSN, so no
@@ -119,6 +121,8 @@ class StreamReplicationJob {
   private readonly abort = new AbortController();
   private running: Promise<void> | undefined;
   private connection: ReplicationConnection | undefined;
+  /** When the current attempt received its first replication message; null before. */
+  private streamingSince: number | null = null;
   /** Replaced after a failed attempt: its connections may be stuck on a network path that died silently. */
   private db: pg.Pool;
   private readonly logger: Logger;
@@ -156,10 +160,14 @@ class StreamReplicationJob {
     let backoff = 1_000;
     while (!this.abort.signal.aborted) {
       const started = Date.now();
+      this.streamingSince = null;
       try {
         await this.replicate();
       } catch (error) {
         if (this.abort.signal.aborted) break;
+        // It streamed fine for a while before this failure: a new fault, so start over with a short wait (otherwise a
+        // few faults an hour apart, each recovered in seconds, would grow the wait to its maximum).
+        if (this.streamingSince !== null && Date.now() - this.streamingSince > HEALTHY_STREAMING_MS) backoff = 1_000;
         const message = error instanceof Error ? error.message : String(error);
         this.logger.error({ err: error, retry_in_ms: backoff }, `replication stopped: ${message}`);
         if (error instanceof SourceNotReadyError) {
@@ -418,6 +426,7 @@ class StreamReplicationJob {
 
     for (;;) {
       const event = await connection.next();
+      this.streamingSince ??= Date.now();
       if (event === null) return;
       if (event.kind === 'keepalive') {
         this.options.onAlive?.();
