@@ -1,7 +1,7 @@
 import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
-import { parse as parseYaml, type ScalarTag } from 'yaml';
+import { parseDocument, type ScalarTag } from 'yaml';
 import type { z } from 'zod';
 import type { ModuleRegistry } from '../modules.js';
 import { KNOWN_TOP_LEVEL_KEYS, serviceConfigSchema, type CoreServiceConfig } from './config-schema.js';
@@ -103,8 +103,23 @@ export async function parseConfig(
   const problems: string[] = [];
   let raw: unknown;
   try {
-    raw = parseYaml(text, { customTags: [envTag(env, problems)], uniqueKeys: true });
+    // logLevel 'silent': the YAML library would print its warnings to stderr; they are problems of the config instead.
+    const document = parseDocument(text, { customTags: [envTag(env, problems)], uniqueKeys: true, logLevel: 'silent' });
+    if (document.errors.length > 0) {
+      throw new ConfigError(document.errors.map((error) => `${options.source} is not valid YAML: ${error.message}`));
+    }
+    // An unknown tag (a typo like `!evn PS_URI`) or `!env` on a map or list would otherwise leave the untagged value
+    // in place, silently.
+    for (const warning of document.warnings) {
+      problems.push(
+        warning.code === 'TAG_RESOLVE_FAILED'
+          ? `${options.source}: ${warning.message} (the only custom tag is !env on a scalar, e.g. !env PS_NAME)`
+          : `${options.source}: ${warning.message}`
+      );
+    }
+    raw = document.toJS();
   } catch (error) {
+    if (error instanceof ConfigError) throw error;
     throw new ConfigError([`${options.source} is not valid YAML: ${(error as Error).message}`]);
   }
   if (problems.length > 0) throw new ConfigError(problems);
