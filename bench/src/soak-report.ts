@@ -113,6 +113,22 @@ export function rssSlopeMbPerMinute(samples: readonly RssSample[], warmupMs: num
   return leastSquaresSlope(samples.filter((sample) => sample.atMs >= warmupMs).map((sample) => ({ x: sample.atMs / 60_000, y: sample.rssBytes / MB })));
 }
 
+/**
+ * The lowest sample of each `windowMs` window (from the warm-up on). V8's heap makes RSS a sawtooth (it grows until
+ * a major GC hands memory back), which moves a slope over a few minutes by several MB/min either way; the floor of
+ * each window is what a leak raises, so its slope is reported beside the raw one.
+ */
+export function windowMinima(samples: readonly RssSample[], warmupMs: number, windowMs: number): RssSample[] {
+  const minima = new Map<number, RssSample>();
+  for (const sample of samples) {
+    if (sample.atMs < warmupMs) continue;
+    const window = Math.floor((sample.atMs - warmupMs) / windowMs);
+    const lowest = minima.get(window);
+    if (!lowest || sample.rssBytes < lowest.rssBytes) minima.set(window, sample);
+  }
+  return [...minima.values()];
+}
+
 export type AckFailure =
   | { kind: 'timeout'; client: string; id: bigint; ageMs: number }
   | { kind: 'regressed'; client: string; from: bigint; to: bigint };
@@ -227,7 +243,16 @@ export interface SoakFigures {
   errors: number;
   http: LatencySummary;
   ack: LatencySummary;
-  rss: { samples: RssSample[]; slopeMbPerMinute: number; startMb: number; endMb: number; maxMb: number; afterWarmupMb: number };
+  rss: {
+    samples: RssSample[];
+    slopeMbPerMinute: number;
+    /** Slope of the lowest sample of each 30 s window after the warm-up (see windowMinima). */
+    floorSlopeMbPerMinute: number;
+    startMb: number;
+    endMb: number;
+    maxMb: number;
+    afterWarmupMb: number;
+  };
   /** CPU time of the service process over the load, as a share of one core. */
   serviceCpuCores: number;
   /** Warning/error lines the service logged during the run. */
@@ -258,6 +283,7 @@ export function soakRows(figures: SoakFigures): ReportRow[] {
     { label: 'ack latency max', value: figures.ack.max, unit: 'ms', target: { comparison: '<=', value: ackBound } },
     { label: 'HTTP latency p50 / p99', value: figures.http.p50, unit: 'ms', note: `(p99 ${figures.http.p99.toFixed(1)} ms, max ${figures.http.max.toFixed(1)} ms)` },
     { label: 'RSS slope after warm-up', value: figures.rss.slopeMbPerMinute, unit: 'MB/min', target: { comparison: '<=', value: SOAK_TARGETS.rssSlopeMbPerMinute }, note: `(least squares over ${figures.rss.samples.filter((s) => s.atMs >= options.warmupSeconds * 1000).length} samples after ${options.warmupSeconds} s)` },
+    { label: 'RSS floor slope (30 s minima)', value: figures.rss.floorSlopeMbPerMinute, unit: 'MB/min', note: '(informative: the lowest sample of each 30 s window, so GC sawtooth does not count)' },
     { label: 'RSS start / after warm-up / end', value: figures.rss.endMb, unit: 'MB', digits: 1, note: `(${figures.rss.startMb.toFixed(1)} / ${figures.rss.afterWarmupMb.toFixed(1)} / ${figures.rss.endMb.toFixed(1)} MB, max ${figures.rss.maxMb.toFixed(1)} MB)` },
     { label: 'service CPU', value: figures.serviceCpuCores * 100, unit: '% of a core', digits: 0, note: `(${figures.serviceWarnings} warning/error log lines)` }
   ];
@@ -278,6 +304,7 @@ export function soakJson(figures: SoakFigures, extra: Record<string, unknown>): 
     ackLatency: latency(figures.ack),
     rss: {
       slopeMbPerMinute: round(figures.rss.slopeMbPerMinute, 3),
+      floorSlopeMbPerMinute: round(figures.rss.floorSlopeMbPerMinute, 3),
       startMb: round(figures.rss.startMb, 1),
       afterWarmupMb: round(figures.rss.afterWarmupMb, 1),
       endMb: round(figures.rss.endMb, 1),

@@ -18,7 +18,7 @@ import { formatTable } from './lib/report.js';
 import { round, summarizeLatencies } from './lib/stats.js';
 import { RESULTS_DIR, parseArgs } from './run.js';
 import { SoakLoad, type SoakClient } from './soak-load.js';
-import { MB, SOAK_FLAGS, SOAK_TARGETS, describeOperations, parseSoakOptions, parseStorageOperations, rssSlopeMbPerMinute, soakJson, soakPassed, soakRows, type RssSample, type SoakFigures, type SoakOptions } from './soak-report.js';
+import { MB, SOAK_FLAGS, SOAK_TARGETS, describeOperations, parseSoakOptions, parseStorageOperations, rssSlopeMbPerMinute, soakJson, soakPassed, soakRows, windowMinima, type RssSample, type SoakFigures, type SoakOptions } from './soak-report.js';
 import { readCpuMs, readRssBytes, startSoakService } from './soak-service.js';
 
 function usage(): string {
@@ -137,6 +137,7 @@ export async function runSoak(options: SoakOptions, log: (line: string) => void)
       rss: {
         samples,
         slopeMbPerMinute: rssSlopeMbPerMinute(samples, options.warmupSeconds * 1000),
+        floorSlopeMbPerMinute: rssSlopeMbPerMinute(windowMinima(samples, options.warmupSeconds * 1000, 30_000), 0),
         startMb: rssMb(samples[0]),
         afterWarmupMb: rssMb(measured[0]),
         endMb: rssMb(samples.at(-1)),

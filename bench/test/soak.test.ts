@@ -12,6 +12,7 @@ import {
   soakJson,
   soakPassed,
   soakRows,
+  windowMinima,
   type SoakFigures
 } from '../src/soak-report.js';
 
@@ -39,6 +40,21 @@ describe('least-squares slope', () => {
     ];
     expect(rssSlopeMbPerMinute(samples, 60_000)).toBeCloseTo(1, 12);
     expect(rssSlopeMbPerMinute(samples, 0)).toBeGreaterThan(20);
+  });
+});
+
+describe('RSS floor', () => {
+  it('keeps the lowest sample of each window after the warm-up, so a GC sawtooth on a flat floor has no slope', () => {
+    // Every 5 s for 4 minutes after a 60 s warm-up: grows 10 MB per 5 s, back to 200 MB every 30 s (a major GC).
+    const samples = Array.from({ length: 49 }, (_, i) => ({ atMs: 60_000 + i * 5_000, rssBytes: (200 + 10 * (i % 6)) * MB }));
+    samples.unshift({ atMs: 0, rssBytes: 50 * MB }); // before the warm-up: ignored
+    const minima = windowMinima(samples, 60_000, 30_000);
+    expect(minima).toHaveLength(9);
+    expect(minima.every((sample) => sample.rssBytes === 200 * MB)).toBe(true);
+    expect(rssSlopeMbPerMinute(minima, 0)).toBe(0);
+    // A floor rising 1 MB per window shows up as 2 MB/min.
+    const leaking = samples.map((sample) => ({ ...sample, rssBytes: sample.rssBytes + Math.floor((sample.atMs - 60_000) / 30_000) * MB }));
+    expect(rssSlopeMbPerMinute(windowMinima(leaking, 60_000, 30_000), 0)).toBeCloseTo(2, 9);
   });
 });
 
@@ -141,7 +157,7 @@ function figures(overrides: Partial<SoakFigures> = {}): SoakFigures {
     errors: 0,
     http: summarizeLatencies([5, 10, 20]),
     ack: summarizeLatencies([40, 50, 90]),
-    rss: { samples: [{ atMs: 0, rssBytes: 200 * MB }, { atMs: 60_000, rssBytes: 200.5 * MB }], slopeMbPerMinute: 0.5, startMb: 200, afterWarmupMb: 200, endMb: 200.5, maxMb: 201 },
+    rss: { samples: [{ atMs: 0, rssBytes: 200 * MB }, { atMs: 60_000, rssBytes: 200.5 * MB }], slopeMbPerMinute: 0.5, floorSlopeMbPerMinute: 0.4, startMb: 200, afterWarmupMb: 200, endMb: 200.5, maxMb: 201 },
     serviceCpuCores: 0.8,
     serviceWarnings: 0,
     ...overrides
