@@ -7,14 +7,13 @@ import { fileURLToPath } from 'node:url';
 import type { PostgresBucketStorage } from '@syncpoint/storage-postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { signDevToken } from '../src/dev-token.js';
+import { expectMatchesFreshSnapshot } from './fault-invariants.js';
 import {
   createReplicationEnv,
-  downloadBuckets,
   sleep,
   TEST_DEV_KEY,
   waitFor,
   waitForCheckpointLsn,
-  type BucketContents,
   type ChildService,
   type ReplicationEnv
 } from './replication-harness.js';
@@ -31,39 +30,17 @@ import { openSyncStream } from './sync-stream-client.js';
 
 const serviceDir = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 
-/** Rows per bucket equal, by object id and data (op histories may differ: checksums are not compared). */
-function expectSameBuckets(actual: Map<string, BucketContents>, expected: Map<string, BucketContents>) {
-  expect([...actual.keys()].sort()).toEqual([...expected.keys()].sort());
-  for (const [bucket, contents] of expected) {
-    const got = actual.get(bucket)!;
-    expect(got.rows.size, `rows in ${bucket}`).toBe(contents.rows.size);
-    for (const [id, row] of contents.rows) {
-      if (JSON.stringify(got.rows.get(id)) !== JSON.stringify(row)) expect(got.rows.get(id), `${bucket} ${id}`).toEqual(row);
+/** fault-invariants' fresh-service comparison, with a fresh replicating service of this env. */
+function expectMatchesFreshService(env: ReplicationEnv, storage: PostgresBucketStorage, syncConfig: string) {
+  return expectMatchesFreshSnapshot({
+    faulted: storage,
+    sourcePosition: () => env.sourcePosition(),
+    startFresh: async () => {
+      const freshName = await env.createStorageDatabase(`fresh${Date.now() % 100_000}`);
+      await env.startInProcess({ storageName: freshName, syncConfig, role: 'replication' });
+      return env.openStorage(freshName);
     }
-  }
-}
-
-/**
- * Once the source is quiet: the faulted storage's buckets (downloadBuckets also checks each bucket's stored checksum
- * and count against its ops) hold exactly what a fresh service, snapshotting the same source into a new storage
- * database, ends with.
- */
-async function expectMatchesFreshService(env: ReplicationEnv, storage: PostgresBucketStorage, syncConfig: string) {
-  const position = await env.sourcePosition();
-  const served = await waitForCheckpointLsn(storage, position, 120_000);
-  const faulted = await downloadBuckets(storage, served.checkpoint.checkpoint);
-
-  const freshName = await env.createStorageDatabase(`fresh${Date.now() % 100_000}`);
-  const fresh = await env.startInProcess({ storageName: freshName, syncConfig, role: 'replication' });
-  try {
-    const freshStorage = env.openStorage(freshName);
-    const freshServed = await waitForCheckpointLsn(freshStorage, position, 120_000);
-    const expected = await downloadBuckets(freshStorage, freshServed.checkpoint.checkpoint);
-    expectSameBuckets(faulted, expected);
-    return faulted;
-  } finally {
-    await fresh.stop();
-  }
+  });
 }
 
 /** The JSON log lines a child printed (pino), parsed; other output is skipped. */
@@ -97,7 +74,7 @@ describe('SIGKILL during the initial snapshot', () => {
       - SELECT * FROM events WHERE owner = bucket.user_id
 `;
   const ACCOUNTS = 5_000;
-  const EVENTS = 60_000; // ~5 s of snapshot on an idle machine
+  const EVENTS = 40_000; // seconds of snapshot (~12k rows/s on an idle machine)
   const CHUNK = 10_000; // SNAPSHOT_CHUNK_ROWS of source-postgres
   let env: ReplicationEnv;
 
@@ -145,7 +122,7 @@ describe('SIGKILL during the initial snapshot', () => {
     const killedEvents = atKill.get('events')!;
     const saved = (await progress()).get('events')!;
     expect(saved.done).toBe(false);
-    expect(saved.rowsDone).toBeLessThan(EVENTS - CHUNK);
+    expect(saved.rowsDone).toBeLessThan(EVENTS);
     // No checkpoint exists before the snapshot is done: a client sees nothing of the half copy.
     expect(await storage.getServingCheckpoint()).toBeNull();
     const opsOf = async (table: string) => {
@@ -187,8 +164,9 @@ describe('SIGKILL during the initial snapshot', () => {
         `${eventOps} event ops in storage after the resumed snapshot (${EVENTS} rows copied)`
     );
 
-    const synced = await expectMatchesFreshService(env, storage, SYNC_CONFIG);
-    expect(synced.get('by_owner["moved"]')?.rows.size).toBe(101);
+    const figures = await expectMatchesFreshService(env, storage, SYNC_CONFIG);
+    const { rows: sourceCount } = await env.sourceDb.query<{ n: string }>(`SELECT ((SELECT count(*) FROM accounts) + (SELECT count(*) FROM events))::text AS n`);
+    expect(figures.rows).toBe(Number(sourceCount[0]!.n));
     await child.stop();
   }, 300_000);
 });
@@ -203,9 +181,9 @@ describe('SIGKILL in the middle of a storage flush', () => {
     data:
       - SELECT * FROM items WHERE owner = bucket.user_id
 `;
-  const ROWS = 30_000;
-  const MOVED = 24_000; // ids [0, MOVED) change owner (a REMOVE and two PUTs each)
-  const DELETED = 3_000; // ids [MOVED, MOVED + DELETED) are deleted
+  const ROWS = 15_000;
+  const MOVED = 12_000; // ids [0, MOVED) change owner (a REMOVE and two PUTs each)
+  const DELETED = 1_500; // ids [MOVED, MOVED + DELETED) are deleted
   let env: ReplicationEnv;
 
   beforeAll(async () => {

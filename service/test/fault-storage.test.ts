@@ -35,7 +35,7 @@ const SYNC_CONFIG = `bucket_definitions:
       - SELECT * FROM items WHERE owner = bucket.user_id
 `;
 const SEED_ROWS = 2_000;
-const BATCH_ROWS = 30_000;
+const BATCH_ROWS = 15_000;
 
 describe('bucket storage restart during a write batch', () => {
   let env: ReplicationEnv;
@@ -127,7 +127,7 @@ describe('bucket storage restart during a write batch', () => {
     const during = async (what: string, request: () => Promise<Response>) => {
       const started = Date.now();
       const response = await request();
-      const body = await response.json();
+      const body = (await response.json()) as { error?: { code?: string } };
       return { what, status: response.status, code: body?.error?.code as string | undefined, ms: Date.now() - started };
     };
     const bob = await clientToken('bob');
