@@ -1,7 +1,7 @@
 import fc from 'fast-check';
 import { describe, expect, test } from 'vitest';
 import { stringify } from 'yaml';
-import { parseSyncRules, type SyncRules } from '../src/index.js';
+import { parseSyncRules, SUPPORTED_FUNCTIONS, type SyncRules } from '../src/index.js';
 
 function expectWellFormed(result: ReturnType<typeof parseSyncRules>): void {
   expect(typeof result.ok).toBe('boolean');
@@ -142,6 +142,278 @@ bucket_definitions:
         plan.finish(results as never);
       }),
       { numRuns: 500 }
+    );
+  });
+});
+
+// --- grammar-aware fuzzing (issue 7 item 2) --------------------------------------------------------------------
+//
+// Queries generated from the parser's grammar (see src/sql/parser.ts) reach the semantic checks (bucket parameter
+// matching, request values, table patterns, functions) instead of stopping at the first token; token-level mutations
+// of valid queries probe the error paths next to valid input. Whatever comes out: `parseSyncRules` reports issues
+// instead of throwing, and rules that parse evaluate rows and requests without throwing.
+
+const COLUMNS = ['id', 'name', 'owner', 'doc', 'n', 'tags', 'members', 'kind', 'p', '"quoted col"', '`ticked`', 'rowid', 'value'];
+const REQUEST_VALUES = [
+  'request.user_id()',
+  'request.jwt()',
+  'request.parameters()',
+  "request.jwt() ->> 'kind'",
+  "request.parameters() ->> 'list'",
+  "request.jwt() -> 'orgs'",
+  'token_parameters.user_id',
+  'token_parameters.org',
+  'user_parameters.role',
+  'auth.user_id()',
+  'request.nope()'
+];
+const TABLES = ['t', 'public.t', 'other.t', '"todos_%"', 'todos_%', '"Quoted Table"', 'memberships', 't AS alias', 'json_each(request.jwt() -> \'orgs\')'];
+
+/** SQL literals, including the awkward ones: escaped quotes, int64 edges, reals, blobs-ish, NULL/TRUE/FALSE. */
+const sqlLiteral = fc.oneof(
+  fc.string({ maxLength: 6 }).map((text) => `'${text.replace(/'/g, "''")}'`),
+  fc.bigInt({ min: -(2n ** 64n), max: 2n ** 64n }).map(String),
+  fc.constantFrom('9223372036854775807', '9223372036854775808', '-9223372036854775808', '0', '1.5', '1e308', '1e999', '.5', '0x10', "x'00ff'", 'NULL', 'TRUE', 'FALSE')
+);
+
+const sqlExpression: fc.Arbitrary<string> = fc.letrec<{ expr: string }>((tie) => ({
+  expr: fc.oneof(
+    { depthSize: 'small', withCrossShrink: true },
+    sqlLiteral,
+    fc.constantFrom(...COLUMNS),
+    fc.constantFrom(...COLUMNS).map((column) => `t.${column}`),
+    fc.constantFrom(...REQUEST_VALUES),
+    fc.constantFrom('bucket.p', 'bucket.q', 'bucket.owner', 'bucket.nope'),
+    fc.tuple(tie('expr'), fc.constantFrom('=', '==', '!=', '<>', '<', '<=', '>', '>=', 'AND', 'OR', 'IS', 'IS NOT', '+', '-', '*', '/', '%', '||', '->', '->>'), tie('expr')).map(
+      ([left, operator, right]) => `${left} ${operator} ${right}`
+    ),
+    fc.tuple(tie('expr'), fc.array(tie('expr'), { minLength: 0, maxLength: 3 }), fc.boolean()).map(([left, items, not]) => `${left} ${not ? 'NOT IN' : 'IN'} (${items.join(', ')})`),
+    fc.tuple(tie('expr'), tie('expr')).map(([left, right]) => `${left} IN ${right}`),
+    fc.tuple(fc.constantFrom('NOT', '-', '+'), tie('expr')).map(([operator, operand]) => `${operator} ${operand}`),
+    fc.tuple(tie('expr'), fc.constantFrom('IS NULL', 'IS NOT NULL', 'ISNULL', 'NOTNULL', 'NOT NULL')).map(([operand, suffix]) => `${operand} ${suffix}`),
+    fc.tuple(fc.constantFrom(...SUPPORTED_FUNCTIONS, 'nope', 'json_each', 'count'), fc.array(tie('expr'), { maxLength: 3 })).map(([name, args]) => `${name}(${args.join(', ')})`),
+    fc.tuple(tie('expr'), fc.constantFrom('TEXT', 'INTEGER', 'REAL', 'NUMERIC', 'BLOB', 'JSON', 'VARCHAR(10)')).map(([operand, type]) => `CAST(${operand} AS ${type})`),
+    tie('expr').map((inner) => `(${inner})`)
+  )
+})).expr;
+
+const resultColumn = fc.oneof(
+  fc.constant('*'),
+  fc.constant('t.*'),
+  fc.constantFrom(...COLUMNS),
+  fc.tuple(sqlExpression, fc.constantFrom('a', 'b', 'id', 'p', 'q', 'owner', '_priority', '"odd name"'), fc.boolean()).map(([expr, alias, as]) => `${expr}${as ? ' AS' : ''} ${alias}`)
+);
+
+const selectQuery = fc
+  .record({
+    columns: fc.array(resultColumn, { minLength: 1, maxLength: 4 }),
+    table: fc.option(fc.constantFrom(...TABLES), { freq: 4, nil: undefined }),
+    where: fc.option(sqlExpression, { nil: undefined }),
+    semicolon: fc.boolean()
+  })
+  .map(({ columns, table, where, semicolon }) => `SELECT ${columns.join(', ')}${table ? ` FROM ${table}` : ''}${where ? ` WHERE ${where}` : ''}${semicolon ? ';' : ''}`);
+
+/** Data queries shaped like real ones (`... FROM t WHERE column = bucket.x`), with generated parts. */
+const dataQuery = fc.oneof(
+  selectQuery,
+  fc.tuple(fc.constantFrom(...COLUMNS), fc.constantFrom('bucket.p', 'bucket.q'), fc.option(sqlExpression, { nil: undefined })).map(
+    ([column, parameter, extra]) => `SELECT * FROM t WHERE ${column} = ${parameter}${extra ? ` AND ${extra}` : ''}`
+  )
+);
+/** Parameter queries: static (no FROM), table lookups, json_each, with generated conditions. */
+const parameterQuery = fc.oneof(
+  selectQuery,
+  fc.tuple(fc.constantFrom(...REQUEST_VALUES), fc.option(sqlExpression, { nil: undefined })).map(([value, where]) => `SELECT ${value} AS p${where ? ` WHERE ${where}` : ''}`),
+  fc.tuple(fc.constantFrom(...COLUMNS), fc.constantFrom(...COLUMNS), fc.constantFrom(...REQUEST_VALUES), fc.constantFrom('=', 'IN')).map(
+    ([output, column, value, operator]) => `SELECT ${output} AS p FROM memberships WHERE ${column} ${operator} ${value}`
+  )
+);
+
+/** Row-only expressions that are well-formed (known functions with their arity), so whole definitions are valid often. */
+const rowExpression: fc.Arbitrary<string> = fc.letrec<{ expr: string }>((tie) => ({
+  expr: fc.oneof(
+    { depthSize: 'small', withCrossShrink: true },
+    sqlLiteral,
+    fc.constantFrom('id', 'name', 'owner', 'doc', 'n', 'kind'),
+    fc.tuple(fc.constantFrom('upper', 'lower', 'length', 'typeof', 'abs', 'json_valid'), tie('expr')).map(([name, arg]) => `${name}(${arg})`),
+    fc.tuple(fc.constantFrom('ifnull', 'nullif', 'coalesce'), tie('expr'), tie('expr')).map(([name, a, b]) => `${name}(${a}, ${b})`),
+    fc.tuple(tie('expr'), tie('expr'), tie('expr')).map(([a, b, c]) => `iif(${a}, ${b}, ${c})`),
+    fc.tuple(fc.constantFrom('doc', 'name', "'{\"a\":[1,2]}'"), fc.constantFrom("'$.a'", "'$.a[0]'", "'$'", "'$.\"b c\"'", "'$[#-1]'", "'not a path'")).map(([document, path]) => `json_extract(${document}, ${path})`),
+    fc.tuple(fc.constantFrom('doc', 'name'), fc.constantFrom('->', '->>'), fc.constantFrom("'a'", "'$.a'", '0', "'$[0]'")).map(([document, operator, path]) => `${document} ${operator} ${path}`),
+    fc.tuple(tie('expr'), fc.constantFrom('TEXT', 'INTEGER', 'REAL', 'NUMERIC', 'BLOB')).map(([operand, type]) => `CAST(${operand} AS ${type})`),
+    fc.tuple(tie('expr'), fc.constantFrom('=', '!=', '<', '>=', 'AND', 'OR', 'IS', 'IS NOT', '+', '-', '*', '/', '%', '||'), tie('expr')).map(([a, operator, b]) => `(${a} ${operator} ${b})`),
+    fc.tuple(tie('expr'), fc.array(sqlLiteral, { minLength: 1, maxLength: 3 })).map(([operand, items]) => `${operand} IN (${items.join(', ')})`)
+  )
+})).expr;
+
+/** A definition that is valid unless a generated value makes it not: `p` from the parameter query, used by data. */
+const wellFormedDefinition = fc.record({
+  parameters: fc.constantFrom(
+    'SELECT request.user_id() AS p',
+    "SELECT request.jwt() ->> 'org' AS p",
+    'SELECT id AS p FROM memberships WHERE user_id = request.user_id()',
+    "SELECT value AS p FROM json_each(request.jwt() -> 'orgs')",
+    'SELECT token_parameters.org AS p'
+  ),
+  data: fc.array(
+    fc.tuple(fc.array(rowExpression, { minLength: 1, maxLength: 3 }), fc.option(rowExpression, { nil: undefined })).map(
+      ([columns, where]) => `SELECT id, ${columns.map((column, i) => `${column} AS c${i}`).join(', ')} FROM t WHERE owner = bucket.p${where ? ` AND ${where}` : ''}`
+    ),
+    { minLength: 1, maxLength: 2 }
+  ),
+  priority: fc.integer({ min: 0, max: 3 })
+});
+
+const grammarRules = fc
+  .dictionary(
+    fc.oneof(fc.constantFrom('b1', 'b2', 'by_owner', 'with space', 'ünïcode', '__proto__', 'constructor'), fc.string({ minLength: 1, maxLength: 6 })),
+    fc.oneof(
+      wellFormedDefinition,
+      fc.record(
+        {
+          parameters: fc.oneof(parameterQuery, fc.array(parameterQuery, { minLength: 1, maxLength: 2 })),
+          data: fc.array(dataQuery, { minLength: 1, maxLength: 3 }),
+          priority: fc.integer({ min: -1, max: 4 }),
+          accept_potentially_dangerous_queries: fc.boolean()
+        },
+        { requiredKeys: ['data'] }
+      )
+    ),
+    { minKeys: 1, maxKeys: 3 }
+  )
+  .map((definitions) => stringify({ bucket_definitions: definitions }));
+
+/** Rows and requests to evaluate parsed rules with. */
+const sqlRow = fc.dictionary(
+  fc.constantFrom('id', 'name', 'owner', 'doc', 'n', 'tags', 'members', 'kind', 'p', 'quoted col', 'ticked', 'value', 'user_id', 'org_id'),
+  fc.oneof(fc.string({ maxLength: 8 }), fc.bigInt({ min: -(2n ** 63n), max: 2n ** 63n - 1n }), fc.double(), fc.constant(null), fc.uint8Array({ maxLength: 4 }), fc.json(), fc.constantFrom('["a","b"]', '{"a":1}'))
+);
+const tableName = fc.constantFrom('t', 'memberships', 'todos_1', 'Quoted Table', 'other');
+const requestParameters = fc.record({
+  userId: fc.string({ maxLength: 8 }),
+  tokenParameters: fc.dictionary(fc.string({ maxLength: 6 }), fc.jsonValue({ maxDepth: 2 })),
+  clientParameters: fc.dictionary(fc.constantFrom('list', 'role', 'x', '__proto__'), fc.jsonValue({ maxDepth: 2 }))
+});
+
+/** Parses, and when the rules are valid, exercises every evaluation entry point once. */
+function parseAndExercise(yaml: string, row: Record<string, unknown>, table: string, request: { userId: string; tokenParameters: Record<string, unknown>; clientParameters: Record<string, unknown> }) {
+  const result = parseSyncRules(yaml);
+  expectWellFormed(result);
+  if (!result.ok) return false;
+  const rules = result.rules!;
+  const evaluated = rules.evaluateRow({ table, row: row as never });
+  for (const bucket of evaluated.buckets) JSON.parse(bucket.data);
+  for (const error of evaluated.errors) expect(typeof error.message).toBe('string');
+  rules.evaluateParameterRow({ table, row: row as never });
+  const plan = rules.planBuckets({ userId: request.userId, tokenParameters: request.tokenParameters, clientParameters: request.clientParameters });
+  plan.finish(plan.lookups.map(() => []) as never);
+  return true;
+}
+
+describe('grammar-aware fuzzing of sync rules', () => {
+  test('generated bucket definitions parse or report; parsed ones evaluate without throwing', () => {
+    let valid = 0;
+    fc.assert(
+      fc.property(grammarRules, sqlRow, tableName, requestParameters, (yaml, row, table, request) => {
+        if (parseAndExercise(yaml, row, table, request)) valid++;
+      }),
+      { numRuns: 1500 }
+    );
+    // The grammar must produce valid rules often enough for the evaluation half to mean something.
+    expect(valid).toBeGreaterThan(100);
+  });
+
+  const VALID_RULES = [
+    `bucket_definitions:
+  by_owner:
+    parameters: SELECT request.user_id() AS owner
+    data:
+      - SELECT id, upper(name) AS name, json_extract(doc, '$.a') AS a, doc ->> 'b' AS b FROM t WHERE owner = bucket.owner AND CAST(n AS INTEGER) > 0
+      - SELECT id FROM t WHERE bucket.owner IN tags
+`,
+    `bucket_definitions:
+  by_member:
+    priority: 1
+    parameters:
+      - SELECT org_id AS org FROM memberships WHERE user_id = request.user_id()
+      - SELECT value AS org FROM json_each(request.jwt() -> 'orgs')
+    data:
+      - SELECT * FROM t WHERE kind = bucket.org OR owner = bucket.org
+  global:
+    data:
+      - SELECT * FROM "todos_%"
+      - SELECT id, coalesce(name, 'none') AS name FROM "Quoted Table" AS q
+`,
+    `bucket_definitions:
+  by_list:
+    accept_potentially_dangerous_queries: true
+    parameters: SELECT request.parameters() ->> 'list' AS p WHERE request.jwt() ->> 'role' = 'admin'
+    data:
+      - SELECT id, length(name) AS l, iif(n > 1, 'big', 'small') AS size FROM t WHERE p = bucket.p AND name IS NOT NULL
+`
+  ];
+
+  /** Splits a query into rough tokens (words, strings, operators) for token-level mutations. */
+  const tokensOf = (sql: string) => sql.match(/'(?:[^']|'')*'|"[^"]*"|->>|->|\|\||[<>!=]=|<>|\w+|\S/g) ?? [];
+  const vocabulary = [...SQL_FRAGMENTS, 'bucket.owner', 'bucket.org', '$.a', 'IS NOT', 'NOT IN', 'json_each', 'CAST(', 'AS INTEGER)', '((', '))'];
+
+  test('token-level mutations of valid rules: delete, duplicate, swap, insert, replace', () => {
+    for (const rules of VALID_RULES) expect(parseSyncRules(rules).ok, rules).toBe(true);
+    const mutationOf = fc.record({
+      kind: fc.constantFrom('delete', 'duplicate', 'swap', 'insert', 'replace'),
+      at: fc.nat(),
+      other: fc.nat(),
+      token: fc.oneof(fc.constantFrom(...vocabulary), sqlLiteral, fc.constantFrom(...REQUEST_VALUES))
+    });
+    fc.assert(
+      fc.property(fc.constantFrom(...VALID_RULES), fc.array(mutationOf, { minLength: 1, maxLength: 3 }), sqlRow, tableName, requestParameters, (rules, mutations, row, table, request) => {
+        // Mutate the SQL of one line (a query), keeping the YAML around it intact.
+        const lines = rules.split('\n');
+        const queryLines = lines.map((line, index) => [line, index] as const).filter(([line]) => /SELECT/.test(line));
+        const [line, index] = queryLines[mutations[0]!.at % queryLines.length]!;
+        const start = line.indexOf('SELECT');
+        const end = line.endsWith(']') ? line.lastIndexOf(']') : line.length;
+        const tokens = tokensOf(line.slice(start, end));
+        for (const { kind, at, other, token } of mutations) {
+          const i = at % Math.max(1, tokens.length);
+          const j = other % Math.max(1, tokens.length);
+          if (kind === 'delete') tokens.splice(i, 1);
+          else if (kind === 'duplicate') tokens.splice(i, 0, tokens[i] ?? token);
+          else if (kind === 'swap') [tokens[i], tokens[j]] = [tokens[j]!, tokens[i]!];
+          else if (kind === 'insert') tokens.splice(i, 0, token);
+          else tokens[i] = token;
+        }
+        const mutated = tokens.filter((token) => token !== undefined).join(' ');
+        // JSON-quote the query so the YAML stays valid whatever the SQL became.
+        lines[index] = line.slice(0, start) + JSON.stringify(mutated) + line.slice(end);
+        parseAndExercise(lines.join('\n'), row, table, request);
+      }),
+      { numRuns: 2000 }
+    );
+  });
+
+  test('random SQL fragments in data and parameter queries of otherwise valid definitions', () => {
+    fc.assert(
+      fc.property(fc.oneof(sqlish, selectQuery), fc.oneof(sqlish, parameterQuery), fc.boolean(), sqlRow, requestParameters, (data, parameters, withParameters, row, request) => {
+        const yaml = stringify({ bucket_definitions: { b: { ...(withParameters ? { parameters } : {}), data: [data, 'SELECT * FROM t'] } } });
+        parseAndExercise(yaml, row, 't', request);
+      }),
+      { numRuns: 1500 }
+    );
+  });
+
+  test('YAML-level mutations: definitions of the wrong shape around valid queries', () => {
+    const query = fc.oneof(selectQuery, fc.constantFrom('SELECT * FROM t', 'SELECT request.user_id() AS p'));
+    const wrongShape = fc.oneof(query, fc.array(query, { maxLength: 2 }), yamlValue, fc.constant(undefined));
+    fc.assert(
+      fc.property(
+        fc.record({ parameters: wrongShape, data: wrongShape, priority: fc.oneof(fc.integer({ min: -2, max: 5 }), yamlValue), extra: yamlValue }, { requiredKeys: [] }),
+        fc.constantFrom('bucket_definitions', 'streams', 'config', 'Bucket_Definitions'),
+        (definition, topKey) => {
+          expectWellFormed(parseSyncRules(stringify({ [topKey]: { b: definition } })));
+        }
+      ),
+      { numRuns: 1000 }
     );
   });
 });
