@@ -165,8 +165,11 @@ function figures(overrides: Partial<SoakFigures> = {}): SoakFigures {
 }
 
 describe('soak report', () => {
-  it('passes only with no error, every request acknowledged and a slope at most the target', () => {
+  it('passes only with the load applied, no error, every request acknowledged and a slope at most the target', () => {
     expect(soakPassed(figures())).toBe(true);
+    expect(soakPassed(figures({ streamsOpened: 999 }))).toBe(false);
+    expect(soakPassed(figures({ requestsSent: 29_000, requestsAcknowledged: 29_000 }))).toBe(false); // 483 req/s of 500
+    expect(soakPassed(figures({ requestsSent: 29_500, requestsAcknowledged: 29_500 }))).toBe(true); // 492 req/s
     expect(soakPassed(figures({ errors: 1, httpErrors: 1 }))).toBe(false);
     expect(soakPassed(figures({ requestsAcknowledged: 29_999 }))).toBe(false);
     expect(soakPassed(figures({ rss: { ...figures().rss, slopeMbPerMinute: 1.2 } }))).toBe(false);
