@@ -174,6 +174,21 @@ describe('sync stream resources and algorithm', () => {
     expect(heapAfter - heapBefore).toBeLessThan(32 * 1024 * 1024);
     console.log(`slow client: ${pausedAt} of ${BULK_ROWS} ops fetched while paused; heap+buffers delta ${((heapAfter - heapBefore) / 1e6).toFixed(1)} MB`);
 
+    // Meanwhile other clients are served: a new stream syncs in full, and a checkpoint request is acknowledged on it.
+    const otherToken = await harness.token('prio');
+    const other = rawSyncStream(harness.service.url, otherToken, { client_id: 'other' });
+    const otherComplete = await other.until((line) => 'checkpoint_complete' in line, 0, 15_000);
+    expect(other.lines.slice(0, otherComplete).flatMap((line) => ('data' in line ? line.data.data : []))).toHaveLength(5 + 3);
+    const request = await fetch(`${harness.service.url}/sync/checkpoint-request`, {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json', Authorization: `Token ${otherToken}` },
+      body: JSON.stringify({ client_id: 'other', checkpoint_request_id: '1' })
+    });
+    expect(request.status).toBe(200);
+    await other.until((line) => line.checkpoint_diff?.write_checkpoint === '1' || line.checkpoint?.write_checkpoint === '1', otherComplete, 15_000);
+    other.close();
+    expect(fetched('bulk["bulk"]')).toBe(pausedAt); // the stalled client is still paused
+
     // Reading again finishes the download.
     stream.resume();
     const complete = await stream.until((line) => 'checkpoint_complete' in line, 0, 60_000);
