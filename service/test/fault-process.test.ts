@@ -10,6 +10,7 @@ import { signDevToken } from '../src/dev-token.js';
 import { expectMatchesFreshSnapshot } from './fault-invariants.js';
 import {
   createReplicationEnv,
+  ITEMS_SYNC_CONFIG,
   sleep,
   TEST_DEV_KEY,
   waitFor,
@@ -172,15 +173,7 @@ describe('SIGKILL during the initial snapshot', () => {
 });
 
 describe('SIGKILL in the middle of a storage flush', () => {
-  const SYNC_CONFIG = `bucket_definitions:
-  global:
-    data:
-      - SELECT * FROM items
-  by_owner:
-    parameters: SELECT request.user_id() AS user_id
-    data:
-      - SELECT * FROM items WHERE owner = bucket.user_id
-`;
+  const SYNC_CONFIG = ITEMS_SYNC_CONFIG;
   const ROWS = 15_000;
   const MOVED = 12_000; // ids [0, MOVED) change owner (a REMOVE and two PUTs each)
   const DELETED = 1_500; // ids [MOVED, MOVED + DELETED) are deleted

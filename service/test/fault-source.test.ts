@@ -22,7 +22,7 @@ import {
   type LogCapture
 } from './fault-invariants.js';
 import type { BucketContents } from './replication-harness.js';
-import { sleep, TEST_DEV_KEY, waitFor, waitForCheckpointLsn } from './replication-harness.js';
+import { ITEMS_SYNC_CONFIG, sleep, TEST_DEV_KEY, waitFor, waitForCheckpointLsn } from './replication-harness.js';
 import { startTcpProxy, type TcpProxy } from './tcp-proxy.js';
 
 /**
@@ -34,15 +34,6 @@ import { startTcpProxy, type TcpProxy } from './tcp-proxy.js';
  * buckets equal those of a fresh service snapshotting the same source.
  */
 
-const SYNC_CONFIG = `bucket_definitions:
-  global:
-    data:
-      - SELECT * FROM items
-  by_owner:
-    parameters: SELECT request.user_id() AS user_id
-    data:
-      - SELECT * FROM items WHERE owner = bucket.user_id
-`;
 
 /** Seed rows are never deleted; pairs (2k, 2k+1) always change together in one transaction. */
 const SEED_ROWS = 4_000;
@@ -81,7 +72,7 @@ function configText(storageName: string, sourceUrl: string): string {
     },
     storage: { type: 'postgresql', uri: storageServer.url(storageName), sslmode: 'disable' },
     port: 0,
-    sync_config: { content: SYNC_CONFIG },
+    sync_config: { content: ITEMS_SYNC_CONFIG },
     client_auth: { audience: [DEV_AUDIENCE], jwks: { keys: [TEST_DEV_KEY] } }
   });
 }

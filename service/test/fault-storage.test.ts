@@ -16,7 +16,7 @@ import {
   expectRequestAcknowledged,
   postCheckpointRequest
 } from './fault-invariants.js';
-import { createReplicationEnv, sleep, TEST_DEV_KEY, waitFor, waitForCheckpointLsn, type ReplicationEnv } from './replication-harness.js';
+import { createReplicationEnv, ITEMS_SYNC_CONFIG, sleep, TEST_DEV_KEY, waitFor, waitForCheckpointLsn, type ReplicationEnv } from './replication-harness.js';
 
 /**
  * Issue 7 item 1 (storage faults): the bucket storage Postgres — a dedicated server — is stopped while replication is
@@ -25,15 +25,6 @@ import { createReplicationEnv, sleep, TEST_DEV_KEY, waitFor, waitForCheckpointLs
  * replicate everything, acknowledge every checkpoint request and serve what a fresh service serves.
  */
 
-const SYNC_CONFIG = `bucket_definitions:
-  global:
-    data:
-      - SELECT * FROM items
-  by_owner:
-    parameters: SELECT request.user_id() AS user_id
-    data:
-      - SELECT * FROM items WHERE owner = bucket.user_id
-`;
 const SEED_ROWS = 2_000;
 const BATCH_ROWS = 15_000;
 
@@ -79,7 +70,7 @@ describe('bucket storage restart during a write batch', () => {
       },
       storage: { type: 'postgresql', uri: storageServer!.url(storageName), sslmode: 'disable' },
       port: 0,
-      sync_config: { content: SYNC_CONFIG },
+      sync_config: { content: ITEMS_SYNC_CONFIG },
       client_auth: { audience: [DEV_AUDIENCE], jwks: { keys: [TEST_DEV_KEY] } }
     });
     const registry = createModuleRegistry();
@@ -176,7 +167,7 @@ describe('bucket storage restart during a write batch', () => {
       sourcePosition: () => env.sourcePosition(),
       startFresh: async () => {
         const freshName = await env.createStorageDatabase('fresh');
-        await env.startInProcess({ storageName: freshName, syncConfig: SYNC_CONFIG, role: 'replication' });
+        await env.startInProcess({ storageName: freshName, syncConfig: ITEMS_SYNC_CONFIG, role: 'replication' });
         return env.openStorage(freshName);
       }
     });

@@ -2,6 +2,7 @@ import type { PostgresBucketStorage } from '@syncpoint/storage-postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   createReplicationEnv,
+  ITEMS_SYNC_CONFIG,
   downloadBuckets,
   sleep,
   waitFor,
@@ -11,15 +12,6 @@ import {
   type ReplicationEnv
 } from './replication-harness.js';
 
-const SYNC_CONFIG = `bucket_definitions:
-  global:
-    data:
-      - SELECT * FROM items
-  by_owner:
-    parameters: SELECT request.user_id() AS user_id
-    data:
-      - SELECT * FROM items WHERE owner = bucket.user_id
-`;
 
 const SEED_ROWS = 2_000; // pairs (2k, 2k+1) are always updated together, in one transaction
 const BIG_ROWS = 50_000;
@@ -71,7 +63,7 @@ describe('replication survives SIGKILL mid-transaction', () => {
   }
 
   it('ends in the source state, with no transaction lost or half-visible, and matches a fresh snapshot', async () => {
-    let child: ChildService = await env.startChild({ storageName, syncConfig: SYNC_CONFIG, heartbeatSeconds: 5 });
+    let child: ChildService = await env.startChild({ storageName, syncConfig: ITEMS_SYNC_CONFIG, heartbeatSeconds: 5 });
     storage = env.openStorage(storageName);
     const first = await waitFor('the first checkpoint', () => storage.getServingCheckpoint(), 60_000).catch((error) => {
       throw new Error(`${error.message}\nchild output:\n${child.output()}`);
@@ -121,7 +113,7 @@ describe('replication survives SIGKILL mid-transaction', () => {
       expect(flushed).toBeGreaterThan(5_000);
       expect(killedState).toMatchObject({ bigRows: 0, tornPairs: 0 });
 
-      child = await env.startChild({ storageName, syncConfig: SYNC_CONFIG, heartbeatSeconds: 5 });
+      child = await env.startChild({ storageName, syncConfig: ITEMS_SYNC_CONFIG, heartbeatSeconds: 5 });
       // Every checkpoint seen while the restarted replicator catches up shows the big transaction whole or not at all.
       const observations: Observation[] = [];
       let caughtUpTo: bigint | null = null;
@@ -182,7 +174,7 @@ describe('replication survives SIGKILL mid-transaction', () => {
       // bucket. Raw checksums differ: the crashed storage's ops include history (superseded PUTs, REMOVEs, the
       // replayed part of the big transaction), a fresh snapshot has one PUT per row, so we compare STATE.
       const freshStorageName = await env.createStorageDatabase('fresh');
-      await env.startInProcess({ storageName: freshStorageName, syncConfig: SYNC_CONFIG, role: 'replication' });
+      await env.startInProcess({ storageName: freshStorageName, syncConfig: ITEMS_SYNC_CONFIG, role: 'replication' });
       const freshStorage = env.openStorage(freshStorageName);
       const freshPosition = await env.sourcePosition();
       const freshServed = await waitForCheckpointLsn(freshStorage, freshPosition, 120_000);

@@ -67,6 +67,17 @@ export interface ChildService {
   stop(): Promise<number | null>;
 }
 
+/** Sync rules of the fault and crash tests: every row of `items` in one global bucket and in its owner's bucket. */
+export const ITEMS_SYNC_CONFIG = `bucket_definitions:
+  global:
+    data:
+      - SELECT * FROM items
+  by_owner:
+    parameters: SELECT request.user_id() AS user_id
+    data:
+      - SELECT * FROM items WHERE owner = bucket.user_id
+`;
+
 export const TEST_DEV_KEY: DevKey = {
   kty: 'oct',
   alg: 'HS256',
