@@ -118,7 +118,6 @@ export interface LoadResult {
   elapsedMs: number;
   sent: number;
   skipped: number;
-  httpLatencies: Float64Array;
 }
 
 /**
@@ -134,7 +133,7 @@ export class SoakLoad {
   /** Clients with a checkpoint request whose HTTP response has not arrived. */
   private readonly inFlight = new Set<string>();
   private readonly nextIds = new Map<string, bigint>();
-  private readonly httpLatencies: number[] = [];
+  private readonly httpLatencyList: number[] = [];
   private expiryTimer: NodeJS.Timeout | undefined;
   private readyCount = 0;
   private onReadyChange: (() => void) | undefined;
@@ -234,7 +233,7 @@ export class SoakLoad {
       };
       tick();
     });
-    return { elapsedMs: performance.now() - start, sent, skipped, httpLatencies: Float64Array.from(this.httpLatencies) };
+    return { elapsedMs: performance.now() - start, sent, skipped };
   }
 
   private nextIdleClient(from: number): number | null {
@@ -268,7 +267,7 @@ export class SoakLoad {
       })
       .then(async (response) => {
         const text = await response.body.text();
-        this.httpLatencies.push(performance.now() - sentAt);
+        this.httpLatencyList.push(performance.now() - sentAt);
         if (response.statusCode !== 200) return fail(`HTTP ${response.statusCode} ${text.slice(0, 200)}`);
         const stored = (JSON.parse(text) as { data?: { checkpoint_request_id?: unknown } }).data?.checkpoint_request_id;
         if (stored !== id.toString()) fail(`the service stored ${JSON.stringify(stored)}`);
@@ -286,7 +285,12 @@ export class SoakLoad {
     clearInterval(this.expiryTimer);
   }
 
-  /** Streams that are still healthy (have not reported an error). */
+  /** Time from sending each request to its full response, ms (complete after `drain`). */
+  httpLatencies(): number[] {
+    return this.httpLatencyList;
+  }
+
+  /** Streams that reached their first `checkpoint_complete`. */
   get readyStreams(): number {
     return this.readyCount;
   }

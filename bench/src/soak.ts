@@ -134,7 +134,7 @@ export async function runSoak(options: SoakOptions, log: (line: string) => void)
       streamErrors: load.errors.stream,
       ackFailures: load.errors.ack,
       errors: load.errors.total,
-      http: summarizeLatencies(result.httpLatencies),
+      http: summarizeLatencies(load.httpLatencies()),
       ack: load.tracker.latencies(),
       rss: {
         samples,
