@@ -43,7 +43,8 @@ export const ErrorCode = {
   TOO_MANY_REQUESTS: 'PSYNC_S2304',
   BODY_TOO_LARGE: 'PSYNC_S2005',
   UNSUPPORTED_MEDIA_TYPE: 'PSYNC_S2006',
-  CHECKPOINT_ID_EXHAUSTED: 'PSYNC_S2007'
+  CHECKPOINT_ID_EXHAUSTED: 'PSYNC_S2007',
+  DATABASE_UNAVAILABLE: 'PSYNC_S2008'
 } as const;
 
 export function validationError(messages: string[]): ServiceError {
@@ -64,4 +65,28 @@ export function noActiveSyncConfigError(): ServiceError {
 
 export function internalError(cause: unknown): ServiceError {
   return new ServiceError(ErrorCode.INTERNAL, 500, 'Something went wrong', undefined, { cause, name: 'InternalServerError' });
+}
+
+// SQLSTATE classes and codes that mean "the database cannot be reached right now", not "this request is wrong":
+// 08 connection exception, 57P01-57P03 shutdown / cannot connect now, 53300 too many connections.
+const UNAVAILABLE_SQLSTATE = /^(08...|57P0[123]|53300)$/;
+const UNAVAILABLE_NETWORK_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'EHOSTUNREACH', 'ENETUNREACH', 'EAI_AGAIN']);
+// node-postgres reports a lost or timed-out connection with these messages and no code.
+const UNAVAILABLE_MESSAGES = /Connection terminated|timeout exceeded when trying to connect|Query read timeout|Client has encountered a connection error/;
+
+/** Whether `error` says that storage or the source is unreachable (a restart, a failover, a network cut). */
+export function isDatabaseUnavailable(error: unknown): boolean {
+  if (!(error instanceof Error)) return false;
+  const code = (error as { code?: unknown }).code;
+  if (typeof code === 'string' && (UNAVAILABLE_SQLSTATE.test(code) || UNAVAILABLE_NETWORK_CODES.has(code))) return true;
+  if (error instanceof AggregateError && error.errors.some(isDatabaseUnavailable)) return true; // happy eyeballs
+  return UNAVAILABLE_MESSAGES.test(error.message);
+}
+
+/** 503: the request is fine and may be retried once storage or the source is back (the SDKs retry 5xx). */
+export function databaseUnavailableError(cause: unknown): ServiceError {
+  return new ServiceError(ErrorCode.DATABASE_UNAVAILABLE, 503, 'Storage or source database unavailable, retry later', undefined, {
+    cause,
+    name: 'ServiceUnavailable'
+  });
 }

@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import http from 'node:http';
 import type { Duplex } from 'node:stream';
 import express, { type ErrorRequestHandler, type RequestHandler } from 'express';
-import { ErrorCode, internalError, ServiceError, validationError } from '../errors.js';
+import { databaseUnavailableError, ErrorCode, internalError, isDatabaseUnavailable, ServiceError, validationError } from '../errors.js';
 import type { Logger } from '../logger.js';
 import type { ServiceMetrics } from '../metrics.js';
 import { ADMIN_BODY_LIMIT_BYTES, adminRoutes, type AdminRouteDependencies } from './admin-routes.js';
@@ -135,6 +135,11 @@ function errorHandler(logger: Logger): ErrorRequestHandler {
     }
     if (typeof (error as { status?: number }).status === 'number' && (error as { status: number }).status < 500) {
       return sendError(res, validationError([(error as Error).message]));
+    }
+    if (isDatabaseUnavailable(error)) {
+      log.warn({ err: error }, 'storage or source unavailable');
+      res.setHeader('Retry-After', '1');
+      return sendError(res, databaseUnavailableError(error));
     }
     log.error({ err: error }, 'unexpected error');
     sendError(res, internalError(error));
