@@ -85,7 +85,7 @@ describe('docs/configuration.md', () => {
   });
 
   it('has the other guides, and they link only to files that exist', async () => {
-    for (const name of ['getting-started.md', 'configuration.md', 'protocol-compatibility.md', 'operations.md', 'migrating-from-powersync.md']) {
+    for (const name of ['getting-started.md', 'configuration.md', 'protocol-compatibility.md', 'operations.md', 'migrating-from-powersync.md', 'reliability.md']) {
       const text = await readFile(path.join(docsDir, name), 'utf8');
       expect(text).toMatch(/^# /);
       for (const [, target] of text.matchAll(/\]\(((?:\.\.?\/|[\w-]+\.md)[^)#\s]*)/g)) {
