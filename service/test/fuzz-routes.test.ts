@@ -725,6 +725,138 @@ describe('hostile input to the HTTP routes', () => {
   }, 120_000);
 });
 
+// --- WebSocket (RSocket) transport ------------------------------------------------------------------------------
+
+/** One client→server WebSocket frame (masked, as clients must), or an unmasked one when `masked` is false. */
+function webSocketFrame(payload: Buffer, options: { opcode?: number; fin?: boolean; masked?: boolean } = {}): Buffer {
+  const { opcode = 0x2, fin = true, masked = true } = options;
+  const length = payload.length;
+  const header = [((fin ? 0x80 : 0) | opcode) & 0xff];
+  const maskBit = masked ? 0x80 : 0;
+  if (length < 126) header.push(maskBit | length);
+  else if (length < 65536) header.push(maskBit | 126, length >> 8, length & 0xff);
+  else header.push(maskBit | 127, 0, 0, 0, 0, (length >>> 24) & 0xff, (length >> 16) & 0xff, (length >> 8) & 0xff, length & 0xff);
+  if (!masked) return Buffer.concat([Buffer.from(header), payload]);
+  const mask = Buffer.from([0x12, 0x34, 0x56, 0x78]);
+  const body = Buffer.from(payload.map((byte, i) => byte ^ mask[i % 4]!));
+  return Buffer.concat([Buffer.from(header), mask, body]);
+}
+
+const uint32 = (value: number) => {
+  const buffer = Buffer.alloc(4);
+  buffer.writeUInt32BE(value >>> 0);
+  return buffer;
+};
+const uint24 = (value: number) => Buffer.from([(value >> 16) & 0xff, (value >> 8) & 0xff, value & 0xff]);
+const typeAndFlags = (type: number, flags: number) => Buffer.from([((type << 2) | (flags >> 8)) & 0xff, flags & 0xff]);
+
+/** RSocket SETUP (stream 0, metadata flag) with the given metadata and MIME types. */
+function setupFrame(metadata: Buffer, mime: string): Buffer {
+  const mimeBytes = Buffer.from(mime);
+  return Buffer.concat([
+    uint32(0),
+    typeAndFlags(0x01, 0x100),
+    Buffer.from([0, 1, 0, 0]), // version 1.0
+    uint32(20_000),
+    uint32(60_000),
+    Buffer.from([mimeBytes.length]),
+    mimeBytes,
+    Buffer.from([mimeBytes.length]),
+    mimeBytes,
+    uint24(metadata.length),
+    metadata
+  ]);
+}
+
+/** RSocket REQUEST_STREAM on `streamId` with metadata and data. */
+function requestStreamFrame(streamId: number, requestN: number, metadata: Buffer, data: Buffer): Buffer {
+  return Buffer.concat([uint32(streamId), typeAndFlags(0x06, 0x100), uint32(requestN), uint24(metadata.length), metadata, data]);
+}
+
+/** Upgrades a raw socket to WebSocket, sends `frames`, and collects what comes back until close or `lingerMs` of quiet. */
+function webSocketExchange(frames: Buffer[], handshake: Record<string, string>, lingerMs = 150): Promise<{ upgraded: boolean; response: Buffer }> {
+  const { hostname, port } = new URL(service.url);
+  return new Promise((resolve) => {
+    const socket = net.connect(Number(port), hostname);
+    const received: Buffer[] = [];
+    let upgraded = false;
+    let quiet: NodeJS.Timeout | undefined;
+    const finish = () => {
+      clearTimeout(quiet);
+      socket.destroy();
+      resolve({ upgraded, response: Buffer.concat(received) });
+    };
+    const hardStop = setTimeout(finish, 10_000);
+    socket.on('error', () => {});
+    socket.on('close', () => {
+      clearTimeout(hardStop);
+      finish();
+    });
+    socket.on('data', (chunk) => {
+      received.push(chunk);
+      clearTimeout(quiet);
+      quiet = setTimeout(finish, lingerMs);
+      if (!upgraded && Buffer.concat(received).includes('\r\n\r\n')) {
+        upgraded = Buffer.concat(received).toString('latin1').startsWith('HTTP/1.1 101');
+        // Not upgraded: an ordinary HTTP answer (the request was not a valid upgrade); the frames are not sent.
+        if (upgraded) for (const frame of frames) socket.write(frame);
+      }
+    });
+    const headers = Object.entries(handshake).map(([name, value]) => `${name}: ${value}\r\n`).join('');
+    socket.write(`GET /sync/stream HTTP/1.1\r\nHost: x\r\n${headers}\r\n`);
+  });
+}
+
+const VALID_HANDSHAKE = { Upgrade: 'websocket', Connection: 'Upgrade', 'Sec-WebSocket-Key': 'dGhlIHNhbXBsZSBub25jZQ==', 'Sec-WebSocket-Version': '13' };
+
+describe('hostile input to the WebSocket transport', () => {
+  it('handshakes, frames and RSocket frames of any shape: the process stays up and logs no unexpected error', async () => {
+    const metadataJson = fc.oneof(
+      fc.constant(JSON.stringify({ token: 'Token {valid}', user_agent: 'fuzz' })),
+      jsonValue.map((value) => JSON.stringify(value) ?? ''),
+      fc.record({ token: fc.oneof(fc.constant('Token {valid}'), nastyString, edgyNumber), user_agent: nastyString }, { requiredKeys: [] }).map((value) => JSON.stringify(value))
+    );
+    const requestMetadata = fc.oneof(fc.constant('{"path":"/sync/stream"}'), jsonValue.map((value) => JSON.stringify(value) ?? ''), fc.constant('{"path":"/elsewhere"}'));
+    const requestData = fc.oneof(fc.constant('{"buckets":[],"raw_data":true}'), jsonValue.map((value) => JSON.stringify(value) ?? ''), fc.string({ maxLength: 20 }));
+    const rsocketFrame = fc.oneof(
+      { weight: 3, arbitrary: fc.tuple(metadataJson, fc.constantFrom('application/json', 'application/bson', 'text/plain', '')).map(([metadata, mime]) => setupFrame(Buffer.from(metadata.replace('{valid}', validToken)), mime)) },
+      {
+        weight: 3,
+        arbitrary: fc
+          .tuple(fc.constantFrom(1, 2, 3, 0, 0x7fffffff), fc.constantFrom(0, 1, 10, 0x7fffffff, 0xffffffff), requestMetadata, requestData)
+          .map(([streamId, requestN, metadata, data]) => requestStreamFrame(streamId, requestN, Buffer.from(metadata), Buffer.from(data)))
+      },
+      // Any frame type (REQUEST_N, CANCEL, ERROR, KEEPALIVE, LEASE, METADATA_PUSH, EXT, unknown) with random flags and payload.
+      { weight: 3, arbitrary: fc.tuple(fc.constantFrom(0, 1, 3, 0x7fffffff), fc.integer({ min: 0, max: 0x3f }), fc.integer({ min: 0, max: 0x3ff }), fc.uint8Array({ maxLength: 24 })).map(([streamId, type, flags, rest]) => Buffer.concat([uint32(streamId), typeAndFlags(type, flags), Buffer.from(rest)])) },
+      { weight: 1, arbitrary: fc.uint8Array({ maxLength: 16 }).map((bytes) => Buffer.from(bytes)) }
+    );
+    // Mostly well-framed binary WebSocket messages; sometimes text, control, continuation or unmasked frames.
+    const webSocketMessage = fc.oneof(
+      { weight: 8, arbitrary: rsocketFrame.map((frame) => webSocketFrame(frame)) },
+      { weight: 1, arbitrary: fc.tuple(rsocketFrame, fc.constantFrom(0x0, 0x1, 0x3, 0x8, 0x9, 0xa, 0xf), fc.boolean(), fc.boolean()).map(([frame, opcode, fin, masked]) => webSocketFrame(frame, { opcode, fin, masked })) },
+      { weight: 1, arbitrary: fc.uint8Array({ minLength: 1, maxLength: 16 }).map((bytes) => Buffer.from(bytes)) }
+    );
+    const handshake = mostly(
+      fc.constant(VALID_HANDSHAKE),
+      fc.record({ ...Object.fromEntries(Object.keys(VALID_HANDSHAKE).map((key) => [key, mostly(fc.constant(VALID_HANDSHAKE[key as keyof typeof VALID_HANDSHAKE]), fc.stringMatching(/^[\x21-\x7e]{0,30}$/))])) }, { requiredKeys: [] })
+    );
+    let upgrades = 0;
+    await expectNothingWritten(async () => {
+      await fc.assert(
+        fc.asyncProperty(handshake, fc.array(webSocketMessage, { minLength: 1, maxLength: 4 }), async (headers, messages) => {
+          const { upgraded } = await webSocketExchange(messages, headers as Record<string, string>);
+          if (upgraded) upgrades++;
+          await expectAlive();
+        }),
+        { ...fuzzOptions, numRuns: Math.ceil(RUNS / 2) }
+      );
+    });
+    expectNoUnexpectedErrors();
+    expect(upgrades).toBeGreaterThan(0);
+    await waitForOpenStreams(0);
+  }, 120_000);
+});
+
 async function waitForOpenStreams(count: number) {
   const deadline = Date.now() + 30_000;
   while (service.syncConnections!.count !== count) {

@@ -93,17 +93,24 @@ class WebSocketDuplexConnection extends Deferred implements DuplexConnection {
     return this.done ? 0 : 1;
   }
 
-  /** Deliver one received frame to the multiplexer; a malformed frame closes the connection. */
+  /**
+   * Deliver one received frame to the multiplexer; a malformed frame closes the connection. This runs in the socket's
+   * message event: anything thrown here would be an uncaught exception that ends the process.
+   */
   receive(data: Buffer) {
     if (this.done) return;
     let frame: Frame;
     try {
-      frame = deserializeFrame(data);
+      frame = decodeFrame(data);
     } catch (error) {
       this.close(new RSocketError(ErrorCodes.CONNECTION_ERROR, `invalid frame: ${(error as Error).message}`));
       return;
     }
-    this.multiplexerDemultiplexer.handle(frame);
+    try {
+      this.multiplexerDemultiplexer.handle(frame);
+    } catch (error) {
+      this.close(new RSocketError(ErrorCodes.CONNECTION_ERROR, `frame not handled: ${(error as Error).message}`));
+    }
   }
 
   send(frame: Frame): void {
@@ -166,13 +173,15 @@ class SingleWebSocketTransport implements ServerTransport {
       // The first frame: SETUP.
       clearTimeout(setupTimer);
       let frame: Frame;
+      let connection: WebSocketDuplexConnection;
       try {
-        frame = deserializeFrame(data);
+        frame = decodeFrame(data);
+        connection = new WebSocketDuplexConnection(socket, frame, factory, this.options.highWaterMarkBytes);
       } catch {
+        // A malformed frame, or one rsocket-core's connection factory cannot take (it throws on some frame types).
         socket.close(1002, 'invalid RSocket frame');
         return;
       }
-      const connection = new WebSocketDuplexConnection(socket, frame, factory, this.options.highWaterMarkBytes);
       this.connection = connection;
       queued = [];
       connectionAcceptor(frame, connection)
@@ -195,6 +204,16 @@ class SingleWebSocketTransport implements ServerTransport {
     closeable.onClose(() => socket.terminate());
     return closeable;
   }
+}
+
+/**
+ * `deserializeFrame`, but an unknown frame type is an error: rsocket-core returns undefined for it, which its
+ * multiplexer then dereferences (a TypeError thrown from the socket's message event would end the process).
+ */
+function decodeFrame(data: Buffer): Frame {
+  const frame = deserializeFrame(data) as Frame | undefined;
+  if (typeof frame !== 'object' || frame === null) throw new Error('unknown frame type');
+  return frame;
 }
 
 /** Decode SETUP/REQUEST_STREAM metadata or data: BSON when the MIME type says so, JSON otherwise. */
