@@ -200,13 +200,19 @@ export class PostgresBucketStorage implements BucketStorage {
 
   async lastWriteCheckpoint(fullUserId: string, lsn: Lsn | null): Promise<bigint | null> {
     if (lsn === null) return null;
+    return (await this.lastWriteCheckpoints([fullUserId], lsn)).get(fullUserId) ?? null;
+  }
+
+  async lastWriteCheckpoints(fullUserIds: string[], lsn: Lsn): Promise<Map<string, bigint>> {
     // The latest id when its head is reached, else the greatest earlier id still kept whose head is (issue 6).
-    const { rows } = await sql<{ write_checkpoint: bigint | null }>`
-      SELECT CASE WHEN head_lsn <= ${lsn}::pg_lsn THEN write_checkpoint ELSE (
+    const { rows } = await sql<{ user_id: string; write_checkpoint: bigint | null }>`
+      SELECT user_id, CASE WHEN head_lsn <= ${lsn}::pg_lsn THEN write_checkpoint ELSE (
         SELECT max((e->>'id')::int8) FROM jsonb_array_elements(pending) e WHERE (e->>'lsn')::pg_lsn <= ${lsn}::pg_lsn
       ) END AS write_checkpoint
-      FROM powersync.write_checkpoints WHERE user_id = ${fullUserId}`.execute(this.db);
-    return rows[0]?.write_checkpoint ?? null;
+      FROM powersync.write_checkpoints WHERE user_id = ANY(${fullUserIds}::text[])`.execute(this.db);
+    const result = new Map<string, bigint>();
+    for (const row of rows) if (row.write_checkpoint !== null) result.set(row.user_id, BigInt(row.write_checkpoint));
+    return result;
   }
 
   async markWriteCheckpointsProcessed(lsn: Lsn): Promise<number> {

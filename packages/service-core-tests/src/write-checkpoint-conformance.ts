@@ -210,6 +210,26 @@ export function registerWriteCheckpointConformance(factory: StorageFactory) {
       expect((await request([supplied(user, 1n)])).shouldAdvance).toBe(true);
     });
 
+    it('lastWriteCheckpoints answers many users at once exactly as lastWriteCheckpoint does one by one', async (context) => {
+      if (!storage.lastWriteCheckpoints) return context.skip(); // optional: the sync stream falls back to one by one
+      const users = Array.from({ length: 6 }, () => freshUser());
+      // reached, not reached, an earlier pair reached under a later pending one, a processed one, none stored, generated.
+      await request([supplied(users[0]!, 3n, '0/100'), supplied(users[1]!, 4n, 'A/0'), supplied(users[2]!, 7n, '0/200')]);
+      await request([supplied(users[2]!, 8n, 'B/0'), supplied(users[3]!, 9n, '0/50')]);
+      await storage.markWriteCheckpointsProcessed(lsn('0/60'));
+      await request([{ user_id: users[5]!, heads: { '1': lsn('0/300') } }]);
+      for (const at of ['0/0', '0/100', '0/300', 'A/0', 'F/0']) {
+        const batched = await storage.lastWriteCheckpoints(users, lsn(at));
+        const single = new Map<string, bigint>();
+        for (const user of users) {
+          const value = await storage.lastWriteCheckpoint(user, lsn(at));
+          if (value !== null) single.set(user, value);
+        }
+        expect(batched, `at ${at}`).toEqual(single);
+      }
+      expect(await storage.lastWriteCheckpoints(users, lsn('0/300'))).toEqual(new Map([[users[0]!, 3n], [users[2]!, 7n], [users[3]!, 9n], [users[5]!, 1n]]));
+    });
+
     it('marks exactly the pending records whose head is reached', async () => {
       const reached = freshUser();
       const notReached = freshUser();

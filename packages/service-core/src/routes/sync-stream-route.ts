@@ -11,6 +11,7 @@ import { BSON_CONTENT_TYPE, LineWriter, NDJSON_CONTENT_TYPE } from '../sync/line
 import { parseSyncRequest, type SyncRequest } from '../sync/sync-request.js';
 import { syncLines, type SyncLimits } from '../sync/sync-lines.js';
 import { fullUserId } from './checkpoint-routes.js';
+import { SharedCheckpointReads } from '../sync/shared-checkpoint-reads.js';
 
 export interface SyncStreamDependencies {
   storage: BucketStorage;
@@ -114,12 +115,14 @@ export class SyncStreamRunner {
   private readonly withDataFetchSlot: <T>(task: () => Promise<T>) => Promise<T>;
   private readonly streamStorages = new Map<number, Promise<ReplicationStreamStorage>>();
   private readonly keepaliveMs: () => number;
+  private readonly reads: SharedCheckpointReads;
 
   private constructor(
     readonly deps: SyncStreamDependencies,
     readonly connections: SyncConnections
   ) {
     this.withDataFetchSlot = semaphore(deps.limits.maxDataFetchConcurrency);
+    this.reads = new SharedCheckpointReads(deps.storage);
     this.keepaliveMs = deps.keepaliveMs ?? (() => 18_000 + Math.random() * 4_000);
   }
 
@@ -194,9 +197,9 @@ export class SyncStreamRunner {
     log.info({ ...options.logFields, buckets: request.buckets.size }, 'sync stream opened');
     try {
       for await (const line of syncLines({
-        storage: deps.storage,
         watcher: deps.watcher,
         streamStorage: this.streamStorage,
+        reads: this.reads,
         withDataFetchSlot: this.withDataFetchSlot,
         token,
         request,

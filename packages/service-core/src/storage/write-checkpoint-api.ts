@@ -34,6 +34,13 @@ export interface WriteCheckpointAPI {
   lastWriteCheckpoint(fullUserId: string, lsn: Lsn | null): Promise<bigint | null>;
 
   /**
+   * `lastWriteCheckpoint` for many full user ids in one query (ids without an acknowledged request are absent). A new
+   * checkpoint wakes every open stream of a process at once, and each needs its user's value. Optional: without it
+   * the lookups are made one by one.
+   */
+  lastWriteCheckpoints?(fullUserIds: string[], lsn: Lsn): Promise<Map<string, bigint>>;
+
+  /**
    * Called by replication when a checkpoint at `lsn` commits (or is kept alive): every pending record whose head
    * is ≤ `lsn` becomes processed. Returns the number of records marked.
    */

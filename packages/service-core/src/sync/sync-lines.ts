@@ -7,6 +7,7 @@ import type { BucketChecksum, OplogEntry, ReplicationStreamStorage } from '../st
 import type { BucketStorage, ReplicationStream } from '../storage/bucket-storage.js';
 import { toSignedChecksum } from '../storage/row-evaluation.js';
 import type { CheckpointWatcher, ServingCheckpoint } from './checkpoint-watcher.js';
+import type { SharedCheckpointReads } from './shared-checkpoint-reads.js';
 import type { SyncRequest } from './sync-request.js';
 
 /** Per-connection limits (PROTOCOL §7.4, config `api.parameters`). */
@@ -53,10 +54,11 @@ export type SyncLine =
   | { token_expires_in: number };
 
 export interface SyncStreamOptions {
-  storage: BucketStorage;
   watcher: CheckpointWatcher;
   /** Per-process cache of parsed stream storages. */
   streamStorage(stream: ReplicationStream): Promise<ReplicationStreamStorage>;
+  /** Checksum and write-checkpoint reads shared by the connections of the process. */
+  reads: SharedCheckpointReads;
   /** Limits concurrent data fetches per process (PROTOCOL §7.4 step 6). */
   withDataFetchSlot<T>(fetch: () => Promise<T>): Promise<T>;
   token: TokenPayload;
@@ -89,13 +91,16 @@ function opLine(op: OplogEntry, rawData: boolean): Record<string, unknown> {
  * when the signal aborts or the served replication stream changes (the client reconnects to the new one).
  */
 export async function* syncLines(options: SyncStreamOptions): AsyncGenerator<SyncLine> {
-  const { storage, watcher, request, limits, signal } = options;
+  const { reads, watcher, request, limits, signal } = options;
   const opsPerBatch = limits.opsPerBatch ?? 1000;
   const bytesPerLine = limits.bytesPerLine ?? 1024 * 1024;
   const supersedeAfterOps = limits.supersedeAfterOps ?? 1000;
 
   const positions = new Map<string, bigint>();
   let lastSent: Map<string, BucketLine> | null = null;
+  /** The buckets behind `lastSent`, and the op id they were read at. */
+  let lastResolved: ResolvedBuckets | null = null;
+  let lineCheckpointOfLastSent = -1n;
   let lastWriteCheckpoint: bigint | null = null;
   let lineCheckpoint = 0n;
   let pendingDownload = new Set<string>();
@@ -109,23 +114,32 @@ export async function* syncLines(options: SyncStreamOptions): AsyncGenerator<Syn
     const { checkpoint, lsn } = next.checkpoint;
     const streamStorage = await options.streamStorage(next.stream);
 
-    const current = await resolveBuckets(streamStorage, checkpoint, options);
-    const readChecksums = () => streamStorage.getChecksums(checkpoint, [...current.keys()]);
-    const checksums = await (options.metrics ? options.metrics.time('get_checksums', readChecksums) : readChecksums());
-    const lines = new Map<string, BucketLine>();
-    for (const [bucket, description] of current) {
-      const sum: BucketChecksum | undefined = checksums.get(bucket);
-      lines.set(bucket, {
-        bucket,
-        checksum: toSignedChecksum(sum?.checksum ?? 0),
-        count: sum?.count ?? 0,
-        priority: description.priority,
-        subscriptions: [{ default: description.streamIndex }]
-      });
+    // A checkpoint that moved only the LSN (a marker, a keepalive) has the same op id: the user's buckets and their
+    // checksums are those of the last line, and only the acknowledged request id can have changed.
+    let current: ResolvedBuckets;
+    let lines: Map<string, BucketLine>;
+    if (lastSent !== null && lastResolved !== null && checkpoint === lineCheckpointOfLastSent) {
+      current = lastResolved;
+      lines = lastSent;
+    } else {
+      current = await resolveBuckets(streamStorage, checkpoint, options);
+      const readChecksums = () => reads.getChecksums(streamStorage, checkpoint, [...current.keys()]);
+      const checksums = await (options.metrics ? options.metrics.time('get_checksums', readChecksums) : readChecksums());
+      lines = new Map<string, BucketLine>();
+      for (const [bucket, description] of current) {
+        const sum: BucketChecksum | undefined = checksums.get(bucket);
+        lines.set(bucket, {
+          bucket,
+          checksum: toSignedChecksum(sum?.checksum ?? 0),
+          count: sum?.count ?? 0,
+          priority: description.priority,
+          subscriptions: [{ default: description.streamIndex }]
+        });
+      }
     }
 
     // Never report a smaller acknowledged id on one connection (PROTOCOL §6, recommendation).
-    const resolve = () => storage.lastWriteCheckpoint(options.fullUserId, lsn);
+    const resolve = () => reads.lastWriteCheckpoint(options.fullUserId, lsn);
     const resolved = await (options.metrics ? options.metrics.time('last_write_checkpoint', resolve) : resolve());
     const writeCheckpoint: bigint | null = resolved !== null && (lastWriteCheckpoint === null || resolved > lastWriteCheckpoint) ? resolved : lastWriteCheckpoint;
     const writeCheckpointField = writeCheckpoint !== null && writeCheckpoint !== 0n ? { write_checkpoint: writeCheckpoint.toString() } : {};
@@ -170,6 +184,9 @@ export async function* syncLines(options: SyncStreamOptions): AsyncGenerator<Syn
           }
         };
       } else if (pendingDownload.size === 0) {
+        // Same buckets, same checksums: what was sent stands for this op id too.
+        lastResolved = current;
+        lineCheckpointOfLastSent = checkpoint;
         continue;
       } else {
         // Nothing changed for this connection, but a superseded download is unfinished: resume it against the
@@ -180,6 +197,8 @@ export async function* syncLines(options: SyncStreamOptions): AsyncGenerator<Syn
       toFetch = [...new Set([...updated.map((line) => line.bucket), ...pendingDownload])].filter((bucket) => lines.has(bucket));
     }
     lastSent = lines;
+    lastResolved = current;
+    lineCheckpointOfLastSent = checkpoint;
     if (writeCheckpoint !== null && writeCheckpoint !== lastWriteCheckpoint) options.metrics?.requestAcknowledged(options.fullUserId, writeCheckpoint);
     lastWriteCheckpoint = writeCheckpoint;
     // The data of a download belongs to the checkpoint of the last line sent.

@@ -1,0 +1,101 @@
+import type { Lsn } from '@syncpoint/codecs';
+import { describe, expect, it } from 'vitest';
+import type { BucketChecksum, ReplicationStreamStorage } from '../src/storage/bucket-data.js';
+import type { BucketStorage } from '../src/storage/bucket-storage.js';
+import { SharedCheckpointReads } from '../src/sync/shared-checkpoint-reads.js';
+
+/** Counts storage calls; checksums are a function of (bucket, checkpoint), as in real storage. */
+function fakeStorage(options: { batched: boolean }) {
+  const calls = { checksums: [] as string[][], lastWriteCheckpoint: 0, lastWriteCheckpoints: [] as string[][] };
+  const acknowledged = new Map([['alice/phone', 5n], ['bob/laptop', 7n]]);
+  const streamStorage = {
+    stream: { id: 1 },
+    async getChecksums(checkpoint: bigint, buckets: string[]) {
+      calls.checksums.push(buckets);
+      const result = new Map<string, BucketChecksum>();
+      for (const bucket of buckets) if (bucket !== 'empty[]') result.set(bucket, { bucket, checksum: bucket.length + Number(checkpoint), count: 1 });
+      return result;
+    }
+  } as unknown as ReplicationStreamStorage;
+  const storage = {
+    async lastWriteCheckpoint(id: string) {
+      calls.lastWriteCheckpoint++;
+      return acknowledged.get(id) ?? null;
+    },
+    ...(options.batched
+      ? {
+          async lastWriteCheckpoints(ids: string[]) {
+            calls.lastWriteCheckpoints.push(ids);
+            return new Map(ids.filter((id) => acknowledged.has(id)).map((id) => [id, acknowledged.get(id)!]));
+          }
+        }
+      : {})
+  } as unknown as BucketStorage;
+  return { calls, streamStorage, storage };
+}
+
+const LSN = '0/100' as Lsn;
+
+describe('SharedCheckpointReads', () => {
+  it('answers the write-checkpoint lookups of one turn with one storage call', async () => {
+    const { calls, storage } = fakeStorage({ batched: true });
+    const reads = new SharedCheckpointReads(storage);
+    const users = ['alice/phone', 'bob/laptop', 'carol/tab', ...Array.from({ length: 1000 }, (_, i) => `u${i}/c`)];
+    const answers = await Promise.all(users.map((user) => reads.lastWriteCheckpoint(user, LSN)));
+    expect(answers.slice(0, 3)).toEqual([5n, 7n, null]);
+    expect(calls.lastWriteCheckpoints).toHaveLength(1);
+    expect(calls.lastWriteCheckpoints[0]).toHaveLength(users.length);
+    expect(await reads.lastWriteCheckpoint('alice/phone', null)).toBeNull();
+  });
+
+  it('falls back to one lookup per user when the storage has no batched lookup', async () => {
+    const { calls, storage } = fakeStorage({ batched: false });
+    const reads = new SharedCheckpointReads(storage);
+    expect(await Promise.all(['alice/phone', 'nobody'].map((user) => reads.lastWriteCheckpoint(user, LSN)))).toEqual([5n, null]);
+    expect(calls.lastWriteCheckpoint).toBe(2);
+  });
+
+  it('merges checksum reads of one turn and serves later readers of the same checkpoint from the cache', async () => {
+    const { calls, streamStorage, storage } = fakeStorage({ batched: true });
+    const reads = new SharedCheckpointReads(storage);
+    const [a, b] = await Promise.all([
+      reads.getChecksums(streamStorage, 10n, ['global[]', 'user["a"]']),
+      reads.getChecksums(streamStorage, 10n, ['global[]', 'user["b"]', 'empty[]'])
+    ]);
+    expect(calls.checksums).toEqual([['global[]', 'user["a"]', 'user["b"]', 'empty[]']]);
+    expect([...a.keys()]).toEqual(['global[]', 'user["a"]']);
+    expect([...b.keys()]).toEqual(['global[]', 'user["b"]']); // a bucket without ops stays absent
+    expect(b.get('global[]')).toEqual({ bucket: 'global[]', checksum: 18, count: 1 });
+
+    // Later: only what is not cached for this checkpoint is read; another checkpoint is read anew.
+    await reads.getChecksums(streamStorage, 10n, ['global[]', 'empty[]', 'user["c"]']);
+    expect(calls.checksums.slice(1)).toEqual([['user["c"]']]);
+    expect((await reads.getChecksums(streamStorage, 11n, ['global[]'])).get('global[]')!.checksum).toBe(19);
+    expect(calls.checksums).toHaveLength(3);
+  });
+
+  it('keeps the checksums of a few checkpoints only', async () => {
+    const { calls, streamStorage, storage } = fakeStorage({ batched: true });
+    const reads = new SharedCheckpointReads(storage, { cachedCheckpoints: 2 });
+    for (const checkpoint of [1n, 2n, 3n]) await reads.getChecksums(streamStorage, checkpoint, ['global[]']);
+    await reads.getChecksums(streamStorage, 3n, ['global[]']);
+    expect(calls.checksums).toHaveLength(3);
+    await reads.getChecksums(streamStorage, 1n, ['global[]']); // evicted
+    expect(calls.checksums).toHaveLength(4);
+  });
+
+  it('fails every reader of a failed storage call, and the next turn tries again', async () => {
+    const { streamStorage, storage } = fakeStorage({ batched: true });
+    let fail = true;
+    const getChecksums = streamStorage.getChecksums.bind(streamStorage);
+    streamStorage.getChecksums = async (checkpoint, buckets) => {
+      if (fail) throw new Error('storage down');
+      return getChecksums(checkpoint, buckets);
+    };
+    const reads = new SharedCheckpointReads(storage);
+    const results = await Promise.allSettled([reads.getChecksums(streamStorage, 1n, ['a[]']), reads.getChecksums(streamStorage, 1n, ['b[]'])]);
+    expect(results.map((result) => result.status)).toEqual(['rejected', 'rejected']);
+    fail = false;
+    expect((await reads.getChecksums(streamStorage, 1n, ['a[]'])).size).toBe(1);
+  });
+});
