@@ -807,9 +807,39 @@ function webSocketExchange(frames: Buffer[], handshake: Record<string, string>, 
   });
 }
 
+/** Opcodes of the (unmasked) frames a server sent. */
+function serverOpcodes(data: Buffer): number[] {
+  const opcodes: number[] = [];
+  let offset = 0;
+  while (offset + 2 <= data.length) {
+    opcodes.push(data[offset]! & 0x0f);
+    let length = data[offset + 1]! & 0x7f;
+    let header = 2;
+    if (length === 126) [length, header] = [data.readUInt16BE(offset + 2), 4];
+    else if (length === 127) [length, header] = [Number(data.readBigUInt64BE(offset + 2)), 10];
+    offset += header + length;
+  }
+  return opcodes;
+}
+
 const VALID_HANDSHAKE = { Upgrade: 'websocket', Connection: 'Upgrade', 'Sec-WebSocket-Key': 'dGhlIHNhbXBsZSBub25jZQ==', 'Sec-WebSocket-Version': '13' };
 
 describe('hostile input to the WebSocket transport', () => {
+  it('an RSocket frame of unknown type closes the connection (it used to crash the process)', async () => {
+    const setup = setupFrame(Buffer.from(JSON.stringify({ token: `Token ${validToken}` })), 'application/json');
+    for (const type of [0x00, 0x10, 0x3f]) {
+      const unknown = Buffer.concat([uint32(0), typeAndFlags(type, 0), Buffer.alloc(8)]);
+      for (const frames of [[unknown], [setup, unknown]]) {
+        const { upgraded, response } = await webSocketExchange(frames.map((frame) => webSocketFrame(frame)), VALID_HANDSHAKE, 500);
+        expect(upgraded).toBe(true);
+        // The server closes the WebSocket (a close frame, opcode 0x8, after the 101 answer).
+        expect(serverOpcodes(response.subarray(response.indexOf('\r\n\r\n') + 4)), `type ${type}`).toContain(0x8);
+        await expectAlive();
+      }
+    }
+    expectNoUnexpectedErrors();
+  });
+
   it('handshakes, frames and RSocket frames of any shape: the process stays up and logs no unexpected error', async () => {
     const metadataJson = fc.oneof(
       fc.constant(JSON.stringify({ token: 'Token {valid}', user_agent: 'fuzz' })),
