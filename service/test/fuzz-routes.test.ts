@@ -21,7 +21,7 @@ import { createReplicationEnv, TEST_DEV_KEY, waitForCheckpointLsn, type Replicat
  *   stable `PSYNC_Sxxxx` code;
  * - a 2xx from a client route needs a valid token, and a 2xx sync stream starts with a checkpoint line;
  * - a 4xx writes nothing: the storage tables and the source's WAL (markers) are unchanged;
- * - the process stays up: a probe answers after each run, and nothing was logged as an unexpected error.
+ * - the process stays up: a probe answers after each request, and nothing was logged as an unexpected error.
  *
  * Setup: a replicating service builds the first checkpoint, then stops; the service under test has role `api`, so
  * sync streams evaluate the sync config against real data, while the only source markers are its own.
@@ -513,6 +513,7 @@ describe('hostile input to the HTTP routes', () => {
             expect(valid, 'accepted without a valid token').toBe(true);
             expect(json).toEqual({ data: { checkpoint_request_id: expect.stringMatching(/^[1-9][0-9]*$/) } });
           }
+          await expectAlive();
         }
       ),
       fuzzOptions
@@ -542,6 +543,7 @@ describe('hostile input to the HTTP routes', () => {
             expect(valid, 'accepted without a valid token').toBe(true);
             if (method === 'GET') expect(json).toEqual({ data: { write_checkpoint: expect.stringMatching(/^[1-9][0-9]*$/) } });
           }
+          await expectAlive();
         }
       ),
       fuzzOptions
@@ -610,6 +612,7 @@ describe('hostile input to the HTTP routes', () => {
           } else {
             expectWellFormed(request, response);
           }
+          await expectAlive();
         }
         ),
         fuzzOptions
@@ -666,6 +669,7 @@ describe('hostile input to the HTTP routes', () => {
               expect(authorized, `${method} ${path} answered without the API token`).toBe(true);
               if (path.endsWith('/validate')) expect(json.data).toEqual({ valid: expect.any(Boolean), errors: expect.any(Array), warnings: expect.any(Array) });
             }
+            await expectAlive();
           }
         ),
         fuzzOptions
@@ -716,6 +720,7 @@ describe('hostile input to the HTTP routes', () => {
             throw error;
           }
           expectWellFormed(request, response);
+          await expectAlive();
         }),
         fuzzOptions
       );
@@ -1003,7 +1008,7 @@ describe('oversized input', () => {
     await expectAlive();
   }, 40_000);
 
-  it('a 64 KB Authorization header: 431 PSYNC_S2008, and the server stays up', async () => {
+  it('a 64 KB Authorization header: 431 PSYNC_S2009, and the server stays up', async () => {
     for (const [name, value] of [
       ['authorization', `Token ${'x'.repeat(64 * 1024)}`],
       ['x-padding', 'y'.repeat(64 * 1024)]
@@ -1011,7 +1016,7 @@ describe('oversized input', () => {
       const { response } = await rawExchange(service.url, [`GET /write-checkpoint2.json HTTP/1.1\r\nHost: x\r\n${name}: ${value}\r\n\r\n`], 30_000);
       const { status, json } = parseRawResponse(response);
       expect(status).toBe(431);
-      expect(json.error).toMatchObject({ code: 'PSYNC_S2008', status: 431 });
+      expect(json.error).toMatchObject({ code: 'PSYNC_S2009', status: 431 });
     }
     // A URL over the limit counts as headers too.
     const longUrl = await rawExchange(service.url, [`GET /write-checkpoint2.json?client_id=${'z'.repeat(64 * 1024)} HTTP/1.1\r\nHost: x\r\n\r\n`], 30_000);
@@ -1061,7 +1066,7 @@ describe('slow clients are cut off by the server timeouts', () => {
   });
   afterAll(() => new Promise<void>((resolve) => server.close(() => resolve())));
 
-  it('headers sent a byte at a time (slowloris): 408 PSYNC_S2009 and closed', async () => {
+  it('headers sent a byte at a time (slowloris): 408 PSYNC_S2010 and closed', async () => {
     const trickle = [...'GET /probes/liveness HTTP/1.1\r\nHost: x\r\nX-Slow: '].map((char) => char);
     const chunks: Array<string | number> = [];
     for (const char of trickle) chunks.push(char, 50);
@@ -1069,7 +1074,7 @@ describe('slow clients are cut off by the server timeouts', () => {
     const { response, closedAfterMs } = await rawExchange(url, chunks, 20_000);
     const { status, json } = parseRawResponse(response);
     expect(status).toBe(408);
-    expect(json.error).toMatchObject({ code: 'PSYNC_S2009', status: 408 });
+    expect(json.error).toMatchObject({ code: 'PSYNC_S2010', status: 408 });
     expect(closedAfterMs).toBeGreaterThanOrEqual(timeouts.headersTimeoutMs - 100);
     expect(closedAfterMs).toBeLessThan(10_000);
   });
@@ -1082,7 +1087,7 @@ describe('slow clients are cut off by the server timeouts', () => {
     const { response, closedAfterMs } = await rawExchange(url, chunks, 20_000);
     const { status, json } = parseRawResponse(response);
     expect(status).toBe(408);
-    expect(json.error.code).toBe('PSYNC_S2009');
+    expect(json.error.code).toBe('PSYNC_S2010');
     expect(closedAfterMs).toBeGreaterThanOrEqual(timeouts.requestTimeoutMs - 100);
     expect(closedAfterMs).toBeLessThan(10_000);
     // The server still answers.

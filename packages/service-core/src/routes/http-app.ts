@@ -210,12 +210,15 @@ export function createHttpApp(options: HttpAppOptions): express.Express {
   return app;
 }
 
-/** Stable codes for the errors Node's HTTP parser reports before any route runs. */
+/**
+ * Stable codes for the errors Node's HTTP parser reports before any route runs. They belong with `ErrorCode` in
+ * errors.ts (and must not collide with it: PSYNC_S2008 there is "database unavailable").
+ */
 export const HttpParserErrorCode = {
   /** Request line and headers over Node's limit (16 KiB by default). */
-  HEADERS_TOO_LARGE: 'PSYNC_S2008',
+  HEADERS_TOO_LARGE: 'PSYNC_S2009',
   /** Headers or the body not received within `ServerTimeouts`. */
-  REQUEST_TIMEOUT: 'PSYNC_S2009'
+  REQUEST_TIMEOUT: 'PSYNC_S2010'
 } as const;
 
 /**
