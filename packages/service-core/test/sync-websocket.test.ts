@@ -134,6 +134,7 @@ function fakeDependencies(options: { maxConnections?: number } = {}) {
     })
   };
   const streamStorage = {
+    stream,
     syncRules: {
       definitions: [{ name: 'global' }],
       queryBuckets: async () => ({ buckets: [{ bucket: 'global[]', priority: 3, definition: 'global' }], errors: [] })
