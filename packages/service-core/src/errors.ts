@@ -44,7 +44,11 @@ export const ErrorCode = {
   BODY_TOO_LARGE: 'PSYNC_S2005',
   UNSUPPORTED_MEDIA_TYPE: 'PSYNC_S2006',
   CHECKPOINT_ID_EXHAUSTED: 'PSYNC_S2007',
-  DATABASE_UNAVAILABLE: 'PSYNC_S2008'
+  DATABASE_UNAVAILABLE: 'PSYNC_S2008',
+  /** Request line and headers over Node's limit (16 KiB by default), refused by its HTTP parser. */
+  HEADERS_TOO_LARGE: 'PSYNC_S2009',
+  /** Headers or body not received within the server's timeouts. */
+  REQUEST_TIMEOUT: 'PSYNC_S2010'
 } as const;
 
 export function validationError(messages: string[]): ServiceError {

@@ -211,17 +211,6 @@ export function createHttpApp(options: HttpAppOptions): express.Express {
 }
 
 /**
- * Stable codes for the errors Node's HTTP parser reports before any route runs. They belong with `ErrorCode` in
- * errors.ts (and must not collide with it: PSYNC_S2008 there is "database unavailable").
- */
-export const HttpParserErrorCode = {
-  /** Request line and headers over Node's limit (16 KiB by default). */
-  HEADERS_TOO_LARGE: 'PSYNC_S2009',
-  /** Headers or the body not received within `ServerTimeouts`. */
-  REQUEST_TIMEOUT: 'PSYNC_S2010'
-} as const;
-
-/**
  * Requests Node's HTTP parser refuses (malformed request line or headers, unknown method, headers too large, too slow)
  * never reach Express; Node would answer with a bare status line. This answers with the usual error envelope, then
  * closes the connection (its remaining bytes cannot be trusted). Mirrors Node's default handler otherwise: nothing is
@@ -232,9 +221,9 @@ function answerClientError(error: NodeJS.ErrnoException, socket: Duplex) {
   if (error.code === 'ECONNRESET' || !socket.writable || (net.bytesWritten ?? 0) > 0) return void socket.destroy();
   const serviceError =
     error.code === 'HPE_HEADER_OVERFLOW'
-      ? new ServiceError(HttpParserErrorCode.HEADERS_TOO_LARGE, 431, 'Request headers too large', undefined, { name: 'ValidationError' })
+      ? new ServiceError(ErrorCode.HEADERS_TOO_LARGE, 431, 'Request headers too large', undefined, { name: 'ValidationError' })
       : error.code === 'ERR_HTTP_REQUEST_TIMEOUT'
-        ? new ServiceError(HttpParserErrorCode.REQUEST_TIMEOUT, 408, 'Request not received in time', undefined, { name: 'ValidationError' })
+        ? new ServiceError(ErrorCode.REQUEST_TIMEOUT, 408, 'Request not received in time', undefined, { name: 'ValidationError' })
         : new ServiceError(ErrorCode.VALIDATION, 400, 'Malformed HTTP request', error.code, { name: 'ValidationError' });
   const body = JSON.stringify(serviceError.toJSON());
   socket.end(
