@@ -7,6 +7,7 @@ import type {
   Replicator,
   ReplicationStream,
   ReplicationStreamStorage,
+  SnapshotTableState,
   SourceTableRef
 } from '@syncpoint/service-core';
 import type { SqliteRow } from '@syncpoint/sync-rules';
@@ -280,33 +281,49 @@ class StreamReplicationJob {
     const state = await storage.getReplicationState();
     const tables = await publishedTables(this.db, storage.syncRules);
     this.logger.info({ tables: tables.map((t) => `${t.schema}.${t.name}`) }, 'initial snapshot starting');
-    let noCheckpointBefore: Lsn = ZERO_LSN;
     await storage.startBatch(async (batch) => {
-      for (const table of tables) {
-        const progress = state.tables.find((entry) => entry.table.id === table.id);
-        if (progress?.done) continue;
-        const end = await snapshotTable({
-          db: this.db,
-          table,
-          batch,
-          storage,
-          catalog: this.catalog,
-          progress,
-          logger: this.logger,
-          onProgress: this.options.onSnapshotProgress,
-          signal: this.abort.signal
-        });
-        if (compareLsn(end, noCheckpointBefore) > 0) noCheckpointBefore = end;
-        this.options.onAlive?.();
-      }
-      const { rows } = await this.db.query<{ lsn: string }>('SELECT pg_current_wal_lsn() AS lsn');
-      const end = normalizeLsn(rows[0]!.lsn);
-      await storage.markSnapshotDone(compareLsn(end, noCheckpointBefore) > 0 ? end : noCheckpointBefore);
+      const copyEnd = await this.copyTables(storage, batch, tables, (table) => state.tables.find((entry) => entry.table.id === table.id));
+      await this.markCopyDone(storage, copyEnd);
       // Blocked until streaming passes the snapshot's end; it only flushes the snapshot's ops.
       await batch.commit(ZERO_LSN);
     });
     await this.emitMarker();
     this.logger.info('initial snapshot done; streaming');
+  }
+
+  /** Copy `tables` (each resumed from its saved progress; finished ones skipped); returns the greatest end LSN. */
+  private async copyTables(
+    storage: ReplicationStreamStorage,
+    batch: BucketStorageBatch,
+    tables: PublishedTable[],
+    progressOf: (table: PublishedTable) => SnapshotTableState | undefined
+  ): Promise<Lsn> {
+    let copyEnd: Lsn = ZERO_LSN;
+    for (const table of tables) {
+      const progress = progressOf(table);
+      if (progress?.done) continue;
+      const end = await snapshotTable({
+        db: this.db,
+        table,
+        batch,
+        storage,
+        catalog: this.catalog,
+        progress,
+        logger: this.logger,
+        onProgress: this.options.onSnapshotProgress,
+        signal: this.abort.signal
+      });
+      if (compareLsn(end, copyEnd) > 0) copyEnd = end;
+      this.options.onAlive?.();
+    }
+    return copyEnd;
+  }
+
+  /** No checkpoint until streaming has passed both the copy's end and the source position now. */
+  private async markCopyDone(storage: ReplicationStreamStorage, copyEnd: Lsn) {
+    const { rows } = await this.db.query<{ lsn: string }>('SELECT pg_current_wal_lsn() AS lsn');
+    const now = normalizeLsn(rows[0]!.lsn);
+    await storage.markSnapshotDone(compareLsn(now, copyEnd) > 0 ? now : copyEnd);
   }
 
   /**
@@ -323,28 +340,11 @@ class StreamReplicationJob {
     const stored = new Map<string, SourceTableRef>(state.tables.map((entry) => [entry.table.id, entry.table]));
     for (const table of tables) stored.set(table.id, table);
     this.logger.info({ tables: tables.map((t) => `${t.schema}.${t.name}`) }, 're-snapshot starting');
-    let noCheckpointBefore: Lsn = ZERO_LSN;
     await storage.startBatch(async (batch) => {
       await batch.truncate([...stored.values()]);
-      for (const table of tables) {
-        const end = await snapshotTable({
-          db: this.db,
-          table,
-          batch,
-          storage,
-          catalog: this.catalog,
-          progress: undefined,
-          logger: this.logger,
-          onProgress: this.options.onSnapshotProgress,
-          signal: this.abort.signal
-        });
-        if (compareLsn(end, noCheckpointBefore) > 0) noCheckpointBefore = end;
-        this.options.onAlive?.();
-      }
+      const copyEnd = await this.copyTables(storage, batch, tables, () => undefined); // a copy from scratch
       await batch.flush();
-      const { rows } = await this.db.query<{ lsn: string }>('SELECT pg_current_wal_lsn() AS lsn');
-      const end = normalizeLsn(rows[0]!.lsn);
-      await storage.markSnapshotDone(compareLsn(end, noCheckpointBefore) > 0 ? end : noCheckpointBefore);
+      await this.markCopyDone(storage, copyEnd);
     });
     await this.emitMarker();
     this.logger.info('re-snapshot done; streaming');
