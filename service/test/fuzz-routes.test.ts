@@ -473,6 +473,34 @@ const validAuthorization = fc.constantFrom('Token', 'Bearer').map((scheme): Auth
 const jsonContentType = fc.constantFrom('application/json', 'application/json; charset=utf-8');
 const validClientId = fc.integer({ min: 0, max: 9 }).map((n) => JSON.stringify(`client-${n}`));
 
+/**
+ * A JSON POST to `path` as a client could send it: the body (sometimes compressed, sometimes with a wrong declared
+ * length), content type, token, query string and extra headers, each mostly valid so that checks past the first are
+ * reached. `valid` tells whether the token is a valid one.
+ */
+function jsonPost(path: string, structured: fc.Arbitrary<string>) {
+  return fc
+    .record({
+      body: bodyText(structured),
+      type: mostly(jsonContentType, contentType),
+      encoding: mostly(fc.constant(undefined), contentEncoding),
+      honest: fc.boolean(),
+      auth: mostly(validAuthorization, authorization),
+      query: mostly(fc.constant(''), queryString),
+      extra: extraHeaders
+    })
+    .map(({ body, type, encoding, honest, auth, query, extra }) => {
+      const { header, valid } = authorizationHeader(auth as AuthChoice);
+      const request = {
+        method: 'POST',
+        path: `${path}${query}`,
+        headers: headersFor({ contentType: type, contentEncoding: encoding, authorization: header, extra }),
+        body: encodeBody(body, encoding, honest)
+      };
+      return { request, valid };
+    });
+}
+
 // 100 runs per property keep the file well under a minute on a busy machine; FUZZ_RUNS=2000 for a deeper search.
 const RUNS = Number(process.env.FUZZ_RUNS ?? 100);
 const fuzzOptions = { numRuns: RUNS, endOnFailure: true };
@@ -492,21 +520,8 @@ describe('hostile input to the HTTP routes', () => {
     let accepted = 0;
     await fc.assert(
       fc.asyncProperty(
-        bodyText(structured),
-        mostly(jsonContentType, contentType),
-        mostly(fc.constant(undefined), contentEncoding),
-        fc.boolean(),
-        mostly(validAuthorization, authorization),
-        mostly(fc.constant(''), queryString),
-        extraHeaders,
-        async (body, type, encoding, honest, auth, query, extra) => {
-          const { header, valid } = authorizationHeader(auth as AuthChoice);
-          const request = {
-            method: 'POST',
-            path: `/sync/checkpoint-request${query}`,
-            headers: headersFor({ contentType: type, contentEncoding: encoding, authorization: header, extra }),
-            body: encodeBody(body, encoding, honest)
-          };
+        jsonPost('/sync/checkpoint-request', structured),
+        async ({ request, valid }) => {
           const { response, json } = await sendChecked(request);
           if (response.status < 300) {
             accepted++;
@@ -586,34 +601,21 @@ describe('hostile input to the HTTP routes', () => {
     await expectNothingWritten(async () => {
       await fc.assert(
         fc.asyncProperty(
-          bodyText(structured),
-          mostly(jsonContentType, contentType),
-          mostly(fc.constant(undefined), contentEncoding),
-          fc.boolean(),
-          mostly(validAuthorization, authorization),
-          mostly(fc.constant(''), queryString),
-          extraHeaders,
-          async (body, type, encoding, honest, auth, query, extra) => {
-          const { header, valid } = authorizationHeader(auth as AuthChoice);
-          const request = {
-            method: 'POST',
-            path: `/sync/stream${query}`,
-            headers: headersFor({ contentType: type, contentEncoding: encoding, authorization: header, extra }),
-            body: encodeBody(body, encoding, honest)
-          };
-          const response = await send(request);
-          if (response.status === 200) {
-            streams++;
-            expect(valid, 'a stream without a valid token').toBe(true);
-            const line = firstSyncLine(response.body, response.headers['content-type'] ?? '');
-            // NDJSON: the first line is the full checkpoint (a validation problem would have been a 400 instead).
-            if (line && !('bson' in line)) expect(Object.keys(line), JSON.stringify(line).slice(0, 300)).toEqual(['checkpoint']);
-            expect(line).toBeDefined();
-          } else {
-            expectWellFormed(request, response);
+          jsonPost('/sync/stream', structured),
+          async ({ request, valid }) => {
+            const response = await send(request);
+            if (response.status === 200) {
+              streams++;
+              expect(valid, 'a stream without a valid token').toBe(true);
+              const line = firstSyncLine(response.body, response.headers['content-type'] ?? '');
+              // NDJSON: the first line is the full checkpoint (a validation problem would have been a 400 instead).
+              if (line && !('bson' in line)) expect(Object.keys(line), JSON.stringify(line).slice(0, 300)).toEqual(['checkpoint']);
+              expect(line).toBeDefined();
+            } else {
+              expectWellFormed(request, response);
+            }
+            await expectAlive();
           }
-          await expectAlive();
-        }
         ),
         fuzzOptions
       );
