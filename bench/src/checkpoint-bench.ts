@@ -298,7 +298,7 @@ export const checkpointBenchmark: Benchmark = {
       if (!flags.has('skip-storm')) {
         const clients = Math.floor(numberFlag(flags, 'storm-clients', 10_000));
         log(`reconnect storm: ${clients} clients, one request each within one second (429s retried) …`);
-        storm = await runStorm(bench, clients);
+        storm = await runStorm(bench, clients, client);
         log(`  ${Math.round(storm.wallMs)} ms; ${storm.storageCalls} storage calls, ${storm.markers} markers, ${storm.rejected429} answers 429`);
       }
 

@@ -146,7 +146,7 @@ export class SoakLoad {
     this.tracker = new AckTracker(options.ackBoundMs);
     // One socket per stream, plus headroom; the streams never share a socket (they never end).
     this.streamAgent = new http.Agent({ keepAlive: false, maxSockets: clients.length + 16 });
-    // Keep-alive connections for the requests; bounded so the service's checkpoint route (100 running + 100 queued,
+    // Keep-alive connections for the requests; bounded so the service's checkpoint route (1,000 running + 1,000 queued,
     // 429 beyond) is not overrun: more requests wait here, and their latency includes that wait.
     this.requestPool = new Pool(url, { connections: options.requestConnections, pipelining: 1, keepAliveTimeout: 60_000 });
   }

@@ -44,7 +44,7 @@ async function post(clientId: string, id: bigint): Promise<string> {
       headers: { 'Content-Type': 'application/json', Authorization: `Token ${token}` },
       body: JSON.stringify({ client_id: clientId, checkpoint_request_id: id.toString() })
     });
-    if (response.status === 429) continue; // the route's limiter (100 + 100 queued); SDKs retry too
+    if (response.status === 429) continue; // the route's limiter (CHECKPOINT_ROUTE_LIMITS); SDKs retry too
     expect(response.status).toBe(200);
     return ((await response.json()) as { data: { checkpoint_request_id: string } }).data.checkpoint_request_id;
   }
@@ -79,7 +79,11 @@ async function waitProcessed(clientId: string) {
 
 const currentLsn = async () => (await harness.sourceDb.query<{ lsn: string }>('SELECT pg_current_wal_lsn()::text AS lsn')).rows[0]!.lsn;
 
-/** Source WAL bytes written while `work` ran, less background records; retried when a (heartbeat) marker landed. */
+/**
+ * Source WAL bytes written while `work` ran, less checkpoint and running-xacts records. A window in which a (heartbeat)
+ * marker or another background record (autovacuum on a busy machine) landed is measured again, up to 3 times: work
+ * that really writes shows up in every window.
+ */
 async function sourceWalBytes(work: () => Promise<unknown>): Promise<{ bytes: number; windows: number }> {
   for (let window = 1; ; window++) {
     await markers.take();
@@ -88,20 +92,21 @@ async function sourceWalBytes(work: () => Promise<unknown>): Promise<{ bytes: nu
     await work();
     const after = await currentLsn();
     const seen = await markers.take();
-    if (seen > 0 && window < 3) continue;
-    expect(seen).toBe(0);
     const { rows } = await harness.sourceDb.query<{ bytes: string }>('SELECT pg_wal_lsn_diff($2, $1)::text AS bytes', [before, after]);
     let bytes = Number(rows[0]!.bytes);
+    let writers = '';
     if (bytes > 0 && walInspect) {
-      // Only records other than checkpoints and running-xacts snapshots count (their record lengths).
-      const { rows: records } = await harness.sourceDb.query<{ bytes: string }>(
-        `SELECT coalesce(sum(record_length), 0)::text AS bytes FROM pg_get_wal_records_info($1, $2)
-         WHERE resource_manager NOT IN ('XLOG', 'Standby')`,
+      const { rows: records } = await harness.sourceDb.query<{ bytes: string; writers: string | null }>(
+        `SELECT coalesce(sum(record_length), 0)::text AS bytes, string_agg(DISTINCT resource_manager, ',') AS writers
+         FROM pg_get_wal_records_info($1, $2) WHERE resource_manager NOT IN ('XLOG', 'Standby')`,
         [before, after]
       );
       bytes = Number(records[0]!.bytes);
+      writers = records[0]!.writers ?? '';
     }
-    console.log(`source WAL: ${rows[0]!.bytes} bytes raw, ${bytes} bytes from request work, ${Date.now() - started} ms, window ${window}`);
+    console.log(`source WAL: ${rows[0]!.bytes} bytes raw, ${bytes} bytes from request work (${writers || 'none'}), ${seen} markers, ${Date.now() - started} ms, window ${window}`);
+    if ((seen > 0 || bytes > 0) && window < 3) continue;
+    expect(seen).toBe(0);
     return { bytes, windows: window };
   }
 }

@@ -6,7 +6,7 @@ import { startServiceHarness, watchMarkers, type ServiceHarness } from './servic
  * Issue 6 item 4: a reconnect storm — 10,000 clients each sending a checkpoint request within one second — is
  * absorbed with a bounded number of storage statements and markers, on real Postgres.
  *
- * The route's concurrency limiter (100 running + 100 queued, PROTOCOL §2.1) answers the excess with 429, and
+ * The route's concurrency limiter (CHECKPOINT_ROUTE_LIMITS: 1,000 running + 1,000 queued) answers the excess with 429, and
  * SDKs retry; so does this test (after 10–50 ms). 429s are counted and reported, not failures: every client
  * ends with its request stored and answered. The bound is on the work per request: batching must make the
  * storage calls, statements and markers a small fraction of the requests.

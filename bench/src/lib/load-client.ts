@@ -1,10 +1,15 @@
 import { Worker, type WorkerOptions } from 'node:worker_threads';
 import type { EventLoopUtilization } from 'node:perf_hooks';
 import { CheckpointLoadGenerator, type CheckpointLoadResult, type CheckpointLoadSpec } from './checkpoint-load.js';
+import { stormRequests, type StormSpec } from './storm-client.js';
 
-export type WorkerRequest = { type: 'run'; id: number; spec: CheckpointLoadSpec } | { type: 'close'; id: number };
+export type WorkerRequest =
+  | { type: 'run'; id: number; spec: CheckpointLoadSpec }
+  | { type: 'storm'; id: number; spec: StormSpec }
+  | { type: 'close'; id: number };
 export type WorkerReply =
   | { type: 'result'; id: number; result: CheckpointLoadResult }
+  | { type: 'storm-result'; id: number; result: { wallMs: number; rejected429: number } }
   | { type: 'error'; id: number; message: string }
   | { type: 'closed'; id: number };
 
@@ -14,6 +19,8 @@ export type ClientMode = 'worker' | 'inline';
 export interface LoadClient {
   readonly mode: ClientMode;
   run(spec: CheckpointLoadSpec): Promise<CheckpointLoadResult>;
+  /** The client side of the reconnect storm (`stormRequests`). */
+  storm(spec: StormSpec): Promise<{ wallMs: number; rejected429: number }>;
   /** Event loop utilisation of the client's thread (worker mode only). */
   eventLoopUtilization?(previous?: EventLoopUtilization): EventLoopUtilization;
   close(): Promise<void>;
@@ -33,7 +40,7 @@ function typescriptWorker(entry: URL, options: WorkerOptions = {}): Worker {
 export function startLoadClient(mode: ClientMode): LoadClient {
   if (mode === 'inline') {
     const generator = new CheckpointLoadGenerator();
-    return { mode, run: (spec) => generator.run(spec), close: () => generator.close() };
+    return { mode, run: (spec) => generator.run(spec), storm: stormRequests, close: () => generator.close() };
   }
 
   const entry = new URL(`./load-worker${import.meta.url.endsWith('.ts') ? '.ts' : '.js'}`, import.meta.url);
@@ -63,6 +70,12 @@ export function startLoadClient(mode: ClientMode): LoadClient {
       const reply = await call({ type: 'run', id: nextId++, spec });
       if (reply.type === 'error') throw new Error(`load worker failed: ${reply.message}`);
       if (reply.type !== 'result') throw new Error(`unexpected reply ${reply.type} from the load worker`);
+      return reply.result;
+    },
+    async storm(spec) {
+      const reply = await call({ type: 'storm', id: nextId++, spec });
+      if (reply.type === 'error') throw new Error(`load worker failed: ${reply.message}`);
+      if (reply.type !== 'storm-result') throw new Error(`unexpected reply ${reply.type} from the load worker`);
       return reply.result;
     },
     eventLoopUtilization: (previous) => worker.performance.eventLoopUtilization(previous),

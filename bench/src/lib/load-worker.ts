@@ -5,6 +5,7 @@
 import { parentPort } from 'node:worker_threads';
 import { CheckpointLoadGenerator } from './checkpoint-load.js';
 import type { WorkerReply, WorkerRequest } from './load-client.js';
+import { stormRequests } from './storm-client.js';
 
 const port = parentPort;
 if (!port) throw new Error('load-worker.ts must run in a worker thread');
@@ -17,6 +18,10 @@ port.on('message', (message: WorkerRequest) => {
         await generator.close();
         port.postMessage({ type: 'closed', id: message.id } satisfies WorkerReply);
         port.close();
+        return;
+      }
+      if (message.type === 'storm') {
+        port.postMessage({ type: 'storm-result', id: message.id, result: await stormRequests(message.spec) } satisfies WorkerReply);
         return;
       }
       const result = await generator.run(message.spec);
