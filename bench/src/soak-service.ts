@@ -82,7 +82,7 @@ export async function startSoakService(options: { maxConnections: number; rows: 
     // would not see), as service/test/replication-harness.ts startChild does.
     const child: ChildProcessWithoutNullStreams = spawn(
       process.execPath,
-      ['--import', 'tsx', '--conditions=@syncpoint/source', path.join(SERVICE_DIR, 'src/cli.ts'), 'start', '-c', configFile, '--role', 'unified', '--port', '0'],
+      ['--import', 'tsx', '--conditions=@syncpoint/source', path.join(SERVICE_DIR, 'src/cli.ts'), 'start', '-c', configFile, '--role', 'unified', '--port', '0', '--host', '127.0.0.1'],
       { cwd: SERVICE_DIR, env: { ...process.env } }
     );
     let output = '';

@@ -1,3 +1,4 @@
+import { isIP } from 'node:net';
 import { CommanderError } from 'commander';
 
 /** Exit codes scripts can rely on. */
@@ -21,6 +22,12 @@ export function positiveIntegerOption(name: string, value: string, max?: number)
   }
   if (max !== undefined && number > max) throw usageError(`${name}: at most ${max}, got ${number}`);
   return number;
+}
+
+/** `--host`: an IP address (a name could resolve to several, or to none at start). */
+export function hostOption(value: string): string {
+  if (isIP(value) === 0) throw usageError(`--host: expected an IP address such as 127.0.0.1 or ::, got "${value}"`);
+  return value;
 }
 
 /** `1.2 MB` style sizes for people (base 1000). */

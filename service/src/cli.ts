@@ -15,7 +15,7 @@ import {
   type ResolvedConfig,
   type ServiceRole
 } from '@syncpoint/service-core';
-import { EXIT, positiveIntegerOption } from './cli-support.js';
+import { EXIT, hostOption, positiveIntegerOption } from './cli-support.js';
 import { signDevToken } from './dev-token.js';
 import { startEmbeddedDefault, type EmbeddedDefault } from './embedded-default.js';
 import { fetchFirstCheckpoint, formatCheckpoint } from './fetch-command.js';
@@ -53,7 +53,7 @@ async function waitForShutdownSignal(): Promise<string> {
   });
 }
 
-async function startCommand(options: { config?: string; port?: string; role: ServiceRole }) {
+async function startCommand(options: { config?: string; port?: string; host?: string; role: ServiceRole }) {
   const found = await loadConfig({ configPath: options.config, registry });
   let embedded: EmbeddedDefault | undefined;
   let config = found;
@@ -72,6 +72,7 @@ async function startCommand(options: { config?: string; port?: string; role: Ser
     service = await startService(config, {
       registry,
       logger,
+      host: options.host,
       role: options.role,
       // On a terminal the initial snapshot shows one updating line; otherwise replication logs structured progress.
       onSnapshotProgress: process.stderr.isTTY ? terminalSnapshotProgress(process.stderr) : undefined
@@ -219,6 +220,7 @@ export function buildProgram(): Command {
     .description('Start the service. With no config at all, boots the embedded Postgres default under ./.syncpoint/')
     .addOption(configOption())
     .option('-p, --port <port>', 'HTTP port (overrides the config)')
+    .option('--host <address>', 'IP address to listen on, e.g. 127.0.0.1 for this machine only (default 0.0.0.0: every interface)', hostOption)
     .addOption(
       new Option('-r, --role <role>', 'api: HTTP only; replication: replicate only; unified: both')
         .choices(['api', 'replication', 'unified'])

@@ -63,6 +63,9 @@ describe('syncpoint CLI', () => {
     expect(sideways.code).toBe(2);
     expect(sideways.stderr).toContain('expected "up" or "down"');
     expect((await runCli(['start', '--role', 'janitor'])).code).toBe(2);
+    const badHost = await runCli(['start', '--host', 'example.com']);
+    expect(badHost.code).toBe(2);
+    expect(badHost.stderr).toContain('--host: expected an IP address');
   });
 
   it('exits 3 with a clear message for a missing file or a bad config', async () => {

@@ -164,7 +164,7 @@ export async function createReplicationEnv(
       // SIGKILL of the child would leave running.
       const child = spawn(
         process.execPath,
-        ['--import', 'tsx', '--conditions=@syncpoint/source', path.join(serviceDir, 'src/cli.ts'), 'start', '-c', file, '--role', options.role ?? 'replication', '--port', '0'],
+        ['--import', 'tsx', '--conditions=@syncpoint/source', path.join(serviceDir, 'src/cli.ts'), 'start', '-c', file, '--role', options.role ?? 'replication', '--port', '0', '--host', '127.0.0.1'],
         { cwd: serviceDir, env: { ...process.env, SYNCPOINT_LOG_LEVEL: process.env.SYNCPOINT_TEST_LOG ?? 'info' } }
       );
       let output = '';

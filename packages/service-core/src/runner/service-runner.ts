@@ -204,11 +204,18 @@ export async function startService(
     probes.started = true;
     probes.ready = true;
     const port = (server.address() as AddressInfo).port;
-    const url = `http://${options.host && options.host !== '0.0.0.0' ? options.host : '127.0.0.1'}:${port}`;
+    const url = `http://${urlHost(options.host)}:${port}`;
     logger.info({ url, role }, 'Syncpoint is listening');
     return { url, port, storage, source, metrics, watcher: sync?.dependencies.watcher, syncConnections: sync?.connections, stop: closeAll };
   } catch (error) {
     await closeAll();
     throw error;
   }
+}
+
+/** How to reach a server listening on `host` from this machine: a wildcard address is reached over loopback. */
+function urlHost(host: string | undefined): string {
+  if (host === undefined || host === '0.0.0.0') return '127.0.0.1';
+  if (host === '::') return '[::1]';
+  return host.includes(':') ? `[${host}]` : host;
 }
