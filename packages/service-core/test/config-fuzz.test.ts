@@ -5,7 +5,8 @@ import fc from 'fast-check';
 import { beforeAll, describe, expect, it, vi } from 'vitest';
 import { stringify } from 'yaml';
 import { z } from 'zod';
-import { ConfigError, loadConfig, ModuleRegistry, parseConfig, type SourceModule, type StorageModule } from '../src/index.js';
+import { ConfigError, loadConfig, parseConfig } from '../src/index.js';
+import { standInRegistry } from './stand-in-modules.js';
 
 /**
  * Hostile config input (issue 7 item 2): whatever an operator (or a broken deployment) feeds the config loader —
@@ -16,9 +17,8 @@ import { ConfigError, loadConfig, ModuleRegistry, parseConfig, type SourceModule
 
 // Stand-in modules shaped like the real Postgres ones (coercion, refinements, defaults), so this test stays inside
 // service-core.
-const storageModule: StorageModule = {
-  type: 'postgresql',
-  configSchema: z
+const registry = standInRegistry({
+  storage: z
     .object({
       type: z.literal('postgresql'),
       uri: z.string().min(1).optional(),
@@ -28,28 +28,14 @@ const storageModule: StorageModule = {
       max_pool_size: z.coerce.number().int().min(1).max(1000).default(8)
     })
     .refine((config) => config.uri !== undefined || config.hostname !== undefined, { message: 'storage needs either uri or hostname', path: ['uri'] }),
-  createStorage: async () => {
-    throw new Error('not used');
-  }
-};
-const sourceModule: SourceModule = {
-  type: 'postgresql',
-  configSchema: z.object({
+  source: z.object({
     type: z.literal('postgresql'),
     uri: z.string().min(1),
     slot_name_prefix: z.string().regex(/^[a-z0-9_]+$/).max(40).default('powersync_'),
     heartbeat_interval_seconds: z.coerce.number().int().min(5).max(60).default(60),
     reject_ip_ranges: z.array(z.string()).optional()
-  }),
-  createSource: async () => {
-    throw new Error('not used');
-  },
-  createReplicator: () => {
-    throw new Error('not used');
-  },
-  checkSource: async () => []
-};
-const registry = new ModuleRegistry().registerStorage(storageModule).registerSource(sourceModule);
+  })
+});
 
 const VALID_CONFIG = {
   replication: { connections: [{ type: 'postgresql', uri: 'postgresql://repl:secret@db:5432/app', slot_name_prefix: 'powersync_', heartbeat_interval_seconds: 30 }] },

@@ -3,28 +3,14 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { z } from 'zod';
-import { ConfigError, loadConfig, ModuleRegistry, parseConfig, type StorageModule, type SourceModule } from '../src/index.js';
+import { ConfigError, loadConfig, parseConfig } from '../src/index.js';
+import { standInRegistry } from './stand-in-modules.js';
 
 /** Stand-in modules owning their sections, so this test stays inside service-core. */
-const storageModule: StorageModule = {
-  type: 'postgresql',
-  configSchema: z.strictObject({ type: z.literal('postgresql'), uri: z.string(), max_pool_size: z.number().int().default(8) }),
-  createStorage: async () => {
-    throw new Error('not used');
-  }
-};
-const sourceModule: SourceModule = {
-  type: 'postgresql',
-  configSchema: z.strictObject({ type: z.literal('postgresql'), uri: z.string(), sslmode: z.string().optional() }),
-  createSource: async () => {
-    throw new Error('not used');
-  },
-  createReplicator: () => {
-    throw new Error('not used');
-  },
-  checkSource: async () => []
-};
-const registry = new ModuleRegistry().registerStorage(storageModule).registerSource(sourceModule);
+const registry = standInRegistry({
+  storage: z.strictObject({ type: z.literal('postgresql'), uri: z.string(), max_pool_size: z.number().int().default(8) }),
+  source: z.strictObject({ type: z.literal('postgresql'), uri: z.string(), sslmode: z.string().optional() })
+});
 
 const base = `
 replication:
