@@ -1,19 +1,19 @@
 import { SyncStreamConnectionMethod } from '@powersync/node';
 import type { PostgresServer } from '@syncpoint/dev-postgres';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { openClient, type CheckpointMode, type TestClient } from './support/client.js';
+import type { CheckpointMode, TestClient } from './support/client.js';
 import {
   PER_USER_ROWS_SQL,
   SNAPSHOT_ROWS_SQL,
-  clientTracking,
   firstSyncOfTheTable,
   localWriteIsUploadedAndAcknowledged,
   requestCheckpointResolves,
   sourceChangesShowUpLive,
+  syncpointSuite,
   twoUsersSeeOnlyTheirOwnRows,
   waitForFirstSync
 } from './support/scenarios.js';
-import { BY_USER_SYNC_CONFIG, GLOBAL_SYNC_CONFIG, startPostgres, startSyncpoint, type SyncpointEnv } from './support/syncpoint.js';
+import { BY_USER_SYNC_CONFIG, GLOBAL_SYNC_CONFIG, startPostgres, type SyncpointEnv } from './support/syncpoint.js';
 
 /**
  * The real `@powersync/node` SDK (1.1.0) against Syncpoint with `connectionMethod: WEB_SOCKET`: the sync stream as
@@ -46,47 +46,36 @@ function expectWebSocketOnly(env: SyncpointEnv, client: TestClient) {
 
 describe('WebSocket (RSocket) transport', () => {
   describe('global bucket', () => {
-    let env: SyncpointEnv | undefined;
-    const clients = clientTracking(() => env);
-    const open = async (name: string, mode: CheckpointMode = 'legacy', firstToken?: string) => {
-      const client = await openClient(env!, { userId: 'user-1', encoding: 'bson', checkpointMode: mode, name, connectionMethod: WEB_SOCKET, firstToken });
-      clients.push(client);
-      return client;
-    };
-
-    beforeAll(async () => {
-      env = await startSyncpoint(postgres, { syncConfig: GLOBAL_SYNC_CONFIG, setupSql: [SNAPSHOT_ROWS_SQL] });
-    });
-    afterAll(async () => {
-      await env?.stop();
-    });
+    const suite = syncpointSuite(() => postgres, { syncConfig: GLOBAL_SYNC_CONFIG, setupSql: [SNAPSHOT_ROWS_SQL] });
+    const open = (name: string, mode: CheckpointMode = 'legacy', firstToken?: string) =>
+      suite.open({ userId: 'user-1', encoding: 'bson', checkpointMode: mode, name, connectionMethod: WEB_SOCKET, firstToken });
 
     test('first sync of the table', async () => {
-      const client = await firstSyncOfTheTable(env!, () => open('ws-first-sync'));
-      expectWebSocketOnly(env!, client);
-      const [opened] = webSocketStreamsOpened(env!, 'user-1');
+      const client = await firstSyncOfTheTable(suite.env, () => open('ws-first-sync'));
+      expectWebSocketOnly(suite.env, client);
+      const [opened] = webSocketStreamsOpened(suite.env, 'user-1');
       expect(opened).toMatchObject({ format: 'bson', path: '/sync/stream' });
       expect(String(opened!.user_agent)).toContain('powersync-node');
     });
 
     test('source INSERT, UPDATE and DELETE show up live', async () => {
       const client = await open('ws-live');
-      await sourceChangesShowUpLive(env!, client);
-      expectWebSocketOnly(env!, client);
+      await sourceChangesShowUpLive(suite.env, client);
+      expectWebSocketOnly(suite.env, client);
     });
 
     for (const mode of ['legacy', 'requests'] as const) {
       test(`a local write is uploaded and acknowledged (${mode} checkpoints)`, async () => {
         const client = await open(`ws-upload-${mode}`, mode);
-        await localWriteIsUploadedAndAcknowledged(env!, client, mode);
-        expectWebSocketOnly(env!, client);
+        await localWriteIsUploadedAndAcknowledged(suite.env, client, mode);
+        expectWebSocketOnly(suite.env, client);
       });
     }
 
     test('db.requestCheckpoint() resolves, and the checkpoint includes source writes made before it', async () => {
       const client = await open('ws-request-checkpoint', 'requests');
-      await requestCheckpointResolves(env!, client);
-      expectWebSocketOnly(env!, client);
+      await requestCheckpointResolves(suite.env, client);
+      expectWebSocketOnly(suite.env, client);
     });
 
     test('an invalid token is rejected with its PSYNC_S21xx code; the SDK fetches a new one and syncs', async () => {
@@ -95,29 +84,19 @@ describe('WebSocket (RSocket) transport', () => {
       expect(client.db.currentStatus.hasSynced).toBe(true);
       expect(client.backend.credentialsFetched).toBeGreaterThanOrEqual(2);
       expect(client.logs.some((line) => line.includes('PSYNC_S2101'))).toBe(true);
-      expect(env!.logs.some((line) => line.includes('WebSocket setup rejected') && line.includes('PSYNC_S2101'))).toBe(true);
+      expect(suite.env.logs.some((line) => line.includes('WebSocket setup rejected') && line.includes('PSYNC_S2101'))).toBe(true);
     });
   });
 
   describe('per-user buckets', () => {
-    let env: SyncpointEnv | undefined;
-    const clients = clientTracking(() => env);
-
-    beforeAll(async () => {
-      env = await startSyncpoint(postgres, { syncConfig: BY_USER_SYNC_CONFIG, setupSql: [PER_USER_ROWS_SQL] });
-    });
-    afterAll(async () => {
-      await env?.stop();
-    });
+    const suite = syncpointSuite(() => postgres, { syncConfig: BY_USER_SYNC_CONFIG, setupSql: [PER_USER_ROWS_SQL] });
 
     test('two users see only their own rows', async () => {
-      const alice = await openClient(env!, { userId: 'alice', encoding: 'bson', checkpointMode: 'legacy', connectionMethod: WEB_SOCKET });
-      clients.push(alice);
-      const bob = await openClient(env!, { userId: 'bob', encoding: 'bson', checkpointMode: 'legacy', connectionMethod: WEB_SOCKET });
-      clients.push(bob);
-      await twoUsersSeeOnlyTheirOwnRows(env!, alice, bob);
-      expectWebSocketOnly(env!, alice);
-      expectWebSocketOnly(env!, bob);
+      const alice = await suite.open({ userId: 'alice', encoding: 'bson', checkpointMode: 'legacy', connectionMethod: WEB_SOCKET });
+      const bob = await suite.open({ userId: 'bob', encoding: 'bson', checkpointMode: 'legacy', connectionMethod: WEB_SOCKET });
+      await twoUsersSeeOnlyTheirOwnRows(suite.env, alice, bob);
+      expectWebSocketOnly(suite.env, alice);
+      expectWebSocketOnly(suite.env, bob);
     });
   });
 });

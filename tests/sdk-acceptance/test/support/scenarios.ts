@@ -1,7 +1,8 @@
 import { randomUUID } from 'node:crypto';
-import { afterEach, beforeEach, expect } from 'vitest';
-import type { CheckpointMode, TestClient, TodoRow } from './client.js';
-import type { SyncpointEnv } from './syncpoint.js';
+import type { PostgresServer } from '@syncpoint/dev-postgres';
+import { afterAll, afterEach, beforeAll, beforeEach, expect } from 'vitest';
+import { openClient, type CheckpointMode, type TestClient, type TodoRow } from './client.js';
+import { startSyncpoint, type SyncpointEnv } from './syncpoint.js';
 import { waitFor, withTimeout } from './wait.js';
 
 /**
@@ -27,7 +28,7 @@ export function waitForFirstSync(client: TestClient) {
 }
 
 /** Clients of the running test (closed after it; their logs and the service's are printed if it fails). */
-export function clientTracking(getEnv: () => SyncpointEnv | undefined) {
+function clientTracking(getEnv: () => SyncpointEnv | undefined) {
   const clients: TestClient[] = [];
   beforeEach(({ onTestFailed }) => {
     clients.length = 0;
@@ -47,6 +48,31 @@ export function clientTracking(getEnv: () => SyncpointEnv | undefined) {
     await Promise.all(clients.map((client) => client.close()));
   });
   return clients;
+}
+
+/**
+ * For one describe block: a Syncpoint with these sync rules and rows, started before its tests and stopped after, and
+ * `open` for clients that are closed after each test (their logs printed if it fails).
+ */
+export function syncpointSuite(postgres: () => PostgresServer, options: { syncConfig: string; setupSql: string[] }) {
+  let env: SyncpointEnv | undefined;
+  const clients = clientTracking(() => env);
+  beforeAll(async () => {
+    env = await startSyncpoint(postgres(), options);
+  });
+  afterAll(async () => {
+    await env?.stop();
+  });
+  return {
+    get env(): SyncpointEnv {
+      return env!;
+    },
+    async open(clientOptions: Parameters<typeof openClient>[1]): Promise<TestClient> {
+      const client = await openClient(env!, clientOptions);
+      clients.push(client);
+      return client;
+    }
+  };
 }
 
 /** The snapshot rows and a row written after the service started, before the client connects (streamed). */
