@@ -33,6 +33,7 @@ export function numberFlag(flags: BenchmarkFlags, name: string, fallback: number
   const raw = flags.get(name);
   if (raw === undefined) return fallback;
   const value = Number(raw);
-  if (!Number.isFinite(value) || value <= 0) throw new Error(`--${name} must be a positive number, got ${JSON.stringify(raw)}`);
+  if (!Number.isFinite(value) || value <= 0)
+    throw new Error(`--${name} must be a positive number, got ${JSON.stringify(raw)}`);
   return value;
 }

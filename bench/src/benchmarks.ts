@@ -8,7 +8,12 @@ import { syncBenchmark } from './sync-bench.js';
  * Every benchmark `pnpm bench` knows, in the order they run. Later ones (storage, replication, sync) are added
  * here: a `{ name, description, run }` each.
  */
-export const BENCHMARKS: readonly Benchmark[] = [checkpointBenchmark, storageBenchmark, replicationBenchmark, syncBenchmark];
+export const BENCHMARKS: readonly Benchmark[] = [
+  checkpointBenchmark,
+  storageBenchmark,
+  replicationBenchmark,
+  syncBenchmark
+];
 
 export function findBenchmark(name: string): Benchmark | undefined {
   return BENCHMARKS.find((benchmark) => benchmark.name === name);

@@ -58,7 +58,9 @@ class MarkerCounter {
     const client = new pg.Client({ connectionString: sourceUrl });
     await client.connect();
     try {
-      await client.query(`SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1`, [SLOT]);
+      await client.query(`SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1`, [
+        SLOT
+      ]);
       await client.query(`SELECT pg_create_logical_replication_slot($1, 'test_decoding')`, [SLOT]);
       const { rows } = await client.query<{ lsn: string }>('SELECT pg_current_wal_lsn()::text AS lsn');
       return new MarkerCounter(client, rows[0]!.lsn);
@@ -96,7 +98,12 @@ async function runLevel(
   clients: number,
   settings: { warmupMs: number; durationMs: number; maxRequests: number; runId: string }
 ): Promise<LevelResult> {
-  const common = { url: bench.url, concurrency: clients, tokens, clientIdPrefix: `bench-${settings.runId}-c${clients}` };
+  const common = {
+    url: bench.url,
+    concurrency: clients,
+    tokens,
+    clientIdPrefix: `bench-${settings.runId}-c${clients}`
+  };
   const warmup = await client.run({ ...common, durationMs: settings.warmupMs, maxRequests: settings.maxRequests });
 
   const counter = await MarkerCounter.start(bench.sourceUrl);
@@ -195,7 +202,13 @@ function rowsFor(levels: LevelResult[]): ReportRow[] {
     });
   }
   const errors = levels.reduce((sum, level) => sum + level.errors, 0);
-  rows.push({ label: 'errors (all levels, warm-up included)', value: errors, unit: '', digits: 0, target: { comparison: '<=', value: 0 } });
+  rows.push({
+    label: 'errors (all levels, warm-up included)',
+    value: errors,
+    unit: '',
+    digits: 0,
+    target: { comparison: '<=', value: 0 }
+  });
   return rows;
 }
 
@@ -257,24 +270,33 @@ export const checkpointBenchmark: Benchmark = {
     const maxRequests = Math.floor(numberFlag(flags, 'max-requests', 200_000));
     const users = Math.floor(numberFlag(flags, 'users', 4));
     const levels = flags.has('levels')
-      ? flags.get('levels')!.split(',').map((part) => {
-          const value = Number(part);
-          if (!Number.isInteger(value) || value < 1) throw new Error(`--levels: ${JSON.stringify(part)} is not a client count`);
-          return value;
-        })
+      ? flags
+          .get('levels')!
+          .split(',')
+          .map((part) => {
+            const value = Number(part);
+            if (!Number.isInteger(value) || value < 1)
+              throw new Error(`--levels: ${JSON.stringify(part)} is not a client count`);
+            return value;
+          })
       : DEFAULT_LEVELS;
     const mode = (flags.get('client') ?? 'worker') as ClientMode;
-    if (mode !== 'worker' && mode !== 'inline') throw new Error(`--client must be worker or inline, got ${JSON.stringify(mode)}`);
+    if (mode !== 'worker' && mode !== 'inline')
+      throw new Error(`--client must be worker or inline, got ${JSON.stringify(mode)}`);
 
     const loadBefore = loadavg()[0]!;
-    log(`load average (1 min) ${loadBefore.toFixed(2)} on ${cpus().length} CPUs${loadBefore > 0.5 ? ' (other work is running: figures will be pessimistic)' : ''}`);
+    log(
+      `load average (1 min) ${loadBefore.toFixed(2)} on ${cpus().length} CPUs${loadBefore > 0.5 ? ' (other work is running: figures will be pessimistic)' : ''}`
+    );
     log('starting embedded Postgres and the service …');
     const bench = await startBenchService();
     let client: LoadClient | undefined;
     let probe: BatchProbe | undefined;
     try {
       const serverVersion = await postgresVersion(bench.sourceUrl);
-      log(`service at ${bench.url}; Postgres ${serverVersion}; client in ${mode === 'worker' ? 'a worker thread' : 'the service event loop'}`);
+      log(
+        `service at ${bench.url}; Postgres ${serverVersion}; client in ${mode === 'worker' ? 'a worker thread' : 'the service event loop'}`
+      );
       const tokens = await Promise.all(
         Array.from({ length: users }, (_, index) => signDevToken(bench.devKey, { sub: `bench-user-${index + 1}` }))
       );
@@ -286,7 +308,12 @@ export const checkpointBenchmark: Benchmark = {
       const results: LevelResult[] = [];
       for (const clients of levels) {
         log(`${plural(clients)}: warm-up ${warmupMs / 1000} s, measuring ${durationMs / 1000} s …`);
-        const result = await runLevel(bench, client, tokens, probe, clients, { warmupMs, durationMs, maxRequests, runId });
+        const result = await runLevel(bench, client, tokens, probe, clients, {
+          warmupMs,
+          durationMs,
+          maxRequests,
+          runId
+        });
         log(
           `  ${Math.round(result.throughput)} req/s, p50 ${result.latency.p50.toFixed(2)} ms, p99 ${result.latency.p99.toFixed(2)} ms, ` +
             `${result.markers} markers / ${result.requests} requests, ${result.errors} errors`
@@ -299,38 +326,61 @@ export const checkpointBenchmark: Benchmark = {
         const clients = Math.floor(numberFlag(flags, 'storm-clients', 10_000));
         log(`reconnect storm: ${clients} clients, one request each within one second (429s retried) …`);
         storm = await runStorm(bench, clients, client);
-        log(`  ${Math.round(storm.wallMs)} ms; ${storm.storageCalls} storage calls, ${storm.markers} markers, ${storm.rejected429} answers 429`);
+        log(
+          `  ${Math.round(storm.wallMs)} ms; ${storm.storageCalls} storage calls, ${storm.markers} markers, ${storm.rejected429} answers 429`
+        );
       }
 
       let cost: { duplicate: SourceCostResult; stale: SourceCostResult } | null = null;
       if (!flags.has('skip-cost')) {
-        log('source WAL cost: a second service with bucket storage on its own embedded Postgres, replication running …');
+        log(
+          'source WAL cost: a second service with bucket storage on its own embedded Postgres, replication running …'
+        );
         const costBench = await startBenchService({ separateStorage: true });
         try {
           cost = await measureSourceCost(costBench, Math.floor(numberFlag(flags, 'cost-requests', 1000)));
         } finally {
           await costBench.stop();
         }
-        log(`  duplicates: ${cost.duplicate.walBytes} WAL bytes for ${cost.duplicate.requests} requests; stale: ${cost.stale.walBytes} WAL bytes for ${cost.stale.requests}`);
+        log(
+          `  duplicates: ${cost.duplicate.walBytes} WAL bytes for ${cost.duplicate.requests} requests; stale: ${cost.stale.walBytes} WAL bytes for ${cost.stale.requests}`
+        );
       }
 
       const errors = results.reduce((sum, level) => sum + level.errors, 0);
       const loadAfter = loadavg()[0]!;
-      const notes = results.flatMap((level) => level.errorSamples.map((sample) => `error @${level.clients}: ${sample}`));
+      const notes = results.flatMap((level) =>
+        level.errorSamples.map((sample) => `error @${level.clients}: ${sample}`)
+      );
       return {
         rows: [...rowsFor(results), ...(storm ? stormRows(storm) : []), ...(cost ? costRows(cost) : [])],
         errors,
-        notes: [...notes, `load average (1 min): ${loadBefore.toFixed(2)} before, ${loadAfter.toFixed(2)} after (the benchmark itself adds about 2)`],
+        notes: [
+          ...notes,
+          `load average (1 min): ${loadBefore.toFixed(2)} before, ${loadAfter.toFixed(2)} after (the benchmark itself adds about 2)`
+        ],
         json: {
           benchmark: 'checkpoint',
           date: new Date().toISOString(),
           machine: { ...machineInfo(), load_average_1m: { before: round(loadBefore, 2), after: round(loadAfter, 2) } },
           postgres: serverVersion,
           token_verify_us: round(verifyUs, 1),
-          settings: { duration_s: durationMs / 1000, warmup_s: warmupMs / 1000, max_requests: maxRequests, users, client: mode },
+          settings: {
+            duration_s: durationMs / 1000,
+            warmup_s: warmupMs / 1000,
+            max_requests: maxRequests,
+            users,
+            client: mode
+          },
           targets: {
-            throughput_at_64_clients_rps: { min: CHECKPOINT_TARGETS.throughputAt64, reference: CHECKPOINT_REFERENCE.throughputAt64 },
-            p50_single_client_ms: { max: CHECKPOINT_TARGETS.p50SingleClientMs, reference: CHECKPOINT_REFERENCE.p50SingleClientMs }
+            throughput_at_64_clients_rps: {
+              min: CHECKPOINT_TARGETS.throughputAt64,
+              reference: CHECKPOINT_REFERENCE.throughputAt64
+            },
+            p50_single_client_ms: {
+              max: CHECKPOINT_TARGETS.p50SingleClientMs,
+              reference: CHECKPOINT_REFERENCE.p50SingleClientMs
+            }
           },
           levels: results.map((level) => ({
             clients: level.clients,
@@ -366,7 +416,8 @@ export const checkpointBenchmark: Benchmark = {
               }
             },
             service_event_loop_utilization: round(level.serviceEventLoopUtilization, 3),
-            client_event_loop_utilization: level.clientEventLoopUtilization === null ? null : round(level.clientEventLoopUtilization, 3),
+            client_event_loop_utilization:
+              level.clientEventLoopUtilization === null ? null : round(level.clientEventLoopUtilization, 3),
             error_samples: level.errorSamples
           })),
           storm: storm && { ...storm, wall_ms: round(storm.wallMs, 0) },
@@ -378,7 +429,10 @@ export const checkpointBenchmark: Benchmark = {
             storm_wall_ms: storm ? round(storm.wallMs, 0) : null,
             wal_bytes_per_duplicate_request: cost ? cost.duplicate.walBytes / cost.duplicate.requests : null,
             wal_bytes_per_stale_request: cost ? cost.stale.walBytes / cost.stale.requests : null,
-            throughput_at_64_clients_rps: round(results.find((level) => level.clients === 64)?.throughput ?? Number.NaN, 0),
+            throughput_at_64_clients_rps: round(
+              results.find((level) => level.clients === 64)?.throughput ?? Number.NaN,
+              0
+            ),
             p50_single_client_ms: round(results.find((level) => level.clients === 1)?.latency.p50 ?? Number.NaN, 3),
             errors
           }
@@ -415,5 +469,11 @@ async function postgresVersion(url: string): Promise<string> {
 
 function machineInfo() {
   const list = cpus();
-  return { platform: process.platform, arch: process.arch, node: process.version, cpus: list.length, cpu_model: list[0]?.model ?? null };
+  return {
+    platform: process.platform,
+    arch: process.arch,
+    node: process.version,
+    cpus: list.length,
+    cpu_model: list[0]?.model ?? null
+  };
 }

@@ -74,22 +74,35 @@ async function setUp(server: PostgresServer, label: string, mode: Mode) {
   await server.ensureDatabase(storageName);
   const source = new pg.Pool({ connectionString: server.url(sourceName), max: 2 });
   source.on('error', () => {});
-  await source.query(`CREATE TABLE items (id int8 PRIMARY KEY, owner text NOT NULL, n int8 NOT NULL, note text NOT NULL)`);
+  await source.query(
+    `CREATE TABLE items (id int8 PRIMARY KEY, owner text NOT NULL, n int8 NOT NULL, note text NOT NULL)`
+  );
   await source.query(`CREATE PUBLICATION powersync FOR ALL TABLES`);
   const slotPrefix = `bench_${label}_${process.pid}_`.replace(/[^a-z0-9_]/g, '_');
   let service: RunningService | undefined;
-  const storage: PostgresBucketStorage = createPostgresStorage({ type: 'postgresql', uri: server.url(storageName), max_pool_size: 4 });
+  const storage: PostgresBucketStorage = createPostgresStorage({
+    type: 'postgresql',
+    uri: server.url(storageName),
+    max_pool_size: 4
+  });
   return {
     source,
     storage,
     async start() {
       const registry = createModuleRegistry();
       const configText = JSON.stringify({
-        replication: { connections: [{ type: 'postgresql', uri: server.url(sourceName), sslmode: 'disable', slot_name_prefix: slotPrefix }] },
+        replication: {
+          connections: [
+            { type: 'postgresql', uri: server.url(sourceName), sslmode: 'disable', slot_name_prefix: slotPrefix }
+          ]
+        },
         storage: { type: 'postgresql', uri: server.url(storageName), sslmode: 'disable' },
         port: 0,
         sync_config: { content: CONFIGS[mode] },
-        client_auth: { audience: [DEV_AUDIENCE], jwks: { keys: [{ kty: 'oct', alg: 'HS256', kid: 'k', k: Buffer.from('x'.repeat(32)).toString('base64url') }] } }
+        client_auth: {
+          audience: [DEV_AUDIENCE],
+          jwks: { keys: [{ kty: 'oct', alg: 'HS256', kid: 'k', k: Buffer.from('x'.repeat(32)).toString('base64url') }] }
+        }
       });
       const config = await parseConfig(configText, { source: 'bench', configDir: process.cwd(), registry });
       service = await startService(config, { registry, logger: silentLogger, host: '127.0.0.1', role: 'replication' });
@@ -106,27 +119,46 @@ async function setUp(server: PostgresServer, label: string, mode: Mode) {
     async stop() {
       await service?.stop();
       await storage.close();
-      await source.query(`SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE starts_with(slot_name, $1)`, [slotPrefix]).catch(() => {});
+      await source
+        .query(
+          `SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE starts_with(slot_name, $1)`,
+          [slotPrefix]
+        )
+        .catch(() => {});
       await source.end();
       const admin = new pg.Client({ connectionString: server.url('postgres') });
       await admin.connect();
-      for (const name of [sourceName, storageName]) await admin.query(`DROP DATABASE IF EXISTS ${pg.escapeIdentifier(name)} WITH (FORCE)`).catch(() => {});
+      for (const name of [sourceName, storageName])
+        await admin.query(`DROP DATABASE IF EXISTS ${pg.escapeIdentifier(name)} WITH (FORCE)`).catch(() => {});
       await admin.end();
     }
   };
 }
 
-async function throughputRun(server: PostgresServer, mode: Mode, snapshotRows: number, streamingRows: number, log: (line: string) => void): Promise<Run> {
+async function throughputRun(
+  server: PostgresServer,
+  mode: Mode,
+  snapshotRows: number,
+  streamingRows: number,
+  log: (line: string) => void
+): Promise<Run> {
   const env = await setUp(server, mode.replace('-', ''), mode);
   try {
     log(`${mode}: writing ${snapshotRows.toLocaleString('en-US')} source rows …`);
-    for (let from = 1; from <= snapshotRows; from += 50_000) await env.source.query(ROW_SQL(String(from), String(Math.min(snapshotRows, from + 49_999))));
+    for (let from = 1; from <= snapshotRows; from += 50_000)
+      await env.source.query(ROW_SQL(String(from), String(Math.min(snapshotRows, from + 49_999))));
     await env.source.query('ANALYZE items');
     const snapshotStart = performance.now();
     await env.start();
-    await waitUntil('the snapshot checkpoint', 600_000, async () => (await env.storage.getServingCheckpoint()) !== null);
+    await waitUntil(
+      'the snapshot checkpoint',
+      600_000,
+      async () => (await env.storage.getServingCheckpoint()) !== null
+    );
     const snapshotSeconds = (performance.now() - snapshotStart) / 1000;
-    log(`  snapshot: ${(snapshotRows / snapshotSeconds).toFixed(0)} rows/s (${snapshotSeconds.toFixed(1)} s, service start included)`);
+    log(
+      `  snapshot: ${(snapshotRows / snapshotSeconds).toFixed(0)} rows/s (${snapshotSeconds.toFixed(1)} s, service start included)`
+    );
 
     const streamStart = performance.now();
     for (let t = 0; t < streamingRows / 1_000; t++) {
@@ -135,7 +167,9 @@ async function throughputRun(server: PostgresServer, mode: Mode, snapshotRows: n
     }
     await env.catchUp(600_000);
     const streamingSeconds = (performance.now() - streamStart) / 1000;
-    log(`  streaming: ${(streamingRows / streamingSeconds).toFixed(0)} rows/s (${streamingSeconds.toFixed(1)} s, 1,000-row transactions)`);
+    log(
+      `  streaming: ${(streamingRows / streamingSeconds).toFixed(0)} rows/s (${streamingSeconds.toFixed(1)} s, 1,000-row transactions)`
+    );
     return { mode, snapshotRows, snapshotSeconds, streamingRows, streamingSeconds };
   } finally {
     await env.stop();
@@ -147,7 +181,13 @@ async function throughputRun(server: PostgresServer, mode: Mode, snapshotRows: n
  * moment the storage notification of a checkpoint containing it arrives here (what wakes a sync stream), checked by
  * reading the newest visible row id at that checkpoint.
  */
-async function lagRun(server: PostgresServer, seconds: number, rate: number, txRows: number, log: (line: string) => void): Promise<LatencySummary> {
+async function lagRun(
+  server: PostgresServer,
+  seconds: number,
+  rate: number,
+  txRows: number,
+  log: (line: string) => void
+): Promise<LatencySummary> {
   const env = await setUp(server, 'lag', 'global');
   try {
     await env.start();
@@ -198,7 +238,9 @@ export async function runReplicationBenchmark({ flags, log }: BenchmarkContext):
   const streamingRows = Math.floor(numberFlag(flags, 'stream-rows', 50_000) / 1_000) * 1_000;
   const lagSeconds = numberFlag(flags, 'lag-seconds', 15);
   const load = loadavg()[0]!;
-  log(`load average (1 min) ${load.toFixed(2)} on ${cpus().length} CPUs${load > 0.5 ? ' (other work is running: figures will be pessimistic)' : ''}`);
+  log(
+    `load average (1 min) ${load.toFixed(2)} on ${cpus().length} CPUs${load > 0.5 ? ' (other work is running: figures will be pessimistic)' : ''}`
+  );
   log(process.env.PG_TEST_URL ? 'using PG_TEST_URL' : 'starting embedded Postgres …');
   const server = await testPostgresServer();
   try {
@@ -208,7 +250,8 @@ export async function runReplicationBenchmark({ flags, log }: BenchmarkContext):
     await admin.end();
     log(`Postgres ${version}`);
     const runs: Run[] = [];
-    for (const mode of Object.keys(CONFIGS) as Mode[]) runs.push(await throughputRun(server, mode, snapshotRows, streamingRows, log));
+    for (const mode of Object.keys(CONFIGS) as Mode[])
+      runs.push(await throughputRun(server, mode, snapshotRows, streamingRows, log));
     const lag = await lagRun(server, lagSeconds, 1_000, 20, log);
     log(`  lag p50 ${lag.p50.toFixed(1)} ms, p99 ${lag.p99.toFixed(1)} ms (${lag.count} transactions)`);
 
@@ -230,8 +273,20 @@ export async function runReplicationBenchmark({ flags, log }: BenchmarkContext):
       });
     }
     rows.push(
-      { label: 'lag p50 (1,000 rows/s, 20-row transactions)', value: lag.p50, unit: 'ms', target: { comparison: '<=', value: REPLICATION_TARGETS.lagP50Ms }, note: `reference ${REPLICATION_REFERENCE.lagP50Ms} ms` },
-      { label: 'lag p99', value: lag.p99, unit: 'ms', target: { comparison: '<=', value: REPLICATION_TARGETS.lagP99Ms }, note: `reference ~${REPLICATION_REFERENCE.lagP99Ms} ms` }
+      {
+        label: 'lag p50 (1,000 rows/s, 20-row transactions)',
+        value: lag.p50,
+        unit: 'ms',
+        target: { comparison: '<=', value: REPLICATION_TARGETS.lagP50Ms },
+        note: `reference ${REPLICATION_REFERENCE.lagP50Ms} ms`
+      },
+      {
+        label: 'lag p99',
+        value: lag.p99,
+        unit: 'ms',
+        target: { comparison: '<=', value: REPLICATION_TARGETS.lagP99Ms },
+        note: `reference ~${REPLICATION_REFERENCE.lagP99Ms} ms`
+      }
     );
     return {
       rows,
@@ -249,7 +304,14 @@ export async function runReplicationBenchmark({ flags, log }: BenchmarkContext):
           snapshotRowsPerSecond: round(run.snapshotRows / run.snapshotSeconds, 0),
           streamingRowsPerSecond: round(run.streamingRows / run.streamingSeconds, 0)
         })),
-        lag: { p50: round(lag.p50), p90: round(lag.p90), p99: round(lag.p99), max: round(lag.max), mean: round(lag.mean), count: lag.count },
+        lag: {
+          p50: round(lag.p50),
+          p90: round(lag.p90),
+          p99: round(lag.p99),
+          max: round(lag.max),
+          mean: round(lag.mean),
+          count: lag.count
+        },
         targets: REPLICATION_TARGETS,
         reference: REPLICATION_REFERENCE
       }

@@ -55,11 +55,14 @@ async function main(argv: string[]): Promise<number> {
     console.error(`known: ${BENCHMARKS.map((benchmark) => benchmark.name).join(', ')}`);
     return 2;
   }
-  const selected: Benchmark[] = names.length === 0 ? [...BENCHMARKS] : [...new Set(names)].map((name) => findBenchmark(name)!);
+  const selected: Benchmark[] =
+    names.length === 0 ? [...BENCHMARKS] : [...new Set(names)].map((name) => findBenchmark(name)!);
   const knownFlags = new Set(selected.flatMap((benchmark) => Object.keys(benchmark.flags ?? {})));
   const unknownFlags = [...flags.keys()].filter((flag) => !knownFlags.has(flag));
   if (unknownFlags.length > 0) {
-    console.error(`unknown flag${unknownFlags.length > 1 ? 's' : ''}: ${unknownFlags.map((flag) => `--${flag}`).join(', ')}`);
+    console.error(
+      `unknown flag${unknownFlags.length > 1 ? 's' : ''}: ${unknownFlags.map((flag) => `--${flag}`).join(', ')}`
+    );
     console.error(usage());
     return 2;
   }
@@ -76,7 +79,9 @@ async function main(argv: string[]): Promise<number> {
       const file = path.join(RESULTS_DIR, `${benchmark.name}.json`);
       await writeFile(file, JSON.stringify(outcome.json, null, 2) + '\n');
       const misses = outcome.rows.filter((row) => verdict(row) === 'MISS').length;
-      console.log(`\n${benchmark.name}: ${outcome.errors} error${outcome.errors === 1 ? '' : 's'}, ${misses} target${misses === 1 ? '' : 's'} missed; results in ${path.relative(process.cwd(), file) || file}`);
+      console.log(
+        `\n${benchmark.name}: ${outcome.errors} error${outcome.errors === 1 ? '' : 's'}, ${misses} target${misses === 1 ? '' : 's'} missed; results in ${path.relative(process.cwd(), file) || file}`
+      );
       if (outcome.errors > 0) failed = true;
     } catch (error) {
       console.error(`${benchmark.name} failed: ${(error as Error).stack ?? error}`);

@@ -53,7 +53,11 @@ class SyncStream {
     const request = http.request(`${url}/sync/stream`, {
       method: 'POST',
       agent,
-      headers: { 'Content-Type': 'application/json', Accept: 'application/x-ndjson', Authorization: `Token ${this.client.token}` }
+      headers: {
+        'Content-Type': 'application/json',
+        Accept: 'application/x-ndjson',
+        Authorization: `Token ${this.client.token}`
+      }
     });
     this.request = request;
     const fail = (message: string) => {
@@ -148,7 +152,11 @@ export class SoakLoad {
     this.streamAgent = new http.Agent({ keepAlive: false, maxSockets: clients.length + 16 });
     // Keep-alive connections for the requests; bounded so the service's checkpoint route (1,000 running + 1,000 queued,
     // 429 beyond) is not overrun: more requests wait here, and their latency includes that wait.
-    this.requestPool = new Pool(url, { connections: options.requestConnections, pipelining: 1, keepAliveTimeout: 60_000 });
+    this.requestPool = new Pool(url, {
+      connections: options.requestConnections,
+      pipelining: 1,
+      keepAliveTimeout: 60_000
+    });
   }
 
   private ackFailed(failure: AckFailure) {
@@ -158,7 +166,15 @@ export class SoakLoad {
   /** Opens a stream per client, a few at a time, and waits until each has its first `checkpoint_complete`. */
   async openStreams(timeoutMs: number, progress: (ready: number) => void): Promise<SyncStream[]> {
     const allReady = new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`only ${this.readyCount} of ${this.clients.length} streams got their first checkpoint_complete within ${timeoutMs / 1000} s`)), timeoutMs);
+      const timer = setTimeout(
+        () =>
+          reject(
+            new Error(
+              `only ${this.readyCount} of ${this.clients.length} streams got their first checkpoint_complete within ${timeoutMs / 1000} s`
+            )
+          ),
+        timeoutMs
+      );
       this.onReadyChange = () => {
         if (this.readyCount === this.clients.length) {
           clearTimeout(timer);
@@ -178,7 +194,8 @@ export class SoakLoad {
             this.onReadyChange?.();
           },
           onWriteCheckpoint: (stream, writeCheckpoint) => {
-            for (const failure of this.tracker.observe(stream.client.clientId, writeCheckpoint, performance.now())) this.ackFailed(failure);
+            for (const failure of this.tracker.observe(stream.client.clientId, writeCheckpoint, performance.now()))
+              this.ackFailed(failure);
           },
           onError: (stream, message) => {
             this.errors.add('stream', `${stream.client.clientId}: ${message}`);

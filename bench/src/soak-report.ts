@@ -49,25 +49,39 @@ export const SOAK_FLAGS: Record<string, string> = {
   pool: "the service's storage max_pool_size (default: the service's default, 8)"
 };
 
-function positive(flags: BenchmarkFlags, name: string, fallback: number, options: { integer?: boolean; allowZero?: boolean } = {}): number {
+function positive(
+  flags: BenchmarkFlags,
+  name: string,
+  fallback: number,
+  options: { integer?: boolean; allowZero?: boolean } = {}
+): number {
   const raw = flags.get(name);
   if (raw === undefined) return fallback;
   const value = Number(raw);
-  const valid = Number.isFinite(value) && (options.allowZero ? value >= 0 : value > 0) && (!options.integer || Number.isInteger(value));
-  if (!valid) throw new Error(`--${name} must be a ${options.allowZero ? 'non-negative' : 'positive'} ${options.integer ? 'integer' : 'number'}, got ${JSON.stringify(raw)}`);
+  const valid =
+    Number.isFinite(value) &&
+    (options.allowZero ? value >= 0 : value > 0) &&
+    (!options.integer || Number.isInteger(value));
+  if (!valid)
+    throw new Error(
+      `--${name} must be a ${options.allowZero ? 'non-negative' : 'positive'} ${options.integer ? 'integer' : 'number'}, got ${JSON.stringify(raw)}`
+    );
   return value;
 }
 
 /** The options from `--name=value` flags; throws a usage message on unknown flags or bad values. */
 export function parseSoakOptions(flags: BenchmarkFlags): SoakOptions {
   const unknown = [...flags.keys()].filter((name) => !(name in SOAK_FLAGS));
-  if (unknown.length > 0) throw new Error(`unknown flag${unknown.length > 1 ? 's' : ''}: ${unknown.map((name) => `--${name}`).join(', ')}`);
+  if (unknown.length > 0)
+    throw new Error(`unknown flag${unknown.length > 1 ? 's' : ''}: ${unknown.map((name) => `--${name}`).join(', ')}`);
   const durationSeconds = positive(flags, 'duration', 300);
   const streams = positive(flags, 'streams', 1000, { integer: true });
   const users = positive(flags, 'users', Math.min(100, streams), { integer: true });
-  if (users > streams) throw new Error(`--users (${users}) cannot exceed --streams (${streams}): every user needs a stream`);
+  if (users > streams)
+    throw new Error(`--users (${users}) cannot exceed --streams (${streams}): every user needs a stream`);
   const warmupSeconds = positive(flags, 'warmup', durationSeconds * 0.2, { allowZero: true });
-  if (warmupSeconds >= durationSeconds) throw new Error(`--warmup (${warmupSeconds}) must be shorter than --duration (${durationSeconds})`);
+  if (warmupSeconds >= durationSeconds)
+    throw new Error(`--warmup (${warmupSeconds}) must be shorter than --duration (${durationSeconds})`);
   return {
     durationSeconds,
     streams,
@@ -112,7 +126,11 @@ export const MB = 1024 * 1024;
 
 /** RSS growth in MB per minute over the samples taken at or after the warm-up. */
 export function rssSlopeMbPerMinute(samples: readonly RssSample[], warmupMs: number): number {
-  return leastSquaresSlope(samples.filter((sample) => sample.atMs >= warmupMs).map((sample) => ({ x: sample.atMs / 60_000, y: sample.rssBytes / MB })));
+  return leastSquaresSlope(
+    samples
+      .filter((sample) => sample.atMs >= warmupMs)
+      .map((sample) => ({ x: sample.atMs / 60_000, y: sample.rssBytes / MB }))
+  );
 }
 
 /**
@@ -173,7 +191,8 @@ export class AckTracker {
   /** A `write_checkpoint` seen on the client's stream; returns the failures it reveals. */
   observe(client: string, writeCheckpoint: bigint, now: number): AckFailure[] {
     const previous = this.lastSeen.get(client);
-    if (previous !== undefined && writeCheckpoint < previous) return [{ kind: 'regressed', client, from: previous, to: writeCheckpoint }];
+    if (previous !== undefined && writeCheckpoint < previous)
+      return [{ kind: 'regressed', client, from: previous, to: writeCheckpoint }];
     this.lastSeen.set(client, writeCheckpoint);
     const queue = this.pending.get(client);
     const failures: AckFailure[] = [];
@@ -281,32 +300,110 @@ export function soakRows(figures: SoakFigures): ReportRow[] {
   const seconds = figures.elapsedMs / 1000;
   const ackBound = options.ackBoundMs;
   return [
-    { label: 'sync streams open', value: figures.streamsOpened, unit: 'streams', digits: 0, target: { comparison: '>=', value: options.streams }, note: `(${options.users} users; the service counted ${figures.serviceOpenStreams} at the end)` },
-    { label: 'checkpoint requests', value: figures.requestsSent / seconds, unit: 'req/s', digits: 0, target: { comparison: '>=', value: options.rate * SOAK_TARGETS.minimumRateShare }, note: `(${figures.requestsSent.toLocaleString('en-US')} in ${seconds.toFixed(0)} s; ${figures.requestsSkipped} skipped: every client had one in flight)` },
-    { label: 'errors', value: figures.errors, unit: '', digits: 0, target: { comparison: '<=', value: SOAK_TARGETS.errors }, note: `(HTTP ${figures.httpErrors}, stream ${figures.streamErrors}, acknowledgement ${figures.ackFailures})` },
-    { label: 'requests acknowledged', value: figures.requestsAcknowledged, unit: '', digits: 0, target: { comparison: '>=', value: figures.requestsSent }, note: `(within ${ackBound / 1000} s on the stream of the same user+client; ${figures.acknowledgedByLaterId} by a later id of that client)` },
-    { label: 'ack latency p50', value: figures.ack.p50, unit: 'ms', note: '(request sent → write_checkpoint line received)' },
+    {
+      label: 'sync streams open',
+      value: figures.streamsOpened,
+      unit: 'streams',
+      digits: 0,
+      target: { comparison: '>=', value: options.streams },
+      note: `(${options.users} users; the service counted ${figures.serviceOpenStreams} at the end)`
+    },
+    {
+      label: 'checkpoint requests',
+      value: figures.requestsSent / seconds,
+      unit: 'req/s',
+      digits: 0,
+      target: { comparison: '>=', value: options.rate * SOAK_TARGETS.minimumRateShare },
+      note: `(${figures.requestsSent.toLocaleString('en-US')} in ${seconds.toFixed(0)} s; ${figures.requestsSkipped} skipped: every client had one in flight)`
+    },
+    {
+      label: 'errors',
+      value: figures.errors,
+      unit: '',
+      digits: 0,
+      target: { comparison: '<=', value: SOAK_TARGETS.errors },
+      note: `(HTTP ${figures.httpErrors}, stream ${figures.streamErrors}, acknowledgement ${figures.ackFailures})`
+    },
+    {
+      label: 'requests acknowledged',
+      value: figures.requestsAcknowledged,
+      unit: '',
+      digits: 0,
+      target: { comparison: '>=', value: figures.requestsSent },
+      note: `(within ${ackBound / 1000} s on the stream of the same user+client; ${figures.acknowledgedByLaterId} by a later id of that client)`
+    },
+    {
+      label: 'ack latency p50',
+      value: figures.ack.p50,
+      unit: 'ms',
+      note: '(request sent → write_checkpoint line received)'
+    },
     { label: 'ack latency p99', value: figures.ack.p99, unit: 'ms' },
     { label: 'ack latency max', value: figures.ack.max, unit: 'ms', target: { comparison: '<=', value: ackBound } },
-    { label: 'HTTP latency p50 / p99', value: figures.http.p50, unit: 'ms', note: `(p99 ${figures.http.p99.toFixed(1)} ms, max ${figures.http.max.toFixed(1)} ms)` },
-    { label: 'RSS slope after warm-up', value: figures.rss.slopeMbPerMinute, unit: 'MB/min', target: { comparison: '<=', value: SOAK_TARGETS.rssSlopeMbPerMinute }, note: `(least squares over ${figures.rss.samples.filter((s) => s.atMs >= options.warmupSeconds * 1000).length} samples after ${options.warmupSeconds} s)` },
-    { label: 'RSS floor slope (30 s minima)', value: figures.rss.floorSlopeMbPerMinute, unit: 'MB/min', note: '(informative: the lowest sample of each 30 s window, so GC sawtooth does not count)' },
-    { label: 'RSS start / after warm-up / end', value: figures.rss.endMb, unit: 'MB', digits: 1, note: `(${figures.rss.startMb.toFixed(1)} / ${figures.rss.afterWarmupMb.toFixed(1)} / ${figures.rss.endMb.toFixed(1)} MB, max ${figures.rss.maxMb.toFixed(1)} MB)` },
-    { label: 'service CPU', value: figures.serviceCpuCores * 100, unit: '% of a core', digits: 0, note: `(${figures.serviceWarnings} warning/error log lines)` }
+    {
+      label: 'HTTP latency p50 / p99',
+      value: figures.http.p50,
+      unit: 'ms',
+      note: `(p99 ${figures.http.p99.toFixed(1)} ms, max ${figures.http.max.toFixed(1)} ms)`
+    },
+    {
+      label: 'RSS slope after warm-up',
+      value: figures.rss.slopeMbPerMinute,
+      unit: 'MB/min',
+      target: { comparison: '<=', value: SOAK_TARGETS.rssSlopeMbPerMinute },
+      note: `(least squares over ${figures.rss.samples.filter((s) => s.atMs >= options.warmupSeconds * 1000).length} samples after ${options.warmupSeconds} s)`
+    },
+    {
+      label: 'RSS floor slope (30 s minima)',
+      value: figures.rss.floorSlopeMbPerMinute,
+      unit: 'MB/min',
+      note: '(informative: the lowest sample of each 30 s window, so GC sawtooth does not count)'
+    },
+    {
+      label: 'RSS start / after warm-up / end',
+      value: figures.rss.endMb,
+      unit: 'MB',
+      digits: 1,
+      note: `(${figures.rss.startMb.toFixed(1)} / ${figures.rss.afterWarmupMb.toFixed(1)} / ${figures.rss.endMb.toFixed(1)} MB, max ${figures.rss.maxMb.toFixed(1)} MB)`
+    },
+    {
+      label: 'service CPU',
+      value: figures.serviceCpuCores * 100,
+      unit: '% of a core',
+      digits: 0,
+      note: `(${figures.serviceWarnings} warning/error log lines)`
+    }
   ];
 }
 
 /** The JSON written to bench/results/soak.json. */
 export function soakJson(figures: SoakFigures, extra: Record<string, unknown>): Record<string, unknown> {
-  const latency = (summary: LatencySummary) => ({ count: summary.count, p50Ms: round(summary.p50), p99Ms: round(summary.p99), maxMs: round(summary.max), meanMs: round(summary.mean) });
+  const latency = (summary: LatencySummary) => ({
+    count: summary.count,
+    p50Ms: round(summary.p50),
+    p99Ms: round(summary.p99),
+    maxMs: round(summary.max),
+    meanMs: round(summary.mean)
+  });
   return {
     ...extra,
     options: figures.options,
     passed: soakPassed(figures),
     elapsedSeconds: round(figures.elapsedMs / 1000, 1),
     streams: { opened: figures.streamsOpened, serviceCounted: figures.serviceOpenStreams },
-    requests: { sent: figures.requestsSent, perSecond: round(figures.requestsSent / (figures.elapsedMs / 1000), 1), skipped: figures.requestsSkipped, acknowledged: figures.requestsAcknowledged, acknowledgedByLaterId: figures.acknowledgedByLaterId },
-    errors: { total: figures.errors, http: figures.httpErrors, stream: figures.streamErrors, acknowledgement: figures.ackFailures },
+    requests: {
+      sent: figures.requestsSent,
+      perSecond: round(figures.requestsSent / (figures.elapsedMs / 1000), 1),
+      skipped: figures.requestsSkipped,
+      acknowledged: figures.requestsAcknowledged,
+      acknowledgedByLaterId: figures.acknowledgedByLaterId
+    },
+    errors: {
+      total: figures.errors,
+      http: figures.httpErrors,
+      stream: figures.streamErrors,
+      acknowledgement: figures.ackFailures
+    },
     httpLatency: latency(figures.http),
     ackLatency: latency(figures.ack),
     rss: {
@@ -346,13 +443,19 @@ export function parseStorageOperations(metricsText: string): Map<string, Operati
 }
 
 /** The operations between two scrapes, as one line: count, rate and mean duration of each. */
-export function describeOperations(before: Map<string, OperationTotals>, after: Map<string, OperationTotals>, elapsedMs: number): string {
+export function describeOperations(
+  before: Map<string, OperationTotals>,
+  after: Map<string, OperationTotals>,
+  elapsedMs: number
+): string {
   const parts: string[] = [];
   for (const [operation, total] of [...after].sort(([a], [b]) => a.localeCompare(b))) {
     const count = total.count - (before.get(operation)?.count ?? 0);
     const seconds = total.seconds - (before.get(operation)?.seconds ?? 0);
     if (count <= 0) continue;
-    parts.push(`${operation} ${count.toLocaleString('en-US')} (${Math.round(count / (elapsedMs / 1000)).toLocaleString('en-US')}/s, mean ${((seconds / count) * 1000).toFixed(1)} ms)`);
+    parts.push(
+      `${operation} ${count.toLocaleString('en-US')} (${Math.round(count / (elapsedMs / 1000)).toLocaleString('en-US')}/s, mean ${((seconds / count) * 1000).toFixed(1)} ms)`
+    );
   }
   return parts.length > 0 ? parts.join('; ') : 'none recorded';
 }

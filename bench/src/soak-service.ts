@@ -9,7 +9,13 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { startEmbeddedPostgres, type PostgresServer } from '@syncpoint/dev-postgres';
-import { DEMO_SYNC_CONFIG, DEV_AUDIENCE, loadOrCreateDevKey, prepareDemoSourceDatabase, type DevKey } from '@syncpoint/service';
+import {
+  DEMO_SYNC_CONFIG,
+  DEV_AUDIENCE,
+  loadOrCreateDevKey,
+  prepareDemoSourceDatabase,
+  type DevKey
+} from '@syncpoint/service';
 import pg from 'pg';
 
 const SERVICE_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../service');
@@ -32,7 +38,12 @@ export interface SoakService {
   stop(): Promise<number | null>;
 }
 
-export async function startSoakService(options: { maxConnections: number; rows: number; storagePoolSize?: number | undefined; log: (line: string) => void }): Promise<SoakService> {
+export async function startSoakService(options: {
+  maxConnections: number;
+  rows: number;
+  storagePoolSize?: number | undefined;
+  log: (line: string) => void;
+}): Promise<SoakService> {
   const root = await mkdtemp(path.join(tmpdir(), 'syncpoint-soak-'));
   await chmod(root, 0o755); // as root, Postgres runs as the postgres user and must reach the data folder
   const cleanups: Array<() => Promise<unknown>> = [() => rm(root, { recursive: true, force: true })];
@@ -40,7 +51,10 @@ export async function startSoakService(options: { maxConnections: number; rows: 
     for (const step of cleanups.splice(0).reverse()) await step().catch(() => {});
   };
   try {
-    const postgres: PostgresServer = await startEmbeddedPostgres({ dataDir: path.join(root, 'postgres'), persistent: false });
+    const postgres: PostgresServer = await startEmbeddedPostgres({
+      dataDir: path.join(root, 'postgres'),
+      persistent: false
+    });
     cleanups.push(() => postgres.stop());
     await postgres.ensureDatabase(SOURCE_DATABASE);
     await postgres.ensureDatabase(STORAGE_DATABASE);
@@ -50,7 +64,10 @@ export async function startSoakService(options: { maxConnections: number; rows: 
       const source = new pg.Client({ connectionString: sourceUrl });
       await source.connect();
       try {
-        await source.query(`INSERT INTO todos (description) SELECT 'soak todo ' || i FROM generate_series(1, $1::int) i`, [options.rows]);
+        await source.query(
+          `INSERT INTO todos (description) SELECT 'soak todo ' || i FROM generate_series(1, $1::int) i`,
+          [options.rows]
+        );
       } finally {
         await source.end();
       }
@@ -82,7 +99,21 @@ export async function startSoakService(options: { maxConnections: number; rows: 
     // would not see), as service/test/replication-harness.ts startChild does.
     const child: ChildProcessWithoutNullStreams = spawn(
       process.execPath,
-      ['--import', 'tsx', '--conditions=@syncpoint/source', path.join(SERVICE_DIR, 'src/cli.ts'), 'start', '-c', configFile, '--role', 'unified', '--port', '0', '--host', '127.0.0.1'],
+      [
+        '--import',
+        'tsx',
+        '--conditions=@syncpoint/source',
+        path.join(SERVICE_DIR, 'src/cli.ts'),
+        'start',
+        '-c',
+        configFile,
+        '--role',
+        'unified',
+        '--port',
+        '0',
+        '--host',
+        '127.0.0.1'
+      ],
       { cwd: SERVICE_DIR, env: { ...process.env } }
     );
     let output = '';
@@ -126,7 +157,9 @@ export async function startSoakService(options: { maxConnections: number; rows: 
       await exited;
     });
 
-    const timeout = new Promise<never>((_, reject) => setTimeout(() => reject(new Error('the service did not start within 120 s')), 120_000).unref());
+    const timeout = new Promise<never>((_, reject) =>
+      setTimeout(() => reject(new Error('the service did not start within 120 s')), 120_000).unref()
+    );
     const early = exited.then((code) => {
       throw new Error(`the service exited (${code}) before listening`);
     });

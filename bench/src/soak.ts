@@ -18,7 +18,22 @@ import { formatTable } from './lib/report.js';
 import { round, summarizeLatencies } from './lib/stats.js';
 import { RESULTS_DIR, parseArgs } from './run.js';
 import { SoakLoad, type SoakClient } from './soak-load.js';
-import { MB, SOAK_FLAGS, SOAK_TARGETS, describeOperations, parseSoakOptions, parseStorageOperations, rssSlopeMbPerMinute, soakJson, soakPassed, soakRows, windowMinima, type RssSample, type SoakFigures, type SoakOptions } from './soak-report.js';
+import {
+  MB,
+  SOAK_FLAGS,
+  SOAK_TARGETS,
+  describeOperations,
+  parseSoakOptions,
+  parseStorageOperations,
+  rssSlopeMbPerMinute,
+  soakJson,
+  soakPassed,
+  soakRows,
+  windowMinima,
+  type RssSample,
+  type SoakFigures,
+  type SoakOptions
+} from './soak-report.js';
 import { readCpuMs, readRssBytes, startSoakService } from './soak-service.js';
 import { runIfEntry } from './lib/entry.js';
 
@@ -51,7 +66,10 @@ function openStreamsGauge(metricsText: string): number {
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
-export async function runSoak(options: SoakOptions, log: (line: string) => void): Promise<{ figures: SoakFigures; notes: string[]; json: Record<string, unknown> }> {
+export async function runSoak(
+  options: SoakOptions,
+  log: (line: string) => void
+): Promise<{ figures: SoakFigures; notes: string[]; json: Record<string, unknown> }> {
   const loadBefore = loadavg();
   log(
     `soak: ${options.streams} streams (${options.users} users), ${options.rate} checkpoint requests/s for ${options.durationSeconds} s, ` +
@@ -59,13 +77,22 @@ export async function runSoak(options: SoakOptions, log: (line: string) => void)
       (options.storagePoolSize !== undefined ? `, storage max_pool_size ${options.storagePoolSize}` : '')
   );
   log('starting embedded Postgres and `syncpoint start` (child process)');
-  const service = await startSoakService({ maxConnections: options.streams + 100, rows: options.rows, storagePoolSize: options.storagePoolSize, log });
+  const service = await startSoakService({
+    maxConnections: options.streams + 100,
+    rows: options.rows,
+    storagePoolSize: options.storagePoolSize,
+    log
+  });
   let load: SoakLoad | undefined;
   const notes: string[] = [];
   try {
     // Tokens outlive the run, so no stream ends on token expiry.
     const expiresInSeconds = Math.ceil(options.durationSeconds) + 3600;
-    const tokens = await Promise.all(Array.from({ length: options.users }, (_, user) => signDevToken(service.devKey, { sub: `soak-user-${user}`, expiresInSeconds })));
+    const tokens = await Promise.all(
+      Array.from({ length: options.users }, (_, user) =>
+        signDevToken(service.devKey, { sub: `soak-user-${user}`, expiresInSeconds })
+      )
+    );
     const clients: SoakClient[] = Array.from({ length: options.streams }, (_, i) => ({
       clientId: `soak-client-${i}`,
       user: `soak-user-${i % options.users}`,
@@ -75,10 +102,16 @@ export async function runSoak(options: SoakOptions, log: (line: string) => void)
 
     log(`opening ${options.streams} sync streams (each downloads ${options.rows} rows first)`);
     const openStart = performance.now();
-    await load.openStreams(Math.max(120_000, options.streams * 200), (ready) => log(`  ${ready} of ${options.streams} streams ready`));
+    await load.openStreams(Math.max(120_000, options.streams * 200), (ready) =>
+      log(`  ${ready} of ${options.streams} streams ready`)
+    );
     log(`  all ${options.streams} streams ready after ${((performance.now() - openStart) / 1000).toFixed(1)} s`);
     const short = load.openStreamsWithRows.filter((rows) => rows !== options.rows).length;
-    if (short > 0) load.errors.add('stream', `${short} streams did not receive all ${options.rows} rows before their first checkpoint_complete`);
+    if (short > 0)
+      load.errors.add(
+        'stream',
+        `${short} streams did not receive all ${options.rows} rows before their first checkpoint_complete`
+      );
 
     // The load: RSS sampled from its start, the first sample before any request.
     const samples: RssSample[] = [];
@@ -112,12 +145,20 @@ export async function runSoak(options: SoakOptions, log: (line: string) => void)
     const allCpu = cpuSince(allCpuBefore);
     const cpuShare = (ms: number) => `${Math.round((ms / result.elapsedMs) * 100)} %`;
     const cpuLine = `CPU during the load (share of one core): service ${cpuShare(serviceCpuMs)}, Postgres ${cpuShare(allCpu.postgresMs - serviceCpuMs)}, load generator ${cpuShare(allCpu.processMs)}`;
-    const operations = describeOperations(operationsBefore, parseStorageOperations(await scrapeMetrics(service.url)), result.elapsedMs);
-    log(`load done: ${result.sent} requests sent; waiting up to ${options.ackBoundMs / 1000} s for the last acknowledgements`);
+    const operations = describeOperations(
+      operationsBefore,
+      parseStorageOperations(await scrapeMetrics(service.url)),
+      result.elapsedMs
+    );
+    log(
+      `load done: ${result.sent} requests sent; waiting up to ${options.ackBoundMs / 1000} s for the last acknowledgements`
+    );
     await load.drain();
     const openAtEnd = openStreamsGauge(await scrapeMetrics(service.url));
-    if (!service.running()) load.errors.add('stream', `the service exited during the run; output:\n${service.output().slice(-2_000)}`);
-    if (openAtEnd !== options.streams) notes.push(`the service reported ${openAtEnd} open sync streams at the end, expected ${options.streams}`);
+    if (!service.running())
+      load.errors.add('stream', `the service exited during the run; output:\n${service.output().slice(-2_000)}`);
+    if (openAtEnd !== options.streams)
+      notes.push(`the service reported ${openAtEnd} open sync streams at the end, expected ${options.streams}`);
 
     const measured = samples.filter((s) => s.atMs >= options.warmupSeconds * 1000);
     const rssMb = (s: RssSample | undefined) => (s ? s.rssBytes / MB : Number.NaN);
@@ -150,7 +191,11 @@ export async function runSoak(options: SoakOptions, log: (line: string) => void)
     };
     notes.push(cpuLine, `storage operations of the service during the load: ${operations}`);
     if (load.errors.samples.length > 0) notes.push('first errors:', ...load.errors.samples.map((line) => `  ${line}`));
-    if (service.warnings.samples.length > 0) notes.push('service warnings/errors (first few):', ...service.warnings.samples.slice(0, 5).map((line) => `  ${line}`));
+    if (service.warnings.samples.length > 0)
+      notes.push(
+        'service warnings/errors (first few):',
+        ...service.warnings.samples.slice(0, 5).map((line) => `  ${line}`)
+      );
 
     const errorSamples = [...load.errors.samples];
     await load.close();
@@ -159,14 +204,21 @@ export async function runSoak(options: SoakOptions, log: (line: string) => void)
     const exitCode = await service.stop();
     if (exitCode !== 0) notes.push(`the service exited with ${exitCode} on SIGTERM`);
     const json = soakJson(figures, {
-      machine: { cpus: cpus().length, node: process.version, loadavgBefore: loadBefore.map((v) => round(v, 2)), loadavgAfter: loadavg().map((v) => round(v, 2)) },
+      machine: {
+        cpus: cpus().length,
+        node: process.version,
+        loadavgBefore: loadBefore.map((v) => round(v, 2)),
+        loadavgAfter: loadavg().map((v) => round(v, 2))
+      },
       serviceExitCode: exitCode,
       storageOperations: operations,
       cpu: cpuLine,
       errorSamples,
       serviceWarningSamples: service.warnings.samples
     });
-    notes.push(`load average (1 min): ${loadBefore[0]!.toFixed(2)} before, ${loadavg()[0]!.toFixed(2)} after (the run itself adds to it)`);
+    notes.push(
+      `load average (1 min): ${loadBefore[0]!.toFixed(2)} before, ${loadavg()[0]!.toFixed(2)} after (the run itself adds to it)`
+    );
     return { figures, notes, json };
   } finally {
     await load?.close().catch(() => {});

@@ -59,7 +59,9 @@ export async function runStorageBenchmark({ flags, log }: BenchmarkContext): Pro
   const users = Math.floor(numberFlag(flags, 'buckets', 1_000));
 
   const load = loadavg()[0]!;
-  log(`load average (1 min) ${load.toFixed(2)} on ${cpus().length} CPUs${load > 0.5 ? ' (other work is running: figures will be pessimistic)' : ''}`);
+  log(
+    `load average (1 min) ${load.toFixed(2)} on ${cpus().length} CPUs${load > 0.5 ? ' (other work is running: figures will be pessimistic)' : ''}`
+  );
   log(process.env.PG_TEST_URL ? 'using PG_TEST_URL' : 'starting embedded Postgres …');
   const server = await testPostgresServer();
   const database = `syncpoint_storage_bench_${process.pid}_${Date.now()}`;
@@ -80,7 +82,9 @@ export async function runStorageBenchmark({ flags, log }: BenchmarkContext): Pro
 
     // 1. Write throughput: `totalOps` ops in the global bucket, `txRows` rows per source transaction, each
     //    committed (a checkpoint per transaction). Rows are updated round-robin, so the log has superseded ops.
-    log(`writing ${totalOps.toLocaleString('en-US')} ops in ${txRows.toLocaleString('en-US')}-row transactions over ${distinctRows.toLocaleString('en-US')} rows …`);
+    log(
+      `writing ${totalOps.toLocaleString('en-US')} ops in ${txRows.toLocaleString('en-US')}-row transactions over ${distinctRows.toLocaleString('en-US')} rows …`
+    );
     const write = await timeMs(() =>
       s.startBatch(async (batch) => {
         let written = 0;
@@ -89,7 +93,11 @@ export async function runStorageBenchmark({ flags, log }: BenchmarkContext): Pro
           const rows = Math.min(txRows, totalOps - written);
           for (let i = 0; i < rows; i++) {
             const n = (written + i) % distinctRows;
-            const change: RowChange = { kind: 'update', table: items, after: { id: `item-${n}`, round: BigInt(round), note: payload } };
+            const change: RowChange = {
+              kind: 'update',
+              table: items,
+              after: { id: `item-${n}`, round: BigInt(round), note: payload }
+            };
             await batch.save(change);
           }
           written += rows;
@@ -109,7 +117,11 @@ export async function runStorageBenchmark({ flags, log }: BenchmarkContext): Pro
     log(`writing ${users} per-user buckets …`);
     await s.startBatch(async (batch) => {
       for (let i = 0; i < users * 10; i++) {
-        await batch.save({ kind: 'insert', table: docs, after: { id: `doc-${i}`, owner: `user-${i % users}`, note: payload } });
+        await batch.save({
+          kind: 'insert',
+          table: docs,
+          after: { id: `doc-${i}`, owner: `user-${i % users}`, note: payload }
+        });
       }
       await batch.commit(nextLsn());
       for (let i = 0; i < users; i++) {
@@ -136,7 +148,9 @@ export async function runStorageBenchmark({ flags, log }: BenchmarkContext): Pro
     const bigMs = await medianMs(20, () => s.getChecksums(checkpoint, ['global[]']));
     const behind = afterWrite.checkpoint - BigInt(Math.min(txRows, totalOps - 1));
     const bigBehindMs = await medianMs(10, () => s.getChecksums(behind, ['global[]']));
-    log(`  one bucket with ${totalOps.toLocaleString('en-US')} ops: ${bigMs.toFixed(2)} ms; ${Math.min(txRows, totalOps - 1).toLocaleString('en-US')} ops behind: ${bigBehindMs.toFixed(2)} ms`);
+    log(
+      `  one bucket with ${totalOps.toLocaleString('en-US')} ops: ${bigMs.toFixed(2)} ms; ${Math.min(txRows, totalOps - 1).toLocaleString('en-US')} ops behind: ${bigBehindMs.toFixed(2)} ms`
+    );
 
     // 4. Compaction of the global bucket.
     log('compacting …');
@@ -145,7 +159,9 @@ export async function runStorageBenchmark({ flags, log }: BenchmarkContext): Pro
     const expectedLeft = Math.min(distinctRows, totalOps) + 1;
     if (distinctRows < totalOps && (after.get('global[]')?.count ?? 0) > expectedLeft) {
       errors++;
-      notes.push(`compaction left ${after.get('global[]')?.count} ops; expected at most ${expectedLeft} (one PUT per row and a CLEAR)`);
+      notes.push(
+        `compaction left ${after.get('global[]')?.count} ops; expected at most ${expectedLeft} (one PUT per row and a CLEAR)`
+      );
     }
     if (after.get('global[]')?.checksum !== big.get('global[]')?.checksum) {
       errors++;
@@ -169,8 +185,17 @@ export async function runStorageBenchmark({ flags, log }: BenchmarkContext): Pro
         target: { comparison: '<=', value: STORAGE_TARGETS.checksums1000BucketsMs }
       },
       { label: `checksum of one bucket with ${totalOps.toLocaleString('en-US')} ops`, value: bigMs, unit: 'ms' },
-      { label: `  same, ${Math.min(txRows, totalOps - 1).toLocaleString('en-US')} ops behind the newest`, value: bigBehindMs, unit: 'ms' },
-      { label: `compaction of ${totalOps.toLocaleString('en-US')} ops`, value: compaction.ms / 1000, unit: 's', digits: 1 }
+      {
+        label: `  same, ${Math.min(txRows, totalOps - 1).toLocaleString('en-US')} ops behind the newest`,
+        value: bigBehindMs,
+        unit: 'ms'
+      },
+      {
+        label: `compaction of ${totalOps.toLocaleString('en-US')} ops`,
+        value: compaction.ms / 1000,
+        unit: 's',
+        digits: 1
+      }
     ];
     return {
       rows,

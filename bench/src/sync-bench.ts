@@ -7,7 +7,13 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 import v8 from 'node:v8';
 import vm from 'node:vm';
 import { startEmbeddedPostgres } from '@syncpoint/dev-postgres';
-import { DEMO_SYNC_CONFIG, DEV_AUDIENCE, createModuleRegistry, loadOrCreateDevKey, signDevToken } from '@syncpoint/service';
+import {
+  DEMO_SYNC_CONFIG,
+  DEV_AUDIENCE,
+  createModuleRegistry,
+  loadOrCreateDevKey,
+  signDevToken
+} from '@syncpoint/service';
 import { parseConfig, silentLogger, startService, type RunningService } from '@syncpoint/service-core';
 import pg from 'pg';
 import { numberFlag, type Benchmark, type BenchmarkContext, type BenchmarkOutcome } from './benchmark.js';
@@ -216,9 +222,16 @@ class ClientProcess {
     const file = path.join(dir, 'sync-client.mjs');
     await writeFile(file, CLIENT_SCRIPT);
     // bson is a dependency of service-core; the client process imports it from there.
-    const serviceCore = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../packages/service-core/package.json');
+    const serviceCore = path.resolve(
+      path.dirname(fileURLToPath(import.meta.url)),
+      '../../packages/service-core/package.json'
+    );
     const bsonUrl = pathToFileURL(createRequire(serviceCore).resolve('bson')).href;
-    const child = fork(file, [], { env: { ...process.env, BENCH_BSON_URL: bsonUrl }, execArgv: [], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+    const child = fork(file, [], {
+      env: { ...process.env, BENCH_BSON_URL: bsonUrl },
+      execArgv: [],
+      stdio: ['ignore', 'inherit', 'inherit', 'ipc']
+    });
     await new Promise<void>((resolve, reject) => {
       child.once('message', () => resolve());
       child.once('exit', (code) => reject(new Error(`client process exited (${code})`)));
@@ -260,12 +273,17 @@ async function memoryFigures(settleMs: number) {
   collectGarbage();
   await sleep(200);
   const usage = process.memoryUsage();
-  return { rssMb: round(mb(usage.rss), 1), heapUsedMb: round(mb(usage.heapUsed), 1), externalMb: round(mb(usage.external + usage.arrayBuffers), 1) };
+  return {
+    rssMb: round(mb(usage.rss), 1),
+    heapUsedMb: round(mb(usage.heapUsed), 1),
+    externalMb: round(mb(usage.external + usage.arrayBuffers), 1)
+  };
 }
 
 export const syncBenchmark: Benchmark = {
   name: 'sync',
-  description: 'sync stream: checkpoint-request acknowledgement latency, 100k-row initial sync (1 and 20 clients, NDJSON/BSON), RSS of 1,000 idle streams',
+  description:
+    'sync stream: checkpoint-request acknowledgement latency, 100k-row initial sync (1 and 20 clients, NDJSON/BSON), RSS of 1,000 idle streams',
   flags: {
     rows: 'rows in the synced table (default 100000)',
     requests: 'sequential checkpoint requests for the acknowledgement latency (default 200)',
@@ -314,13 +332,20 @@ export const syncBenchmark: Benchmark = {
       });
       const registry = createModuleRegistry();
       const config = await parseConfig(configText, { source: 'bench', configDir: root, registry });
-      const service: RunningService = await startService(config, { registry, logger: silentLogger, host: '127.0.0.1', role: 'unified' });
+      const service: RunningService = await startService(config, {
+        registry,
+        logger: silentLogger,
+        host: '127.0.0.1',
+        role: 'unified'
+      });
       cleanups.push(() => service.stop());
       const token = await signDevToken(devKey, { sub: 'bench-user' });
 
       log(`inserting ${rows.toLocaleString('en-US')} rows and waiting for replication`);
       const loadStart = performance.now();
-      await source.query(`INSERT INTO todos (description) SELECT 'todo number ' || i FROM generate_series(1, ${rows}) i`);
+      await source.query(
+        `INSERT INTO todos (description) SELECT 'todo number ' || i FROM generate_series(1, ${rows}) i`
+      );
       const { rows: lsnRows } = await source.query<{ lsn: string }>('SELECT pg_current_wal_lsn()::text AS lsn');
       const target = lsnValue(lsnRows[0]!.lsn);
       let served = await service.storage.getServingCheckpoint();
@@ -339,12 +364,21 @@ export const syncBenchmark: Benchmark = {
       // 1. Checkpoint-request acknowledgement latency on an idle source.
       log(`acknowledgement latency: ${requests} sequential checkpoint requests`);
       await client.call({ cmd: 'ack', url: service.url, token, clientId: 'ack-warmup', count: 10, after: checkpoint });
-      const ack = await client.call<{ latencies: number[]; errors: number }>({ cmd: 'ack', url: service.url, token, clientId: 'ack', count: requests, after: checkpoint });
+      const ack = await client.call<{ latencies: number[]; errors: number }>({
+        cmd: 'ack',
+        url: service.url,
+        token,
+        clientId: 'ack',
+        count: requests,
+        after: checkpoint
+      });
       errors += ack.errors;
       const ackSummary = summarizeLatencies(ack.latencies);
       const ackSorted = Float64Array.from(ack.latencies).sort();
       const ackP95 = percentile(ackSorted, 95);
-      log(`  p50 ${ackSummary.p50.toFixed(1)} ms, p95 ${ackP95.toFixed(1)} ms, p99 ${ackSummary.p99.toFixed(1)} ms (${ack.errors} errors)`);
+      log(
+        `  p50 ${ackSummary.p50.toFixed(1)} ms, p95 ${ackP95.toFixed(1)} ms, p99 ${ackSummary.p99.toFixed(1)} ms (${ack.errors} errors)`
+      );
 
       // 2. New clients syncing the whole table.
       type SyncResult = { ms: number; ops: number };
@@ -355,7 +389,13 @@ export const syncBenchmark: Benchmark = {
         await client.call<SyncResult[]>({ cmd: 'sync', url: service.url, token, format, clients: 1 }); // warm-up
         const times: number[] = [];
         for (let run = 0; run < runs; run++) {
-          const [result] = await client.call<SyncResult[]>({ cmd: 'sync', url: service.url, token, format, clients: 1 });
+          const [result] = await client.call<SyncResult[]>({
+            cmd: 'sync',
+            url: service.url,
+            token,
+            format,
+            clients: 1
+          });
           if (result!.ops !== rows) {
             errors++;
             notes.push(`${format} one client: ${result!.ops} ops instead of ${rows}`);
@@ -364,10 +404,18 @@ export const syncBenchmark: Benchmark = {
         }
         const median = [...times].sort((a, b) => a - b)[Math.floor(times.length / 2)]!;
         oneClient[format] = median;
-        log(`  ${format}, 1 client: ${times.map((ms) => (ms / 1000).toFixed(2)).join(', ')} s (median ${(median / 1000).toFixed(2)} s)`);
+        log(
+          `  ${format}, 1 client: ${times.map((ms) => (ms / 1000).toFixed(2)).join(', ')} s (median ${(median / 1000).toFixed(2)} s)`
+        );
 
         const started = performance.now();
-        const results = await client.call<SyncResult[]>({ cmd: 'sync', url: service.url, token, format, clients: concurrent });
+        const results = await client.call<SyncResult[]>({
+          cmd: 'sync',
+          url: service.url,
+          token,
+          format,
+          clients: concurrent
+        });
         const allMs = performance.now() - started;
         for (const result of results) {
           if (result.ops !== rows) {
@@ -377,14 +425,29 @@ export const syncBenchmark: Benchmark = {
         }
         const sorted = Float64Array.from(results.map((result) => result.ms)).sort();
         concurrentFigures[format] = { allMs, p50Ms: percentile(sorted, 50), maxMs: sorted[sorted.length - 1]! };
-        log(`  ${format}, ${concurrent} clients: all done after ${(allMs / 1000).toFixed(2)} s (per client p50 ${(percentile(sorted, 50) / 1000).toFixed(2)} s)`);
-        syncRuns[format] = { oneClientMs: times.map((ms) => round(ms, 1)), concurrent: { clients: concurrent, allMs: round(allMs, 1), perClientMs: results.map((result) => round(result.ms, 1)) } };
+        log(
+          `  ${format}, ${concurrent} clients: all done after ${(allMs / 1000).toFixed(2)} s (per client p50 ${(percentile(sorted, 50) / 1000).toFixed(2)} s)`
+        );
+        syncRuns[format] = {
+          oneClientMs: times.map((ms) => round(ms, 1)),
+          concurrent: {
+            clients: concurrent,
+            allMs: round(allMs, 1),
+            perClientMs: results.map((result) => round(result.ms, 1))
+          }
+        };
       }
 
       // 3. RSS with many idle streams.
       log(`memory: ${idle} idle streams`);
       const before = await memoryFigures(2_000);
-      const held = await client.call<{ failed: number }>({ cmd: 'hold', url: service.url, token, count: idle, after: checkpoint });
+      const held = await client.call<{ failed: number }>({
+        cmd: 'hold',
+        url: service.url,
+        token,
+        count: idle,
+        after: checkpoint
+      });
       if (held.failed > 0) {
         errors += held.failed;
         notes.push(`${held.failed} of ${idle} idle streams failed to open`);
@@ -396,13 +459,27 @@ export const syncBenchmark: Benchmark = {
       const deadlineClose = Date.now() + 10_000;
       while ((service.syncConnections?.count ?? 0) > 0 && Date.now() < deadlineClose) await sleep(20);
       const after = await memoryFigures(3_000);
-      log(`  RSS idle ${before.rssMb} MB, with ${openCount} streams ${during.rssMb} MB (${waiting} watcher waiters), after close ${after.rssMb} MB`);
+      log(
+        `  RSS idle ${before.rssMb} MB, with ${openCount} streams ${during.rssMb} MB (${waiting} watcher waiters), after close ${after.rssMb} MB`
+      );
       const backToIdle = after.heapUsedMb <= before.heapUsedMb * 1.1 + 2 && after.rssMb <= before.rssMb * 1.1;
 
       const rowsOut: ReportRow[] = [
-        { label: 'ack latency p50', value: ackSummary.p50, unit: 'ms', target: { comparison: '<=', value: SYNC_TARGETS.ackP50Ms }, note: `(reference ${SYNC_REFERENCE.ackP50Ms} ms)` },
+        {
+          label: 'ack latency p50',
+          value: ackSummary.p50,
+          unit: 'ms',
+          target: { comparison: '<=', value: SYNC_TARGETS.ackP50Ms },
+          note: `(reference ${SYNC_REFERENCE.ackP50Ms} ms)`
+        },
         { label: 'ack latency p95', value: ackP95, unit: 'ms' },
-        { label: 'ack latency p99', value: ackSummary.p99, unit: 'ms', target: { comparison: '<=', value: SYNC_TARGETS.ackP99Ms }, note: `(reference ${SYNC_REFERENCE.ackP99Ms} ms)` },
+        {
+          label: 'ack latency p99',
+          value: ackSummary.p99,
+          unit: 'ms',
+          target: { comparison: '<=', value: SYNC_TARGETS.ackP99Ms },
+          note: `(reference ${SYNC_REFERENCE.ackP99Ms} ms)`
+        },
         ...(['ndjson', 'bson'] as const).flatMap((format): ReportRow[] => [
           {
             label: `${rows / 1000}k rows, 1 client, ${format}`,
@@ -411,12 +488,36 @@ export const syncBenchmark: Benchmark = {
             target: { comparison: '<=', value: SYNC_TARGETS.oneClientSeconds },
             note: `(reference ${SYNC_REFERENCE.oneClientSeconds}; median of ${runs})`
           },
-          { label: `${rows / 1000}k rows, ${concurrent} clients, ${format}`, value: concurrentFigures[format]!.allMs / 1000, unit: 's', note: `(all done; per-client p50 ${(concurrentFigures[format]!.p50Ms / 1000).toFixed(2)} s)` }
+          {
+            label: `${rows / 1000}k rows, ${concurrent} clients, ${format}`,
+            value: concurrentFigures[format]!.allMs / 1000,
+            unit: 's',
+            note: `(all done; per-client p50 ${(concurrentFigures[format]!.p50Ms / 1000).toFixed(2)} s)`
+          }
         ]),
         { label: 'RSS idle (before)', value: before.rssMb, unit: 'MB', digits: 1 },
-        { label: `RSS with ${idle} idle streams`, value: during.rssMb, unit: 'MB', digits: 1, target: { comparison: '<=', value: SYNC_TARGETS.idleStreamsRssMb } },
-        { label: 'RSS after they close', value: after.rssMb, unit: 'MB', digits: 1, target: { comparison: '<=', value: round(before.rssMb * 1.1, 1) }, note: '(idle level + 10%)' },
-        { label: 'heap used idle / streams / after', value: after.heapUsedMb, unit: 'MB', digits: 1, note: `(${before.heapUsedMb} / ${during.heapUsedMb} / ${after.heapUsedMb} MB)` }
+        {
+          label: `RSS with ${idle} idle streams`,
+          value: during.rssMb,
+          unit: 'MB',
+          digits: 1,
+          target: { comparison: '<=', value: SYNC_TARGETS.idleStreamsRssMb }
+        },
+        {
+          label: 'RSS after they close',
+          value: after.rssMb,
+          unit: 'MB',
+          digits: 1,
+          target: { comparison: '<=', value: round(before.rssMb * 1.1, 1) },
+          note: '(idle level + 10%)'
+        },
+        {
+          label: 'heap used idle / streams / after',
+          value: after.heapUsedMb,
+          unit: 'MB',
+          digits: 1,
+          note: `(${before.heapUsedMb} / ${during.heapUsedMb} / ${after.heapUsedMb} MB)`
+        }
       ];
       if (!Number.isFinite(openCount) || openCount < idle - held.failed) {
         errors++;
@@ -430,10 +531,29 @@ export const syncBenchmark: Benchmark = {
           machine: { cpus: cpus().length, loadavg: loadavg().map((value) => round(value, 2)), node: process.version },
           rows,
           checkpoint,
-          ack: { requests, errors: ack.errors, p50Ms: round(ackSummary.p50), p95Ms: round(ackP95), p99Ms: round(ackSummary.p99), maxMs: round(ackSummary.max), meanMs: round(ackSummary.mean) },
+          ack: {
+            requests,
+            errors: ack.errors,
+            p50Ms: round(ackSummary.p50),
+            p95Ms: round(ackP95),
+            p99Ms: round(ackSummary.p99),
+            maxMs: round(ackSummary.max),
+            meanMs: round(ackSummary.mean)
+          },
           sync: syncRuns,
-          oneClientMedianMs: Object.fromEntries(Object.entries(oneClient).map(([format, ms]) => [format, round(ms, 1)])),
-          idleStreams: { count: idle, open: openCount, watcherWaiters: waiting, failed: held.failed, before, during, after, backToIdle },
+          oneClientMedianMs: Object.fromEntries(
+            Object.entries(oneClient).map(([format, ms]) => [format, round(ms, 1)])
+          ),
+          idleStreams: {
+            count: idle,
+            open: openCount,
+            watcherWaiters: waiting,
+            failed: held.failed,
+            before,
+            during,
+            after,
+            backToIdle
+          },
           targets: SYNC_TARGETS,
           reference: SYNC_REFERENCE
         }

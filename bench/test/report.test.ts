@@ -30,7 +30,13 @@ describe('report', () => {
 
   it('lays out figure beside target', () => {
     const table = formatTable([
-      { label: 'throughput @64 clients', value: 6123, unit: 'req/s', digits: 0, target: { comparison: '>=', value: 5000 } },
+      {
+        label: 'throughput @64 clients',
+        value: 6123,
+        unit: 'req/s',
+        digits: 0,
+        target: { comparison: '>=', value: 5000 }
+      },
       { label: 'latency p50 @1', value: 3.2, unit: 'ms', target: { comparison: '<=', value: 4 } }
     ]);
     expect(table).toContain('throughput @64 clients   6,123 req/s   target ≥ 5,000 req/s   PASS');

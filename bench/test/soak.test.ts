@@ -22,13 +22,23 @@ describe('least-squares slope', () => {
     // Symmetric noise (+1, -1, -1, +1) around y = 3x does not move the fitted slope.
     const noisy = [1, -1, -1, 1].map((noise, x) => ({ x, y: 3 * x + noise }));
     expect(leastSquaresSlope(noisy)).toBeCloseTo(3, 12);
-    expect(leastSquaresSlope([{ x: 0, y: 7 }, { x: 10, y: 7 }])).toBe(0);
+    expect(
+      leastSquaresSlope([
+        { x: 0, y: 7 },
+        { x: 10, y: 7 }
+      ])
+    ).toBe(0);
   });
 
   it('is NaN without two distinct x', () => {
     expect(leastSquaresSlope([])).toBeNaN();
     expect(leastSquaresSlope([{ x: 1, y: 1 }])).toBeNaN();
-    expect(leastSquaresSlope([{ x: 1, y: 1 }, { x: 1, y: 9 }])).toBeNaN();
+    expect(
+      leastSquaresSlope([
+        { x: 1, y: 1 },
+        { x: 1, y: 9 }
+      ])
+    ).toBeNaN();
   });
 
   it('gives RSS growth in MB per minute, ignoring samples before the warm-up', () => {
@@ -46,14 +56,20 @@ describe('least-squares slope', () => {
 describe('RSS floor', () => {
   it('keeps the lowest sample of each window after the warm-up, so a GC sawtooth on a flat floor has no slope', () => {
     // Every 5 s for 4 minutes after a 60 s warm-up: grows 10 MB per 5 s, back to 200 MB every 30 s (a major GC).
-    const samples = Array.from({ length: 49 }, (_, i) => ({ atMs: 60_000 + i * 5_000, rssBytes: (200 + 10 * (i % 6)) * MB }));
+    const samples = Array.from({ length: 49 }, (_, i) => ({
+      atMs: 60_000 + i * 5_000,
+      rssBytes: (200 + 10 * (i % 6)) * MB
+    }));
     samples.unshift({ atMs: 0, rssBytes: 50 * MB }); // before the warm-up: ignored
     const minima = windowMinima(samples, 60_000, 30_000);
     expect(minima).toHaveLength(9);
     expect(minima.every((sample) => sample.rssBytes === 200 * MB)).toBe(true);
     expect(rssSlopeMbPerMinute(minima, 0)).toBe(0);
     // A floor rising 1 MB per window shows up as 2 MB/min.
-    const leaking = samples.map((sample) => ({ ...sample, rssBytes: sample.rssBytes + Math.floor((sample.atMs - 60_000) / 30_000) * MB }));
+    const leaking = samples.map((sample) => ({
+      ...sample,
+      rssBytes: sample.rssBytes + Math.floor((sample.atMs - 60_000) / 30_000) * MB
+    }));
     expect(rssSlopeMbPerMinute(windowMinima(leaking, 60_000, 30_000), 0)).toBeCloseTo(2, 9);
   });
 });
@@ -68,7 +84,7 @@ describe('AckTracker', () => {
     expect(tracker.latencies()).toMatchObject({ count: 1, p50: 250 });
   });
 
-  it('does not take another client\'s write_checkpoint, nor a smaller one, as the acknowledgement', () => {
+  it("does not take another client's write_checkpoint, nor a smaller one, as the acknowledgement", () => {
     const tracker = new AckTracker(30_000);
     tracker.sent('c1', 2n, 0);
     tracker.observe('c2', 5n, 10);
@@ -131,9 +147,30 @@ describe('soak options', () => {
   });
 
   it('scales the warm-up with a short run and checks values', () => {
-    expect(parseSoakOptions(new Map([['duration', '30'], ['streams', '50']]))).toMatchObject({ durationSeconds: 30, warmupSeconds: 6, streams: 50, users: 50 });
-    expect(() => parseSoakOptions(new Map([['streams', '10'], ['users', '20']]))).toThrow(/cannot exceed/);
-    expect(() => parseSoakOptions(new Map([['duration', '30'], ['warmup', '30']]))).toThrow(/shorter than/);
+    expect(
+      parseSoakOptions(
+        new Map([
+          ['duration', '30'],
+          ['streams', '50']
+        ])
+      )
+    ).toMatchObject({ durationSeconds: 30, warmupSeconds: 6, streams: 50, users: 50 });
+    expect(() =>
+      parseSoakOptions(
+        new Map([
+          ['streams', '10'],
+          ['users', '20']
+        ])
+      )
+    ).toThrow(/cannot exceed/);
+    expect(() =>
+      parseSoakOptions(
+        new Map([
+          ['duration', '30'],
+          ['warmup', '30']
+        ])
+      )
+    ).toThrow(/shorter than/);
     expect(() => parseSoakOptions(new Map([['streams', '1.5']]))).toThrow(/--streams must be a positive integer/);
     expect(() => parseSoakOptions(new Map([['rate', '0']]))).toThrow(/--rate must be a positive number/);
     expect(() => parseSoakOptions(new Map([['durtion', '30']]))).toThrow(/unknown flag: --durtion/);
@@ -157,7 +194,18 @@ function figures(overrides: Partial<SoakFigures> = {}): SoakFigures {
     errors: 0,
     http: summarizeLatencies([5, 10, 20]),
     ack: summarizeLatencies([40, 50, 90]),
-    rss: { samples: [{ atMs: 0, rssBytes: 200 * MB }, { atMs: 60_000, rssBytes: 200.5 * MB }], slopeMbPerMinute: 0.5, floorSlopeMbPerMinute: 0.4, startMb: 200, afterWarmupMb: 200, endMb: 200.5, maxMb: 201 },
+    rss: {
+      samples: [
+        { atMs: 0, rssBytes: 200 * MB },
+        { atMs: 60_000, rssBytes: 200.5 * MB }
+      ],
+      slopeMbPerMinute: 0.5,
+      floorSlopeMbPerMinute: 0.4,
+      startMb: 200,
+      afterWarmupMb: 200,
+      endMb: 200.5,
+      maxMb: 201
+    },
     serviceCpuCores: 0.8,
     serviceWarnings: 0,
     ...overrides
@@ -177,7 +225,9 @@ describe('soak report', () => {
   });
 
   it('prints each figure beside its target', () => {
-    const table = formatTable(soakRows(figures({ errors: 2, streamErrors: 2, rss: { ...figures().rss, slopeMbPerMinute: 1.5 } })));
+    const table = formatTable(
+      soakRows(figures({ errors: 2, streamErrors: 2, rss: { ...figures().rss, slopeMbPerMinute: 1.5 } }))
+    );
     expect(table).toMatch(/checkpoint requests +500 req\/s +target ≥ 490 req\/s +PASS/);
     expect(table).toMatch(/errors +2 +target ≤ 0 +MISS +\(HTTP 0, stream 2, acknowledgement 0\)/);
     expect(table).toMatch(/requests acknowledged +30,000 +target ≥ 30,000 +PASS/);
@@ -187,8 +237,16 @@ describe('soak report', () => {
 
   it('writes the figures and the verdict to JSON', () => {
     const json = soakJson(figures(), { machine: { cpus: 2 } }) as any;
-    expect(json).toMatchObject({ machine: { cpus: 2 }, passed: true, requests: { sent: 30_000, perSecond: 500, acknowledged: 30_000 }, errors: { total: 0 } });
-    expect(json.rss.samples).toEqual([[0, 200], [60, 200.5]]);
+    expect(json).toMatchObject({
+      machine: { cpus: 2 },
+      passed: true,
+      requests: { sent: 30_000, perSecond: 500, acknowledged: 30_000 },
+      errors: { total: 0 }
+    });
+    expect(json.rss.samples).toEqual([
+      [0, 200],
+      [60, 200.5]
+    ]);
     expect(json.ackLatency).toMatchObject({ count: 3, p50Ms: 50, maxMs: 90 });
   });
 });

@@ -33,13 +33,18 @@ function embeddedConfigFile(root = process.env.INIT_CWD ?? process.cwd()): strin
   return path.join(root, '.syncpoint', 'running-config.yaml');
 }
 
-async function requireConfig(configPath: string | undefined, options: { embeddedFallback?: boolean } = {}): Promise<ResolvedConfig> {
+async function requireConfig(
+  configPath: string | undefined,
+  options: { embeddedFallback?: boolean } = {}
+): Promise<ResolvedConfig> {
   const config = await loadConfig({ configPath, registry });
   if (config) return config;
   if (options.embeddedFallback && existsSync(embeddedConfigFile())) {
     return (await loadConfig({ configPath: embeddedConfigFile(), registry }))!;
   }
-  throw new ConfigError(['no config found: pass -c <file>, set POWERSYNC_CONFIG_PATH or POWERSYNC_CONFIG_B64, or add ./powersync.yaml']);
+  throw new ConfigError([
+    'no config found: pass -c <file>, set POWERSYNC_CONFIG_PATH or POWERSYNC_CONFIG_B64, or add ./powersync.yaml'
+  ]);
 }
 
 function loggerFor(config: ResolvedConfig | null): Logger {
@@ -84,7 +89,9 @@ async function startCommand(options: { config?: string; port?: string; host?: st
 
   if (embedded) {
     // The effective config (with the embedded server's port), so `syncpoint status` in this folder finds it.
-    await writeFile(embeddedConfigFile(), embedded.configText.replace(/^port: .*$/m, `port: ${service.port}`), { mode: 0o600 });
+    await writeFile(embeddedConfigFile(), embedded.configText.replace(/^port: .*$/m, `port: ${service.port}`), {
+      mode: 0o600
+    });
     const token = await signDevToken(embedded.devKey, { sub: 'dev-user' });
     const curl = `curl -s -X POST ${service.url}/sync/checkpoint-request -H 'Authorization: Token ${token}' -H 'Content-Type: application/json' -d '{"client_id":"my-device","checkpoint_request_id":"1"}'`;
     process.stdout.write(
@@ -133,7 +140,8 @@ async function migrateCommand(direction: string, options: { config?: string }) {
 async function validateCommand(options: { config?: string }) {
   const config = await requireConfig(options.config);
   const problems: string[] = [];
-  if (config.syncConfigContent === null) problems.push('sync config: none is configured (sync_config.path or sync_config.content)');
+  if (config.syncConfigContent === null)
+    problems.push('sync config: none is configured (sync_config.path or sync_config.content)');
   else {
     try {
       assertValidSyncConfig(config.syncConfigContent);
@@ -145,7 +153,9 @@ async function validateCommand(options: { config?: string }) {
   if (!connection) problems.push('replication.connections: one source connection is required');
   else if (config.syncConfigContent !== null && problems.length === 0) {
     const source = registry.sources.get(connection.type)!;
-    problems.push(...(await source.checkSource(connection, config.syncConfigContent)).map((problem) => `source: ${problem}`));
+    problems.push(
+      ...(await source.checkSource(connection, config.syncConfigContent)).map((problem) => `source: ${problem}`)
+    );
   }
   for (const warning of config.warnings) process.stdout.write(`warning: ${warning}\n`);
   if (problems.length === 0) {
@@ -170,8 +180,13 @@ async function compactCommand(options: { config?: string }) {
       const started = Date.now();
       const result = await streamStorage.compact({
         onProgress: ({ bucketsDone, opsScanned }) => {
-          if (process.stdout.isTTY) process.stdout.write(`\rstream ${stream.id}: ${bucketsDone} buckets, ${opsScanned} ops scanned`);
-          else logger.info({ stream_id: stream.id, buckets_done: bucketsDone, ops_scanned: opsScanned }, 'compaction progress');
+          if (process.stdout.isTTY)
+            process.stdout.write(`\rstream ${stream.id}: ${bucketsDone} buckets, ${opsScanned} ops scanned`);
+          else
+            logger.info(
+              { stream_id: stream.id, buckets_done: bucketsDone, ops_scanned: opsScanned },
+              'compaction progress'
+            );
         }
       });
       if (process.stdout.isTTY) process.stdout.write('\n');
@@ -201,9 +216,20 @@ async function tokenCommand(options: { sub: string; config?: string; expiresIn: 
 }
 
 /** What a client would be told first: the checkpoint, its write checkpoint and every bucket's checksum. */
-async function fetchCommand(options: { token: string; url: string; clientId?: string; timeout: string; json?: boolean }) {
+async function fetchCommand(options: {
+  token: string;
+  url: string;
+  clientId?: string;
+  timeout: string;
+  json?: boolean;
+}) {
   const timeoutMs = positiveIntegerOption('--timeout', options.timeout) * 1000;
-  const checkpoint = await fetchFirstCheckpoint({ url: options.url, token: options.token, clientId: options.clientId, timeoutMs });
+  const checkpoint = await fetchFirstCheckpoint({
+    url: options.url,
+    token: options.token,
+    clientId: options.clientId,
+    timeoutMs
+  });
   process.stdout.write(options.json ? JSON.stringify(checkpoint, null, 2) + '\n' : formatCheckpoint(checkpoint));
 }
 
@@ -213,14 +239,21 @@ export function buildProgram(): Command {
     .showHelpAfterError()
     .exitOverride();
   const configOption = () =>
-    new Option('-c, --config <file>', 'config file (else POWERSYNC_CONFIG_B64, POWERSYNC_CONFIG_PATH, ./powersync.yaml)');
+    new Option(
+      '-c, --config <file>',
+      'config file (else POWERSYNC_CONFIG_B64, POWERSYNC_CONFIG_PATH, ./powersync.yaml)'
+    );
 
   program
     .command('start')
     .description('Start the service. With no config at all, boots the embedded Postgres default under ./.syncpoint/')
     .addOption(configOption())
     .option('-p, --port <port>', 'HTTP port (overrides the config)')
-    .option('--host <address>', 'IP address to listen on, e.g. 127.0.0.1 for this machine only (default 0.0.0.0: every interface)', hostOption)
+    .option(
+      '--host <address>',
+      'IP address to listen on, e.g. 127.0.0.1 for this machine only (default 0.0.0.0: every interface)',
+      hostOption
+    )
     .addOption(
       new Option('-r, --role <role>', 'api: HTTP only; replication: replicate only; unified: both')
         .choices(['api', 'replication', 'unified'])
@@ -237,7 +270,9 @@ export function buildProgram(): Command {
 
   program
     .command('validate')
-    .description('Check the config, the sync rules and the source (wal_level, publication, replica identity); one line per problem')
+    .description(
+      'Check the config, the sync rules and the source (wal_level, publication, replica identity); one line per problem'
+    )
     .addOption(configOption())
     .action(validateCommand);
 
@@ -270,10 +305,12 @@ export function buildProgram(): Command {
 
   program
     .command('fetch')
-    .description('Open /sync/stream like a tiny client and print the first checkpoint: last_op_id, write_checkpoint, bucket checksums')
+    .description(
+      'Open /sync/stream like a tiny client and print the first checkpoint: last_op_id, write_checkpoint, bucket checksums'
+    )
     .requiredOption('--token <jwt>', 'client token (see `syncpoint token`)')
     .option('--url <url>', 'service base URL', 'http://127.0.0.1:8080')
-    .option('--client-id <id>', 'client id, so write_checkpoint shows this client\'s acknowledged checkpoint request')
+    .option('--client-id <id>', "client id, so write_checkpoint shows this client's acknowledged checkpoint request")
     .option('--timeout <seconds>', 'give up when no checkpoint arrives in time', '30')
     .option('--json', 'print the checkpoint as JSON')
     .action(fetchCommand);

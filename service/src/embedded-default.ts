@@ -46,7 +46,11 @@ export async function prepareDemoSourceDatabase(url: string) {
  * `<root>/.syncpoint/`, a source database with a demo table and the publication, a storage database,
  * and a dev signing key.
  */
-export async function startEmbeddedDefault(options: { root: string; port: number; onLog?: (line: string) => void }): Promise<EmbeddedDefault> {
+export async function startEmbeddedDefault(options: {
+  root: string;
+  port: number;
+  onLog?: (line: string) => void;
+}): Promise<EmbeddedDefault> {
   const dataDir = path.join(options.root, '.syncpoint');
   const postgres = await startEmbeddedPostgres({
     dataDir: path.join(dataDir, 'postgres'),

@@ -29,7 +29,8 @@ export async function fetchFirstCheckpoint(options: {
   } catch {
     throw usageError(`--url: not a URL: "${options.url}"`);
   }
-  if (endpoint.protocol !== 'http:' && endpoint.protocol !== 'https:') throw usageError(`--url: expected http(s)://, got "${options.url}"`);
+  if (endpoint.protocol !== 'http:' && endpoint.protocol !== 'https:')
+    throw usageError(`--url: expected http(s)://, got "${options.url}"`);
 
   const controller = new AbortController();
   let timedOut = false;
@@ -42,7 +43,11 @@ export async function fetchFirstCheckpoint(options: {
     try {
       response = await fetch(endpoint, {
         method: 'POST',
-        headers: { 'Content-Type': 'application/json', Accept: 'application/x-ndjson', Authorization: `Token ${options.token}` },
+        headers: {
+          'Content-Type': 'application/json',
+          Accept: 'application/x-ndjson',
+          Authorization: `Token ${options.token}`
+        },
         body: JSON.stringify({
           buckets: [],
           include_checksum: true,
@@ -60,7 +65,8 @@ export async function fetchFirstCheckpoint(options: {
       let detail = text.trim();
       try {
         const { error } = JSON.parse(text) as { error?: { code?: string; description?: string; details?: string } };
-        if (error) detail = `${error.code ?? ''} ${error.description ?? ''}${error.details ? `: ${error.details}` : ''}`.trim();
+        if (error)
+          detail = `${error.code ?? ''} ${error.description ?? ''}${error.details ? `: ${error.details}` : ''}`.trim();
       } catch {
         // not the error envelope: print the body as is
       }
@@ -97,7 +103,10 @@ export async function fetchFirstCheckpoint(options: {
 }
 
 export function formatCheckpoint(checkpoint: FetchedCheckpoint): string {
-  const lines = [`last_op_id:       ${checkpoint.last_op_id}`, `write_checkpoint: ${checkpoint.write_checkpoint ?? 'none'}`];
+  const lines = [
+    `last_op_id:       ${checkpoint.last_op_id}`,
+    `write_checkpoint: ${checkpoint.write_checkpoint ?? 'none'}`
+  ];
   lines.push(`buckets:          ${checkpoint.buckets.length}`);
   const width = Math.max(0, ...checkpoint.buckets.map((bucket) => bucket.bucket.length));
   for (const bucket of checkpoint.buckets) {

@@ -17,7 +17,11 @@ export interface StatusReport extends CoreStatusReport {
 }
 
 /** Everything `syncpoint status` shows, read-only, from storage and the source. */
-export async function collectStatus(config: ResolvedConfig, registry: ModuleRegistry, logger: Logger): Promise<StatusReport> {
+export async function collectStatus(
+  config: ResolvedConfig,
+  registry: ModuleRegistry,
+  logger: Logger
+): Promise<StatusReport> {
   const storage = await openStorage(config, registry, logger);
   let source: ReplicationSource | null = null;
   try {
@@ -40,17 +44,27 @@ export async function collectStatus(config: ResolvedConfig, registry: ModuleRegi
 /** The report as aligned text lines. */
 export function formatStatus(report: StatusReport, now = Date.now()): string {
   const lines: string[] = [];
-  const row = (label: string, value: string, indent = '') => lines.push(`${indent}${`${label}:`.padEnd(22 - indent.length)} ${value}`);
+  const row = (label: string, value: string, indent = '') =>
+    lines.push(`${indent}${`${label}:`.padEnd(22 - indent.length)} ${value}`);
   row('config', report.config);
   row('storage', `${report.storage.type}, ${formatBytes(report.storage.size_bytes)}`);
   row('source head', report.source.error ? `unreachable (${report.source.error})` : (report.source.head ?? 'unknown'));
-  row('checkpoint requests', `${report.checkpoint_requests.pending} pending, ${report.checkpoint_requests.total} stored`);
-  if (report.streams.length === 0) lines.push('no replication stream: no sync config was deployed yet (start the service)');
+  row(
+    'checkpoint requests',
+    `${report.checkpoint_requests.pending} pending, ${report.checkpoint_requests.total} stored`
+  );
+  if (report.streams.length === 0)
+    lines.push('no replication stream: no sync config was deployed yet (start the service)');
   for (const stream of report.streams) {
     lines.push(`stream ${stream.id} (${stream.state})`);
     const slot = stream.slot;
     if (slot === null) row('replication slot', 'not created yet', '  ');
-    else if (slot.exists === false) row('replication slot', `${slot.name}: MISSING on the source (replication will re-snapshot into a new slot)`, '  ');
+    else if (slot.exists === false)
+      row(
+        'replication slot',
+        `${slot.name}: MISSING on the source (replication will re-snapshot into a new slot)`,
+        '  '
+      );
     else if (slot.exists === null) row('replication slot', `${slot.name} (the source cannot report its state)`, '  ');
     else {
       row(
@@ -64,10 +78,18 @@ export function formatStatus(report: StatusReport, now = Date.now()): string {
     const checkpoint = stream.last_checkpoint;
     if (checkpoint.op_id === null && checkpoint.lsn === null) row('last checkpoint', 'none yet', '  ');
     else {
-      const age = checkpoint.at ? ` at ${checkpoint.at} (${formatDuration((now - Date.parse(checkpoint.at)) / 1000)} ago)` : '';
+      const age = checkpoint.at
+        ? ` at ${checkpoint.at} (${formatDuration((now - Date.parse(checkpoint.at)) / 1000)} ago)`
+        : '';
       row('last checkpoint', `op ${checkpoint.op_id ?? 0}, lsn ${checkpoint.lsn ?? 'none'}${age}`, '  ');
     }
-    row('lag', stream.lag_bytes === null ? 'unknown' : `${stream.lag_bytes} bytes${stream.lag_bytes >= 1000 ? ` (${formatBytes(stream.lag_bytes)})` : ""} behind the source head`, '  ');
+    row(
+      'lag',
+      stream.lag_bytes === null
+        ? 'unknown'
+        : `${stream.lag_bytes} bytes${stream.lag_bytes >= 1000 ? ` (${formatBytes(stream.lag_bytes)})` : ''} behind the source head`,
+      '  '
+    );
     if (stream.last_error) row('last error', stream.last_error, '  ');
   }
   return lines.join('\n') + '\n';

@@ -11,7 +11,12 @@ const ROUTES: Array<[method: string, path: string, body?: unknown]> = [
 
 let harness: ServiceHarness;
 
-async function call(base: string, method: string, path: string, options: { authorization?: string; body?: unknown } = {}) {
+async function call(
+  base: string,
+  method: string,
+  path: string,
+  options: { authorization?: string; body?: unknown } = {}
+) {
   const response = await fetch(`${base}${path}`, {
     method,
     headers: {
@@ -37,7 +42,14 @@ describe('admin API authorisation', () => {
   it('answers 401 without a token, with a wrong token, or a malformed header, and leaks nothing', async () => {
     const bodies = new Set<string>();
     for (const [method, path, body] of ROUTES) {
-      for (const authorization of [undefined, 'Bearer wrong', `Token ${ADMIN_TOKEN}x`, `Token ${ADMIN_TOKEN.slice(0, -1)}`, ADMIN_TOKEN, `Basic ${ADMIN_TOKEN}`]) {
+      for (const authorization of [
+        undefined,
+        'Bearer wrong',
+        `Token ${ADMIN_TOKEN}x`,
+        `Token ${ADMIN_TOKEN.slice(0, -1)}`,
+        ADMIN_TOKEN,
+        `Basic ${ADMIN_TOKEN}`
+      ]) {
         const response = await call(harness.service.url, method, path, { authorization, body });
         expect(response.status, `${method} ${path} with ${authorization}`).toBe(401);
         bodies.add(await response.text());
@@ -45,7 +57,9 @@ describe('admin API authorisation', () => {
     }
     // One and the same answer whatever was wrong: no hint about tokens, routes or the reason.
     expect([...bodies]).toEqual([
-      JSON.stringify({ error: { name: 'AuthorizationError', code: 'PSYNC_S2106', status: 401, description: 'Authentication required' } })
+      JSON.stringify({
+        error: { name: 'AuthorizationError', code: 'PSYNC_S2106', status: 401, description: 'Authentication required' }
+      })
     ]);
   });
 
@@ -94,17 +108,26 @@ describe('admin API routes', () => {
 
   it('diagnostics reports a stream error and a missing slot', async () => {
     const [stream] = (await harness.service.storage.getStatus!()).streams;
-    await harness.storageDb.query(`UPDATE powersync.sync_rules SET last_fatal_error = 'boom' WHERE id = $1`, [stream!.id]);
+    await harness.storageDb.query(`UPDATE powersync.sync_rules SET last_fatal_error = 'boom' WHERE id = $1`, [
+      stream!.id
+    ]);
     try {
-      const { data } = await (await call(harness.service.url, 'POST', '/api/admin/v1/diagnostics', { authorization })).json();
+      const { data } = await (
+        await call(harness.service.url, 'POST', '/api/admin/v1/diagnostics', { authorization })
+      ).json();
       expect(data.errors).toEqual([{ stream_id: stream!.id, message: 'boom' }]);
     } finally {
-      await harness.storageDb.query(`UPDATE powersync.sync_rules SET last_fatal_error = NULL WHERE id = $1`, [stream!.id]);
+      await harness.storageDb.query(`UPDATE powersync.sync_rules SET last_fatal_error = NULL WHERE id = $1`, [
+        stream!.id
+      ]);
     }
   });
 
   it('POST /api/sync-rules/v1/validate: errors and warnings of the given sync config', async () => {
-    const valid = await call(harness.service.url, 'POST', '/api/sync-rules/v1/validate', { authorization, body: { content: DEMO_SYNC_CONFIG } });
+    const valid = await call(harness.service.url, 'POST', '/api/sync-rules/v1/validate', {
+      authorization,
+      body: { content: DEMO_SYNC_CONFIG }
+    });
     expect(valid.status).toBe(200);
     expect((await valid.json()).data).toEqual({ valid: true, errors: [], warnings: [] });
 
@@ -116,9 +139,16 @@ describe('admin API routes', () => {
     const { data } = await invalid.json();
     expect(data.valid).toBe(false);
     expect(data.errors.length).toBeGreaterThan(0);
-    expect(data.errors[0]).toMatchObject({ level: 'fatal', message: expect.stringContaining('broken'), bucket_definition: 'broken' });
+    expect(data.errors[0]).toMatchObject({
+      level: 'fatal',
+      message: expect.stringContaining('broken'),
+      bucket_definition: 'broken'
+    });
 
-    const yamlError = await call(harness.service.url, 'POST', '/api/sync-rules/v1/validate', { authorization, body: { content: 'a: [' } });
+    const yamlError = await call(harness.service.url, 'POST', '/api/sync-rules/v1/validate', {
+      authorization,
+      body: { content: 'a: [' }
+    });
     expect((await yamlError.json()).data.valid).toBe(false);
   });
 
@@ -139,7 +169,9 @@ describe('admin API routes', () => {
 
     const next = `${DEMO_SYNC_CONFIG}  # redeployed\n`;
     const deployed = await harness.service.storage.deploySyncConfig(next);
-    const after = (await (await call(harness.service.url, 'GET', '/api/sync-rules/v1/current', { authorization })).json()).data;
+    const after = (
+      await (await call(harness.service.url, 'GET', '/api/sync-rules/v1/current', { authorization })).json()
+    ).data;
     expect(after.next).toEqual({ id: deployed.id, state: 'PROCESSING', content: next });
     expect(after.current.id).toBe(data.current.id);
   });

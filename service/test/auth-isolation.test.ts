@@ -20,7 +20,11 @@ const now = () => Math.floor(Date.now() / 1000);
 
 type SigningKey = jose.CryptoKey | KeyObject | Uint8Array;
 
-function signToken(claims: Record<string, unknown> = {}, header: Record<string, unknown> = { alg: 'HS256', kid: 'test-key' }, key: SigningKey = DEV_SECRET) {
+function signToken(
+  claims: Record<string, unknown> = {},
+  header: Record<string, unknown> = { alg: 'HS256', kid: 'test-key' },
+  key: SigningKey = DEV_SECRET
+) {
   return new jose.SignJWT({ sub: 'alice', aud: DEV_AUDIENCE, iat: now(), exp: now() + 600, ...claims })
     .setProtectedHeader(header as jose.JWTHeaderParameters)
     .sign(key);
@@ -60,7 +64,9 @@ async function storageFingerprint(harness: ServiceHarness): Promise<Record<strin
   );
   const fingerprint: Record<string, string> = {};
   for (const { name } of tables) {
-    const { rows } = await harness.storageDb.query(`SELECT count(*)::int AS n, md5(coalesce(string_agg(t::text, '|' ORDER BY t::text), '')) AS h FROM powersync.${name} t`);
+    const { rows } = await harness.storageDb.query(
+      `SELECT count(*)::int AS n, md5(coalesce(string_agg(t::text, '|' ORDER BY t::text), '')) AS h FROM powersync.${name} t`
+    );
     fingerprint[name] = `${rows[0].n}:${rows[0].h}`;
   }
   return fingerprint;
@@ -68,7 +74,8 @@ async function storageFingerprint(harness: ServiceHarness): Promise<Record<strin
 
 type ClientRoute = (harness: ServiceHarness, authorization: string | undefined) => Promise<Response>;
 
-const authHeaders = (authorization: string | undefined): Record<string, string> => (authorization === undefined ? {} : { Authorization: authorization });
+const authHeaders = (authorization: string | undefined): Record<string, string> =>
+  authorization === undefined ? {} : { Authorization: authorization };
 
 /** The three client routes, each with a request that is valid apart from its token. */
 const CLIENT_ROUTES: Array<[string, ClientRoute]> = [
@@ -90,11 +97,17 @@ const CLIENT_ROUTES: Array<[string, ClientRoute]> = [
         body: JSON.stringify({ client_id: 'device-1', checkpoint_request_id: '1' })
       })
   ],
-  ['GET /write-checkpoint2.json', (harness, authorization) => fetch(`${harness.service.url}/write-checkpoint2.json?client_id=device-1`, { headers: authHeaders(authorization) })]
+  [
+    'GET /write-checkpoint2.json',
+    (harness, authorization) =>
+      fetch(`${harness.service.url}/write-checkpoint2.json?client_id=device-1`, { headers: authHeaders(authorization) })
+  ]
 ];
 
 async function expectAuthRejection(response: Response, code: string) {
-  const body = (await response.json()) as { error: { name: string; code: string; status: number; description: string } };
+  const body = (await response.json()) as {
+    error: { name: string; code: string; status: number; description: string };
+  };
   expect({ status: response.status, error: body.error }).toEqual({
     status: 401,
     error: expect.objectContaining({ name: 'AuthorizationError', code, status: 401, description: expect.any(String) })
@@ -138,23 +151,55 @@ describe('rejected tokens over HTTP', () => {
       ['Basic credentials', 'Basic YWxpY2U6cGFzcw==', 'PSYNC_S2106'],
       ['alg none', `Token ${rawToken({ alg: 'none' }, valid())}`, 'PSYNC_S2101'],
       ['alg none naming the key', `Token ${rawToken({ alg: 'none', kid: 'test-key' }, valid())}`, 'PSYNC_S2101'],
-      ['alg NONE with an HMAC signature', `Bearer ${rawToken({ alg: 'NONE', kid: 'test-key' }, valid(), DEV_SECRET)}`, 'PSYNC_S2101'],
+      [
+        'alg NONE with an HMAC signature',
+        `Bearer ${rawToken({ alg: 'NONE', kid: 'test-key' }, valid(), DEV_SECRET)}`,
+        'PSYNC_S2101'
+      ],
       ['wrong signature', await token({}, undefined, utf8('not-the-secret-but-32-bytes-long!')), 'PSYNC_S2101'],
-      ['HS256 keyed with the RSA public key PEM, kid of the RSA key', await token({}, { alg: 'HS256', kid: 'rsa' }, rsaPem), 'PSYNC_S2101'],
+      [
+        'HS256 keyed with the RSA public key PEM, kid of the RSA key',
+        await token({}, { alg: 'HS256', kid: 'rsa' }, rsaPem),
+        'PSYNC_S2101'
+      ],
       ['HS256 keyed with the RSA public key PEM, no kid', await token({}, { alg: 'HS256' }, rsaPem), 'PSYNC_S2101'],
-      ['HS256 keyed with the RSA modulus n', await token({}, { alg: 'HS256', kid: 'rsa' }, utf8(rsaJwk.n!)), 'PSYNC_S2101'],
-      ['HS256 keyed with the decoded RSA modulus', await token({}, { alg: 'HS256' }, jose.base64url.decode(rsaJwk.n!)), 'PSYNC_S2101'],
+      [
+        'HS256 keyed with the RSA modulus n',
+        await token({}, { alg: 'HS256', kid: 'rsa' }, utf8(rsaJwk.n!)),
+        'PSYNC_S2101'
+      ],
+      [
+        'HS256 keyed with the decoded RSA modulus',
+        await token({}, { alg: 'HS256' }, jose.base64url.decode(rsaJwk.n!)),
+        'PSYNC_S2101'
+      ],
       ['kid naming no key', await token({}, { alg: 'HS256', kid: 'no-such-key' }), 'PSYNC_S2101'],
-      ['kid with a path', await token({}, { alg: 'HS256', kid: '../../etc/passwd' }, utf8('root:x:0:0:root:/root:/bin/bash')), 'PSYNC_S2101'],
-      ['kid as a URL', await token({}, { alg: 'RS256', kid: `${recorder.url}/key.pem` }, attacker.privateKey), 'PSYNC_S2101'],
+      [
+        'kid with a path',
+        await token({}, { alg: 'HS256', kid: '../../etc/passwd' }, utf8('root:x:0:0:root:/root:/bin/bash')),
+        'PSYNC_S2101'
+      ],
+      [
+        'kid as a URL',
+        await token({}, { alg: 'RS256', kid: `${recorder.url}/key.pem` }, attacker.privateKey),
+        'PSYNC_S2101'
+      ],
       ['very long kid', await token({}, { alg: 'HS256', kid: 'k'.repeat(6_000) }), 'PSYNC_S2101'],
       ['kid with a NUL byte', await token({}, { alg: 'HS256', kid: 'test-key\u0000' }), 'PSYNC_S2101'],
       [
         'jku, x5u and an embedded jwk of the attacker',
-        await token({}, { alg: 'RS256', jku: `${recorder.url}/jwks.json`, x5u: `${recorder.url}/cert.pem`, jwk: attackerJwk }, attacker.privateKey),
+        await token(
+          {},
+          { alg: 'RS256', jku: `${recorder.url}/jwks.json`, x5u: `${recorder.url}/cert.pem`, jwk: attackerJwk },
+          attacker.privateKey
+        ),
         'PSYNC_S2101'
       ],
-      ['embedded jwk claiming the configured kid', await token({}, { alg: 'RS256', kid: 'rsa', jwk: { ...attackerJwk, kid: 'rsa' } }, attacker.privateKey), 'PSYNC_S2101'],
+      [
+        'embedded jwk claiming the configured kid',
+        await token({}, { alg: 'RS256', kid: 'rsa', jwk: { ...attackerJwk, kid: 'rsa' } }, attacker.privateKey),
+        'PSYNC_S2101'
+      ],
       ['no sub', await token({ sub: undefined }), 'PSYNC_S2101'],
       ['empty sub', await token({ sub: '' }), 'PSYNC_S2101'],
       // Validly signed, but Postgres text cannot hold NUL: was a 500 on the checkpoint routes and a cut-off stream.
@@ -186,7 +231,10 @@ describe('rejected tokens over HTTP', () => {
   });
 
   it('accepts the same requests with valid HS256 and RS256 tokens (the setup can say yes)', async () => {
-    for (const authorization of [`Token ${await signToken()}`, `Bearer ${await signToken({}, { alg: 'RS256', kid: 'rsa' }, rsa.privateKey)}`]) {
+    for (const authorization of [
+      `Token ${await signToken()}`,
+      `Bearer ${await signToken({}, { alg: 'RS256', kid: 'rsa' }, rsa.privateKey)}`
+    ]) {
       for (const [route, send] of CLIENT_ROUTES) {
         const response = await send(harness, authorization);
         expect(response.status, route).toBe(200);
@@ -200,20 +248,29 @@ describe('rejected tokens over HTTP', () => {
   describe('full user ids of users whose sub contains a slash', () => {
     // full_user_id = user_id + "/" + client_id (PROTOCOL §4.2) alone is not one-to-one when a sub contains "/": user
     // "alice/phone" without client_id and user "alice" with client_id "phone" would share one record (fullUserId).
-    it("a user whose sub is \"<B>/<B's client_id>\" cannot advance B's checkpoint request", async () => {
-      const headersFor = async (sub: string) => ({ 'Content-Type': 'application/json', Authorization: `Token ${await signToken({ sub })}` });
+    it('a user whose sub is "<B>/<B\'s client_id>" cannot advance B\'s checkpoint request', async () => {
+      const headersFor = async (sub: string) => ({
+        'Content-Type': 'application/json',
+        Authorization: `Token ${await signToken({ sub })}`
+      });
       const victim = await fetch(`${harness.service.url}/sync/checkpoint-request`, {
         method: 'POST',
         headers: await headersFor('alice'),
         body: JSON.stringify({ client_id: 'phone', checkpoint_request_id: '5' })
       });
       expect(await victim.json()).toEqual({ data: { checkpoint_request_id: '5' } });
-      const attacker = await fetch(`${harness.service.url}/write-checkpoint2.json`, { headers: await headersFor('alice/phone') });
+      const attacker = await fetch(`${harness.service.url}/write-checkpoint2.json`, {
+        headers: await headersFor('alice/phone')
+      });
       expect(attacker.status).toBeLessThan(500);
-      const { rows } = await harness.storageDb.query(`SELECT write_checkpoint::text AS id FROM powersync.write_checkpoints WHERE user_id = 'alice/phone'`);
+      const { rows } = await harness.storageDb.query(
+        `SELECT write_checkpoint::text AS id FROM powersync.write_checkpoints WHERE user_id = 'alice/phone'`
+      );
       expect(rows).toEqual([{ id: '5' }]);
       // The attacker got a record of its own.
-      const { rows: own } = await harness.storageDb.query(`SELECT write_checkpoint::text AS id FROM powersync.write_checkpoints WHERE user_id = 'alice/phone/'`);
+      const { rows: own } = await harness.storageDb.query(
+        `SELECT write_checkpoint::text AS id FROM powersync.write_checkpoints WHERE user_id = 'alice/phone/'`
+      );
       expect(own).toEqual([{ id: '1' }]);
     });
   });
@@ -258,23 +315,35 @@ bucket_definitions:
   }, 90_000);
   afterAll(async () => harness?.stop());
 
-  const bucketsOf = (lines: any[]) => lines.find((line) => line.checkpoint)!.checkpoint.buckets.map((bucket: any) => bucket.bucket).sort();
-  const objectIds = (lines: any[]) => lines.filter((line) => line.data).flatMap((line) => line.data.data.map((op: any) => op.object_id));
+  const bucketsOf = (lines: any[]) =>
+    lines
+      .find((line) => line.checkpoint)!
+      .checkpoint.buckets.map((bucket: any) => bucket.bucket)
+      .sort();
+  const objectIds = (lines: any[]) =>
+    lines.filter((line) => line.data).flatMap((line) => line.data.data.map((op: any) => op.object_id));
 
   it("never sends user B's buckets to user A, whatever A puts in its request or token parameters", async () => {
-    const bob = await openSyncStream(harness.service.url, await tokenFor('bob'), { client_id: 'bob-phone', raw_data: true });
+    const bob = await openSyncStream(harness.service.url, await tokenFor('bob'), {
+      client_id: 'bob-phone',
+      raw_data: true
+    });
     // Alice asks for Bob's buckets every way a client can: client parameters, claimed bucket positions, and a token
     // whose `parameters` claim says user_id bob (token_parameters.user_id is the sub, not that claim).
-    const alice = await openSyncStream(harness.service.url, await tokenFor('alice', { parameters: { user_id: 'bob', owner: 'bob' } }), {
-      client_id: 'alice-phone',
-      raw_data: true,
-      parameters: { user_id: 'bob', owner: 'bob', list_id: 'l-bob' },
-      buckets: [
-        { name: 'by_user["bob"]', after: '0' },
-        { name: 'by_list["l-bob"]', after: '0' },
-        { name: 'by_token["bob"]', after: '0' }
-      ]
-    });
+    const alice = await openSyncStream(
+      harness.service.url,
+      await tokenFor('alice', { parameters: { user_id: 'bob', owner: 'bob' } }),
+      {
+        client_id: 'alice-phone',
+        raw_data: true,
+        parameters: { user_id: 'bob', owner: 'bob', list_id: 'l-bob' },
+        buckets: [
+          { name: 'by_user["bob"]', after: '0' },
+          { name: 'by_list["l-bob"]', after: '0' },
+          { name: 'by_token["bob"]', after: '0' }
+        ]
+      }
+    );
     try {
       expect([alice.response.status, bob.response.status]).toEqual([200, 200]);
       const aliceLines = await alice.until((line) => 'checkpoint_complete' in line, 30_000);
@@ -317,10 +386,18 @@ bucket_definitions:
       return ((await response.json()) as { data: { checkpoint_request_id: string } }).data.checkpoint_request_id;
     };
     const writeCheckpoints = (lines: any[]) =>
-      lines.map((line) => line.checkpoint?.write_checkpoint ?? line.checkpoint_diff?.write_checkpoint).filter((id) => id !== undefined);
+      lines
+        .map((line) => line.checkpoint?.write_checkpoint ?? line.checkpoint_diff?.write_checkpoint)
+        .filter((id) => id !== undefined);
 
-    const bob = await openSyncStream(harness.service.url, await tokenFor('bob'), { client_id: 'shared-device', raw_data: true });
-    const alice = await openSyncStream(harness.service.url, await tokenFor('alice'), { client_id: 'shared-device', raw_data: true });
+    const bob = await openSyncStream(harness.service.url, await tokenFor('bob'), {
+      client_id: 'shared-device',
+      raw_data: true
+    });
+    const alice = await openSyncStream(harness.service.url, await tokenFor('alice'), {
+      client_id: 'shared-device',
+      raw_data: true
+    });
     try {
       const bobLines = await bob.until((line) => 'checkpoint_complete' in line, 30_000);
       const aliceLines = await alice.until((line) => 'checkpoint_complete' in line, 30_000);
@@ -357,7 +434,11 @@ describe('keys from a jwks_uri', () => {
   let recorder: Recorder;
   const first = generateKeyPairSync('rsa', { modulusLength: 2048 });
   const second = generateKeyPairSync('ec', { namedCurve: 'P-256' });
-  const publicJwk = (key: KeyObject, kid: string, alg: string) => ({ ...(key.export({ format: 'jwk' }) as jose.JWK), kid, alg });
+  const publicJwk = (key: KeyObject, kid: string, alg: string) => ({
+    ...(key.export({ format: 'jwk' }) as jose.JWK),
+    kid,
+    alg
+  });
 
   beforeAll(async () => {
     recorder = await startRecorder();
@@ -378,8 +459,10 @@ describe('keys from a jwks_uri', () => {
       headers: { 'Content-Type': 'application/json', Authorization: authorization },
       body: JSON.stringify({ client_id: 'jwks-device', checkpoint_request_id: '1' })
     });
-  const rsaToken = async (sub: string, kid = 'k1') => `Token ${await signToken({ sub }, { alg: 'RS256', kid }, first.privateKey)}`;
-  const ecToken = async (sub: string) => `Token ${await signToken({ sub }, { alg: 'ES256', kid: 'k2' }, second.privateKey)}`;
+  const rsaToken = async (sub: string, kid = 'k1') =>
+    `Token ${await signToken({ sub }, { alg: 'RS256', kid }, first.privateKey)}`;
+  const ecToken = async (sub: string) =>
+    `Token ${await signToken({ sub }, { alg: 'ES256', kid: 'k2' }, second.privateKey)}`;
   const probe = async () => (await fetch(`${harness.service.url}/probes/liveness`)).status;
   /** Retries while the key set refresh is rate-limited (one refresh per ~6 s on unknown kids). */
   async function eventually(what: string, attempt: () => Promise<boolean>) {
@@ -401,11 +484,17 @@ describe('keys from a jwks_uri', () => {
     // It comes back with k1: tokens of k1 verify once the (rate-limited) refetch happened.
     recorder.jwks = { keys: [publicJwk(first.publicKey, 'k1', 'RS256')] };
     recorder.failing = false;
-    await eventually('a k1 token is accepted', async () => (await checkpointRequest(await rsaToken('alice'))).status === 200);
+    await eventually(
+      'a k1 token is accepted',
+      async () => (await checkpointRequest(await rsaToken('alice'))).status === 200
+    );
 
     // Rotation: k1 is replaced by k2. k2 tokens verify after the refresh an unknown kid triggers; new k1 tokens fail.
     recorder.jwks = { keys: [publicJwk(second.publicKey, 'k2', 'ES256')] };
-    await eventually('a k2 token is accepted', async () => (await checkpointRequest(await ecToken('bob'))).status === 200);
+    await eventually(
+      'a k2 token is accepted',
+      async () => (await checkpointRequest(await ecToken('bob'))).status === 200
+    );
     await expectAuthRejection(await checkpointRequest(await rsaToken('carol')), 'PSYNC_S2101');
 
     // Down again: the known k2 keeps working, an unknown kid is a plain 401, the service keeps serving.

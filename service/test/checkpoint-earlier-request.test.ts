@@ -11,7 +11,9 @@ let streamId: number;
 
 beforeAll(async () => {
   harness = await startServiceHarness({ role: 'api' });
-  const { rows } = await harness.storageDb.query<{ id: number }>(`SELECT id FROM powersync.sync_rules ORDER BY id DESC LIMIT 1`);
+  const { rows } = await harness.storageDb.query<{ id: number }>(
+    `SELECT id FROM powersync.sync_rules ORDER BY id DESC LIMIT 1`
+  );
   streamId = rows[0]!.id;
 }, 60_000);
 afterAll(async () => harness?.stop());
@@ -54,7 +56,9 @@ describe('an earlier checkpoint request is not delayed by a later one (issue 6 i
       expect(headB > headA).toBe(true);
 
       await commitCheckpoint(2, headA);
-      const atA = await stream.until((line) => (line.checkpoint_diff ?? line.checkpoint)?.write_checkpoint !== undefined);
+      const atA = await stream.until(
+        (line) => (line.checkpoint_diff ?? line.checkpoint)?.write_checkpoint !== undefined
+      );
       expect((atA.at(-1).checkpoint_diff ?? atA.at(-1).checkpoint).write_checkpoint).toBe('42');
 
       await commitCheckpoint(3, headB);

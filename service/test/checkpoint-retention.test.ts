@@ -45,9 +45,11 @@ async function acknowledged(clientId: string, id: string) {
 }
 
 const records = async () =>
-  (await harness.storageDb.query<{ user_id: string }>(`SELECT user_id FROM powersync.write_checkpoints ORDER BY user_id`)).rows.map(
-    (row) => row.user_id
-  );
+  (
+    await harness.storageDb.query<{ user_id: string }>(
+      `SELECT user_id FROM powersync.write_checkpoints ORDER BY user_id`
+    )
+  ).rows.map((row) => row.user_id);
 
 describe('checkpoint request retention in the replication process (issue 6 item 3)', () => {
   it('deletes expired processed requests, keeps pending and generated ones; a restarted client is acknowledged at 1', async () => {

@@ -46,35 +46,66 @@ async function expectRejected(send: () => Promise<Response>, status: number, cod
 
 describe('POST /sync/checkpoint-request', () => {
   it('stores the request and answers with the stored id (PROTOCOL §4.3 table)', async () => {
-    const ask = async (id: unknown) => ((await (await post({ client_id: 'c1', checkpoint_request_id: id })).json()) as { data: unknown }).data;
+    const ask = async (id: unknown) =>
+      ((await (await post({ client_id: 'c1', checkpoint_request_id: id })).json()) as { data: unknown }).data;
     expect(await ask('42')).toEqual({ checkpoint_request_id: '42' });
     expect(await ask(43)).toEqual({ checkpoint_request_id: '43' });
     expect(await ask('43')).toEqual({ checkpoint_request_id: '43' });
     expect(await ask('7')).toEqual({ checkpoint_request_id: '43' });
     expect(await ask('9223372036854775807')).toEqual({ checkpoint_request_id: '9223372036854775807' });
-    expect(await storedRecords()).toContainEqual({ user_id: 'user-1/c1', id: '9223372036854775807', head: expect.any(String) });
+    expect(await storedRecords()).toContainEqual({
+      user_id: 'user-1/c1',
+      id: '9223372036854775807',
+      head: expect.any(String)
+    });
   });
 
   it('ignores extra fields and takes query parameters, the body winning', async () => {
-    const response = await fetch(`${harness.service.url}/sync/checkpoint-request?client_id=from-query&checkpoint_request_id=1`, {
-      method: 'POST',
-      headers: { 'Content-Type': 'application/json', Authorization: `Bearer ${token}` },
-      body: JSON.stringify({ checkpoint_request_id: '5', extra: { nested: true } })
-    });
+    const response = await fetch(
+      `${harness.service.url}/sync/checkpoint-request?client_id=from-query&checkpoint_request_id=1`,
+      {
+        method: 'POST',
+        headers: { 'Content-Type': 'application/json', Authorization: `Bearer ${token}` },
+        body: JSON.stringify({ checkpoint_request_id: '5', extra: { nested: true } })
+      }
+    );
     expect(await response.json()).toEqual({ data: { checkpoint_request_id: '5' } });
     expect(await storedRecords()).toContainEqual({ user_id: 'user-1/from-query', id: '5', head: expect.any(String) });
   });
 
   it.each([
-    0, -1, 1.5, '1.5', '1e3', 'abc', '', ' 42', '+42', '0x10', true, null, [1], { id: 1 },
-    '9223372036854775808', 9223372036854775808, 2 ** 53 + 1
+    0,
+    -1,
+    1.5,
+    '1.5',
+    '1e3',
+    'abc',
+    '',
+    ' 42',
+    '+42',
+    '0x10',
+    true,
+    null,
+    [1],
+    { id: 1 },
+    '9223372036854775808',
+    9223372036854775808,
+    2 ** 53 + 1
   ])('rejects checkpoint_request_id %j with 400 and writes nothing', async (id) => {
-    const error = await expectRejected(() => post({ client_id: 'c-bad', checkpoint_request_id: id }), 400, 'PSYNC_S2001');
+    const error = await expectRejected(
+      () => post({ client_id: 'c-bad', checkpoint_request_id: id }),
+      400,
+      'PSYNC_S2001'
+    );
     expect(error.details).toContain('between 1 and 9223372036854775807');
   });
 
   it('rejects 2^53+1 written as a raw JSON number (it would round)', async () => {
-    await expectRejected(() => post('{"client_id":"c-bad","checkpoint_request_id":9007199254740993}'), 400, 'PSYNC_S2001');
+    await expectRejected(
+      () => post('{"client_id":"c-bad","checkpoint_request_id":9007199254740993}'),
+      400,
+      'PSYNC_S2001'
+    );
   });
 
   it('rejects a missing checkpoint_request_id', async () => {
@@ -91,7 +122,11 @@ describe('POST /sync/checkpoint-request', () => {
     ['a/b', 'must not contain a slash'],
     ['a\nb', 'control characters']
   ])('rejects client_id %j', async (clientId, message) => {
-    const error = await expectRejected(() => post({ client_id: clientId, checkpoint_request_id: '1' }), 400, 'PSYNC_S2001');
+    const error = await expectRejected(
+      () => post({ client_id: clientId, checkpoint_request_id: '1' }),
+      400,
+      'PSYNC_S2001'
+    );
     expect(error.details).toContain(message);
   });
 
@@ -109,7 +144,11 @@ describe('POST /sync/checkpoint-request', () => {
   });
 
   it('rejects a body over the limit with 413', async () => {
-    await expectRejected(() => post({ client_id: 'c', checkpoint_request_id: '1', padding: 'x'.repeat(100_000) }), 413, 'PSYNC_S2005');
+    await expectRejected(
+      () => post({ client_id: 'c', checkpoint_request_id: '1', padding: 'x'.repeat(100_000) }),
+      413,
+      'PSYNC_S2005'
+    );
   });
 
   it('validates the body before authentication', async () => {
@@ -120,8 +159,14 @@ describe('POST /sync/checkpoint-request', () => {
     const body = { client_id: 'c-auth', checkpoint_request_id: '1' };
     const now = () => Math.floor(Date.now() / 1000);
     const secret = () => jose.base64url.decode(harness.devKey.k);
-    const signed = (claims: jose.JWTPayload, header: jose.JWTHeaderParameters = { alg: 'HS256', kid: 'test-key' }, key: Uint8Array = secret()) =>
-      new jose.SignJWT({ sub: 'user-1', aud: 'syncpoint-dev', iat: now(), exp: now() + 600, ...claims }).setProtectedHeader(header).sign(key);
+    const signed = (
+      claims: jose.JWTPayload,
+      header: jose.JWTHeaderParameters = { alg: 'HS256', kid: 'test-key' },
+      key: Uint8Array = secret()
+    ) =>
+      new jose.SignJWT({ sub: 'user-1', aud: 'syncpoint-dev', iat: now(), exp: now() + 600, ...claims })
+        .setProtectedHeader(header)
+        .sign(key);
 
     it('no token: 401 PSYNC_S2106', async () => {
       await expectRejected(() => post(body, { Authorization: '' }), 401, 'PSYNC_S2106');
@@ -135,7 +180,12 @@ describe('POST /sync/checkpoint-request', () => {
       await expectRejected(() => post(body, { Authorization: `Token ${forged}` }), 401, 'PSYNC_S2101');
     });
     it('alg none: 401 PSYNC_S2101', async () => {
-      const unsigned = new jose.UnsecuredJWT({ sub: 'user-1', aud: 'syncpoint-dev', iat: now(), exp: now() + 60 }).encode();
+      const unsigned = new jose.UnsecuredJWT({
+        sub: 'user-1',
+        aud: 'syncpoint-dev',
+        iat: now(),
+        exp: now() + 60
+      }).encode();
       await expectRejected(() => post(body, { Authorization: `Token ${unsigned}` }), 401, 'PSYNC_S2101');
     });
     it('expired: 401 PSYNC_S2103', async () => {
@@ -143,14 +193,22 @@ describe('POST /sync/checkpoint-request', () => {
       await expectRejected(() => post(body, { Authorization: `Token ${expired}` }), 401, 'PSYNC_S2103');
     });
     it('wrong aud: 401 PSYNC_S2105', async () => {
-      await expectRejected(async () => post(body, { Authorization: `Token ${await signed({ aud: 'elsewhere' })}` }), 401, 'PSYNC_S2105');
+      await expectRejected(
+        async () => post(body, { Authorization: `Token ${await signed({ aud: 'elsewhere' })}` }),
+        401,
+        'PSYNC_S2105'
+      );
     });
     it('unknown kid: 401 PSYNC_S2101', async () => {
       const token = await signed({}, { alg: 'HS256', kid: 'who-is-this' });
       await expectRejected(() => post(body, { Authorization: `Token ${token}` }), 401, 'PSYNC_S2101');
     });
     it('lifetime over the maximum: 401 PSYNC_S2104', async () => {
-      await expectRejected(async () => post(body, { Authorization: `Token ${await signed({ exp: now() + 2 * 86_400 })}` }), 401, 'PSYNC_S2104');
+      await expectRejected(
+        async () => post(body, { Authorization: `Token ${await signed({ exp: now() + 2 * 86_400 })}` }),
+        401,
+        'PSYNC_S2104'
+      );
     });
   });
 });

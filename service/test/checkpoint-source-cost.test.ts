@@ -77,7 +77,8 @@ async function waitProcessed(clientId: string) {
   }
 }
 
-const currentLsn = async () => (await harness.sourceDb.query<{ lsn: string }>('SELECT pg_current_wal_lsn()::text AS lsn')).rows[0]!.lsn;
+const currentLsn = async () =>
+  (await harness.sourceDb.query<{ lsn: string }>('SELECT pg_current_wal_lsn()::text AS lsn')).rows[0]!.lsn;
 
 /**
  * Source WAL bytes written while `work` ran, less checkpoint and running-xacts records. A window in which a (heartbeat)
@@ -92,7 +93,10 @@ async function sourceWalBytes(work: () => Promise<unknown>): Promise<{ bytes: nu
     await work();
     const after = await currentLsn();
     const seen = await markers.take();
-    const { rows } = await harness.sourceDb.query<{ bytes: string }>('SELECT pg_wal_lsn_diff($2, $1)::text AS bytes', [before, after]);
+    const { rows } = await harness.sourceDb.query<{ bytes: string }>('SELECT pg_wal_lsn_diff($2, $1)::text AS bytes', [
+      before,
+      after
+    ]);
     let bytes = Number(rows[0]!.bytes);
     let writers = '';
     if (bytes > 0 && walInspect) {
@@ -104,7 +108,9 @@ async function sourceWalBytes(work: () => Promise<unknown>): Promise<{ bytes: nu
       bytes = Number(records[0]!.bytes);
       writers = records[0]!.writers ?? '';
     }
-    console.log(`source WAL: ${rows[0]!.bytes} bytes raw, ${bytes} bytes from request work (${writers || 'none'}), ${seen} markers, ${Date.now() - started} ms, window ${window}`);
+    console.log(
+      `source WAL: ${rows[0]!.bytes} bytes raw, ${bytes} bytes from request work (${writers || 'none'}), ${seen} markers, ${Date.now() - started} ms, window ${window}`
+    );
     if ((seen > 0 || bytes > 0) && window < 3) continue;
     expect(seen).toBe(0);
     return { bytes, windows: window };
@@ -115,14 +121,18 @@ describe('checkpoint requests that need nothing cost the source nothing (issue 6
   it('1,000 duplicate requests after the id was processed write 0 bytes of source WAL and no marker', async () => {
     expect(await post('dup', 7n)).toBe('7');
     await waitProcessed('dup');
-    const { bytes } = await sourceWalBytes(async () => expect(new Set(await postMany('dup', 7n, 1000))).toEqual(new Set(['7'])));
+    const { bytes } = await sourceWalBytes(async () =>
+      expect(new Set(await postMany('dup', 7n, 1000))).toEqual(new Set(['7']))
+    );
     expect(bytes).toBe(0);
   }, 60_000);
 
   it('1,000 stale requests (below the processed stored id) write 0 bytes of source WAL and no marker', async () => {
     expect(await post('stale', 50n)).toBe('50');
     await waitProcessed('stale');
-    const { bytes } = await sourceWalBytes(async () => expect(new Set(await postMany('stale', 3n, 1000))).toEqual(new Set(['50'])));
+    const { bytes } = await sourceWalBytes(async () =>
+      expect(new Set(await postMany('stale', 3n, 1000))).toEqual(new Set(['50']))
+    );
     expect(bytes).toBe(0);
   }, 60_000);
 

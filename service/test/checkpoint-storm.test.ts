@@ -79,7 +79,9 @@ describe('reconnect storm (issue 6 item 4)', () => {
     }
     const wallMs = performance.now() - started;
     const emitted = await markers.take();
-    const { rows } = await harness.storageDb.query(`SELECT count(*)::int AS n FROM powersync.write_checkpoints WHERE user_id LIKE 'storm-user/%'`);
+    const { rows } = await harness.storageDb.query(
+      `SELECT count(*)::int AS n FROM powersync.write_checkpoints WHERE user_id LIKE 'storm-user/%'`
+    );
     console.log(
       `storm: ${CLIENTS} clients in ${Math.round(wallMs)} ms; ${counts.storageCalls} storage calls, ${counts.statements} storage statements, ` +
         `${emitted} markers, ${counts.rejected429} answers 429 (retried)`

@@ -34,9 +34,14 @@ beforeAll(async () => {
   await writeFile(
     configFile,
     stringify({
-      replication: { connections: [{ type: 'postgresql', uri: connectionString(harness.sourceDb), sslmode: 'disable' }] },
+      replication: {
+        connections: [{ type: 'postgresql', uri: connectionString(harness.sourceDb), sslmode: 'disable' }]
+      },
       storage: { type: 'postgresql', uri: connectionString(harness.storageDb), sslmode: 'disable' },
-      client_auth: { audience: [DEV_AUDIENCE, 'other'], jwks: { keys: [{ kty: 'RSA', kid: 'rsa', n: 'x', e: 'AQAB' }, harness.devKey] } }
+      client_auth: {
+        audience: [DEV_AUDIENCE, 'other'],
+        jwks: { keys: [{ kty: 'RSA', kid: 'rsa', n: 'x', e: 'AQAB' }, harness.devKey] }
+      }
     })
   );
   await waitForCheckpoint();
@@ -87,7 +92,9 @@ describe('syncpoint status, token, fetch', () => {
     const { code, stdout } = await runCli(['token', '--sub', 'alice', '-c', configFile, '--expires-in', '600']);
     expect(code).toBe(0);
     const token = stdout.trim();
-    const { payload, protectedHeader } = await jose.jwtVerify(token, jose.base64url.decode(harness.devKey.k), { audience: DEV_AUDIENCE });
+    const { payload, protectedHeader } = await jose.jwtVerify(token, jose.base64url.decode(harness.devKey.k), {
+      audience: DEV_AUDIENCE
+    });
     expect(payload.sub).toBe('alice');
     expect(payload.exp! - payload.iat!).toBe(600);
     expect(protectedHeader.kid).toBe(harness.devKey.kid);
@@ -104,7 +111,10 @@ describe('syncpoint status, token, fetch', () => {
     const rsaOnly = path.join(dir, 'rsa-only.yaml');
     await writeFile(
       rsaOnly,
-      stringify({ storage: { type: 'postgresql', uri: 'postgresql://x@127.0.0.1:1/x' }, client_auth: { audience: ['a'], jwks: { keys: [{ kty: 'RSA', n: 'x', e: 'AQAB' }] } } })
+      stringify({
+        storage: { type: 'postgresql', uri: 'postgresql://x@127.0.0.1:1/x' },
+        client_auth: { audience: ['a'], jwks: { keys: [{ kty: 'RSA', n: 'x', e: 'AQAB' }] } }
+      })
     );
     const { code, stderr } = await runCli(['token', '--sub', 'u', '-c', rsaOnly]);
     expect(code).toBe(3);
@@ -116,7 +126,12 @@ describe('syncpoint status, token, fetch', () => {
     const none = await runCli(['token', '--sub', 'u'], { cwd: root, env: { INIT_CWD: root } });
     expect(none.code).toBe(3);
     expect(none.stderr).toContain('dev-key.json');
-    const key: DevKey = { kty: 'oct', alg: 'HS256', kid: 'syncpoint-dev', k: jose.base64url.encode('an-embedded-default-secret-of-32-bytes') };
+    const key: DevKey = {
+      kty: 'oct',
+      alg: 'HS256',
+      kid: 'syncpoint-dev',
+      k: jose.base64url.encode('an-embedded-default-secret-of-32-bytes')
+    };
     await mkdir(path.join(root, '.syncpoint'));
     await writeFile(path.join(root, '.syncpoint', 'dev-key.json'), JSON.stringify(key));
     const { code, stdout } = await runCli(['token', '--sub', 'u'], { cwd: root, env: { INIT_CWD: root } });
@@ -149,7 +164,10 @@ describe('syncpoint status, token, fetch', () => {
 
   it('status: exits 1 with a message when storage is unreachable', async () => {
     const unreachable = path.join(dir, 'unreachable.yaml');
-    await writeFile(unreachable, stringify({ storage: { type: 'postgresql', uri: 'postgresql://x:y@127.0.0.1:1/x', sslmode: 'disable' } }));
+    await writeFile(
+      unreachable,
+      stringify({ storage: { type: 'postgresql', uri: 'postgresql://x:y@127.0.0.1:1/x', sslmode: 'disable' } })
+    );
     const { code, stderr } = await runCli(['status', '-c', unreachable]);
     expect(code).toBe(1);
     expect(stderr).toMatch(/^error: .*ECONNREFUSED/m);
@@ -166,14 +184,25 @@ describe('syncpoint status, token, fetch', () => {
     // Wait until replication acknowledges the request (a checkpoint past its head).
     let output = '';
     for (let attempt = 0; attempt < 20; attempt++) {
-      const { code, stdout } = await runCli(['fetch', '--token', token, '--url', harness.service.url, '--client-id', 'dev1', '--json']);
+      const { code, stdout } = await runCli([
+        'fetch',
+        '--token',
+        token,
+        '--url',
+        harness.service.url,
+        '--client-id',
+        'dev1',
+        '--json'
+      ]);
       expect(code).toBe(0);
       output = stdout;
       if (JSON.parse(stdout).write_checkpoint === '7') break;
     }
     const checkpoint = JSON.parse(output);
     expect(checkpoint.write_checkpoint).toBe('7');
-    expect(checkpoint.buckets).toEqual([expect.objectContaining({ bucket: 'global[]', count: 2, checksum: expect.any(Number) })]);
+    expect(checkpoint.buckets).toEqual([
+      expect.objectContaining({ bucket: 'global[]', count: 2, checksum: expect.any(Number) })
+    ]);
 
     const text = await runCli(['fetch', '--token', token, '--url', harness.service.url]);
     expect(text.code).toBe(0);

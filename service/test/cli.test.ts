@@ -47,7 +47,13 @@ afterAll(async () => server?.stop());
 
 describe('syncpoint CLI', () => {
   it('prints help for every command and exits 0', async () => {
-    for (const args of [['--help'], ['start', '--help'], ['migrate', '--help'], ['validate', '--help'], ['compact', '--help']]) {
+    for (const args of [
+      ['--help'],
+      ['start', '--help'],
+      ['migrate', '--help'],
+      ['validate', '--help'],
+      ['compact', '--help']
+    ]) {
       const { code, stdout } = await runCli(args);
       expect(code).toBe(0);
       expect(stdout).toContain('Usage: syncpoint');
@@ -72,7 +78,14 @@ describe('syncpoint CLI', () => {
     const missing = await runCli(['migrate', 'up', '-c', path.join(dir, 'nope.yaml')]);
     expect(missing.code).toBe(3);
     expect(missing.stderr).toMatch(/cannot read config file .*nope\.yaml: ENOENT/);
-    const bad = await runCli(['migrate', 'up', '-c', await writeConfig('bad.yaml', { storage: { type: 'postgresql', uri: server.url('cli_storage'), max_pool_size: 'many' } })]);
+    const bad = await runCli([
+      'migrate',
+      'up',
+      '-c',
+      await writeConfig('bad.yaml', {
+        storage: { type: 'postgresql', uri: server.url('cli_storage'), max_pool_size: 'many' }
+      })
+    ]);
     expect(bad.code).toBe(3);
     expect(bad.stderr).toContain('storage.max_pool_size');
   });
@@ -107,7 +120,9 @@ describe('syncpoint CLI', () => {
     const keyless = await runCli([
       'validate',
       '-c',
-      await writeConfig('keyless.yaml', { sync_config: { content: 'bucket_definitions:\n  g:\n    data:\n      - SELECT * FROM keyless\n' } })
+      await writeConfig('keyless.yaml', {
+        sync_config: { content: 'bucket_definitions:\n  g:\n    data:\n      - SELECT * FROM keyless\n' }
+      })
     ]);
     expect(keyless.code).toBe(1);
     expect(keyless.stdout).toContain('table public.keyless has no primary key or usable replica identity');
@@ -116,7 +131,11 @@ describe('syncpoint CLI', () => {
     const badRules = await runCli([
       'validate',
       '-c',
-      await writeConfig('badrules.yaml', { sync_config: { content: 'bucket_definitions:\n  g:\n    data:\n      - SELECT * FROM items WHERE id = bucket.nope\n' } })
+      await writeConfig('badrules.yaml', {
+        sync_config: {
+          content: 'bucket_definitions:\n  g:\n    data:\n      - SELECT * FROM items WHERE id = bucket.nope\n'
+        }
+      })
     ]);
     expect(badRules.code).toBe(1);
     expect(badRules.stdout).toMatch(/sync config: .*bucket_definitions\.g\.data\[0\].*bucket\.nope/);
@@ -128,7 +147,9 @@ describe('syncpoint CLI', () => {
       '--port',
       '0',
       '-c',
-      await writeConfig('start-bad.yaml', { sync_config: { content: 'bucket_definitions:\n  g:\n    priority: 9\n    data:\n      - SELECT * FROM items\n' } })
+      await writeConfig('start-bad.yaml', {
+        sync_config: { content: 'bucket_definitions:\n  g:\n    priority: 9\n    data:\n      - SELECT * FROM items\n' }
+      })
     ]);
     expect(result.code).toBe(3);
     expect(result.stderr).toMatch(/sync config: .*priority/);

@@ -65,9 +65,16 @@ const unique = (paths: string[]) => [...new Set(paths)].sort();
 describe('docs/configuration.md', () => {
   it('walks zod schemas into key paths', () => {
     expect(configKeyPaths(serviceConfigSchema)).toEqual(
-      expect.arrayContaining(['api.parameters.max_concurrent_connections', 'replication.connections[].type', 'client_auth.jwks.keys[].kty', 'healthcheck.probes.use_http'])
+      expect.arrayContaining([
+        'api.parameters.max_concurrent_connections',
+        'replication.connections[].type',
+        'client_auth.jwks.keys[].kty',
+        'healthcheck.probes.use_http'
+      ])
     );
-    expect(configKeyPaths(postgresSourceConfigSchema, 'replication.connections[]')).toContain('replication.connections[].slot_name_prefix');
+    expect(configKeyPaths(postgresSourceConfigSchema, 'replication.connections[]')).toContain(
+      'replication.connections[].slot_name_prefix'
+    );
   });
 
   it('mentions every key of the service config schema and of each module section', async () => {
@@ -85,11 +92,21 @@ describe('docs/configuration.md', () => {
   });
 
   it('has the other guides, and they link only to files that exist', async () => {
-    for (const name of ['getting-started.md', 'configuration.md', 'protocol-compatibility.md', 'operations.md', 'migrating-from-powersync.md', 'reliability.md']) {
+    for (const name of [
+      'getting-started.md',
+      'configuration.md',
+      'protocol-compatibility.md',
+      'operations.md',
+      'migrating-from-powersync.md',
+      'reliability.md'
+    ]) {
       const text = await readFile(path.join(docsDir, name), 'utf8');
       expect(text).toMatch(/^# /);
       for (const [, target] of text.matchAll(/\]\(((?:\.\.?\/|[\w-]+\.md)[^)#\s]*)/g)) {
-        await expect(readFile(path.resolve(docsDir, target!), 'utf8').then(() => true), `${name} links to ${target}`).resolves.toBe(true);
+        await expect(
+          readFile(path.resolve(docsDir, target!), 'utf8').then(() => true),
+          `${name} links to ${target}`
+        ).resolves.toBe(true);
       }
     }
   });

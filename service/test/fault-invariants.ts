@@ -2,7 +2,13 @@ import { createLogger, type Logger } from '@syncpoint/service-core';
 import type { PostgresBucketStorage } from '@syncpoint/storage-postgres';
 import { expect } from 'vitest';
 import { signDevToken } from '../src/dev-token.js';
-import { downloadBuckets, TEST_DEV_KEY, waitFor, waitForCheckpointLsn, type BucketContents } from './replication-harness.js';
+import {
+  downloadBuckets,
+  TEST_DEV_KEY,
+  waitFor,
+  waitForCheckpointLsn,
+  type BucketContents
+} from './replication-harness.js';
 import { openSyncStream } from './sync-stream-client.js';
 
 /**
@@ -59,7 +65,9 @@ export interface FreshSnapshotOptions {
  * snapshot). Raw checksums are not compared: the faulted log holds history (superseded PUTs, REMOVEs); a fresh
  * snapshot has one PUT per row, which is checked too. Returns the figures for the report.
  */
-export async function expectMatchesFreshSnapshot(options: FreshSnapshotOptions): Promise<{ buckets: number; rows: number; faultedOps: number }> {
+export async function expectMatchesFreshSnapshot(
+  options: FreshSnapshotOptions
+): Promise<{ buckets: number; rows: number; faultedOps: number }> {
   const timeoutMs = options.timeoutMs ?? 120_000;
   const position = await options.sourcePosition();
   const served = await waitForCheckpointLsn(options.faulted, position, timeoutMs);
@@ -69,7 +77,8 @@ export async function expectMatchesFreshSnapshot(options: FreshSnapshotOptions):
   const freshPosition = await options.sourcePosition();
   const freshServed = await waitForCheckpointLsn(freshStorage, freshPosition, timeoutMs);
   const fresh = await downloadBuckets(freshStorage, freshServed.checkpoint.checkpoint);
-  for (const [name, contents] of fresh) expect(contents.ops, `ops of ${name} in a fresh snapshot`).toBe(contents.rows.size);
+  for (const [name, contents] of fresh)
+    expect(contents.ops, `ops of ${name} in a fresh snapshot`).toBe(contents.rows.size);
 
   const differences = diffClientRows(rowsOf(faulted), rowsOf(fresh));
   expect(differences, 'faulted service vs a fresh snapshot of the same source').toEqual([]);
@@ -112,7 +121,8 @@ export async function postCheckpointRequest(
           signal: AbortSignal.timeout(Math.max(1_000, timeoutMs / 2))
         });
         const body = await response.text();
-        if (response.status >= 400 && response.status < 500) throw new Error(`checkpoint request rejected: ${response.status} ${body}`);
+        if (response.status >= 400 && response.status < 500)
+          throw new Error(`checkpoint request rejected: ${response.status} ${body}`);
         if (response.status !== 200) lastError = `${response.status} ${body}`;
         return response.status === 200;
       } catch (error) {
@@ -131,7 +141,13 @@ export async function postCheckpointRequest(
  * A sync stream of `clientId` reports a write checkpoint ≥ `requestId` within `timeoutMs`. Returns the milliseconds it
  * took from the call.
  */
-export async function expectRequestAcknowledged(url: string, token: string, clientId: string, requestId: bigint, timeoutMs = 60_000): Promise<number> {
+export async function expectRequestAcknowledged(
+  url: string,
+  token: string,
+  clientId: string,
+  requestId: bigint,
+  timeoutMs = 60_000
+): Promise<number> {
   const started = Date.now();
   const stream = await openSyncStream(url, token, { client_id: clientId, raw_data: true });
   try {
@@ -167,7 +183,8 @@ export function captureLogs(): LogCapture {
       }
     }
   });
-  const entries = () => lines.map((line) => JSON.parse(line) as Record<string, unknown> & { msg?: string; level: number });
+  const entries = () =>
+    lines.map((line) => JSON.parse(line) as Record<string, unknown> & { msg?: string; level: number });
   return { logger, entries, matching: (pattern) => entries().filter((entry) => pattern.test(String(entry.msg ?? ''))) };
 }
 
@@ -219,7 +236,12 @@ export function observeServedCheckpoints(
           const buckets = await downloadBuckets(storage, checkpoint!);
           let rows = 0;
           for (const contents of buckets.values()) rows += contents.rows.size;
-          observations.push({ at: Date.now(), checkpoint: checkpoint!, rows, problem: await check(checkpoint!, buckets) });
+          observations.push({
+            at: Date.now(),
+            checkpoint: checkpoint!,
+            rows,
+            problem: await check(checkpoint!, buckets)
+          });
         }
       } catch (error) {
         errors.push(String(error));

@@ -99,10 +99,15 @@ describe('SIGKILL during the initial snapshot', () => {
     let child = await env.startChild({ storageName, syncConfig: SYNC_CONFIG });
     const storage = env.openStorage(storageName);
     const progress = async () => {
-      const { rows } = await storage.pool.query<{ table_name: string; done: boolean; rows_done: string; last_key: string | null }>(
-        `SELECT table_name, done, rows_done::text, last_key FROM powersync.snapshot_progress`
+      const { rows } = await storage.pool.query<{
+        table_name: string;
+        done: boolean;
+        rows_done: string;
+        last_key: string | null;
+      }>(`SELECT table_name, done, rows_done::text, last_key FROM powersync.snapshot_progress`);
+      return new Map(
+        rows.map((row) => [row.table_name, { done: row.done, rowsDone: Number(row.rows_done), lastKey: row.last_key }])
       );
-      return new Map(rows.map((row) => [row.table_name, { done: row.done, rowsDone: Number(row.rows_done), lastKey: row.last_key }]));
     };
     // Kill once accounts is done and events is 2+ chunks in, but far from done.
     const atKill = await withOutput(
@@ -139,9 +144,14 @@ describe('SIGKILL during the initial snapshot', () => {
     // The source moves on while the service is down, on both sides of the saved key, and on the finished table.
     const lastKey = Number(JSON.parse(saved.lastKey!));
     await env.sourceDb.query(`UPDATE events SET val = -val WHERE id % 997 = 0`); // ~200 rows, below and above lastKey
-    await env.sourceDb.query(`UPDATE events SET owner = 'moved' WHERE id BETWEEN $1 AND $2`, [lastKey - 50, lastKey + 50]);
+    await env.sourceDb.query(`UPDATE events SET owner = 'moved' WHERE id BETWEEN $1 AND $2`, [
+      lastKey - 50,
+      lastKey + 50
+    ]);
     await env.sourceDb.query(`DELETE FROM events WHERE id % 1009 = 0`);
-    await env.sourceDb.query(`INSERT INTO events SELECT i, 'u3', i FROM generate_series(${EVENTS + 1}, ${EVENTS + 100}) i`);
+    await env.sourceDb.query(
+      `INSERT INTO events SELECT i, 'u3', i FROM generate_series(${EVENTS + 1}, ${EVENTS + 100}) i`
+    );
     await env.sourceDb.query(`UPDATE accounts SET name = name || ' (renamed)' WHERE id <= 10`);
 
     child = await env.startChild({ storageName, syncConfig: SYNC_CONFIG });
@@ -166,7 +176,9 @@ describe('SIGKILL during the initial snapshot', () => {
     );
 
     const figures = await expectMatchesFreshService(env, storage, SYNC_CONFIG);
-    const { rows: sourceCount } = await env.sourceDb.query<{ n: string }>(`SELECT ((SELECT count(*) FROM accounts) + (SELECT count(*) FROM events))::text AS n`);
+    const { rows: sourceCount } = await env.sourceDb.query<{ n: string }>(
+      `SELECT ((SELECT count(*) FROM accounts) + (SELECT count(*) FROM events))::text AS n`
+    );
     expect(figures.rows).toBe(Number(sourceCount[0]!.n));
     await child.stop();
   }, 300_000);
@@ -228,7 +240,9 @@ describe('SIGKILL in the middle of a storage flush', () => {
     await waitFor(
       'the interrupted flush to roll back',
       async () => {
-        const { rows } = await storage.pool.query<{ status: string }>(`SELECT pg_xact_status($1::xid8) AS status`, [inFlight.xid]);
+        const { rows } = await storage.pool.query<{ status: string }>(`SELECT pg_xact_status($1::xid8) AS status`, [
+          inFlight.xid
+        ]);
         if (rows[0]!.status === 'committed') throw new Error('the flush committed before the kill');
         return rows[0]!.status === 'aborted';
       },
@@ -345,7 +359,19 @@ function spawnServiceChild(configText: string, role: 'api' | 'replication' | 'un
     // node with tsx's loader (not the tsx CLI, whose grandchild a SIGKILL would leave running).
     const child = spawn(
       process.execPath,
-      ['--import', 'tsx', '--conditions=@syncpoint/source', path.join(serviceDir, 'src/cli.ts'), 'start', '-c', file, '--role', role, '--port', '0'],
+      [
+        '--import',
+        'tsx',
+        '--conditions=@syncpoint/source',
+        path.join(serviceDir, 'src/cli.ts'),
+        'start',
+        '-c',
+        file,
+        '--role',
+        role,
+        '--port',
+        '0'
+      ],
       { cwd: serviceDir, env: { ...process.env, SYNCPOINT_LOG_LEVEL: process.env.SYNCPOINT_TEST_LOG ?? 'info' } }
     );
     child.stdout.on('data', (chunk) => (output = (output + chunk).slice(-200_000)));
@@ -357,11 +383,13 @@ function spawnServiceChild(configText: string, role: 'api' | 'replication' | 'un
     output: () => output,
     /** The base URL, once the process logs that it is listening. */
     url: () =>
-      waitFor('the child to listen', async () => logLines(output).find((line) => line.msg === 'Syncpoint is listening')?.url as string | undefined, 60_000).catch(
-        (error) => {
-          throw new Error(`${error.message}\nchild output:\n${output.slice(-5_000)}`);
-        }
-      ),
+      waitFor(
+        'the child to listen',
+        async () => logLines(output).find((line) => line.msg === 'Syncpoint is listening')?.url as string | undefined,
+        60_000
+      ).catch((error) => {
+        throw new Error(`${error.message}\nchild output:\n${output.slice(-5_000)}`);
+      }),
     async kill() {
       const { child, exited } = await started;
       if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
@@ -436,10 +464,10 @@ describe('SIGKILL between storing a checkpoint request and emitting its marker',
       await waitFor(
         'the request stored and its marker held',
         async () => {
-          const { rows } = await storage.pool.query(`SELECT 1 FROM powersync.write_checkpoints WHERE user_id = $1 AND write_checkpoint = $2`, [
-            `${sub}/${clientId}`,
-            id
-          ]);
+          const { rows } = await storage.pool.query(
+            `SELECT 1 FROM powersync.write_checkpoints WHERE user_id = $1 AND write_checkpoint = $2`,
+            [`${sub}/${clientId}`, id]
+          );
           return rows.length === 1 && proxy.state.held > held;
         },
         30_000
@@ -465,7 +493,10 @@ describe('SIGKILL between storing a checkpoint request and emitting its marker',
       const started = Date.now();
       const stream = await openSyncStream(url, await signDevToken(TEST_DEV_KEY, { sub }), { client_id: clientId });
       try {
-        await stream.until((line) => (line.checkpoint ?? line.checkpoint_diff)?.write_checkpoint === String(id), 20_000);
+        await stream.until(
+          (line) => (line.checkpoint ?? line.checkpoint_diff)?.write_checkpoint === String(id),
+          20_000
+        );
       } finally {
         await stream.close();
       }
@@ -497,8 +528,12 @@ describe('SIGKILL between storing a checkpoint request and emitting its marker',
     expect(logLines(killedApi.output()).some((line) => /pending checkpoint request/.test(line.msg))).toBe(true);
 
     // Every stored request is processed.
-    const { rows } = await storage.pool.query<{ pending: string }>(`SELECT count(*)::text AS pending FROM powersync.write_checkpoints WHERE processed_at_lsn IS NULL`);
+    const { rows } = await storage.pool.query<{ pending: string }>(
+      `SELECT count(*)::text AS pending FROM powersync.write_checkpoints WHERE processed_at_lsn IS NULL`
+    );
     expect(rows[0]!.pending).toBe('0');
-    console.log(`marker kill: acknowledged ${afterRetryMs} ms after the retry; ${afterRestartMs} ms after the restart (start included)`);
+    console.log(
+      `marker kill: acknowledged ${afterRetryMs} ms after the retry; ${afterRestartMs} ms after the restart (start included)`
+    );
   }, 240_000);
 });

@@ -34,7 +34,6 @@ import { startTcpProxy, type TcpProxy } from './tcp-proxy.js';
  * buckets equal those of a fresh service snapshotting the same source.
  */
 
-
 /** Seed rows are never deleted; pairs (2k, 2k+1) always change together in one transaction. */
 const SEED_ROWS = 4_000;
 const OWNERS = 5;
@@ -67,7 +66,13 @@ function configText(storageName: string, sourceUrl: string): string {
   return stringify({
     replication: {
       connections: [
-        { type: 'postgresql', uri: sourceUrl, sslmode: 'disable', slot_name_prefix: slotPrefix, heartbeat_interval_seconds: HEARTBEAT_SECONDS }
+        {
+          type: 'postgresql',
+          uri: sourceUrl,
+          sslmode: 'disable',
+          slot_name_prefix: slotPrefix,
+          heartbeat_interval_seconds: HEARTBEAT_SECONDS
+        }
       ]
     },
     storage: { type: 'postgresql', uri: storageServer.url(storageName), sslmode: 'disable' },
@@ -86,12 +91,21 @@ async function newStorageDatabase(label: string): Promise<string> {
 
 async function startSyncpoint(storageName: string, sourceUrl: string, logger: Logger, role: 'unified' | 'replication') {
   const registry = createModuleRegistry();
-  const config = await parseConfig(configText(storageName, sourceUrl), { source: 'test', configDir: process.cwd(), registry });
+  const config = await parseConfig(configText(storageName, sourceUrl), {
+    source: 'test',
+    configDir: process.cwd(),
+    registry
+  });
   return startService(config, { registry, logger, host: '127.0.0.1', role });
 }
 
 function openStorage(storageName: string): PostgresBucketStorage {
-  const opened = createPostgresStorage({ type: 'postgresql', uri: storageServer.url(storageName), sslmode: 'disable', max_pool_size: 4 });
+  const opened = createPostgresStorage({
+    type: 'postgresql',
+    uri: storageServer.url(storageName),
+    sslmode: 'disable',
+    max_pool_size: 4
+  });
   extraStorages.push(opened);
   return opened;
 }
@@ -132,7 +146,12 @@ function startWriter() {
             [extra, extra + 1, n]
           );
         } else if (n % 5 === 0) {
-          await writerPool.query(`UPDATE items SET val = $1, owner = $2 WHERE id IN ($3, $4)`, [n, `u${n % OWNERS}`, pair, pair + 1]);
+          await writerPool.query(`UPDATE items SET val = $1, owner = $2 WHERE id IN ($3, $4)`, [
+            n,
+            `u${n % OWNERS}`,
+            pair,
+            pair + 1
+          ]);
         } else {
           await writerPool.query(`UPDATE items SET val = $1 WHERE id IN ($2, $3)`, [n, pair, pair + 1]);
         }
@@ -243,7 +262,9 @@ beforeAll(async () => {
   await source.ensureDatabase('app');
   writerPool = new pg.Pool({ connectionString: source.url('app'), max: 2 });
   writerPool.on('error', () => {});
-  await writerPool.query(`CREATE TABLE items (id int8 PRIMARY KEY, owner text NOT NULL, val int8 NOT NULL, kind text NOT NULL)`);
+  await writerPool.query(
+    `CREATE TABLE items (id int8 PRIMARY KEY, owner text NOT NULL, val int8 NOT NULL, kind text NOT NULL)`
+  );
   await writerPool.query(
     `INSERT INTO items SELECT i, 'u' || ((i / 2) % ${OWNERS}), 0, 'seed' FROM generate_series(0, ${SEED_ROWS - 1}) i`
   );
@@ -272,7 +293,8 @@ afterAll(async () => {
   if (storageServer) {
     const admin = new pg.Client({ connectionString: storageServer.url('postgres') });
     await admin.connect();
-    for (const name of storageDatabases) await admin.query(`DROP DATABASE IF EXISTS ${pg.escapeIdentifier(name)} WITH (FORCE)`).catch(() => {});
+    for (const name of storageDatabases)
+      await admin.query(`DROP DATABASE IF EXISTS ${pg.escapeIdentifier(name)} WITH (FORCE)`).catch(() => {});
     await admin.end();
     await storageServer.stop();
   }
@@ -371,7 +393,10 @@ describe('source-side faults: the service recovers by itself and loses nothing',
     const since = logs.entries().length;
     const before = await storage.getServingCheckpoint();
     // Every poll downloads again, also under an unchanged checkpoint: the re-snapshot must not alter what it serves.
-    const observer = observeServedCheckpoints(storage, (_checkpoint, buckets) => consistencyProblem(buckets), { intervalMs: 20, recheck: true });
+    const observer = observeServedCheckpoints(storage, (_checkpoint, buckets) => consistencyProblem(buckets), {
+      intervalMs: 20,
+      recheck: true
+    });
     const writer = startWriter();
     const admin = new pg.Client({ connectionString: source.url('app') });
     await admin.connect();
@@ -383,7 +408,10 @@ describe('source-side faults: the service recovers by itself and loses nothing',
       await waitFor(
         'the slot to be dropped',
         async () => {
-          await admin.query(`SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = $1 AND active_pid IS NOT NULL`, [slot]);
+          await admin.query(
+            `SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = $1 AND active_pid IS NOT NULL`,
+            [slot]
+          );
           const { rows } = await admin.query(
             `SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1 AND NOT active`,
             [slot]
@@ -406,7 +434,9 @@ describe('source-side faults: the service recovers by itself and loses nothing',
     expect(errors, 'downloads of served checkpoints that failed').toEqual([]);
     // Checkpoints before and after the re-snapshot were observed, each a consistent, complete state.
     expect(observations.length).toBeGreaterThan(1);
-    expect(observations.filter((o) => o.problem !== null).map((o) => `checkpoint ${o.checkpoint}: ${o.problem}`)).toEqual([]);
+    expect(
+      observations.filter((o) => o.problem !== null).map((o) => `checkpoint ${o.checkpoint}: ${o.problem}`)
+    ).toEqual([]);
     expectLogged(logs, [/PSYNC_S1146/, /re-snapshot starting/, /re-snapshot done/, /streaming changes/], since);
     // Some of them while the copy was running.
     const copyStarted = Number(logs.matching(/re-snapshot starting/).at(-1)!.time);
@@ -416,7 +446,9 @@ describe('source-side faults: the service recovers by itself and loses nothing',
     figures.slot_observations_during_copy = duringCopy;
     expect(duringCopy).toBeGreaterThan(0);
     expect(observations.at(-1)!.checkpoint).toBeGreaterThan(before!.checkpoint.checkpoint);
-    expect(compareLsn((await storage.getServingCheckpoint())!.checkpoint.lsn!, before!.checkpoint.lsn!)).toBeGreaterThan(0);
+    expect(
+      compareLsn((await storage.getServingCheckpoint())!.checkpoint.lsn!, before!.checkpoint.lsn!)
+    ).toBeGreaterThan(0);
     figures.slot_observations = observations.length;
     figures.slot_distinct_checkpoints = new Set(observations.map((o) => o.checkpoint)).size;
     figures.slot = await checkAfterFault('slot', 2n, 'slot');

@@ -16,7 +16,15 @@ import {
   expectRequestAcknowledged,
   postCheckpointRequest
 } from './fault-invariants.js';
-import { createReplicationEnv, ITEMS_SYNC_CONFIG, sleep, TEST_DEV_KEY, waitFor, waitForCheckpointLsn, type ReplicationEnv } from './replication-harness.js';
+import {
+  createReplicationEnv,
+  ITEMS_SYNC_CONFIG,
+  sleep,
+  TEST_DEV_KEY,
+  waitFor,
+  waitForCheckpointLsn,
+  type ReplicationEnv
+} from './replication-harness.js';
 
 /**
  * Issue 7 item 1 (storage faults): the bucket storage Postgres — a dedicated server — is stopped while replication is
@@ -66,7 +74,14 @@ describe('bucket storage restart during a write batch', () => {
     const logs = captureLogs();
     const configText = stringify({
       replication: {
-        connections: [{ type: 'postgresql', uri: env.postgres.url(env.sourceName), sslmode: 'disable', slot_name_prefix: env.slotPrefix }]
+        connections: [
+          {
+            type: 'postgresql',
+            uri: env.postgres.url(env.sourceName),
+            sslmode: 'disable',
+            slot_name_prefix: env.slotPrefix
+          }
+        ]
       },
       storage: { type: 'postgresql', uri: storageServer!.url(storageName), sslmode: 'disable' },
       port: 0,
@@ -76,9 +91,16 @@ describe('bucket storage restart during a write batch', () => {
     const registry = createModuleRegistry();
     const config = await parseConfig(configText, { source: 'test', configDir: process.cwd(), registry });
     service = await startService(config, { registry, logger: logs.logger, host: '127.0.0.1', role: 'unified' });
-    storage = createPostgresStorage({ type: 'postgresql', uri: storageServer!.url(storageName), sslmode: 'disable', max_pool_size: 2 });
+    storage = createPostgresStorage({
+      type: 'postgresql',
+      uri: storageServer!.url(storageName),
+      sslmode: 'disable',
+      max_pool_size: 2
+    });
     await waitForCheckpointLsn(storage, await env.sourcePosition(), 120_000);
-    const { rows: streams } = await storage.pool.query<{ id: number }>(`SELECT id FROM powersync.sync_rules WHERE state = 'ACTIVE'`);
+    const { rows: streams } = await storage.pool.query<{ id: number }>(
+      `SELECT id FROM powersync.sync_rules WHERE state = 'ACTIVE'`
+    );
     const streamId = streams[0]!.id;
 
     // Small source transactions keep coming throughout: before, during and after the outage.
@@ -172,9 +194,13 @@ describe('bucket storage restart during a write batch', () => {
     });
     expect(figures.rows).toBe(2 * (SEED_ROWS + BATCH_ROWS));
     // Nothing stays pending, and the service said what it was doing.
-    const { rows: pending } = await storage.pool.query<{ n: string }>(`SELECT count(*)::text AS n FROM powersync.write_checkpoints WHERE processed_at_lsn IS NULL`);
+    const { rows: pending } = await storage.pool.query<{ n: string }>(
+      `SELECT count(*)::text AS n FROM powersync.write_checkpoints WHERE processed_at_lsn IS NULL`
+    );
     expect(pending[0]!.n).toBe('0');
     expectLogged(logs, [/replication stopped/, /checkpoint listener/], logsBefore);
-    console.log(`storage restart: ${small} small transactions during the test; ${figures.rows} rows, ${figures.faultedOps} ops served`);
+    console.log(
+      `storage restart: ${small} small transactions during the test; ${figures.rows} rows, ${figures.faultedOps} ops served`
+    );
   }, 300_000);
 });

@@ -1,7 +1,15 @@
 import http from 'node:http';
 import net from 'node:net';
 import { gzipSync } from 'node:zlib';
-import { createHttpApp, createLogger, parseConfig, ProbeState, SERVER_TIMEOUTS, startService, type RunningService } from '@syncpoint/service-core';
+import {
+  createHttpApp,
+  createLogger,
+  parseConfig,
+  ProbeState,
+  SERVER_TIMEOUTS,
+  startService,
+  type RunningService
+} from '@syncpoint/service-core';
 import fc from 'fast-check';
 import * as jose from 'jose';
 import pg from 'pg';
@@ -9,7 +17,12 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parse, stringify } from 'yaml';
 import { DEV_AUDIENCE } from '../src/dev-token.js';
 import { createModuleRegistry } from '../src/module-registry.js';
-import { createReplicationEnv, TEST_DEV_KEY, waitForCheckpointLsn, type ReplicationEnv } from './replication-harness.js';
+import {
+  createReplicationEnv,
+  TEST_DEV_KEY,
+  waitForCheckpointLsn,
+  type ReplicationEnv
+} from './replication-harness.js';
 
 /**
  * Hostile input (issue 7 items 2 and 3): fast-check sends generated requests to every HTTP route of ONE real service
@@ -89,7 +102,10 @@ beforeAll(async () => {
 
   // The service under test. Errors it logs are collected: an unexpected error must never happen, even if a route
   // answered 4xx or a stream started with 200.
-  const configText = stringify({ ...parse(env.configText({ storageName, syncConfig: SYNC_CONFIG })), api: { tokens: [ADMIN_TOKEN] } });
+  const configText = stringify({
+    ...parse(env.configText({ storageName, syncConfig: SYNC_CONFIG })),
+    api: { tokens: [ADMIN_TOKEN] }
+  });
   const config = await parseConfig(configText, { source: 'test', configDir: process.cwd(), registry });
   const logger = createLogger({ level: 'error', destination: { write: (line: string) => void errorLogs.push(line) } });
   service = await startService(config, { registry, logger, host: '127.0.0.1', role: 'api' });
@@ -101,7 +117,10 @@ beforeAll(async () => {
   await env.sourceDb.query(`SELECT pg_create_logical_replication_slot($1, 'test_decoding')`, [slot]);
   markers = {
     async take() {
-      const { rows } = await env.sourceDb.query<{ data: string }>(`SELECT data FROM pg_logical_slot_get_changes($1, NULL, NULL)`, [slot]);
+      const { rows } = await env.sourceDb.query<{ data: string }>(
+        `SELECT data FROM pg_logical_slot_get_changes($1, NULL, NULL)`,
+        [slot]
+      );
       return rows.filter((row) => /^message: .*prefix: powersync/.test(row.data)).length;
     }
   };
@@ -148,7 +167,8 @@ function send(request: FuzzRequest, timeoutMs = 30_000): Promise<FuzzResponse> {
   // node:http frames a body of POST/PUT/PATCH as chunked; a body of any other method needs a length, or the server
   // would read it as the next request.
   const headers = { ...request.headers };
-  if (request.body !== undefined && !['POST', 'PUT', 'PATCH'].includes(request.method)) headers['content-length'] = String(request.body.length);
+  if (request.body !== undefined && !['POST', 'PUT', 'PATCH'].includes(request.method))
+    headers['content-length'] = String(request.body.length);
   return new Promise((resolve, reject) => {
     const req = http.request(
       { host: url.hostname, port: url.port, method: request.method, path: request.path, headers, agent: false },
@@ -212,7 +232,11 @@ function expectWellFormed(request: FuzzRequest, response: FuzzResponse): any {
     if (request.method === 'HEAD') return null; // a HEAD response has no body
     const json = parseJson(response.body, context);
     expect(json, context).toEqual({
-      error: expect.objectContaining({ code: expect.stringMatching(ERROR_CODE), status: response.status, description: expect.any(String) })
+      error: expect.objectContaining({
+        code: expect.stringMatching(ERROR_CODE),
+        status: response.status,
+        description: expect.any(String)
+      })
     });
     return json;
   }
@@ -236,7 +260,9 @@ async function sendChecked(request: FuzzRequest): Promise<{ response: FuzzRespon
   const response = await send(request);
   const json = expectWellFormed(request, response);
   if (response.status >= 400) {
-    expect(await storageSnapshot(), `${request.method} ${request.path} -> ${response.status} wrote to storage`).toEqual(before);
+    expect(await storageSnapshot(), `${request.method} ${request.path} -> ${response.status} wrote to storage`).toEqual(
+      before
+    );
     expect(await markers.take(), `${request.method} ${request.path} -> ${response.status} emitted a marker`).toBe(0);
   }
   return { response, json };
@@ -257,7 +283,10 @@ async function expectNothingWritten(run: () => Promise<void>) {
 }
 
 function expectNoUnexpectedErrors() {
-  expect(errorLogs.filter((line) => !line.includes('"level":30')), errorLogs.join('\n')).toEqual([]);
+  expect(
+    errorLogs.filter((line) => !line.includes('"level":30')),
+    errorLogs.join('\n')
+  ).toEqual([]);
 }
 
 // --- generators -------------------------------------------------------------------------------------------------
@@ -266,7 +295,22 @@ function expectNoUnexpectedErrors() {
 const nastyString = fc.oneof(
   fc.string({ maxLength: 20 }),
   fc.string({ unit: 'binary', maxLength: 20 }),
-  fc.constantFrom('', ' ', '/', 'a/b', '\u0000', '\n', '\ud800', '\u202e', '%00', '..', '__proto__', 'constructor', 'x'.repeat(300), '💥'.repeat(200)),
+  fc.constantFrom(
+    '',
+    ' ',
+    '/',
+    'a/b',
+    '\u0000',
+    '\n',
+    '\ud800',
+    '\u202e',
+    '%00',
+    '..',
+    '__proto__',
+    'constructor',
+    'x'.repeat(300),
+    '💥'.repeat(200)
+  ),
   fc.integer().map(String)
 );
 
@@ -293,7 +337,19 @@ const { value: jsonValue } = fc.letrec((tie) => ({
 
 /** Decimal strings around the id / op id ranges, written as JSON text so big numbers reach the server unrounded. */
 const idText = fc.oneof(
-  fc.constantFrom('0', '-1', '1', '9007199254740991', '9007199254740993', '9223372036854775807', '9223372036854775808', '1e3', '1.0', '-0', '00042'),
+  fc.constantFrom(
+    '0',
+    '-1',
+    '1',
+    '9007199254740991',
+    '9007199254740993',
+    '9223372036854775807',
+    '9223372036854775808',
+    '1e3',
+    '1.0',
+    '-0',
+    '00042'
+  ),
   fc.bigInt({ min: -(2n ** 70n), max: 2n ** 70n }).map(String)
 );
 /** A field value: arbitrary JSON, or a raw JSON number/string around the id ranges. */
@@ -311,13 +367,15 @@ function objectText(fields: Record<string, string | undefined>): string {
 }
 
 /** Deep nesting (arrays, objects, or both) at depths around what recursive code survives. */
-const deepJson = fc.record({ depth: fc.constantFrom(100, 1_000, 5_000, 20_000), kind: fc.constantFrom('array', 'object', 'parameters') }).map(
-  ({ depth, kind }) => {
+const deepJson = fc
+  .record({ depth: fc.constantFrom(100, 1_000, 5_000, 20_000), kind: fc.constantFrom('array', 'object', 'parameters') })
+  .map(({ depth, kind }) => {
     if (kind === 'array') return '['.repeat(depth) + ']'.repeat(depth);
     const nested = '{"a":'.repeat(depth) + '1' + '}'.repeat(depth);
-    return kind === 'object' ? nested : `{"client_id":"deep","checkpoint_request_id":"1","parameters":${nested},"buckets":[]}`;
-  }
-);
+    return kind === 'object'
+      ? nested
+      : `{"client_id":"deep","checkpoint_request_id":"1","parameters":${nested},"buckets":[]}`;
+  });
 
 /** A body: structured, JSON-ish text, deep, or bytes that are not UTF-8 (or not text at all). */
 function bodyText(structured: fc.Arbitrary<string>): fc.Arbitrary<Buffer> {
@@ -327,7 +385,27 @@ function bodyText(structured: fc.Arbitrary<string>): fc.Arbitrary<Buffer> {
     {
       weight: 2,
       arbitrary: fc
-        .array(fc.constantFrom('{', '}', '[', ']', '"', ':', ',', 'null', 'true', '1e999', '-', '\\u', '\\', ' ', 'client_id', '"a"'), { maxLength: 20 })
+        .array(
+          fc.constantFrom(
+            '{',
+            '}',
+            '[',
+            ']',
+            '"',
+            ':',
+            ',',
+            'null',
+            'true',
+            '1e999',
+            '-',
+            '\\u',
+            '\\',
+            ' ',
+            'client_id',
+            '"a"'
+          ),
+          { maxLength: 20 }
+        )
         .map((parts) => Buffer.from(parts.join('')))
     },
     { weight: 1, arbitrary: fc.uint8Array({ maxLength: 64 }).map((bytes) => Buffer.from(bytes)) },
@@ -336,7 +414,13 @@ function bodyText(structured: fc.Arbitrary<string>): fc.Arbitrary<Buffer> {
       weight: 1,
       arbitrary: fc
         .constantFrom([0x80], [0xc0, 0xaf], [0xed, 0xa0, 0x80], [0xf8, 0x88, 0x80, 0x80, 0x80], [0xe2, 0x82], [0xff])
-        .map((bytes) => Buffer.concat([Buffer.from('{"client_id":"'), Buffer.from(bytes), Buffer.from('","checkpoint_request_id":"1"}')]))
+        .map((bytes) =>
+          Buffer.concat([
+            Buffer.from('{"client_id":"'),
+            Buffer.from(bytes),
+            Buffer.from('","checkpoint_request_id":"1"}')
+          ])
+        )
     },
     { weight: 1, arbitrary: deepJson.map((text) => Buffer.from(text)) },
     { weight: 1, arbitrary: fc.constant(Buffer.alloc(0)) }
@@ -366,7 +450,10 @@ const contentType = fc.option(
   { nil: undefined }
 );
 
-const contentEncoding = fc.option(fc.constantFrom('identity', 'gzip', 'deflate', 'br', 'x-unknown', 'gzip, gzip'), { freq: 4, nil: undefined });
+const contentEncoding = fc.option(fc.constantFrom('identity', 'gzip', 'deflate', 'br', 'x-unknown', 'gzip, gzip'), {
+  freq: 4,
+  nil: undefined
+});
 
 /** Authorization: none, garbage, refused tokens, or the valid token (sometimes with a wrong scheme or junk around it). */
 const authorization = fc.oneof(
@@ -374,7 +461,17 @@ const authorization = fc.oneof(
   { weight: 2, arbitrary: fc.stringMatching(/^[\x20-\x7e]{0,80}$/) },
   {
     weight: 1,
-    arbitrary: fc.constantFrom('Token', 'Bearer', 'Token ', 'Bearer  ', 'Basic dXNlcjpwYXNz', 'Token a.b.c', 'Token ....', 'Token eyJ.eyJ.', 'Token x'.padEnd(4000, 'x'))
+    arbitrary: fc.constantFrom(
+      'Token',
+      'Bearer',
+      'Token ',
+      'Bearer  ',
+      'Basic dXNlcjpwYXNz',
+      'Token a.b.c',
+      'Token ....',
+      'Token eyJ.eyJ.',
+      'Token x'.padEnd(4000, 'x')
+    )
   },
   { weight: 2, arbitrary: fc.nat().map((i) => ({ rejected: i })) },
   { weight: 4, arbitrary: fc.constantFrom('Token', 'Bearer').map((scheme) => ({ valid: scheme })) },
@@ -382,7 +479,17 @@ const authorization = fc.oneof(
   {
     weight: 1,
     arbitrary: fc
-      .constantFrom('Token {}x', 'Token x{}', 'Token {} {}', 'Token\t{}', 'token {}', 'BEARER {}', 'Token  {}', 'Basic {}', '{}')
+      .constantFrom(
+        'Token {}x',
+        'Token x{}',
+        'Token {} {}',
+        'Token\t{}',
+        'token {}',
+        'BEARER {}',
+        'Token  {}',
+        'Basic {}',
+        '{}'
+      )
       .map((pattern) => ({ validPattern: pattern }))
   }
 );
@@ -390,7 +497,8 @@ type AuthChoice = string | undefined | { rejected: number } | { valid: string } 
 
 function authorizationHeader(choice: AuthChoice): { header: string | undefined; valid: boolean } {
   if (choice === undefined || typeof choice === 'string') return { header: choice, valid: false };
-  if ('rejected' in choice) return { header: `Token ${rejectedTokens[choice.rejected % rejectedTokens.length]}`, valid: false };
+  if ('rejected' in choice)
+    return { header: `Token ${rejectedTokens[choice.rejected % rejectedTokens.length]}`, valid: false };
   if ('valid' in choice) return { header: `${choice.valid} ${validToken}`, valid: true };
   return { header: choice.validPattern.replace('{}', validToken), valid: false };
 }
@@ -399,15 +507,38 @@ function authorizationHeader(choice: AuthChoice): { header: string | undefined; 
 const queryString = fc
   .array(
     fc.tuple(
-      fc.oneof(fc.constantFrom('client_id', 'checkpoint_request_id', 'a[b]', '__proto__', 'constructor', '', '%', '%ZZ', '=', '&'), fc.string({ maxLength: 5 })),
+      fc.oneof(
+        fc.constantFrom(
+          'client_id',
+          'checkpoint_request_id',
+          'a[b]',
+          '__proto__',
+          'constructor',
+          '',
+          '%',
+          '%ZZ',
+          '=',
+          '&'
+        ),
+        fc.string({ maxLength: 5 })
+      ),
       fc.oneof(nastyString, idText)
     ),
     { maxLength: 4 }
   )
   .chain((pairs) =>
-    fc.boolean().map((encode) =>
-      pairs.length === 0 ? '' : '?' + pairs.map(([key, value]) => (encode ? `${encodeURIComponent(key)}=${safeEncode(value)}` : `${rawQuery(key)}=${rawQuery(value)}`)).join('&')
-    )
+    fc
+      .boolean()
+      .map((encode) =>
+        pairs.length === 0
+          ? ''
+          : '?' +
+            pairs
+              .map(([key, value]) =>
+                encode ? `${encodeURIComponent(key)}=${safeEncode(value)}` : `${rawQuery(key)}=${rawQuery(value)}`
+              )
+              .join('&')
+      )
   );
 
 /** encodeURIComponent throws on lone surrogates; send those percent-encoded byte by byte (invalid UTF-8). */
@@ -439,7 +570,15 @@ const extraHeaders = fc.record(
       ),
       fc.stringMatching(/^[\x20-\x7e]{0,60}$/)
     ),
-    'accept-encoding': fc.constantFrom('zstd', 'gzip', 'br', 'identity;q=0', '*;q=0', 'gzip;q=abc', 'zstd, gzip, deflate'),
+    'accept-encoding': fc.constantFrom(
+      'zstd',
+      'gzip',
+      'br',
+      'identity;q=0',
+      '*;q=0',
+      'gzip;q=abc',
+      'zstd, gzip, deflate'
+    ),
     'user-agent': fc.stringMatching(/^[\x20-\x7e]{0,60}$/),
     'x-user-agent': fc.stringMatching(/^[\x20-\x7e]{0,60}$/),
     origin: fc.constantFrom('https://evil.example', 'null'),
@@ -448,7 +587,12 @@ const extraHeaders = fc.record(
   { requiredKeys: [] }
 );
 
-function headersFor(options: { contentType?: string; contentEncoding?: string; authorization?: string; extra?: Record<string, string> }) {
+function headersFor(options: {
+  contentType?: string;
+  contentEncoding?: string;
+  authorization?: string;
+  extra?: Record<string, string>;
+}) {
   const headers: Record<string, string> = { ...options.extra };
   if (options.contentType !== undefined) headers['content-type'] = options.contentType;
   if (options.contentEncoding !== undefined) headers['content-encoding'] = options.contentEncoding;
@@ -509,7 +653,9 @@ const fuzzOptions = { numRuns: RUNS, endOnFailure: true };
 
 describe('hostile input to the HTTP routes', () => {
   it('POST /sync/checkpoint-request: 2xx only with a valid token and body, else 4xx that writes nothing', async () => {
-    const validId = fc.oneof(fc.bigInt({ min: 1n, max: 2n ** 63n - 1n }).map(String), fc.integer({ min: 1 }).map(String)).map((id) => JSON.stringify(id));
+    const validId = fc
+      .oneof(fc.bigInt({ min: 1n, max: 2n ** 63n - 1n }).map(String), fc.integer({ min: 1 }).map(String))
+      .map((id) => JSON.stringify(id));
     const structured = fc
       .record({
         client_id: mostly(validClientId, fc.option(fc.oneof(fieldText, fc.constant('"device-ä"')), { nil: undefined })),
@@ -519,18 +665,15 @@ describe('hostile input to the HTTP routes', () => {
       .map(objectText);
     let accepted = 0;
     await fc.assert(
-      fc.asyncProperty(
-        jsonPost('/sync/checkpoint-request', structured),
-        async ({ request, valid }) => {
-          const { response, json } = await sendChecked(request);
-          if (response.status < 300) {
-            accepted++;
-            expect(valid, 'accepted without a valid token').toBe(true);
-            expect(json).toEqual({ data: { checkpoint_request_id: expect.stringMatching(/^[1-9][0-9]*$/) } });
-          }
-          await expectAlive();
+      fc.asyncProperty(jsonPost('/sync/checkpoint-request', structured), async ({ request, valid }) => {
+        const { response, json } = await sendChecked(request);
+        if (response.status < 300) {
+          accepted++;
+          expect(valid, 'accepted without a valid token').toBe(true);
+          expect(json).toEqual({ data: { checkpoint_request_id: expect.stringMatching(/^[1-9][0-9]*$/) } });
         }
-      ),
+        await expectAlive();
+      }),
       fuzzOptions
     );
     await expectAlive();
@@ -544,19 +687,28 @@ describe('hostile input to the HTTP routes', () => {
     await fc.assert(
       fc.asyncProperty(
         fc.constantFrom('GET', 'GET', 'GET', 'HEAD', 'POST', 'PUT'),
-        mostly(fc.integer({ min: 0, max: 9 }).map((n) => `?client_id=client-${n}`), queryString),
+        mostly(
+          fc.integer({ min: 0, max: 9 }).map((n) => `?client_id=client-${n}`),
+          queryString
+        ),
         mostly(validAuthorization, authorization),
         fc.option(bodyText(fc.constant('{"client_id":"from-body"}')), { nil: undefined }),
         contentType,
         extraHeaders,
         async (method, query, auth, body, type, extra) => {
           const { header, valid } = authorizationHeader(auth as AuthChoice);
-          const request = { method, path: `/write-checkpoint2.json${query}`, headers: headersFor({ contentType: type, authorization: header, extra }), body };
+          const request = {
+            method,
+            path: `/write-checkpoint2.json${query}`,
+            headers: headersFor({ contentType: type, authorization: header, extra }),
+            body
+          };
           const { response, json } = await sendChecked(request);
           if (response.status < 300) {
             accepted++;
             expect(valid, 'accepted without a valid token').toBe(true);
-            if (method === 'GET') expect(json).toEqual({ data: { write_checkpoint: expect.stringMatching(/^[1-9][0-9]*$/) } });
+            if (method === 'GET')
+              expect(json).toEqual({ data: { write_checkpoint: expect.stringMatching(/^[1-9][0-9]*$/) } });
           }
           await expectAlive();
         }
@@ -570,18 +722,42 @@ describe('hostile input to the HTTP routes', () => {
 
   it('POST /sync/stream: a stream that starts with a checkpoint, or 4xx; nothing written', async () => {
     const bucketEntry = fc.oneof(
-      fc.record({ name: fc.oneof(fc.constantFrom('"global[]"', '"by_owner[\\"user-1\\"]"', '"nope[]"'), fieldText), after: fc.oneof(idText.map((id) => JSON.stringify(id)), fieldText) }, { requiredKeys: [] }).map(objectText),
+      fc
+        .record(
+          {
+            name: fc.oneof(fc.constantFrom('"global[]"', '"by_owner[\\"user-1\\"]"', '"nope[]"'), fieldText),
+            after: fc.oneof(
+              idText.map((id) => JSON.stringify(id)),
+              fieldText
+            )
+          },
+          { requiredKeys: [] }
+        )
+        .map(objectText),
       fieldText
     );
     // Client parameters are untrusted input to bucket evaluation: mostly the right shape, with fuzzed values.
     const parameters = mostly(
-      fc.record({ list: mostly(fc.constantFrom('"list-1"', '"list-2"'), fieldText), role: mostly(fc.constant('"admin"'), fieldText) }, { requiredKeys: [] }).map(objectText),
+      fc
+        .record(
+          {
+            list: mostly(fc.constantFrom('"list-1"', '"list-2"'), fieldText),
+            role: mostly(fc.constant('"admin"'), fieldText)
+          },
+          { requiredKeys: [] }
+        )
+        .map(objectText),
       fieldText
     );
     const optional = (arbitrary: fc.Arbitrary<string>) => fc.option(arbitrary, { nil: undefined });
     const structured = fc
       .record({
-        buckets: optional(mostly(fc.array(bucketEntry, { maxLength: 4 }).map((entries) => `[${entries.join(',')}]`), fieldText)),
+        buckets: optional(
+          mostly(
+            fc.array(bucketEntry, { maxLength: 4 }).map((entries) => `[${entries.join(',')}]`),
+            fieldText
+          )
+        ),
         include_checksum: optional(mostly(fc.constant('true'), fieldText)),
         raw_data: optional(mostly(fc.constantFrom('true', 'false'), fieldText)),
         binary_data: optional(fieldText),
@@ -591,7 +767,12 @@ describe('hostile input to the HTTP routes', () => {
         only: optional(fieldText),
         streams: optional(
           mostly(
-            fc.record({ include_defaults: mostly(fc.constantFrom('true', 'false'), fieldText), subscriptions: fieldText }, { requiredKeys: [] }).map(objectText),
+            fc
+              .record(
+                { include_defaults: mostly(fc.constantFrom('true', 'false'), fieldText), subscriptions: fieldText },
+                { requiredKeys: [] }
+              )
+              .map(objectText),
             fieldText
           )
         )
@@ -600,23 +781,21 @@ describe('hostile input to the HTTP routes', () => {
     let streams = 0;
     await expectNothingWritten(async () => {
       await fc.assert(
-        fc.asyncProperty(
-          jsonPost('/sync/stream', structured),
-          async ({ request, valid }) => {
-            const response = await send(request);
-            if (response.status === 200) {
-              streams++;
-              expect(valid, 'a stream without a valid token').toBe(true);
-              const line = firstSyncLine(response.body, response.headers['content-type'] ?? '');
-              // NDJSON: the first line is the full checkpoint (a validation problem would have been a 400 instead).
-              if (line && !('bson' in line)) expect(Object.keys(line), JSON.stringify(line).slice(0, 300)).toEqual(['checkpoint']);
-              expect(line).toBeDefined();
-            } else {
-              expectWellFormed(request, response);
-            }
-            await expectAlive();
+        fc.asyncProperty(jsonPost('/sync/stream', structured), async ({ request, valid }) => {
+          const response = await send(request);
+          if (response.status === 200) {
+            streams++;
+            expect(valid, 'a stream without a valid token').toBe(true);
+            const line = firstSyncLine(response.body, response.headers['content-type'] ?? '');
+            // NDJSON: the first line is the full checkpoint (a validation problem would have been a 400 instead).
+            if (line && !('bson' in line))
+              expect(Object.keys(line), JSON.stringify(line).slice(0, 300)).toEqual(['checkpoint']);
+            expect(line).toBeDefined();
+          } else {
+            expectWellFormed(request, response);
           }
-        ),
+          await expectAlive();
+        }),
         fuzzOptions
       );
     });
@@ -631,14 +810,29 @@ describe('hostile input to the HTTP routes', () => {
     const adminAuth = fc.oneof(
       fc.constant(`Bearer ${ADMIN_TOKEN}`),
       fc.constant(`Token ${ADMIN_TOKEN}`),
-      fc.constantFrom(`Bearer ${ADMIN_TOKEN} `, `Bearer ${ADMIN_TOKEN}x`, `Bearer ${ADMIN_TOKEN.slice(0, -1)}`, ADMIN_TOKEN, 'Bearer', ''),
+      fc.constantFrom(
+        `Bearer ${ADMIN_TOKEN} `,
+        `Bearer ${ADMIN_TOKEN}x`,
+        `Bearer ${ADMIN_TOKEN.slice(0, -1)}`,
+        ADMIN_TOKEN,
+        'Bearer',
+        ''
+      ),
       authorization.map((choice) => authorizationHeader(choice as AuthChoice).header)
     );
     const syncConfigText = fc.oneof(
       fc.constant(SYNC_CONFIG),
-      fc.tuple(fc.nat(SYNC_CONFIG.length), fc.nat(20), fc.string({ maxLength: 8 })).map(([at, remove, insert]) => SYNC_CONFIG.slice(0, at) + insert + SYNC_CONFIG.slice(at + remove)),
+      fc
+        .tuple(fc.nat(SYNC_CONFIG.length), fc.nat(20), fc.string({ maxLength: 8 }))
+        .map(([at, remove, insert]) => SYNC_CONFIG.slice(0, at) + insert + SYNC_CONFIG.slice(at + remove)),
       jsonValue.map((value) => stringify(value)),
-      fc.constantFrom('a: *b', '&a [*a]', '!!binary x', '{', 'bucket_definitions: {x: {data: [SELECT 1 FROM t WHERE (((((((((((1))))))))))]}}')
+      fc.constantFrom(
+        'a: *b',
+        '&a [*a]',
+        '!!binary x',
+        '{',
+        'bucket_definitions: {x: {data: [SELECT 1 FROM t WHERE (((((((((((1))))))))))]}}'
+      )
     );
     const structured = fc.oneof(
       syncConfigText.map((content) => JSON.stringify({ content })),
@@ -664,12 +858,22 @@ describe('hostile input to the HTTP routes', () => {
           async ([method, path], body, type, auth, query) => {
             // Node trims spaces around header values.
             const authorized = [`Bearer ${ADMIN_TOKEN}`, `Token ${ADMIN_TOKEN}`].includes(auth?.trim() ?? '');
-            const request = { method, path: `${path}${query}`, headers: headersFor({ contentType: type, authorization: auth }), body };
+            const request = {
+              method,
+              path: `${path}${query}`,
+              headers: headersFor({ contentType: type, authorization: auth }),
+              body
+            };
             const response = await send(request);
             const json = expectWellFormed(request, response);
             if (response.status < 300) {
               expect(authorized, `${method} ${path} answered without the API token`).toBe(true);
-              if (path.endsWith('/validate')) expect(json.data).toEqual({ valid: expect.any(Boolean), errors: expect.any(Array), warnings: expect.any(Array) });
+              if (path.endsWith('/validate'))
+                expect(json.data).toEqual({
+                  valid: expect.any(Boolean),
+                  errors: expect.any(Array),
+                  warnings: expect.any(Array)
+                });
             }
             await expectAlive();
           }
@@ -695,35 +899,87 @@ describe('hostile input to the HTTP routes', () => {
       '/api/sync-rules/v1/current'
     );
     const pathSegment = fc.oneof(
-      fc.constantFrom('sync', 'api', 'probes', '..', '.', '%', '%ZZ', '%00', '%2F', '%C0%AF', '%ED%A0%80', ';', ':', '*', '~', '', 'a'.repeat(2000)),
+      fc.constantFrom(
+        'sync',
+        'api',
+        'probes',
+        '..',
+        '.',
+        '%',
+        '%ZZ',
+        '%00',
+        '%2F',
+        '%C0%AF',
+        '%ED%A0%80',
+        ';',
+        ':',
+        '*',
+        '~',
+        '',
+        'a'.repeat(2000)
+      ),
       fc.stringMatching(/^[A-Za-z0-9._~!$&'()*+,;=:@-]{0,12}$/)
     );
     const path = fc.oneof(
       knownPath,
-      knownPath.chain((known) => fc.constantFrom(`${known}/`, `${known}/x`, known.toUpperCase(), `${known}%20`, `//${known}`, `${known};x`)),
+      knownPath.chain((known) =>
+        fc.constantFrom(`${known}/`, `${known}/x`, known.toUpperCase(), `${known}%20`, `//${known}`, `${known};x`)
+      ),
       fc.array(pathSegment, { minLength: 1, maxLength: 5 }).map((segments) => `/${segments.join('/')}`)
     );
     const method = fc.oneof(
-      fc.constantFrom('GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS', 'PROPFIND', 'SEARCH', 'MKCOL', 'PURGE'),
+      fc.constantFrom(
+        'GET',
+        'HEAD',
+        'POST',
+        'PUT',
+        'PATCH',
+        'DELETE',
+        'OPTIONS',
+        'PROPFIND',
+        'SEARCH',
+        'MKCOL',
+        'PURGE'
+      ),
       fc.stringMatching(/^[A-Z]{1,8}$/)
     );
     await expectNothingWritten(async () => {
       await fc.assert(
-        fc.asyncProperty(method, path, queryString, fc.option(bodyText(fc.constant('{}')), { nil: undefined }), contentType, authorization, extraHeaders, async (verb, target, query, body, type, auth, extra) => {
-          // A valid client token could make these write (e.g. GET /write-checkpoint2.json); that is the first property's business.
-          const { header } = authorizationHeader(typeof auth === 'object' && 'valid' in auth ? undefined : (auth as AuthChoice));
-          const request = { method: verb, path: `${target}${query}`, headers: headersFor({ contentType: type, authorization: header, extra }), body };
-          let response: FuzzResponse;
-          try {
-            response = await send(request);
-          } catch (error) {
-            // node:http refuses some methods on the client side (it knows only the ones its parser knows); nothing was sent.
-            if ((error as NodeJS.ErrnoException).code === 'ERR_INVALID_HTTP_TOKEN' || /Unknown HTTP method|Invalid method/i.test(String(error))) return;
-            throw error;
+        fc.asyncProperty(
+          method,
+          path,
+          queryString,
+          fc.option(bodyText(fc.constant('{}')), { nil: undefined }),
+          contentType,
+          authorization,
+          extraHeaders,
+          async (verb, target, query, body, type, auth, extra) => {
+            // A valid client token could make these write (e.g. GET /write-checkpoint2.json); that is the first property's business.
+            const { header } = authorizationHeader(
+              typeof auth === 'object' && 'valid' in auth ? undefined : (auth as AuthChoice)
+            );
+            const request = {
+              method: verb,
+              path: `${target}${query}`,
+              headers: headersFor({ contentType: type, authorization: header, extra }),
+              body
+            };
+            let response: FuzzResponse;
+            try {
+              response = await send(request);
+            } catch (error) {
+              // node:http refuses some methods on the client side (it knows only the ones its parser knows); nothing was sent.
+              if (
+                (error as NodeJS.ErrnoException).code === 'ERR_INVALID_HTTP_TOKEN' ||
+                /Unknown HTTP method|Invalid method/i.test(String(error))
+              )
+                return;
+              throw error;
+            }
+            expectWellFormed(request, response);
+            await expectAlive();
           }
-          expectWellFormed(request, response);
-          await expectAlive();
-        }),
+        ),
         fuzzOptions
       );
     });
@@ -742,7 +998,18 @@ function webSocketFrame(payload: Buffer, options: { opcode?: number; fin?: boole
   const maskBit = masked ? 0x80 : 0;
   if (length < 126) header.push(maskBit | length);
   else if (length < 65536) header.push(maskBit | 126, length >> 8, length & 0xff);
-  else header.push(maskBit | 127, 0, 0, 0, 0, (length >>> 24) & 0xff, (length >> 16) & 0xff, (length >> 8) & 0xff, length & 0xff);
+  else
+    header.push(
+      maskBit | 127,
+      0,
+      0,
+      0,
+      0,
+      (length >>> 24) & 0xff,
+      (length >> 16) & 0xff,
+      (length >> 8) & 0xff,
+      length & 0xff
+    );
   if (!masked) return Buffer.concat([Buffer.from(header), payload]);
   const mask = Buffer.from([0x12, 0x34, 0x56, 0x78]);
   const body = Buffer.from(payload.map((byte, i) => byte ^ mask[i % 4]!));
@@ -777,11 +1044,22 @@ function setupFrame(metadata: Buffer, mime: string): Buffer {
 
 /** RSocket REQUEST_STREAM on `streamId` with metadata and data. */
 function requestStreamFrame(streamId: number, requestN: number, metadata: Buffer, data: Buffer): Buffer {
-  return Buffer.concat([uint32(streamId), typeAndFlags(0x06, 0x100), uint32(requestN), uint24(metadata.length), metadata, data]);
+  return Buffer.concat([
+    uint32(streamId),
+    typeAndFlags(0x06, 0x100),
+    uint32(requestN),
+    uint24(metadata.length),
+    metadata,
+    data
+  ]);
 }
 
 /** Upgrades a raw socket to WebSocket, sends `frames`, and collects what comes back until close or `lingerMs` of quiet. */
-function webSocketExchange(frames: Buffer[], handshake: Record<string, string>, lingerMs = 150): Promise<{ upgraded: boolean; response: Buffer }> {
+function webSocketExchange(
+  frames: Buffer[],
+  handshake: Record<string, string>,
+  lingerMs = 150
+): Promise<{ upgraded: boolean; response: Buffer }> {
   const { hostname, port } = new URL(service.url);
   return new Promise((resolve) => {
     const socket = net.connect(Number(port), hostname);
@@ -809,7 +1087,9 @@ function webSocketExchange(frames: Buffer[], handshake: Record<string, string>, 
         if (upgraded) for (const frame of frames) socket.write(frame);
       }
     });
-    const headers = Object.entries(handshake).map(([name, value]) => `${name}: ${value}\r\n`).join('');
+    const headers = Object.entries(handshake)
+      .map(([name, value]) => `${name}: ${value}\r\n`)
+      .join('');
     socket.write(`GET /sync/stream HTTP/1.1\r\nHost: x\r\n${headers}\r\n`);
   });
 }
@@ -829,7 +1109,12 @@ function serverOpcodes(data: Buffer): number[] {
   return opcodes;
 }
 
-const VALID_HANDSHAKE = { Upgrade: 'websocket', Connection: 'Upgrade', 'Sec-WebSocket-Key': 'dGhlIHNhbXBsZSBub25jZQ==', 'Sec-WebSocket-Version': '13' };
+const VALID_HANDSHAKE = {
+  Upgrade: 'websocket',
+  Connection: 'Upgrade',
+  'Sec-WebSocket-Key': 'dGhlIHNhbXBsZSBub25jZQ==',
+  'Sec-WebSocket-Version': '13'
+};
 
 describe('hostile input to the WebSocket transport', () => {
   it('an RSocket frame of unknown type closes the connection (it used to crash the process)', async () => {
@@ -837,7 +1122,11 @@ describe('hostile input to the WebSocket transport', () => {
     for (const type of [0x00, 0x10, 0x3f]) {
       const unknown = Buffer.concat([uint32(0), typeAndFlags(type, 0), Buffer.alloc(8)]);
       for (const frames of [[unknown], [setup, unknown]]) {
-        const { upgraded, response } = await webSocketExchange(frames.map((frame) => webSocketFrame(frame)), VALID_HANDSHAKE, 500);
+        const { upgraded, response } = await webSocketExchange(
+          frames.map((frame) => webSocketFrame(frame)),
+          VALID_HANDSHAKE,
+          500
+        );
         expect(upgraded).toBe(true);
         // The server closes the WebSocket (a close frame, opcode 0x8, after the 101 answer).
         expect(serverOpcodes(response.subarray(response.indexOf('\r\n\r\n') + 4)), `type ${type}`).toContain(0x8);
@@ -851,40 +1140,99 @@ describe('hostile input to the WebSocket transport', () => {
     const metadataJson = fc.oneof(
       fc.constant(JSON.stringify({ token: 'Token {valid}', user_agent: 'fuzz' })),
       jsonValue.map((value) => JSON.stringify(value) ?? ''),
-      fc.record({ token: fc.oneof(fc.constant('Token {valid}'), nastyString, edgyNumber), user_agent: nastyString }, { requiredKeys: [] }).map((value) => JSON.stringify(value))
+      fc
+        .record(
+          { token: fc.oneof(fc.constant('Token {valid}'), nastyString, edgyNumber), user_agent: nastyString },
+          { requiredKeys: [] }
+        )
+        .map((value) => JSON.stringify(value))
     );
-    const requestMetadata = fc.oneof(fc.constant('{"path":"/sync/stream"}'), jsonValue.map((value) => JSON.stringify(value) ?? ''), fc.constant('{"path":"/elsewhere"}'));
-    const requestData = fc.oneof(fc.constant('{"buckets":[],"raw_data":true}'), jsonValue.map((value) => JSON.stringify(value) ?? ''), fc.string({ maxLength: 20 }));
+    const requestMetadata = fc.oneof(
+      fc.constant('{"path":"/sync/stream"}'),
+      jsonValue.map((value) => JSON.stringify(value) ?? ''),
+      fc.constant('{"path":"/elsewhere"}')
+    );
+    const requestData = fc.oneof(
+      fc.constant('{"buckets":[],"raw_data":true}'),
+      jsonValue.map((value) => JSON.stringify(value) ?? ''),
+      fc.string({ maxLength: 20 })
+    );
     const rsocketFrame = fc.oneof(
-      { weight: 3, arbitrary: fc.tuple(metadataJson, fc.constantFrom('application/json', 'application/bson', 'text/plain', '')).map(([metadata, mime]) => setupFrame(Buffer.from(metadata.replace('{valid}', validToken)), mime)) },
       {
         weight: 3,
         arbitrary: fc
-          .tuple(fc.constantFrom(1, 2, 3, 0, 0x7fffffff), fc.constantFrom(0, 1, 10, 0x7fffffff, 0xffffffff), requestMetadata, requestData)
-          .map(([streamId, requestN, metadata, data]) => requestStreamFrame(streamId, requestN, Buffer.from(metadata), Buffer.from(data)))
+          .tuple(metadataJson, fc.constantFrom('application/json', 'application/bson', 'text/plain', ''))
+          .map(([metadata, mime]) => setupFrame(Buffer.from(metadata.replace('{valid}', validToken)), mime))
+      },
+      {
+        weight: 3,
+        arbitrary: fc
+          .tuple(
+            fc.constantFrom(1, 2, 3, 0, 0x7fffffff),
+            fc.constantFrom(0, 1, 10, 0x7fffffff, 0xffffffff),
+            requestMetadata,
+            requestData
+          )
+          .map(([streamId, requestN, metadata, data]) =>
+            requestStreamFrame(streamId, requestN, Buffer.from(metadata), Buffer.from(data))
+          )
       },
       // Any frame type (REQUEST_N, CANCEL, ERROR, KEEPALIVE, LEASE, METADATA_PUSH, EXT, unknown) with random flags and payload.
-      { weight: 3, arbitrary: fc.tuple(fc.constantFrom(0, 1, 3, 0x7fffffff), fc.integer({ min: 0, max: 0x3f }), fc.integer({ min: 0, max: 0x3ff }), fc.uint8Array({ maxLength: 24 })).map(([streamId, type, flags, rest]) => Buffer.concat([uint32(streamId), typeAndFlags(type, flags), Buffer.from(rest)])) },
+      {
+        weight: 3,
+        arbitrary: fc
+          .tuple(
+            fc.constantFrom(0, 1, 3, 0x7fffffff),
+            fc.integer({ min: 0, max: 0x3f }),
+            fc.integer({ min: 0, max: 0x3ff }),
+            fc.uint8Array({ maxLength: 24 })
+          )
+          .map(([streamId, type, flags, rest]) =>
+            Buffer.concat([uint32(streamId), typeAndFlags(type, flags), Buffer.from(rest)])
+          )
+      },
       { weight: 1, arbitrary: fc.uint8Array({ maxLength: 16 }).map((bytes) => Buffer.from(bytes)) }
     );
     // Mostly well-framed binary WebSocket messages; sometimes text, control, continuation or unmasked frames.
     const webSocketMessage = fc.oneof(
       { weight: 8, arbitrary: rsocketFrame.map((frame) => webSocketFrame(frame)) },
-      { weight: 1, arbitrary: fc.tuple(rsocketFrame, fc.constantFrom(0x0, 0x1, 0x3, 0x8, 0x9, 0xa, 0xf), fc.boolean(), fc.boolean()).map(([frame, opcode, fin, masked]) => webSocketFrame(frame, { opcode, fin, masked })) },
+      {
+        weight: 1,
+        arbitrary: fc
+          .tuple(rsocketFrame, fc.constantFrom(0x0, 0x1, 0x3, 0x8, 0x9, 0xa, 0xf), fc.boolean(), fc.boolean())
+          .map(([frame, opcode, fin, masked]) => webSocketFrame(frame, { opcode, fin, masked }))
+      },
       { weight: 1, arbitrary: fc.uint8Array({ minLength: 1, maxLength: 16 }).map((bytes) => Buffer.from(bytes)) }
     );
     const handshake = mostly(
       fc.constant(VALID_HANDSHAKE),
-      fc.record({ ...Object.fromEntries(Object.keys(VALID_HANDSHAKE).map((key) => [key, mostly(fc.constant(VALID_HANDSHAKE[key as keyof typeof VALID_HANDSHAKE]), fc.stringMatching(/^[\x21-\x7e]{0,30}$/))])) }, { requiredKeys: [] })
+      fc.record(
+        {
+          ...Object.fromEntries(
+            Object.keys(VALID_HANDSHAKE).map((key) => [
+              key,
+              mostly(
+                fc.constant(VALID_HANDSHAKE[key as keyof typeof VALID_HANDSHAKE]),
+                fc.stringMatching(/^[\x21-\x7e]{0,30}$/)
+              )
+            ])
+          )
+        },
+        { requiredKeys: [] }
+      )
     );
     let upgrades = 0;
     await expectNothingWritten(async () => {
       await fc.assert(
-        fc.asyncProperty(handshake, fc.array(webSocketMessage, { minLength: 1, maxLength: 4 }), async (headers, messages) => {
-          const { upgraded } = await webSocketExchange(messages, headers as Record<string, string>);
-          if (upgraded) upgrades++;
-          await expectAlive();
-        }),
+        fc.asyncProperty(
+          handshake,
+          fc.array(webSocketMessage, { minLength: 1, maxLength: 4 }),
+          async (headers, messages) => {
+            const { upgraded } = await webSocketExchange(messages, headers as Record<string, string>);
+            if (upgraded) upgrades++;
+            await expectAlive();
+          }
+        ),
         { ...fuzzOptions, numRuns: Math.ceil(RUNS / 2) }
       );
     });
@@ -922,7 +1270,11 @@ function rawExchange(
     let closed = false;
     const timer = setTimeout(() => {
       socket.destroy();
-      reject(new Error(`the server did not close the connection within ${timeoutMs} ms; got ${Buffer.concat(received).toString('latin1').slice(0, 300)}`));
+      reject(
+        new Error(
+          `the server did not close the connection within ${timeoutMs} ms; got ${Buffer.concat(received).toString('latin1').slice(0, 300)}`
+        )
+      );
     }, timeoutMs);
     socket.on('data', (chunk) => {
       received.push(chunk);
@@ -965,25 +1317,36 @@ describe('oversized input', () => {
     ['POST', '/no/such/route', 64 * 1024]
   ];
 
-  it.each(cases)('%s %s: a body over %i bytes is refused with 413 PSYNC_S2005, nothing written', async (method, path, limit) => {
-    const padding = 'x'.repeat(limit + 1);
-    const body = Buffer.from(JSON.stringify({ client_id: 'big', checkpoint_request_id: '1', content: padding, parameters: { padding } }));
-    for (const chunked of [false, true]) {
-      const headers: Record<string, string> = { 'content-type': 'application/json', authorization: `Token ${validToken}` };
-      if (chunked) headers['transfer-encoding'] = 'chunked';
-      else headers['content-length'] = String(body.length);
-      const { response, json } = await sendChecked({ method, path, headers, body });
-      expect(response.status).toBe(413);
-      expect(json.error).toMatchObject({ code: 'PSYNC_S2005', status: 413 });
-    }
-    await expectAlive();
-  }, 60_000);
+  it.each(cases)(
+    '%s %s: a body over %i bytes is refused with 413 PSYNC_S2005, nothing written',
+    async (method, path, limit) => {
+      const padding = 'x'.repeat(limit + 1);
+      const body = Buffer.from(
+        JSON.stringify({ client_id: 'big', checkpoint_request_id: '1', content: padding, parameters: { padding } })
+      );
+      for (const chunked of [false, true]) {
+        const headers: Record<string, string> = {
+          'content-type': 'application/json',
+          authorization: `Token ${validToken}`
+        };
+        if (chunked) headers['transfer-encoding'] = 'chunked';
+        else headers['content-length'] = String(body.length);
+        const { response, json } = await sendChecked({ method, path, headers, body });
+        expect(response.status).toBe(413);
+        expect(json.error).toMatchObject({ code: 'PSYNC_S2005', status: 413 });
+      }
+      await expectAlive();
+    },
+    60_000
+  );
 
   it('a declared Content-Length over the limit: 413 at once, connection closed without reading the body', async () => {
     // Headers only: the server must not wait for 10 GB (body-parser alone would read them all before answering).
     const { response, closedAfterMs } = await rawExchange(
       service.url,
-      [`POST /sync/checkpoint-request HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 10000000000\r\n\r\n`],
+      [
+        `POST /sync/checkpoint-request HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 10000000000\r\n\r\n`
+      ],
       20_000
     );
     const { status, json } = parseRawResponse(response);
@@ -1015,13 +1378,21 @@ describe('oversized input', () => {
       ['authorization', `Token ${'x'.repeat(64 * 1024)}`],
       ['x-padding', 'y'.repeat(64 * 1024)]
     ]) {
-      const { response } = await rawExchange(service.url, [`GET /write-checkpoint2.json HTTP/1.1\r\nHost: x\r\n${name}: ${value}\r\n\r\n`], 30_000);
+      const { response } = await rawExchange(
+        service.url,
+        [`GET /write-checkpoint2.json HTTP/1.1\r\nHost: x\r\n${name}: ${value}\r\n\r\n`],
+        30_000
+      );
       const { status, json } = parseRawResponse(response);
       expect(status).toBe(431);
       expect(json.error).toMatchObject({ code: 'PSYNC_S2009', status: 431 });
     }
     // A URL over the limit counts as headers too.
-    const longUrl = await rawExchange(service.url, [`GET /write-checkpoint2.json?client_id=${'z'.repeat(64 * 1024)} HTTP/1.1\r\nHost: x\r\n\r\n`], 30_000);
+    const longUrl = await rawExchange(
+      service.url,
+      [`GET /write-checkpoint2.json?client_id=${'z'.repeat(64 * 1024)} HTTP/1.1\r\nHost: x\r\n\r\n`],
+      30_000
+    );
     expect(parseRawResponse(longUrl.response).status).toBe(431);
     await expectAlive();
   });
@@ -1038,7 +1409,11 @@ describe('oversized input', () => {
       const { response } = await rawExchange(service.url, [request], 30_000);
       const { status, json } = parseRawResponse(response);
       expect(status, request).toBe(400);
-      expect(json.error, request).toMatchObject({ code: 'PSYNC_S2001', status: 400, description: 'Malformed HTTP request' });
+      expect(json.error, request).toMatchObject({
+        code: 'PSYNC_S2001',
+        status: 400,
+        description: 'Malformed HTTP request'
+      });
     }
     await expectAlive();
   });
@@ -1093,7 +1468,11 @@ describe('slow clients are cut off by the server timeouts', () => {
     expect(closedAfterMs).toBeGreaterThanOrEqual(timeouts.requestTimeoutMs - 100);
     expect(closedAfterMs).toBeLessThan(10_000);
     // The server still answers.
-    const probe = await rawExchange(url, ['GET /probes/liveness HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n'], 10_000);
+    const probe = await rawExchange(
+      url,
+      ['GET /probes/liveness HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n'],
+      10_000
+    );
     expect(parseRawResponse(probe.response).status).toBe(200);
   });
 });
@@ -1103,5 +1482,11 @@ function minimalApp(serverTimeouts: Partial<typeof SERVER_TIMEOUTS>) {
   const probes = new ProbeState(false);
   probes.started = probes.ready = true;
   const unused = new Proxy({}, { get: () => () => Promise.reject(new Error('not used in this test')) });
-  return createHttpApp({ logger: createLogger({ level: 'silent' }), probes, verifier: unused as never, batcher: unused as never, serverTimeouts });
+  return createHttpApp({
+    logger: createLogger({ level: 'silent' }),
+    probes,
+    verifier: unused as never,
+    batcher: unused as never,
+    serverTimeouts
+  });
 }

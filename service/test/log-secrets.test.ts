@@ -57,8 +57,16 @@ describe('logs carry no secrets (issue 6 item 6)', () => {
     const token = await harness.token('log-user');
     const expired = await harness.token('log-user', { expiresInSeconds: -3600 });
     const url = harness.service.url;
-    const post = (path: string, headers: Record<string, string>, body: unknown = { client_id: 'c', checkpoint_request_id: '1' }) =>
-      fetch(`${url}${path}`, { method: 'POST', headers: { 'Content-Type': 'application/json', ...headers }, body: JSON.stringify(body) });
+    const post = (
+      path: string,
+      headers: Record<string, string>,
+      body: unknown = { client_id: 'c', checkpoint_request_id: '1' }
+    ) =>
+      fetch(`${url}${path}`, {
+        method: 'POST',
+        headers: { 'Content-Type': 'application/json', ...headers },
+        body: JSON.stringify(body)
+      });
 
     expect((await post('/sync/checkpoint-request', { Authorization: `Token ${token}` })).status).toBe(200);
     expect((await post('/sync/checkpoint-request', { Authorization: `Bearer ${expired}` })).status).toBe(401);
@@ -77,7 +85,15 @@ describe('logs carry no secrets (issue 6 item 6)', () => {
     expect(lines.length).toBeGreaterThan(5);
     expect(log).toContain('log-user'); // the requests were logged (with their user), just not their secrets
     const signature = token.split('.')[2]!;
-    for (const secret of [token, signature, expired.split('.')[2]!, HMAC_SECRET, Buffer.from(HMAC_SECRET).toString('base64url'), STORAGE_PASSWORD, API_TOKEN]) {
+    for (const secret of [
+      token,
+      signature,
+      expired.split('.')[2]!,
+      HMAC_SECRET,
+      Buffer.from(HMAC_SECRET).toString('base64url'),
+      STORAGE_PASSWORD,
+      API_TOKEN
+    ]) {
       expect(log).not.toContain(secret);
     }
   }, 60_000);

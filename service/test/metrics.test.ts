@@ -41,7 +41,11 @@ describe('GET /metrics (Prometheus)', () => {
       expect((await request('5')).status).toBe(200); // duplicate of a processed request: no marker
       expect((await request('3')).status).toBe(200); // stale
       expect(
-        (await fetch(`${harness.service.url}/write-checkpoint2.json?client_id=legacy`, { headers: { Authorization: `Token ${token}` } })).status
+        (
+          await fetch(`${harness.service.url}/write-checkpoint2.json?client_id=legacy`, {
+            headers: { Authorization: `Token ${token}` }
+          })
+        ).status
       ).toBe(200); // generated
 
       const text = await scrape();
@@ -54,7 +58,9 @@ describe('GET /metrics (Prometheus)', () => {
       expect(value(text, 'syncpoint_open_sync_streams')).toBe(1);
       expect(value(text, 'syncpoint_pending_checkpoint_requests')).toBeGreaterThanOrEqual(0);
       expect(value(text, 'syncpoint_replication_lag_bytes')).toBeGreaterThanOrEqual(0);
-      expect(value(text, 'syncpoint_storage_operation_seconds_count{operation="create_managed_write_checkpoints"}')).toBe(4);
+      expect(
+        value(text, 'syncpoint_storage_operation_seconds_count{operation="create_managed_write_checkpoints"}')
+      ).toBe(4);
       expect(text).toContain('syncpoint_storage_operation_seconds_bucket{le="0.001",operation="get_checksums"}');
     } finally {
       await stream.close();

@@ -24,7 +24,12 @@ let configPath: string;
 let storageDb: pg.Pool;
 const children: ChildProcessWithoutNullStreams[] = [];
 const logs: string[][] = [];
-const devKey: DevKey = { kty: 'oct', alg: 'HS256', kid: 'mp-key', k: Buffer.from('multi-process-test-secret-32-bytes!').toString('base64url') };
+const devKey: DevKey = {
+  kty: 'oct',
+  alg: 'HS256',
+  kid: 'mp-key',
+  k: Buffer.from('multi-process-test-secret-32-bytes!').toString('base64url')
+};
 
 const serviceDir = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 
@@ -35,7 +40,17 @@ const serviceDir = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '.
 function start(role: 'api' | 'replication') {
   const child = spawn(
     process.execPath,
-    ['--conditions=@syncpoint/source', '--import', 'tsx', path.join(serviceDir, 'src/cli.ts'), 'start', '--role', role, '-c', configPath],
+    [
+      '--conditions=@syncpoint/source',
+      '--import',
+      'tsx',
+      path.join(serviceDir, 'src/cli.ts'),
+      'start',
+      '--role',
+      role,
+      '-c',
+      configPath
+    ],
     { cwd: serviceDir, env: { ...process.env, SYNCPOINT_REPLICATION_LOCK_TTL_MS: String(LOCK_TTL_MS) } }
   );
   const log: string[] = [];
@@ -69,7 +84,9 @@ beforeAll(async () => {
   await writeFile(
     configPath,
     stringify({
-      replication: { connections: [{ type: 'postgresql', uri: postgres.url(`syncpoint_mp_source_${suffix}`), sslmode: 'disable' }] },
+      replication: {
+        connections: [{ type: 'postgresql', uri: postgres.url(`syncpoint_mp_source_${suffix}`), sslmode: 'disable' }]
+      },
       storage: { type: 'postgresql', uri: postgres.url(`syncpoint_mp_storage_${suffix}`), sslmode: 'disable' },
       port: 0,
       sync_config: { content: DEMO_SYNC_CONFIG },
@@ -97,7 +114,13 @@ describe('API and replication in separate processes (issue 6 item 5)', () => {
 
     const token = await signDevToken(devKey, { sub: 'mp-user' });
     const deadline = Date.now() + 60_000;
-    while (!(await storageDb.query(`SELECT 1 FROM powersync.sync_rules WHERE state = 'ACTIVE' AND last_checkpoint_lsn IS NOT NULL`)).rowCount) {
+    while (
+      !(
+        await storageDb.query(
+          `SELECT 1 FROM powersync.sync_rules WHERE state = 'ACTIVE' AND last_checkpoint_lsn IS NOT NULL`
+        )
+      ).rowCount
+    ) {
       if (Date.now() > deadline) throw new Error('replication never reached a first checkpoint');
       await new Promise((resolve) => setTimeout(resolve, 100));
     }

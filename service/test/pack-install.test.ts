@@ -19,7 +19,11 @@ let work: string;
 /** An environment without the workspace's hints (pnpm's INIT_CWD, source conditions, config locations). */
 let cleanEnv: NodeJS.ProcessEnv;
 
-function run(command: string, args: string[], options: { cwd: string; env?: NodeJS.ProcessEnv; timeoutMs?: number }): SpawnSyncReturns<string> {
+function run(
+  command: string,
+  args: string[],
+  options: { cwd: string; env?: NodeJS.ProcessEnv; timeoutMs?: number }
+): SpawnSyncReturns<string> {
   const result = spawnSync(command, args, {
     cwd: options.cwd,
     env: options.env ?? process.env,
@@ -28,7 +32,9 @@ function run(command: string, args: string[], options: { cwd: string; env?: Node
     maxBuffer: 64 * 1024 * 1024
   });
   if (result.status !== 0) {
-    throw new Error(`${command} ${args.join(' ')} failed (${result.status ?? result.signal}):\n${result.stdout}\n${result.stderr}`);
+    throw new Error(
+      `${command} ${args.join(' ')} failed (${result.status ?? result.signal}):\n${result.stdout}\n${result.stderr}`
+    );
   }
   return result;
 }
@@ -69,7 +75,8 @@ function readdirSyncSafe(dir: string): string[] {
   return existsSync(dir) ? readdirSync(dir) : [];
 }
 
-const readManifest = (dir: string): Manifest => JSON.parse(readFileSync(path.join(dir, 'package.json'), 'utf8')) as Manifest;
+const readManifest = (dir: string): Manifest =>
+  JSON.parse(readFileSync(path.join(dir, 'package.json'), 'utf8')) as Manifest;
 
 /** The service and every workspace package it depends on, transitively. */
 function serviceClosure(): Array<{ name: string; dir: string }> {
@@ -94,7 +101,13 @@ beforeAll(async () => {
   chmodSync(work, 0o755);
   cleanEnv = { ...process.env };
   for (const key of Object.keys(cleanEnv)) {
-    if (key.startsWith('POWERSYNC_') || key.startsWith('npm_') || key.startsWith('VITEST') || key === 'INIT_CWD' || key === 'NODE_OPTIONS') {
+    if (
+      key.startsWith('POWERSYNC_') ||
+      key.startsWith('npm_') ||
+      key.startsWith('VITEST') ||
+      key === 'INIT_CWD' ||
+      key === 'NODE_OPTIONS'
+    ) {
       delete cleanEnv[key];
     }
   }
@@ -113,7 +126,9 @@ describe('release: pack, install with npm, run', () => {
       const tarballs = path.join(work, 'tarballs');
       mkdirSync(tarballs);
       const closure = serviceClosure();
-      expect(closure.map((entry) => entry.name)).toEqual(expect.arrayContaining(['@syncpoint/service', '@syncpoint/service-core', '@syncpoint/codecs']));
+      expect(closure.map((entry) => entry.name)).toEqual(
+        expect.arrayContaining(['@syncpoint/service', '@syncpoint/service-core', '@syncpoint/codecs'])
+      );
       for (const { name, dir } of closure) {
         const manifest = readManifest(dir);
         expect(manifest.private, `${name} is publishable`).not.toBe(true);
@@ -131,9 +146,15 @@ describe('release: pack, install with npm, run', () => {
         const listing = run('tar', ['tzf', path.join(tarballs, file)], { cwd: work }).stdout.split('\n');
         expect(listing, file).toContain('package/dist/index.js');
         expect(listing, file).toContain('package/dist/index.d.ts');
-        expect(listing.filter((entry) => entry.startsWith('package/src/')), `${file} ships only dist`).toEqual([]);
-        const packed = JSON.parse(run('tar', ['xzf', path.join(tarballs, file), '-O', 'package/package.json'], { cwd: work }).stdout) as Manifest;
-        for (const range of Object.values(packed.dependencies ?? {})) expect(range, `${file}: workspace: ranges are rewritten`).not.toMatch(/^workspace:/);
+        expect(
+          listing.filter((entry) => entry.startsWith('package/src/')),
+          `${file} ships only dist`
+        ).toEqual([]);
+        const packed = JSON.parse(
+          run('tar', ['xzf', path.join(tarballs, file), '-O', 'package/package.json'], { cwd: work }).stdout
+        ) as Manifest;
+        for (const range of Object.values(packed.dependencies ?? {}))
+          expect(range, `${file}: workspace: ranges are rewritten`).not.toMatch(/^workspace:/);
         if (packed.name === '@syncpoint/service') {
           expect(packed.bin).toEqual({ syncpoint: './dist/cli.js' });
           expect(listing).toContain('package/dist/cli.js');
@@ -144,11 +165,15 @@ describe('release: pack, install with npm, run', () => {
       const app = path.join(work, 'app');
       mkdirSync(app);
       writeFileSync(path.join(app, 'package.json'), JSON.stringify({ name: 'syncpoint-install-test', private: true }));
-      run('npm', ['install', '--no-audit', '--no-fund', '--loglevel=error', ...files.map((file) => path.join(tarballs, file))], {
-        cwd: app,
-        env: cleanEnv,
-        timeoutMs: 10 * MINUTE
-      });
+      run(
+        'npm',
+        ['install', '--no-audit', '--no-fund', '--loglevel=error', ...files.map((file) => path.join(tarballs, file))],
+        {
+          cwd: app,
+          env: cleanEnv,
+          timeoutMs: 10 * MINUTE
+        }
+      );
       const syncpoint = path.join(app, 'node_modules', '.bin', 'syncpoint');
       expect(existsSync(syncpoint)).toBe(true);
 
@@ -169,7 +194,8 @@ describe('release: pack, install with npm, run', () => {
       try {
         const deadline = Date.now() + 3 * MINUTE;
         while (!/Press Ctrl-C to stop/.test(stdout)) {
-          if (child.exitCode !== null || Date.now() > deadline) throw new Error(`syncpoint start did not come up:\n${stdout}\n${stderr}`);
+          if (child.exitCode !== null || Date.now() > deadline)
+            throw new Error(`syncpoint start did not come up:\n${stdout}\n${stderr}`);
           await new Promise((resolve) => setTimeout(resolve, 200));
         }
         const url = /Syncpoint is running at (http:\/\/\S+)/.exec(stdout)?.[1];

@@ -12,7 +12,6 @@ import {
   type ReplicationEnv
 } from './replication-harness.js';
 
-
 const SEED_ROWS = 2_000; // pairs (2k, 2k+1) are always updated together, in one transaction
 const BIG_ROWS = 50_000;
 const BIG_FIRST_ID = 1_000_000;
@@ -79,7 +78,12 @@ describe('replication survives SIGKILL mid-transaction', () => {
         const pair = Math.floor(Math.random() * (SEED_ROWS / 2)) * 2;
         const n = ++updates;
         if (n % 5 === 0) {
-          await env.sourceDb.query(`UPDATE items SET val = $1, owner = $2 WHERE id IN ($3, $4)`, [n, `u${n % OWNERS}`, pair, pair + 1]);
+          await env.sourceDb.query(`UPDATE items SET val = $1, owner = $2 WHERE id IN ($3, $4)`, [
+            n,
+            `u${n % OWNERS}`,
+            pair,
+            pair + 1
+          ]);
         } else {
           await env.sourceDb.query(`UPDATE items SET val = $1 WHERE id IN ($2, $3)`, [n, pair, pair + 1]);
         }
@@ -120,7 +124,8 @@ describe('replication survives SIGKILL mid-transaction', () => {
       const catchUpDeadline = Date.now() + 120_000;
       let stopAt = Date.now() + 3_000;
       for (;;) {
-        if (Date.now() > catchUpDeadline) throw new Error(`replication did not catch up; child output:\n${child.output()}`);
+        if (Date.now() > catchUpDeadline)
+          throw new Error(`replication did not catch up; child output:\n${child.output()}`);
         if (!stopUpdates && Date.now() > stopAt) stopUpdates = true;
         const serving = await storage.getServingCheckpoint();
         const checkpoint = serving!.checkpoint.checkpoint;
@@ -134,7 +139,9 @@ describe('replication survives SIGKILL mid-transaction', () => {
       await updater;
       expect(caughtUpTo).not.toBeNull();
       for (const observation of observations) {
-        expect([0, BIG_ROWS], `big rows visible at checkpoint ${observation.checkpoint}`).toContain(observation.bigRows);
+        expect([0, BIG_ROWS], `big rows visible at checkpoint ${observation.checkpoint}`).toContain(
+          observation.bigRows
+        );
         expect(observation.tornPairs, `torn pairs at checkpoint ${observation.checkpoint}`).toBe(0);
       }
 
@@ -150,7 +157,9 @@ describe('replication survives SIGKILL mid-transaction', () => {
       const expected = new Map<string, Map<string, unknown>>();
       const put = (bucket: string, row: (typeof sourceRows)[number]) => {
         if (!expected.has(bucket)) expected.set(bucket, new Map());
-        expected.get(bucket)!.set(`items/${row.id}`, { id: Number(row.id), owner: row.owner, val: Number(row.val), batch: row.batch });
+        expected
+          .get(bucket)!
+          .set(`items/${row.id}`, { id: Number(row.id), owner: row.owner, val: Number(row.val), batch: row.batch });
       };
       for (const row of sourceRows) {
         put('global[]', row);

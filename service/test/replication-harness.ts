@@ -99,7 +99,9 @@ export async function createReplicationEnv(
   const sourceDb = new pg.Pool({ connectionString: postgres.url(sourceName), max: 4 });
   sourceDb.on('error', () => {});
   for (const statement of sourceSetup) await sourceDb.query(statement);
-  await sourceDb.query(`DROP PUBLICATION IF EXISTS powersync; CREATE PUBLICATION powersync ${options.publication ?? 'FOR ALL TABLES'}`);
+  await sourceDb.query(
+    `DROP PUBLICATION IF EXISTS powersync; CREATE PUBLICATION powersync ${options.publication ?? 'FOR ALL TABLES'}`
+  );
 
   const services: Array<() => Promise<unknown>> = [];
   const storages: PostgresBucketStorage[] = [];
@@ -140,8 +142,15 @@ export async function createReplicationEnv(
     async startInProcess(options) {
       const registry = createModuleRegistry();
       const config = await parseConfig(configText(options), { source: 'test', configDir: process.cwd(), registry });
-      const logger = process.env.SYNCPOINT_TEST_LOG ? createLogger({ level: process.env.SYNCPOINT_TEST_LOG as LogLevel }) : silentLogger;
-      const service = await startService(config, { registry, logger, host: '127.0.0.1', role: options.role ?? 'unified' });
+      const logger = process.env.SYNCPOINT_TEST_LOG
+        ? createLogger({ level: process.env.SYNCPOINT_TEST_LOG as LogLevel })
+        : silentLogger;
+      const service = await startService(config, {
+        registry,
+        logger,
+        host: '127.0.0.1',
+        role: options.role ?? 'unified'
+      });
       let stopped = false;
       const stop = service.stop;
       const wrapped = {
@@ -164,7 +173,21 @@ export async function createReplicationEnv(
       // SIGKILL of the child would leave running.
       const child = spawn(
         process.execPath,
-        ['--import', 'tsx', '--conditions=@syncpoint/source', path.join(serviceDir, 'src/cli.ts'), 'start', '-c', file, '--role', options.role ?? 'replication', '--port', '0', '--host', '127.0.0.1'],
+        [
+          '--import',
+          'tsx',
+          '--conditions=@syncpoint/source',
+          path.join(serviceDir, 'src/cli.ts'),
+          'start',
+          '-c',
+          file,
+          '--role',
+          options.role ?? 'replication',
+          '--port',
+          '0',
+          '--host',
+          '127.0.0.1'
+        ],
         { cwd: serviceDir, env: { ...process.env, SYNCPOINT_LOG_LEVEL: process.env.SYNCPOINT_TEST_LOG ?? 'info' } }
       );
       let output = '';
@@ -193,7 +216,12 @@ export async function createReplicationEnv(
       return handle;
     },
     openStorage(storageName) {
-      const storage = createPostgresStorage({ type: 'postgresql', uri: postgres.url(storageName), sslmode: 'disable', max_pool_size: 4 });
+      const storage = createPostgresStorage({
+        type: 'postgresql',
+        uri: postgres.url(storageName),
+        sslmode: 'disable',
+        max_pool_size: 4
+      });
       storages.push(storage);
       return storage;
     },
@@ -232,7 +260,8 @@ export async function createReplicationEnv(
           }
           await sleep(100);
         }
-        for (const name of databases) await admin.query(`DROP DATABASE IF EXISTS ${pg.escapeIdentifier(name)} WITH (FORCE)`).catch(() => {});
+        for (const name of databases)
+          await admin.query(`DROP DATABASE IF EXISTS ${pg.escapeIdentifier(name)} WITH (FORCE)`).catch(() => {});
       } finally {
         await admin.end();
       }
@@ -248,7 +277,12 @@ export function sleep(ms: number): Promise<void> {
 }
 
 /** Poll `probe` until it returns a truthy value; throws `what` after `timeoutMs`. */
-export async function waitFor<T>(what: string, probe: () => Promise<T | null | undefined | false>, timeoutMs: number, intervalMs = 50): Promise<T> {
+export async function waitFor<T>(
+  what: string,
+  probe: () => Promise<T | null | undefined | false>,
+  timeoutMs: number,
+  intervalMs = 50
+): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   let lastError: unknown;
   for (;;) {
@@ -258,7 +292,10 @@ export async function waitFor<T>(what: string, probe: () => Promise<T | null | u
       return null;
     });
     if (value) return value;
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${lastError ? ` (last error: ${lastError})` : ''}`);
+    if (Date.now() > deadline)
+      throw new Error(
+        `timed out after ${timeoutMs} ms waiting for ${what}${lastError ? ` (last error: ${lastError})` : ''}`
+      );
     await sleep(intervalMs);
   }
 }
@@ -287,7 +324,10 @@ export interface BucketContents {
  * What a client syncing from scratch ends with, per bucket: every op up to `checkpoint`, applied in order (PUT/REMOVE
  * by (object_type, object_id, subkey); CLEAR drops everything before; MOVE changes nothing).
  */
-export async function downloadBuckets(storage: PostgresBucketStorage, checkpoint: bigint): Promise<Map<string, BucketContents>> {
+export async function downloadBuckets(
+  storage: PostgresBucketStorage,
+  checkpoint: bigint
+): Promise<Map<string, BucketContents>> {
   const serving = await storage.getServingStream();
   if (!serving) throw new Error('no serving stream');
   const stream = await storage.getStreamStorage(serving);
@@ -301,7 +341,10 @@ export async function downloadBuckets(storage: PostgresBucketStorage, checkpoint
     let after = 0n;
     for (;;) {
       let more = false;
-      for await (const chunk of stream.getBucketData(checkpoint, new Map([[name, after]]), { limit: 10_000, chunkLimitBytes: 8 * 1024 * 1024 })) {
+      for await (const chunk of stream.getBucketData(checkpoint, new Map([[name, after]]), {
+        limit: 10_000,
+        chunkLimitBytes: 8 * 1024 * 1024
+      })) {
         applyChunk(chunk);
         after = chunk.nextAfter;
         more = chunk.hasMore;
@@ -328,7 +371,9 @@ export async function downloadBuckets(storage: PostgresBucketStorage, checkpoint
   for (const [name, bucket] of state) {
     const stored = checksums.get(name);
     if (!stored || stored.checksum >>> 0 !== bucket.checksum || stored.count !== bucket.ops) {
-      throw new Error(`bucket ${name}: stored checksum/count ${stored?.checksum}/${stored?.count} != ops ${bucket.checksum}/${bucket.ops}`);
+      throw new Error(
+        `bucket ${name}: stored checksum/count ${stored?.checksum}/${stored?.count} != ops ${bucket.checksum}/${bucket.ops}`
+      );
     }
     const rows = new Map<string, unknown>();
     for (const op of bucket.keyed.values()) {

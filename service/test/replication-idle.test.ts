@@ -81,7 +81,11 @@ describe('replication on an idle source', () => {
           [slot!.slot_name]
         );
         const serving = await storage.getServingCheckpoint();
-        samples.push({ confirmed: rows[0]!.confirmed, checkpointLsn: serving!.checkpoint.lsn!, sourceLsn: rows[0]!.current });
+        samples.push({
+          confirmed: rows[0]!.confirmed,
+          checkpointLsn: serving!.checkpoint.lsn!,
+          sourceLsn: rows[0]!.current
+        });
         return compareLsn(rows[0]!.confirmed, before) > 0 ? rows[0]!.confirmed : null;
       },
       30_000,
@@ -106,7 +110,9 @@ describe('replication on an idle source', () => {
           const serving = await storage.getServingCheckpoint();
           const stream = await storage.getStreamStorage(serving!.stream);
           const data: string[] = [];
-          for await (const chunk of stream.getBucketData(serving!.checkpoint.checkpoint, new Map([['global[]', 0n]]), { limit: 100_000 })) {
+          for await (const chunk of stream.getBucketData(serving!.checkpoint.checkpoint, new Map([['global[]', 0n]]), {
+            limit: 100_000
+          })) {
             for (const op of chunk.data) if (op.object_id === 't1' && op.op === 'PUT') data.push(op.data!);
           }
           expect(JSON.parse(data.at(-1)!).description).toBe(`idle change ${i}`);
@@ -121,7 +127,9 @@ describe('replication on an idle source', () => {
     const streamBefore = (await storage.getServingStream())!;
     const stateBefore = await (await storage.getStreamStorage(streamBefore)).getReplicationState();
     const slotsBefore = await env.slots();
-    const { rows: opsBefore } = await storage.pool.query<{ n: string }>(`SELECT count(*)::text AS n FROM powersync.bucket_data`);
+    const { rows: opsBefore } = await storage.pool.query<{ n: string }>(
+      `SELECT count(*)::text AS n FROM powersync.bucket_data`
+    );
     await service.stop();
     await env.sourceDb.query(`INSERT INTO todos VALUES ('after-restart', 'written while stopped')`);
     await env.sourceDb.query(`UPDATE todos SET description = 'updated while stopped' WHERE id = 't2'`);
@@ -138,7 +146,10 @@ describe('replication on an idle source', () => {
     expect(stateAfter.tables.every((table) => table.done && table.rowsDone === 500)).toBe(true);
     const stream = await storage.getStreamStorage(served.stream);
     const ops = [];
-    for await (const chunk of stream.getBucketData(served.checkpoint.checkpoint, new Map([['global[]', stateBefore.lastCheckpoint.checkpoint]]))) {
+    for await (const chunk of stream.getBucketData(
+      served.checkpoint.checkpoint,
+      new Map([['global[]', stateBefore.lastCheckpoint.checkpoint]])
+    )) {
       ops.push(...chunk.data);
     }
     expect(ops.map((op) => [op.op, op.object_id, JSON.parse(op.data!).description])).toEqual([
@@ -146,7 +157,9 @@ describe('replication on an idle source', () => {
       ['PUT', 't2', 'updated while stopped']
     ]);
     // Only the two changes were written: no re-snapshot of the 500 rows.
-    const { rows: opsAfter } = await storage.pool.query<{ n: string }>(`SELECT count(*)::text AS n FROM powersync.bucket_data`);
+    const { rows: opsAfter } = await storage.pool.query<{ n: string }>(
+      `SELECT count(*)::text AS n FROM powersync.bucket_data`
+    );
     expect(Number(opsAfter[0]!.n) - Number(opsBefore[0]!.n)).toBe(2);
   }, 120_000);
 });

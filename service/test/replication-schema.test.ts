@@ -1,6 +1,12 @@
 import type { PostgresBucketStorage } from '@syncpoint/storage-postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createReplicationEnv, downloadBuckets, waitFor, waitForCheckpointLsn, type ReplicationEnv } from './replication-harness.js';
+import {
+  createReplicationEnv,
+  downloadBuckets,
+  waitFor,
+  waitForCheckpointLsn,
+  type ReplicationEnv
+} from './replication-harness.js';
 
 const SYNC_CONFIG = `bucket_definitions:
   global:
@@ -27,22 +33,19 @@ describe('replication through schema changes', () => {
     [...rows.keys()].filter((key) => key.startsWith(`${table}/`)).sort();
 
   beforeAll(async () => {
-    env = await createReplicationEnv(
-      'schema',
-      [
-        `CREATE TABLE todos (id text PRIMARY KEY, description text)`,
-        `INSERT INTO todos VALUES ('t1', 'one'), ('t2', 'two')`,
-        `CREATE TABLE lists (id text PRIMARY KEY, name text)`,
-        `INSERT INTO lists VALUES ('l1', 'list one'), ('l2', 'list two')`,
-        `CREATE TABLE dropme (id text PRIMARY KEY)`,
-        `INSERT INTO dropme VALUES ('d1')`,
-        `CREATE TABLE trunc (id text PRIMARY KEY)`,
-        `INSERT INTO trunc SELECT 'x' || i FROM generate_series(1, 50) i`,
-        // Replication refuses to start unless every table the sync rules use exists, is published and has a key.
-        `CREATE TABLE later (id text PRIMARY KEY, v text)`,
-        `CREATE TABLE nokey (id text PRIMARY KEY, v text)`
-      ]
-    );
+    env = await createReplicationEnv('schema', [
+      `CREATE TABLE todos (id text PRIMARY KEY, description text)`,
+      `INSERT INTO todos VALUES ('t1', 'one'), ('t2', 'two')`,
+      `CREATE TABLE lists (id text PRIMARY KEY, name text)`,
+      `INSERT INTO lists VALUES ('l1', 'list one'), ('l2', 'list two')`,
+      `CREATE TABLE dropme (id text PRIMARY KEY)`,
+      `INSERT INTO dropme VALUES ('d1')`,
+      `CREATE TABLE trunc (id text PRIMARY KEY)`,
+      `INSERT INTO trunc SELECT 'x' || i FROM generate_series(1, 50) i`,
+      // Replication refuses to start unless every table the sync rules use exists, is published and has a key.
+      `CREATE TABLE later (id text PRIMARY KEY, v text)`,
+      `CREATE TABLE nokey (id text PRIMARY KEY, v text)`
+    ]);
     const storageName = await env.createStorageDatabase('s');
     await env.startInProcess({ storageName, syncConfig: SYNC_CONFIG, role: 'replication' });
     storage = env.openStorage(storageName);
@@ -68,7 +71,9 @@ describe('replication through schema changes', () => {
     // renamed into place (a common migration), in a publication FOR ALL TABLES.
     await env.sourceDb.query(`CREATE TABLE later_v2 (id text PRIMARY KEY, v text)`);
     await env.sourceDb.query(`INSERT INTO later_v2 VALUES ('a', 'before the swap'), ('b', 'before the swap')`);
-    await env.sourceDb.query(`BEGIN; ALTER TABLE later RENAME TO later_v1; ALTER TABLE later_v2 RENAME TO later; COMMIT`);
+    await env.sourceDb.query(
+      `BEGIN; ALTER TABLE later RENAME TO later_v1; ALTER TABLE later_v2 RENAME TO later; COMMIT`
+    );
     await env.sourceDb.query(`INSERT INTO later VALUES ('c', 'after the swap')`);
     await env.sourceDb.query(`UPDATE later SET v = 'updated after the swap' WHERE id = 'a'`);
     const rows = await caughtUpRows();
@@ -112,7 +117,9 @@ describe('replication through schema changes', () => {
     const served = (await storage.getServingCheckpoint())!;
     const stream = await storage.getStreamStorage(served.stream);
     const ops = [];
-    for await (const chunk of stream.getBucketData(served.checkpoint.checkpoint, new Map([['global[]', before]]), { limit: 10_000 })) {
+    for await (const chunk of stream.getBucketData(served.checkpoint.checkpoint, new Map([['global[]', before]]), {
+      limit: 10_000
+    })) {
       ops.push(...chunk.data);
     }
     const removes = ops.filter((op) => op.object_type === 'trunc');
@@ -141,7 +148,9 @@ describe('replication through schema changes', () => {
     const served = (await storage.getServingCheckpoint())!;
     const stream = await storage.getStreamStorage(served.stream);
     const ops = [];
-    for await (const chunk of stream.getBucketData(served.checkpoint.checkpoint, new Map([['global[]', 0n]]), { limit: 100_000 })) {
+    for await (const chunk of stream.getBucketData(served.checkpoint.checkpoint, new Map([['global[]', 0n]]), {
+      limit: 100_000
+    })) {
       ops.push(...chunk.data);
     }
     expect(ops.some((op) => op.object_id === 't5')).toBe(false);

@@ -25,9 +25,16 @@ describe.each(['ndjson', 'bson'] as const)('replication and sync stream (%s)', (
   afterAll(async () => harness?.stop());
 
   it('sends the snapshot, then live changes, then acknowledges a checkpoint request', async () => {
-    const stream = await openSyncStream(harness.service.url, token, { client_id: 'device-1', raw_data: true }, { format });
+    const stream = await openSyncStream(
+      harness.service.url,
+      token,
+      { client_id: 'device-1', raw_data: true },
+      { format }
+    );
     expect(stream.response.status).toBe(200);
-    expect(stream.contentType).toBe(format === 'bson' ? 'application/vnd.powersync.bson-stream' : 'application/x-ndjson');
+    expect(stream.contentType).toBe(
+      format === 'bson' ? 'application/vnd.powersync.bson-stream' : 'application/x-ndjson'
+    );
     try {
       const first = await stream.until((line) => 'checkpoint_complete' in line);
       const checkpoint = first[0].checkpoint;
@@ -51,10 +58,15 @@ describe.each(['ndjson', 'bson'] as const)('replication and sync stream (%s)', (
       await harness.sourceDb.query(`UPDATE todos SET description = 'changed' WHERE id = 't1'`);
       await harness.sourceDb.query(`DELETE FROM todos WHERE id = 't2'`);
       // The two source transactions may arrive in one checkpoint or two.
-      const live = await stream.until((line) => line.data?.data.some((op: any) => op.op === 'REMOVE' && op.object_id === 't2'));
+      const live = await stream.until((line) =>
+        line.data?.data.some((op: any) => op.op === 'REMOVE' && op.object_id === 't2')
+      );
       live.push(...(await stream.until((line) => 'checkpoint_complete' in line)));
       const liveOps = live.filter((line) => 'data' in line).flatMap((line) => line.data.data);
-      expect(liveOps.map((op: any) => [op.op, op.object_id])).toEqual([['PUT', 't1'], ['REMOVE', 't2']]);
+      expect(liveOps.map((op: any) => [op.op, op.object_id])).toEqual([
+        ['PUT', 't1'],
+        ['REMOVE', 't2']
+      ]);
       expect(JSON.parse(liveOps[0].data)).toMatchObject({ description: 'changed' });
 
       const requested = Date.now();
@@ -89,7 +101,9 @@ describe.each(['ndjson', 'bson'] as const)('replication and sync stream (%s)', (
       for (const op of again.filter((line) => 'data' in line).flatMap((line) => line.data.data)) {
         expect(BigInt(op.op_id) > BigInt(lastOpId)).toBe(true);
       }
-      expect(again.filter((line) => 'data' in line).every((line) => BigInt(line.data.after) >= BigInt(lastOpId))).toBe(true);
+      expect(again.filter((line) => 'data' in line).every((line) => BigInt(line.data.after) >= BigInt(lastOpId))).toBe(
+        true
+      );
     } finally {
       await resumed.close();
     }

@@ -1,6 +1,12 @@
 import { putChecksum } from '@syncpoint/service-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createReplicationEnv, downloadBuckets, waitFor, waitForCheckpointLsn, type ReplicationEnv } from './replication-harness.js';
+import {
+  createReplicationEnv,
+  downloadBuckets,
+  waitFor,
+  waitForCheckpointLsn,
+  type ReplicationEnv
+} from './replication-harness.js';
 
 const SYNC_CONFIG = `bucket_definitions:
   global:
@@ -56,8 +62,18 @@ describe('replication volume', () => {
     let expectedChecksum = 0;
     for (let i = 1; i <= total; i++) {
       const row = global.rows.get(`items/${i}`) as Record<string, unknown> | undefined;
-      if (!row || row.n !== i * 7 || row.note !== `row ${i}${'x'.repeat(40)}` || row.big !== `${12345678901234567890n + BigInt(i)}.5`) {
-        expect(row, `row ${i}`).toEqual({ id: i, n: i * 7, note: `row ${i}${'x'.repeat(40)}`, big: `${12345678901234567890n + BigInt(i)}.5` });
+      if (
+        !row ||
+        row.n !== i * 7 ||
+        row.note !== `row ${i}${'x'.repeat(40)}` ||
+        row.big !== `${12345678901234567890n + BigInt(i)}.5`
+      ) {
+        expect(row, `row ${i}`).toEqual({
+          id: i,
+          n: i * 7,
+          note: `row ${i}${'x'.repeat(40)}`,
+          big: `${12345678901234567890n + BigInt(i)}.5`
+        });
       }
       expectedChecksum = (expectedChecksum + putChecksum('items', String(i), JSON.stringify(row))) >>> 0;
     }

@@ -6,7 +6,10 @@ const serviceDir = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '.
 const tsx = path.join(serviceDir, 'node_modules/.bin/tsx');
 
 /** Run `syncpoint <args>` from source as a real child process. */
-export function spawnCli(args: string[], options: { cwd?: string; env?: NodeJS.ProcessEnv } = {}): ChildProcessWithoutNullStreams {
+export function spawnCli(
+  args: string[],
+  options: { cwd?: string; env?: NodeJS.ProcessEnv } = {}
+): ChildProcessWithoutNullStreams {
   return spawn(tsx, ['--conditions=@syncpoint/source', path.join(serviceDir, 'src/cli.ts'), ...args], {
     cwd: options.cwd ?? serviceDir,
     env: { ...process.env, SYNCPOINT_LOG_LEVEL: 'warn', ...options.env }
@@ -25,11 +28,18 @@ export async function runCli(args: string[], options: { cwd?: string; env?: Node
 }
 
 /** Resolve with stdout once `pattern` appears in it (or reject on exit/timeout). */
-export function waitForOutput(child: ChildProcessWithoutNullStreams, pattern: RegExp, timeoutMs = 60_000): Promise<string> {
+export function waitForOutput(
+  child: ChildProcessWithoutNullStreams,
+  pattern: RegExp,
+  timeoutMs = 60_000
+): Promise<string> {
   return new Promise((resolve, reject) => {
     let output = '';
     let errors = '';
-    const timer = setTimeout(() => reject(new Error(`timed out waiting for ${pattern}; output:\n${output}\n${errors}`)), timeoutMs);
+    const timer = setTimeout(
+      () => reject(new Error(`timed out waiting for ${pattern}; output:\n${output}\n${errors}`)),
+      timeoutMs
+    );
     child.stderr.on('data', (chunk) => (errors += chunk));
     child.stdout.on('data', (chunk) => {
       output += chunk;

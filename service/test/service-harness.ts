@@ -1,5 +1,14 @@
 import { testPostgresServer, type PostgresServer } from '@syncpoint/dev-postgres';
-import { createLogger, type Logger, parseConfig, silentLogger, type LogLevel, startService, type RunningService, type ServiceRole } from '@syncpoint/service-core';
+import {
+  createLogger,
+  type Logger,
+  parseConfig,
+  silentLogger,
+  type LogLevel,
+  startService,
+  type RunningService,
+  type ServiceRole
+} from '@syncpoint/service-core';
 import pg from 'pg';
 import { stringify } from 'yaml';
 import { DEMO_SYNC_CONFIG } from '../src/embedded-default.js';
@@ -49,7 +58,12 @@ export async function startServiceHarness(
   for (const statement of options.sourceSetup ?? []) await sourceDb.query(statement);
   await sourceDb.query(`DROP PUBLICATION IF EXISTS powersync; CREATE PUBLICATION powersync FOR ALL TABLES`);
 
-  const devKey: DevKey = { kty: 'oct', alg: 'HS256', kid: 'test-key', k: Buffer.from('a-test-secret-of-at-least-32-bytes').toString('base64url') };
+  const devKey: DevKey = {
+    kty: 'oct',
+    alg: 'HS256',
+    kid: 'test-key',
+    k: Buffer.from('a-test-secret-of-at-least-32-bytes').toString('base64url')
+  };
   const syncConfig = options.syncConfig === undefined ? DEMO_SYNC_CONFIG : options.syncConfig;
   const configText = stringify({
     replication: { connections: [{ type: 'postgresql', uri: postgres.url(sourceName), sslmode: 'disable' }] },
@@ -62,7 +76,18 @@ export async function startServiceHarness(
   const registry = createModuleRegistry();
   const config = await parseConfig(configText, { source: 'test', configDir: process.cwd(), registry });
   // Tests that count markers run without replication (its snapshot and heartbeats emit markers of their own).
-  const service = await startService(config, { registry, logger: options.logger ?? (process.env.SYNCPOINT_TEST_LOG ? createLogger({ level: process.env.SYNCPOINT_TEST_LOG as LogLevel }) : silentLogger), host: '127.0.0.1', role: options.role ?? 'api', syncKeepaliveMs: options.keepaliveMs, retentionIntervalMs: options.retentionIntervalMs });
+  const service = await startService(config, {
+    registry,
+    logger:
+      options.logger ??
+      (process.env.SYNCPOINT_TEST_LOG
+        ? createLogger({ level: process.env.SYNCPOINT_TEST_LOG as LogLevel })
+        : silentLogger),
+    host: '127.0.0.1',
+    role: options.role ?? 'api',
+    syncKeepaliveMs: options.keepaliveMs,
+    retentionIntervalMs: options.retentionIntervalMs
+  });
   const storageDb = new pg.Pool({ connectionString: storageServer.url(storageName), max: 2 });
   storageDb.on('error', () => {});
   return {
@@ -87,7 +112,10 @@ export async function watchMarkers(sourceDb: pg.Pool, slot: string) {
   return {
     /** Markers written since the last call (consumes them). */
     async take(): Promise<number> {
-      const { rows } = await sourceDb.query<{ data: string }>(`SELECT data FROM pg_logical_slot_get_changes($1, NULL, NULL)`, [slot]);
+      const { rows } = await sourceDb.query<{ data: string }>(
+        `SELECT data FROM pg_logical_slot_get_changes($1, NULL, NULL)`,
+        [slot]
+      );
       return rows.filter((row) => /^message: .*prefix: powersync/.test(row.data)).length;
     },
     drop: () => sourceDb.query('SELECT pg_drop_replication_slot($1)', [slot])

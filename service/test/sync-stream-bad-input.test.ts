@@ -35,10 +35,18 @@ describe('sync stream bad input', () => {
   let token: string;
 
   /** POST /sync/stream with a raw body; the status and the parsed JSON error envelope. */
-  async function post(body: string, headers: Record<string, string> = {}): Promise<{ status: number; json: any; contentType: string | null }> {
+  async function post(
+    body: string,
+    headers: Record<string, string> = {}
+  ): Promise<{ status: number; json: any; contentType: string | null }> {
     const response = await fetch(`${harness.service.url}/sync/stream`, {
       method: 'POST',
-      headers: { 'Content-Type': 'application/json', Authorization: `Token ${token}`, Accept: 'application/x-ndjson', ...headers },
+      headers: {
+        'Content-Type': 'application/json',
+        Authorization: `Token ${token}`,
+        Accept: 'application/x-ndjson',
+        ...headers
+      },
       body
     });
     const text = await response.text();
@@ -58,7 +66,9 @@ describe('sync stream bad input', () => {
       expect(stream.response.status).toBe(200);
       const lines = await stream.until((line) => 'checkpoint_complete' in line);
       expect(lines[0].checkpoint.buckets.map((bucket: any) => bucket.bucket)).toContain('global[]');
-      expect(lines.filter((line) => line.data?.bucket === 'global[]').flatMap((line) => line.data.data)).toHaveLength(20);
+      expect(lines.filter((line) => line.data?.bucket === 'global[]').flatMap((line) => line.data.data)).toHaveLength(
+        20
+      );
     } finally {
       await stream.close();
     }
@@ -74,7 +84,16 @@ describe('sync stream bad input', () => {
         // The harness's dev key (same values), with a lifetime limit that allows 30-day tokens.
         client_auth: {
           audience: [DEV_AUDIENCE],
-          jwks: { keys: [{ kty: 'oct', alg: 'HS256', kid: 'test-key', k: Buffer.from('a-test-secret-of-at-least-32-bytes').toString('base64url') }] },
+          jwks: {
+            keys: [
+              {
+                kty: 'oct',
+                alg: 'HS256',
+                kid: 'test-key',
+                k: Buffer.from('a-test-secret-of-at-least-32-bytes').toString('base64url')
+              }
+            ]
+          },
           max_token_lifetime_seconds: 31 * 86_400
         }
       },
@@ -90,7 +109,11 @@ describe('sync stream bad input', () => {
       ]
     });
     token = await harness.token('user-1');
-    await waitFor(async () => (await harness.service.storage.getServingCheckpoint()) !== null, 'a first checkpoint', 30_000);
+    await waitFor(
+      async () => (await harness.service.storage.getServingCheckpoint()) !== null,
+      'a first checkpoint',
+      30_000
+    );
     await expectHealthy();
   }, 60_000);
   afterAll(async () => harness?.stop());
@@ -124,7 +147,11 @@ describe('sync stream bad input', () => {
     ['a negative after', { buckets: [{ name: 'global[]', after: '-1' }] }, 'buckets[0].after'],
     ['an after beyond int64', { buckets: [{ name: 'global[]', after: '9223372036854775808' }] }, 'buckets[0].after'],
     ['an after that is missing', { buckets: [{ name: 'global[]' }] }, 'buckets[0].after'],
-    ['more bucket entries than the per-connection limit', { buckets: Array.from({ length: MAX_BUCKETS + 1 }, (_, i) => ({ name: `b${i}[]`, after: '0' })) }, 'more than'],
+    [
+      'more bucket entries than the per-connection limit',
+      { buckets: Array.from({ length: MAX_BUCKETS + 1 }, (_, i) => ({ name: `b${i}[]`, after: '0' })) },
+      'more than'
+    ],
     ['a client_id that is a number', { client_id: 7 }, 'client_id must be a string'],
     ['a client_id with a slash', { client_id: 'a/b' }, 'client_id must not contain a slash'],
     ['an empty client_id', { client_id: '' }, 'client_id must not be empty'],
@@ -143,7 +170,16 @@ describe('sync stream bad input', () => {
   });
 
   it('reports every problem of a body at once', async () => {
-    const { status, json } = await post(JSON.stringify({ buckets: [{ name: 1, after: '0' }, { name: 'x', after: 'y' }], client_id: 3, parameters: [] }));
+    const { status, json } = await post(
+      JSON.stringify({
+        buckets: [
+          { name: 1, after: '0' },
+          { name: 'x', after: 'y' }
+        ],
+        client_id: 3,
+        parameters: []
+      })
+    );
     expect(status).toBe(400);
     const problems: string[] = JSON.parse(json.error.details);
     expect(problems).toHaveLength(4);
@@ -179,7 +215,10 @@ describe('sync stream bad input', () => {
     const checkpoint = BigInt(full[0].checkpoint.last_op_id);
     const ahead = (checkpoint + 1_000_000n).toString();
 
-    const stream = await openSyncStream(harness.service.url, token, { client_id: 'ahead', buckets: [{ name: 'global[]', after: ahead }] });
+    const stream = await openSyncStream(harness.service.url, token, {
+      client_id: 'ahead',
+      buckets: [{ name: 'global[]', after: ahead }]
+    });
     try {
       const lines = await stream.until((line) => 'checkpoint_complete' in line);
       expect(BigInt(lines[0].checkpoint.last_op_id)).toBeLessThan(BigInt(ahead));
@@ -290,7 +329,11 @@ describe('sync stream bad input', () => {
     for (const stream of open) await stream.until((line) => 'token_expires_in' in line, 3_000);
     // Closing one frees its slot at once.
     await open.pop()!.close();
-    await waitFor(() => harness.service.syncConnections!.count === MAX_CONNECTIONS - 1, 'the slot to be released', 2_000);
+    await waitFor(
+      () => harness.service.syncConnections!.count === MAX_CONNECTIONS - 1,
+      'the slot to be released',
+      2_000
+    );
     const again = await openSyncStream(harness.service.url, token, { client_id: 'after-limit' });
     expect(again.response.status).toBe(200);
     await again.until((line) => 'checkpoint_complete' in line);

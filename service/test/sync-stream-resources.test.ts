@@ -150,7 +150,11 @@ describe('sync stream resources and algorithm', () => {
       };
       return streamStorage;
     };
-    await waitFor(async () => (await harness.service.storage.getServingCheckpoint()) !== null, 'a first checkpoint', 120_000);
+    await waitFor(
+      async () => (await harness.service.storage.getServingCheckpoint()) !== null,
+      'a first checkpoint',
+      120_000
+    );
   }, 180_000);
   afterAll(async () => harness?.stop());
 
@@ -172,27 +176,38 @@ describe('sync stream resources and algorithm', () => {
     expect(stillPausedAt).toBe(pausedAt);
     expect(pausedAt).toBeLessThan(BULK_ROWS / 4);
     expect(heapAfter - heapBefore).toBeLessThan(32 * 1024 * 1024);
-    console.log(`slow client: ${pausedAt} of ${BULK_ROWS} ops fetched while paused; heap+buffers delta ${((heapAfter - heapBefore) / 1e6).toFixed(1)} MB`);
+    console.log(
+      `slow client: ${pausedAt} of ${BULK_ROWS} ops fetched while paused; heap+buffers delta ${((heapAfter - heapBefore) / 1e6).toFixed(1)} MB`
+    );
 
     // Meanwhile other clients are served: a new stream syncs in full, and a checkpoint request is acknowledged on it.
     const otherToken = await harness.token('prio');
     const other = rawSyncStream(harness.service.url, otherToken, { client_id: 'other' });
     const otherComplete = await other.until((line) => 'checkpoint_complete' in line, 0, 15_000);
-    expect(other.lines.slice(0, otherComplete).flatMap((line) => ('data' in line ? line.data.data : []))).toHaveLength(5 + 3);
+    expect(other.lines.slice(0, otherComplete).flatMap((line) => ('data' in line ? line.data.data : []))).toHaveLength(
+      5 + 3
+    );
     const request = await fetch(`${harness.service.url}/sync/checkpoint-request`, {
       method: 'POST',
       headers: { 'Content-Type': 'application/json', Authorization: `Token ${otherToken}` },
       body: JSON.stringify({ client_id: 'other', checkpoint_request_id: '1' })
     });
     expect(request.status).toBe(200);
-    await other.until((line) => line.checkpoint_diff?.write_checkpoint === '1' || line.checkpoint?.write_checkpoint === '1', otherComplete, 15_000);
+    await other.until(
+      (line) => line.checkpoint_diff?.write_checkpoint === '1' || line.checkpoint?.write_checkpoint === '1',
+      otherComplete,
+      15_000
+    );
     other.close();
     expect(fetched('bulk["bulk"]')).toBe(pausedAt); // the stalled client is still paused
 
     // Reading again finishes the download.
     stream.resume();
     const complete = await stream.until((line) => 'checkpoint_complete' in line, 0, 60_000);
-    const ops = stream.lines.slice(0, complete).filter((line) => 'data' in line).flatMap((line) => line.data.data);
+    const ops = stream.lines
+      .slice(0, complete)
+      .filter((line) => 'data' in line)
+      .flatMap((line) => line.data.data);
     expect(ops).toHaveLength(BULK_ROWS);
     stream.close();
     await waitFor(() => harness.service.syncConnections!.count === 0, 'the connection to close');
@@ -205,7 +220,9 @@ describe('sync stream resources and algorithm', () => {
     const timersBefore = timers();
     const token = await harness.token('waiter');
     // The raw client leaves no timers of its own behind (the fetch-based test client keeps one per read).
-    const streams = Array.from({ length: 20 }, (_, i) => rawSyncStream(harness.service.url, token, { client_id: `w${i}` }));
+    const streams = Array.from({ length: 20 }, (_, i) =>
+      rawSyncStream(harness.service.url, token, { client_id: `w${i}` })
+    );
     for (const stream of streams) await stream.until((line) => 'checkpoint_complete' in line);
     // After checkpoint_complete every connection waits for the next checkpoint.
     await waitFor(() => watcher.waiting === 20, '20 waiters', 2_000);
@@ -215,7 +232,11 @@ describe('sync stream resources and algorithm', () => {
     const timersOpen = timers();
     for (const stream of streams) stream.close();
     const closedAt = Date.now();
-    await waitFor(() => watcher.waiting === 0 && harness.service.syncConnections!.count === 0, 'waiters to be freed', 1_000);
+    await waitFor(
+      () => watcher.waiting === 0 && harness.service.syncConnections!.count === 0,
+      'waiters to be freed',
+      1_000
+    );
     expect(Date.now() - closedAt).toBeLessThan(500);
     // keepalive, expiry notice and expiry timers of each stream are cleared with it
     expect(timersOpen - timersBefore).toBeGreaterThanOrEqual(40);
@@ -243,10 +264,20 @@ describe('sync stream resources and algorithm', () => {
       expect(partial).toEqual({ last_op_id: checkpoint.last_op_id, priority: 0 });
 
       // A live change in both: the diff's priority-0 data again comes first.
-      await harness.sourceDb.query(`BEGIN; UPDATE todos SET description = 'x' WHERE id = 'p1'; UPDATE urgent SET note = 'y' WHERE id = 'u1'; COMMIT`);
+      await harness.sourceDb.query(
+        `BEGIN; UPDATE todos SET description = 'x' WHERE id = 'p1'; UPDATE urgent SET note = 'y' WHERE id = 'u1'; COMMIT`
+      );
       const live = await stream.until((line) => 'checkpoint_complete' in line);
-      const liveShape = live.map((line) => (line.data ? `data:${line.data.bucket}` : Object.keys(line)[0])).filter((entry) => entry !== 'token_expires_in');
-      expect(liveShape).toEqual(['checkpoint_diff', 'data:urgent["prio"]', 'partial_checkpoint_complete', 'data:mine["prio"]', 'checkpoint_complete']);
+      const liveShape = live
+        .map((line) => (line.data ? `data:${line.data.bucket}` : Object.keys(line)[0]))
+        .filter((entry) => entry !== 'token_expires_in');
+      expect(liveShape).toEqual([
+        'checkpoint_diff',
+        'data:urgent["prio"]',
+        'partial_checkpoint_complete',
+        'data:mine["prio"]',
+        'checkpoint_complete'
+      ]);
     } finally {
       await stream.close();
     }
@@ -262,7 +293,10 @@ describe('sync stream resources and algorithm', () => {
     const firstCheckpoint = BigInt(first.last_op_id);
     // A write while the download is under way.
     await harness.sourceDb.query(`INSERT INTO bulk VALUES ('late', 'bulk', 'late row')`);
-    await waitFor(() => (harness.service.watcher!.latest?.checkpoint.checkpoint ?? 0n) > firstCheckpoint, 'a newer checkpoint');
+    await waitFor(
+      () => (harness.service.watcher!.latest?.checkpoint.checkpoint ?? 0n) > firstCheckpoint,
+      'a newer checkpoint'
+    );
     stream.resume();
     const completeAt = await stream.until((line) => 'checkpoint_complete' in line, 0, 60_000);
     const lines = stream.lines.slice(0, completeAt + 1);
@@ -275,7 +309,9 @@ describe('sync stream resources and algorithm', () => {
     expect(diff.updated_buckets.map((bucket: any) => bucket.bucket)).toEqual(['bulk["bulk"]']);
     expect(lines[completeAt].checkpoint_complete.last_op_id).toBe(diff.last_op_id);
     // Data before the diff belongs to the first checkpoint; nothing is sent twice, nothing is missing.
-    const opIds = lines.filter((line) => 'data' in line).flatMap((line) => line.data.data.map((op: any) => BigInt(op.op_id)));
+    const opIds = lines
+      .filter((line) => 'data' in line)
+      .flatMap((line) => line.data.data.map((op: any) => BigInt(op.op_id)));
     for (const line of lines.slice(0, diffAt).filter((line) => 'data' in line)) {
       for (const op of line.data.data) expect(BigInt(op.op_id) <= firstCheckpoint).toBe(true);
     }
@@ -304,13 +340,18 @@ describe('sync stream resources and algorithm', () => {
 
       await harness.sourceDb.query(`DELETE FROM memberships WHERE id = 'r-b'`);
       const removal = await stream.until((line) => 'checkpoint_diff' in line);
-      expect(removal.at(-1).checkpoint_diff).toMatchObject({ updated_buckets: [], removed_buckets: ['by_list["listB"]'] });
+      expect(removal.at(-1).checkpoint_diff).toMatchObject({
+        updated_buckets: [],
+        removed_buckets: ['by_list["listB"]']
+      });
       await stream.until((line) => 'checkpoint_complete' in line);
 
       // A row leaving one of the user's buckets: a REMOVE in that bucket.
       await harness.sourceDb.query(`UPDATE items SET list_id = 'listB' WHERE id = 'ia2'`);
       const moved = await stream.until((line) => 'checkpoint_complete' in line);
-      const movedOps = moved.filter((line) => 'data' in line).flatMap((line) => line.data.data.map((op: any) => [line.data.bucket, op.op, op.object_id]));
+      const movedOps = moved
+        .filter((line) => 'data' in line)
+        .flatMap((line) => line.data.data.map((op: any) => [line.data.bucket, op.op, op.object_id]));
       expect(movedOps).toEqual([['by_list["listA"]', 'REMOVE', 'ia2']]);
 
       // The bucket comes back: it is sent again from 0 (the client dropped it), with the moved row.
@@ -321,7 +362,11 @@ describe('sync stream resources and algorithm', () => {
       expect(diff.removed_buckets).toEqual([]);
       const data = back.filter((line) => line.data?.bucket === 'by_list["listB"]');
       expect(data[0].data.after).toBe('0');
-      const rows = data.flatMap((line) => line.data.data).filter((op: any) => op.op === 'PUT').map((op: any) => op.object_id).sort();
+      const rows = data
+        .flatMap((line) => line.data.data)
+        .filter((op: any) => op.op === 'PUT')
+        .map((op: any) => op.object_id)
+        .sort();
       expect(rows).toEqual(expect.arrayContaining(['ia2', 'ib1']));
     } finally {
       await stream.close();
@@ -360,7 +405,9 @@ describe('sync stream resources and algorithm', () => {
         await harness.sourceDb.query(`INSERT INTO todos VALUES ('wr1', 'new', 'writer')`);
         const lines = record(await stream.until((line) => 'checkpoint_diff' in line));
         expect(lines.at(-1).checkpoint_diff.write_checkpoint).toBe('5');
-        expect(lines.at(-1).checkpoint_diff.updated_buckets.map((bucket: any) => bucket.bucket)).toEqual(['mine["writer"]']);
+        expect(lines.at(-1).checkpoint_diff.updated_buckets.map((bucket: any) => bucket.bucket)).toEqual([
+          'mine["writer"]'
+        ]);
         record(await stream.until((line) => 'checkpoint_complete' in line));
       } finally {
         delete (storage as { lastWriteCheckpoint?: unknown }).lastWriteCheckpoint;
@@ -368,7 +415,8 @@ describe('sync stream resources and algorithm', () => {
 
       // Many requests while the source is busy: the values only go up.
       const writes = (async () => {
-        for (let i = 0; i < 30; i++) await harness.sourceDb.query(`INSERT INTO todos VALUES ('wr-busy-${i}', 'busy', 'someone-else')`);
+        for (let i = 0; i < 30; i++)
+          await harness.sourceDb.query(`INSERT INTO todos VALUES ('wr-busy-${i}', 'busy', 'someone-else')`);
       })();
       for (let id = 6; id <= 15; id++) await request(String(id));
       await writes;

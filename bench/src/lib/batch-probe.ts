@@ -14,7 +14,15 @@ export interface BatchBreakdown {
   totalMs: number;
 }
 
-const empty = (): BatchBreakdown => ({ batches: 0, requests: 0, advancing: 0, headReadMs: 0, storageWriteMs: 0, markerMs: 0, totalMs: 0 });
+const empty = (): BatchBreakdown => ({
+  batches: 0,
+  requests: 0,
+  advancing: 0,
+  headReadMs: 0,
+  storageWriteMs: 0,
+  markerMs: 0,
+  totalMs: 0
+});
 
 /**
  * Observes the in-process service's batches through the two interface calls the batcher makes:

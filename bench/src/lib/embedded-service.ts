@@ -2,8 +2,23 @@ import { chmod, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { startEmbeddedPostgres, type PostgresServer } from '@syncpoint/dev-postgres';
-import { DEV_AUDIENCE, DEMO_SYNC_CONFIG, createModuleRegistry, loadOrCreateDevKey, prepareDemoSourceDatabase, type DevKey } from '@syncpoint/service';
-import { parseConfig, silentLogger, startService, type Logger, type ResolvedConfig, type RunningService, type ServiceRole } from '@syncpoint/service-core';
+import {
+  DEV_AUDIENCE,
+  DEMO_SYNC_CONFIG,
+  createModuleRegistry,
+  loadOrCreateDevKey,
+  prepareDemoSourceDatabase,
+  type DevKey
+} from '@syncpoint/service';
+import {
+  parseConfig,
+  silentLogger,
+  startService,
+  type Logger,
+  type ResolvedConfig,
+  type RunningService,
+  type ServiceRole
+} from '@syncpoint/service-core';
 import pg from 'pg';
 
 export const SOURCE_DATABASE = 'bench_source';
@@ -75,7 +90,12 @@ export async function startBenchService(
     });
     const registry = createModuleRegistry();
     const config = await parseConfig(configText, { source: 'bench', configDir: root, registry });
-    const service = await startService(config, { registry, logger: options.logger ?? silentLogger, host: '127.0.0.1', role: options.role ?? 'unified' });
+    const service = await startService(config, {
+      registry,
+      logger: options.logger ?? silentLogger,
+      host: '127.0.0.1',
+      role: options.role ?? 'unified'
+    });
     cleanups.push(() => service.stop());
     return { postgres, service, config, devKey, url: service.url, sourceUrl, storageUrl, stop };
   } catch (error) {

@@ -21,13 +21,23 @@ port.on('message', (message: WorkerRequest) => {
         return;
       }
       if (message.type === 'storm') {
-        port.postMessage({ type: 'storm-result', id: message.id, result: await stormRequests(message.spec) } satisfies WorkerReply);
+        port.postMessage({
+          type: 'storm-result',
+          id: message.id,
+          result: await stormRequests(message.spec)
+        } satisfies WorkerReply);
         return;
       }
       const result = await generator.run(message.spec);
-      port.postMessage({ type: 'result', id: message.id, result } satisfies WorkerReply, [result.latencies.buffer as ArrayBuffer]);
+      port.postMessage({ type: 'result', id: message.id, result } satisfies WorkerReply, [
+        result.latencies.buffer as ArrayBuffer
+      ]);
     } catch (error) {
-      port.postMessage({ type: 'error', id: message.id, message: (error as Error).stack ?? String(error) } satisfies WorkerReply);
+      port.postMessage({
+        type: 'error',
+        id: message.id,
+        message: (error as Error).stack ?? String(error)
+      } satisfies WorkerReply);
     }
   })();
 });

@@ -21,7 +21,13 @@ export type Verdict = 'PASS' | 'MISS' | '';
 export function verdict(row: ReportRow): Verdict {
   if (!row.target) return '';
   if (!Number.isFinite(row.value)) return 'MISS';
-  return row.target.comparison === '>=' ? (row.value >= row.target.value ? 'PASS' : 'MISS') : row.value <= row.target.value ? 'PASS' : 'MISS';
+  return row.target.comparison === '>='
+    ? row.value >= row.target.value
+      ? 'PASS'
+      : 'MISS'
+    : row.value <= row.target.value
+      ? 'PASS'
+      : 'MISS';
 }
 
 export function formatNumber(value: number, digits?: number): string {

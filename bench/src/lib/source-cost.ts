@@ -21,7 +21,10 @@ export interface SourceCostResult {
  * replication running. A window in which a marker shows (the 60 s heartbeat) is measured again; XLOG/Standby
  * records (checkpoints, running-xacts snapshots) are excluded through pg_walinspect when it is available.
  */
-export async function measureSourceCost(bench: BenchService, requests: number): Promise<{ duplicate: SourceCostResult; stale: SourceCostResult }> {
+export async function measureSourceCost(
+  bench: BenchService,
+  requests: number
+): Promise<{ duplicate: SourceCostResult; stale: SourceCostResult }> {
   const source = new pg.Client({ connectionString: bench.sourceUrl });
   const storage = new pg.Client({ connectionString: bench.storageUrl });
   await source.connect();
@@ -31,7 +34,9 @@ export async function measureSourceCost(bench: BenchService, requests: number): 
       .query('CREATE EXTENSION IF NOT EXISTS pg_walinspect')
       .then(() => true)
       .catch(() => false);
-    await source.query(`SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1`, [SLOT]);
+    await source.query(`SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1`, [
+      SLOT
+    ]);
     await source.query(`SELECT pg_create_logical_replication_slot($1, 'test_decoding')`, [SLOT]);
     const token = await signDevToken(bench.devKey, { sub: 'source-cost' });
     const post = async (clientId: string, id: number) => {
@@ -61,7 +66,10 @@ export async function measureSourceCost(bench: BenchService, requests: number): 
     const waitProcessed = async (clientId: string) => {
       const deadline = Date.now() + 30_000;
       for (;;) {
-        const { rows } = await storage.query(`SELECT processed_at_lsn FROM powersync.write_checkpoints WHERE user_id = $1`, [`source-cost/${clientId}`]);
+        const { rows } = await storage.query(
+          `SELECT processed_at_lsn FROM powersync.write_checkpoints WHERE user_id = $1`,
+          [`source-cost/${clientId}`]
+        );
         if (rows[0]?.processed_at_lsn) return;
         if (Date.now() > deadline) throw new Error('the seed request was never processed by replication');
         await new Promise((resolve) => setTimeout(resolve, 20));
@@ -74,7 +82,8 @@ export async function measureSourceCost(bench: BenchService, requests: number): 
       );
       return rows[0]!.markers;
     };
-    const lsn = async () => (await source.query<{ lsn: string }>('SELECT pg_current_wal_lsn()::text AS lsn')).rows[0]!.lsn;
+    const lsn = async () =>
+      (await source.query<{ lsn: string }>('SELECT pg_current_wal_lsn()::text AS lsn')).rows[0]!.lsn;
     const measure = async (clientId: string, id: number): Promise<SourceCostResult> => {
       for (let windows = 1; ; windows++) {
         await takeMarkers();
@@ -85,7 +94,10 @@ export async function measureSourceCost(bench: BenchService, requests: number): 
         const after = await lsn();
         const markers = await takeMarkers();
         if (markers > 0 && windows < 3) continue; // a heartbeat landed in the window
-        const { rows } = await source.query<{ bytes: string }>('SELECT pg_wal_lsn_diff($2, $1)::text AS bytes', [before, after]);
+        const { rows } = await source.query<{ bytes: string }>('SELECT pg_wal_lsn_diff($2, $1)::text AS bytes', [
+          before,
+          after
+        ]);
         const rawWalBytes = Number(rows[0]!.bytes);
         let walBytes = rawWalBytes;
         if (walBytes > 0 && walInspect) {

@@ -19,10 +19,18 @@ export async function stormRequests(spec: StormSpec): Promise<{ wallMs: number; 
     const url = new URL(`${spec.url}/sync/checkpoint-request`);
     const post = (clientId: string) =>
       new Promise<number>((resolve, reject) => {
-        const request = http.request(url, { method: 'POST', agent, headers: { 'Content-Type': 'application/json', Authorization: `Token ${spec.token}` } }, (response) => {
-          response.resume();
-          response.on('end', () => resolve(response.statusCode ?? 0));
-        });
+        const request = http.request(
+          url,
+          {
+            method: 'POST',
+            agent,
+            headers: { 'Content-Type': 'application/json', Authorization: `Token ${spec.token}` }
+          },
+          (response) => {
+            response.resume();
+            response.on('end', () => resolve(response.statusCode ?? 0));
+          }
+        );
         request.on('error', reject);
         request.end(JSON.stringify({ client_id: clientId, checkpoint_request_id: '1' }));
       });

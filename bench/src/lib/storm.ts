@@ -29,7 +29,9 @@ export async function runStorm(bench: BenchService, clients: number, client: Loa
     return original.call(storage, batch);
   };
   try {
-    await source.query(`SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1`, [SLOT]);
+    await source.query(`SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1`, [
+      SLOT
+    ]);
     await source.query(`SELECT pg_create_logical_replication_slot($1, 'test_decoding')`, [SLOT]);
     const token = await signDevToken(bench.devKey, { sub: `storm-${Date.now().toString(36)}` });
     const { wallMs, rejected429 } = await client.storm({ url: bench.url, token, clients });

@@ -14,9 +14,35 @@ describe('checkpointRequestId codec', () => {
   });
 
   it.each([
-    0, -1, 1.5, '1.5', '1e3', 1e3 + 0.5, 'abc', '', ' 42', '42 ', '+42', '0x10', '042', '-0', true, false, null,
-    undefined, [], [1], {}, '9223372036854775808', 9223372036854775808, 2 ** 53 + 1, Number.NaN, Infinity,
-    '99999999999999999999999999999999999999', '-1', '0'
+    0,
+    -1,
+    1.5,
+    '1.5',
+    '1e3',
+    1e3 + 0.5,
+    'abc',
+    '',
+    ' 42',
+    '42 ',
+    '+42',
+    '0x10',
+    '042',
+    '-0',
+    true,
+    false,
+    null,
+    undefined,
+    [],
+    [1],
+    {},
+    '9223372036854775808',
+    9223372036854775808,
+    2 ** 53 + 1,
+    Number.NaN,
+    Infinity,
+    '99999999999999999999999999999999999999',
+    '-1',
+    '0'
   ])('rejects %j with the accepted range in the message', (input) => {
     const result = checkpointRequestId.decode(input);
     expect(result.ok).toBe(false);

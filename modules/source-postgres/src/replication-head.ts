@@ -51,7 +51,12 @@ export class PostgresReplicationSource implements ReplicationSource {
 
   async slotStatus(slotName: string): Promise<SlotStatus | null> {
     const { rows } = await withRetries(() =>
-      this.pool.query<{ active: boolean; confirmed_flush_lsn: string | null; retained: string | null; wal_status?: string | null }>(
+      this.pool.query<{
+        active: boolean;
+        confirmed_flush_lsn: string | null;
+        retained: string | null;
+        wal_status?: string | null;
+      }>(
         `SELECT *, pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::int8::text AS retained
          FROM pg_replication_slots WHERE slot_name = $1`,
         [slotName]
@@ -92,7 +97,11 @@ export class PostgresReplicationSource implements ReplicationSource {
 export function createPostgresSource(config: PostgresSourceConfig, logger?: Logger): PostgresReplicationSource {
   // Head reads and markers are tiny: a much shorter limit than SOURCE_QUERY_TIMEOUT_MS, so that a checkpoint request on
   // a connection whose peer vanished fails over (withRetries, on a new connection) instead of hanging.
-  const pool = new pg.Pool({ ...sourceClientConfig(config), max: config.max_pool_size, query_timeout: HEAD_QUERY_TIMEOUT_MS });
+  const pool = new pg.Pool({
+    ...sourceClientConfig(config),
+    max: config.max_pool_size,
+    query_timeout: HEAD_QUERY_TIMEOUT_MS
+  });
   pool.on('error', (error) => logger?.warn({ err: error }, 'idle source connection failed'));
   return new PostgresReplicationSource(pool, logger);
 }

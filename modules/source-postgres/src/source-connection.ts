@@ -62,7 +62,9 @@ export function isTransientPgError(error: unknown): boolean {
   return (
     ['ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'ETIMEDOUT', '57P01', '57P02', '57P03', '53300'].includes(code) ||
     code.startsWith('08') ||
-    /Connection terminated|timeout exceeded when trying to connect|Query read timeout/i.test(String((error as Error)?.message))
+    /Connection terminated|timeout exceeded when trying to connect|Query read timeout/i.test(
+      String((error as Error)?.message)
+    )
   );
 }
 

@@ -37,7 +37,12 @@ class Builder {
 }
 
 describe('decodePgoutput on hand-built messages', () => {
-  const begin = new Builder().byte('B').int64(0xffff_ffff_ffff_fff0n).int64(789_012_345_678_901n).int32(0xfffffffe).build();
+  const begin = new Builder()
+    .byte('B')
+    .int64(0xffff_ffff_ffff_fff0n)
+    .int64(789_012_345_678_901n)
+    .int32(0xfffffffe)
+    .build();
 
   it('decodes Begin with a 64-bit LSN above 2^53 and an unsigned xid', () => {
     expect(decodePgoutput(begin)).toEqual({
@@ -114,7 +119,12 @@ describe('decodePgoutput on hand-built messages', () => {
       .byte('u')
       .text('')
       .build();
-    expect(decodePgoutput(update)).toEqual({ tag: 'update', relationId: 7, key: ['1', null], new: ['2', UNCHANGED_TOAST, ''] });
+    expect(decodePgoutput(update)).toEqual({
+      tag: 'update',
+      relationId: 7,
+      key: ['1', null],
+      new: ['2', UNCHANGED_TOAST, '']
+    });
     const insert = new Builder().byte('I').int32(7).byte('N').int16(1).text('héllo').build();
     expect(decodePgoutput(insert)).toEqual({ tag: 'insert', relationId: 7, new: ['héllo'] });
     const del = new Builder().byte('D').int32(7).byte('O').int16(1).byte('n').build();
@@ -123,7 +133,12 @@ describe('decodePgoutput on hand-built messages', () => {
 
   it('decodes Truncate and Message', () => {
     const truncate = new Builder().byte('T').int32(2).byte(3).int32(1).int32(0xffffffff).build();
-    expect(decodePgoutput(truncate)).toEqual({ tag: 'truncate', relationIds: [1, 0xffffffff], cascade: true, restartIdentity: true });
+    expect(decodePgoutput(truncate)).toEqual({
+      tag: 'truncate',
+      relationIds: [1, 0xffffffff],
+      cascade: true,
+      restartIdentity: true
+    });
     const message = new Builder().byte('M').byte(0).int64(0x20n).cstring('powersync').int32(4).cstring('pin').build();
     message[message.length - 1] = 'g'.charCodeAt(0);
     const decoded = decodePgoutput(message);
@@ -137,9 +152,21 @@ describe('decodePgoutput on hand-built messages', () => {
   });
 
   it('throws a clear error on every truncation of a message', () => {
-    const update = new Builder().byte('U').int32(7).byte('O').int16(2).text('1').byte('n').byte('N').int16(1).text('22').build();
+    const update = new Builder()
+      .byte('U')
+      .int32(7)
+      .byte('O')
+      .int16(2)
+      .text('1')
+      .byte('n')
+      .byte('N')
+      .int16(1)
+      .text('22')
+      .build();
     for (let length = 1; length < update.length; length++) {
-      expect(() => decodePgoutput(update.subarray(0, length)), `length ${length}`).toThrow(/^pgoutput: truncated Update message/);
+      expect(() => decodePgoutput(update.subarray(0, length)), `length ${length}`).toThrow(
+        /^pgoutput: truncated Update message/
+      );
     }
     for (let length = 1; length < begin.length; length++) {
       expect(() => decodePgoutput(begin.subarray(0, length))).toThrow(/truncated Begin message: need \d byte\(s\) for/);
@@ -152,8 +179,12 @@ describe('decodePgoutput on hand-built messages', () => {
   it('rejects empty, unknown, trailing, binary and non-v1 input', () => {
     expect(() => decodePgoutput(new Uint8Array())).toThrow('pgoutput: empty message');
     expect(() => decodePgoutput(Uint8Array.of(0x5a))).toThrow(/unknown message type byte 0x5a \("Z"\)/);
-    expect(() => decodePgoutput(Uint8Array.of('S'.charCodeAt(0), 0, 0, 0, 1, 1))).toThrow(/Stream Start \(protocol version 2\)/);
-    expect(() => decodePgoutput(new Builder().byte('T').int32(0).byte(0).byte(0).build())).toThrow(/1 unexpected trailing byte/);
+    expect(() => decodePgoutput(Uint8Array.of('S'.charCodeAt(0), 0, 0, 0, 1, 1))).toThrow(
+      /Stream Start \(protocol version 2\)/
+    );
+    expect(() => decodePgoutput(new Builder().byte('T').int32(0).byte(0).byte(0).build())).toThrow(
+      /1 unexpected trailing byte/
+    );
     const binary = new Builder().byte('I').int32(7).byte('N').int16(1).byte('b').int32(1).byte(1).build();
     expect(() => decodePgoutput(binary)).toThrow(/binary column value \('b'\)/);
     expect(() => decodePgoutput(new Builder().byte('I').int32(7).byte('K').int16(0).build())).toThrow(
@@ -301,7 +332,12 @@ describe('decodePgoutput on a real pgoutput stream', () => {
     expect(messages.map((m) => m.tag)).toEqual(['begin', 'type', 'relation', 'insert', 'commit']);
     const moodOid = Number((await client.query(`SELECT 'decoder_mood'::regtype::oid AS oid`)).rows[0].oid);
     expect(messages[1]).toEqual({ tag: 'type', typeOid: moodOid, schema: 'public', name: 'decoder_mood' });
-    expect(messages[2]).toMatchObject({ columns: [{ name: 'id', typeOid: 23 }, { name: 'mood', typeOid: moodOid }] });
+    expect(messages[2]).toMatchObject({
+      columns: [
+        { name: 'id', typeOid: 23 },
+        { name: 'mood', typeOid: moodOid }
+      ]
+    });
     expect(messages[3]).toMatchObject({ new: ['1', 'happy'] });
   });
 
@@ -309,8 +345,11 @@ describe('decodePgoutput on a real pgoutput stream', () => {
     await client.query(`TRUNCATE t_pk, t_full`);
     await client.query(`TRUNCATE t_enum RESTART IDENTITY CASCADE`);
     const truncates = (await changes()).filter((m) => m.tag === 'truncate');
-    const oids = (await client.query(`SELECT 't_pk'::regclass::oid AS a, 't_full'::regclass::oid AS b, 't_enum'::regclass::oid AS c`))
-      .rows[0];
+    const oids = (
+      await client.query(
+        `SELECT 't_pk'::regclass::oid AS a, 't_full'::regclass::oid AS b, 't_enum'::regclass::oid AS c`
+      )
+    ).rows[0];
     expect(truncates).toEqual([
       { tag: 'truncate', relationIds: [Number(oids.a), Number(oids.b)], cascade: false, restartIdentity: false },
       { tag: 'truncate', relationIds: [Number(oids.c)], cascade: true, restartIdentity: true }
@@ -318,7 +357,9 @@ describe('decodePgoutput on a real pgoutput stream', () => {
   });
 
   it('decodes transactional and non-transactional logical messages', async () => {
-    const { rows } = await client.query<{ lsn: string }>(`SELECT pg_logical_emit_message(false, 'powersync', 'ping')::text AS lsn`);
+    const { rows } = await client.query<{ lsn: string }>(
+      `SELECT pg_logical_emit_message(false, 'powersync', 'ping')::text AS lsn`
+    );
     // The non-transactional message is only decoded once the WAL is flushed past it: the commit below does that.
     await client.query(`SELECT pg_logical_emit_message(true, 'powersync', 'ping')`);
     const messages = await changes();
@@ -337,7 +378,9 @@ describe('decodePgoutput on a real pgoutput stream', () => {
   });
 
   it('decodes Origin messages of transactions replayed with a replication origin', async () => {
-    await client.query(`SELECT pg_replication_origin_drop('decoder_origin') FROM pg_replication_origin WHERE roname = 'decoder_origin'`);
+    await client.query(
+      `SELECT pg_replication_origin_drop('decoder_origin') FROM pg_replication_origin WHERE roname = 'decoder_origin'`
+    );
     await client.query(`SELECT pg_replication_origin_create('decoder_origin')`);
     await client.query(`SELECT pg_replication_origin_session_setup('decoder_origin')`);
     try {

@@ -1,7 +1,12 @@
 import { testPostgresServer, type PostgresServer } from '@syncpoint/dev-postgres';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { decodePgoutput, UNCHANGED_TOAST, type PgoutputMessage, type RelationColumn } from '../src/replication/pgoutput-decoder.js';
+import {
+  decodePgoutput,
+  UNCHANGED_TOAST,
+  type PgoutputMessage,
+  type RelationColumn
+} from '../src/replication/pgoutput-decoder.js';
 import { TypeCatalog } from '../src/replication/type-catalog.js';
 import { convertTuple, convertValue, type SqliteValue } from '../src/replication/value-conversion.js';
 
@@ -32,7 +37,12 @@ const CASES: Case[] = [
   { name: 'int8_min', type: 'int8', sql: `-9223372036854775808`, expected: -9223372036854775808n },
   { name: 'int2', type: 'int2', sql: `-32768`, expected: -32768n },
   { name: 'int4', type: 'int4', sql: `2147483647`, expected: 2147483647n },
-  { name: 'text', type: 'text', sql: `E'h\\u00e9llo "w\\u00f6rld"\\n\\ttab \\\\ end'`, expected: 'héllo "wörld"\n\ttab \\ end' },
+  {
+    name: 'text',
+    type: 'text',
+    sql: `E'h\\u00e9llo "w\\u00f6rld"\\n\\ttab \\\\ end'`,
+    expected: 'héllo "wörld"\n\ttab \\ end'
+  },
   { name: 'oid', type: 'oid', sql: `4294967295`, expected: 4294967295n },
   {
     name: 'json',
@@ -58,9 +68,24 @@ const CASES: Case[] = [
   { name: 'timestamp', type: 'timestamp', sql: `'2024-01-02 03:04:05.123456'`, expected: '2024-01-02 03:04:05.123456' },
   { name: 'timestamp_whole_seconds', type: 'timestamp', sql: `'2024-01-02 03:04:05'`, expected: '2024-01-02 03:04:05' },
   { name: 'timestamp_infinity', type: 'timestamp', sql: `'infinity'`, expected: 'infinity' },
-  { name: 'timestamptz', type: 'timestamptz', sql: `'2024-01-02 03:04:05.123456+00'`, expected: '2024-01-02 03:04:05.123456Z' },
-  { name: 'timestamptz_offset', type: 'timestamptz', sql: `'2024-01-01 00:30:00.5+01'`, expected: '2023-12-31 23:30:00.5Z' },
-  { name: 'timestamptz_bc', type: 'timestamptz', sql: `'0044-03-15 12:00:00+00 BC'`, expected: '0044-03-15 12:00:00+00 BC' },
+  {
+    name: 'timestamptz',
+    type: 'timestamptz',
+    sql: `'2024-01-02 03:04:05.123456+00'`,
+    expected: '2024-01-02 03:04:05.123456Z'
+  },
+  {
+    name: 'timestamptz_offset',
+    type: 'timestamptz',
+    sql: `'2024-01-01 00:30:00.5+01'`,
+    expected: '2023-12-31 23:30:00.5Z'
+  },
+  {
+    name: 'timestamptz_bc',
+    type: 'timestamptz',
+    sql: `'0044-03-15 12:00:00+00 BC'`,
+    expected: '0044-03-15 12:00:00+00 BC'
+  },
   { name: 'timestamptz_minus_infinity', type: 'timestamptz', sql: `'-infinity'`, expected: '-infinity' },
   { name: 'interval', type: 'interval', sql: `'1 day 02:03:04.5'`, expected: '1 day 02:03:04.5' },
   { name: 'timetz', type: 'timetz', sql: `'12:00:00+02'`, expected: '12:00:00+02' },
@@ -115,8 +140,18 @@ const CASES: Case[] = [
   { name: 'text_array_3d', type: 'text[]', sql: `'{{{a}},{{b}}}'`, expected: '[[["a"]],[["b"]]]' },
   { name: 'varchar_array', type: 'varchar[]', sql: `'{a,b}'`, expected: '["a","b"]' },
   { name: 'float4_array', type: 'float4[]', sql: `'{0.1,-2.5}'`, expected: '[0.1,-2.5]' },
-  { name: 'float8_array', type: 'float8[]', sql: `'{1.5,NaN,-Infinity,1e300}'`, expected: '[1.5,"NaN","-Infinity",1e+300]' },
-  { name: 'numeric_array', type: 'numeric[]', sql: `'{1.10,NaN,12345678901234567890123}'`, expected: '["1.10","NaN","12345678901234567890123"]' },
+  {
+    name: 'float8_array',
+    type: 'float8[]',
+    sql: `'{1.5,NaN,-Infinity,1e300}'`,
+    expected: '[1.5,"NaN","-Infinity",1e+300]'
+  },
+  {
+    name: 'numeric_array',
+    type: 'numeric[]',
+    sql: `'{1.10,NaN,12345678901234567890123}'`,
+    expected: '["1.10","NaN","12345678901234567890123"]'
+  },
   {
     name: 'uuid_array',
     type: 'uuid[]',
@@ -219,7 +254,10 @@ describe('value conversion of streamed and snapshot values', () => {
       }
     }
     columns = relations.get('vc')!.columns;
-    await catalog.load(client, [...relations.values()].flatMap((relation) => relation.columns.map((column) => column.typeOid)));
+    await catalog.load(
+      client,
+      [...relations.values()].flatMap((relation) => relation.columns.map((column) => column.typeOid))
+    );
 
     // The snapshot path, with the same session settings: every column cast to text (column names of
     // `x::text` are the original names) ...
@@ -269,9 +307,17 @@ describe('value conversion of streamed and snapshot values', () => {
     const typeOf = (name: string) => columns.find((c) => c.name === `c_${name}`)!.typeOid;
     expect(catalog.get(typeOf('enum'))).toMatchObject({ name: 'vc_mood', category: 'text' });
     expect(catalog.get(typeOf('domain_int8'))).toMatchObject({ name: 'vc_posint8', category: 'integer' });
-    expect(catalog.get(typeOf('enum_array'))).toMatchObject({ name: '_vc_mood', category: 'array', elementOid: typeOf('enum') });
+    expect(catalog.get(typeOf('enum_array'))).toMatchObject({
+      name: '_vc_mood',
+      category: 'array',
+      elementOid: typeOf('enum')
+    });
     expect(catalog.get(typeOf('domain_array'))).toMatchObject({ category: 'array', elementOid: typeOf('domain_int8') });
-    expect(catalog.get(typeOf('domain_over_array'))).toMatchObject({ name: 'vc_int8s', category: 'array', elementOid: 20 });
+    expect(catalog.get(typeOf('domain_over_array'))).toMatchObject({
+      name: 'vc_int8s',
+      category: 'array',
+      elementOid: 20
+    });
   });
 
   it('omits unchanged TOASTed columns and lists them', () => {
@@ -283,7 +329,10 @@ describe('value conversion of streamed and snapshot values', () => {
     expect(convertTuple(relation.columns, insert.new, catalog).row).toMatchObject({ id: 1n, n: 1n });
     // REPLICA IDENTITY FULL: the old row carries the TOASTed value, the new one does not (Postgres < 16 and ≥ 16 alike).
     expect(update.new[1]).toBe(UNCHANGED_TOAST);
-    expect(convertTuple(relation.columns, update.new, catalog)).toStrictEqual({ row: { id: 1n, n: 2n }, unchangedToast: ['big'] });
+    expect(convertTuple(relation.columns, update.new, catalog)).toStrictEqual({
+      row: { id: 1n, n: 2n },
+      unchangedToast: ['big']
+    });
   });
 });
 
@@ -307,11 +356,15 @@ describe('convertValue without a server', () => {
     expect(convertValue('{"NULL",NULL,nUlL,"a\\\\b\\"c"}', 1009, catalog)).toBe('["NULL",null,null,"a\\\\b\\"c"]');
     expect(convertValue('[1:1][0:1]={{a,b}}', 1009, catalog)).toBe('[["a","b"]]');
     expect(() => convertValue('{1,2', 1007, catalog)).toThrow(/invalid Postgres array text/);
-    expect(() => convertValue('1,2', 1007, catalog)).toThrow(/invalid Postgres array text at offset 0 \(expected '\{'\)/);
+    expect(() => convertValue('1,2', 1007, catalog)).toThrow(
+      /invalid Postgres array text at offset 0 \(expected '\{'\)/
+    );
   });
 
   it('treats unknown OIDs as text and rejects tuples of the wrong width', () => {
     expect(convertValue('whatever', 999_999, catalog)).toBe('whatever');
-    expect(() => convertTuple([{ name: 'a', typeOid: 25 }], [], catalog)).toThrow(/tuple has 0 value\(s\) but the relation has 1 column/);
+    expect(() => convertTuple([{ name: 'a', typeOid: 25 }], [], catalog)).toThrow(
+      /tuple has 0 value\(s\) but the relation has 1 column/
+    );
   });
 });

@@ -126,7 +126,12 @@ export function storedSubkey(sourceTable: string, sourceKey: string): string {
 }
 
 /** A stored op as sent to clients. */
-export function toOplogEntry(document: Pick<BucketDataDocument, '_id' | 'op' | 'source_table' | 'source_key' | 'table' | 'row_id' | 'checksum' | 'data' | 'target_op'>): OplogEntry {
+export function toOplogEntry(
+  document: Pick<
+    BucketDataDocument,
+    '_id' | 'op' | 'source_table' | 'source_key' | 'table' | 'row_id' | 'checksum' | 'data' | 'target_op'
+  >
+): OplogEntry {
   const op_id = longToBigint(document._id.o)!;
   const checksum = toUnsignedChecksum(document.checksum);
   if (document.op === 'PUT' || document.op === 'REMOVE') {
@@ -192,10 +197,22 @@ export function bucketStateIncrement(totals: { checksum: number; count: number; 
     {
       $set: {
         checksum_sum: {
-          $mod: [{ $add: [{ $ifNull: ['$checksum_sum', { $literal: Long.ZERO }] }, { $literal: checksumToLong(totals.checksum) }] }, { $literal: Long.fromBigInt(U32) }]
+          $mod: [
+            {
+              $add: [
+                { $ifNull: ['$checksum_sum', { $literal: Long.ZERO }] },
+                { $literal: checksumToLong(totals.checksum) }
+              ]
+            },
+            { $literal: Long.fromBigInt(U32) }
+          ]
         },
-        count: { $add: [{ $ifNull: ['$count', { $literal: Long.ZERO }] }, { $literal: Long.fromNumber(totals.count) }] },
-        last_op: { $max: [{ $ifNull: ['$last_op', { $literal: Long.ZERO }] }, { $literal: int64ToLong(totals.lastOp) }] }
+        count: {
+          $add: [{ $ifNull: ['$count', { $literal: Long.ZERO }] }, { $literal: Long.fromNumber(totals.count) }]
+        },
+        last_op: {
+          $max: [{ $ifNull: ['$last_op', { $literal: Long.ZERO }] }, { $literal: int64ToLong(totals.lastOp) }]
+        }
       }
     }
   ];
@@ -238,7 +255,11 @@ export function combineChecksums(
     const row = aboveByBucket.get(state.bucket);
     const count = Number((longToBigint(state.count) ?? 0n) - (longToBigint(row?.count ?? 0) ?? 0n));
     if (count <= 0) continue;
-    result.set(state.bucket, { bucket: state.bucket, checksum: subtractChecksums(state.checksumSum, row?.checksum_total ?? 0), count });
+    result.set(state.bucket, {
+      bucket: state.bucket,
+      checksum: subtractChecksums(state.checksumSum, row?.checksum_total ?? 0),
+      count
+    });
   }
   return result;
 }
@@ -247,9 +268,15 @@ export function combineChecksums(
 // Bucket data
 
 /** `$or` of per-bucket `_id` ranges `start < op_id ≤ checkpoint`, buckets in name order (empty ranges left out). */
-export function bucketDataFilter(g: number, checkpoint: bigint, start: Map<string, bigint>): { buckets: string[]; filter: Document | null } {
+export function bucketDataFilter(
+  g: number,
+  checkpoint: bigint,
+  start: Map<string, bigint>
+): { buckets: string[]; filter: Document | null } {
   const buckets = [...start.keys()].sort();
-  const ranges = buckets.filter((bucket) => start.get(bucket)! < checkpoint).map((bucket) => bucketOpRange(g, bucket, start.get(bucket)!, checkpoint));
+  const ranges = buckets
+    .filter((bucket) => start.get(bucket)! < checkpoint)
+    .map((bucket) => bucketOpRange(g, bucket, start.get(bucket)!, checkpoint));
   if (ranges.length === 0) return { buckets, filter: null };
   return { buckets, filter: ranges.length === 1 ? ranges[0]! : { $or: ranges } };
 }
@@ -265,7 +292,12 @@ export function parameterSetsPipeline(g: number, checkpoint: bigint, lookups: st
   return [
     { $match: { 'key.g': g, lookup: { $in: lookups }, _id: { $lte: int64ToLong(checkpoint) } } },
     { $sort: { _id: -1 } },
-    { $group: { _id: { lookup: '$lookup', t: '$key.t', k: '$key.k' }, bucket_parameters: { $first: '$bucket_parameters' } } }
+    {
+      $group: {
+        _id: { lookup: '$lookup', t: '$key.t', k: '$key.k' },
+        bucket_parameters: { $first: '$bucket_parameters' }
+      }
+    }
   ];
 }
 
@@ -275,7 +307,12 @@ export function parameterSetsPipeline(g: number, checkpoint: bigint, lookups: st
 /** Pipeline update replacing (or adding) one table's entry in `snapshot_tables`, keyed by table id. */
 export function snapshotProgressUpdate(state: SnapshotTableState): Document[] {
   const entry: SnapshotTableDocument = {
-    table: { id: state.table.id, schema: state.table.schema, name: state.table.name, replicaIdColumns: [...state.table.replicaIdColumns] },
+    table: {
+      id: state.table.id,
+      schema: state.table.schema,
+      name: state.table.name,
+      replicaIdColumns: [...state.table.replicaIdColumns]
+    },
     done: state.done,
     rows_done: state.rowsDone,
     last_key: state.lastKey
@@ -285,7 +322,12 @@ export function snapshotProgressUpdate(state: SnapshotTableState): Document[] {
       $set: {
         snapshot_tables: {
           $concatArrays: [
-            { $filter: { input: { $ifNull: ['$snapshot_tables', []] }, cond: { $ne: ['$$this.table.id', { $literal: state.table.id }] } } },
+            {
+              $filter: {
+                input: { $ifNull: ['$snapshot_tables', []] },
+                cond: { $ne: ['$$this.table.id', { $literal: state.table.id }] }
+              }
+            },
             [{ $literal: entry }]
           ]
         }

@@ -11,7 +11,10 @@ export const ERROR_REOPEN_DELAY_MS = 2_000;
 export const CAPPED_POSITION_LOST = 136;
 
 export function isCappedPositionLost(error: unknown): boolean {
-  return error instanceof MongoServerError && (error.code === CAPPED_POSITION_LOST || error.codeName === 'CappedPositionLost');
+  return (
+    error instanceof MongoServerError &&
+    (error.code === CAPPED_POSITION_LOST || error.codeName === 'CappedPositionLost')
+  );
 }
 
 /** Only events after the last one seen (or, at the start, after the newest existing one). */

@@ -87,7 +87,8 @@ export class ClearPlanner {
       this.count++;
       this.last = op.opId;
       this.lastOp = op.op;
-      if (op.targetOp !== null && (this.maxTarget === null || op.targetOp > this.maxTarget)) this.maxTarget = op.targetOp;
+      if (op.targetOp !== null && (this.maxTarget === null || op.targetOp > this.maxTarget))
+        this.maxTarget = op.targetOp;
     }
   }
 
@@ -122,7 +123,7 @@ export async function compactBucket(
   let scanned = 0;
   let moved = 0;
   const movePlanner = new MovePlanner(maxSeenKeys);
-  for (let through = checkpoint; through > 0n; ) {
+  for (let through = checkpoint; through > 0n;) {
     const batch = await access.readNewestFirst(through, batchSize);
     scanned += batch.length;
     const moves = movePlanner.plan(batch);
@@ -135,7 +136,7 @@ export async function compactBucket(
   }
 
   const clearPlanner = new ClearPlanner();
-  for (let after: bigint | null = null; ; ) {
+  for (let after: bigint | null = null; ;) {
     const batch = await access.readOldestFirst(after, checkpoint, batchSize);
     scanned += batch.length;
     clearPlanner.add(batch);

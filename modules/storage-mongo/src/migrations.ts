@@ -39,7 +39,13 @@ export const CHECKPOINT_EVENTS = 'checkpoint_events';
 export const MIGRATIONS_COLLECTION = 'migrations';
 export const LOCKS_COLLECTION = 'locks';
 /** Bucket data collections (PROTOCOL §8); documents in bucket-data-documents.ts. */
-export const BUCKET_DATA_COLLECTIONS = ['bucket_data', 'bucket_state', 'current_data', 'bucket_parameters', 'op_id_sequence'] as const;
+export const BUCKET_DATA_COLLECTIONS = [
+  'bucket_data',
+  'bucket_state',
+  'current_data',
+  'bucket_parameters',
+  'op_id_sequence'
+] as const;
 
 const requestedAtPartial = { partialFilterExpression: { checkpoint_requested_at: { $exists: true } } };
 
@@ -195,7 +201,9 @@ async function acquireLock(db: Db, leaseMs: number, waitMs: number): Promise<str
     } catch (error) {
       if (!hasCode(error, DUPLICATE_KEY)) throw error;
       if (Date.now() > deadline) {
-        throw new Error(`Timed out after ${waitMs} ms waiting for another migration run (lock "migrations" in ${LOCKS_COLLECTION})`);
+        throw new Error(
+          `Timed out after ${waitMs} ms waiting for another migration run (lock "migrations" in ${LOCKS_COLLECTION})`
+        );
       }
       await sleep(250);
     }
@@ -207,7 +215,10 @@ async function releaseLock(db: Db, owner: string): Promise<void> {
 }
 
 /** Migrations not yet recorded, in application order. */
-export function pendingMigrations(appliedNames: ReadonlySet<string>, migrations: readonly Migration[] = MIGRATIONS): Migration[] {
+export function pendingMigrations(
+  appliedNames: ReadonlySet<string>,
+  migrations: readonly Migration[] = MIGRATIONS
+): Migration[] {
   return migrations.filter((migration) => !appliedNames.has(migration.name));
 }
 
@@ -221,7 +232,10 @@ export function migrationToRevert(
 ): Migration | undefined {
   const latest = [...migrations].reverse().find((migration) => appliedNames.has(migration.name));
   const known = new Set(migrations.map((migration) => migration.name));
-  const newestUnknown = [...appliedNames].filter((name) => !known.has(name)).sort().pop();
+  const newestUnknown = [...appliedNames]
+    .filter((name) => !known.has(name))
+    .sort()
+    .pop();
   if (newestUnknown !== undefined && (latest === undefined || newestUnknown > latest.name)) {
     throw new Error(`Cannot revert migration ${newestUnknown}: it is unknown to this version`);
   }
@@ -245,7 +259,11 @@ export async function runMigrations(
     if (direction === 'up') {
       for (const migration of pendingMigrations(appliedNames, migrations)) {
         await applyUp(db, migration);
-        await records.updateOne({ _id: migration.name }, { $setOnInsert: { applied_at: new Date() } }, { upsert: true });
+        await records.updateOne(
+          { _id: migration.name },
+          { $setOnInsert: { applied_at: new Date() } },
+          { upsert: true }
+        );
         options.logger?.info({ migration: migration.name }, 'Applied MongoDB storage migration');
         applied.push(migration.name);
       }

@@ -94,8 +94,16 @@ export class MongoBatch implements BucketStorageBatch {
       const after = replicaKeyOf(change.table, change.after);
       if (before !== after) {
         // The replica identity changed: the old row is gone and a new one appeared.
-        this.pending.push({ table: change.table, replicaKey: before, change: { kind: 'delete', table: change.table, beforeKey: change.beforeKey } });
-        this.pending.push({ table: change.table, replicaKey: after, change: { kind: 'insert', table: change.table, after: change.after } });
+        this.pending.push({
+          table: change.table,
+          replicaKey: before,
+          change: { kind: 'delete', table: change.table, beforeKey: change.beforeKey }
+        });
+        this.pending.push({
+          table: change.table,
+          replicaKey: after,
+          change: { kind: 'insert', table: change.table, after: change.after }
+        });
         return this.maybeEvaluate();
       }
     }
@@ -146,7 +154,8 @@ export class MongoBatch implements BucketStorageBatch {
   private async maybeEvaluate(): Promise<void> {
     if (this.pending.length < EVALUATE_ROWS) return;
     await this.evaluatePending();
-    if (this.bufferedOps() >= FLUSH_OPS || this.dirty.size >= FLUSH_OPS || this.dataChars >= FLUSH_DATA_CHARS) await this.flushBuffers();
+    if (this.bufferedOps() >= FLUSH_OPS || this.dirty.size >= FLUSH_OPS || this.dataChars >= FLUSH_DATA_CHARS)
+      await this.flushBuffers();
   }
 
   /** Evaluates the queued changes in order, buffering their ops with ids. */
@@ -165,7 +174,11 @@ export class MongoBatch implements BucketStorageBatch {
       if (result.errors.length > 0) {
         this.skippedRows++;
         this.logger?.warn(
-          { table: `${item.table.schema}.${item.table.name}`, key: item.replicaKey, errors: result.errors.map((e) => e.message) },
+          {
+            table: `${item.table.schema}.${item.table.name}`,
+            key: item.replicaKey,
+            errors: result.errors.map((e) => e.message)
+          },
           'row could not be fully evaluated with the sync rules; the affected output is skipped'
         );
       }
@@ -173,18 +186,34 @@ export class MongoBatch implements BucketStorageBatch {
     });
 
     const needed = results.reduce(
-      (sum, { result }) => sum + result.puts.length + result.removes.length + result.lookups.length + result.removedLookups.length,
+      (sum, { result }) =>
+        sum + result.puts.length + result.removes.length + result.lookups.length + result.removedLookups.length,
       0
     );
     await this.reserveIds(needed);
 
     for (const { item, result } of results) {
       const source = { source_table: item.table.id, source_key: item.replicaKey };
-      for (const put of result.puts) this.bufferOp({ op: 'PUT', ...source, table: put.table, row_id: put.id, data: put.data }, put.bucket, put.checksum);
-      for (const remove of result.removes) this.bufferOp({ op: 'REMOVE', ...source, table: remove.table, row_id: remove.id, data: null }, remove.bucket, remove.checksum);
+      for (const put of result.puts)
+        this.bufferOp(
+          { op: 'PUT', ...source, table: put.table, row_id: put.id, data: put.data },
+          put.bucket,
+          put.checksum
+        );
+      for (const remove of result.removes)
+        this.bufferOp(
+          { op: 'REMOVE', ...source, table: remove.table, row_id: remove.id, data: null },
+          remove.bucket,
+          remove.checksum
+        );
       const key: CurrentDataKey = { g: this.groupId, t: item.table.id, k: item.replicaKey };
       for (const entry of result.lookups) {
-        this.parameters.push({ _id: int64ToLong(this.nextId()), key, lookup: entry.serializedLookup, bucket_parameters: serializeParameterRows(entry.outputs) });
+        this.parameters.push({
+          _id: int64ToLong(this.nextId()),
+          key,
+          lookup: entry.serializedLookup,
+          bucket_parameters: serializeParameterRows(entry.outputs)
+        });
       }
       for (const lookup of result.removedLookups) {
         this.parameters.push({ _id: int64ToLong(this.nextId()), key, lookup, bucket_parameters: '[]' });
@@ -204,7 +233,8 @@ export class MongoBatch implements BucketStorageBatch {
     if (keys.length === 0) return;
     const rows = await this.collections.currentData.find({ _id: { $in: keys } }).toArray();
     for (const key of asked) this.cache.set(key, null);
-    for (const row of rows) this.cache.set(rowKey(row._id.t, row._id.k), { buckets: row.buckets, lookups: row.lookups });
+    for (const row of rows)
+      this.cache.set(rowKey(row._id.t, row._id.k), { buckets: row.buckets, lookups: row.lookups });
   }
 
   /**
@@ -241,7 +271,12 @@ export class MongoBatch implements BucketStorageBatch {
     checksum: number
   ): void {
     const id = this.nextId();
-    this.ops.push({ _id: { g: this.groupId, b: bucket, o: int64ToLong(id) }, ...fields, checksum: checksumToLong(checksum), target_op: null });
+    this.ops.push({
+      _id: { g: this.groupId, b: bucket, o: int64ToLong(id) },
+      ...fields,
+      checksum: checksumToLong(checksum),
+      target_op: null
+    });
     if (fields.data != null) this.dataChars += fields.data.length;
     const totals = this.bucketTotals.get(bucket);
     if (totals) {
@@ -258,13 +293,25 @@ export class MongoBatch implements BucketStorageBatch {
     if (this.ops.length === 0 && this.parameters.length === 0 && this.dirty.size === 0) return;
     const maxId = this.bufferedMaxId;
     const { ops, parameters } = this;
-    const stateUpdates: AnyBulkWriteOperation<BucketStateDocument>[] = [...this.bucketTotals].map(([bucket, totals]) => ({
-      updateOne: { filter: { _id: { g: this.groupId, b: bucket } }, update: bucketStateIncrement(totals), upsert: true }
-    }));
+    const stateUpdates: AnyBulkWriteOperation<BucketStateDocument>[] = [...this.bucketTotals].map(
+      ([bucket, totals]) => ({
+        updateOne: {
+          filter: { _id: { g: this.groupId, b: bucket } },
+          update: bucketStateIncrement(totals),
+          upsert: true
+        }
+      })
+    );
     const rowWrites: AnyBulkWriteOperation<CurrentDataDocument>[] = [...this.dirty.values()].map(({ key, state }) =>
       state === null
         ? { deleteOne: { filter: { _id: key } } }
-        : { replaceOne: { filter: { _id: key }, replacement: { buckets: state.buckets, lookups: state.lookups }, upsert: true } }
+        : {
+            replaceOne: {
+              filter: { _id: key },
+              replacement: { buckets: state.buckets, lookups: state.lookups },
+              upsert: true
+            }
+          }
     );
 
     await this.collections.client.withSession((session) =>
@@ -275,7 +322,11 @@ export class MongoBatch implements BucketStorageBatch {
         if (parameters.length > 0) await this.collections.bucketParameters.insertMany(parameters, { session });
         if (maxId > 0n) {
           // The next checkpoint of this stream includes everything flushed, even after a crash (see the class doc).
-          await this.collections.syncRules.updateOne({ _id: this.groupId }, { $max: { keepalive_op: int64ToLong(maxId) } }, { session });
+          await this.collections.syncRules.updateOne(
+            { _id: this.groupId },
+            { $max: { keepalive_op: int64ToLong(maxId) } },
+            { session }
+          );
         }
       })
     );
@@ -308,8 +359,16 @@ export class MongoBatch implements BucketStorageBatch {
         const document = await this.collections.syncRules.findOne({ _id: this.groupId }, { session });
         if (!document) throw new Error(`replication stream ${this.groupId} does not exist`);
         const stream = streamCheckpointState(document);
-        const reached = (await this.collections.writeCheckpoints.findOne(reachedPendingFilter(lsn), { session, projection: { _id: 1 } })) !== null;
-        const plan = planCheckpoint(stream, lsn, { keepalive, lastFlushedOp: this.lastFlushedId, pendingRequestsReached: reached });
+        const reached =
+          (await this.collections.writeCheckpoints.findOne(reachedPendingFilter(lsn), {
+            session,
+            projection: { _id: 1 }
+          })) !== null;
+        const plan = planCheckpoint(stream, lsn, {
+          keepalive,
+          lastFlushedOp: this.lastFlushedId,
+          pendingRequestsReached: reached
+        });
         if (plan.kind === 'blocked') {
           // keepalive_op already holds every flushed op id (flushBuffers), so they come with the first allowed checkpoint.
           waiting = stream;
@@ -335,11 +394,19 @@ export class MongoBatch implements BucketStorageBatch {
           { session }
         );
         if (plan.activate) {
-          await this.collections.syncRules.updateMany({ state: 'ACTIVE', _id: { $lt: this.groupId } }, { $set: { state: 'STOP' } }, { session });
+          await this.collections.syncRules.updateMany(
+            { state: 'ACTIVE', _id: { $lt: this.groupId } },
+            { $set: { state: 'STOP' } },
+            { session }
+          );
         }
         if (state === 'ACTIVE' || state === 'ERRORED') {
           // Requests are acknowledged only by a checkpoint that is served, at an lsn ≥ their head (this one).
-          await this.collections.writeCheckpoints.updateMany(reachedPendingFilter(lsn), { $set: { processed_at_lsn: lsn } }, { session });
+          await this.collections.writeCheckpoints.updateMany(
+            reachedPendingFilter(lsn),
+            { $set: { processed_at_lsn: lsn } },
+            { session }
+          );
         }
         created = true;
       })
@@ -350,7 +417,13 @@ export class MongoBatch implements BucketStorageBatch {
     if (blocked && Date.now() - this.lastWaitingLog > WAITING_LOG_INTERVAL_MS) {
       this.lastWaitingLog = Date.now();
       this.logger?.info(
-        { stream: this.groupId, lsn, snapshotDone: blocked.snapshotDone, noCheckpointBefore: blocked.noCheckpointBefore, lastCheckpointLsn: blocked.lastCheckpointLsn },
+        {
+          stream: this.groupId,
+          lsn,
+          snapshotDone: blocked.snapshotDone,
+          noCheckpointBefore: blocked.noCheckpointBefore,
+          lastCheckpointLsn: blocked.lastCheckpointLsn
+        },
         'waiting before creating a checkpoint'
       );
     }

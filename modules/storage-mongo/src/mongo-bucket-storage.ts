@@ -50,7 +50,12 @@ import {
   acknowledgedAt,
   GENERATED_ID_EXHAUSTED
 } from './write-checkpoint-updates.js';
-import { REPLICATION_LOCK, REPLICATION_LOCK_ID, replicationLeaseUpdate, type ReplicationLockDocument } from './replication-lock.js';
+import {
+  REPLICATION_LOCK,
+  REPLICATION_LOCK_ID,
+  replicationLeaseUpdate,
+  type ReplicationLockDocument
+} from './replication-lock.js';
 
 export const SYNC_RULES = 'sync_rules';
 export const COUNTERS = 'counters';
@@ -98,7 +103,9 @@ export class MongoBucketStorage implements BucketStorage {
     return runMigrations(this.db, direction, { logger: this.logger });
   }
 
-  async createManagedWriteCheckpoints(batch: ManagedWriteCheckpointRequest[]): Promise<CreateManagedWriteCheckpointsResult> {
+  async createManagedWriteCheckpoints(
+    batch: ManagedWriteCheckpointRequest[]
+  ): Promise<CreateManagedWriteCheckpointsResult> {
     const { supplied, generated } = dedupeManagedWriteCheckpoints(batch);
     const writeCheckpoints = new Map<string, bigint>();
     let shouldAdvance = false;
@@ -180,7 +187,9 @@ export class MongoBucketStorage implements BucketStorage {
   }
 
   async markWriteCheckpointsProcessed(lsn: Lsn): Promise<number> {
-    const result = await this.writeCheckpoints.updateMany(reachedPendingFilter(lsn), { $set: { processed_at_lsn: lsn } });
+    const result = await this.writeCheckpoints.updateMany(reachedPendingFilter(lsn), {
+      $set: { processed_at_lsn: lsn }
+    });
     if (result.modifiedCount > 0) await this.notifyCheckpointEvent();
     return result.modifiedCount;
   }
@@ -210,7 +219,10 @@ export class MongoBucketStorage implements BucketStorage {
   }
 
   async renewReplicationLock(holderId: string, ttlMs: number): Promise<boolean> {
-    const result = await this.replicationLock.updateOne({ _id: REPLICATION_LOCK_ID, holder: holderId }, replicationLeaseUpdate(holderId, ttlMs));
+    const result = await this.replicationLock.updateOne(
+      { _id: REPLICATION_LOCK_ID, holder: holderId },
+      replicationLeaseUpdate(holderId, ttlMs)
+    );
     return result.matchedCount === 1;
   }
 
@@ -222,7 +234,13 @@ export class MongoBucketStorage implements BucketStorage {
     const latest = await this.syncRules.findOne({ state: { $in: ['PROCESSING', 'ACTIVE'] } }, { sort: { _id: -1 } });
     if (latest !== null && latest.content === content) return toStream(latest);
 
-    const document: SyncRulesDocument = { _id: 0, state: 'PROCESSING', content, created_at: new Date(), ...newStreamFields() };
+    const document: SyncRulesDocument = {
+      _id: 0,
+      state: 'PROCESSING',
+      content,
+      created_at: new Date(),
+      ...newStreamFields()
+    };
     for (;;) {
       document._id = await this.nextSyncRulesId();
       try {
@@ -253,7 +271,9 @@ export class MongoBucketStorage implements BucketStorage {
   async getStreamStorage(stream: ReplicationStream): Promise<ReplicationStreamStorage> {
     const parsed = parseSyncRules(stream.content);
     if (!parsed.ok) {
-      throw new Error(`Sync rules of replication stream ${stream.id} are invalid: ${parsed.errors.map((error) => error.message).join('; ')}`);
+      throw new Error(
+        `Sync rules of replication stream ${stream.id} are invalid: ${parsed.errors.map((error) => error.message).join('; ')}`
+      );
     }
     return new MongoStreamStorage(this.collections, stream, parsed.rules, this.logger);
   }
@@ -267,7 +287,10 @@ export class MongoBucketStorage implements BucketStorage {
   }
 
   async setStreamState(streamId: number, state: ReplicationStreamState, error?: string): Promise<void> {
-    await this.syncRules.updateOne({ _id: streamId }, { $set: { state, ...(error !== undefined ? { last_fatal_error: error } : {}) } });
+    await this.syncRules.updateOne(
+      { _id: streamId },
+      { $set: { state, ...(error !== undefined ? { last_fatal_error: error } : {}) } }
+    );
     await this.notifyCheckpointEvent();
   }
 
@@ -330,7 +353,10 @@ export class MongoBucketStorage implements BucketStorage {
 }
 
 /** Connect to MongoDB for the `storage:` section of the config (already validated by `mongoStorageConfigSchema`). */
-export async function createMongoStorage(config: MongoStorageConfig, context?: Partial<ModuleContext>): Promise<MongoBucketStorage> {
+export async function createMongoStorage(
+  config: MongoStorageConfig,
+  context?: Partial<ModuleContext>
+): Promise<MongoBucketStorage> {
   const logger = context?.logger ?? silentLogger;
   const client = new MongoClient(config.uri, {
     maxPoolSize: config.max_pool_size,

@@ -17,9 +17,23 @@ import { int64ToLong } from './write-checkpoint-updates.js';
 const DEFAULT_BATCH_SIZE = 10_000;
 const BUCKET_PAGE = 1_000;
 
-const PROJECTION = { _id: 1, op: 1, table: 1, row_id: 1, source_table: 1, source_key: 1, checksum: 1, target_op: 1 } as const;
+const PROJECTION = {
+  _id: 1,
+  op: 1,
+  table: 1,
+  row_id: 1,
+  source_table: 1,
+  source_key: 1,
+  checksum: 1,
+  target_op: 1
+} as const;
 
-function toView(document: Pick<BucketDataDocument, '_id' | 'op' | 'table' | 'row_id' | 'source_table' | 'source_key' | 'checksum' | 'target_op'>): CompactionOpView {
+function toView(
+  document: Pick<
+    BucketDataDocument,
+    '_id' | 'op' | 'table' | 'row_id' | 'source_table' | 'source_key' | 'checksum' | 'target_op'
+  >
+): CompactionOpView {
   return {
     opId: longToBigint(document._id.o)!,
     op: document.op,
@@ -40,7 +54,11 @@ function toView(document: Pick<BucketDataDocument, '_id' | 'op' | 'table' | 'row
  * 2. oldest → newest: the leading REMOVE/MOVE/CLEAR run → one CLEAR at its last op, in ONE transaction with the
  *    deletion of the older ops and the bucket_state count decrement (the checksum sum is unchanged mod 2^32).
  */
-export async function compactStream(collections: StreamCollections, groupId: number, options: CompactOptions): Promise<CompactResult> {
+export async function compactStream(
+  collections: StreamCollections,
+  groupId: number,
+  options: CompactOptions
+): Promise<CompactResult> {
   const batchSize = Math.max(1, options.batchSize ?? DEFAULT_BATCH_SIZE);
   const stream = await collections.syncRules.findOne({ _id: groupId }, { projection: { last_checkpoint: 1 } });
   const checkpoint = longToBigint(stream?.last_checkpoint) ?? 0n;
@@ -50,7 +68,11 @@ export async function compactStream(collections: StreamCollections, groupId: num
   let bucketsDone = 0;
   let opsScanned = 0;
   for await (const bucket of bucketNames(collections, groupId, options.buckets)) {
-    const { moved, cleared, scanned } = await compactBucket(bucketAccess(collections, groupId, bucket), checkpoint, batchSize);
+    const { moved, cleared, scanned } = await compactBucket(
+      bucketAccess(collections, groupId, bucket),
+      checkpoint,
+      batchSize
+    );
     opsScanned += scanned;
     result.opsMoved += moved;
     result.opsCleared += cleared;
@@ -60,7 +82,11 @@ export async function compactStream(collections: StreamCollections, groupId: num
   return result;
 }
 
-async function* bucketNames(collections: StreamCollections, groupId: number, only: string[] | undefined): AsyncIterable<string> {
+async function* bucketNames(
+  collections: StreamCollections,
+  groupId: number,
+  only: string[] | undefined
+): AsyncIterable<string> {
   if (only) {
     yield* only;
     return;
@@ -69,7 +95,11 @@ async function* bucketNames(collections: StreamCollections, groupId: number, onl
   for (;;) {
     const range = streamBucketStateRange(groupId);
     range._id.$gt = { g: groupId, b: after };
-    const rows = await collections.bucketState.find(range, { projection: { _id: 1 } }).sort({ _id: 1 }).limit(BUCKET_PAGE).toArray();
+    const rows = await collections.bucketState
+      .find(range, { projection: { _id: 1 } })
+      .sort({ _id: 1 })
+      .limit(BUCKET_PAGE)
+      .toArray();
     for (const row of rows) yield row._id.b;
     if (rows.length < BUCKET_PAGE) return;
     after = rows.at(-1)!._id.b;
@@ -112,7 +142,9 @@ function bucketAccess(collections: StreamCollections, groupId: number, bucket: s
       let removed = 0;
       await collections.client.withSession((session) =>
         session.withTransaction(async () => {
-          const deleted = await collections.bucketData.deleteMany(bucketOpsBefore(groupId, bucket, plan.lastOpId), { session });
+          const deleted = await collections.bucketData.deleteMany(bucketOpsBefore(groupId, bucket, plan.lastOpId), {
+            session
+          });
           removed = deleted.deletedCount;
           await collections.bucketData.updateOne(
             { _id: opIdKey(groupId, bucket, plan.lastOpId) },
@@ -128,7 +160,11 @@ function bucketAccess(collections: StreamCollections, groupId: number, bucket: s
             { session }
           );
           if (removed > 0) {
-            await collections.bucketState.updateOne({ _id: { g: groupId, b: bucket } }, { $inc: { count: Long.fromNumber(-removed) } }, { session });
+            await collections.bucketState.updateOne(
+              { _id: { g: groupId, b: bucket } },
+              { $inc: { count: Long.fromNumber(-removed) } },
+              { session }
+            );
           }
         })
       );

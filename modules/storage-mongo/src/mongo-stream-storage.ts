@@ -12,7 +12,13 @@ import type {
   ReplicationStreamStorage,
   SnapshotTableState
 } from '@syncpoint/service-core';
-import { parseParameterRows, serializeParameterLookup, type ParameterLookup, type SqliteRow, type SyncRules } from '@syncpoint/sync-rules';
+import {
+  parseParameterRows,
+  serializeParameterLookup,
+  type ParameterLookup,
+  type SqliteRow,
+  type SyncRules
+} from '@syncpoint/sync-rules';
 import type { Collection, MongoClient } from 'mongodb';
 import { chunkBucketOps, type BucketOp } from './bucket-data-chunks.js';
 import {
@@ -91,7 +97,9 @@ export class MongoStreamStorage implements ReplicationStreamStorage {
       snapshotDone: document.snapshot_done === true,
       lastCheckpoint: checkpointOf(document),
       noCheckpointBefore: lsnOrNull(document.no_checkpoint_before),
-      tables: (document.snapshot_tables ?? []).map(toSnapshotTableState).sort((a, b) => (a.table.id < b.table.id ? -1 : a.table.id > b.table.id ? 1 : 0))
+      tables: (document.snapshot_tables ?? [])
+        .map(toSnapshotTableState)
+        .sort((a, b) => (a.table.id < b.table.id ? -1 : a.table.id > b.table.id ? 1 : 0))
     };
   }
 
@@ -151,7 +159,9 @@ export class MongoStreamStorage implements ReplicationStreamStorage {
     if (buckets.length === 0) return new Map();
     const g = this.groupId;
     const unique = [...new Set(buckets)];
-    const documents = await this.collections.bucketState.find({ _id: { $in: unique.map((b) => ({ g, b })) } }).toArray();
+    const documents = await this.collections.bucketState
+      .find({ _id: { $in: unique.map((b) => ({ g, b })) } })
+      .toArray();
     const states: BucketStateView[] = documents.map((document) => ({
       bucket: document._id.b,
       lastOp: longToBigint(document.last_op) ?? 0n,
@@ -162,7 +172,9 @@ export class MongoStreamStorage implements ReplicationStreamStorage {
     const above =
       pipeline === null
         ? []
-        : await this.collections.bucketData.aggregate<{ _id: string; checksum_total: unknown; count: unknown }>(pipeline).toArray();
+        : await this.collections.bucketData
+            .aggregate<{ _id: string; checksum_total: unknown; count: unknown }>(pipeline)
+            .toArray();
     return combineChecksums(states, above);
   }
 
@@ -199,7 +211,9 @@ export class MongoStreamStorage implements ReplicationStreamStorage {
     if (lookups.length === 0) return [];
     const keys = lookups.map((lookup) => serializeParameterLookup(lookup));
     const rows = await this.collections.bucketParameters
-      .aggregate<{ _id: { lookup: string }; bucket_parameters: string }>(parameterSetsPipeline(this.groupId, checkpoint, [...new Set(keys)]))
+      .aggregate<{ _id: { lookup: string }; bucket_parameters: string }>(
+        parameterSetsPipeline(this.groupId, checkpoint, [...new Set(keys)])
+      )
       .toArray();
     const byLookup = new Map<string, SqliteRow[]>();
     for (const row of rows) {

@@ -41,12 +41,20 @@ export const MAX_PENDING_CHECKPOINTS = 16;
  * MAX_PENDING_CHECKPOINTS are kept. Ids only grow within a record, so the list stays sorted by id.
  */
 export function pushPendingExpression(nextId: Document, nextLsn: Document): Document {
-  const base = { $cond: [{ $eq: [{ $ifNull: ['$processed_at_lsn', null] }, null] }, { $ifNull: ['$pending', []] }, []] };
+  const base = {
+    $cond: [{ $eq: [{ $ifNull: ['$processed_at_lsn', null] }, null] }, { $ifNull: ['$pending', []] }, []]
+  };
   const entries = { $concatArrays: [base, [{ id: '$client_id', lsn: '$lsns.1' }]] };
   const everything = { $concatArrays: [entries, [{ id: nextId, lsn: nextLsn }]] };
   const dominated = {
     $anyElementTrue: [
-      { $map: { input: everything, as: 'o', in: { $and: [{ $gt: ['$$o.id', '$$e.id'] }, { $lte: ['$$o.lsn', '$$e.lsn'] }] } } }
+      {
+        $map: {
+          input: everything,
+          as: 'o',
+          in: { $and: [{ $gt: ['$$o.id', '$$e.id'] }, { $lte: ['$$o.lsn', '$$e.lsn'] }] }
+        }
+      }
     ]
   };
   return { $slice: [{ $filter: { input: entries, as: 'e', cond: { $not: [dominated] } } }, -MAX_PENDING_CHECKPOINTS] };
@@ -118,11 +126,7 @@ export function suppliedCheckpointUpdate(id: bigint, heads: ReplicationHeads, no
         client_id: { $cond: [apply, requested, '$client_id'] },
         lsns: { $cond: [apply, { $literal: storedLsns(heads) }, '$lsns'] },
         pending: {
-          $cond: [
-            { $and: [apply, hadId] },
-            pushPendingExpression(requested, { $literal: heads['1'] }),
-            '$pending'
-          ]
+          $cond: [{ $and: [apply, hadId] }, pushPendingExpression(requested, { $literal: heads['1'] }), '$pending']
         },
         processed_at_lsn: { $cond: [apply, null, '$processed_at_lsn'] },
         checkpoint_requested_at: { $cond: [refresh, { $literal: now }, '$checkpoint_requested_at'] }

@@ -4,7 +4,12 @@ import { describe, expect, it } from 'vitest';
 import { chunkBucketOps, type BucketOp } from '../src/index.js';
 
 /** An in-memory bucket log read as the server query does: `$or` of ranges, sorted by (bucket, op id), limit + 1. */
-function serverRead(log: Map<string, OplogEntry[]>, checkpoint: bigint, start: Map<string, bigint>, limit: number): BucketOp[] {
+function serverRead(
+  log: Map<string, OplogEntry[]>,
+  checkpoint: bigint,
+  start: Map<string, bigint>,
+  limit: number
+): BucketOp[] {
   const rows: BucketOp[] = [];
   for (const bucket of [...start.keys()].sort()) {
     for (const entry of log.get(bucket) ?? []) {
@@ -20,7 +25,15 @@ async function collect(iterable: AsyncIterable<BucketDataChunk>) {
   return chunks;
 }
 
-const put = (op_id: bigint, data = 'x'): OplogEntry => ({ op_id, op: 'PUT', object_type: 't', object_id: String(op_id), subkey: 's', data, checksum: 1 });
+const put = (op_id: bigint, data = 'x'): OplogEntry => ({
+  op_id,
+  op: 'PUT',
+  object_type: 't',
+  object_id: String(op_id),
+  subkey: 's',
+  data,
+  checksum: 1
+});
 
 describe('chunking bucket data (PROTOCOL §7.4 step 3)', () => {
   const log = new Map([
@@ -72,7 +85,9 @@ describe('chunking bucket data (PROTOCOL §7.4 step 3)', () => {
 
   it('reads nothing for no ops, and nothing for a zero limit', async () => {
     expect(await collect(chunkBucketOps([], new Map([['x', 0n]]), 10, 10))).toEqual([]);
-    expect(await collect(chunkBucketOps(serverRead(log, 100n, new Map([['ua', 0n]]), 0), new Map([['ua', 0n]]), 0, 10))).toEqual([]);
+    expect(
+      await collect(chunkBucketOps(serverRead(log, 100n, new Map([['ua', 0n]]), 0), new Map([['ua', 0n]]), 0, 10))
+    ).toEqual([]);
   });
 
   it('the resume loop of the sync engine reads every op exactly once, in order, for any limit and byte budget', async () => {
@@ -88,28 +103,36 @@ describe('chunking bucket data (PROTOCOL §7.4 step 3)', () => {
         return result;
       });
     await fc.assert(
-      fc.asyncProperty(arbitraryLog, fc.integer({ min: 1, max: 12 }), fc.integer({ min: 1, max: 50 }), fc.nat(60), async (log, limit, bytes, cut) => {
-        const checkpoint = BigInt(cut);
-        const positions = new Map(['a', 'b', 'c', 'd', 'zz'].map((bucket) => [bucket, 0n]));
-        const read = new Map<string, OplogEntry[]>();
-        for (let round = 0, more = true; more; round++) {
-          expect(round).toBeLessThan(200);
-          more = false;
-          const chunks = await collect(chunkBucketOps(serverRead(log, checkpoint, positions, limit), positions, limit, bytes));
-          expect(chunks.reduce((sum, c) => sum + c.data.length, 0)).toBeLessThanOrEqual(limit);
-          for (const chunk of chunks) {
-            expect(chunk.after).toBe(positions.get(chunk.bucket));
-            const before = chunk.data.slice(0, -1).reduce((sum, op) => sum + (op.data?.length ?? 0), 0);
-            expect(before).toBeLessThan(bytes);
-            read.set(chunk.bucket, [...(read.get(chunk.bucket) ?? []), ...chunk.data]);
-            positions.set(chunk.bucket, chunk.nextAfter);
-            if (chunk.hasMore) more = true;
+      fc.asyncProperty(
+        arbitraryLog,
+        fc.integer({ min: 1, max: 12 }),
+        fc.integer({ min: 1, max: 50 }),
+        fc.nat(60),
+        async (log, limit, bytes, cut) => {
+          const checkpoint = BigInt(cut);
+          const positions = new Map(['a', 'b', 'c', 'd', 'zz'].map((bucket) => [bucket, 0n]));
+          const read = new Map<string, OplogEntry[]>();
+          for (let round = 0, more = true; more; round++) {
+            expect(round).toBeLessThan(200);
+            more = false;
+            const chunks = await collect(
+              chunkBucketOps(serverRead(log, checkpoint, positions, limit), positions, limit, bytes)
+            );
+            expect(chunks.reduce((sum, c) => sum + c.data.length, 0)).toBeLessThanOrEqual(limit);
+            for (const chunk of chunks) {
+              expect(chunk.after).toBe(positions.get(chunk.bucket));
+              const before = chunk.data.slice(0, -1).reduce((sum, op) => sum + (op.data?.length ?? 0), 0);
+              expect(before).toBeLessThan(bytes);
+              read.set(chunk.bucket, [...(read.get(chunk.bucket) ?? []), ...chunk.data]);
+              positions.set(chunk.bucket, chunk.nextAfter);
+              if (chunk.hasMore) more = true;
+            }
+          }
+          for (const [bucket, ops] of log) {
+            expect(read.get(bucket) ?? []).toEqual(ops.filter((op) => op.op_id <= checkpoint));
           }
         }
-        for (const [bucket, ops] of log) {
-          expect(read.get(bucket) ?? []).toEqual(ops.filter((op) => op.op_id <= checkpoint));
-        }
-      }),
+      ),
       { numRuns: 200 }
     );
   });

@@ -47,18 +47,41 @@ describe('checksum arithmetic (PROTOCOL §7.5)', () => {
 
   it('state minus the ops above the checkpoint equals the wrapping sum of the ops at the checkpoint', () => {
     fc.assert(
-      fc.property(fc.array(fc.nat({ max: 2 ** 32 - 1 }), { minLength: 1, maxLength: 60 }), fc.nat(), (checksums, cut) => {
-        const checkpoint = cut % (checksums.length + 1);
-        // bucket_state as the flushes leave it: sum mod 2^32 (bucketStateIncrement), count, last op id.
-        const state = { bucket: 'b', lastOp: BigInt(checksums.length), checksumSum: long(checksums.reduce(addChecksums, 0)), count: long(checksums.length) };
-        // What the aggregation returns for (checkpoint, last_op]: a plain (non-wrapping) $sum, possibly > 2^32.
-        const aboveOps = checksums.slice(checkpoint);
-        const above = aboveOps.length === 0 ? [] : [{ _id: 'b', checksum_total: long(aboveOps.reduce((a, b) => a + BigInt(b), 0n)), count: aboveOps.length }];
-        const result = combineChecksums([state], above);
-        const expected = checksums.slice(0, checkpoint);
-        if (expected.length === 0) expect(result.has('b')).toBe(false);
-        else expect(result.get('b')).toEqual({ bucket: 'b', checksum: expected.reduce(addChecksums, 0), count: expected.length });
-      })
+      fc.property(
+        fc.array(fc.nat({ max: 2 ** 32 - 1 }), { minLength: 1, maxLength: 60 }),
+        fc.nat(),
+        (checksums, cut) => {
+          const checkpoint = cut % (checksums.length + 1);
+          // bucket_state as the flushes leave it: sum mod 2^32 (bucketStateIncrement), count, last op id.
+          const state = {
+            bucket: 'b',
+            lastOp: BigInt(checksums.length),
+            checksumSum: long(checksums.reduce(addChecksums, 0)),
+            count: long(checksums.length)
+          };
+          // What the aggregation returns for (checkpoint, last_op]: a plain (non-wrapping) $sum, possibly > 2^32.
+          const aboveOps = checksums.slice(checkpoint);
+          const above =
+            aboveOps.length === 0
+              ? []
+              : [
+                  {
+                    _id: 'b',
+                    checksum_total: long(aboveOps.reduce((a, b) => a + BigInt(b), 0n)),
+                    count: aboveOps.length
+                  }
+                ];
+          const result = combineChecksums([state], above);
+          const expected = checksums.slice(0, checkpoint);
+          if (expected.length === 0) expect(result.has('b')).toBe(false);
+          else
+            expect(result.get('b')).toEqual({
+              bucket: 'b',
+              checksum: expected.reduce(addChecksums, 0),
+              count: expected.length
+            });
+        }
+      )
     );
   });
 
@@ -78,12 +101,19 @@ describe('bucket_state update pipeline', () => {
     const [stage] = bucketStateIncrement({ checksum: 0xffffffff, count: 3, lastOp: 2n ** 62n });
     expect(stage).toEqual({
       $set: {
-        checksum_sum: { $mod: [{ $add: [{ $ifNull: ['$checksum_sum', { $literal: Long.ZERO }] }, { $literal: long(0xffffffff) }] }, { $literal: long(2n ** 32n) }] },
+        checksum_sum: {
+          $mod: [
+            { $add: [{ $ifNull: ['$checksum_sum', { $literal: Long.ZERO }] }, { $literal: long(0xffffffff) }] },
+            { $literal: long(2n ** 32n) }
+          ]
+        },
         count: { $add: [{ $ifNull: ['$count', { $literal: Long.ZERO }] }, { $literal: long(3) }] },
         last_op: { $max: [{ $ifNull: ['$last_op', { $literal: Long.ZERO }] }, { $literal: long(2n ** 62n) }] }
       }
     });
-    const literals = JSON.stringify(stage, (_key, value) => (value instanceof Long ? `Long(${value.toString()})` : value));
+    const literals = JSON.stringify(stage, (_key, value) =>
+      value instanceof Long ? `Long(${value.toString()})` : value
+    );
     expect(literals).toContain('Long(4611686018427387904)');
   });
 });
@@ -100,7 +130,9 @@ describe('queries on the _id index', () => {
   });
 
   it('a stream range spans every bucket of the stream only', () => {
-    const range = streamBucketDataRange(4) as { _id: { $gt: { g: number; b: unknown }; $lt: { g: number; b: unknown } } };
+    const range = streamBucketDataRange(4) as {
+      _id: { $gt: { g: number; b: unknown }; $lt: { g: number; b: unknown } };
+    };
     expect(range._id.$gt.g).toBe(4);
     expect(range._id.$gt.b).toBeInstanceOf(MinKey);
     expect(range._id.$lt.b).toBeInstanceOf(MaxKey);
@@ -143,7 +175,12 @@ describe('queries on the _id index', () => {
     expect(parameterSetsPipeline(3, 99n, ['["by_list",0,"u1"]'])).toEqual([
       { $match: { 'key.g': 3, lookup: { $in: ['["by_list",0,"u1"]'] }, _id: { $lte: long(99) } } },
       { $sort: { _id: -1 } },
-      { $group: { _id: { lookup: '$lookup', t: '$key.t', k: '$key.k' }, bucket_parameters: { $first: '$bucket_parameters' } } }
+      {
+        $group: {
+          _id: { lookup: '$lookup', t: '$key.t', k: '$key.k' },
+          bucket_parameters: { $first: '$bucket_parameters' }
+        }
+      }
     ]);
   });
 });
@@ -164,20 +201,53 @@ describe('stored ops as sent to clients', () => {
       data,
       target_op: null
     });
-    expect(put).toEqual({ op_id: 2n ** 62n, op: 'PUT', object_type: 'todos', object_id: 't1', subkey: subkeyOf(todos, key), data, checksum: putChecksum('todos', 't1', data) });
-    const remove = toOplogEntry({ _id: { g: 1, b: 'b', o: long(3) }, op: 'REMOVE', source_table: todos.id, source_key: key, table: 'todos', row_id: 't1', checksum: checksumToLong(removeChecksum(subkeyOf(todos, key))), data: null, target_op: null });
-    expect(remove).toMatchObject({ op: 'REMOVE', data: null, subkey: put.subkey, checksum: removeChecksum(put.subkey!) });
+    expect(put).toEqual({
+      op_id: 2n ** 62n,
+      op: 'PUT',
+      object_type: 'todos',
+      object_id: 't1',
+      subkey: subkeyOf(todos, key),
+      data,
+      checksum: putChecksum('todos', 't1', data)
+    });
+    const remove = toOplogEntry({
+      _id: { g: 1, b: 'b', o: long(3) },
+      op: 'REMOVE',
+      source_table: todos.id,
+      source_key: key,
+      table: 'todos',
+      row_id: 't1',
+      checksum: checksumToLong(removeChecksum(subkeyOf(todos, key))),
+      data: null,
+      target_op: null
+    });
+    expect(remove).toMatchObject({
+      op: 'REMOVE',
+      data: null,
+      subkey: put.subkey,
+      checksum: removeChecksum(put.subkey!)
+    });
   });
 
   it('MOVE and CLEAR carry only id, checksum and target_op', () => {
-    expect(toOplogEntry({ _id: { g: 1, b: 'b', o: long(3) }, op: 'MOVE', checksum: long(9), data: null, target_op: long(7) })).toEqual({
+    expect(
+      toOplogEntry({ _id: { g: 1, b: 'b', o: long(3) }, op: 'MOVE', checksum: long(9), data: null, target_op: long(7) })
+    ).toEqual({
       op_id: 3n,
       op: 'MOVE',
       data: null,
       checksum: 9,
       target_op: 7n
     });
-    expect(toOplogEntry({ _id: { g: 1, b: 'b', o: long(4) }, op: 'CLEAR', checksum: long(2n ** 32n - 1n), data: null, target_op: null })).toEqual({
+    expect(
+      toOplogEntry({
+        _id: { g: 1, b: 'b', o: long(4) },
+        op: 'CLEAR',
+        checksum: long(2n ** 32n - 1n),
+        data: null,
+        target_op: null
+      })
+    ).toEqual({
       op_id: 4n,
       op: 'CLEAR',
       data: null,
@@ -194,12 +264,22 @@ describe('snapshot progress', () => {
       $set: {
         snapshot_tables: {
           $concatArrays: [
-            { $filter: { input: { $ifNull: ['$snapshot_tables', []] }, cond: { $ne: ['$$this.table.id', { $literal: '16390' }] } } },
+            {
+              $filter: {
+                input: { $ifNull: ['$snapshot_tables', []] },
+                cond: { $ne: ['$$this.table.id', { $literal: '16390' }] }
+              }
+            },
             [{ $literal: { table: todos, done: false, rows_done: 20, last_key: '"t19"' } }]
           ]
         }
       }
     });
-    expect(toSnapshotTableState({ table: todos, done: true, rows_done: 3, last_key: null })).toEqual({ table: todos, done: true, rowsDone: 3, lastKey: null });
+    expect(toSnapshotTableState({ table: todos, done: true, rows_done: 3, last_key: null })).toEqual({
+      table: todos,
+      done: true,
+      rowsDone: 3,
+      lastKey: null
+    });
   });
 });

@@ -1,6 +1,12 @@
 import { MongoServerError, ObjectId } from 'mongodb';
 import { describe, expect, it } from 'vitest';
-import { CAPPED_POSITION_LOST, eventsAfter, isCappedPositionLost, MAX_AWAIT_MS, RECHECK_INTERVAL_MS } from '../src/index.js';
+import {
+  CAPPED_POSITION_LOST,
+  eventsAfter,
+  isCappedPositionLost,
+  MAX_AWAIT_MS,
+  RECHECK_INTERVAL_MS
+} from '../src/index.js';
 
 describe('checkpoint_events tailing (PROTOCOL §6.2)', () => {
   it('waits at most 10 s per getMore and re-checks every 60 s', () => {

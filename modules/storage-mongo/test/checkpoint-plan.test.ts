@@ -22,7 +22,9 @@ describe('checkpoint planning (PROTOCOL §8.3)', () => {
     expect(canCheckpoint({ ...base, noCheckpointBefore: lsn(0x300) }, lsn(0x300))).toBe(true);
     expect(canCheckpoint(base, lsn(0xff))).toBe(false);
     expect(canCheckpoint({ ...base, lastCheckpointLsn: null, noCheckpointBefore: null }, lsn(0))).toBe(true);
-    expect(planCheckpoint({ ...base, snapshotDone: false }, lsn(0x200), { ...commit, lastFlushedOp: 50n })).toEqual({ kind: 'blocked' });
+    expect(planCheckpoint({ ...base, snapshotDone: false }, lsn(0x200), { ...commit, lastFlushedOp: 50n })).toEqual({
+      kind: 'blocked'
+    });
   });
 
   it('an empty commit changes nothing; a keepalive advances only the lsn', () => {
@@ -37,10 +39,19 @@ describe('checkpoint planning (PROTOCOL §8.3)', () => {
   });
 
   it('includes the flushed ops (keepalive_op, or the batch) and ops kept while blocked', () => {
-    expect(planCheckpoint({ ...base, keepaliveOp: 42n }, lsn(0x200), commit)).toMatchObject({ kind: 'checkpoint', checkpoint: 42n, advanced: true });
-    expect(planCheckpoint(base, lsn(0x200), { ...commit, lastFlushedOp: 43n })).toMatchObject({ kind: 'checkpoint', checkpoint: 43n });
+    expect(planCheckpoint({ ...base, keepaliveOp: 42n }, lsn(0x200), commit)).toMatchObject({
+      kind: 'checkpoint',
+      checkpoint: 42n,
+      advanced: true
+    });
+    expect(planCheckpoint(base, lsn(0x200), { ...commit, lastFlushedOp: 43n })).toMatchObject({
+      kind: 'checkpoint',
+      checkpoint: 43n
+    });
     // Never goes back.
-    expect(planCheckpoint({ ...base, keepaliveOp: 5n }, lsn(0x200), { ...commit, keepalive: true })).toMatchObject({ checkpoint: 10n });
+    expect(planCheckpoint({ ...base, keepaliveOp: 5n }, lsn(0x200), { ...commit, keepalive: true })).toMatchObject({
+      checkpoint: 10n
+    });
   });
 
   it('a marker transaction without ops creates a checkpoint when a request with head ≤ lsn is pending', () => {
@@ -52,13 +63,38 @@ describe('checkpoint planning (PROTOCOL §8.3)', () => {
   });
 
   it('the first allowed checkpoint of a PROCESSING stream activates it, even without ops', () => {
-    const fresh: StreamCheckpointState = { ...base, state: 'PROCESSING', lastCheckpoint: null, lastCheckpointLsn: null };
-    expect(planCheckpoint(fresh, lsn(0x10), commit)).toEqual({ kind: 'checkpoint', checkpoint: 0n, lsn: lsn(0x10), activate: true, advanced: true });
+    const fresh: StreamCheckpointState = {
+      ...base,
+      state: 'PROCESSING',
+      lastCheckpoint: null,
+      lastCheckpointLsn: null
+    };
+    expect(planCheckpoint(fresh, lsn(0x10), commit)).toEqual({
+      kind: 'checkpoint',
+      checkpoint: 0n,
+      lsn: lsn(0x10),
+      activate: true,
+      advanced: true
+    });
   });
 
   it('reads the stream document with its defaults and Int64 fields', () => {
     expect(
-      streamCheckpointState({ _id: 3, state: 'PROCESSING', content: '', created_at: new Date(), last_checkpoint: Long.fromBigInt(2n ** 62n), keepalive_op: null })
-    ).toEqual({ state: 'PROCESSING', snapshotDone: false, lastCheckpoint: 2n ** 62n, lastCheckpointLsn: null, noCheckpointBefore: null, keepaliveOp: null });
+      streamCheckpointState({
+        _id: 3,
+        state: 'PROCESSING',
+        content: '',
+        created_at: new Date(),
+        last_checkpoint: Long.fromBigInt(2n ** 62n),
+        keepalive_op: null
+      })
+    ).toEqual({
+      state: 'PROCESSING',
+      snapshotDone: false,
+      lastCheckpoint: 2n ** 62n,
+      lastCheckpointLsn: null,
+      noCheckpointBefore: null,
+      keepaliveOp: null
+    });
   });
 });

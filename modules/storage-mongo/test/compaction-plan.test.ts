@@ -9,21 +9,43 @@ function memoryBucket(initial: CompactionOpView[]) {
   let count = log.length;
   const access: BucketCompactionAccess = {
     async readNewestFirst(through, limit) {
-      return log.filter((op) => op.opId <= through).reverse().slice(0, limit).map((op) => ({ ...op }));
+      return log
+        .filter((op) => op.opId <= through)
+        .reverse()
+        .slice(0, limit)
+        .map((op) => ({ ...op }));
     },
     async readOldestFirst(after, through, limit) {
-      return log.filter((op) => (after === null || op.opId > after) && op.opId <= through).slice(0, limit).map((op) => ({ ...op }));
+      return log
+        .filter((op) => (after === null || op.opId > after) && op.opId <= through)
+        .slice(0, limit)
+        .map((op) => ({ ...op }));
     },
     async writeMoves(moves) {
       for (const move of moves) {
         const op = log.find((candidate) => candidate.opId === move.opId)!;
-        Object.assign(op, { op: 'MOVE', table: null, rowId: null, sourceTable: null, sourceKey: null, targetOp: move.targetOp });
+        Object.assign(op, {
+          op: 'MOVE',
+          table: null,
+          rowId: null,
+          sourceTable: null,
+          sourceKey: null,
+          targetOp: move.targetOp
+        });
       }
     },
     async writeClear(plan: ClearPlan) {
       const before = log.length;
       log = log.filter((op) => op.opId >= plan.lastOpId);
-      Object.assign(log[0]!, { op: 'CLEAR', checksum: plan.checksum, table: null, rowId: null, sourceTable: null, sourceKey: null, targetOp: plan.targetOp });
+      Object.assign(log[0]!, {
+        op: 'CLEAR',
+        checksum: plan.checksum,
+        table: null,
+        rowId: null,
+        sourceTable: null,
+        sourceKey: null,
+        targetOp: plan.targetOp
+      });
       count -= before - log.length;
       return before - log.length;
     }
@@ -63,7 +85,13 @@ const op = (opId: number, kind: 'PUT' | 'REMOVE', row: string, checksum: number)
 
 describe('compaction planning (PROTOCOL §8.4)', () => {
   it('turns superseded ops into MOVE and a leading run of REMOVE/MOVE into one CLEAR', async () => {
-    const ops = [op(1, 'PUT', 't1', 10), op(2, 'PUT', 't2', 20), op(3, 'PUT', 't1', 30), op(4, 'REMOVE', 't2', 2 ** 32 - 5), op(5, 'PUT', 't1', 50)];
+    const ops = [
+      op(1, 'PUT', 't1', 10),
+      op(2, 'PUT', 't2', 20),
+      op(3, 'PUT', 't1', 30),
+      op(4, 'REMOVE', 't2', 2 ** 32 - 5),
+      op(5, 'PUT', 't1', 50)
+    ];
     const bucket = memoryBucket(ops);
     const result = await compactBucket(bucket.access, 5n, 2);
     expect(result).toMatchObject({ moved: 3, cleared: 4 });
@@ -83,7 +111,11 @@ describe('compaction planning (PROTOCOL §8.4)', () => {
   });
 
   it('a client resuming from any op id ends with the same rows and checksum; the checksum and the count stay right', async () => {
-    const command = fc.record({ kind: fc.constantFrom<'PUT' | 'REMOVE'>('PUT', 'PUT', 'REMOVE'), row: fc.constantFrom('a', 'b', 'c'), checksum: fc.nat({ max: 2 ** 32 - 1 }) });
+    const command = fc.record({
+      kind: fc.constantFrom<'PUT' | 'REMOVE'>('PUT', 'PUT', 'REMOVE'),
+      row: fc.constantFrom('a', 'b', 'c'),
+      checksum: fc.nat({ max: 2 ** 32 - 1 })
+    });
     await fc.assert(
       fc.asyncProperty(
         fc.array(command, { minLength: 1, maxLength: 30 }),
@@ -99,13 +131,20 @@ describe('compaction planning (PROTOCOL §8.4)', () => {
 
           expect(compacted.filter((o) => o.opId > checkpoint)).toEqual(original.filter((o) => o.opId > checkpoint));
           expect(bucket.count()).toBe(compacted.length);
-          const atCheckpoint = (ops: CompactionOpView[]) => ops.filter((o) => o.opId <= checkpoint).reduce((sum, o) => addChecksums(sum, o.checksum), 0);
+          const atCheckpoint = (ops: CompactionOpView[]) =>
+            ops.filter((o) => o.opId <= checkpoint).reduce((sum, o) => addChecksums(sum, o.checksum), 0);
           expect(atCheckpoint(compacted)).toBe(atCheckpoint(original));
 
           const expected = apply(EMPTY, original);
           for (const position of [0n, ...original.map((o) => o.opId)]) {
-            const synced = apply(EMPTY, original.filter((o) => o.opId <= position));
-            const resumed = apply(synced, compacted.filter((o) => o.opId > position));
+            const synced = apply(
+              EMPTY,
+              original.filter((o) => o.opId <= position)
+            );
+            const resumed = apply(
+              synced,
+              compacted.filter((o) => o.opId > position)
+            );
             expect(resumed).toEqual(expected);
           }
         }

@@ -3,7 +3,12 @@ import { registerWriteCheckpointConformance } from '@syncpoint/service-core-test
 import { Long } from 'mongodb';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { MIGRATIONS } from '../src/index.js';
-import { createThrowAwayStorage, migratedStorage, mongoTestUrl, type ThrowAwayMongoStorage } from './throw-away-storage.js';
+import {
+  createThrowAwayStorage,
+  migratedStorage,
+  mongoTestUrl,
+  type ThrowAwayMongoStorage
+} from './throw-away-storage.js';
 
 const url = mongoTestUrl;
 
@@ -29,7 +34,12 @@ describe.skipIf(!url)('MongoDB storage specifics', () => {
     const all = MIGRATIONS.map((migration) => migration.name);
     const [first, second] = await Promise.all([storage.migrate('up'), storage.migrate('up')]);
     expect([...first.applied, ...second.applied]).toEqual(all);
-    expect(await indexNames('write_checkpoints')).toEqual(['_id_', 'checkpoint_requested_at', 'processed_at_lsn', 'user_id']);
+    expect(await indexNames('write_checkpoints')).toEqual([
+      '_id_',
+      'checkpoint_requested_at',
+      'processed_at_lsn',
+      'user_id'
+    ]);
     expect(await storage.db.collection('checkpoint_events').isCapped()).toBe(true);
 
     expect(await indexNames('bucket_parameters')).toEqual(['_id_', 'lookup']);

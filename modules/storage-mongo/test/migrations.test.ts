@@ -47,7 +47,11 @@ describe('MongoDB migrations (PROTOCOL §4.13)', () => {
 
   it('up applies what is not recorded yet, in order', () => {
     expect(pendingMigrations(new Set()).map((m) => m.name)).toEqual(names);
-    expect(pendingMigrations(new Set([names[0]!, names[2]!])).map((m) => m.name)).toEqual([names[1], names[3], names[4]]);
+    expect(pendingMigrations(new Set([names[0]!, names[2]!])).map((m) => m.name)).toEqual([
+      names[1],
+      names[3],
+      names[4]
+    ]);
     expect(pendingMigrations(new Set(names))).toEqual([]);
   });
 
@@ -58,13 +62,21 @@ describe('MongoDB migrations (PROTOCOL §4.13)', () => {
   });
 
   it('down refuses when a newer migration unknown to this version is recorded', () => {
-    expect(() => migrationToRevert(new Set([...names, '1900000000000-from-the-future']))).toThrow(/unknown to this version/);
+    expect(() => migrationToRevert(new Set([...names, '1900000000000-from-the-future']))).toThrow(
+      /unknown to this version/
+    );
     expect(migrationToRevert(new Set([...names.slice(1), '1000000000000-older-unknown']))?.name).toBe(names[4]);
   });
 
   it('create the bucket data collections and the lookup index (PROTOCOL §8)', () => {
     const bucketData = MIGRATIONS.find((migration) => migration.name === '1783036800000-bucket-data')!;
-    expect(bucketData.plainCollections).toEqual(['bucket_data', 'bucket_state', 'current_data', 'bucket_parameters', 'op_id_sequence']);
+    expect(bucketData.plainCollections).toEqual([
+      'bucket_data',
+      'bucket_state',
+      'current_data',
+      'bucket_parameters',
+      'op_id_sequence'
+    ]);
     expect(index('bucket_parameters', 'lookup')).toEqual({
       collection: 'bucket_parameters',
       key: { 'key.g': 1, lookup: 1, _id: 1 },

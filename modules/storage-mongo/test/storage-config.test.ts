@@ -43,7 +43,9 @@ describe('storage config schema (PROTOCOL §10)', () => {
   });
 
   it('accepts a pool size given as a decimal string (from !env without ::number)', () => {
-    expect(mongoStorageConfigSchema.parse({ type: 'mongodb', uri: 'mongodb://h', max_pool_size: '16' }).max_pool_size).toBe(16);
+    expect(
+      mongoStorageConfigSchema.parse({ type: 'mongodb', uri: 'mongodb://h', max_pool_size: '16' }).max_pool_size
+    ).toBe(16);
   });
 
   it('names uri when it is missing', () => {

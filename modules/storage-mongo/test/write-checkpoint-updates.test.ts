@@ -59,9 +59,15 @@ function evaluate(expression: Value, document: Record<string, Value>, vars: Vari
     const [name, ...rest] = expression.slice(2).split('.');
     return path(vars[name!], rest);
   }
-  if (typeof expression === 'string' && expression.startsWith('$')) return path(document, expression.slice(1).split('.'));
+  if (typeof expression === 'string' && expression.startsWith('$'))
+    return path(document, expression.slice(1).split('.'));
   if (Array.isArray(expression)) return expression.map(ev);
-  if (expression === null || typeof expression !== 'object' || expression instanceof Long || expression instanceof Date) {
+  if (
+    expression === null ||
+    typeof expression !== 'object' ||
+    expression instanceof Long ||
+    expression instanceof Date
+  ) {
     return expression;
   }
   const [operator, ...rest] = Object.keys(expression);
@@ -111,7 +117,9 @@ function evaluate(expression: Value, document: Record<string, Value>, vars: Vari
     }
     case '$filter': {
       const spec = argument as { input: Value; as: string; cond: Value };
-      return (ev(spec.input) as Value[]).filter((item) => evaluate(spec.cond, document, { ...vars, [spec.as]: item }) === true);
+      return (ev(spec.input) as Value[]).filter(
+        (item) => evaluate(spec.cond, document, { ...vars, [spec.as]: item }) === true
+      );
     }
     case '$map': {
       const spec = argument as { input: Value; as: string; in: Value };
@@ -149,7 +157,13 @@ describe('suppliedCheckpointUpdate', () => {
     const pipeline = suppliedCheckpointUpdate(42n, heads('0/100'), now);
     expect(pipeline).toHaveLength(1);
     const set = pipeline[0]!.$set as Record<string, Document>;
-    expect(Object.keys(set).sort()).toEqual(['checkpoint_requested_at', 'client_id', 'lsns', 'pending', 'processed_at_lsn']);
+    expect(Object.keys(set).sort()).toEqual([
+      'checkpoint_requested_at',
+      'client_id',
+      'lsns',
+      'pending',
+      'processed_at_lsn'
+    ]);
     const [, requested, otherwise] = set.client_id!.$cond as [Document, Document, string];
     expect(requested.$literal).toBeInstanceOf(Long);
     expect((requested.$literal as Long).toBigInt()).toBe(42n);
@@ -236,13 +250,25 @@ describe('suppliedCheckpointUpdate', () => {
 describe('generatedCheckpointUpdate', () => {
   it('creates id 1 (Int64) with the head, pending, no timestamp, no earlier pairs', () => {
     const result = applyPipeline(generatedCheckpointUpdate(heads('1/A')), upsertedDocument('u'));
-    expect(result).toEqual({ user_id: 'u', client_id: Long.fromInt(1), lsns: { '1': '00000001/0000000A' }, pending: [], processed_at_lsn: null });
+    expect(result).toEqual({
+      user_id: 'u',
+      client_id: Long.fromInt(1),
+      lsns: { '1': '00000001/0000000A' },
+      pending: [],
+      processed_at_lsn: null
+    });
     // A JS number 1 would make a freshly upserted client_id an Int32.
     expect(result.client_id).toBeInstanceOf(Long);
   });
 
   it('increments, keeps the superseded pair, marks pending and removes the timestamp', () => {
-    const stored = { user_id: 'u', client_id: Long.fromInt(4), lsns: { '1': '00000000/00000100' }, processed_at_lsn: null, checkpoint_requested_at: earlier };
+    const stored = {
+      user_id: 'u',
+      client_id: Long.fromInt(4),
+      lsns: { '1': '00000000/00000100' },
+      processed_at_lsn: null,
+      checkpoint_requested_at: earlier
+    };
     expect(applyPipeline(generatedCheckpointUpdate(heads('0/200')), stored)).toEqual({
       user_id: 'u',
       client_id: Long.fromInt(5),
@@ -254,7 +280,9 @@ describe('generatedCheckpointUpdate', () => {
 
   it('fails instead of passing 2^63-1', () => {
     const stored = { user_id: 'u', client_id: Long.fromBigInt(INT64_MAX), lsns: { '1': '00000000/00000100' } };
-    expect(() => applyPipeline(generatedCheckpointUpdate(heads('0/200')), stored)).toThrow(/write checkpoint id exhausted/);
+    expect(() => applyPipeline(generatedCheckpointUpdate(heads('0/200')), stored)).toThrow(
+      /write checkpoint id exhausted/
+    );
   });
 });
 
@@ -263,12 +291,16 @@ describe('earlier pairs (issue 6)', () => {
   /** Apply supplied requests 1..n with increasing heads, no processing in between. */
   function requests(n: number) {
     let document: Record<string, Value> = upsertedDocument('u');
-    for (let id = 1; id <= n; id++) document = applyPipeline(suppliedCheckpointUpdate(BigInt(id), { '1': lsnOf(id) }, now), document);
+    for (let id = 1; id <= n; id++)
+      document = applyPipeline(suppliedCheckpointUpdate(BigInt(id), { '1': lsnOf(id) }, now), document);
     return document;
   }
 
   it('42 at A then 43 at B: 42 is acknowledged at A ≤ L < B', () => {
-    let document: Record<string, Value> = applyPipeline(suppliedCheckpointUpdate(42n, heads('0/1000'), now), upsertedDocument('u'));
+    let document: Record<string, Value> = applyPipeline(
+      suppliedCheckpointUpdate(42n, heads('0/1000'), now),
+      upsertedDocument('u')
+    );
     document = applyPipeline(suppliedCheckpointUpdate(43n, heads('0/2000'), now), document);
     const at = (lsn: string) => acknowledgedAt([document as never], normalizeLsn(lsn));
     expect(at('0/FFF')).toBeNull();
@@ -287,7 +319,10 @@ describe('earlier pairs (issue 6)', () => {
   });
 
   it('drops a pair dominated by a later id with an earlier head', () => {
-    let document: Record<string, Value> = applyPipeline(suppliedCheckpointUpdate(42n, heads('0/3000'), now), upsertedDocument('u'));
+    let document: Record<string, Value> = applyPipeline(
+      suppliedCheckpointUpdate(42n, heads('0/3000'), now),
+      upsertedDocument('u')
+    );
     document = applyPipeline(suppliedCheckpointUpdate(43n, heads('0/2000'), now), document);
     expect(document.pending).toEqual([]);
   });

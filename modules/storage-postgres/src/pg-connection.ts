@@ -17,7 +17,11 @@ export function poolConfigFromStorageConfig(config: PostgresStorageConfig): pg.P
       ? undefined
       : config.sslmode === 'disable'
         ? false
-        : { rejectUnauthorized: true, ...(config.cacert ? { ca: config.cacert } : {}), ...(config.sslmode === 'verify-ca' ? { checkServerIdentity: () => undefined } : {}) };
+        : {
+            rejectUnauthorized: true,
+            ...(config.cacert ? { ca: config.cacert } : {}),
+            ...(config.sslmode === 'verify-ca' ? { checkServerIdentity: () => undefined } : {})
+          };
   return {
     ...(config.uri ? { connectionString: config.uri } : {}),
     ...(config.hostname ? { host: config.hostname } : {}),

@@ -140,8 +140,16 @@ export class PostgresBatch implements BucketStorageBatch {
       const after = replicaKeyOf(change.table, change.after);
       if (before !== after) {
         // The replica identity changed: the old row is gone and a new one appeared.
-        this.pending.push({ table: change.table, replicaKey: before, change: { kind: 'delete', table: change.table, beforeKey: change.beforeKey } });
-        this.pending.push({ table: change.table, replicaKey: after, change: { kind: 'insert', table: change.table, after: change.after } });
+        this.pending.push({
+          table: change.table,
+          replicaKey: before,
+          change: { kind: 'delete', table: change.table, beforeKey: change.beforeKey }
+        });
+        this.pending.push({
+          table: change.table,
+          replicaKey: after,
+          change: { kind: 'insert', table: change.table, after: change.after }
+        });
         return this.maybeEvaluate();
       }
     }
@@ -155,7 +163,11 @@ export class PostgresBatch implements BucketStorageBatch {
     for (const table of tables) {
       let after = '';
       for (;;) {
-        const { rows } = await this.pool.query<{ source_key: string; buckets: CurrentRowState['buckets']; lookups: string[] }>(
+        const { rows } = await this.pool.query<{
+          source_key: string;
+          buckets: CurrentRowState['buckets'];
+          lookups: string[];
+        }>(
           `SELECT source_key, buckets, lookups FROM powersync.current_data
            WHERE group_id = $1 AND source_table = $2 AND source_key > $3
            ORDER BY source_key LIMIT 5000`,
@@ -195,7 +207,8 @@ export class PostgresBatch implements BucketStorageBatch {
   private async maybeEvaluate(): Promise<void> {
     if (this.pending.length < EVALUATE_ROWS) return;
     await this.evaluatePending();
-    if (this.bufferedOps() >= FLUSH_OPS || this.dirty.size >= FLUSH_OPS || this.dataChars >= FLUSH_DATA_CHARS) await this.flushBuffers();
+    if (this.bufferedOps() >= FLUSH_OPS || this.dirty.size >= FLUSH_OPS || this.dataChars >= FLUSH_DATA_CHARS)
+      await this.flushBuffers();
   }
 
   /** Evaluates the queued changes in order, buffering their ops with ids. */
@@ -218,7 +231,11 @@ export class PostgresBatch implements BucketStorageBatch {
       if (result.errors.length > 0) {
         this.skippedRows++;
         this.logger?.warn(
-          { table: `${item.table.schema}.${item.table.name}`, key: item.replicaKey, errors: result.errors.map((e) => e.message) },
+          {
+            table: `${item.table.schema}.${item.table.name}`,
+            key: item.replicaKey,
+            errors: result.errors.map((e) => e.message)
+          },
           'row could not be fully evaluated with the sync rules; the affected output is skipped'
         );
       }
@@ -226,15 +243,33 @@ export class PostgresBatch implements BucketStorageBatch {
     });
 
     const needed = results.reduce(
-      (sum, { result }) => sum + result.puts.length + result.removes.length + result.lookups.length + result.removedLookups.length,
+      (sum, { result }) =>
+        sum + result.puts.length + result.removes.length + result.lookups.length + result.removedLookups.length,
       0
     );
     await this.reserveIds(needed);
 
     for (const { item, result } of results) {
-      for (const put of result.puts) this.bufferOp('PUT', item.table.id, put.bucket, put.table, put.id, put.subkey, put.checksum, put.data);
-      for (const remove of result.removes) this.bufferOp('REMOVE', item.table.id, remove.bucket, remove.table, remove.id, remove.subkey, remove.checksum, null);
-      for (const entry of result.lookups) this.bufferParameters(item.table.id, item.replicaKey, entry.serializedLookup, serializeParameterRows(entry.outputs));
+      for (const put of result.puts)
+        this.bufferOp('PUT', item.table.id, put.bucket, put.table, put.id, put.subkey, put.checksum, put.data);
+      for (const remove of result.removes)
+        this.bufferOp(
+          'REMOVE',
+          item.table.id,
+          remove.bucket,
+          remove.table,
+          remove.id,
+          remove.subkey,
+          remove.checksum,
+          null
+        );
+      for (const entry of result.lookups)
+        this.bufferParameters(
+          item.table.id,
+          item.replicaKey,
+          entry.serializedLookup,
+          serializeParameterRows(entry.outputs)
+        );
       for (const lookup of result.removedLookups) this.bufferParameters(item.table.id, item.replicaKey, lookup, '[]');
     }
   }
@@ -251,7 +286,12 @@ export class PostgresBatch implements BucketStorageBatch {
       keys.push(item.replicaKey);
     }
     if (keys.length === 0) return;
-    const { rows } = await this.pool.query<{ source_table: string; source_key: string; buckets: CurrentRowState['buckets']; lookups: string[] }>(
+    const { rows } = await this.pool.query<{
+      source_table: string;
+      source_key: string;
+      buckets: CurrentRowState['buckets'];
+      lookups: string[];
+    }>(
       `SELECT c.source_table, c.source_key, c.buckets, c.lookups
        FROM unnest($2::text[], $3::text[]) AS k(source_table, source_key)
        JOIN powersync.current_data c
@@ -259,7 +299,8 @@ export class PostgresBatch implements BucketStorageBatch {
       [this.groupId, tables, keys]
     );
     for (const key of asked) this.cache.set(key, null);
-    for (const row of rows) this.cache.set(rowKey(row.source_table, row.source_key), { buckets: row.buckets, lookups: row.lookups });
+    for (const row of rows)
+      this.cache.set(rowKey(row.source_table, row.source_key), { buckets: row.buckets, lookups: row.lookups });
   }
 
   /**
@@ -406,7 +447,18 @@ export class PostgresBatch implements BucketStorageBatch {
           `INSERT INTO powersync.bucket_data
              (group_id, bucket_name, op_id, op, source_table, source_key, table_name, row_id, checksum, data)
            SELECT $1, * FROM unnest($2::text[], $3::int8[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::int8[], $10::text[])`,
-          [this.groupId, data.opBuckets, data.opIds, data.opTypes, data.opSourceTables, data.opSubkeys, data.opTables, data.opRowIds, data.opChecksums, data.opData]
+          [
+            this.groupId,
+            data.opBuckets,
+            data.opIds,
+            data.opTypes,
+            data.opSourceTables,
+            data.opSubkeys,
+            data.opTables,
+            data.opRowIds,
+            data.opChecksums,
+            data.opData
+          ]
         );
         const buckets = [...data.bucketTotals.keys()];
         const totals = [...data.bucketTotals.values()];
@@ -417,7 +469,13 @@ export class PostgresBatch implements BucketStorageBatch {
              last_op = greatest(s.last_op, excluded.last_op),
              checksum_sum = (s.checksum_sum + excluded.checksum_sum) % ${U32},
              op_count = s.op_count + excluded.op_count`,
-          [this.groupId, buckets, totals.map((t) => t.last.toString()), totals.map((t) => t.sum), totals.map((t) => t.count)]
+          [
+            this.groupId,
+            buckets,
+            totals.map((t) => t.last.toString()),
+            totals.map((t) => t.sum),
+            totals.map((t) => t.count)
+          ]
         );
       }
       if (data.dirty.size > 0) {
@@ -451,7 +509,14 @@ export class PostgresBatch implements BucketStorageBatch {
           `INSERT INTO powersync.bucket_parameters (id, group_id, source_table, source_key, lookup, bucket_parameters)
            SELECT k.id, $1, k.source_table, k.source_key, k.lookup, k.bucket_parameters
            FROM unnest($2::int8[], $3::text[], $4::text[], $5::text[], $6::text[]) AS k(id, source_table, source_key, lookup, bucket_parameters)`,
-          [this.groupId, data.paramIds, data.paramSourceTables, data.paramSourceKeys, data.paramLookups, data.paramValues]
+          [
+            this.groupId,
+            data.paramIds,
+            data.paramSourceTables,
+            data.paramSourceKeys,
+            data.paramLookups,
+            data.paramValues
+          ]
         );
       }
       if (maxId > 0n) {
@@ -492,7 +557,11 @@ export class PostgresBatch implements BucketStorageBatch {
       let next = previous;
       for (const candidate of [stream.keepalive_op ?? 0n, this.lastFlushedId]) if (candidate > next) next = candidate;
       const needed =
-        keepalive || next > previous || (processed.rowCount ?? 0) > 0 || stream.lsn === null || stream.state === 'PROCESSING';
+        keepalive ||
+        next > previous ||
+        (processed.rowCount ?? 0) > 0 ||
+        stream.lsn === null ||
+        stream.state === 'PROCESSING';
       // An empty commit (e.g. the WAL of our own checkpoint writes when source and storage share a database)
       // writes nothing: no notification, so no feedback loop.
       if (!needed) return { created: false as const };
@@ -509,7 +578,9 @@ export class PostgresBatch implements BucketStorageBatch {
         [this.groupId, next.toString(), lsn, state, next > previous || stream.last_checkpoint === null]
       );
       if (activate) {
-        await client.query(`UPDATE powersync.sync_rules SET state = 'STOP' WHERE state = 'ACTIVE' AND id < $1`, [this.groupId]);
+        await client.query(`UPDATE powersync.sync_rules SET state = 'STOP' WHERE state = 'ACTIVE' AND id < $1`, [
+          this.groupId
+        ]);
       }
       if (state === 'ACTIVE' || state === 'ERRORED') {
         const payload = JSON.stringify({
@@ -523,7 +594,13 @@ export class PostgresBatch implements BucketStorageBatch {
       this.lastWaitingLog = Date.now();
       const stream = outcome.waiting;
       this.logger?.info(
-        { stream: this.groupId, lsn, snapshotDone: stream.snapshot_done, noCheckpointBefore: stream.no_checkpoint_before, lastCheckpointLsn: stream.lsn },
+        {
+          stream: this.groupId,
+          lsn,
+          snapshotDone: stream.snapshot_done,
+          noCheckpointBefore: stream.no_checkpoint_before,
+          lastCheckpointLsn: stream.lsn
+        },
         'waiting before creating a checkpoint'
       );
     }

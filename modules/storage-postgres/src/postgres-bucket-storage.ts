@@ -89,7 +89,8 @@ export class PostgresBucketStorage implements BucketStorage {
     const deduped = dedupeManagedWriteCheckpoints(batch);
     // Rows are locked in user id order by every statement that locks several of them (here and in MARK_PROCESSED_SQL),
     // so concurrent batches and replication commits cannot deadlock each other.
-    const byUser = (a: ManagedWriteCheckpointRequest, b: ManagedWriteCheckpointRequest) => (a.user_id < b.user_id ? -1 : a.user_id > b.user_id ? 1 : 0);
+    const byUser = (a: ManagedWriteCheckpointRequest, b: ManagedWriteCheckpointRequest) =>
+      a.user_id < b.user_id ? -1 : a.user_id > b.user_id ? 1 : 0;
     const supplied = deduped.supplied.sort(byUser);
     const generated = deduped.generated.sort(byUser);
     const writeCheckpoints = new Map<string, bigint>();
@@ -255,7 +256,9 @@ export class PostgresBucketStorage implements BucketStorage {
   }
 
   async releaseReplicationLock(holderId: string): Promise<void> {
-    await this.pool.query(`DELETE FROM powersync.replication_lock WHERE name = 'replication' AND holder = $1`, [holderId]);
+    await this.pool.query(`DELETE FROM powersync.replication_lock WHERE name = 'replication' AND holder = $1`, [
+      holderId
+    ]);
   }
 
   async deploySyncConfig(content: string): Promise<ReplicationStream> {
@@ -322,7 +325,13 @@ export class PostgresBucketStorage implements BucketStorage {
       );
       const serving = await servingCheckpointRow(client);
       const payload = serving
-        ? { active_checkpoint: { id: serving.id, last_checkpoint: (serving.last_checkpoint ?? 0n).toString(), last_checkpoint_lsn: serving.lsn === null ? null : normalizeLsn(serving.lsn) } }
+        ? {
+            active_checkpoint: {
+              id: serving.id,
+              last_checkpoint: (serving.last_checkpoint ?? 0n).toString(),
+              last_checkpoint_lsn: serving.lsn === null ? null : normalizeLsn(serving.lsn)
+            }
+          }
         : { active_checkpoint: null };
       await client.query(`SELECT pg_notify($1, $2)`, [CHECKPOINT_CHANNEL, JSON.stringify(payload)]);
     });

@@ -20,7 +20,10 @@ const BUCKET_PAGE = 1_000;
  */
 export async function compactStream(pool: pg.Pool, groupId: number, options: CompactOptions): Promise<CompactResult> {
   const batchSize = Math.max(1, options.batchSize ?? DEFAULT_BATCH_SIZE);
-  const { rows } = await pool.query<{ last_checkpoint: bigint | null }>(`SELECT last_checkpoint FROM powersync.sync_rules WHERE id = $1`, [groupId]);
+  const { rows } = await pool.query<{ last_checkpoint: bigint | null }>(
+    `SELECT last_checkpoint FROM powersync.sync_rules WHERE id = $1`,
+    [groupId]
+  );
   const checkpoint = rows[0]?.last_checkpoint ?? 0n;
   const result: CompactResult = { bucketsCompacted: 0, opsMoved: 0, opsCleared: 0 };
   if (checkpoint <= 0n) return result;
@@ -62,7 +65,13 @@ async function moveSuperseded(pool: pg.Pool, groupId: number, bucket: string, ch
   let moved = 0;
   let scanned = 0;
   for (;;) {
-    const { rows } = await pool.query<{ op_id: bigint; op: string; table_name: string | null; row_id: string | null; source_key: string | null }>(
+    const { rows } = await pool.query<{
+      op_id: bigint;
+      op: string;
+      table_name: string | null;
+      row_id: string | null;
+      source_key: string | null;
+    }>(
       `SELECT op_id, op, table_name, row_id, source_key FROM powersync.bucket_data
        WHERE group_id = $1 AND bucket_name = $2 AND op_id < $3::int8
        ORDER BY op_id DESC LIMIT $4`,

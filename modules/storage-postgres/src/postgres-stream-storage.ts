@@ -14,7 +14,13 @@ import type {
   ReplicationStreamStorage,
   SnapshotTableState
 } from '@syncpoint/service-core';
-import { parseParameterRows, serializeParameterLookup, type ParameterLookup, type SqliteRow, type SyncRules } from '@syncpoint/sync-rules';
+import {
+  parseParameterRows,
+  serializeParameterLookup,
+  type ParameterLookup,
+  type SqliteRow,
+  type SyncRules
+} from '@syncpoint/sync-rules';
 import type pg from 'pg';
 import { compactStream } from './postgres-compaction.js';
 import { PostgresBatch } from './postgres-batch.js';
@@ -105,7 +111,12 @@ export class PostgresStreamStorage implements ReplicationStreamStorage {
       lastCheckpoint: { checkpoint: stream.last_checkpoint ?? 0n, lsn: lsnOrNull(stream.lsn) },
       noCheckpointBefore: lsnOrNull(stream.no_checkpoint_before),
       tables: tables.rows.map((row) => ({
-        table: { id: row.table_id, schema: row.schema_name, name: row.table_name, replicaIdColumns: row.replica_id_columns },
+        table: {
+          id: row.table_id,
+          schema: row.schema_name,
+          name: row.table_name,
+          replicaIdColumns: row.replica_id_columns
+        },
         done: row.done,
         rowsDone: Number(row.rows_done),
         lastKey: row.last_key
@@ -176,7 +187,13 @@ export class PostgresStreamStorage implements ReplicationStreamStorage {
   async getChecksums(checkpoint: bigint, buckets: string[]): Promise<Map<string, BucketChecksum>> {
     const result = new Map<string, BucketChecksum>();
     if (buckets.length === 0) return result;
-    const { rows } = await this.pool.query<{ bucket_name: string; checksum_sum: bigint; op_count: bigint; above_sum: bigint; above_count: bigint }>(
+    const { rows } = await this.pool.query<{
+      bucket_name: string;
+      checksum_sum: bigint;
+      op_count: bigint;
+      above_sum: bigint;
+      above_count: bigint;
+    }>(
       `SELECT s.bucket_name, s.checksum_sum, s.op_count, a.above_sum, a.above_count
        FROM powersync.bucket_state s
        CROSS JOIN LATERAL (
@@ -190,7 +207,11 @@ export class PostgresStreamStorage implements ReplicationStreamStorage {
     for (const row of rows) {
       const count = Number(row.op_count - row.above_count);
       if (count <= 0) continue;
-      result.set(row.bucket_name, { bucket: row.bucket_name, checksum: mod32(row.checksum_sum - row.above_sum), count });
+      result.set(row.bucket_name, {
+        bucket: row.bucket_name,
+        checksum: mod32(row.checksum_sum - row.above_sum),
+        count
+      });
     }
     return result;
   }
@@ -220,7 +241,9 @@ export class PostgresStreamStorage implements ReplicationStreamStorage {
        LIMIT $5`,
       [this.groupId, buckets, buckets.map((bucket) => start.get(bucket)!.toString()), checkpoint.toString(), limit + 1]
     );
-    rows.sort((x, y) => (x.ord !== y.ord ? (x.ord < y.ord ? -1 : 1) : x.op_id < y.op_id ? -1 : x.op_id > y.op_id ? 1 : 0));
+    rows.sort((x, y) =>
+      x.ord !== y.ord ? (x.ord < y.ord ? -1 : 1) : x.op_id < y.op_id ? -1 : x.op_id > y.op_id ? 1 : 0
+    );
     const truncated = rows.length > limit;
     if (truncated) rows.length = limit;
 

@@ -33,7 +33,9 @@ describe('Postgres bucket data specifics', () => {
       await batch.flush();
     });
     const before = await s.getCheckpoint();
-    expect((await readBuckets(s, before.checkpoint, ['by_user["u1"]'])).get('by_user["u1"]')!.map((op) => op.op)).toEqual(['PUT']);
+    expect(
+      (await readBuckets(s, before.checkpoint, ['by_user["u1"]'])).get('by_user["u1"]')!.map((op) => op.op)
+    ).toEqual(['PUT']);
 
     // The restarted process re-processes the same source transaction and commits it.
     const storage2 = await storage.getStreamStorage(stream);
@@ -66,7 +68,10 @@ describe('Postgres bucket data specifics', () => {
       })
     ).toBe(true);
     const { checkpoint } = await s.getCheckpoint();
-    expect((await readBuckets(s, checkpoint, ['by_user["u1"]'])).get('by_user["u1"]')!.map((op) => op.op)).toEqual(['PUT', 'REMOVE']);
+    expect((await readBuckets(s, checkpoint, ['by_user["u1"]'])).get('by_user["u1"]')!.map((op) => op.op)).toEqual([
+      'PUT',
+      'REMOVE'
+    ]);
   });
 
   it('stores lsns as pg_lsn and reports them normalised', async () => {
@@ -74,7 +79,10 @@ describe('Postgres bucket data specifics', () => {
     const s = await storage.getStreamStorage(stream);
     await s.markSnapshotDone(lsnFromBigint(1n));
     await s.startBatch((batch) => batch.keepalive(lsnFromBigint(0x1_0000_00abn)));
-    const { rows } = await storage.pool.query(`SELECT last_checkpoint_lsn::text AS lsn FROM powersync.sync_rules WHERE id = $1`, [stream.id]);
+    const { rows } = await storage.pool.query(
+      `SELECT last_checkpoint_lsn::text AS lsn FROM powersync.sync_rules WHERE id = $1`,
+      [stream.id]
+    );
     expect(rows[0].lsn).toBe('1/AB');
     expect((await s.getCheckpoint()).lsn).toBe('00000001/000000AB');
   });

@@ -34,7 +34,9 @@ describe('Postgres storage migrations', () => {
     expect((await storage.migrate('down')).applied).toEqual([newest]);
     expect(await recorded()).not.toContain(newest);
     expect((await storage.migrate('up')).applied).toEqual([newest]);
-    const { rows } = await storage.pool.query(`SELECT write_checkpoint, head_lsn::text FROM powersync.write_checkpoints`);
+    const { rows } = await storage.pool.query(
+      `SELECT write_checkpoint, head_lsn::text FROM powersync.write_checkpoints`
+    );
     expect(rows).toEqual([{ write_checkpoint: 9n, head_lsn: '0/10' }]);
   });
 

@@ -177,7 +177,8 @@ export function registerBucketDataConformance(factory: StorageFactory) {
         expect(id).toBeGreaterThan(0n);
         expect(id).toBeLessThanOrEqual(checkpoint);
       }
-      for (const ops of data.values()) expect(ops.map((op) => op.op_id)).toEqual([...ops.map((op) => op.op_id)].sort((a, b) => (a < b ? -1 : 1)));
+      for (const ops of data.values())
+        expect(ops.map((op) => op.op_id)).toEqual([...ops.map((op) => op.op_id)].sort((a, b) => (a < b ? -1 : 1)));
     });
 
     it('an update that changes the replica key removes the old row and puts the new one', async () => {
@@ -208,7 +209,12 @@ export function registerBucketDataConformance(factory: StorageFactory) {
       });
       const { checkpoint } = await s.getCheckpoint();
       const data = await readBuckets(s, checkpoint, ['by_user["u1"]', 'by_user["u2"]', 'global[]']);
-      expect(data.get('by_user["u1"]')!.map((op) => `${op.op} ${op.object_id}`).sort()).toEqual(['PUT t1', 'PUT t3', 'REMOVE t1', 'REMOVE t3']);
+      expect(
+        data
+          .get('by_user["u1"]')!
+          .map((op) => `${op.op} ${op.object_id}`)
+          .sort()
+      ).toEqual(['PUT t1', 'PUT t3', 'REMOVE t1', 'REMOVE t3']);
       expect(data.get('by_user["u2"]')!.map((op) => `${op.op} ${op.object_id}`)).toEqual(['PUT t2', 'REMOVE t2']);
       expect(data.get('global[]')!.map((op) => op.op)).toEqual(['PUT']);
       // The truncated rows are gone: inserting one again gives just a PUT, no REMOVE from stale state.
@@ -307,7 +313,9 @@ export function registerBucketDataConformance(factory: StorageFactory) {
         })
       ).toBe(false);
       expect((await s.getCheckpoint()).checkpoint).toBe(0n);
-      expect((await storage.getReplicatingStreams()).find((candidate) => candidate.id === stream.id)?.state).toBe('PROCESSING');
+      expect((await storage.getReplicatingStreams()).find((candidate) => candidate.id === stream.id)?.state).toBe(
+        'PROCESSING'
+      );
 
       // No new op in this transaction, but the blocked ones must now become visible.
       expect(await s.startBatch((batch) => batch.commit(lsn(0x200)))).toBe(true);
@@ -320,7 +328,8 @@ export function registerBucketDataConformance(factory: StorageFactory) {
     it('a commit marks checkpoint requests with head ≤ lsn processed', async () => {
       const { commit } = await newStream();
       const user = `bucket-data-${process.pid}-${Date.now()}/client`;
-      const request = (head: Lsn) => storage.createManagedWriteCheckpoints([{ user_id: user, heads: { '1': head }, checkpoint_request_id: 5n }]);
+      const request = (head: Lsn) =>
+        storage.createManagedWriteCheckpoints([{ user_id: user, heads: { '1': head }, checkpoint_request_id: 5n }]);
       const first = await commit(insert(lists, { id: 'l1', owner_id: 'u1' }));
       const head = lsn(lsnToBigint(first.lsn) + 20n);
       expect((await request(head)).shouldAdvance).toBe(true);
@@ -389,7 +398,9 @@ export function registerBucketDataConformance(factory: StorageFactory) {
     });
 
     it('getStreamStorage refuses invalid sync rules with a clear error', async () => {
-      const stream = await storage.deploySyncConfig('bucket_definitions:\n  broken:\n    data: ["SELECT * FROM t WHERE x = bucket.nope"]\n');
+      const stream = await storage.deploySyncConfig(
+        'bucket_definitions:\n  broken:\n    data: ["SELECT * FROM t WHERE x = bucket.nope"]\n'
+      );
       await expect(storage.getStreamStorage(stream)).rejects.toThrow(/nope/);
     });
 
@@ -407,7 +418,10 @@ export function registerBucketDataConformance(factory: StorageFactory) {
       ]);
 
       await s.markSnapshotDone(lsn(1));
-      const { checkpoint } = await commit(insert(todos, { id: 't1', owner_id: 'u1' }), insert(lists, { id: 'l1', owner_id: 'u1' }));
+      const { checkpoint } = await commit(
+        insert(todos, { id: 't1', owner_id: 'u1' }),
+        insert(lists, { id: 'l1', owner_id: 'u1' })
+      );
       expect((await s.getChecksums(checkpoint, ['by_user["u1"]'])).size).toBe(1);
 
       await s.clear();
@@ -425,9 +439,20 @@ export function registerBucketDataConformance(factory: StorageFactory) {
     it('equal the wrapping sum and count of the ops read back, for many buckets and at older checkpoints', async () => {
       const { storage: s, commit } = await newStream();
       const users = Array.from({ length: 120 }, (_, i) => `u${i}`);
-      const first = await commit(...users.flatMap((user, i) => [insert(todos, { id: `a${i}`, owner_id: user }), insert(todos, { id: `b${i}`, owner_id: user, x: 1n })]));
+      const first = await commit(
+        ...users.flatMap((user, i) => [
+          insert(todos, { id: `a${i}`, owner_id: user }),
+          insert(todos, { id: `b${i}`, owner_id: user, x: 1n })
+        ])
+      );
       const second = await commit(
-        ...users.flatMap((user, i) => (i % 3 === 0 ? [update(todos, { id: `a${i}`, owner_id: users[(i + 1) % users.length]! })] : i % 3 === 1 ? [remove(todos, `b${i}`)] : []))
+        ...users.flatMap((user, i) =>
+          i % 3 === 0
+            ? [update(todos, { id: `a${i}`, owner_id: users[(i + 1) % users.length]! })]
+            : i % 3 === 1
+              ? [remove(todos, `b${i}`)]
+              : []
+        )
       );
       const buckets = users.map((user) => `by_user["${user}"]`);
       for (const checkpoint of [first.checkpoint, second.checkpoint]) {
@@ -454,7 +479,8 @@ export function registerBucketDataConformance(factory: StorageFactory) {
     it('yields at most `limit` ops, buckets in name order, with hasMore and nextAfter to resume', async () => {
       const { storage: s, commit } = await newStream();
       const changes: RowChange[] = [];
-      for (let i = 0; i < 10; i++) changes.push(insert(todos, { id: `t${i}`, owner_id: 'ub' }), insert(todos, { id: `s${i}`, owner_id: 'ua' }));
+      for (let i = 0; i < 10; i++)
+        changes.push(insert(todos, { id: `t${i}`, owner_id: 'ub' }), insert(todos, { id: `s${i}`, owner_id: 'ua' }));
       const { checkpoint } = await commit(...changes);
       const start = new Map([
         ['by_user["ub"]', 0n],
@@ -470,22 +496,37 @@ export function registerBucketDataConformance(factory: StorageFactory) {
       expect(ua.nextAfter).toBe(ua.data.at(-1)!.op_id);
       expect(ub.nextAfter).toBe(ub.data.at(-1)!.op_id);
 
-      const rest = await collect(s.getBucketData(checkpoint, new Map([['by_user["ub"]', ub.nextAfter]]), { limit: 15 }));
+      const rest = await collect(
+        s.getBucketData(checkpoint, new Map([['by_user["ub"]', ub.nextAfter]]), { limit: 15 })
+      );
       expect(rest).toHaveLength(1);
       expect(rest[0]).toMatchObject({ bucket: 'by_user["ub"]', after: ub.nextAfter, hasMore: false });
       expect(rest[0]!.data.map((op) => op.object_id)).toEqual(['t5', 't6', 't7', 't8', 't9']);
 
       // Buckets already read to the end yield nothing; unknown buckets yield nothing.
-      expect(await collect(s.getBucketData(checkpoint, new Map([['by_user["ua"]', ua.nextAfter], ['by_user["zz"]', 0n]])))).toEqual([]);
+      expect(
+        await collect(
+          s.getBucketData(
+            checkpoint,
+            new Map([
+              ['by_user["ua"]', ua.nextAfter],
+              ['by_user["zz"]', 0n]
+            ])
+          )
+        )
+      ).toEqual([]);
     });
 
     it('splits chunks at about chunkLimitBytes of row data, and the resume loop reads everything exactly once', async () => {
       const { storage: s, commit } = await newStream();
       const changes: RowChange[] = [];
-      for (let i = 0; i < 40; i++) changes.push(insert(todos, { id: `t${i}`, owner_id: `u${i % 3}`, text: 'x'.repeat(50 + i) }));
+      for (let i = 0; i < 40; i++)
+        changes.push(insert(todos, { id: `t${i}`, owner_id: `u${i % 3}`, text: 'x'.repeat(50 + i) }));
       const { checkpoint } = await commit(...changes);
       const buckets = ['by_user["u0"]', 'by_user["u1"]', 'by_user["u2"]'];
-      const chunks = await collect(s.getBucketData(checkpoint, new Map(buckets.map((b) => [b, 0n])), { limit: 1000, chunkLimitBytes: 300 }));
+      const chunks = await collect(
+        s.getBucketData(checkpoint, new Map(buckets.map((b) => [b, 0n])), { limit: 1000, chunkLimitBytes: 300 })
+      );
       expect(chunks.length).toBeGreaterThan(3);
       for (const chunk of chunks) {
         const bytes = chunk.data.slice(0, -1).reduce((sum, op) => sum + Buffer.byteLength(op.data ?? ''), 0);
@@ -508,7 +549,11 @@ export function registerBucketDataConformance(factory: StorageFactory) {
       const sets = async (checkpoint: bigint, userId: string) =>
         (await s.getParameterSets(checkpoint, lookupsOf(userId)))[0]!.map((row) => row.list_id).sort();
 
-      const c1 = await commit(insert(lists, { id: 'l1', owner_id: 'u1' }), insert(lists, { id: 'l2', owner_id: 'u1' }), insert(lists, { id: 'l3', owner_id: 'u2' }));
+      const c1 = await commit(
+        insert(lists, { id: 'l1', owner_id: 'u1' }),
+        insert(lists, { id: 'l2', owner_id: 'u1' }),
+        insert(lists, { id: 'l3', owner_id: 'u2' })
+      );
       const c2 = await commit(update(lists, { id: 'l1', owner_id: 'u2' }));
       const c3 = await commit(remove(lists, 'l3'), update(lists, { id: 'l2', owner_id: 'u1', name: 'renamed' }));
 
@@ -529,8 +574,14 @@ export function registerBucketDataConformance(factory: StorageFactory) {
       const both = await s.getParameterSets(c1.checkpoint, [...lookupsOf('u2'), ...lookupsOf('u1')]);
       expect(both.map((rows) => rows.map((row) => row.list_id).sort())).toEqual([['l3'], ['l1', 'l2']]);
 
-      const planned = await s.syncRules.queryBuckets({ userId: 'u2' }, (lookups) => s.getParameterSets(c3.checkpoint, lookups));
-      expect(planned.buckets.map((bucket) => bucket.bucket).sort()).toEqual(['by_list["l1"]', 'by_user["u2"]', 'global[]']);
+      const planned = await s.syncRules.queryBuckets({ userId: 'u2' }, (lookups) =>
+        s.getParameterSets(c3.checkpoint, lookups)
+      );
+      expect(planned.buckets.map((bucket) => bucket.bucket).sort()).toEqual([
+        'by_list["l1"]',
+        'by_user["u2"]',
+        'global[]'
+      ]);
     });
   });
 
@@ -540,14 +591,32 @@ export function registerBucketDataConformance(factory: StorageFactory) {
       | { kind: 'delete'; table: 'lists' | 'todos'; row: number }
       | { kind: 'commit' };
     const command: fc.Arbitrary<Command> = fc.oneof(
-      { weight: 5, arbitrary: fc.record({ kind: fc.constant('put' as const), table: fc.constantFrom('lists' as const, 'todos' as const), row: fc.nat(3), owner: fc.nat(2), value: fc.nat(3) }) },
-      { weight: 2, arbitrary: fc.record({ kind: fc.constant('delete' as const), table: fc.constantFrom('lists' as const, 'todos' as const), row: fc.nat(3) }) },
+      {
+        weight: 5,
+        arbitrary: fc.record({
+          kind: fc.constant('put' as const),
+          table: fc.constantFrom('lists' as const, 'todos' as const),
+          row: fc.nat(3),
+          owner: fc.nat(2),
+          value: fc.nat(3)
+        })
+      },
+      {
+        weight: 2,
+        arbitrary: fc.record({
+          kind: fc.constant('delete' as const),
+          table: fc.constantFrom('lists' as const, 'todos' as const),
+          row: fc.nat(3)
+        })
+      },
       { weight: 2, arbitrary: fc.constant({ kind: 'commit' as const }) }
     );
     const toChange = (c: Exclude<Command, { kind: 'commit' }>): RowChange => {
       const table = c.table === 'lists' ? lists : todos;
       const id = `${c.table[0]}${c.row}`;
-      return c.kind === 'delete' ? remove(table, id) : update(table, { id, owner_id: `u${c.owner}`, value: BigInt(c.value) });
+      return c.kind === 'delete'
+        ? remove(table, id)
+        : update(table, { id, owner_id: `u${c.owner}`, value: BigInt(c.value) });
     };
     const allBuckets = ['global[]', 'by_user["u0"]', 'by_user["u1"]', 'by_user["u2"]'];
 
@@ -555,7 +624,10 @@ export function registerBucketDataConformance(factory: StorageFactory) {
       await fc.assert(
         fc.asyncProperty(
           fc.array(command, { minLength: 1, maxLength: 40 }),
-          fc.array(command.filter((c) => c.kind !== 'commit'), { maxLength: 5 }),
+          fc.array(
+            command.filter((c) => c.kind !== 'commit'),
+            { maxLength: 5 }
+          ),
           fc.integer({ min: 1, max: 6 }),
           async (commands, trailing, batchSize) => {
             const { storage: s, nextLsn } = await newStream();
@@ -576,10 +648,13 @@ export function registerBucketDataConformance(factory: StorageFactory) {
             await s.compact({ batchSize });
             const compactedAtCheckpoint = await readBuckets(s, checkpoint, allBuckets);
             const checksumsAfter = await s.getChecksums(checkpoint, allBuckets);
-            const sums = (checksums: Map<string, BucketChecksum>) => Object.fromEntries([...checksums.values()].map((c) => [c.bucket, c.checksum]));
+            const sums = (checksums: Map<string, BucketChecksum>) =>
+              Object.fromEntries([...checksums.values()].map((c) => [c.bucket, c.checksum]));
             expect(sums(checksumsAfter)).toEqual(sums(checksumsBefore));
             for (const bucket of compactedAtCheckpoint.keys()) {
-              expect(applyOps(EMPTY_CLIENT, compactedAtCheckpoint.get(bucket)!).checksum).toBe(checksumsBefore.get(bucket)!.checksum);
+              expect(applyOps(EMPTY_CLIENT, compactedAtCheckpoint.get(bucket)!).checksum).toBe(
+                checksumsBefore.get(bucket)!.checksum
+              );
             }
 
             // The trailing ops become visible untouched.
@@ -589,14 +664,22 @@ export function registerBucketDataConformance(factory: StorageFactory) {
             const finalChecksums = await s.getChecksums(latest, allBuckets);
 
             for (const bucket of allBuckets) {
-              const before = [...(original.get(bucket) ?? []), ...(compacted.get(bucket) ?? []).filter((op) => op.op_id > checkpoint)];
+              const before = [
+                ...(original.get(bucket) ?? []),
+                ...(compacted.get(bucket) ?? []).filter((op) => op.op_id > checkpoint)
+              ];
               const after = compacted.get(bucket) ?? [];
               const expected = applyOps(EMPTY_CLIENT, before);
               expect(expected.checksum).toBe(finalChecksums.get(bucket)?.checksum ?? 0);
-              for (const op of after) if (op.op_id <= checkpoint && (op.op === 'MOVE' || op.op === 'CLEAR')) expect(op.data ?? null).toBeNull();
+              for (const op of after)
+                if (op.op_id <= checkpoint && (op.op === 'MOVE' || op.op === 'CLEAR'))
+                  expect(op.data ?? null).toBeNull();
               // A client that synced the uncompacted log up to any op id, then downloads the compacted rest.
               for (const position of [0n, ...before.map((op) => op.op_id)]) {
-                const synced = applyOps(EMPTY_CLIENT, before.filter((op) => op.op_id <= position));
+                const synced = applyOps(
+                  EMPTY_CLIENT,
+                  before.filter((op) => op.op_id <= position)
+                );
                 const resumed = applyOps(
                   synced,
                   after.filter((op) => op.op_id > position)

@@ -1,5 +1,9 @@
 import { INT64_MAX, normalizeLsn, type Lsn } from '@syncpoint/codecs';
-import type { BucketStorage, CreateManagedWriteCheckpointsResult, ManagedWriteCheckpointRequest } from '@syncpoint/service-core';
+import type {
+  BucketStorage,
+  CreateManagedWriteCheckpointsResult,
+  ManagedWriteCheckpointRequest
+} from '@syncpoint/service-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 /** Creates a migrated, empty storage for one test file; `close` is called once at the end. */
@@ -103,7 +107,12 @@ export function registerWriteCheckpointConformance(factory: StorageFactory) {
       const a = `${base}/a`;
       const b = `${base}/b`;
       const result = await request([supplied(a, 3n), supplied(b, 9n)]);
-      expect(result.writeCheckpoints).toEqual(new Map([[a, 3n], [b, 9n]]));
+      expect(result.writeCheckpoints).toEqual(
+        new Map([
+          [a, 3n],
+          [b, 9n]
+        ])
+      );
       expect(await storage.lastWriteCheckpoint(a, lsn('1/0'))).toBe(3n);
     });
 
@@ -119,17 +128,27 @@ export function registerWriteCheckpointConformance(factory: StorageFactory) {
       const user = freshUser();
       const other = freshUser();
       const result = await request([supplied(user, 5n), supplied(user, 7n), supplied(other, 1n), supplied(user, 6n)]);
-      expect(result.writeCheckpoints).toEqual(new Map([[user, 7n], [other, 1n]]));
+      expect(result.writeCheckpoints).toEqual(
+        new Map([
+          [user, 7n],
+          [other, 1n]
+        ])
+      );
       expect(await storage.lastWriteCheckpoint(user, lsn('0/100'))).toBe(7n);
     });
 
-    it('reports each entry\'s outcome when the storage tracks it', async () => {
+    it("reports each entry's outcome when the storage tracks it", async () => {
       const user = freshUser();
       const legacy = freshUser();
       const outcomes = async (entries: ManagedWriteCheckpointRequest[]) => (await request(entries)).outcomes;
       const first = await outcomes([supplied(user, 5n), { user_id: legacy, heads: heads('0/100') }]);
       if (first === undefined) return; // optional in the contract
-      expect(first).toEqual(new Map([[user, 'advanced'], [legacy, 'generated']]));
+      expect(first).toEqual(
+        new Map([
+          [user, 'advanced'],
+          [legacy, 'generated']
+        ])
+      );
       expect(await outcomes([supplied(user, 5n)])).toEqual(new Map([[user, 'duplicate']]));
       expect(await outcomes([supplied(user, 4n)])).toEqual(new Map([[user, 'stale']]));
       expect(await outcomes([supplied(user, 6n)])).toEqual(new Map([[user, 'advanced']]));
@@ -188,7 +207,12 @@ export function registerWriteCheckpointConformance(factory: StorageFactory) {
         { user_id: other, heads: heads('0/100') },
         supplied(other, 9n)
       ]);
-      expect(result.writeCheckpoints).toEqual(new Map([[user, 1n], [other, 9n]]));
+      expect(result.writeCheckpoints).toEqual(
+        new Map([
+          [user, 1n],
+          [other, 9n]
+        ])
+      );
     });
   });
 
@@ -214,7 +238,11 @@ export function registerWriteCheckpointConformance(factory: StorageFactory) {
       if (!storage.lastWriteCheckpoints) return context.skip(); // optional: the sync stream falls back to one by one
       const users = Array.from({ length: 6 }, () => freshUser());
       // reached, not reached, an earlier pair reached under a later pending one, a processed one, none stored, generated.
-      await request([supplied(users[0]!, 3n, '0/100'), supplied(users[1]!, 4n, 'A/0'), supplied(users[2]!, 7n, '0/200')]);
+      await request([
+        supplied(users[0]!, 3n, '0/100'),
+        supplied(users[1]!, 4n, 'A/0'),
+        supplied(users[2]!, 7n, '0/200')
+      ]);
       await request([supplied(users[2]!, 8n, 'B/0'), supplied(users[3]!, 9n, '0/50')]);
       await storage.markWriteCheckpointsProcessed(lsn('0/60'));
       await request([{ user_id: users[5]!, heads: { '1': lsn('0/300') } }]);
@@ -227,7 +255,14 @@ export function registerWriteCheckpointConformance(factory: StorageFactory) {
         }
         expect(batched, `at ${at}`).toEqual(single);
       }
-      expect(await storage.lastWriteCheckpoints(users, lsn('0/300'))).toEqual(new Map([[users[0]!, 3n], [users[2]!, 7n], [users[3]!, 9n], [users[5]!, 1n]]));
+      expect(await storage.lastWriteCheckpoints(users, lsn('0/300'))).toEqual(
+        new Map([
+          [users[0]!, 3n],
+          [users[2]!, 7n],
+          [users[3]!, 9n],
+          [users[5]!, 1n]
+        ])
+      );
     });
 
     it('marks exactly the pending records whose head is reached', async () => {

@@ -68,15 +68,27 @@ export function noActiveSyncConfigError(): ServiceError {
 }
 
 export function internalError(cause: unknown): ServiceError {
-  return new ServiceError(ErrorCode.INTERNAL, 500, 'Something went wrong', undefined, { cause, name: 'InternalServerError' });
+  return new ServiceError(ErrorCode.INTERNAL, 500, 'Something went wrong', undefined, {
+    cause,
+    name: 'InternalServerError'
+  });
 }
 
 // SQLSTATE classes and codes that mean "the database cannot be reached right now", not "this request is wrong":
 // 08 connection exception, 57P01-57P03 shutdown / cannot connect now, 53300 too many connections.
 const UNAVAILABLE_SQLSTATE = /^(08...|57P0[123]|53300)$/;
-const UNAVAILABLE_NETWORK_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'EHOSTUNREACH', 'ENETUNREACH', 'EAI_AGAIN']);
+const UNAVAILABLE_NETWORK_CODES = new Set([
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'ETIMEDOUT',
+  'EPIPE',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'EAI_AGAIN'
+]);
 // node-postgres reports a lost or timed-out connection with these messages and no code.
-const UNAVAILABLE_MESSAGES = /Connection terminated|timeout exceeded when trying to connect|Query read timeout|Client has encountered a connection error/;
+const UNAVAILABLE_MESSAGES =
+  /Connection terminated|timeout exceeded when trying to connect|Query read timeout|Client has encountered a connection error/;
 
 /** Whether `error` says that storage or the source is unreachable (a restart, a failover, a network cut). */
 export function isDatabaseUnavailable(error: unknown): boolean {
@@ -89,8 +101,14 @@ export function isDatabaseUnavailable(error: unknown): boolean {
 
 /** 503: the request is fine and may be retried once storage or the source is back (the SDKs retry 5xx). */
 export function databaseUnavailableError(cause: unknown): ServiceError {
-  return new ServiceError(ErrorCode.DATABASE_UNAVAILABLE, 503, 'Storage or source database unavailable, retry later', undefined, {
-    cause,
-    name: 'ServiceUnavailable'
-  });
+  return new ServiceError(
+    ErrorCode.DATABASE_UNAVAILABLE,
+    503,
+    'Storage or source database unavailable, retry later',
+    undefined,
+    {
+      cause,
+      name: 'ServiceUnavailable'
+    }
+  );
 }

@@ -1,7 +1,6 @@
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { CheckpointOutcome } from './storage/write-checkpoint-api.js';
 
-
 /** Acknowledgement latency is tracked for at most this many outstanding requests per process. */
 const MAX_TRACKED_REQUESTS = 100_000;
 

@@ -30,14 +30,20 @@ let wildcardRsaJwk: jose.JWK;
 let hmacVerifier: TokenVerifier;
 let rsaVerifier: TokenVerifier;
 
-async function sign(key: jose.CryptoKey | KeyObject | Uint8Array, header: Record<string, unknown>, claims: Record<string, unknown> = {}): Promise<string> {
+async function sign(
+  key: jose.CryptoKey | KeyObject | Uint8Array,
+  header: Record<string, unknown>,
+  claims: Record<string, unknown> = {}
+): Promise<string> {
   return new jose.SignJWT({ sub: 'user-1', aud: AUDIENCE, iat: now(), exp: now() + 600, ...claims })
     .setProtectedHeader(header as jose.JWTHeaderParameters)
     .sign(key);
 }
 
-const hmacToken = (claims: Record<string, unknown> = {}, header: Record<string, unknown> = { alg: 'HS256', kid: 'hmac' }) =>
-  sign(hmacSecret, header, claims);
+const hmacToken = (
+  claims: Record<string, unknown> = {},
+  header: Record<string, unknown> = { alg: 'HS256', kid: 'hmac' }
+) => sign(hmacSecret, header, claims);
 
 /** A compact JWS assembled by hand, for headers jose refuses to produce. */
 function rawToken(header: object, payload: object, signature = ''): string {
@@ -124,12 +130,15 @@ afterEach(() => {
 describe('alg none and unsupported algorithms', () => {
   const claims = () => ({ sub: 'user-1', aud: AUDIENCE, iat: now(), exp: now() + 600 });
 
-  it.each(['none', 'None', 'NONE', 'nOnE'])('rejects alg %j, with or without a kid and a signature part', async (alg) => {
-    await expectRejected(hmacVerifier, rawToken({ alg }, claims()), 'PSYNC_S2101');
-    await expectRejected(hmacVerifier, rawToken({ alg, kid: 'hmac' }, claims()), 'PSYNC_S2101');
-    // A "none" token carrying a real HS256 signature of its own content must not slip through either.
-    await expectRejected(hmacVerifier, rawHmacToken({ alg, kid: 'hmac' }, claims()), 'PSYNC_S2101');
-  });
+  it.each(['none', 'None', 'NONE', 'nOnE'])(
+    'rejects alg %j, with or without a kid and a signature part',
+    async (alg) => {
+      await expectRejected(hmacVerifier, rawToken({ alg }, claims()), 'PSYNC_S2101');
+      await expectRejected(hmacVerifier, rawToken({ alg, kid: 'hmac' }, claims()), 'PSYNC_S2101');
+      // A "none" token carrying a real HS256 signature of its own content must not slip through either.
+      await expectRejected(hmacVerifier, rawHmacToken({ alg, kid: 'hmac' }, claims()), 'PSYNC_S2101');
+    }
+  );
 
   it.each([undefined, '', 'PS256', 'HS256 ', 'hs256', 'RSA-OAEP', 'dir', 42])('rejects alg %j', async (alg) => {
     await expectRejected(hmacVerifier, rawToken({ alg, kid: 'hmac' }, claims()), 'PSYNC_S2101');
@@ -143,8 +152,16 @@ describe('alg none and unsupported algorithms', () => {
   it('rejects critical header extensions it does not understand and unencoded payloads', async () => {
     // Correctly signed, so only the header can be the reason for the rejection.
     expect((await hmacVerifier.verify(rawHmacToken({ alg: 'HS256', kid: 'hmac' }, claims()))).userId).toBe('user-1');
-    await expectRejected(hmacVerifier, rawHmacToken({ alg: 'HS256', kid: 'hmac', crit: ['x-bypass'], 'x-bypass': true }, claims()), 'PSYNC_S2101');
-    await expectRejected(hmacVerifier, rawHmacToken({ alg: 'HS256', kid: 'hmac', crit: ['exp'] }, claims()), 'PSYNC_S2101');
+    await expectRejected(
+      hmacVerifier,
+      rawHmacToken({ alg: 'HS256', kid: 'hmac', crit: ['x-bypass'], 'x-bypass': true }, claims()),
+      'PSYNC_S2101'
+    );
+    await expectRejected(
+      hmacVerifier,
+      rawHmacToken({ alg: 'HS256', kid: 'hmac', crit: ['exp'] }, claims()),
+      'PSYNC_S2101'
+    );
     // RFC 7797 unencoded payload (signing input = header + "." + raw payload), correctly signed.
     const header = jose.base64url.encode(JSON.stringify({ alg: 'HS256', kid: 'hmac', b64: false, crit: ['b64'] }));
     const payload = JSON.stringify(claims());
@@ -170,7 +187,7 @@ describe('RS256/HS256 confusion: HMAC tokens keyed with the RSA public key', () 
     ];
   }
 
-  it('rejects them against inline keys, with the key\'s kid, without kid, and against a wildcard key without alg', async () => {
+  it("rejects them against inline keys, with the key's kid, without kid, and against a wildcard key without alg", async () => {
     const attempts: Array<[jose.JWK, Array<string | undefined>]> = [
       [rsaJwk, ['rsa', undefined, 'unknown']],
       [wildcardRsaJwk, [undefined]]
@@ -193,7 +210,11 @@ describe('RS256/HS256 confusion: HMAC tokens keyed with the RSA public key', () 
 
   it('rejects them against keys from a jwks_uri', async () => {
     recorder.jwks = { keys: [rsaJwk, wildcardRsaJwk] };
-    const remote = await createTokenVerifier({ audience: [AUDIENCE], supabase: false, jwks_uri: `${recorder.url}/jwks.json` });
+    const remote = await createTokenVerifier({
+      audience: [AUDIENCE],
+      supabase: false,
+      jwks_uri: `${recorder.url}/jwks.json`
+    });
     // The real keys verify, so a rejection below is the confusion being refused, not a broken key set.
     expect((await remote.verify(await sign(rsa.privateKey, { alg: 'RS256', kid: 'rsa' }))).userId).toBe('user-1');
     for (const [, secret] of publicKeyForms(rsaJwk)) {
@@ -246,7 +267,11 @@ describe('hostile kid values', () => {
       await expectRejected(verifier, await sign(wildcardRsa.privateKey, { alg: 'RS256', kid }), 'PSYNC_S2101');
     }
     for (const kid of [42, null, { $ne: 'x' }, ['rsa']]) {
-      await expectRejected(verifier, rawToken({ alg: 'RS256', kid }, { sub: 'x', aud: AUDIENCE, iat: now(), exp: now() + 60 }, 'AAAA'), 'PSYNC_S2101');
+      await expectRejected(
+        verifier,
+        rawToken({ alg: 'RS256', kid }, { sub: 'x', aud: AUDIENCE, iat: now(), exp: now() + 60 }, 'AAAA'),
+        'PSYNC_S2101'
+      );
     }
     expect(recorder.requests.length).toBeGreaterThan(0);
     expect(new Set(recorder.requests)).toEqual(new Set(['GET /jwks.json']));
@@ -276,7 +301,13 @@ describe('jku, x5u and embedded jwk headers', () => {
       { jwk: attackerJwk },
       { jwk: { ...attackerJwk, kid: 'rsa' }, kid: 'rsa' },
       { jku: `${recorder.url}/jku.json`, kid: 'attacker' },
-      { jku: `${recorder.url}/jku.json`, x5u: `${recorder.url}/x5u.pem`, jwk: attackerJwk, x5c: ['MIIBIjAN'], kid: 'rsa' }
+      {
+        jku: `${recorder.url}/jku.json`,
+        x5u: `${recorder.url}/x5u.pem`,
+        jwk: attackerJwk,
+        x5c: ['MIIBIjAN'],
+        kid: 'rsa'
+      }
     ];
     for (const verifier of [rsaVerifier, hmacVerifier]) {
       for (const header of headers) {
@@ -288,7 +319,12 @@ describe('jku, x5u and embedded jwk headers', () => {
 
   it('ignores them on otherwise valid tokens too (they are not a reason to fetch)', async () => {
     recorder.requests.length = 0;
-    const token = await sign(rsa.privateKey, { alg: 'RS256', kid: 'rsa', jku: `${recorder.url}/jku.json`, x5u: `${recorder.url}/x5u.pem` });
+    const token = await sign(rsa.privateKey, {
+      alg: 'RS256',
+      kid: 'rsa',
+      jku: `${recorder.url}/jku.json`,
+      x5u: `${recorder.url}/x5u.pem`
+    });
     expect((await rsaVerifier.verify(token)).userId).toBe('user-1');
     expect(recorder.requests).toEqual([]);
   });
@@ -333,7 +369,12 @@ describe('claims', () => {
   });
 
   it('rejects a lifetime beyond the configured maximum with PSYNC_S2104, the maximum itself passes', async () => {
-    const strict = await createTokenVerifier({ audience: [AUDIENCE], supabase: false, jwks: { keys: [hmacJwk] }, max_token_lifetime_seconds: 3600 });
+    const strict = await createTokenVerifier({
+      audience: [AUDIENCE],
+      supabase: false,
+      jwks: { keys: [hmacJwk] },
+      max_token_lifetime_seconds: 3600
+    });
     const iat = now();
     expect((await strict.verify(await hmacToken({ iat, exp: iat + 3600 }))).userId).toBe('user-1');
     await expectRejected(strict, await hmacToken({ iat, exp: iat + 3601 }), 'PSYNC_S2104');
@@ -379,11 +420,17 @@ describe('keys from a jwks_uri over HTTP', () => {
     expect((await verifier.verify(await sign(first.privateKey, { alg: 'RS256', kid: 'k1' }))).userId).toBe('user-1');
     recorder.jwks = { keys: [{ ...(await jose.exportJWK(second.publicKey)), kid: 'k2', alg: 'ES256' }] };
     expect((await verifier.verify(await sign(second.privateKey, { alg: 'ES256', kid: 'k2' }))).userId).toBe('user-1');
-    await expectRejected(verifier, await sign(first.privateKey, { alg: 'RS256', kid: 'k1', sub: 'user-2' }), 'PSYNC_S2101');
+    await expectRejected(
+      verifier,
+      await sign(first.privateKey, { alg: 'RS256', kid: 'k1', sub: 'user-2' }),
+      'PSYNC_S2101'
+    );
 
     // The identity provider goes down: the keys already known keep working, unknown kids are still just unknown.
     recorder.mode = 'error';
-    expect((await verifier.verify(await sign(second.privateKey, { alg: 'ES256', kid: 'k2' }, { sub: 'user-3' }))).userId).toBe('user-3');
+    expect(
+      (await verifier.verify(await sign(second.privateKey, { alg: 'ES256', kid: 'k2' }, { sub: 'user-3' }))).userId
+    ).toBe('user-3');
     await expectRejected(verifier, await sign(first.privateKey, { alg: 'RS256', kid: 'k3' }), 'PSYNC_S2101');
   });
 
@@ -392,16 +439,32 @@ describe('keys from a jwks_uri over HTTP', () => {
     ['answers with something that is not JSON', 'garbage' as const]
   ])('reports a jwks_uri that %s as PSYNC_S2204 naming the URL', async (_, mode) => {
     recorder.mode = mode;
-    const verifier = await createTokenVerifier({ audience: [AUDIENCE], supabase: false, jwks_uri: `${recorder.url}/jwks.json` });
-    const error = await expectRejected(verifier, await sign(rsa.privateKey, { alg: 'RS256', kid: 'rsa' }), 'PSYNC_S2204');
+    const verifier = await createTokenVerifier({
+      audience: [AUDIENCE],
+      supabase: false,
+      jwks_uri: `${recorder.url}/jwks.json`
+    });
+    const error = await expectRejected(
+      verifier,
+      await sign(rsa.privateKey, { alg: 'RS256', kid: 'rsa' }),
+      'PSYNC_S2204'
+    );
     expect(error.details).toContain(recorder.url);
   });
 
   it('reports an unreachable jwks_uri as PSYNC_S2204', async () => {
     const closed = await startRecordingServer();
     await closed.close();
-    const verifier = await createTokenVerifier({ audience: [AUDIENCE], supabase: false, jwks_uri: `${closed.url}/jwks.json` });
-    const error = await expectRejected(verifier, await sign(rsa.privateKey, { alg: 'RS256', kid: 'rsa' }), 'PSYNC_S2204');
+    const verifier = await createTokenVerifier({
+      audience: [AUDIENCE],
+      supabase: false,
+      jwks_uri: `${closed.url}/jwks.json`
+    });
+    const error = await expectRejected(
+      verifier,
+      await sign(rsa.privateKey, { alg: 'RS256', kid: 'rsa' }),
+      'PSYNC_S2204'
+    );
     expect(error.details).toBeTruthy();
   });
 
@@ -414,7 +477,11 @@ describe('keys from a jwks_uri over HTTP', () => {
       audience: [AUDIENCE]
     });
     const started = Date.now();
-    const error = await expectRejected(verifier, await sign(rsa.privateKey, { alg: 'RS256', kid: 'rsa' }), 'PSYNC_S2204');
+    const error = await expectRejected(
+      verifier,
+      await sign(rsa.privateKey, { alg: 'RS256', kid: 'rsa' }),
+      'PSYNC_S2204'
+    );
     const elapsed = Date.now() - started;
     expect(error.details).toContain(recorder.url);
     expect(elapsed).toBeGreaterThanOrEqual(maxWaitMs - 100);
@@ -438,7 +505,11 @@ describe('SSRF protection and key removal for a jwks_uri', () => {
     for (const host of ['127.0.0.1', 'localhost', '[::ffff:127.0.0.1]']) {
       const uri = `${recorder.url.replace('127.0.0.1', host)}/jwks.json`;
       const verifier = await createTokenVerifier({ audience: [AUDIENCE], supabase: false, jwks_uri: uri, ...option });
-      const error = await expectRejected(verifier, await sign(rsa.privateKey, { alg: 'RS256', kid: 'rsa' }), 'PSYNC_S2204');
+      const error = await expectRejected(
+        verifier,
+        await sign(rsa.privateKey, { alg: 'RS256', kid: 'rsa' }),
+        'PSYNC_S2204'
+      );
       expect(error.details).toContain('jwks_reject_ip_ranges');
     }
     expect(recorder.requests.length).toBe(requestsBefore);
@@ -461,7 +532,11 @@ describe('SSRF protection and key removal for a jwks_uri', () => {
     const first = await jose.generateKeyPair('RS256', { extractable: true });
     const second = await jose.generateKeyPair('RS256', { extractable: true });
     recorder.jwks = { keys: [{ ...(await jose.exportJWK(first.publicKey)), kid: 'k1', alg: 'RS256' }] };
-    const verifier = await createTokenVerifier({ audience: [AUDIENCE], supabase: false, jwks_uri: `${recorder.url}/jwks.json` });
+    const verifier = await createTokenVerifier({
+      audience: [AUDIENCE],
+      supabase: false,
+      jwks_uri: `${recorder.url}/jwks.json`
+    });
     const oldToken = await sign(first.privateKey, { alg: 'RS256', kid: 'k1' });
     expect((await verifier.verify(oldToken)).userId).toBe('user-1');
 

@@ -27,18 +27,34 @@ const registry = standInRegistry({
       sslmode: z.enum(['disable', 'verify-ca', 'verify-full']).optional(),
       max_pool_size: z.coerce.number().int().min(1).max(1000).default(8)
     })
-    .refine((config) => config.uri !== undefined || config.hostname !== undefined, { message: 'storage needs either uri or hostname', path: ['uri'] }),
+    .refine((config) => config.uri !== undefined || config.hostname !== undefined, {
+      message: 'storage needs either uri or hostname',
+      path: ['uri']
+    }),
   source: z.object({
     type: z.literal('postgresql'),
     uri: z.string().min(1),
-    slot_name_prefix: z.string().regex(/^[a-z0-9_]+$/).max(40).default('powersync_'),
+    slot_name_prefix: z
+      .string()
+      .regex(/^[a-z0-9_]+$/)
+      .max(40)
+      .default('powersync_'),
     heartbeat_interval_seconds: z.coerce.number().int().min(5).max(60).default(60),
     reject_ip_ranges: z.array(z.string()).optional()
   })
 });
 
 const VALID_CONFIG = {
-  replication: { connections: [{ type: 'postgresql', uri: 'postgresql://repl:secret@db:5432/app', slot_name_prefix: 'powersync_', heartbeat_interval_seconds: 30 }] },
+  replication: {
+    connections: [
+      {
+        type: 'postgresql',
+        uri: 'postgresql://repl:secret@db:5432/app',
+        slot_name_prefix: 'powersync_',
+        heartbeat_interval_seconds: 30
+      }
+    ]
+  },
   storage: { type: 'postgresql', uri: 'postgresql://ps@storage:5432/powersync', sslmode: 'disable', max_pool_size: 8 },
   port: 8080,
   sync_config: { content: 'bucket_definitions:\n  global:\n    data: [SELECT * FROM todos]\n', exit_on_error: true },
@@ -78,7 +94,8 @@ async function expectConfigOrConfigError(text: string, env: NodeJS.ProcessEnv = 
   expect(Date.now() - started, 'loading took too long').toBeLessThan(MAX_MS);
   expect(Object.prototype, 'the prototype was polluted').not.toHaveProperty('polluted');
   if (outcome instanceof Error) {
-    if (!(outcome instanceof ConfigError)) throw new Error(`not a ConfigError for ${JSON.stringify(text.slice(0, 500))}`, { cause: outcome });
+    if (!(outcome instanceof ConfigError))
+      throw new Error(`not a ConfigError for ${JSON.stringify(text.slice(0, 500))}`, { cause: outcome });
     expect(outcome.problems.length).toBeGreaterThan(0);
     for (const problem of outcome.problems) {
       expect(typeof problem).toBe('string');
@@ -99,9 +116,37 @@ async function expectConfigOrConfigError(text: string, env: NodeJS.ProcessEnv = 
 
 const KEYS = [
   ...Object.keys(VALID_CONFIG),
-  'connections', 'type', 'uri', 'hostname', 'port', 'content', 'path', 'exit_on_error', 'jwks_uri', 'audience', 'jwks', 'keys', 'kty',
-  'alg', 'kid', 'tokens', 'parameters', 'max_concurrent_connections', 'probes', 'use_http', 'logging', 'level', 'format',
-  '__proto__', 'constructor', 'prototype', 'toString', '<<', '', ' ', 'sync_rules'
+  'connections',
+  'type',
+  'uri',
+  'hostname',
+  'port',
+  'content',
+  'path',
+  'exit_on_error',
+  'jwks_uri',
+  'audience',
+  'jwks',
+  'keys',
+  'kty',
+  'alg',
+  'kid',
+  'tokens',
+  'parameters',
+  'max_concurrent_connections',
+  'probes',
+  'use_http',
+  'logging',
+  'level',
+  'format',
+  '__proto__',
+  'constructor',
+  'prototype',
+  'toString',
+  '<<',
+  '',
+  ' ',
+  'sync_rules'
 ];
 
 const scalar = fc.oneof(
@@ -112,7 +157,26 @@ const scalar = fc.oneof(
   fc.bigInt({ min: -(2n ** 80n), max: 2n ** 80n }).map((n) => Number(n)),
   fc.boolean(),
   fc.constant(null),
-  fc.constantFrom('postgresql', 'mongodb', 'disable', 'info', 'json', '8080', '-1', '65536', '0x1F', '1e3', 'NaN', 'Infinity', 'true', 'yes', '~', '', 'https://x', 'not a url')
+  fc.constantFrom(
+    'postgresql',
+    'mongodb',
+    'disable',
+    'info',
+    'json',
+    '8080',
+    '-1',
+    '65536',
+    '0x1F',
+    '1e3',
+    'NaN',
+    'Infinity',
+    'true',
+    'yes',
+    '~',
+    '',
+    'https://x',
+    'not a url'
+  )
 );
 
 const { value: anyValue } = fc.letrec((tie) => ({
@@ -148,7 +212,8 @@ function mutate(config: unknown, mutations: Mutation[]): unknown {
     if (typeof parent !== 'object' || parent === null) continue;
     const last = where[where.length - 1]!;
     // defineProperty: a `__proto__` key must become an own key of the document, as in YAML, not a prototype change.
-    if (kind === 'replace') Object.defineProperty(parent, last, { value, enumerable: true, configurable: true, writable: true });
+    if (kind === 'replace')
+      Object.defineProperty(parent, last, { value, enumerable: true, configurable: true, writable: true });
     else if (kind === 'delete') delete parent[last];
     else if (typeof parent[last] === 'object' && parent[last] !== null && !Array.isArray(parent[last])) {
       Object.defineProperty(parent[last], key, { value, enumerable: true, configurable: true, writable: true });
@@ -159,9 +224,15 @@ function mutate(config: unknown, mutations: Mutation[]): unknown {
 
 /** YAML text: block style, flow style, or JSON (YAML is a superset). */
 const serialised = (value: unknown) =>
-  fc.constantFrom('block', 'flow', 'json').map((style) =>
-    style === 'json' ? JSON.stringify(value) ?? 'null' : style === 'flow' ? stringify(value, { collectionStyle: 'flow' }) : stringify(value)
-  );
+  fc
+    .constantFrom('block', 'flow', 'json')
+    .map((style) =>
+      style === 'json'
+        ? (JSON.stringify(value) ?? 'null')
+        : style === 'flow'
+          ? stringify(value, { collectionStyle: 'flow' })
+          : stringify(value)
+    );
 
 const RUNS = Number(process.env.FUZZ_RUNS ?? 300);
 
@@ -171,8 +242,38 @@ describe('config loader on hostile input', () => {
       .array(
         fc.oneof(
           fc.constantFrom(
-            ':', '- ', '  ', '\n', '\t', '{', '}', '[', ']', ',', '"', "'", '&a ', '*a', '!env ', '!!str ', '!!binary ', '!!js/function ', '? ', '|', '>',
-            '#', '%YAML 1.2\n', '---\n', '...\n', '<<: ', 'storage:', 'type: postgresql', 'port: ', 'sync_config:', '\ufeff', '\u0000'
+            ':',
+            '- ',
+            '  ',
+            '\n',
+            '\t',
+            '{',
+            '}',
+            '[',
+            ']',
+            ',',
+            '"',
+            "'",
+            '&a ',
+            '*a',
+            '!env ',
+            '!!str ',
+            '!!binary ',
+            '!!js/function ',
+            '? ',
+            '|',
+            '>',
+            '#',
+            '%YAML 1.2\n',
+            '---\n',
+            '...\n',
+            '<<: ',
+            'storage:',
+            'type: postgresql',
+            'port: ',
+            'sync_config:',
+            '\ufeff',
+            '\u0000'
           ),
           fc.constantFrom(...KEYS),
           fc.string({ maxLength: 4 })
@@ -201,9 +302,14 @@ describe('config loader on hostile input', () => {
     expect((await expectConfigOrConfigError(stringify(VALID_CONFIG))).ok).toBe(true);
     let loaded = 0;
     await fc.assert(
-      fc.asyncProperty(fc.array(mutation, { minLength: 1, maxLength: 3 }).chain((mutations) => serialised(mutate(VALID_CONFIG, mutations))), async (text) => {
-        if ((await expectConfigOrConfigError(text)).ok) loaded++;
-      }),
+      fc.asyncProperty(
+        fc
+          .array(mutation, { minLength: 1, maxLength: 3 })
+          .chain((mutations) => serialised(mutate(VALID_CONFIG, mutations))),
+        async (text) => {
+          if ((await expectConfigOrConfigError(text)).ok) loaded++;
+        }
+      ),
       { numRuns: RUNS }
     );
     // Some mutations are harmless (an unknown key, a value of the right type): the property must see both outcomes.
@@ -214,10 +320,17 @@ describe('config loader on hostile input', () => {
     const valid = stringify(VALID_CONFIG);
     await fc.assert(
       fc.asyncProperty(
-        fc.array(fc.tuple(fc.nat(valid.length), fc.nat(10), fc.oneof(fc.string({ maxLength: 4 }), fc.constantFrom('\n', ': ', '- ', '!env PS_X', '&x', '*x', '"', '  '))), {
-          minLength: 1,
-          maxLength: 3
-        }),
+        fc.array(
+          fc.tuple(
+            fc.nat(valid.length),
+            fc.nat(10),
+            fc.oneof(fc.string({ maxLength: 4 }), fc.constantFrom('\n', ': ', '- ', '!env PS_X', '&x', '*x', '"', '  '))
+          ),
+          {
+            minLength: 1,
+            maxLength: 3
+          }
+        ),
         async (edits) => {
           let text = valid;
           for (const [at, remove, insert] of edits) text = text.slice(0, at) + insert + text.slice(at + remove);
@@ -230,49 +343,105 @@ describe('config loader on hostile input', () => {
 
   it('!env tags with odd names, types and values', async () => {
     const name = fc.oneof(
-      fc.constantFrom('PS_PORT', 'PS_URI', 'PS_EMPTY', 'PS_MISSING', 'PS_', 'HOME', 'PATH', 'ps_port', '', ' ', 'PS_PORT ', ' PS_PORT', '__proto__', 'PS_PORT::number::boolean'),
+      fc.constantFrom(
+        'PS_PORT',
+        'PS_URI',
+        'PS_EMPTY',
+        'PS_MISSING',
+        'PS_',
+        'HOME',
+        'PATH',
+        'ps_port',
+        '',
+        ' ',
+        'PS_PORT ',
+        ' PS_PORT',
+        '__proto__',
+        'PS_PORT::number::boolean'
+      ),
       fc.string({ maxLength: 8 })
     );
-    const type = fc.constantFrom('', '::number', '::boolean', '::string', '::', '::NUMBER', '::object', ':number', '::number ');
+    const type = fc.constantFrom(
+      '',
+      '::number',
+      '::boolean',
+      '::string',
+      '::',
+      '::NUMBER',
+      '::object',
+      ':number',
+      '::number '
+    );
     const envValue = fc.oneof(
       fc.string({ maxLength: 10 }),
-      fc.constantFrom('', ' ', '8080', '-1', '1e3', '0x10', 'NaN', 'Infinity', 'true', 'false', '1', '0', 'yes', '99999999999999999999', '\u0000', 'postgresql://x/y')
+      fc.constantFrom(
+        '',
+        ' ',
+        '8080',
+        '-1',
+        '1e3',
+        '0x10',
+        'NaN',
+        'Infinity',
+        'true',
+        'false',
+        '1',
+        '0',
+        'yes',
+        '99999999999999999999',
+        '\u0000',
+        'postgresql://x/y'
+      )
     );
     // `!env` where a scalar is expected, and where it is not (a map or a list carrying the tag).
-    const placement = fc.constantFrom('port', 'storage.uri', 'api.parameters.max_concurrent_connections', 'migrations.disable_auto_migration', 'metadata.tag', 'top-level key');
+    const placement = fc.constantFrom(
+      'port',
+      'storage.uri',
+      'api.parameters.max_concurrent_connections',
+      'migrations.disable_auto_migration',
+      'metadata.tag',
+      'top-level key'
+    );
     await fc.assert(
-      fc.asyncProperty(name, type, placement, fc.dictionary(fc.constantFrom('PS_PORT', 'PS_URI', 'PS_EMPTY', 'PS_X', 'HOME'), envValue), fc.constantFrom('scalar', 'quoted', 'map', 'list', 'empty'), async (variable, suffix, where, env, form) => {
-        const reference = `${variable}${suffix}`;
-        const tagged =
-          form === 'scalar'
-            ? `!env ${reference}`
-            : form === 'quoted'
-              ? `!env ${JSON.stringify(reference)}`
-              : form === 'map'
-                ? `!env {a: ${JSON.stringify(reference)}}`
-                : form === 'list'
-                  ? `!env [${JSON.stringify(reference)}]`
-                  : '!env';
-        const lines = [
-          'replication:',
-          '  connections:',
-          '    - type: postgresql',
-          '      uri: postgresql://source/db',
-          'storage:',
-          '  type: postgresql',
-          `  uri: ${where === 'storage.uri' ? tagged : 'postgresql://storage/db'}`,
-          `port: ${where === 'port' ? tagged : 8080}`,
-          'api:',
-          '  parameters:',
-          `    max_concurrent_connections: ${where === 'api.parameters.max_concurrent_connections' ? tagged : 10}`,
-          'migrations:',
-          `  disable_auto_migration: ${where === 'migrations.disable_auto_migration' ? tagged : false}`,
-          'metadata:',
-          `  tag: ${where === 'metadata.tag' ? tagged : 'x'}`,
-          ...(where === 'top-level key' ? [`? ${tagged}`, '  : 1'] : [])
-        ];
-        await expectConfigOrConfigError(lines.join('\n'), env);
-      }),
+      fc.asyncProperty(
+        name,
+        type,
+        placement,
+        fc.dictionary(fc.constantFrom('PS_PORT', 'PS_URI', 'PS_EMPTY', 'PS_X', 'HOME'), envValue),
+        fc.constantFrom('scalar', 'quoted', 'map', 'list', 'empty'),
+        async (variable, suffix, where, env, form) => {
+          const reference = `${variable}${suffix}`;
+          const tagged =
+            form === 'scalar'
+              ? `!env ${reference}`
+              : form === 'quoted'
+                ? `!env ${JSON.stringify(reference)}`
+                : form === 'map'
+                  ? `!env {a: ${JSON.stringify(reference)}}`
+                  : form === 'list'
+                    ? `!env [${JSON.stringify(reference)}]`
+                    : '!env';
+          const lines = [
+            'replication:',
+            '  connections:',
+            '    - type: postgresql',
+            '      uri: postgresql://source/db',
+            'storage:',
+            '  type: postgresql',
+            `  uri: ${where === 'storage.uri' ? tagged : 'postgresql://storage/db'}`,
+            `port: ${where === 'port' ? tagged : 8080}`,
+            'api:',
+            '  parameters:',
+            `    max_concurrent_connections: ${where === 'api.parameters.max_concurrent_connections' ? tagged : 10}`,
+            'migrations:',
+            `  disable_auto_migration: ${where === 'migrations.disable_auto_migration' ? tagged : false}`,
+            'metadata:',
+            `  tag: ${where === 'metadata.tag' ? tagged : 'x'}`,
+            ...(where === 'top-level key' ? [`? ${tagged}`, '  : 1'] : [])
+          ];
+          await expectConfigOrConfigError(lines.join('\n'), env);
+        }
+      ),
       { numRuns: RUNS }
     );
   });
@@ -299,7 +468,12 @@ describe('config loader on hostile input', () => {
 
   it('YAML bombs, deep nesting, odd tags and prototype keys', async () => {
     const laughs = ['a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]'];
-    for (let i = 1; i < 12; i++) laughs.push(`${String.fromCharCode(97 + i)}: &${String.fromCharCode(97 + i)} [${Array(9).fill(`*${String.fromCharCode(96 + i)}`).join(',')}]`);
+    for (let i = 1; i < 12; i++)
+      laughs.push(
+        `${String.fromCharCode(97 + i)}: &${String.fromCharCode(97 + i)} [${Array(9)
+          .fill(`*${String.fromCharCode(96 + i)}`)
+          .join(',')}]`
+      );
     const documents = [
       laughs.join('\n'),
       `storage: &s {type: postgresql, uri: x, self: *s}`,
@@ -340,7 +514,14 @@ describe('config loader on hostile input', () => {
       { registry, cwd: configDir, configPath: '.', env: {} },
       { registry, cwd: configDir, configPath: 'a\u0000b', env: {} },
       { registry, cwd: configDir, env: { POWERSYNC_CONFIG_B64: '!!!not base64!!!' } },
-      { registry, cwd: configDir, env: { POWERSYNC_CONFIG_B64: Buffer.from('storage: {type: postgresql, uri: x}').toString('base64'), POWERSYNC_SYNC_CONFIG_B64: '%%%' } },
+      {
+        registry,
+        cwd: configDir,
+        env: {
+          POWERSYNC_CONFIG_B64: Buffer.from('storage: {type: postgresql, uri: x}').toString('base64'),
+          POWERSYNC_SYNC_CONFIG_B64: '%%%'
+        }
+      },
       { registry, cwd: configDir, env: { POWERSYNC_CONFIG_PATH: configDir } }
     ];
     for (const location of cases) {
@@ -367,7 +548,8 @@ describe('tags the loader does not know', () => {
       for (const [line, env] of cases) {
         const outcome = await expectConfigOrConfigError(base + line, env);
         expect(outcome.ok, line).toBe(false);
-        if (!outcome.ok) expect(outcome.error.problems.join('\n'), line).toMatch(/Unresolved tag[\s\S]*only custom tag is !env/);
+        if (!outcome.ok)
+          expect(outcome.error.problems.join('\n'), line).toMatch(/Unresolved tag[\s\S]*only custom tag is !env/);
       }
       // A collection as a key is stringified by the YAML library (with a warning on stderr); here it is just an unknown key.
       await expectConfigOrConfigError(`${base}? [a, b]\n: 1\n`);

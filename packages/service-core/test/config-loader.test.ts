@@ -8,7 +8,11 @@ import { standInRegistry } from './stand-in-modules.js';
 
 /** Stand-in modules owning their sections, so this test stays inside service-core. */
 const registry = standInRegistry({
-  storage: z.strictObject({ type: z.literal('postgresql'), uri: z.string(), max_pool_size: z.number().int().default(8) }),
+  storage: z.strictObject({
+    type: z.literal('postgresql'),
+    uri: z.string(),
+    max_pool_size: z.number().int().default(8)
+  }),
   source: z.strictObject({ type: z.literal('postgresql'), uri: z.string(), sslmode: z.string().optional() })
 });
 
@@ -64,7 +68,9 @@ describe('config loading (PROTOCOL §10)', () => {
     expect(await problemsOf(base + 'port: !env HOME\n', { HOME: '/root' })).toEqual([
       expect.stringContaining('only variables starting with PS_')
     ]);
-    expect(await problemsOf(base + 'port: !env PS_MISSING\n')).toEqual([expect.stringContaining('PS_MISSING is not set')]);
+    expect(await problemsOf(base + 'port: !env PS_MISSING\n')).toEqual([
+      expect.stringContaining('PS_MISSING is not set')
+    ]);
     expect(await problemsOf(base + 'port: !env PS_PORT::number\n', { PS_PORT: 'eighty' })).toEqual([
       expect.stringContaining('PS_PORT is not a number')
     ]);
@@ -74,15 +80,17 @@ describe('config loading (PROTOCOL §10)', () => {
     expect(await problemsOf(base.replace('uri: postgresql://storage/db', 'uri: 42'))).toEqual([
       expect.stringMatching(/^storage\.uri: /)
     ]);
-    expect(await problemsOf(base.replace('      uri: postgresql://source/db', '      uri: x\n      bogus: 1'))).toEqual([
-      expect.stringMatching(/^replication\.connections\.0: .*bogus/)
-    ]);
+    expect(await problemsOf(base.replace('      uri: postgresql://source/db', '      uri: x\n      bogus: 1'))).toEqual(
+      [expect.stringMatching(/^replication\.connections\.0: .*bogus/)]
+    );
   });
 
   it('rejects unknown module types, listing the known ones', async () => {
-    expect(await problemsOf(base.replace('type: postgresql\n  uri: postgresql://storage', 'type: cassandra\n  uri: postgresql://storage'))).toEqual([
-      'storage.type: unknown storage type "cassandra" (known: postgresql)'
-    ]);
+    expect(
+      await problemsOf(
+        base.replace('type: postgresql\n  uri: postgresql://storage', 'type: cassandra\n  uri: postgresql://storage')
+      )
+    ).toEqual(['storage.type: unknown storage type "cassandra" (known: postgresql)']);
   });
 
   it('rejects more than one replication connection, and sync_config with sync_rules', async () => {
@@ -96,15 +104,17 @@ describe('config loading (PROTOCOL §10)', () => {
 
   it('requires the retention to be a positive integer', async () => {
     for (const value of ['0', '-5', '1.5', 'soon']) {
-      expect(await problemsOf(base + `api:\n  parameters:\n    checkpoint_request_retention_minutes: ${value}\n`)).toEqual([
-        'api.parameters.checkpoint_request_retention_minutes: must be a positive integer'
-      ]);
+      expect(
+        await problemsOf(base + `api:\n  parameters:\n    checkpoint_request_retention_minutes: ${value}\n`)
+      ).toEqual(['api.parameters.checkpoint_request_retention_minutes: must be a positive integer']);
     }
   });
 
   it('reports invalid YAML, duplicate keys and a non-mapping document', async () => {
     expect((await problemsOf('storage: [unclosed'))[0]).toMatch(/not valid YAML/);
-    expect((await problemsOf(base + 'port: 1\nport: 2\n'))[0]).toMatch(/not valid YAML.*[Dd]uplicate|Map keys must be unique/);
+    expect((await problemsOf(base + 'port: 1\nport: 2\n'))[0]).toMatch(
+      /not valid YAML.*[Dd]uplicate|Map keys must be unique/
+    );
     expect(await problemsOf('- a\n- b\n')).toEqual(['test.yaml must contain a YAML mapping']);
   });
 
@@ -116,14 +126,28 @@ describe('config loading (PROTOCOL §10)', () => {
   it('finds the config from POWERSYNC_CONFIG_B64, -c, and reads sync_config.path relative to the file', async () => {
     const dir = await mkdtemp(path.join(tmpdir(), 'syncpoint-config-'));
     await writeFile(path.join(dir, 'rules.yaml'), 'bucket_definitions: {from: file}\n');
-    await writeFile(path.join(dir, 'service.yaml'), base.replace('content: "bucket_definitions: {}"', 'path: rules.yaml'));
+    await writeFile(
+      path.join(dir, 'service.yaml'),
+      base.replace('content: "bucket_definitions: {}"', 'path: rules.yaml')
+    );
     const fromFile = await loadConfig({ configPath: 'service.yaml', cwd: dir, env: {}, registry });
     expect(fromFile?.syncConfigContent).toBe('bucket_definitions: {from: file}\n');
-    const fromB64 = await loadConfig({ env: { POWERSYNC_CONFIG_B64: Buffer.from(base).toString('base64') }, cwd: dir, registry });
+    const fromB64 = await loadConfig({
+      env: { POWERSYNC_CONFIG_B64: Buffer.from(base).toString('base64') },
+      cwd: dir,
+      registry
+    });
     expect(fromB64?.source).toBe('POWERSYNC_CONFIG_B64');
     expect(await loadConfig({ env: {}, cwd: dir, registry })).toBeNull(); // no ./powersync.yaml: embedded default
-    await expect(loadConfig({ configPath: 'missing.yaml', cwd: dir, env: {}, registry })).rejects.toThrow(/cannot read config file .*ENOENT/);
-    await writeFile(path.join(dir, 'broken.yaml'), base.replace('content: "bucket_definitions: {}"', 'path: nope.yaml'));
-    await expect(loadConfig({ configPath: 'broken.yaml', cwd: dir, env: {}, registry })).rejects.toThrow(/sync_config.path: cannot read/);
+    await expect(loadConfig({ configPath: 'missing.yaml', cwd: dir, env: {}, registry })).rejects.toThrow(
+      /cannot read config file .*ENOENT/
+    );
+    await writeFile(
+      path.join(dir, 'broken.yaml'),
+      base.replace('content: "bucket_definitions: {}"', 'path: nope.yaml')
+    );
+    await expect(loadConfig({ configPath: 'broken.yaml', cwd: dir, env: {}, registry })).rejects.toThrow(
+      /sync_config.path: cannot read/
+    );
   });
 });

@@ -13,7 +13,10 @@ describe('isDatabaseUnavailable', () => {
     ['SQLSTATE 53300 (too many connections)', withCode('53300')],
     ['node-postgres losing its connection', new Error('Connection terminated unexpectedly')],
     ['a pool connect timeout', new Error('timeout exceeded when trying to connect')],
-    ['every address refused (happy eyeballs)', new AggregateError([withCode('ECONNREFUSED'), withCode('ECONNREFUSED')], 'connect failed')]
+    [
+      'every address refused (happy eyeballs)',
+      new AggregateError([withCode('ECONNREFUSED'), withCode('ECONNREFUSED')], 'connect failed')
+    ]
   ])('is true for %s', (_, error) => {
     expect(isDatabaseUnavailable(error)).toBe(true);
   });

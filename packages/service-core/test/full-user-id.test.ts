@@ -16,9 +16,9 @@ describe('fullUserId (PROTOCOL §4.2)', () => {
   it('is one-to-one over every sub and every accepted client id', () => {
     // Small alphabets with '/' make collisions likely if there were any.
     const text = fc.string({ unit: fc.constantFrom('a', 'b', '/'), maxLength: 6 });
-    const caller = fc.record({ user: text, client: fc.option(text, { nil: undefined }) }).filter(
-      ({ client }) => client === undefined || checkClientId(client, true).length === 0
-    );
+    const caller = fc
+      .record({ user: text, client: fc.option(text, { nil: undefined }) })
+      .filter(({ client }) => client === undefined || checkClientId(client, true).length === 0);
     fc.assert(
       fc.property(caller, caller, (a, b) => {
         const same = a.user === b.user && a.client === b.client;

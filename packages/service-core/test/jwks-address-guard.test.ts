@@ -25,9 +25,12 @@ describe('jwks_reject_ip_ranges', () => {
     await expect(createJwksAddressGuard(['local'])!(uri)).rejects.toThrow(/jwks_reject_ip_ranges/);
   });
 
-  it.each(['http://8.8.8.8/jwks.json', 'http://172.32.0.1/jwks.json', 'http://[2001:db8::1]/jwks.json'])('local allows %s', async (uri) => {
-    await expect(createJwksAddressGuard(['local'])!(uri)).resolves.toBeUndefined();
-  });
+  it.each(['http://8.8.8.8/jwks.json', 'http://172.32.0.1/jwks.json', 'http://[2001:db8::1]/jwks.json'])(
+    'local allows %s',
+    async (uri) => {
+      await expect(createJwksAddressGuard(['local'])!(uri)).resolves.toBeUndefined();
+    }
+  );
 
   it('takes single addresses and CIDR ranges of both families', async () => {
     const guard = createJwksAddressGuard(['203.0.113.7', '2001:db8::/32'])!;
@@ -36,8 +39,13 @@ describe('jwks_reject_ip_ranges', () => {
     await expect(guard('https://[2001:db8:1::5]/jwks')).rejects.toThrow();
   });
 
-  it.each(['localnet', '10.0.0.0/33', '::/129', '10.0.0.0/', '10.0.0/8', '10.0.0.0/x'])('refuses the entry %s at config time', async (entry) => {
-    const config = `client_auth:\n  audience: [x]\n  jwks_reject_ip_ranges: ["${entry}"]\n`;
-    await expect(parseConfig(config, { source: 'test', configDir: process.cwd(), registry: new ModuleRegistry() })).rejects.toThrow(/jwks_reject_ip_ranges/);
-  });
+  it.each(['localnet', '10.0.0.0/33', '::/129', '10.0.0.0/', '10.0.0/8', '10.0.0.0/x'])(
+    'refuses the entry %s at config time',
+    async (entry) => {
+      const config = `client_auth:\n  audience: [x]\n  jwks_reject_ip_ranges: ["${entry}"]\n`;
+      await expect(
+        parseConfig(config, { source: 'test', configDir: process.cwd(), registry: new ModuleRegistry() })
+      ).rejects.toThrow(/jwks_reject_ip_ranges/);
+    }
+  );
 });

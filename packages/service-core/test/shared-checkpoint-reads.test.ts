@@ -7,13 +7,18 @@ import { SharedCheckpointReads } from '../src/sync/shared-checkpoint-reads.js';
 /** Counts storage calls; checksums are a function of (bucket, checkpoint), as in real storage. */
 function fakeStorage(options: { batched: boolean }) {
   const calls = { checksums: [] as string[][], lastWriteCheckpoint: 0, lastWriteCheckpoints: [] as string[][] };
-  const acknowledged = new Map([['alice/phone', 5n], ['bob/laptop', 7n]]);
+  const acknowledged = new Map([
+    ['alice/phone', 5n],
+    ['bob/laptop', 7n]
+  ]);
   const streamStorage = {
     stream: { id: 1 },
     async getChecksums(checkpoint: bigint, buckets: string[]) {
       calls.checksums.push(buckets);
       const result = new Map<string, BucketChecksum>();
-      for (const bucket of buckets) if (bucket !== 'empty[]') result.set(bucket, { bucket, checksum: bucket.length + Number(checkpoint), count: 1 });
+      for (const bucket of buckets)
+        if (bucket !== 'empty[]')
+          result.set(bucket, { bucket, checksum: bucket.length + Number(checkpoint), count: 1 });
       return result;
     }
   } as unknown as ReplicationStreamStorage;
@@ -51,7 +56,10 @@ describe('SharedCheckpointReads', () => {
   it('falls back to one lookup per user when the storage has no batched lookup', async () => {
     const { calls, storage } = fakeStorage({ batched: false });
     const reads = new SharedCheckpointReads(storage);
-    expect(await Promise.all(['alice/phone', 'nobody'].map((user) => reads.lastWriteCheckpoint(user, LSN)))).toEqual([5n, null]);
+    expect(await Promise.all(['alice/phone', 'nobody'].map((user) => reads.lastWriteCheckpoint(user, LSN)))).toEqual([
+      5n,
+      null
+    ]);
     expect(calls.lastWriteCheckpoint).toBe(2);
   });
 
@@ -93,7 +101,10 @@ describe('SharedCheckpointReads', () => {
       return getChecksums(checkpoint, buckets);
     };
     const reads = new SharedCheckpointReads(storage);
-    const results = await Promise.allSettled([reads.getChecksums(streamStorage, 1n, ['a[]']), reads.getChecksums(streamStorage, 1n, ['b[]'])]);
+    const results = await Promise.allSettled([
+      reads.getChecksums(streamStorage, 1n, ['a[]']),
+      reads.getChecksums(streamStorage, 1n, ['b[]'])
+    ]);
     expect(results.map((result) => result.status)).toEqual(['rejected', 'rejected']);
     fail = false;
     expect((await reads.getChecksums(streamStorage, 1n, ['a[]'])).size).toBe(1);

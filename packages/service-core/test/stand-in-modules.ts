@@ -4,11 +4,18 @@ import { ModuleRegistry, type SourceModule, type StorageModule } from '../src/in
  * A registry of stand-in `postgresql` storage and source modules that only own their config sections, so config tests
  * stay inside service-core. Each test passes the schemas it needs; building a storage, source or replicator throws.
  */
-export function standInRegistry(schemas: { storage: StorageModule['configSchema']; source: SourceModule['configSchema'] }): ModuleRegistry {
+export function standInRegistry(schemas: {
+  storage: StorageModule['configSchema'];
+  source: SourceModule['configSchema'];
+}): ModuleRegistry {
   const notUsed = () => {
     throw new Error('not used');
   };
-  const storageModule: StorageModule = { type: 'postgresql', configSchema: schemas.storage, createStorage: async () => notUsed() };
+  const storageModule: StorageModule = {
+    type: 'postgresql',
+    configSchema: schemas.storage,
+    createStorage: async () => notUsed()
+  };
   const sourceModule: SourceModule = {
     type: 'postgresql',
     configSchema: schemas.source,

@@ -62,7 +62,9 @@ class ClientConnection extends Deferred implements DuplexConnection {
 class ClientWsTransport implements ClientTransport {
   socket: WebSocket | null = null;
   constructor(private readonly url: string) {}
-  connect(factory: (outbound: Outbound & Closeable) => Multiplexer & Demultiplexer & FrameHandler): Promise<DuplexConnection> {
+  connect(
+    factory: (outbound: Outbound & Closeable) => Multiplexer & Demultiplexer & FrameHandler
+  ): Promise<DuplexConnection> {
     return new Promise((resolve, reject) => {
       const ws = (this.socket = new WebSocket(this.url, { perMessageDeflate: true }));
       ws.once('open', () => resolve(new ClientConnection(ws, factory)));
@@ -72,13 +74,20 @@ class ClientWsTransport implements ClientTransport {
 }
 
 type Mime = 'application/json' | 'application/bson';
-const encode = (value: unknown, mime: Mime) => (mime === 'application/bson' ? Buffer.from(BSON.serialize(value as object)) : Buffer.from(JSON.stringify(value)));
+const encode = (value: unknown, mime: Mime) =>
+  mime === 'application/bson' ? Buffer.from(BSON.serialize(value as object)) : Buffer.from(JSON.stringify(value));
 
 async function connect(url: string, metadata: Record<string, unknown>, mime: Mime = 'application/json') {
   const transport = new ClientWsTransport(url);
   const rsocket = await new RSocketConnector({
     transport,
-    setup: { keepAlive: 20_000, lifetime: 90_000, dataMimeType: mime, metadataMimeType: mime, payload: { data: null, metadata: encode(metadata, mime) } }
+    setup: {
+      keepAlive: 20_000,
+      lifetime: 90_000,
+      dataMimeType: mime,
+      metadataMimeType: mime,
+      payload: { data: null, metadata: encode(metadata, mime) }
+    }
   }).connect();
   return { rsocket, transport };
 }
@@ -91,21 +100,35 @@ interface StreamHandle {
   ended: Promise<void>;
 }
 
-function requestStream(rsocket: RSocket, body: unknown, initialN: number, mime: Mime = 'application/json'): StreamHandle {
+function requestStream(
+  rsocket: RSocket,
+  body: unknown,
+  initialN: number,
+  mime: Mime = 'application/json'
+): StreamHandle {
   let finish!: () => void;
-  const handle = { lines: [], error: null, completed: false, ended: new Promise<void>((resolve) => (finish = resolve)) } as unknown as StreamHandle;
-  handle.requestable = rsocket.requestStream({ data: encode(body, mime), metadata: encode({ path: '/sync/stream' }, mime) }, initialN, {
-    onNext: (payload) => void handle.lines.push(BSON.deserialize(payload.data!)),
-    onError: (error) => {
-      handle.error = error;
-      finish();
-    },
-    onComplete: () => {
-      handle.completed = true;
-      finish();
-    },
-    onExtension: () => {}
-  });
+  const handle = {
+    lines: [],
+    error: null,
+    completed: false,
+    ended: new Promise<void>((resolve) => (finish = resolve))
+  } as unknown as StreamHandle;
+  handle.requestable = rsocket.requestStream(
+    { data: encode(body, mime), metadata: encode({ path: '/sync/stream' }, mime) },
+    initialN,
+    {
+      onNext: (payload) => void handle.lines.push(BSON.deserialize(payload.data!)),
+      onError: (error) => {
+        handle.error = error;
+        finish();
+      },
+      onComplete: () => {
+        handle.completed = true;
+        finish();
+      },
+      onExtension: () => {}
+    }
+  );
   return handle;
 }
 
@@ -128,8 +151,10 @@ function fakeDependencies(options: { maxConnections?: number } = {}) {
   const pulled = { chunks: 0 };
   const verifier = {
     verify: vi.fn(async (token: string) => {
-      if (token === 'good') return { userId: 'u1', parameters: {}, exp: Math.floor(Date.now() / 1000) + 3600, claims: { sub: 'u1' } };
-      if (token.startsWith('expiring')) return { userId: 'u1', parameters: {}, exp: Math.floor(Date.now() / 1000) + 1, claims: { sub: 'u1' } };
+      if (token === 'good')
+        return { userId: 'u1', parameters: {}, exp: Math.floor(Date.now() / 1000) + 3600, claims: { sub: 'u1' } };
+      if (token.startsWith('expiring'))
+        return { userId: 'u1', parameters: {}, exp: Math.floor(Date.now() / 1000) + 1, claims: { sub: 'u1' } };
       throw authError(ErrorCode.INVALID_TOKEN, 'Invalid token');
     })
   };
@@ -144,8 +169,22 @@ function fakeDependencies(options: { maxConnections?: number } = {}) {
     async *getBucketData() {
       for (let i = 0; i < DATA_CHUNKS; i++) {
         pulled.chunks++;
-        const op = { op_id: BigInt(i + 1), op: 'PUT', object_type: 'todos', object_id: `t${i}`, subkey: 's', checksum: 0, data: '{}' };
-        yield { bucket: 'global[]', after: BigInt(i), nextAfter: BigInt(i + 1), hasMore: i < DATA_CHUNKS - 1, data: [op] };
+        const op = {
+          op_id: BigInt(i + 1),
+          op: 'PUT',
+          object_type: 'todos',
+          object_id: `t${i}`,
+          subkey: 's',
+          checksum: 0,
+          data: '{}'
+        };
+        yield {
+          bucket: 'global[]',
+          after: BigInt(i),
+          nextAfter: BigInt(i + 1),
+          hasMore: i < DATA_CHUNKS - 1,
+          data: [op]
+        };
       }
     }
   };
@@ -158,11 +197,21 @@ function fakeDependencies(options: { maxConnections?: number } = {}) {
     }
   };
   const deps = {
-    storage: { getServingStream: async () => stream, getStreamStorage: async () => streamStorage, lastWriteCheckpoint: async () => null },
+    storage: {
+      getServingStream: async () => stream,
+      getStreamStorage: async () => streamStorage,
+      lastWriteCheckpoint: async () => null
+    },
     watcher,
     verifier,
     logger: createLogger({ level: 'silent' }),
-    limits: { maxBuckets: 1000, maxParameterResults: 1000, maxConnections: options.maxConnections ?? 10, maxDataFetchConcurrency: 10, opsPerBatch: 1 },
+    limits: {
+      maxBuckets: 1000,
+      maxParameterResults: 1000,
+      maxConnections: options.maxConnections ?? 10,
+      maxDataFetchConcurrency: 10,
+      opsPerBatch: 1
+    },
     keepaliveMs: () => 30
   } as unknown as SyncStreamDependencies;
   return { deps, verifier, pulled };
@@ -230,7 +279,9 @@ describe('RSocket over WebSocket', () => {
     await settle();
     expect(stream.lines).toHaveLength(2); // paused: demand is 0
     expect(Object.keys(stream.lines[0]!)).toEqual(['checkpoint']);
-    expect(stream.lines[0]).toMatchObject({ checkpoint: { last_op_id: '10', buckets: [{ bucket: 'global[]', count: DATA_CHUNKS }] } });
+    expect(stream.lines[0]).toMatchObject({
+      checkpoint: { last_op_id: '10', buckets: [{ bucket: 'global[]', count: DATA_CHUNKS }] }
+    });
     // The generator is paused too: at most one line is produced ahead of the demand.
     expect(fake.pulled.chunks).toBeLessThanOrEqual(2);
 
@@ -256,7 +307,12 @@ describe('RSocket over WebSocket', () => {
   test('BSON SETUP metadata and REQUEST_STREAM data are accepted', async () => {
     await start();
     const rsocket = await open({ token: 'Token good' }, 'application/bson');
-    const stream = requestStream(rsocket, { buckets: [{ name: 'global[]', after: '3' }], raw_data: true }, 10, 'application/bson');
+    const stream = requestStream(
+      rsocket,
+      { buckets: [{ name: 'global[]', after: '3' }], raw_data: true },
+      10,
+      'application/bson'
+    );
     await until('the first data line', () => stream.lines.length >= 2);
     expect(stream.lines[1]).toMatchObject({ data: { bucket: 'global[]' } });
     stream.requestable.cancel();
@@ -310,7 +366,11 @@ describe('RSocket over WebSocket', () => {
 describe('RSocketLineSink', () => {
   test('write waits for demand; cancel releases a waiting write', async () => {
     const sent: unknown[] = [];
-    const responder = { onNext: (payload: { data: Buffer }) => sent.push(BSON.deserialize(payload.data)), onError: vi.fn(), onComplete: vi.fn() };
+    const responder = {
+      onNext: (payload: { data: Buffer }) => sent.push(BSON.deserialize(payload.data)),
+      onError: vi.fn(),
+      onComplete: vi.fn()
+    };
     const sink = new RSocketLineSink(responder as never, 1);
     await sink.write({ a: 1 });
     let second = false;

@@ -1,6 +1,12 @@
 import * as jose from 'jose';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { createTokenVerifier, RemoteJwks, ServiceError, TokenVerifier, tokenFromAuthorizationHeader } from '../src/index.js';
+import {
+  createTokenVerifier,
+  RemoteJwks,
+  ServiceError,
+  TokenVerifier,
+  tokenFromAuthorizationHeader
+} from '../src/index.js';
 
 const AUDIENCE = 'syncpoint-test';
 const hmacSecret = new TextEncoder().encode('a-development-secret-of-32-bytes!');
@@ -74,7 +80,10 @@ describe('client token verification (PROTOCOL §3)', () => {
   });
 
   it('rejects a wrong signature', async () => {
-    await expectAuthError(await sign(new TextEncoder().encode('another-secret-of-32-bytes-long!!'), { alg: 'HS256', kid: 'hmac' }), 'PSYNC_S2101');
+    await expectAuthError(
+      await sign(new TextEncoder().encode('another-secret-of-32-bytes-long!!'), { alg: 'HS256', kid: 'hmac' }),
+      'PSYNC_S2101'
+    );
   });
 
   it('rejects RS256/HS256 confusion: an HMAC token "signed" with the RSA public key', async () => {
@@ -100,7 +109,10 @@ describe('client token verification (PROTOCOL §3)', () => {
   });
 
   it('rejects an expired token with its own code', async () => {
-    await expectAuthError(await sign(hmacSecret, { alg: 'HS256', kid: 'hmac' }, { iat: now() - 1000, exp: now() - 200 }), 'PSYNC_S2103');
+    await expectAuthError(
+      await sign(hmacSecret, { alg: 'HS256', kid: 'hmac' }, { iat: now() - 1000, exp: now() - 200 }),
+      'PSYNC_S2103'
+    );
   });
 
   it('rejects a wrong or missing aud', async () => {
@@ -109,7 +121,10 @@ describe('client token verification (PROTOCOL §3)', () => {
   });
 
   it('rejects a lifetime over the maximum (1 day)', async () => {
-    await expectAuthError(await sign(hmacSecret, { alg: 'HS256', kid: 'hmac' }, { exp: now() + 86_401 }), 'PSYNC_S2104');
+    await expectAuthError(
+      await sign(hmacSecret, { alg: 'HS256', kid: 'hmac' }, { exp: now() + 86_401 }),
+      'PSYNC_S2104'
+    );
   });
 
   it('rejects missing sub/iat/exp, a future iat or nbf, and non-object parameters', async () => {
@@ -123,12 +138,15 @@ describe('client token verification (PROTOCOL §3)', () => {
   });
 
   it('rejects malformed tokens', async () => {
-    for (const token of ['', 'abc', 'a.b.c', 'eyJhbGciOiJIUzI1NiJ9..', '....']) await expectAuthError(token, 'PSYNC_S2101');
+    for (const token of ['', 'abc', 'a.b.c', 'eyJhbGciOiJIUzI1NiJ9..', '....'])
+      await expectAuthError(token, 'PSYNC_S2101');
   });
 
   it('remembers a verified token only until it expires', async () => {
     const strict = new TokenVerifier({
-      staticKeys: [{ kty: 'oct', alg: 'HS256', kid: 'hmac', key: (await import('node:crypto')).createSecretKey(hmacSecret) }],
+      staticKeys: [
+        { kty: 'oct', alg: 'HS256', kid: 'hmac', key: (await import('node:crypto')).createSecretKey(hmacSecret) }
+      ],
       remote: [],
       audience: [AUDIENCE],
       clockToleranceSeconds: 0
@@ -144,7 +162,9 @@ describe('client token verification (PROTOCOL §3)', () => {
     expect(tokenFromAuthorizationHeader('Token abc')).toBe('abc');
     expect(tokenFromAuthorizationHeader('Bearer abc')).toBe('abc');
     for (const header of [undefined, '', 'abc', 'Basic abc', 'Token', 'Token a b', ['Token a']]) {
-      expect(() => tokenFromAuthorizationHeader(header)).toThrow(expect.objectContaining({ code: 'PSYNC_S2106', status: 401 }));
+      expect(() => tokenFromAuthorizationHeader(header)).toThrow(
+        expect.objectContaining({ code: 'PSYNC_S2106', status: 401 })
+      );
     }
   });
 });
@@ -179,7 +199,11 @@ describe('keys from a jwks_uri', () => {
 
   it('reports a JWKS that cannot be fetched as PSYNC_S2204', async () => {
     const failing = (async () => new Response('nope', { status: 500 })) as typeof fetch;
-    const v = new TokenVerifier({ staticKeys: [], remote: [new RemoteJwks('https://idp.example/jwks.json', { fetch: failing })], audience: [AUDIENCE] });
+    const v = new TokenVerifier({
+      staticKeys: [],
+      remote: [new RemoteJwks('https://idp.example/jwks.json', { fetch: failing })],
+      audience: [AUDIENCE]
+    });
     const key = await jose.generateKeyPair('RS256');
     await expectAuthError(await sign(key.privateKey, { alg: 'RS256', kid: 'x' }), 'PSYNC_S2204', v);
   });

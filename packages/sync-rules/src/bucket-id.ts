@@ -10,7 +10,9 @@ import { EvaluationFailure, type SqliteValue } from './sqlite-value.js';
 export type BucketParameterValue = string | bigint | number;
 
 export function isBucketParameterValue(value: SqliteValue): value is BucketParameterValue {
-  return typeof value === 'string' || typeof value === 'bigint' || (typeof value === 'number' && Number.isFinite(value));
+  return (
+    typeof value === 'string' || typeof value === 'bigint' || (typeof value === 'number' && Number.isFinite(value))
+  );
 }
 
 /** JSON text of one bucket parameter value; integral numbers are written without decimals. */

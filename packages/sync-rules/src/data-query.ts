@@ -73,9 +73,14 @@ export interface DataQueryDefinition {
 /** Compiles a data query; throws {@link SqlSyntaxError} for invalid or unsupported SQL. */
 export function compileDataQuery(sql: string, index: number, definition: DataQueryDefinition): DataQuery {
   const statement = parseSelect(sql);
-  if (!statement.from) throw new SqlSyntaxError('Data queries need a FROM clause naming the source table', statement.start, statement.end);
+  if (!statement.from)
+    throw new SqlSyntaxError('Data queries need a FROM clause naming the source table', statement.start, statement.end);
   if (statement.from.functionArgs) {
-    throw new SqlSyntaxError('Table-valued functions such as json_each() can only be used in parameter queries', statement.from.start, statement.from.end);
+    throw new SqlSyntaxError(
+      'Table-valued functions such as json_each() can only be used in parameter queries',
+      statement.from.start,
+      statement.from.end
+    );
   }
   const table = sourceTableOf(statement.from);
   const parameterList = definition.parameterNames.length
@@ -91,10 +96,16 @@ export function compileDataQuery(sql: string, index: number, definition: DataQue
 
   const output = compileOutputColumns(statement.columns, scope, { allowStar: true, what: 'data queries' });
   if (!output.hasStar && !output.names.includes('id')) {
-    warnings.push({ reason: 'The query has no "id" output column; rows will get an empty object id', start: statement.start, end: statement.end });
+    warnings.push({
+      reason: 'The query has no "id" output column; rows will get an empty object id',
+      start: statement.start,
+      end: statement.end
+    });
   }
 
-  const filter = statement.where ? compileFilter(statement.where, scope, definition.parameterNames, parameterList) : undefined;
+  const filter = statement.where
+    ? compileFilter(statement.where, scope, definition.parameterNames, parameterList)
+    : undefined;
   const covered = filter ? coveredParameters(filter) : new Set<string>();
   const missing = definition.parameterNames.filter((name) => !covered.has(name));
   if (missing.length > 0) {
@@ -124,7 +135,12 @@ export function compileDataQuery(sql: string, index: number, definition: DataQue
       const outputTable = statement.from!.alias ?? tableName;
       const buckets = new Set<string>();
       for (const assignment of assignments) {
-        buckets.add(formatBucketId(definition.name, definition.parameterNames.map((name) => assignment.get(name)!)));
+        buckets.add(
+          formatBucketId(
+            definition.name,
+            definition.parameterNames.map((name) => assignment.get(name)!)
+          )
+        );
       }
       return [...buckets].map((bucket) => ({ bucket, table: outputTable, id, data: json }));
     }
@@ -133,15 +149,25 @@ export function compileDataQuery(sql: string, index: number, definition: DataQue
 
 function objectId(value: SqliteValue): string {
   if (value === null) return '';
-  if (value instanceof Uint8Array) throw new EvaluationFailure('the "id" output column is a blob, which cannot be an object id');
+  if (value instanceof Uint8Array)
+    throw new EvaluationFailure('the "id" output column is a blob, which cannot be an object id');
   return castToText(value)!;
 }
 
-function compileFilter(expression: Expression, scope: CompileScope, parameters: readonly string[], parameterList: string): Filter {
+function compileFilter(
+  expression: Expression,
+  scope: CompileScope,
+  parameters: readonly string[],
+  parameterList: string
+): Filter {
   const references = findReferences(expression);
   for (const reference of references.bucket) {
     if (!parameters.includes(reference.name)) {
-      throw new SqlSyntaxError(`Unknown bucket parameter "bucket.${reference.name}"; ${parameterList}`, reference.start, reference.end);
+      throw new SqlSyntaxError(
+        `Unknown bucket parameter "bucket.${reference.name}"; ${parameterList}`,
+        reference.start,
+        reference.end
+      );
     }
   }
   if (references.bucket.length === 0) return { kind: 'row', condition: compileExpression(expression, scope) };
@@ -150,7 +176,10 @@ function compileFilter(expression: Expression, scope: CompileScope, parameters: 
     const kind = expression.operator === 'AND' ? 'and' : 'or';
     return {
       kind,
-      parts: [compileFilter(expression.left, scope, parameters, parameterList), compileFilter(expression.right, scope, parameters, parameterList)]
+      parts: [
+        compileFilter(expression.left, scope, parameters, parameterList),
+        compileFilter(expression.right, scope, parameters, parameterList)
+      ]
     };
   }
   if (expression.type === 'binary' && expression.operator === '=') {
@@ -160,11 +189,28 @@ function compileFilter(expression: Expression, scope: CompileScope, parameters: 
         ? [expression.right, expression.left]
         : [undefined, undefined];
     if (parameter && other && findReferences(other).bucket.length === 0) {
-      return { kind: 'equals', parameter: parameter.name, value: compileExpression(other, scope), start: expression.start, end: expression.end };
+      return {
+        kind: 'equals',
+        parameter: parameter.name,
+        value: compileExpression(other, scope),
+        start: expression.start,
+        end: expression.end
+      };
     }
   }
-  if (expression.type === 'in_array' && !expression.negated && isBucketReference(expression.left) && findReferences(expression.right).bucket.length === 0) {
-    return { kind: 'in_array', parameter: expression.left.name, array: compileExpression(expression.right, scope), start: expression.start, end: expression.end };
+  if (
+    expression.type === 'in_array' &&
+    !expression.negated &&
+    isBucketReference(expression.left) &&
+    findReferences(expression.right).bucket.length === 0
+  ) {
+    return {
+      kind: 'in_array',
+      parameter: expression.left.name,
+      array: compileExpression(expression.right, scope),
+      start: expression.start,
+      end: expression.end
+    };
   }
   if (expression.type === 'unary' && expression.operator === 'NOT') {
     throw new SqlSyntaxError('NOT cannot be applied to a bucket parameter filter', expression.start, expression.end);
@@ -205,14 +251,20 @@ function evaluateFilter(filter: Filter, context: EvaluationContext): Assignment[
     case 'row':
       return isTruthy(filter.condition.evaluate(context)) ? [new Map()] : [];
     case 'equals': {
-      const value = bucketParameterOrUndefined(filter.value.evaluate(context), `the value compared with bucket.${filter.parameter}`);
+      const value = bucketParameterOrUndefined(
+        filter.value.evaluate(context),
+        `the value compared with bucket.${filter.parameter}`
+      );
       return value === undefined ? [] : [new Map([[filter.parameter, value]])];
     }
     case 'in_array': {
       const elements = jsonArrayElements(filter.array.evaluate(context)) ?? [];
       const assignments: Assignment[] = [];
       for (const element of elements) {
-        const value = bucketParameterOrUndefined(element, `an element of the array matched with bucket.${filter.parameter}`);
+        const value = bucketParameterOrUndefined(
+          element,
+          `an element of the array matched with bucket.${filter.parameter}`
+        );
         if (value !== undefined) assignments.push(new Map([[filter.parameter, value]]));
       }
       return distinct(assignments);

@@ -52,7 +52,9 @@ export function queryPosition(query: string, start: number, end: number): QueryP
 const MAX_QUOTED_QUERY = 200;
 
 /** Builds an issue with a message such as `bucket_definitions.by_org.data[1] at line 1, column 30: Unknown bucket parameter ... (in "SELECT ...")`. */
-export function makeIssue(fields: Omit<SyncRulesIssue, 'message' | 'severity'> & { severity?: SyncRulesIssue['severity'] }): SyncRulesIssue {
+export function makeIssue(
+  fields: Omit<SyncRulesIssue, 'message' | 'severity'> & { severity?: SyncRulesIssue['severity'] }
+): SyncRulesIssue {
   const { severity = 'error', ...rest } = fields;
   let place = '';
   if (rest.bucketDefinition !== undefined) {
@@ -60,7 +62,8 @@ export function makeIssue(fields: Omit<SyncRulesIssue, 'message' | 'severity'> &
     if (rest.queryKind !== undefined) place += `.${rest.queryKind}[${rest.queryIndex ?? 0}]`;
   }
   if (rest.position) place += `${place ? ' ' : ''}at line ${rest.position.line}, column ${rest.position.column}`;
-  else if (rest.yamlPosition && place) place += ` (YAML line ${rest.yamlPosition.line}, column ${rest.yamlPosition.column})`;
+  else if (rest.yamlPosition && place)
+    place += ` (YAML line ${rest.yamlPosition.line}, column ${rest.yamlPosition.column})`;
   else if (rest.yamlPosition) place = `YAML line ${rest.yamlPosition.line}, column ${rest.yamlPosition.column}`;
   let message = place ? `${place}: ${rest.reason}` : rest.reason;
   if (rest.query !== undefined) {

@@ -19,7 +19,15 @@ import {
   type InputRow,
   type SqliteValue
 } from './sqlite-value.js';
-import { followJsonPath, fromJsValue, jsonToSqlite, parseJson, parseJsonPath, stringifyJson, type JsonValue } from './json.js';
+import {
+  followJsonPath,
+  fromJsValue,
+  jsonToSqlite,
+  parseJson,
+  parseJsonPath,
+  stringifyJson,
+  type JsonValue
+} from './json.js';
 
 /** Everything a request contributes to parameter queries. */
 export interface RequestValues {
@@ -74,7 +82,10 @@ export function isBucketReference(expression: Expression): expression is Extract
   return expression.type === 'column' && expression.qualifier?.toLowerCase() === BUCKET_QUALIFIER;
 }
 
-export function findReferences(expression: Expression, into: References = { row: false, request: false, clientParameters: false, bucket: [] }): References {
+export function findReferences(
+  expression: Expression,
+  into: References = { row: false, request: false, clientParameters: false, bucket: [] }
+): References {
   switch (expression.type) {
     case 'literal':
       break;
@@ -174,7 +185,11 @@ export function jsonEachRows(value: JsonValue | undefined): Array<Record<string,
   return [row(null, value)];
 }
 
-function arithmetic(operator: '+' | '-' | '*' | '/' | '%', leftValue: SqliteValue, rightValue: SqliteValue): SqliteValue {
+function arithmetic(
+  operator: '+' | '-' | '*' | '/' | '%',
+  leftValue: SqliteValue,
+  rightValue: SqliteValue
+): SqliteValue {
   const left = toNumeric(leftValue);
   const right = toNumeric(rightValue);
   if (left === null || right === null) return null;
@@ -275,7 +290,11 @@ const FUNCTIONS: Record<string, FunctionDefinition> = {
   typeof: { minArgs: 1, maxArgs: 1, call: ([value]) => sqliteTypeOf(value!) },
   ifnull: { minArgs: 2, maxArgs: 2, call: ([a, b]) => (a !== null ? a! : b!) },
   coalesce: { minArgs: 2, maxArgs: Infinity, call: (args) => args.find((value) => value !== null) ?? null },
-  nullif: { minArgs: 2, maxArgs: 2, call: ([a, b]) => (a !== null && b !== null && compareValues(a!, b!) === 0 ? null : a!) },
+  nullif: {
+    minArgs: 2,
+    maxArgs: 2,
+    call: ([a, b]) => (a !== null && b !== null && compareValues(a!, b!) === 0 ? null : a!)
+  },
   iif: { minArgs: 3, maxArgs: 3, call: ([condition, a, b]) => (isTruthy(condition!) ? a! : b!) },
   abs: {
     minArgs: 1,
@@ -353,7 +372,12 @@ export function compileExpression(expression: Expression, scope: CompileScope): 
       return compileCall(expression, scope);
     case 'cast': {
       const operand = compileExpression(expression.operand, scope);
-      const cast = expression.targetType === 'TEXT' ? castToText : expression.targetType === 'INTEGER' ? castToInteger : castToReal;
+      const cast =
+        expression.targetType === 'TEXT'
+          ? castToText
+          : expression.targetType === 'INTEGER'
+            ? castToInteger
+            : castToReal;
       return { evaluate: (context) => cast(operand.evaluate(context)) };
     }
     case 'unary':
@@ -471,13 +495,21 @@ function compileBinary(expression: Extract<Expression, { type: 'binary' }>, scop
   }
 }
 
-function compileReference(expression: Extract<Expression, { type: 'column' }>, scope: CompileScope): CompiledExpression {
+function compileReference(
+  expression: Extract<Expression, { type: 'column' }>,
+  scope: CompileScope
+): CompiledExpression {
   const qualifier = expression.qualifier;
   const lower = qualifier?.toLowerCase();
   const name = expression.name;
   if (lower === BUCKET_QUALIFIER) fail(scope.bucketReferenceError, expression);
   if (lower === TOKEN_PARAMETERS || lower === USER_PARAMETERS) {
-    if (!scope.request) fail(scope.requestReferenceError ?? `${qualifier}.${name} is a request value, which is only available in parameter queries`, expression);
+    if (!scope.request)
+      fail(
+        scope.requestReferenceError ??
+          `${qualifier}.${name} is a request value, which is only available in parameter queries`,
+        expression
+      );
     if (lower === TOKEN_PARAMETERS) {
       if (name === 'user_id') return { evaluate: (context) => requireRequest(context).userId };
       return { evaluate: (context) => jsonValueAt(requireRequest(context).tokenParameters, name) };
@@ -493,7 +525,10 @@ function compileReference(expression: Extract<Expression, { type: 'column' }>, s
     );
   }
   if (qualifier !== undefined && qualifier !== table.name && qualifier !== table.alias) {
-    fail(`Unknown table "${qualifier}" in "${qualifier}.${name}"; the query selects from "${table.alias ?? table.name}"`, expression);
+    fail(
+      `Unknown table "${qualifier}" in "${qualifier}.${name}"; the query selects from "${table.alias ?? table.name}"`,
+      expression
+    );
   }
   return {
     evaluate: (context) => {
@@ -518,14 +553,27 @@ function compileCall(expression: Extract<Expression, { type: 'call' }>, scope: C
   const name = expression.name.toLowerCase();
   if (namespace === REQUEST_NAMESPACE) {
     const get = REQUEST_FUNCTIONS[name];
-    if (!get) fail(`Unknown request function request.${expression.name}(); supported: request.user_id(), request.jwt(), request.parameters()`, expression);
-    if (!scope.request) fail(scope.requestReferenceError ?? `request.${name}() is only available in parameter queries; data queries filter on bucket.<parameter>`, expression);
+    if (!get)
+      fail(
+        `Unknown request function request.${expression.name}(); supported: request.user_id(), request.jwt(), request.parameters()`,
+        expression
+      );
+    if (!scope.request)
+      fail(
+        scope.requestReferenceError ??
+          `request.${name}() is only available in parameter queries; data queries filter on bucket.<parameter>`,
+        expression
+      );
     if (expression.args.length > 0) fail(`request.${name}() takes no arguments`, expression);
     return { evaluate: (context) => get(requireRequest(context)) };
   }
   if (namespace !== undefined) fail(`Unknown function ${expression.namespace}.${expression.name}()`, expression);
   const definition = Object.hasOwn(FUNCTIONS, name) ? FUNCTIONS[name] : undefined;
-  if (!definition) fail(`Unknown or unsupported function ${expression.name}(); supported: ${SUPPORTED_FUNCTIONS.join(', ')}`, expression);
+  if (!definition)
+    fail(
+      `Unknown or unsupported function ${expression.name}(); supported: ${SUPPORTED_FUNCTIONS.join(', ')}`,
+      expression
+    );
   const count = expression.args.length;
   if (count < definition.minArgs || count > definition.maxArgs) {
     const expected =
@@ -541,7 +589,11 @@ function compileCall(expression: Extract<Expression, { type: 'call' }>, scope: C
 }
 
 /** Builds the request values from a token payload and client parameters. */
-export function requestValues(input: { userId: string; tokenParameters?: Readonly<Record<string, unknown>>; clientParameters?: Readonly<Record<string, unknown>> }): RequestValues {
+export function requestValues(input: {
+  userId: string;
+  tokenParameters?: Readonly<Record<string, unknown>>;
+  clientParameters?: Readonly<Record<string, unknown>>;
+}): RequestValues {
   const payload = fromJsValue(input.tokenParameters ?? {});
   const client = fromJsValue(input.clientParameters ?? {});
   const payloadObject = isJsonObject(payload) ? payload : {};

@@ -33,7 +33,11 @@ class JsonParser {
     if (char === '[') return this.parseArray();
     if (char === '"') return this.parseString();
     if (char === '-' || (char !== undefined && char >= '0' && char <= '9')) return this.parseNumber();
-    for (const [word, value] of [['true', true], ['false', false], ['null', null]] as const) {
+    for (const [word, value] of [
+      ['true', true],
+      ['false', false],
+      ['null', null]
+    ] as const) {
       if (this.text.startsWith(word, this.index)) {
         this.index += word.length;
         return value;
@@ -57,7 +61,12 @@ class JsonParser {
       this.skipWhitespace();
       if (this.text[this.index] !== ':') this.fail('expected ":"');
       this.index++;
-      Object.defineProperty(result, key, { value: this.parseValue(), enumerable: true, writable: true, configurable: true });
+      Object.defineProperty(result, key, {
+        value: this.parseValue(),
+        enumerable: true,
+        writable: true,
+        configurable: true
+      });
       this.skipWhitespace();
       const next = this.text[this.index++];
       if (next === '}') return result;
@@ -163,7 +172,12 @@ export function fromJsValue(value: unknown): JsonValue {
       if (Array.isArray(value)) return value.map((item) => fromJsValue(item));
       const result: { [key: string]: JsonValue } = {};
       for (const [key, item] of Object.entries(value)) {
-        Object.defineProperty(result, key, { value: fromJsValue(item), enumerable: true, writable: true, configurable: true });
+        Object.defineProperty(result, key, {
+          value: fromJsValue(item),
+          enumerable: true,
+          writable: true,
+          configurable: true
+        });
       }
       return result;
     }

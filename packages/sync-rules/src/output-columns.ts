@@ -13,15 +13,32 @@ export interface OutputColumns {
   evaluate(context: EvaluationContext): SqliteRow;
 }
 
-export function compileOutputColumns(columns: readonly ResultColumn[], scope: CompileScope, options: { allowStar: boolean; what: string }): OutputColumns {
+export function compileOutputColumns(
+  columns: readonly ResultColumn[],
+  scope: CompileScope,
+  options: { allowStar: boolean; what: string }
+): OutputColumns {
   const parts: OutputPart[] = [];
   const names: string[] = [];
   for (const column of columns) {
     if (column.type === 'star') {
-      if (!options.allowStar) throw new SqlSyntaxError(`SELECT * is not allowed in ${options.what}; list the output columns`, column.start, column.end);
+      if (!options.allowStar)
+        throw new SqlSyntaxError(
+          `SELECT * is not allowed in ${options.what}; list the output columns`,
+          column.start,
+          column.end
+        );
       if (!scope.table) throw new SqlSyntaxError('SELECT * needs a FROM table', column.start, column.end);
-      if (column.qualifier !== undefined && column.qualifier !== scope.table.name && column.qualifier !== scope.table.alias) {
-        throw new SqlSyntaxError(`Unknown table "${column.qualifier}" in "${column.qualifier}.*"`, column.start, column.end);
+      if (
+        column.qualifier !== undefined &&
+        column.qualifier !== scope.table.name &&
+        column.qualifier !== scope.table.alias
+      ) {
+        throw new SqlSyntaxError(
+          `Unknown table "${column.qualifier}" in "${column.qualifier}.*"`,
+          column.start,
+          column.end
+        );
       }
       parts.push({ kind: 'star' });
       continue;

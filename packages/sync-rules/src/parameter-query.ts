@@ -62,12 +62,14 @@ type LookupCondition = {
   request: CompiledExpression;
 };
 
-const NO_BUCKET_IN_PARAMETERS = 'bucket.<name> cannot be used in parameter queries; parameter queries define the bucket parameters';
+const NO_BUCKET_IN_PARAMETERS =
+  'bucket.<name> cannot be used in parameter queries; parameter queries define the bucket parameters';
 
 export function compileParameterQuery(sql: string, index: number): ParameterQuery {
   const statement = parseSelect(sql);
   const references = findReferences(statement.where ?? { type: 'literal', value: null, start: 0, end: 0 });
-  for (const column of statement.columns) if (column.type === 'expression') findReferences(column.expression, references);
+  for (const column of statement.columns)
+    if (column.type === 'expression') findReferences(column.expression, references);
   for (const arg of statement.from?.functionArgs ?? []) findReferences(arg, references);
   const usesClientParameters = references.clientParameters;
   checkLiteralPriority(statement.columns);
@@ -90,7 +92,8 @@ export function compileParameterQuery(sql: string, index: number): ParameterQuer
     };
   }
 
-  if (statement.from.functionArgs) return compileJsonEachQuery(statement, statement.from.functionArgs, sql, index, usesClientParameters);
+  if (statement.from.functionArgs)
+    return compileJsonEachQuery(statement, statement.from.functionArgs, sql, index, usesClientParameters);
 
   const table = sourceTableOf(statement.from);
   const rowScope: CompileScope = {
@@ -135,7 +138,9 @@ export function compileParameterQuery(sql: string, index: number): ParameterQuer
       if (!rowFilters.every((filter) => isTruthy(filter.evaluate(context)))) return undefined;
       const valueLists = conditions.map((condition) => {
         const value = condition.row.evaluate(context);
-        return condition.kind === 'request_in_row_array' ? lookupValuesOf(jsonArrayElements(value) ?? []) : lookupValuesOf([value]);
+        return condition.kind === 'request_in_row_array'
+          ? lookupValuesOf(jsonArrayElements(value) ?? [])
+          : lookupValuesOf([value]);
       });
       const lookups = crossProduct(valueLists);
       if (lookups.length === 0) return undefined;
@@ -146,7 +151,9 @@ export function compileParameterQuery(sql: string, index: number): ParameterQuer
       if (!requestFilters.every((filter) => isTruthy(filter.evaluate(context)))) return [];
       const valueLists = conditions.map((condition) => {
         const value = condition.request.evaluate(context);
-        return condition.kind === 'row_in_request_array' ? lookupValuesOf(jsonArrayElements(value) ?? []) : lookupValuesOf([value]);
+        return condition.kind === 'row_in_request_array'
+          ? lookupValuesOf(jsonArrayElements(value) ?? [])
+          : lookupValuesOf([value]);
       });
       return crossProduct(valueLists);
     }
@@ -156,10 +163,12 @@ export function compileParameterQuery(sql: string, index: number): ParameterQuer
 /** A literal `_priority` is checked at load time; computed ones when evaluated. */
 function checkLiteralPriority(columns: SelectStatement['columns']): void {
   for (const column of columns) {
-    if (column.type !== 'expression' || column.alias !== PRIORITY_COLUMN || column.expression.type !== 'literal') continue;
+    if (column.type !== 'expression' || column.alias !== PRIORITY_COLUMN || column.expression.type !== 'literal')
+      continue;
     const value = column.expression.value;
     const valid = value === null || (typeof value === 'bigint' && value >= 0n && value <= 3n);
-    if (!valid) throw new SqlSyntaxError(`"${PRIORITY_COLUMN}" must be an integer from 0 to 3`, column.start, column.end);
+    if (!valid)
+      throw new SqlSyntaxError(`"${PRIORITY_COLUMN}" must be an integer from 0 to 3`, column.start, column.end);
   }
 }
 
@@ -167,12 +176,23 @@ function checkLiteralPriority(columns: SelectStatement['columns']): void {
  * `SELECT value AS org FROM json_each(request.jwt() -> 'orgs') [WHERE ...]`: a static query with one
  * output row per element of a request JSON array (or member of an object). Columns: `key`, `value`, `type`.
  */
-function compileJsonEachQuery(statement: SelectStatement, args: Expression[], sql: string, index: number, usesClientParameters: boolean): StaticParameterQuery {
+function compileJsonEachQuery(
+  statement: SelectStatement,
+  args: Expression[],
+  sql: string,
+  index: number,
+  usesClientParameters: boolean
+): StaticParameterQuery {
   const from = statement.from!;
-  if (args.length < 1 || args.length > 2) throw new SqlSyntaxError('json_each() takes 1 or 2 arguments (JSON, optional path)', from.start, from.end);
+  if (args.length < 1 || args.length > 2)
+    throw new SqlSyntaxError('json_each() takes 1 or 2 arguments (JSON, optional path)', from.start, from.end);
   const argumentScope: CompileScope = { request: true, bucketReferenceError: NO_BUCKET_IN_PARAMETERS };
   const [document, path] = args.map((arg) => compileExpression(arg, argumentScope));
-  const scope: CompileScope = { table: { name: from.name, alias: from.alias }, request: true, bucketReferenceError: NO_BUCKET_IN_PARAMETERS };
+  const scope: CompileScope = {
+    table: { name: from.name, alias: from.alias },
+    request: true,
+    bucketReferenceError: NO_BUCKET_IN_PARAMETERS
+  };
   const output = compileOutputColumns(statement.columns, scope, { allowStar: false, what: 'parameter queries' });
   const where = statement.where ? compileExpression(statement.where, scope) : undefined;
   return {
@@ -201,7 +221,8 @@ function parameterNames(output: OutputColumns): string[] {
 }
 
 function splitAnd(expression: Expression): Expression[] {
-  if (expression.type === 'binary' && expression.operator === 'AND') return [...splitAnd(expression.left), ...splitAnd(expression.right)];
+  if (expression.type === 'binary' && expression.operator === 'AND')
+    return [...splitAnd(expression.left), ...splitAnd(expression.right)];
   return [expression];
 }
 
@@ -215,13 +236,25 @@ function isRequestOnly(expression: Expression): boolean {
   return !references.row && references.bucket.length === 0;
 }
 
-function compileLookupCondition(expression: Expression, rowScope: CompileScope, requestScope: CompileScope): LookupCondition {
+function compileLookupCondition(
+  expression: Expression,
+  rowScope: CompileScope,
+  requestScope: CompileScope
+): LookupCondition {
   if (expression.type === 'binary' && expression.operator === '=') {
     if (isRowOnly(expression.left) && isRequestOnly(expression.right)) {
-      return { kind: 'equals', row: compileExpression(expression.left, rowScope), request: compileExpression(expression.right, requestScope) };
+      return {
+        kind: 'equals',
+        row: compileExpression(expression.left, rowScope),
+        request: compileExpression(expression.right, requestScope)
+      };
     }
     if (isRequestOnly(expression.left) && isRowOnly(expression.right)) {
-      return { kind: 'equals', row: compileExpression(expression.right, rowScope), request: compileExpression(expression.left, requestScope) };
+      return {
+        kind: 'equals',
+        row: compileExpression(expression.right, rowScope),
+        request: compileExpression(expression.left, requestScope)
+      };
     }
   }
   if (expression.type === 'in_array' && !expression.negated) {
@@ -276,7 +309,10 @@ function crossProduct(lists: readonly BucketParameterValue[][]): BucketParameter
 }
 
 /** Validates one output row of a parameter query as bucket parameters; undefined when a parameter is NULL. */
-export function bucketParametersOf(row: Readonly<Record<string, SqliteValue>>, names: readonly string[]): BucketParameterValue[] | undefined {
+export function bucketParametersOf(
+  row: Readonly<Record<string, SqliteValue>>,
+  names: readonly string[]
+): BucketParameterValue[] | undefined {
   const values: BucketParameterValue[] = [];
   for (const name of names) {
     const value = Object.hasOwn(row, name) ? row[name]! : null;

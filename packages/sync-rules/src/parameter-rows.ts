@@ -7,7 +7,11 @@ import type { SqliteRow } from './sqlite-value.js';
 
 /** Serialises lookup output rows (text, integer, real or NULL values) as a JSON array. */
 export function serializeParameterRows(rows: readonly SqliteRow[]): string {
-  return stringifyJson(rows.map((row) => Object.fromEntries(Object.entries(row).filter(([, value]) => !(value instanceof Uint8Array)))) as JsonValue);
+  return stringifyJson(
+    rows.map((row) =>
+      Object.fromEntries(Object.entries(row).filter(([, value]) => !(value instanceof Uint8Array)))
+    ) as JsonValue
+  );
 }
 
 /** Reads rows written by {@link serializeParameterRows}; integers come back as bigint. Throws on malformed text. */
@@ -15,7 +19,8 @@ export function parseParameterRows(text: string): SqliteRow[] {
   const parsed = parseJson(text);
   if (!Array.isArray(parsed)) throw new Error('parameter rows must be a JSON array');
   return parsed.map((row) => {
-    if (row === null || typeof row !== 'object' || Array.isArray(row)) throw new Error('parameter rows must be JSON objects');
+    if (row === null || typeof row !== 'object' || Array.isArray(row))
+      throw new Error('parameter rows must be JSON objects');
     const result: SqliteRow = {};
     for (const [key, value] of Object.entries(row)) {
       if (value !== null && typeof value === 'object') throw new Error(`parameter row column "${key}" is not a scalar`);

@@ -15,7 +15,11 @@ export interface SourceTable {
 export function sourceTableOf(reference: TableReference): SourceTable {
   const percent = reference.name.indexOf('%');
   if (percent >= 0 && percent !== reference.name.length - 1) {
-    throw new SqlSyntaxError(`Only a single trailing "%" wildcard is supported in table names, got "${reference.name}"`, reference.start, reference.end);
+    throw new SqlSyntaxError(
+      `Only a single trailing "%" wildcard is supported in table names, got "${reference.name}"`,
+      reference.start,
+      reference.end
+    );
   }
   return { schema: reference.schema ?? DEFAULT_SCHEMA, name: reference.name, wildcard: percent >= 0 };
 }

@@ -56,7 +56,9 @@ export function toSqliteValue(value: unknown, column: string): SqliteValue {
       return value;
     case 'number':
       if (Number.isFinite(value)) return value;
-      throw new EvaluationFailure(`column "${column}" has a non-finite number (${String(value)}) that cannot be represented`);
+      throw new EvaluationFailure(
+        `column "${column}" has a non-finite number (${String(value)}) that cannot be represented`
+      );
     case 'boolean':
       return value ? 1n : 0n;
     case 'undefined':

@@ -3,10 +3,26 @@
  * used by replication (rows → bucket rows, rows → parameter lookups) and by
  * the sync engine (request → bucket ids).
  */
-import { isAlias, isMap, isScalar, isSeq, LineCounter, parseDocument, type Document, type Node as YamlNode } from 'yaml';
+import {
+  isAlias,
+  isMap,
+  isScalar,
+  isSeq,
+  LineCounter,
+  parseDocument,
+  type Document,
+  type Node as YamlNode
+} from 'yaml';
 import { formatBucketId, serializeBucketParameterValue, type BucketParameterValue } from './bucket-id.js';
 import { compileDataQuery, type DataQuery, type EvaluatedBucketRow } from './data-query.js';
-import { makeIssue, queryPosition, type EvaluationError, type QueryKind, type SyncRulesIssue, type YamlPosition } from './errors.js';
+import {
+  makeIssue,
+  queryPosition,
+  type EvaluationError,
+  type QueryKind,
+  type SyncRulesIssue,
+  type YamlPosition
+} from './errors.js';
 import { requestValues, type RequestValues } from './expression.js';
 import { bucketParametersOf, compileParameterQuery, PRIORITY_COLUMN, type ParameterQuery } from './parameter-query.js';
 import { DEFAULT_SCHEMA, sameSourceTable, type SourceTable } from './source-table.js';
@@ -108,7 +124,9 @@ export interface SyncRules {
   /** Convenience: `planBuckets`, fetch the lookups with `fetchLookups`, `finish`. Rejects only if `fetchLookups` does. */
   queryBuckets(
     request: RequestParameters,
-    fetchLookups: (lookups: ParameterLookup[]) => Promise<ReadonlyArray<ReadonlyArray<Readonly<Record<string, SqliteValue>>>>>
+    fetchLookups: (
+      lookups: ParameterLookup[]
+    ) => Promise<ReadonlyArray<ReadonlyArray<Readonly<Record<string, SqliteValue>>>>>
   ): Promise<QueriedBuckets>;
 }
 
@@ -118,7 +136,11 @@ export type ParseSyncRulesResult =
 
 /** Stable text key of a lookup, e.g. `["by_org",0,"u1"]`; INTEGER 1 and REAL 1.0 give the same key. */
 export function serializeParameterLookup(lookup: ParameterLookup): string {
-  const parts = [JSON.stringify(lookup.definition), String(lookup.queryIndex), ...lookup.values.map(serializeBucketParameterValue)];
+  const parts = [
+    JSON.stringify(lookup.definition),
+    String(lookup.queryIndex),
+    ...lookup.values.map(serializeBucketParameterValue)
+  ];
   return `[${parts.join(',')}]`;
 }
 
@@ -169,12 +191,24 @@ function parseSyncRulesUnchecked(yamlText: string): ParseSyncRulesResult {
       if (error.code === 'DUPLICATE_KEY') {
         const duplicate = findKeyAt(document.contents, error.pos[0], []);
         if (duplicate && duplicate.path.length === 1 && duplicate.path[0] === 'bucket_definitions') {
-          errors.push(makeIssue({ reason: `Duplicate bucket definition name "${duplicate.key}"`, bucketDefinition: duplicate.key, yamlPosition }));
+          errors.push(
+            makeIssue({
+              reason: `Duplicate bucket definition name "${duplicate.key}"`,
+              bucketDefinition: duplicate.key,
+              yamlPosition
+            })
+          );
         } else if (duplicate) {
           const [, definition] = duplicate.path;
           const inside = duplicate.path.length > 0 ? ` in ${duplicate.path.join('.')}` : '';
           const reason = `Duplicate key ${JSON.stringify(duplicate.key)}${inside}`;
-          errors.push(makeIssue({ reason, yamlPosition, ...(duplicate.path[0] === 'bucket_definitions' && definition ? { bucketDefinition: definition } : {}) }));
+          errors.push(
+            makeIssue({
+              reason,
+              yamlPosition,
+              ...(duplicate.path[0] === 'bucket_definitions' && definition ? { bucketDefinition: definition } : {})
+            })
+          );
         } else {
           errors.push(makeIssue({ reason: 'Duplicate key in YAML mapping', yamlPosition }));
         }
@@ -186,12 +220,19 @@ function parseSyncRulesUnchecked(yamlText: string): ParseSyncRulesResult {
   }
   for (const warning of document.warnings) {
     const { line, col } = lineCounter.linePos(warning.pos[0]);
-    warnings.push(makeIssue({ severity: 'warning', reason: `YAML: ${warning.message}`, yamlPosition: { line, column: col } }));
+    warnings.push(
+      makeIssue({ severity: 'warning', reason: `YAML: ${warning.message}`, yamlPosition: { line, column: col } })
+    );
   }
 
   const root = resolve(document.contents);
   if (!isMap(root)) {
-    errors.push(makeIssue({ reason: 'Sync rules must be a YAML mapping with a "bucket_definitions" key', yamlPosition: at(root as YamlNode) }));
+    errors.push(
+      makeIssue({
+        reason: 'Sync rules must be a YAML mapping with a "bucket_definitions" key',
+        yamlPosition: at(root as YamlNode)
+      })
+    );
     return failed();
   }
 
@@ -201,11 +242,27 @@ function parseSyncRulesUnchecked(yamlText: string): ParseSyncRulesResult {
     const name = isScalar(key) ? String(key.value) : undefined;
     if (name === 'bucket_definitions') definitionsNode = resolve(pair.value);
     else if (name === 'streams') {
-      errors.push(makeIssue({ reason: '"streams" (sync streams) are not supported; use "bucket_definitions"', yamlPosition: at(key as YamlNode) }));
+      errors.push(
+        makeIssue({
+          reason: '"streams" (sync streams) are not supported; use "bucket_definitions"',
+          yamlPosition: at(key as YamlNode)
+        })
+      );
     } else if (name === 'config') {
-      warnings.push(makeIssue({ severity: 'warning', reason: '"config" is ignored by this implementation', yamlPosition: at(key as YamlNode) }));
+      warnings.push(
+        makeIssue({
+          severity: 'warning',
+          reason: '"config" is ignored by this implementation',
+          yamlPosition: at(key as YamlNode)
+        })
+      );
     } else {
-      errors.push(makeIssue({ reason: `Unknown top-level key ${JSON.stringify(name ?? String(key))}; expected "bucket_definitions"`, yamlPosition: at(key as YamlNode) }));
+      errors.push(
+        makeIssue({
+          reason: `Unknown top-level key ${JSON.stringify(name ?? String(key))}; expected "bucket_definitions"`,
+          yamlPosition: at(key as YamlNode)
+        })
+      );
     }
   }
   if (definitionsNode === undefined) {
@@ -214,7 +271,12 @@ function parseSyncRulesUnchecked(yamlText: string): ParseSyncRulesResult {
   }
   if (!isMap(definitionsNode)) {
     if (!(isScalar(definitionsNode) && definitionsNode.value === null)) {
-      errors.push(makeIssue({ reason: '"bucket_definitions" must be a mapping of definition names to definitions', yamlPosition: at(definitionsNode as YamlNode) }));
+      errors.push(
+        makeIssue({
+          reason: '"bucket_definitions" must be a mapping of definition names to definitions',
+          yamlPosition: at(definitionsNode as YamlNode)
+        })
+      );
       return failed();
     }
     definitionsNode = undefined;
@@ -224,7 +286,9 @@ function parseSyncRulesUnchecked(yamlText: string): ParseSyncRulesResult {
   for (const pair of isMap(definitionsNode) ? definitionsNode.items : []) {
     const key = resolve(pair.key);
     if (!isScalar(key) || key.value === null || key.value === '' || typeof key.value === 'object') {
-      errors.push(makeIssue({ reason: 'Bucket definition names must be non-empty strings', yamlPosition: at(key as YamlNode) }));
+      errors.push(
+        makeIssue({ reason: 'Bucket definition names must be non-empty strings', yamlPosition: at(key as YamlNode) })
+      );
       continue;
     }
     const name = String(key.value);
@@ -266,12 +330,20 @@ interface QueryText {
   yamlPosition: YamlPosition | undefined;
 }
 
-function loadDefinition(name: string, node: unknown, position: YamlPosition | undefined, context: LoadContext): BucketDefinition | undefined {
+function loadDefinition(
+  name: string,
+  node: unknown,
+  position: YamlPosition | undefined,
+  context: LoadContext
+): BucketDefinition | undefined {
   const { at, resolve, errors, warnings } = context;
   const issue = (reason: string, yamlPosition: YamlPosition | undefined, extra: Partial<SyncRulesIssue> = {}) =>
     errors.push(makeIssue({ reason, bucketDefinition: name, yamlPosition, ...extra }));
   if (!isMap(node)) {
-    issue('A bucket definition must be a mapping with "data" (and optionally "parameters", "priority")', at(node as YamlNode) ?? position);
+    issue(
+      'A bucket definition must be a mapping with "data" (and optionally "parameters", "priority")',
+      at(node as YamlNode) ?? position
+    );
     return undefined;
   }
   const errorCount = errors.length;
@@ -287,13 +359,20 @@ function loadDefinition(name: string, node: unknown, position: YamlPosition | un
     const value = resolve(pair.value);
     const keyPosition = at(keyNode as YamlNode);
     if (!DEFINITION_KEYS.has(key)) {
-      issue(`Unknown key ${JSON.stringify(key)} in bucket definition; expected one of ${[...DEFINITION_KEYS].join(', ')}`, keyPosition);
+      issue(
+        `Unknown key ${JSON.stringify(key)} in bucket definition; expected one of ${[...DEFINITION_KEYS].join(', ')}`,
+        keyPosition
+      );
       continue;
     }
     switch (key) {
       case 'parameters': {
         const texts = queryTexts(value, context);
-        if (!texts) issue('"parameters" must be a SELECT query or a list of SELECT queries', at(value as YamlNode) ?? keyPosition);
+        if (!texts)
+          issue(
+            '"parameters" must be a SELECT query or a list of SELECT queries',
+            at(value as YamlNode) ?? keyPosition
+          );
         else parameterTexts = texts;
         break;
       }
@@ -305,24 +384,42 @@ function loadDefinition(name: string, node: unknown, position: YamlPosition | un
       }
       case 'priority': {
         const raw = isScalar(value) ? value.value : undefined;
-        if (typeof raw === 'number' && Number.isInteger(raw) && raw >= MIN_BUCKET_PRIORITY && raw <= MAX_BUCKET_PRIORITY) priority = raw;
+        if (
+          typeof raw === 'number' &&
+          Number.isInteger(raw) &&
+          raw >= MIN_BUCKET_PRIORITY &&
+          raw <= MAX_BUCKET_PRIORITY
+        )
+          priority = raw;
         else {
           const shown = isScalar(value) ? JSON.stringify(value.source ?? value.value) : 'a non-scalar value';
-          issue(`"priority" must be an integer from ${MIN_BUCKET_PRIORITY} to ${MAX_BUCKET_PRIORITY}, got ${shown}`, at(value as YamlNode) ?? keyPosition);
+          issue(
+            `"priority" must be an integer from ${MIN_BUCKET_PRIORITY} to ${MAX_BUCKET_PRIORITY}, got ${shown}`,
+            at(value as YamlNode) ?? keyPosition
+          );
         }
         break;
       }
       case 'accept_potentially_dangerous_queries': {
         const raw = isScalar(value) ? value.value : undefined;
         if (typeof raw === 'boolean') acceptDangerous = raw;
-        else issue('"accept_potentially_dangerous_queries" must be true or false', at(value as YamlNode) ?? keyPosition);
+        else
+          issue('"accept_potentially_dangerous_queries" must be true or false', at(value as YamlNode) ?? keyPosition);
         break;
       }
     }
   }
-  if (dataTexts === undefined && errors.length === errorCount) issue('Missing "data": a bucket definition needs a list of data queries', position);
+  if (dataTexts === undefined && errors.length === errorCount)
+    issue('Missing "data": a bucket definition needs a list of data queries', position);
   if (dataTexts?.length === 0) {
-    warnings.push(makeIssue({ severity: 'warning', reason: '"data" is empty; buckets of this definition will stay empty', bucketDefinition: name, yamlPosition: position }));
+    warnings.push(
+      makeIssue({
+        severity: 'warning',
+        reason: '"data" is empty; buckets of this definition will stay empty',
+        bucketDefinition: name,
+        yamlPosition: position
+      })
+    );
   }
 
   // Parameter queries first: they declare the bucket parameters data queries refer to.
@@ -336,7 +433,9 @@ function loadDefinition(name: string, node: unknown, position: YamlPosition | un
   if (firstQuery) {
     parameterNames = [...firstQuery.parameterNames];
     for (const query of otherQueries) {
-      const same = query.parameterNames.length === parameterNames.length && query.parameterNames.every((parameter) => parameterNames.includes(parameter));
+      const same =
+        query.parameterNames.length === parameterNames.length &&
+        query.parameterNames.every((parameter) => parameterNames.includes(parameter));
       if (!same) {
         const text = parameterTexts[query.index]!;
         errors.push(
@@ -376,7 +475,9 @@ function loadDefinition(name: string, node: unknown, position: YamlPosition | un
 
   const dataQueries: DataQuery[] = [];
   for (const [index, text] of (parametersFailed ? [] : (dataTexts ?? [])).entries()) {
-    const query = compileQuery(name, 'data', index, text, errors, () => compileDataQuery(text.sql, index, { name, parameterNames }));
+    const query = compileQuery(name, 'data', index, text, errors, () =>
+      compileDataQuery(text.sql, index, { name, parameterNames })
+    );
     if (!query) continue;
     dataQueries.push(query);
     for (const warning of query.warnings) {
@@ -396,7 +497,14 @@ function loadDefinition(name: string, node: unknown, position: YamlPosition | un
   }
 
   if (errors.length > errorCount) return undefined;
-  return { name, priority, parameterNames, parameterQueries, dataQueries, acceptPotentiallyDangerousQueries: acceptDangerous };
+  return {
+    name,
+    priority,
+    parameterNames,
+    parameterQueries,
+    dataQueries,
+    acceptPotentiallyDangerousQueries: acceptDangerous
+  };
 }
 
 function queryTexts(value: unknown, context: LoadContext): QueryText[] | undefined {
@@ -413,7 +521,14 @@ function queryTexts(value: unknown, context: LoadContext): QueryText[] | undefin
   return texts;
 }
 
-function compileQuery<T>(definition: string, kind: QueryKind, index: number, text: QueryText, errors: SyncRulesIssue[], compile: () => T): T | undefined {
+function compileQuery<T>(
+  definition: string,
+  kind: QueryKind,
+  index: number,
+  text: QueryText,
+  errors: SyncRulesIssue[],
+  compile: () => T
+): T | undefined {
   try {
     return compile();
   } catch (error) {
@@ -433,21 +548,39 @@ function compileQuery<T>(definition: string, kind: QueryKind, index: number, tex
   }
 }
 
-function evaluationError(definition: string, queryKind: QueryKind, queryIndex: number, error: unknown): EvaluationError {
+function evaluationError(
+  definition: string,
+  queryKind: QueryKind,
+  queryIndex: number,
+  error: unknown
+): EvaluationError {
   if (!(error instanceof EvaluationFailure)) {
     // Not expected; still reported instead of thrown so replication keeps going.
     const reason = error instanceof Error ? error.message : String(error);
-    return { message: `bucket_definitions.${definition}.${queryKind}[${queryIndex}]: internal error: ${reason}`, bucketDefinition: definition, queryKind, queryIndex };
+    return {
+      message: `bucket_definitions.${definition}.${queryKind}[${queryIndex}]: internal error: ${reason}`,
+      bucketDefinition: definition,
+      queryKind,
+      queryIndex
+    };
   }
-  return { message: `bucket_definitions.${definition}.${queryKind}[${queryIndex}]: ${error.message}; row skipped`, bucketDefinition: definition, queryKind, queryIndex };
+  return {
+    message: `bucket_definitions.${definition}.${queryKind}[${queryIndex}]: ${error.message}; row skipped`,
+    bucketDefinition: definition,
+    queryKind,
+    queryIndex
+  };
 }
 
 function invalidRowInput(input: unknown): EvaluationError | undefined {
-  if (input === null || typeof input !== 'object') return { message: 'invalid row input: expected { schema?, table, row }' };
+  if (input === null || typeof input !== 'object')
+    return { message: 'invalid row input: expected { schema?, table, row }' };
   const { schema, table, row } = input as Partial<SourceRowInput>;
   if (typeof table !== 'string') return { message: 'invalid row input: "table" must be a string' };
-  if (schema !== undefined && typeof schema !== 'string') return { message: 'invalid row input: "schema" must be a string' };
-  if (row === null || typeof row !== 'object' || Array.isArray(row)) return { message: `invalid row input: the row of ${table} must be an object of column values` };
+  if (schema !== undefined && typeof schema !== 'string')
+    return { message: 'invalid row input: "schema" must be a string' };
+  if (row === null || typeof row !== 'object' || Array.isArray(row))
+    return { message: `invalid row input: the row of ${table} must be an object of column values` };
   return undefined;
 }
 
@@ -455,9 +588,12 @@ function priorityOf(row: Readonly<Record<string, SqliteValue>>, fallback: number
   if (!Object.hasOwn(row, PRIORITY_COLUMN)) return fallback;
   const value = row[PRIORITY_COLUMN];
   if (value === null || value === undefined) return fallback;
-  const number = typeof value === 'bigint' ? Number(value) : typeof value === 'number' && Number.isInteger(value) ? value : NaN;
+  const number =
+    typeof value === 'bigint' ? Number(value) : typeof value === 'number' && Number.isInteger(value) ? value : NaN;
   if (!(number >= MIN_BUCKET_PRIORITY && number <= MAX_BUCKET_PRIORITY)) {
-    throw new EvaluationFailure(`"${PRIORITY_COLUMN}" must be an integer from ${MIN_BUCKET_PRIORITY} to ${MAX_BUCKET_PRIORITY}`);
+    throw new EvaluationFailure(
+      `"${PRIORITY_COLUMN}" must be an integer from ${MIN_BUCKET_PRIORITY} to ${MAX_BUCKET_PRIORITY}`
+    );
   }
   return number;
 }
@@ -477,16 +613,24 @@ function createSyncRules(definitions: BucketDefinition[]): SyncRules {
     priority: definition.priority,
     parameterNames: definition.parameterNames,
     parameterQueries: definition.parameterQueries.map((query) =>
-      query.kind === 'lookup' ? { sql: query.sql, kind: query.kind, table: query.table } : { sql: query.sql, kind: query.kind }
+      query.kind === 'lookup'
+        ? { sql: query.sql, kind: query.kind, table: query.table }
+        : { sql: query.sql, kind: query.kind }
     ),
     dataQueries: definition.dataQueries.map((query) => ({ sql: query.sql, table: query.table })),
     acceptPotentiallyDangerousQueries: definition.acceptPotentiallyDangerousQueries
   }));
 
-  const addBucket = (buckets: Map<string, BucketDescription>, definition: BucketDefinition, values: BucketParameterValue[], priority: number) => {
+  const addBucket = (
+    buckets: Map<string, BucketDescription>,
+    definition: BucketDefinition,
+    values: BucketParameterValue[],
+    priority: number
+  ) => {
     const bucket = formatBucketId(definition.name, values);
     const existing = buckets.get(bucket);
-    if (!existing || priority < existing.priority) buckets.set(bucket, { bucket, definition: definition.name, priority });
+    if (!existing || priority < existing.priority)
+      buckets.set(bucket, { bucket, definition: definition.name, priority });
   };
 
   const rules: SyncRules = {
@@ -498,7 +642,9 @@ function createSyncRules(definitions: BucketDefinition[]): SyncRules {
       definitions.some((definition) => definition.dataQueries.some((query) => query.matches(schema, table))),
 
     tableSyncsParameters: ({ schema = DEFAULT_SCHEMA, table }) =>
-      definitions.some((definition) => definition.parameterQueries.some((query) => query.kind === 'lookup' && query.matches(schema, table))),
+      definitions.some((definition) =>
+        definition.parameterQueries.some((query) => query.kind === 'lookup' && query.matches(schema, table))
+      ),
 
     evaluateRow(input) {
       const invalid = invalidRowInput(input);
@@ -578,11 +724,16 @@ function createSyncRules(definitions: BucketDefinition[]): SyncRules {
             if (query.kind === 'static') {
               for (const output of query.evaluate(values)) {
                 const parameters = bucketParametersOf(output, definition.parameterNames);
-                if (parameters) addBucket(staticBuckets, definition, parameters, priorityOf(output, definition.priority));
+                if (parameters)
+                  addBucket(staticBuckets, definition, parameters, priorityOf(output, definition.priority));
               }
             } else {
               for (const lookupValues of query.lookupValues(values)) {
-                const lookup: ParameterLookup = { definition: definition.name, queryIndex: query.index, values: lookupValues };
+                const lookup: ParameterLookup = {
+                  definition: definition.name,
+                  queryIndex: query.index,
+                  values: lookupValues
+                };
                 const key = serializeParameterLookup(lookup);
                 if (seenLookups.has(key)) continue;
                 seenLookups.add(key);
@@ -606,12 +757,20 @@ function createSyncRules(definitions: BucketDefinition[]): SyncRules {
           lookupOwners.forEach(({ definition, query }, index) => {
             const rows = Array.isArray(results) ? results[index] : undefined;
             if (!Array.isArray(rows)) {
-              finishErrors.push(evaluationError(definition.name, 'parameters', query.index, new EvaluationFailure(`no lookup result given for lookup ${index}`)));
+              finishErrors.push(
+                evaluationError(
+                  definition.name,
+                  'parameters',
+                  query.index,
+                  new EvaluationFailure(`no lookup result given for lookup ${index}`)
+                )
+              );
               return;
             }
             for (const row of rows) {
               try {
-                if (row === null || typeof row !== 'object') throw new EvaluationFailure('a lookup result row is not an object');
+                if (row === null || typeof row !== 'object')
+                  throw new EvaluationFailure('a lookup result row is not an object');
                 const parameters = bucketParametersOf(row, definition.parameterNames);
                 if (parameters) addBucket(buckets, definition, parameters, priorityOf(row, definition.priority));
               } catch (error) {

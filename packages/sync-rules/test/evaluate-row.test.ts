@@ -9,7 +9,15 @@ describe('evaluateRow: rows to bucket rows', () => {
     const rules = loadRules(definition('global', { data: ['SELECT * FROM lists'] }));
     const result = rules.evaluateRow({
       table: 'lists',
-      row: { id: 9223372036854775807n, big: -9223372036854775808n, unsafe: 9007199254740993n, real: 1.5, whole: 2.0, text: 'x"y', nothing: null }
+      row: {
+        id: 9223372036854775807n,
+        big: -9223372036854775808n,
+        unsafe: 9007199254740993n,
+        real: 1.5,
+        whole: 2.0,
+        text: 'x"y',
+        nothing: null
+      }
     });
     expect(result).toEqual({
       buckets: [
@@ -26,7 +34,9 @@ describe('evaluateRow: rows to bucket rows', () => {
 
   test('blob columns are left out of the JSON (it cannot carry them)', () => {
     const rules = loadRules(definition('global', { data: ['SELECT * FROM files'] }));
-    expect(rules.evaluateRow({ table: 'files', row: { id: 'f1', content: new Uint8Array([1, 2]) } }).buckets[0]!.data).toBe('{"id":"f1"}');
+    expect(
+      rules.evaluateRow({ table: 'files', row: { id: 'f1', content: new Uint8Array([1, 2]) } }).buckets[0]!.data
+    ).toBe('{"id":"f1"}');
   });
 
   test.each([
@@ -42,11 +52,16 @@ describe('evaluateRow: rows to bucket rows', () => {
 
   test('renamed columns, table alias and schema', () => {
     const rules = loadRules(
-      definition('mine', { parameters: USER, data: ['SELECT items.id, name AS title, owner FROM app.todos AS items WHERE items.owner = bucket.user_id'] })
+      definition('mine', {
+        parameters: USER,
+        data: ['SELECT items.id, name AS title, owner FROM app.todos AS items WHERE items.owner = bucket.user_id']
+      })
     );
     const row = { id: 't1', name: 'Buy milk', owner: 'u1', secret: 's' };
     expect(rules.evaluateRow({ schema: 'app', table: 'todos', row })).toEqual({
-      buckets: [{ bucket: 'mine["u1"]', table: 'items', id: 't1', data: '{"id":"t1","title":"Buy milk","owner":"u1"}' }],
+      buckets: [
+        { bucket: 'mine["u1"]', table: 'items', id: 't1', data: '{"id":"t1","title":"Buy milk","owner":"u1"}' }
+      ],
       errors: []
     });
     expect(rules.evaluateRow({ table: 'todos', row }).buckets).toEqual([]); // schema public does not match app
@@ -65,7 +80,10 @@ bucket_definitions:
       - SELECT * FROM lists WHERE owner_id = bucket.user_id
       - SELECT id, 'shared' AS kind FROM lists WHERE bucket.user_id IN shared_with
 `);
-    const result = rules.evaluateRow({ table: 'lists', row: { id: 'l1', owner_id: 'u1', shared_with: '["u2","u1","u3"]' } });
+    const result = rules.evaluateRow({
+      table: 'lists',
+      row: { id: 'l1', owner_id: 'u1', shared_with: '["u2","u1","u3"]' }
+    });
     expect(result.buckets.map(({ bucket, data }) => `${bucket} ${data}`)).toEqual([
       'global[] {"id":"l1","owner_id":"u1","shared_with":"[\\"u2\\",\\"u1\\",\\"u3\\"]"}',
       'user_lists["u1"] {"id":"l1","owner_id":"u1","shared_with":"[\\"u2\\",\\"u1\\",\\"u3\\"]"}',
@@ -83,7 +101,12 @@ bucket_definitions:
     ['not an array', '{"a":1}', []],
     ['NULL column', null, []]
   ])('bucket.p IN column with %s', (_name, tags, buckets) => {
-    const rules = loadRules(definition('by_tag', { parameters: "SELECT request.jwt() ->> 'tag' AS tag", data: ['SELECT * FROM docs WHERE bucket.tag IN tags'] }));
+    const rules = loadRules(
+      definition('by_tag', {
+        parameters: "SELECT request.jwt() ->> 'tag' AS tag",
+        data: ['SELECT * FROM docs WHERE bucket.tag IN tags']
+      })
+    );
     const result = rules.evaluateRow({ table: 'docs', row: { id: 'd', tags } });
     expect(result.errors).toEqual([]);
     expect(result.buckets.map((row) => row.bucket)).toEqual(buckets);
@@ -96,12 +119,20 @@ bucket_definitions:
         data: ['SELECT * FROM t WHERE y = bucket.b AND x = bucket.a']
       })
     );
-    expect(rules.evaluateRow({ table: 't', row: { id: '1', x: 'a', y: 1n } }).buckets.map((row) => row.bucket)).toEqual(['by_pair["a",1]']);
+    expect(rules.evaluateRow({ table: 't', row: { id: '1', x: 'a', y: 1n } }).buckets.map((row) => row.bucket)).toEqual(
+      ['by_pair["a",1]']
+    );
   });
 
   test('an integral REAL and the same INTEGER give the same bucket id', () => {
-    const rules = loadRules(definition('by_x', { parameters: "SELECT request.jwt() ->> 'x' AS x", data: ['SELECT * FROM t WHERE x = bucket.x'] }));
-    const bucketOf = (x: unknown) => rules.evaluateRow({ table: 't', row: { id: '1', x } }).buckets.map((row) => row.bucket);
+    const rules = loadRules(
+      definition('by_x', {
+        parameters: "SELECT request.jwt() ->> 'x' AS x",
+        data: ['SELECT * FROM t WHERE x = bucket.x']
+      })
+    );
+    const bucketOf = (x: unknown) =>
+      rules.evaluateRow({ table: 't', row: { id: '1', x } }).buckets.map((row) => row.bucket);
     expect(bucketOf(1n)).toEqual(['by_x[1]']);
     expect(bucketOf(1.0)).toEqual(['by_x[1]']);
     expect(bucketOf(1.25)).toEqual(['by_x[1.25]']);
@@ -111,15 +142,31 @@ bucket_definitions:
   });
 
   test('OR of parameter matches yields the union of buckets', () => {
-    const rules = loadRules(definition('mine', { parameters: USER, data: ['SELECT * FROM docs WHERE owner = bucket.user_id OR bucket.user_id IN editors'] }));
+    const rules = loadRules(
+      definition('mine', {
+        parameters: USER,
+        data: ['SELECT * FROM docs WHERE owner = bucket.user_id OR bucket.user_id IN editors']
+      })
+    );
     const result = rules.evaluateRow({ table: 'docs', row: { id: 'd', owner: 'u1', editors: '["u1","u2"]' } });
     expect(result.buckets.map((row) => row.bucket)).toEqual(['mine["u1"]', 'mine["u2"]']);
   });
 
   test('AND of two matches on the same parameter keeps only agreeing values', () => {
-    const rules = loadRules(definition('mine', { parameters: USER, data: ['SELECT * FROM docs WHERE owner = bucket.user_id AND bucket.user_id IN editors'] }));
-    expect(rules.evaluateRow({ table: 'docs', row: { id: 'd', owner: 'u1', editors: '["u1","u2"]' } }).buckets.map((row) => row.bucket)).toEqual(['mine["u1"]']);
-    expect(rules.evaluateRow({ table: 'docs', row: { id: 'd', owner: 'u3', editors: '["u1","u2"]' } }).buckets).toEqual([]);
+    const rules = loadRules(
+      definition('mine', {
+        parameters: USER,
+        data: ['SELECT * FROM docs WHERE owner = bucket.user_id AND bucket.user_id IN editors']
+      })
+    );
+    expect(
+      rules
+        .evaluateRow({ table: 'docs', row: { id: 'd', owner: 'u1', editors: '["u1","u2"]' } })
+        .buckets.map((row) => row.bucket)
+    ).toEqual(['mine["u1"]']);
+    expect(rules.evaluateRow({ table: 'docs', row: { id: 'd', owner: 'u3', editors: '["u1","u2"]' } }).buckets).toEqual(
+      []
+    );
   });
 
   test.each([
@@ -144,7 +191,9 @@ bucket_definitions:
     ["doc ->> 'state' = 'done'", { doc: '{"state":"done"}' }, true],
     ['missing_column IS NULL', {}, true]
   ])('row filter %s on %o → %s', (condition, row, kept) => {
-    const rules = loadRules(definition('mine', { parameters: USER, data: [`SELECT * FROM t WHERE owner = bucket.user_id AND ${condition}`] }));
+    const rules = loadRules(
+      definition('mine', { parameters: USER, data: [`SELECT * FROM t WHERE owner = bucket.user_id AND ${condition}`] })
+    );
     const result = rules.evaluateRow({ table: 't', row: { id: 'x', owner: 'u1', ...row } });
     expect(result.errors).toEqual([]);
     expect(result.buckets.length).toBe(kept ? 1 : 0);
@@ -152,7 +201,9 @@ bucket_definitions:
 
   test('a definition without parameters may filter on row values only', () => {
     const rules = loadRules(definition('public_docs', { data: ['SELECT * FROM docs WHERE public = 1'] }));
-    expect(rules.evaluateRow({ table: 'docs', row: { id: 'a', public: 1n } }).buckets.map((row) => row.bucket)).toEqual(['public_docs[]']);
+    expect(rules.evaluateRow({ table: 'docs', row: { id: 'a', public: 1n } }).buckets.map((row) => row.bucket)).toEqual(
+      ['public_docs[]']
+    );
     expect(rules.evaluateRow({ table: 'docs', row: { id: 'a', public: 0n } }).buckets).toEqual([]);
   });
 
@@ -261,11 +312,36 @@ bucket_definitions:
 `);
 
   test.each([
-    ['an array in the id column', { id: [1, [2]], title: 't', owner: 'u' }, ['global', 'everything', 'mine', 'parsed'], /column "id" has a value of type array/],
-    ['an object in an output column', { id: 'd', title: { x: 1 }, owner: 'u' }, ['global', 'everything'], /column "title" has a value of type object/],
-    ['a blob as bucket parameter', { id: 'd', owner: new Uint8Array([1]) }, ['mine'], /blob, which cannot be a bucket parameter/],
-    ['a blob id', { id: new Uint8Array([1]) }, ['global', 'everything', 'parsed'], /blob, which cannot be an object id/],
-    ['a nested array matched with IN', { id: 'd', tags: '[["a"]]' }, ['tagged'], /array element \["a"\] is not a scalar/],
+    [
+      'an array in the id column',
+      { id: [1, [2]], title: 't', owner: 'u' },
+      ['global', 'everything', 'mine', 'parsed'],
+      /column "id" has a value of type array/
+    ],
+    [
+      'an object in an output column',
+      { id: 'd', title: { x: 1 }, owner: 'u' },
+      ['global', 'everything'],
+      /column "title" has a value of type object/
+    ],
+    [
+      'a blob as bucket parameter',
+      { id: 'd', owner: new Uint8Array([1]) },
+      ['mine'],
+      /blob, which cannot be a bucket parameter/
+    ],
+    [
+      'a blob id',
+      { id: new Uint8Array([1]) },
+      ['global', 'everything', 'parsed'],
+      /blob, which cannot be an object id/
+    ],
+    [
+      'a nested array matched with IN',
+      { id: 'd', tags: '[["a"]]' },
+      ['tagged'],
+      /array element \["a"\] is not a scalar/
+    ],
     ['malformed JSON', { id: 'd', meta: '{oops' }, ['parsed'], /malformed JSON/],
     ['a non-finite number', { id: 'd', title: Infinity }, ['global', 'everything'], /non-finite number/],
     ['a Date', { id: 'd', title: new Date(0) }, ['global', 'everything'], /type Date/]
@@ -285,7 +361,11 @@ bucket_definitions:
   });
 
   test('malformed input objects are reported, never thrown', () => {
-    const bad = [{ table: 'docs', row: null }, { table: undefined, row: {} }, { table: 'docs', row: 'text' }];
+    const bad = [
+      { table: 'docs', row: null },
+      { table: undefined, row: {} },
+      { table: 'docs', row: 'text' }
+    ];
     for (const input of bad) {
       const result = rules.evaluateRow(input as never);
       expect(result.buckets).toEqual([]);

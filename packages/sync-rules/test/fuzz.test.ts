@@ -20,18 +20,82 @@ function expectWellFormed(result: ReturnType<typeof parseSyncRules>): void {
 
 /** Fragments that make random text look like sync rules SQL, so the fuzzer gets past the first token. */
 const SQL_FRAGMENTS = [
-  'SELECT', '*', 'FROM', 'WHERE', 'AND', 'OR', 'NOT', 'IN', 'IS', 'NULL', 'AS', 'CAST', 'TEXT', 'INTEGER', '(', ')', ',', '.', '=', '!=',
-  '<', '>=', '->', '->>', '||', '+', '-', '/', "'x'", "'$.a'", '"q"', '1', '2.5', '0x10', 'id', 't', 'bucket.p', 'bucket.q', 'request.user_id()',
-  'request.jwt()', 'request.parameters()', 'token_parameters.a', 'user_parameters.b', 'upper', 'json_extract', 'JOIN', 'GROUP BY', 'LIMIT',
-  ';', '--', '/*', '?', 'CASE', 'json_each(', 'value', 'key', 'SELECT (SELECT', 'coalesce(', 'bucket', 'request.', "'", '"'
+  'SELECT',
+  '*',
+  'FROM',
+  'WHERE',
+  'AND',
+  'OR',
+  'NOT',
+  'IN',
+  'IS',
+  'NULL',
+  'AS',
+  'CAST',
+  'TEXT',
+  'INTEGER',
+  '(',
+  ')',
+  ',',
+  '.',
+  '=',
+  '!=',
+  '<',
+  '>=',
+  '->',
+  '->>',
+  '||',
+  '+',
+  '-',
+  '/',
+  "'x'",
+  "'$.a'",
+  '"q"',
+  '1',
+  '2.5',
+  '0x10',
+  'id',
+  't',
+  'bucket.p',
+  'bucket.q',
+  'request.user_id()',
+  'request.jwt()',
+  'request.parameters()',
+  'token_parameters.a',
+  'user_parameters.b',
+  'upper',
+  'json_extract',
+  'JOIN',
+  'GROUP BY',
+  'LIMIT',
+  ';',
+  '--',
+  '/*',
+  '?',
+  'CASE',
+  'json_each(',
+  'value',
+  'key',
+  'SELECT (SELECT',
+  'coalesce(',
+  'bucket',
+  'request.',
+  "'",
+  '"'
 ];
-const sqlish = fc.array(fc.oneof(fc.constantFrom(...SQL_FRAGMENTS), fc.string({ maxLength: 3 })), { maxLength: 14 }).map((parts) => parts.join(' '));
+const sqlish = fc
+  .array(fc.oneof(fc.constantFrom(...SQL_FRAGMENTS), fc.string({ maxLength: 3 })), { maxLength: 14 })
+  .map((parts) => parts.join(' '));
 
 const yamlScalar = fc.oneof(fc.string(), fc.integer(), fc.double(), fc.boolean(), fc.constant(null), sqlish);
 const { value: yamlValue } = fc.letrec((tie) => ({
   value: fc.oneof({ depthSize: 'small', withCrossShrink: true }, yamlScalar, tie('list'), tie('map')),
   list: fc.array(tie('value'), { maxLength: 4 }),
-  map: fc.dictionary(fc.oneof(fc.string({ maxLength: 6 }), fc.constantFrom('data', 'parameters', 'priority', 'bucket_definitions')), tie('value'), { maxKeys: 4 })
+  map: fc.dictionary(
+    fc.oneof(fc.string({ maxLength: 6 }), fc.constantFrom('data', 'parameters', 'priority', 'bucket_definitions')),
+    tie('value'),
+    { maxKeys: 4 }
+  )
 }));
 
 const definitionLike = fc.record(
@@ -43,7 +107,9 @@ const definitionLike = fc.record(
   },
   { requiredKeys: [] }
 );
-const rulesLike = fc.record({ bucket_definitions: fc.dictionary(fc.string({ minLength: 1, maxLength: 8 }), definitionLike, { maxKeys: 3 }) });
+const rulesLike = fc.record({
+  bucket_definitions: fc.dictionary(fc.string({ minLength: 1, maxLength: 8 }), definitionLike, { maxKeys: 3 })
+});
 
 describe('parseSyncRules never throws', () => {
   test('on random strings', () => {
@@ -121,7 +187,10 @@ bucket_definitions:
     fc.json(),
     fc.constantFrom('[1,[2]]', '["u"]', '{"a":{"b":1}}', '[', 'null')
   );
-  const row = fc.dictionary(fc.constantFrom('id', 'name', 'owner', 'doc', 'n', 'tags', 'members', 'kind', 'p', '__proto__', 'toString'), columnValue);
+  const row = fc.dictionary(
+    fc.constantFrom('id', 'name', 'owner', 'doc', 'n', 'tags', 'members', 'kind', 'p', '__proto__', 'toString'),
+    columnValue
+  );
 
   test('evaluateRow and evaluateParameterRow report instead of throwing', () => {
     expect(result.ok).toBe(true);
@@ -137,10 +206,20 @@ bucket_definitions:
 
   test('planBuckets and finish report instead of throwing', () => {
     fc.assert(
-      fc.property(fc.string(), fc.anything(), fc.anything(), fc.array(fc.array(fc.anything(), { maxLength: 3 }), { maxLength: 3 }), (userId, token, client, results) => {
-        const plan = rules.planBuckets({ userId, tokenParameters: token as Record<string, unknown>, clientParameters: client as Record<string, unknown> });
-        plan.finish(results as never);
-      }),
+      fc.property(
+        fc.string(),
+        fc.anything(),
+        fc.anything(),
+        fc.array(fc.array(fc.anything(), { maxLength: 3 }), { maxLength: 3 }),
+        (userId, token, client, results) => {
+          const plan = rules.planBuckets({
+            userId,
+            tokenParameters: token as Record<string, unknown>,
+            clientParameters: client as Record<string, unknown>
+          });
+          plan.finish(results as never);
+        }
+      ),
       { numRuns: 500 }
     );
   });
@@ -153,7 +232,21 @@ bucket_definitions:
 // of valid queries probe the error paths next to valid input. Whatever comes out: `parseSyncRules` reports issues
 // instead of throwing, and rules that parse evaluate rows and requests without throwing.
 
-const COLUMNS = ['id', 'name', 'owner', 'doc', 'n', 'tags', 'members', 'kind', 'p', '"quoted col"', '`ticked`', 'rowid', 'value'];
+const COLUMNS = [
+  'id',
+  'name',
+  'owner',
+  'doc',
+  'n',
+  'tags',
+  'members',
+  'kind',
+  'p',
+  '"quoted col"',
+  '`ticked`',
+  'rowid',
+  'value'
+];
 const REQUEST_VALUES = [
   'request.user_id()',
   'request.jwt()',
@@ -167,13 +260,37 @@ const REQUEST_VALUES = [
   'auth.user_id()',
   'request.nope()'
 ];
-const TABLES = ['t', 'public.t', 'other.t', '"todos_%"', 'todos_%', '"Quoted Table"', 'memberships', 't AS alias', 'json_each(request.jwt() -> \'orgs\')'];
+const TABLES = [
+  't',
+  'public.t',
+  'other.t',
+  '"todos_%"',
+  'todos_%',
+  '"Quoted Table"',
+  'memberships',
+  't AS alias',
+  "json_each(request.jwt() -> 'orgs')"
+];
 
 /** SQL literals, including the awkward ones: escaped quotes, int64 edges, reals, blobs-ish, NULL/TRUE/FALSE. */
 const sqlLiteral = fc.oneof(
   fc.string({ maxLength: 6 }).map((text) => `'${text.replace(/'/g, "''")}'`),
   fc.bigInt({ min: -(2n ** 64n), max: 2n ** 64n }).map(String),
-  fc.constantFrom('9223372036854775807', '9223372036854775808', '-9223372036854775808', '0', '1.5', '1e308', '1e999', '.5', '0x10', "x'00ff'", 'NULL', 'TRUE', 'FALSE')
+  fc.constantFrom(
+    '9223372036854775807',
+    '9223372036854775808',
+    '-9223372036854775808',
+    '0',
+    '1.5',
+    '1e308',
+    '1e999',
+    '.5',
+    '0x10',
+    "x'00ff'",
+    'NULL',
+    'TRUE',
+    'FALSE'
+  )
 );
 
 const sqlExpression: fc.Arbitrary<string> = fc.letrec<{ expr: string }>((tie) => ({
@@ -184,15 +301,51 @@ const sqlExpression: fc.Arbitrary<string> = fc.letrec<{ expr: string }>((tie) =>
     fc.constantFrom(...COLUMNS).map((column) => `t.${column}`),
     fc.constantFrom(...REQUEST_VALUES),
     fc.constantFrom('bucket.p', 'bucket.q', 'bucket.owner', 'bucket.nope'),
-    fc.tuple(tie('expr'), fc.constantFrom('=', '==', '!=', '<>', '<', '<=', '>', '>=', 'AND', 'OR', 'IS', 'IS NOT', '+', '-', '*', '/', '%', '||', '->', '->>'), tie('expr')).map(
-      ([left, operator, right]) => `${left} ${operator} ${right}`
-    ),
-    fc.tuple(tie('expr'), fc.array(tie('expr'), { minLength: 0, maxLength: 3 }), fc.boolean()).map(([left, items, not]) => `${left} ${not ? 'NOT IN' : 'IN'} (${items.join(', ')})`),
+    fc
+      .tuple(
+        tie('expr'),
+        fc.constantFrom(
+          '=',
+          '==',
+          '!=',
+          '<>',
+          '<',
+          '<=',
+          '>',
+          '>=',
+          'AND',
+          'OR',
+          'IS',
+          'IS NOT',
+          '+',
+          '-',
+          '*',
+          '/',
+          '%',
+          '||',
+          '->',
+          '->>'
+        ),
+        tie('expr')
+      )
+      .map(([left, operator, right]) => `${left} ${operator} ${right}`),
+    fc
+      .tuple(tie('expr'), fc.array(tie('expr'), { minLength: 0, maxLength: 3 }), fc.boolean())
+      .map(([left, items, not]) => `${left} ${not ? 'NOT IN' : 'IN'} (${items.join(', ')})`),
     fc.tuple(tie('expr'), tie('expr')).map(([left, right]) => `${left} IN ${right}`),
     fc.tuple(fc.constantFrom('NOT', '-', '+'), tie('expr')).map(([operator, operand]) => `${operator} ${operand}`),
-    fc.tuple(tie('expr'), fc.constantFrom('IS NULL', 'IS NOT NULL', 'ISNULL', 'NOTNULL', 'NOT NULL')).map(([operand, suffix]) => `${operand} ${suffix}`),
-    fc.tuple(fc.constantFrom(...SUPPORTED_FUNCTIONS, 'nope', 'json_each', 'count'), fc.array(tie('expr'), { maxLength: 3 })).map(([name, args]) => `${name}(${args.join(', ')})`),
-    fc.tuple(tie('expr'), fc.constantFrom('TEXT', 'INTEGER', 'REAL', 'NUMERIC', 'BLOB', 'JSON', 'VARCHAR(10)')).map(([operand, type]) => `CAST(${operand} AS ${type})`),
+    fc
+      .tuple(tie('expr'), fc.constantFrom('IS NULL', 'IS NOT NULL', 'ISNULL', 'NOTNULL', 'NOT NULL'))
+      .map(([operand, suffix]) => `${operand} ${suffix}`),
+    fc
+      .tuple(
+        fc.constantFrom(...SUPPORTED_FUNCTIONS, 'nope', 'json_each', 'count'),
+        fc.array(tie('expr'), { maxLength: 3 })
+      )
+      .map(([name, args]) => `${name}(${args.join(', ')})`),
+    fc
+      .tuple(tie('expr'), fc.constantFrom('TEXT', 'INTEGER', 'REAL', 'NUMERIC', 'BLOB', 'JSON', 'VARCHAR(10)'))
+      .map(([operand, type]) => `CAST(${operand} AS ${type})`),
     tie('expr').map((inner) => `(${inner})`)
   )
 })).expr;
@@ -201,7 +354,9 @@ const resultColumn = fc.oneof(
   fc.constant('*'),
   fc.constant('t.*'),
   fc.constantFrom(...COLUMNS),
-  fc.tuple(sqlExpression, fc.constantFrom('a', 'b', 'id', 'p', 'q', 'owner', '_priority', '"odd name"'), fc.boolean()).map(([expr, alias, as]) => `${expr}${as ? ' AS' : ''} ${alias}`)
+  fc
+    .tuple(sqlExpression, fc.constantFrom('a', 'b', 'id', 'p', 'q', 'owner', '_priority', '"odd name"'), fc.boolean())
+    .map(([expr, alias, as]) => `${expr}${as ? ' AS' : ''} ${alias}`)
 );
 
 const selectQuery = fc
@@ -211,22 +366,41 @@ const selectQuery = fc
     where: fc.option(sqlExpression, { nil: undefined }),
     semicolon: fc.boolean()
   })
-  .map(({ columns, table, where, semicolon }) => `SELECT ${columns.join(', ')}${table ? ` FROM ${table}` : ''}${where ? ` WHERE ${where}` : ''}${semicolon ? ';' : ''}`);
+  .map(
+    ({ columns, table, where, semicolon }) =>
+      `SELECT ${columns.join(', ')}${table ? ` FROM ${table}` : ''}${where ? ` WHERE ${where}` : ''}${semicolon ? ';' : ''}`
+  );
 
 /** Data queries shaped like real ones (`... FROM t WHERE column = bucket.x`), with generated parts. */
 const dataQuery = fc.oneof(
   selectQuery,
-  fc.tuple(fc.constantFrom(...COLUMNS), fc.constantFrom('bucket.p', 'bucket.q'), fc.option(sqlExpression, { nil: undefined })).map(
-    ([column, parameter, extra]) => `SELECT * FROM t WHERE ${column} = ${parameter}${extra ? ` AND ${extra}` : ''}`
-  )
+  fc
+    .tuple(
+      fc.constantFrom(...COLUMNS),
+      fc.constantFrom('bucket.p', 'bucket.q'),
+      fc.option(sqlExpression, { nil: undefined })
+    )
+    .map(
+      ([column, parameter, extra]) => `SELECT * FROM t WHERE ${column} = ${parameter}${extra ? ` AND ${extra}` : ''}`
+    )
 );
 /** Parameter queries: static (no FROM), table lookups, json_each, with generated conditions. */
 const parameterQuery = fc.oneof(
   selectQuery,
-  fc.tuple(fc.constantFrom(...REQUEST_VALUES), fc.option(sqlExpression, { nil: undefined })).map(([value, where]) => `SELECT ${value} AS p${where ? ` WHERE ${where}` : ''}`),
-  fc.tuple(fc.constantFrom(...COLUMNS), fc.constantFrom(...COLUMNS), fc.constantFrom(...REQUEST_VALUES), fc.constantFrom('=', 'IN')).map(
-    ([output, column, value, operator]) => `SELECT ${output} AS p FROM memberships WHERE ${column} ${operator} ${value}`
-  )
+  fc
+    .tuple(fc.constantFrom(...REQUEST_VALUES), fc.option(sqlExpression, { nil: undefined }))
+    .map(([value, where]) => `SELECT ${value} AS p${where ? ` WHERE ${where}` : ''}`),
+  fc
+    .tuple(
+      fc.constantFrom(...COLUMNS),
+      fc.constantFrom(...COLUMNS),
+      fc.constantFrom(...REQUEST_VALUES),
+      fc.constantFrom('=', 'IN')
+    )
+    .map(
+      ([output, column, value, operator]) =>
+        `SELECT ${output} AS p FROM memberships WHERE ${column} ${operator} ${value}`
+    )
 );
 
 /** Row-only expressions that are well-formed (known functions with their arity), so whole definitions are valid often. */
@@ -235,14 +409,39 @@ const rowExpression: fc.Arbitrary<string> = fc.letrec<{ expr: string }>((tie) =>
     { depthSize: 'small', withCrossShrink: true },
     sqlLiteral,
     fc.constantFrom('id', 'name', 'owner', 'doc', 'n', 'kind'),
-    fc.tuple(fc.constantFrom('upper', 'lower', 'length', 'typeof', 'abs', 'json_valid'), tie('expr')).map(([name, arg]) => `${name}(${arg})`),
-    fc.tuple(fc.constantFrom('ifnull', 'nullif', 'coalesce'), tie('expr'), tie('expr')).map(([name, a, b]) => `${name}(${a}, ${b})`),
+    fc
+      .tuple(fc.constantFrom('upper', 'lower', 'length', 'typeof', 'abs', 'json_valid'), tie('expr'))
+      .map(([name, arg]) => `${name}(${arg})`),
+    fc
+      .tuple(fc.constantFrom('ifnull', 'nullif', 'coalesce'), tie('expr'), tie('expr'))
+      .map(([name, a, b]) => `${name}(${a}, ${b})`),
     fc.tuple(tie('expr'), tie('expr'), tie('expr')).map(([a, b, c]) => `iif(${a}, ${b}, ${c})`),
-    fc.tuple(fc.constantFrom('doc', 'name', "'{\"a\":[1,2]}'"), fc.constantFrom("'$.a'", "'$.a[0]'", "'$'", "'$.\"b c\"'", "'$[#-1]'", "'not a path'")).map(([document, path]) => `json_extract(${document}, ${path})`),
-    fc.tuple(fc.constantFrom('doc', 'name'), fc.constantFrom('->', '->>'), fc.constantFrom("'a'", "'$.a'", '0', "'$[0]'")).map(([document, operator, path]) => `${document} ${operator} ${path}`),
-    fc.tuple(tie('expr'), fc.constantFrom('TEXT', 'INTEGER', 'REAL', 'NUMERIC', 'BLOB')).map(([operand, type]) => `CAST(${operand} AS ${type})`),
-    fc.tuple(tie('expr'), fc.constantFrom('=', '!=', '<', '>=', 'AND', 'OR', 'IS', 'IS NOT', '+', '-', '*', '/', '%', '||'), tie('expr')).map(([a, operator, b]) => `(${a} ${operator} ${b})`),
-    fc.tuple(tie('expr'), fc.array(sqlLiteral, { minLength: 1, maxLength: 3 })).map(([operand, items]) => `${operand} IN (${items.join(', ')})`)
+    fc
+      .tuple(
+        fc.constantFrom('doc', 'name', '\'{"a":[1,2]}\''),
+        fc.constantFrom("'$.a'", "'$.a[0]'", "'$'", '\'$."b c"\'', "'$[#-1]'", "'not a path'")
+      )
+      .map(([document, path]) => `json_extract(${document}, ${path})`),
+    fc
+      .tuple(
+        fc.constantFrom('doc', 'name'),
+        fc.constantFrom('->', '->>'),
+        fc.constantFrom("'a'", "'$.a'", '0', "'$[0]'")
+      )
+      .map(([document, operator, path]) => `${document} ${operator} ${path}`),
+    fc
+      .tuple(tie('expr'), fc.constantFrom('TEXT', 'INTEGER', 'REAL', 'NUMERIC', 'BLOB'))
+      .map(([operand, type]) => `CAST(${operand} AS ${type})`),
+    fc
+      .tuple(
+        tie('expr'),
+        fc.constantFrom('=', '!=', '<', '>=', 'AND', 'OR', 'IS', 'IS NOT', '+', '-', '*', '/', '%', '||'),
+        tie('expr')
+      )
+      .map(([a, operator, b]) => `(${a} ${operator} ${b})`),
+    fc
+      .tuple(tie('expr'), fc.array(sqlLiteral, { minLength: 1, maxLength: 3 }))
+      .map(([operand, items]) => `${operand} IN (${items.join(', ')})`)
   )
 })).expr;
 
@@ -256,9 +455,12 @@ const wellFormedDefinition = fc.record({
     'SELECT token_parameters.org AS p'
   ),
   data: fc.array(
-    fc.tuple(fc.array(rowExpression, { minLength: 1, maxLength: 3 }), fc.option(rowExpression, { nil: undefined })).map(
-      ([columns, where]) => `SELECT id, ${columns.map((column, i) => `${column} AS c${i}`).join(', ')} FROM t WHERE owner = bucket.p${where ? ` AND ${where}` : ''}`
-    ),
+    fc
+      .tuple(fc.array(rowExpression, { minLength: 1, maxLength: 3 }), fc.option(rowExpression, { nil: undefined }))
+      .map(
+        ([columns, where]) =>
+          `SELECT id, ${columns.map((column, i) => `${column} AS c${i}`).join(', ')} FROM t WHERE owner = bucket.p${where ? ` AND ${where}` : ''}`
+      ),
     { minLength: 1, maxLength: 2 }
   ),
   priority: fc.integer({ min: 0, max: 3 })
@@ -266,7 +468,10 @@ const wellFormedDefinition = fc.record({
 
 const grammarRules = fc
   .dictionary(
-    fc.oneof(fc.constantFrom('b1', 'b2', 'by_owner', 'with space', 'ünïcode', '__proto__', 'constructor'), fc.string({ minLength: 1, maxLength: 6 })),
+    fc.oneof(
+      fc.constantFrom('b1', 'b2', 'by_owner', 'with space', 'ünïcode', '__proto__', 'constructor'),
+      fc.string({ minLength: 1, maxLength: 6 })
+    ),
     fc.oneof(
       wellFormedDefinition,
       fc.record(
@@ -285,8 +490,31 @@ const grammarRules = fc
 
 /** Rows and requests to evaluate parsed rules with. */
 const sqlRow = fc.dictionary(
-  fc.constantFrom('id', 'name', 'owner', 'doc', 'n', 'tags', 'members', 'kind', 'p', 'quoted col', 'ticked', 'value', 'user_id', 'org_id'),
-  fc.oneof(fc.string({ maxLength: 8 }), fc.bigInt({ min: -(2n ** 63n), max: 2n ** 63n - 1n }), fc.double(), fc.constant(null), fc.uint8Array({ maxLength: 4 }), fc.json(), fc.constantFrom('["a","b"]', '{"a":1}'))
+  fc.constantFrom(
+    'id',
+    'name',
+    'owner',
+    'doc',
+    'n',
+    'tags',
+    'members',
+    'kind',
+    'p',
+    'quoted col',
+    'ticked',
+    'value',
+    'user_id',
+    'org_id'
+  ),
+  fc.oneof(
+    fc.string({ maxLength: 8 }),
+    fc.bigInt({ min: -(2n ** 63n), max: 2n ** 63n - 1n }),
+    fc.double(),
+    fc.constant(null),
+    fc.uint8Array({ maxLength: 4 }),
+    fc.json(),
+    fc.constantFrom('["a","b"]', '{"a":1}')
+  )
 );
 const tableName = fc.constantFrom('t', 'memberships', 'todos_1', 'Quoted Table', 'other');
 const requestParameters = fc.record({
@@ -296,7 +524,12 @@ const requestParameters = fc.record({
 });
 
 /** Parses, and when the rules are valid, exercises every evaluation entry point once. */
-function parseAndExercise(yaml: string, row: Record<string, unknown>, table: string, request: { userId: string; tokenParameters: Record<string, unknown>; clientParameters: Record<string, unknown> }) {
+function parseAndExercise(
+  yaml: string,
+  row: Record<string, unknown>,
+  table: string,
+  request: { userId: string; tokenParameters: Record<string, unknown>; clientParameters: Record<string, unknown> }
+) {
   const result = parseSyncRules(yaml);
   expectWellFormed(result);
   if (!result.ok) return false;
@@ -305,7 +538,11 @@ function parseAndExercise(yaml: string, row: Record<string, unknown>, table: str
   for (const bucket of evaluated.buckets) JSON.parse(bucket.data);
   for (const error of evaluated.errors) expect(typeof error.message).toBe('string');
   rules.evaluateParameterRow({ table, row: row as never });
-  const plan = rules.planBuckets({ userId: request.userId, tokenParameters: request.tokenParameters, clientParameters: request.clientParameters });
+  const plan = rules.planBuckets({
+    userId: request.userId,
+    tokenParameters: request.tokenParameters,
+    clientParameters: request.clientParameters
+  });
   plan.finish(plan.lookups.map(() => []) as never);
   return true;
 }
@@ -355,7 +592,19 @@ describe('grammar-aware fuzzing of sync rules', () => {
 
   /** Splits a query into rough tokens (words, strings, operators) for token-level mutations. */
   const tokensOf = (sql: string) => sql.match(/'(?:[^']|'')*'|"[^"]*"|->>|->|\|\||[<>!=]=|<>|\w+|\S/g) ?? [];
-  const vocabulary = [...SQL_FRAGMENTS, 'bucket.owner', 'bucket.org', '$.a', 'IS NOT', 'NOT IN', 'json_each', 'CAST(', 'AS INTEGER)', '((', '))'];
+  const vocabulary = [
+    ...SQL_FRAGMENTS,
+    'bucket.owner',
+    'bucket.org',
+    '$.a',
+    'IS NOT',
+    'NOT IN',
+    'json_each',
+    'CAST(',
+    'AS INTEGER)',
+    '((',
+    '))'
+  ];
 
   test('token-level mutations of valid rules: delete, duplicate, swap, insert, replace', () => {
     for (const rules of VALID_RULES) expect(parseSyncRules(rules).ok, rules).toBe(true);
@@ -366,38 +615,54 @@ describe('grammar-aware fuzzing of sync rules', () => {
       token: fc.oneof(fc.constantFrom(...vocabulary), sqlLiteral, fc.constantFrom(...REQUEST_VALUES))
     });
     fc.assert(
-      fc.property(fc.constantFrom(...VALID_RULES), fc.array(mutationOf, { minLength: 1, maxLength: 3 }), sqlRow, tableName, requestParameters, (rules, mutations, row, table, request) => {
-        // Mutate the SQL of one line (a query), keeping the YAML around it intact.
-        const lines = rules.split('\n');
-        const queryLines = lines.map((line, index) => [line, index] as const).filter(([line]) => /SELECT/.test(line));
-        const [line, index] = queryLines[mutations[0]!.at % queryLines.length]!;
-        const start = line.indexOf('SELECT');
-        const end = line.endsWith(']') ? line.lastIndexOf(']') : line.length;
-        const tokens = tokensOf(line.slice(start, end));
-        for (const { kind, at, other, token } of mutations) {
-          const i = at % Math.max(1, tokens.length);
-          const j = other % Math.max(1, tokens.length);
-          if (kind === 'delete') tokens.splice(i, 1);
-          else if (kind === 'duplicate') tokens.splice(i, 0, tokens[i] ?? token);
-          else if (kind === 'swap') [tokens[i], tokens[j]] = [tokens[j]!, tokens[i]!];
-          else if (kind === 'insert') tokens.splice(i, 0, token);
-          else tokens[i] = token;
+      fc.property(
+        fc.constantFrom(...VALID_RULES),
+        fc.array(mutationOf, { minLength: 1, maxLength: 3 }),
+        sqlRow,
+        tableName,
+        requestParameters,
+        (rules, mutations, row, table, request) => {
+          // Mutate the SQL of one line (a query), keeping the YAML around it intact.
+          const lines = rules.split('\n');
+          const queryLines = lines.map((line, index) => [line, index] as const).filter(([line]) => /SELECT/.test(line));
+          const [line, index] = queryLines[mutations[0]!.at % queryLines.length]!;
+          const start = line.indexOf('SELECT');
+          const end = line.endsWith(']') ? line.lastIndexOf(']') : line.length;
+          const tokens = tokensOf(line.slice(start, end));
+          for (const { kind, at, other, token } of mutations) {
+            const i = at % Math.max(1, tokens.length);
+            const j = other % Math.max(1, tokens.length);
+            if (kind === 'delete') tokens.splice(i, 1);
+            else if (kind === 'duplicate') tokens.splice(i, 0, tokens[i] ?? token);
+            else if (kind === 'swap') [tokens[i], tokens[j]] = [tokens[j]!, tokens[i]!];
+            else if (kind === 'insert') tokens.splice(i, 0, token);
+            else tokens[i] = token;
+          }
+          const mutated = tokens.filter((token) => token !== undefined).join(' ');
+          // JSON-quote the query so the YAML stays valid whatever the SQL became.
+          lines[index] = line.slice(0, start) + JSON.stringify(mutated) + line.slice(end);
+          parseAndExercise(lines.join('\n'), row, table, request);
         }
-        const mutated = tokens.filter((token) => token !== undefined).join(' ');
-        // JSON-quote the query so the YAML stays valid whatever the SQL became.
-        lines[index] = line.slice(0, start) + JSON.stringify(mutated) + line.slice(end);
-        parseAndExercise(lines.join('\n'), row, table, request);
-      }),
+      ),
       { numRuns: 2000 }
     );
   });
 
   test('random SQL fragments in data and parameter queries of otherwise valid definitions', () => {
     fc.assert(
-      fc.property(fc.oneof(sqlish, selectQuery), fc.oneof(sqlish, parameterQuery), fc.boolean(), sqlRow, requestParameters, (data, parameters, withParameters, row, request) => {
-        const yaml = stringify({ bucket_definitions: { b: { ...(withParameters ? { parameters } : {}), data: [data, 'SELECT * FROM t'] } } });
-        parseAndExercise(yaml, row, 't', request);
-      }),
+      fc.property(
+        fc.oneof(sqlish, selectQuery),
+        fc.oneof(sqlish, parameterQuery),
+        fc.boolean(),
+        sqlRow,
+        requestParameters,
+        (data, parameters, withParameters, row, request) => {
+          const yaml = stringify({
+            bucket_definitions: { b: { ...(withParameters ? { parameters } : {}), data: [data, 'SELECT * FROM t'] } }
+          });
+          parseAndExercise(yaml, row, 't', request);
+        }
+      ),
       { numRuns: 1500 }
     );
   });
@@ -407,7 +672,15 @@ describe('grammar-aware fuzzing of sync rules', () => {
     const wrongShape = fc.oneof(query, fc.array(query, { maxLength: 2 }), yamlValue, fc.constant(undefined));
     fc.assert(
       fc.property(
-        fc.record({ parameters: wrongShape, data: wrongShape, priority: fc.oneof(fc.integer({ min: -2, max: 5 }), yamlValue), extra: yamlValue }, { requiredKeys: [] }),
+        fc.record(
+          {
+            parameters: wrongShape,
+            data: wrongShape,
+            priority: fc.oneof(fc.integer({ min: -2, max: 5 }), yamlValue),
+            extra: yamlValue
+          },
+          { requiredKeys: [] }
+        ),
         fc.constantFrom('bucket_definitions', 'streams', 'config', 'Bucket_Definitions'),
         (definition, topKey) => {
           expectWellFormed(parseSyncRules(stringify({ [topKey]: { b: definition } })));

@@ -6,7 +6,12 @@ const DATA = ['SELECT * FROM todos WHERE list_id = bucket.list_id'];
 
 describe('evaluateParameterRow: rows to lookup index entries', () => {
   test('column = request value: indexed under the column value', () => {
-    const rules = loadRules(definition('lists', { parameters: 'SELECT id AS list_id FROM lists WHERE owner_id = request.user_id()', data: DATA }));
+    const rules = loadRules(
+      definition('lists', {
+        parameters: 'SELECT id AS list_id FROM lists WHERE owner_id = request.user_id()',
+        data: DATA
+      })
+    );
     expect(rules.evaluateParameterRow({ table: 'lists', row: { id: 'l1', owner_id: 'u1', name: 'n' } })).toEqual({
       lookups: [
         {
@@ -24,20 +29,37 @@ describe('evaluateParameterRow: rows to lookup index entries', () => {
     ['missing lookup column', { id: 'l1' }],
     ['row filter excludes the row', { id: 'l1', owner_id: 'u1', archived: 1n }]
   ])('no entry for %s', (_name, row) => {
-    const rules = loadRules(definition('lists', { parameters: 'SELECT id AS list_id FROM lists WHERE owner_id = request.user_id() AND archived IS NOT 1', data: DATA }));
+    const rules = loadRules(
+      definition('lists', {
+        parameters: 'SELECT id AS list_id FROM lists WHERE owner_id = request.user_id() AND archived IS NOT 1',
+        data: DATA
+      })
+    );
     expect(rules.evaluateParameterRow({ table: 'lists', row })).toEqual({ lookups: [], errors: [] });
   });
 
   test('request value IN array column: one entry per element', () => {
-    const rules = loadRules(definition('lists', { parameters: 'SELECT id AS list_id FROM lists WHERE request.user_id() IN members', data: DATA }));
+    const rules = loadRules(
+      definition('lists', {
+        parameters: 'SELECT id AS list_id FROM lists WHERE request.user_id() IN members',
+        data: DATA
+      })
+    );
     const result = rules.evaluateParameterRow({ table: 'lists', row: { id: 'l1', members: '["u1","u2","u1",null]' } });
     expect(result.lookups.map((entry) => entry.serializedLookup)).toEqual(['["lists",0,"u1"]', '["lists",0,"u2"]']);
     expect(result.lookups.every((entry) => entry.outputs[0]!['list_id'] === 'l1')).toBe(true);
   });
 
   test('column IN request array: indexed under the column value; the request expands its array', () => {
-    const rules = loadRules(definition('lists', { parameters: "SELECT id AS list_id FROM lists WHERE id IN request.jwt() -> 'lists'", data: DATA }));
-    expect(rules.evaluateParameterRow({ table: 'lists', row: { id: 'l1' } }).lookups.map((entry) => entry.serializedLookup)).toEqual(['["lists",0,"l1"]']);
+    const rules = loadRules(
+      definition('lists', {
+        parameters: "SELECT id AS list_id FROM lists WHERE id IN request.jwt() -> 'lists'",
+        data: DATA
+      })
+    );
+    expect(
+      rules.evaluateParameterRow({ table: 'lists', row: { id: 'l1' } }).lookups.map((entry) => entry.serializedLookup)
+    ).toEqual(['["lists",0,"l1"]']);
     const plan = rules.planBuckets({ userId: 'u1', tokenParameters: { sub: 'u1', lists: ['l1', 'l2'] } });
     expect(plan.lookups).toEqual([
       { definition: 'lists', queryIndex: 0, values: ['l1'] },
@@ -48,11 +70,15 @@ describe('evaluateParameterRow: rows to lookup index entries', () => {
   test('several conditions give multi-value lookups in WHERE order; integer keys stay exact', () => {
     const rules = loadRules(
       definition('by_org', {
-        parameters: "SELECT org_id, role AS _priority FROM memberships WHERE org_id = request.jwt() ->> 'org' AND user_id = request.user_id() AND active",
+        parameters:
+          "SELECT org_id, role AS _priority FROM memberships WHERE org_id = request.jwt() ->> 'org' AND user_id = request.user_id() AND active",
         data: ['SELECT * FROM docs WHERE org_id = bucket.org_id']
       })
     );
-    const result = rules.evaluateParameterRow({ table: 'memberships', row: { org_id: 9007199254740993n, user_id: 'u1', role: 1n, active: 1n } });
+    const result = rules.evaluateParameterRow({
+      table: 'memberships',
+      row: { org_id: 9007199254740993n, user_id: 'u1', role: 1n, active: 1n }
+    });
     expect(result.lookups).toEqual([
       {
         lookup: { definition: 'by_org', queryIndex: 0, values: [9007199254740993n, 'u1'] },
@@ -81,10 +107,20 @@ bucket_definitions:
     parameters: SELECT list_id FROM shares WHERE user_id = request.user_id()
     data: [SELECT * FROM todos WHERE list_id = bucket.list_id]
 `);
-    expect(rules.evaluateParameterRow({ table: 'lists', row: { id: 'l', owner_id: 'u' } }).lookups.map((entry) => entry.serializedLookup)).toEqual(['["a",1,"u"]']);
-    expect(rules.evaluateParameterRow({ table: 'shares', row: { list_id: 'l', user_id: 'u' } }).lookups.map((entry) => entry.serializedLookup)).toEqual(['["b",0,"u"]']);
+    expect(
+      rules
+        .evaluateParameterRow({ table: 'lists', row: { id: 'l', owner_id: 'u' } })
+        .lookups.map((entry) => entry.serializedLookup)
+    ).toEqual(['["a",1,"u"]']);
+    expect(
+      rules
+        .evaluateParameterRow({ table: 'shares', row: { list_id: 'l', user_id: 'u' } })
+        .lookups.map((entry) => entry.serializedLookup)
+    ).toEqual(['["b",0,"u"]']);
     expect(rules.evaluateParameterRow({ table: 'todos', row: { id: 't' } }).lookups).toEqual([]);
-    expect(rules.evaluateParameterRow({ schema: 'other', table: 'lists', row: { id: 'l', owner_id: 'u' } }).lookups).toEqual([]);
+    expect(
+      rules.evaluateParameterRow({ schema: 'other', table: 'lists', row: { id: 'l', owner_id: 'u' } }).lookups
+    ).toEqual([]);
   });
 
   test.each([

@@ -25,13 +25,19 @@ bucket_definitions:
 describe('valid sync rules', () => {
   test('the PROTOCOL §11 example loads with its definitions, parameters and priorities', () => {
     const rules = loadRules(PROTOCOL_EXAMPLE);
-    expect(rules.definitions.map(({ name, priority, parameterNames }) => ({ name, priority, parameterNames }))).toEqual([
-      { name: 'global', priority: 3, parameterNames: [] },
-      { name: 'user_lists', priority: 3, parameterNames: ['user_id'] },
-      { name: 'by_org', priority: 1, parameterNames: ['org_id'] }
-    ]);
+    expect(rules.definitions.map(({ name, priority, parameterNames }) => ({ name, priority, parameterNames }))).toEqual(
+      [
+        { name: 'global', priority: 3, parameterNames: [] },
+        { name: 'user_lists', priority: 3, parameterNames: ['user_id'] },
+        { name: 'by_org', priority: 1, parameterNames: ['org_id'] }
+      ]
+    );
     expect(rules.definitions[2]!.parameterQueries).toEqual([
-      { sql: 'SELECT org_id FROM memberships WHERE user_id = request.user_id()', kind: 'lookup', table: { schema: 'public', name: 'memberships', wildcard: false } }
+      {
+        sql: 'SELECT org_id FROM memberships WHERE user_id = request.user_id()',
+        kind: 'lookup',
+        table: { schema: 'public', name: 'memberships', wildcard: false }
+      }
     ]);
   });
 
@@ -59,24 +65,84 @@ bucket_definitions:
   test.each([
     ['static user id', 'SELECT request.user_id() AS user_id', 'SELECT * FROM t WHERE owner = bucket.user_id'],
     ['jwt claim', "SELECT request.jwt() ->> 'org' AS org", 'SELECT * FROM t WHERE org = bucket.org'],
-    ['client parameter', "SELECT request.parameters() ->> 'project' AS project", 'SELECT * FROM t WHERE project_id = bucket.project'],
-    ['legacy token_parameters', 'SELECT token_parameters.user_id AS user_id', 'SELECT * FROM t WHERE owner = bucket.user_id'],
+    [
+      'client parameter',
+      "SELECT request.parameters() ->> 'project' AS project",
+      'SELECT * FROM t WHERE project_id = bucket.project'
+    ],
+    [
+      'legacy token_parameters',
+      'SELECT token_parameters.user_id AS user_id',
+      'SELECT * FROM t WHERE owner = bucket.user_id'
+    ],
     ['legacy column name default', 'SELECT token_parameters.region', 'SELECT * FROM t WHERE region = bucket.region'],
     ['user_parameters', 'SELECT user_parameters.lang AS lang', 'SELECT * FROM t WHERE lang = bucket.lang'],
-    ['static WHERE on request', "SELECT request.user_id() AS user_id WHERE request.jwt() ->> 'role' = 'admin'", 'SELECT * FROM t WHERE owner = bucket.user_id'],
-    ['lookup with =', 'SELECT id AS list_id FROM lists WHERE owner_id = request.user_id()', 'SELECT * FROM todos WHERE list_id = bucket.list_id'],
-    ['lookup, request value on the left', 'SELECT id AS list_id FROM lists WHERE request.user_id() = owner_id', 'SELECT * FROM todos WHERE list_id = bucket.list_id'],
-    ['lookup with IN request array', "SELECT id AS list_id FROM lists WHERE id IN request.jwt() -> 'lists'", 'SELECT * FROM todos WHERE list_id = bucket.list_id'],
-    ['lookup with IN row array', 'SELECT id AS list_id FROM lists WHERE request.user_id() IN members', 'SELECT * FROM todos WHERE list_id = bucket.list_id'],
-    ['lookup with AND and row filter', "SELECT id AS list_id FROM lists WHERE owner_id = request.user_id() AND archived = 0 AND request.jwt() ->> 'role' = 'x'", 'SELECT * FROM todos WHERE list_id = bucket.list_id'],
+    [
+      'static WHERE on request',
+      "SELECT request.user_id() AS user_id WHERE request.jwt() ->> 'role' = 'admin'",
+      'SELECT * FROM t WHERE owner = bucket.user_id'
+    ],
+    [
+      'lookup with =',
+      'SELECT id AS list_id FROM lists WHERE owner_id = request.user_id()',
+      'SELECT * FROM todos WHERE list_id = bucket.list_id'
+    ],
+    [
+      'lookup, request value on the left',
+      'SELECT id AS list_id FROM lists WHERE request.user_id() = owner_id',
+      'SELECT * FROM todos WHERE list_id = bucket.list_id'
+    ],
+    [
+      'lookup with IN request array',
+      "SELECT id AS list_id FROM lists WHERE id IN request.jwt() -> 'lists'",
+      'SELECT * FROM todos WHERE list_id = bucket.list_id'
+    ],
+    [
+      'lookup with IN row array',
+      'SELECT id AS list_id FROM lists WHERE request.user_id() IN members',
+      'SELECT * FROM todos WHERE list_id = bucket.list_id'
+    ],
+    [
+      'lookup with AND and row filter',
+      "SELECT id AS list_id FROM lists WHERE owner_id = request.user_id() AND archived = 0 AND request.jwt() ->> 'role' = 'x'",
+      'SELECT * FROM todos WHERE list_id = bucket.list_id'
+    ],
     ['data with IN array', 'SELECT request.user_id() AS user_id', 'SELECT * FROM docs WHERE bucket.user_id IN editors'],
-    ['data with row conditions', 'SELECT request.user_id() AS user_id', "SELECT * FROM docs WHERE owner = bucket.user_id AND deleted_at IS NULL AND status != 'draft' AND size >= 10"],
-    ['data with OR of matches', 'SELECT request.user_id() AS user_id', 'SELECT * FROM docs WHERE owner = bucket.user_id OR bucket.user_id IN editors'],
-    ['functions and renames', 'SELECT request.user_id() AS user_id', "SELECT id, upper(name) AS name, CAST(n AS TEXT) AS n, json_extract(doc, '$.a') AS a, doc ->> 'b' AS b, length(name) AS l, ifnull(x, 0) AS x, coalesce(y, z, 1) AS y FROM docs WHERE lower(owner) = bucket.user_id"],
-    ['schema-qualified and aliased', 'SELECT request.user_id() AS user_id', 'SELECT d.id, d.name FROM app.docs AS d WHERE d.owner = bucket.user_id'],
-    ['comments and trailing semicolon', 'SELECT request.user_id() AS user_id -- me', 'SELECT * /* all */ FROM docs WHERE owner = bucket.user_id;'],
-    ['json_each over a claim', "SELECT value AS org FROM json_each(request.jwt() -> 'orgs') WHERE value != 'banned'", 'SELECT * FROM t WHERE org = bucket.org'],
-    ['_priority column', 'SELECT request.user_id() AS user_id, 0 AS _priority', 'SELECT * FROM docs WHERE owner = bucket.user_id']
+    [
+      'data with row conditions',
+      'SELECT request.user_id() AS user_id',
+      "SELECT * FROM docs WHERE owner = bucket.user_id AND deleted_at IS NULL AND status != 'draft' AND size >= 10"
+    ],
+    [
+      'data with OR of matches',
+      'SELECT request.user_id() AS user_id',
+      'SELECT * FROM docs WHERE owner = bucket.user_id OR bucket.user_id IN editors'
+    ],
+    [
+      'functions and renames',
+      'SELECT request.user_id() AS user_id',
+      "SELECT id, upper(name) AS name, CAST(n AS TEXT) AS n, json_extract(doc, '$.a') AS a, doc ->> 'b' AS b, length(name) AS l, ifnull(x, 0) AS x, coalesce(y, z, 1) AS y FROM docs WHERE lower(owner) = bucket.user_id"
+    ],
+    [
+      'schema-qualified and aliased',
+      'SELECT request.user_id() AS user_id',
+      'SELECT d.id, d.name FROM app.docs AS d WHERE d.owner = bucket.user_id'
+    ],
+    [
+      'comments and trailing semicolon',
+      'SELECT request.user_id() AS user_id -- me',
+      'SELECT * /* all */ FROM docs WHERE owner = bucket.user_id;'
+    ],
+    [
+      'json_each over a claim',
+      "SELECT value AS org FROM json_each(request.jwt() -> 'orgs') WHERE value != 'banned'",
+      'SELECT * FROM t WHERE org = bucket.org'
+    ],
+    [
+      '_priority column',
+      'SELECT request.user_id() AS user_id, 0 AS _priority',
+      'SELECT * FROM docs WHERE owner = bucket.user_id'
+    ]
   ])('%s', (_name, parameters, data) => {
     loadRules(definition('def', { parameters, data: [data] }));
   });
@@ -84,7 +150,10 @@ bucket_definitions:
   test('parameters may be a list; data may reference several tables', () => {
     const rules = loadRules(
       definition('lists', {
-        parameters: ['SELECT id AS list_id FROM lists WHERE owner_id = request.user_id()', 'SELECT list_id FROM shares WHERE user_id = request.user_id()'],
+        parameters: [
+          'SELECT id AS list_id FROM lists WHERE owner_id = request.user_id()',
+          'SELECT list_id FROM shares WHERE user_id = request.user_id()'
+        ],
         data: ['SELECT * FROM lists WHERE id = bucket.list_id', 'SELECT * FROM todos WHERE list_id = bucket.list_id']
       })
     );
@@ -144,8 +213,16 @@ const BAD: BadCase[] = [
   { name: 'invalid YAML', yaml: 'bucket_definitions:\n  a: [\n', reason: /Invalid YAML/, yamlLine: 3 },
   { name: 'YAML that is not a mapping', yaml: '- a\n- b\n', reason: /must be a YAML mapping/ },
   { name: 'empty document', yaml: '', reason: /must be a YAML mapping/ },
-  { name: 'missing bucket_definitions', yaml: 'other: 1\n', reason: /Unknown top-level key "other"|Missing "bucket_definitions"/ },
-  { name: 'sync streams', yaml: 'streams:\n  a:\n    query: SELECT * FROM t\nbucket_definitions: {}\n', reason: /streams.*not supported/ },
+  {
+    name: 'missing bucket_definitions',
+    yaml: 'other: 1\n',
+    reason: /Unknown top-level key "other"|Missing "bucket_definitions"/
+  },
+  {
+    name: 'sync streams',
+    yaml: 'streams:\n  a:\n    query: SELECT * FROM t\nbucket_definitions: {}\n',
+    reason: /streams.*not supported/
+  },
   {
     name: 'duplicate bucket names',
     yaml: 'bucket_definitions:\n  a:\n    data: [SELECT * FROM t]\n  a:\n    data: [SELECT * FROM u]\n',
@@ -153,65 +230,326 @@ const BAD: BadCase[] = [
     bucketDefinition: 'a',
     yamlLine: 4
   },
-  { name: 'duplicate key inside a definition', yaml: 'bucket_definitions:\n  a:\n    data: [SELECT * FROM t]\n    data: [SELECT * FROM u]\n', reason: /Duplicate key "data" in bucket_definitions.a/, bucketDefinition: 'a', yamlLine: 4 },
-  { name: 'missing data', yaml: 'bucket_definitions:\n  a:\n    parameters: SELECT request.user_id() AS u\n', reason: /Missing "data"/, bucketDefinition: 'a' },
-  { name: 'data not a list of strings', yaml: 'bucket_definitions:\n  a:\n    data: [1, {x: 2}]\n', reason: /"data" must be a list of SELECT queries/, bucketDefinition: 'a' },
-  { name: 'definition not a mapping', yaml: 'bucket_definitions:\n  a: SELECT * FROM t\n', reason: /must be a mapping/, bucketDefinition: 'a' },
-  { name: 'unknown definition key', yaml: 'bucket_definitions:\n  a:\n    data: [SELECT * FROM t]\n    prio: 1\n', reason: /Unknown key "prio"/, bucketDefinition: 'a', yamlLine: 4 },
-  { name: 'priority out of range', yaml: 'bucket_definitions:\n  a:\n    priority: 4\n    data: [SELECT * FROM t]\n', reason: /"priority" must be an integer from 0 to 3, got "4"/, bucketDefinition: 'a', yamlLine: 3 },
-  { name: 'negative priority', yaml: 'bucket_definitions:\n  a:\n    priority: -1\n    data: [SELECT * FROM t]\n', reason: /"priority" must be an integer/, bucketDefinition: 'a' },
-  { name: 'fractional priority', yaml: 'bucket_definitions:\n  a:\n    priority: 1.5\n    data: [SELECT * FROM t]\n', reason: /"priority" must be an integer/, bucketDefinition: 'a' },
-  { name: 'priority as text', yaml: 'bucket_definitions:\n  a:\n    priority: "1"\n    data: [SELECT * FROM t]\n', reason: /"priority" must be an integer/, bucketDefinition: 'a' },
-  { name: 'dangerous flag not boolean', yaml: 'bucket_definitions:\n  a:\n    accept_potentially_dangerous_queries: yes please\n    data: [SELECT * FROM t]\n', reason: /must be true or false/, bucketDefinition: 'a' },
-  { name: 'unknown bucket parameter', yaml: one('SELECT * FROM t WHERE owner = bucket.owner'), reason: /Unknown bucket parameter "bucket.owner"; this definition's parameters are bucket.user_id/, bucketDefinition: 'def', queryKind: 'data', at: 'bucket.owner' },
-  { name: 'bucket parameter without parameters', yaml: definition('def', { data: ['SELECT * FROM t WHERE owner = bucket.owner'] }), reason: /Unknown bucket parameter "bucket.owner"; this definition has no parameters/, bucketDefinition: 'def', at: 'bucket.owner' },
-  { name: 'data query not filtering on a parameter', yaml: one('SELECT * FROM t'), reason: /must filter on every bucket parameter: missing "<column> = bucket.user_id"/, bucketDefinition: 'def', queryKind: 'data' },
-  { name: 'OR branch without the parameter', yaml: one('SELECT * FROM t WHERE owner = bucket.user_id OR public = 1'), reason: /must filter on every bucket parameter/, at: 'owner = bucket.user_id OR' },
-  { name: 'JOIN', yaml: one('SELECT * FROM t JOIN u ON t.id = u.id WHERE owner = bucket.user_id'), reason: /JOIN is not supported/, at: 'JOIN' },
-  { name: 'LEFT JOIN', yaml: one('SELECT * FROM t LEFT JOIN u ON t.id = u.id'), reason: /JOIN is not supported/, at: 'LEFT' },
-  { name: 'two tables', yaml: one('SELECT * FROM t, u WHERE owner = bucket.user_id'), reason: /several tables is not supported/, at: ',' },
-  { name: 'GROUP BY', yaml: one('SELECT owner FROM t WHERE owner = bucket.user_id GROUP BY owner'), reason: /GROUP BY is not supported/, at: 'GROUP' },
-  { name: 'ORDER BY', yaml: one('SELECT * FROM t WHERE owner = bucket.user_id ORDER BY id'), reason: /ORDER BY is not supported/, at: 'ORDER' },
-  { name: 'LIMIT', yaml: one('SELECT * FROM t WHERE owner = bucket.user_id LIMIT 10'), reason: /LIMIT is not supported/, at: 'LIMIT' },
-  { name: 'subquery in WHERE', yaml: one('SELECT * FROM t WHERE owner = bucket.user_id AND id IN (SELECT id FROM u)'), reason: /Subqueries are not supported/, at: 'SELECT id' },
-  { name: 'subquery in FROM', yaml: one('SELECT * FROM (SELECT * FROM t)'), reason: /Subqueries are not supported/, at: '(' },
-  { name: 'unknown function', yaml: one('SELECT id, frobnicate(name) AS n FROM t WHERE owner = bucket.user_id'), reason: /Unknown or unsupported function frobnicate\(\)/, at: 'frobnicate(name)' },
-  { name: 'aggregate', yaml: one('SELECT count(*) AS n FROM t WHERE owner = bucket.user_id'), reason: /Aggregate functions/, at: '*' },
-  { name: 'wrong argument count', yaml: one('SELECT upper(a, b) AS n FROM t WHERE owner = bucket.user_id'), reason: /upper\(\) takes 1 argument, got 2/ },
-  { name: 'DISTINCT', yaml: one('SELECT DISTINCT owner FROM t WHERE owner = bucket.user_id'), reason: /DISTINCT is not supported/, at: 'DISTINCT' },
-  { name: 'LIKE', yaml: one("SELECT * FROM t WHERE owner = bucket.user_id AND name LIKE 'a%'"), reason: /LIKE is not supported/, at: 'LIKE' },
-  { name: 'CASE', yaml: one('SELECT CASE WHEN a THEN 1 END AS x FROM t WHERE owner = bucket.user_id'), reason: /CASE expressions are not supported/, at: 'CASE' },
-  { name: 'query parameter placeholder', yaml: one('SELECT * FROM t WHERE owner = ?'), reason: /Query parameters such as "\?" are not supported/, at: '?' },
+  {
+    name: 'duplicate key inside a definition',
+    yaml: 'bucket_definitions:\n  a:\n    data: [SELECT * FROM t]\n    data: [SELECT * FROM u]\n',
+    reason: /Duplicate key "data" in bucket_definitions.a/,
+    bucketDefinition: 'a',
+    yamlLine: 4
+  },
+  {
+    name: 'missing data',
+    yaml: 'bucket_definitions:\n  a:\n    parameters: SELECT request.user_id() AS u\n',
+    reason: /Missing "data"/,
+    bucketDefinition: 'a'
+  },
+  {
+    name: 'data not a list of strings',
+    yaml: 'bucket_definitions:\n  a:\n    data: [1, {x: 2}]\n',
+    reason: /"data" must be a list of SELECT queries/,
+    bucketDefinition: 'a'
+  },
+  {
+    name: 'definition not a mapping',
+    yaml: 'bucket_definitions:\n  a: SELECT * FROM t\n',
+    reason: /must be a mapping/,
+    bucketDefinition: 'a'
+  },
+  {
+    name: 'unknown definition key',
+    yaml: 'bucket_definitions:\n  a:\n    data: [SELECT * FROM t]\n    prio: 1\n',
+    reason: /Unknown key "prio"/,
+    bucketDefinition: 'a',
+    yamlLine: 4
+  },
+  {
+    name: 'priority out of range',
+    yaml: 'bucket_definitions:\n  a:\n    priority: 4\n    data: [SELECT * FROM t]\n',
+    reason: /"priority" must be an integer from 0 to 3, got "4"/,
+    bucketDefinition: 'a',
+    yamlLine: 3
+  },
+  {
+    name: 'negative priority',
+    yaml: 'bucket_definitions:\n  a:\n    priority: -1\n    data: [SELECT * FROM t]\n',
+    reason: /"priority" must be an integer/,
+    bucketDefinition: 'a'
+  },
+  {
+    name: 'fractional priority',
+    yaml: 'bucket_definitions:\n  a:\n    priority: 1.5\n    data: [SELECT * FROM t]\n',
+    reason: /"priority" must be an integer/,
+    bucketDefinition: 'a'
+  },
+  {
+    name: 'priority as text',
+    yaml: 'bucket_definitions:\n  a:\n    priority: "1"\n    data: [SELECT * FROM t]\n',
+    reason: /"priority" must be an integer/,
+    bucketDefinition: 'a'
+  },
+  {
+    name: 'dangerous flag not boolean',
+    yaml: 'bucket_definitions:\n  a:\n    accept_potentially_dangerous_queries: yes please\n    data: [SELECT * FROM t]\n',
+    reason: /must be true or false/,
+    bucketDefinition: 'a'
+  },
+  {
+    name: 'unknown bucket parameter',
+    yaml: one('SELECT * FROM t WHERE owner = bucket.owner'),
+    reason: /Unknown bucket parameter "bucket.owner"; this definition's parameters are bucket.user_id/,
+    bucketDefinition: 'def',
+    queryKind: 'data',
+    at: 'bucket.owner'
+  },
+  {
+    name: 'bucket parameter without parameters',
+    yaml: definition('def', { data: ['SELECT * FROM t WHERE owner = bucket.owner'] }),
+    reason: /Unknown bucket parameter "bucket.owner"; this definition has no parameters/,
+    bucketDefinition: 'def',
+    at: 'bucket.owner'
+  },
+  {
+    name: 'data query not filtering on a parameter',
+    yaml: one('SELECT * FROM t'),
+    reason: /must filter on every bucket parameter: missing "<column> = bucket.user_id"/,
+    bucketDefinition: 'def',
+    queryKind: 'data'
+  },
+  {
+    name: 'OR branch without the parameter',
+    yaml: one('SELECT * FROM t WHERE owner = bucket.user_id OR public = 1'),
+    reason: /must filter on every bucket parameter/,
+    at: 'owner = bucket.user_id OR'
+  },
+  {
+    name: 'JOIN',
+    yaml: one('SELECT * FROM t JOIN u ON t.id = u.id WHERE owner = bucket.user_id'),
+    reason: /JOIN is not supported/,
+    at: 'JOIN'
+  },
+  {
+    name: 'LEFT JOIN',
+    yaml: one('SELECT * FROM t LEFT JOIN u ON t.id = u.id'),
+    reason: /JOIN is not supported/,
+    at: 'LEFT'
+  },
+  {
+    name: 'two tables',
+    yaml: one('SELECT * FROM t, u WHERE owner = bucket.user_id'),
+    reason: /several tables is not supported/,
+    at: ','
+  },
+  {
+    name: 'GROUP BY',
+    yaml: one('SELECT owner FROM t WHERE owner = bucket.user_id GROUP BY owner'),
+    reason: /GROUP BY is not supported/,
+    at: 'GROUP'
+  },
+  {
+    name: 'ORDER BY',
+    yaml: one('SELECT * FROM t WHERE owner = bucket.user_id ORDER BY id'),
+    reason: /ORDER BY is not supported/,
+    at: 'ORDER'
+  },
+  {
+    name: 'LIMIT',
+    yaml: one('SELECT * FROM t WHERE owner = bucket.user_id LIMIT 10'),
+    reason: /LIMIT is not supported/,
+    at: 'LIMIT'
+  },
+  {
+    name: 'subquery in WHERE',
+    yaml: one('SELECT * FROM t WHERE owner = bucket.user_id AND id IN (SELECT id FROM u)'),
+    reason: /Subqueries are not supported/,
+    at: 'SELECT id'
+  },
+  {
+    name: 'subquery in FROM',
+    yaml: one('SELECT * FROM (SELECT * FROM t)'),
+    reason: /Subqueries are not supported/,
+    at: '('
+  },
+  {
+    name: 'unknown function',
+    yaml: one('SELECT id, frobnicate(name) AS n FROM t WHERE owner = bucket.user_id'),
+    reason: /Unknown or unsupported function frobnicate\(\)/,
+    at: 'frobnicate(name)'
+  },
+  {
+    name: 'aggregate',
+    yaml: one('SELECT count(*) AS n FROM t WHERE owner = bucket.user_id'),
+    reason: /Aggregate functions/,
+    at: '*'
+  },
+  {
+    name: 'wrong argument count',
+    yaml: one('SELECT upper(a, b) AS n FROM t WHERE owner = bucket.user_id'),
+    reason: /upper\(\) takes 1 argument, got 2/
+  },
+  {
+    name: 'DISTINCT',
+    yaml: one('SELECT DISTINCT owner FROM t WHERE owner = bucket.user_id'),
+    reason: /DISTINCT is not supported/,
+    at: 'DISTINCT'
+  },
+  {
+    name: 'LIKE',
+    yaml: one("SELECT * FROM t WHERE owner = bucket.user_id AND name LIKE 'a%'"),
+    reason: /LIKE is not supported/,
+    at: 'LIKE'
+  },
+  {
+    name: 'CASE',
+    yaml: one('SELECT CASE WHEN a THEN 1 END AS x FROM t WHERE owner = bucket.user_id'),
+    reason: /CASE expressions are not supported/,
+    at: 'CASE'
+  },
+  {
+    name: 'query parameter placeholder',
+    yaml: one('SELECT * FROM t WHERE owner = ?'),
+    reason: /Query parameters such as "\?" are not supported/,
+    at: '?'
+  },
   { name: 'not a SELECT', yaml: one('DELETE FROM t'), reason: /Only SELECT statements are supported/, at: 'DELETE' },
-  { name: 'two statements', yaml: one('SELECT * FROM t WHERE owner = bucket.user_id; SELECT * FROM u'), reason: /Only one statement/ },
+  {
+    name: 'two statements',
+    yaml: one('SELECT * FROM t WHERE owner = bucket.user_id; SELECT * FROM u'),
+    reason: /Only one statement/
+  },
   { name: 'syntax error', yaml: one('SELECT * FROM t WHERE owner = '), reason: /Unexpected end of query/ },
-  { name: 'unterminated string', yaml: one("SELECT * FROM t WHERE owner = 'abc"), reason: /Unterminated string literal/, at: "'abc" },
+  {
+    name: 'unterminated string',
+    yaml: one("SELECT * FROM t WHERE owner = 'abc"),
+    reason: /Unterminated string literal/,
+    at: "'abc"
+  },
   { name: 'data query without FROM', yaml: one('SELECT 1 AS id'), reason: /Data queries need a FROM clause/ },
-  { name: 'request value in a data query', yaml: one('SELECT * FROM t WHERE owner = request.user_id()'), reason: /only available in parameter queries/, at: 'request.user_id()' },
-  { name: 'bucket parameter in an output column', yaml: one('SELECT bucket.user_id AS u FROM t WHERE owner = bucket.user_id'), reason: /bucket parameters can only be used in filters/, at: 'bucket.user_id AS' },
-  { name: 'bucket parameter compared with <', yaml: one('SELECT * FROM t WHERE owner > bucket.user_id'), reason: /bucket parameters can only be used in filters/, at: 'owner >' },
-  { name: 'NOT over a bucket filter', yaml: one('SELECT * FROM t WHERE NOT owner = bucket.user_id'), reason: /NOT cannot be applied/ },
-  { name: 'unknown table qualifier', yaml: one('SELECT * FROM t WHERE x.owner = bucket.user_id'), reason: /Unknown table "x"/, at: 'x.owner' },
-  { name: 'expression output without alias', yaml: one('SELECT upper(name) FROM t WHERE owner = bucket.user_id'), reason: /needs a name: add "AS <name>"/, at: 'upper(name)' },
-  { name: 'CAST to an unsupported type', yaml: one('SELECT CAST(a AS BLOB) AS a FROM t WHERE owner = bucket.user_id'), reason: /CAST to BLOB is not supported/ },
-  { name: 'unknown request function', yaml: one('SELECT * FROM t WHERE owner = bucket.user_id', 'SELECT request.role() AS user_id'), reason: /Unknown request function request.role\(\)/, queryKind: 'parameters', at: 'request.role()' },
-  { name: 'SELECT * in a parameter query', yaml: one('SELECT * FROM t', 'SELECT * FROM users WHERE id = request.user_id()'), reason: /SELECT \* is not allowed in parameter queries/, queryKind: 'parameters' },
-  { name: 'column in a static parameter query', yaml: one('SELECT * FROM t WHERE o = bucket.org', 'SELECT org AS org'), reason: /a query without FROM can only use request values/, queryKind: 'parameters', at: 'org AS' },
-  { name: 'bucket reference in a parameter query', yaml: one('SELECT * FROM t', 'SELECT bucket.x AS x'), reason: /cannot be used in parameter queries/, queryKind: 'parameters' },
-  { name: 'OR between lookup conditions', yaml: one('SELECT * FROM t WHERE o = bucket.org', 'SELECT org FROM m WHERE user_id = request.user_id() OR admin = request.user_id()'), reason: /OR between table columns and request values is not supported/, queryKind: 'parameters' },
-  { name: 'lookup comparison other than =', yaml: one('SELECT * FROM t WHERE o = bucket.org', 'SELECT org FROM m WHERE level > request.jwt() ->> \'level\''), reason: /Conditions combining table columns and request values/, queryKind: 'parameters', at: 'level >' },
-  { name: 'request value as lookup output', yaml: one('SELECT * FROM t WHERE o = bucket.org', 'SELECT org, request.user_id() AS u FROM m WHERE user_id = request.user_id()'), reason: /Output columns and row conditions of a table lookup can only use table columns/, queryKind: 'parameters' },
+  {
+    name: 'request value in a data query',
+    yaml: one('SELECT * FROM t WHERE owner = request.user_id()'),
+    reason: /only available in parameter queries/,
+    at: 'request.user_id()'
+  },
+  {
+    name: 'bucket parameter in an output column',
+    yaml: one('SELECT bucket.user_id AS u FROM t WHERE owner = bucket.user_id'),
+    reason: /bucket parameters can only be used in filters/,
+    at: 'bucket.user_id AS'
+  },
+  {
+    name: 'bucket parameter compared with <',
+    yaml: one('SELECT * FROM t WHERE owner > bucket.user_id'),
+    reason: /bucket parameters can only be used in filters/,
+    at: 'owner >'
+  },
+  {
+    name: 'NOT over a bucket filter',
+    yaml: one('SELECT * FROM t WHERE NOT owner = bucket.user_id'),
+    reason: /NOT cannot be applied/
+  },
+  {
+    name: 'unknown table qualifier',
+    yaml: one('SELECT * FROM t WHERE x.owner = bucket.user_id'),
+    reason: /Unknown table "x"/,
+    at: 'x.owner'
+  },
+  {
+    name: 'expression output without alias',
+    yaml: one('SELECT upper(name) FROM t WHERE owner = bucket.user_id'),
+    reason: /needs a name: add "AS <name>"/,
+    at: 'upper(name)'
+  },
+  {
+    name: 'CAST to an unsupported type',
+    yaml: one('SELECT CAST(a AS BLOB) AS a FROM t WHERE owner = bucket.user_id'),
+    reason: /CAST to BLOB is not supported/
+  },
+  {
+    name: 'unknown request function',
+    yaml: one('SELECT * FROM t WHERE owner = bucket.user_id', 'SELECT request.role() AS user_id'),
+    reason: /Unknown request function request.role\(\)/,
+    queryKind: 'parameters',
+    at: 'request.role()'
+  },
+  {
+    name: 'SELECT * in a parameter query',
+    yaml: one('SELECT * FROM t', 'SELECT * FROM users WHERE id = request.user_id()'),
+    reason: /SELECT \* is not allowed in parameter queries/,
+    queryKind: 'parameters'
+  },
+  {
+    name: 'column in a static parameter query',
+    yaml: one('SELECT * FROM t WHERE o = bucket.org', 'SELECT org AS org'),
+    reason: /a query without FROM can only use request values/,
+    queryKind: 'parameters',
+    at: 'org AS'
+  },
+  {
+    name: 'bucket reference in a parameter query',
+    yaml: one('SELECT * FROM t', 'SELECT bucket.x AS x'),
+    reason: /cannot be used in parameter queries/,
+    queryKind: 'parameters'
+  },
+  {
+    name: 'OR between lookup conditions',
+    yaml: one(
+      'SELECT * FROM t WHERE o = bucket.org',
+      'SELECT org FROM m WHERE user_id = request.user_id() OR admin = request.user_id()'
+    ),
+    reason: /OR between table columns and request values is not supported/,
+    queryKind: 'parameters'
+  },
+  {
+    name: 'lookup comparison other than =',
+    yaml: one('SELECT * FROM t WHERE o = bucket.org', "SELECT org FROM m WHERE level > request.jwt() ->> 'level'"),
+    reason: /Conditions combining table columns and request values/,
+    queryKind: 'parameters',
+    at: 'level >'
+  },
+  {
+    name: 'request value as lookup output',
+    yaml: one(
+      'SELECT * FROM t WHERE o = bucket.org',
+      'SELECT org, request.user_id() AS u FROM m WHERE user_id = request.user_id()'
+    ),
+    reason: /Output columns and row conditions of a table lookup can only use table columns/,
+    queryKind: 'parameters'
+  },
   {
     name: 'parameter queries with different columns',
-    yaml: definition('def', { parameters: ['SELECT request.user_id() AS a', 'SELECT request.user_id() AS b'], data: ['SELECT * FROM t WHERE x = bucket.a'] }),
+    yaml: definition('def', {
+      parameters: ['SELECT request.user_id() AS a', 'SELECT request.user_id() AS b'],
+      data: ['SELECT * FROM t WHERE x = bucket.a']
+    }),
     reason: /must output the same columns: expected \["a"\], got \["b"\]/,
     queryKind: 'parameters',
     queryIndex: 1
   },
-  { name: 'literal _priority out of range', yaml: one('SELECT * FROM t WHERE o = bucket.user_id', 'SELECT request.user_id() AS user_id, 5 AS _priority'), reason: /"_priority" must be an integer from 0 to 3/, queryKind: 'parameters', at: '5 AS _priority' },
-  { name: 'json_each in a data query', yaml: one('SELECT value AS id FROM json_each(tags)'), reason: /json_each\(\) can only be used in parameter queries/, queryKind: 'data' },
-  { name: 'other table-valued functions', yaml: one('SELECT * FROM t WHERE o = bucket.user_id', 'SELECT value AS user_id FROM generate_series(1, 3)'), reason: /only table-valued function supported in FROM is json_each/, queryKind: 'parameters', at: '(' },
-  { name: 'wildcard in the middle of a table name', yaml: definition('def', { data: ['SELECT * FROM "a%b"'] }), reason: /single trailing "%" wildcard/ }
+  {
+    name: 'literal _priority out of range',
+    yaml: one('SELECT * FROM t WHERE o = bucket.user_id', 'SELECT request.user_id() AS user_id, 5 AS _priority'),
+    reason: /"_priority" must be an integer from 0 to 3/,
+    queryKind: 'parameters',
+    at: '5 AS _priority'
+  },
+  {
+    name: 'json_each in a data query',
+    yaml: one('SELECT value AS id FROM json_each(tags)'),
+    reason: /json_each\(\) can only be used in parameter queries/,
+    queryKind: 'data'
+  },
+  {
+    name: 'other table-valued functions',
+    yaml: one('SELECT * FROM t WHERE o = bucket.user_id', 'SELECT value AS user_id FROM generate_series(1, 3)'),
+    reason: /only table-valued function supported in FROM is json_each/,
+    queryKind: 'parameters',
+    at: '('
+  },
+  {
+    name: 'wildcard in the middle of a table name',
+    yaml: definition('def', { data: ['SELECT * FROM "a%b"'] }),
+    reason: /single trailing "%" wildcard/
+  }
 ];
 
 describe('bad sync rules are rejected with a message naming the place', () => {
@@ -221,7 +559,10 @@ describe('bad sync rules are rejected with a message naming the place', () => {
     expect(result.rules).toBeUndefined();
     expect(result.errors.length).toBeGreaterThan(0);
     const error = result.errors.find((candidate) => bad.reason.test(candidate.reason));
-    expect(error, `expected an error matching ${bad.reason}, got ${JSON.stringify(result.errors.map((e) => e.message))}`).toBeDefined();
+    expect(
+      error,
+      `expected an error matching ${bad.reason}, got ${JSON.stringify(result.errors.map((e) => e.message))}`
+    ).toBeDefined();
     expect(error!.severity).toBe('error');
     expect(error!.message).toContain(error!.reason);
     if (bad.bucketDefinition !== undefined) {
@@ -241,7 +582,9 @@ describe('bad sync rules are rejected with a message naming the place', () => {
     }
     if (bad.at !== undefined) {
       expect(error!.query, 'a query error').toBeDefined();
-      expect(error!.query!.slice(error!.position!.start)).toMatch(new RegExp(`^${bad.at.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}`));
+      expect(error!.query!.slice(error!.position!.start)).toMatch(
+        new RegExp(`^${bad.at.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}`)
+      );
     }
     if (bad.yamlLine !== undefined) expect(error!.yamlPosition?.line).toBe(bad.yamlLine);
   });
@@ -261,7 +604,9 @@ bucket_definitions:
     const [error] = result.errors;
     expect(error!.position).toMatchObject({ line: 3, column: 15 });
     expect(error!.yamlPosition).toEqual({ line: 6, column: 9 });
-    expect(error!.message).toMatch(/^bucket_definitions\.def\.data\[0\] at line 3, column 15: Unknown bucket parameter "bucket\.owner"/);
+    expect(error!.message).toMatch(
+      /^bucket_definitions\.def\.data\[0\] at line 3, column 15: Unknown bucket parameter "bucket\.owner"/
+    );
   });
 
   test('all bad definitions are reported, not only the first', () => {
@@ -282,7 +627,10 @@ bucket_definitions:
 describe('pathological queries', () => {
   test.each([
     ['deeply parenthesised', `SELECT * FROM t WHERE ${'('.repeat(5000)}1${')'.repeat(5000)}`],
-    ['very long AND chain', `SELECT * FROM t WHERE ${Array.from({ length: 5000 }, (_, i) => `c${i} = 1`).join(' AND ')}`],
+    [
+      'very long AND chain',
+      `SELECT * FROM t WHERE ${Array.from({ length: 5000 }, (_, i) => `c${i} = 1`).join(' AND ')}`
+    ],
     ['deeply nested function calls', `SELECT ${'upper('.repeat(3000)}x${')'.repeat(3000)} AS v FROM t`]
   ])('%s: rejected with a clear error', (_name, query) => {
     const result = parseSyncRules(definition('def', { data: [query] }));

@@ -1,5 +1,12 @@
 import { describe, expect, test } from 'vitest';
-import { parseParameterRows, serializeParameterLookup, serializeParameterRows, type ParameterLookup, type SqliteRow, type SyncRules } from '../src/index.js';
+import {
+  parseParameterRows,
+  serializeParameterLookup,
+  serializeParameterRows,
+  type ParameterLookup,
+  type SqliteRow,
+  type SyncRules
+} from '../src/index.js';
 import { loadRules } from './helpers.js';
 
 /** An in-memory parameter index, filled the way replication fills storage. */
@@ -17,7 +24,9 @@ class LookupIndex {
   }
 
   fetch = async (lookups: ParameterLookup[]): Promise<SqliteRow[][]> => {
-    return lookups.map((lookup) => [...(this.entries.get(serializeParameterLookup(lookup))?.values() ?? [])].flatMap(parseParameterRows));
+    return lookups.map((lookup) =>
+      [...(this.entries.get(serializeParameterLookup(lookup))?.values() ?? [])].flatMap(parseParameterRows)
+    );
   };
 }
 
@@ -49,7 +58,10 @@ describe('token → buckets', () => {
   const rules = loadRules(RULES);
 
   test('static buckets need no I/O; dynamic ones ask for lookups', () => {
-    const plan = rules.planBuckets({ userId: 'u1', tokenParameters: { sub: 'u1', region: 'eu', parameters: { team: 7 } } });
+    const plan = rules.planBuckets({
+      userId: 'u1',
+      tokenParameters: { sub: 'u1', region: 'eu', parameters: { team: 7 } }
+    });
     expect(plan.staticBuckets).toEqual([
       { bucket: 'global[]', definition: 'global', priority: 3 },
       { bucket: 'user_lists["u1"]', definition: 'user_lists', priority: 3 },
@@ -58,12 +70,22 @@ describe('token → buckets', () => {
     expect(plan.lookups).toEqual([{ definition: 'by_org', queryIndex: 0, values: ['u1'] }]);
     expect(plan.errors).toEqual([]);
     const finished = plan.finish([[{ org_id: 'o1' }, { org_id: 'o2' }]]);
-    expect(finished.buckets.map((bucket) => bucket.bucket)).toEqual(['global[]', 'user_lists["u1"]', 'by_claim["eu",7]', 'by_org["o1"]', 'by_org["o2"]']);
+    expect(finished.buckets.map((bucket) => bucket.bucket)).toEqual([
+      'global[]',
+      'user_lists["u1"]',
+      'by_claim["eu",7]',
+      'by_org["o1"]',
+      'by_org["o2"]'
+    ]);
     expect(finished.buckets.find((bucket) => bucket.definition === 'by_org')!.priority).toBe(1);
   });
 
   test('request conditions, claims and client parameters', () => {
-    const admin = rules.planBuckets({ userId: 'a', tokenParameters: { sub: 'a', role: 'admin' }, clientParameters: { project: 'p1' } });
+    const admin = rules.planBuckets({
+      userId: 'a',
+      tokenParameters: { sub: 'a', role: 'admin' },
+      clientParameters: { project: 'p1' }
+    });
     expect(admin.staticBuckets.map((bucket) => `${bucket.bucket}@${bucket.priority}`)).toEqual([
       'global[]@3',
       'user_lists["a"]@3',
@@ -93,11 +115,17 @@ describe('token → buckets', () => {
       errors: []
     });
     // The same org id on a data row lands in the same bucket.
-    expect(rules.evaluateRow({ table: 'documents', row: { id: 'd', org_id: 9007199254740993n } }).buckets[0]!.bucket).toBe('by_org[9007199254740993]');
+    expect(
+      rules.evaluateRow({ table: 'documents', row: { id: 'd', org_id: 9007199254740993n } }).buckets[0]!.bucket
+    ).toBe('by_org[9007199254740993]');
 
     index.put('memberships', 'm1', { user_id: 'u9', org_id: 'o1' }); // membership moved to another user
     const after = await rules.queryBuckets({ userId: 'u1' }, index.fetch);
-    expect(after.buckets.map((bucket) => bucket.bucket)).toEqual(['global[]', 'user_lists["u1"]', 'by_org[9007199254740993]']);
+    expect(after.buckets.map((bucket) => bucket.bucket)).toEqual([
+      'global[]',
+      'user_lists["u1"]',
+      'by_org[9007199254740993]'
+    ]);
   });
 
   test('queryBuckets does not call fetch when nothing needs a lookup', async () => {
@@ -139,7 +167,10 @@ bucket_definitions:
   test('bad lookup results are reported, not thrown', () => {
     const plan = rules.planBuckets({ userId: 'u1' });
     expect(plan.lookups).toHaveLength(2);
-    const finished = plan.finish([[{ list_id: 'a', _priority: 9n }, { list_id: new Uint8Array([1]) }, null as never], []]);
+    const finished = plan.finish([
+      [{ list_id: 'a', _priority: 9n }, { list_id: new Uint8Array([1]) }, null as never],
+      []
+    ]);
     expect(finished.buckets).toEqual([]);
     expect(finished.errors.map((error) => error.message)).toEqual([
       expect.stringMatching(/"_priority" must be an integer from 0 to 3/),
@@ -163,7 +194,11 @@ bucket_definitions:
 
   test.each([
     ['array of ids', { orgs: ['o1', 2, 'banned', 'o1'] }, ['by_org["o1"]', 'by_org[2]']],
-    ['object members', { roles: { p1: 'admin', p2: 3, p3: 'viewer' } }, ['by_role["p1","admin"]', 'by_role["p3","viewer"]']],
+    [
+      'object members',
+      { roles: { p1: 'admin', p2: 3, p3: 'viewer' } },
+      ['by_role["p1","admin"]', 'by_role["p3","viewer"]']
+    ],
     ['missing claim', {}, []],
     ['scalar claim', { orgs: 'o9' }, ['by_org["o9"]']]
   ])('%s', (_name, tokenParameters, buckets) => {

@@ -35,7 +35,9 @@ afterAll(async () => {
 function webSocketStreamsOpened(env: SyncpointEnv, userId: string): Array<Record<string, unknown>> {
   return env.logs
     .map((line) => JSON.parse(line) as Record<string, unknown>)
-    .filter((record) => record.transport === 'websocket' && record.msg === 'sync stream opened' && record.user_id === userId);
+    .filter(
+      (record) => record.transport === 'websocket' && record.msg === 'sync stream opened' && record.user_id === userId
+    );
 }
 
 /** The client never used HTTP streaming, and the service served it over WebSocket. */
@@ -48,7 +50,14 @@ describe('WebSocket (RSocket) transport', () => {
   describe('global bucket', () => {
     const suite = syncpointSuite(() => postgres, { syncConfig: GLOBAL_SYNC_CONFIG, setupSql: [SNAPSHOT_ROWS_SQL] });
     const open = (name: string, mode: CheckpointMode = 'legacy', firstToken?: string) =>
-      suite.open({ userId: 'user-1', encoding: 'bson', checkpointMode: mode, name, connectionMethod: WEB_SOCKET, firstToken });
+      suite.open({
+        userId: 'user-1',
+        encoding: 'bson',
+        checkpointMode: mode,
+        name,
+        connectionMethod: WEB_SOCKET,
+        firstToken
+      });
 
     test('first sync of the table', async () => {
       const client = await firstSyncOfTheTable(suite.env, () => open('ws-first-sync'));
@@ -84,7 +93,9 @@ describe('WebSocket (RSocket) transport', () => {
       expect(client.db.currentStatus.hasSynced).toBe(true);
       expect(client.backend.credentialsFetched).toBeGreaterThanOrEqual(2);
       expect(client.logs.some((line) => line.includes('PSYNC_S2101'))).toBe(true);
-      expect(suite.env.logs.some((line) => line.includes('WebSocket setup rejected') && line.includes('PSYNC_S2101'))).toBe(true);
+      expect(
+        suite.env.logs.some((line) => line.includes('WebSocket setup rejected') && line.includes('PSYNC_S2101'))
+      ).toBe(true);
     });
   });
 
@@ -92,8 +103,18 @@ describe('WebSocket (RSocket) transport', () => {
     const suite = syncpointSuite(() => postgres, { syncConfig: BY_USER_SYNC_CONFIG, setupSql: [PER_USER_ROWS_SQL] });
 
     test('two users see only their own rows', async () => {
-      const alice = await suite.open({ userId: 'alice', encoding: 'bson', checkpointMode: 'legacy', connectionMethod: WEB_SOCKET });
-      const bob = await suite.open({ userId: 'bob', encoding: 'bson', checkpointMode: 'legacy', connectionMethod: WEB_SOCKET });
+      const alice = await suite.open({
+        userId: 'alice',
+        encoding: 'bson',
+        checkpointMode: 'legacy',
+        connectionMethod: WEB_SOCKET
+      });
+      const bob = await suite.open({
+        userId: 'bob',
+        encoding: 'bson',
+        checkpointMode: 'legacy',
+        connectionMethod: WEB_SOCKET
+      });
       await twoUsersSeeOnlyTheirOwnRows(suite.env, alice, bob);
       expectWebSocketOnly(suite.env, alice);
       expectWebSocketOnly(suite.env, bob);

@@ -17,10 +17,14 @@ export interface SnapshotProgress {
 }
 
 async function rowsFrom(client: pg.ClientBase, result: pg.QueryResult, catalog: TypeCatalog): Promise<SqliteRow[]> {
-  await catalog.load(client, result.fields.map((field) => field.dataTypeID));
+  await catalog.load(
+    client,
+    result.fields.map((field) => field.dataTypeID)
+  );
   return result.rows.map((raw) => {
     const row: SqliteRow = {};
-    for (const field of result.fields) row[field.name] = convertValue(raw[field.name] as string | null, field.dataTypeID, catalog);
+    for (const field of result.fields)
+      row[field.name] = convertValue(raw[field.name] as string | null, field.dataTypeID, catalog);
     return row;
   });
 }
@@ -46,7 +50,10 @@ export async function snapshotTable(options: {
   const qualified = `${pg.escapeIdentifier(table.schema)}.${pg.escapeIdentifier(table.name)}`;
   const client = await db.connect();
   try {
-    const { rows: estimate } = await client.query(`SELECT greatest(reltuples, 0)::int8::text AS n FROM pg_class WHERE oid = $1`, [table.id]);
+    const { rows: estimate } = await client.query(
+      `SELECT greatest(reltuples, 0)::int8::text AS n FROM pg_class WHERE oid = $1`,
+      [table.id]
+    );
     const estimatedTotal = Number(estimate[0]?.n ?? 0);
     const started = Date.now();
     let rowsDone = options.progress?.rowsDone ?? 0;
@@ -82,9 +89,10 @@ export async function snapshotTable(options: {
         const result =
           lastKey === null
             ? await client.query(`SELECT * FROM ${qualified} ORDER BY ${key} LIMIT ${SNAPSHOT_CHUNK_ROWS}`)
-            : await client.query(`SELECT * FROM ${qualified} WHERE ${key} > $1 ORDER BY ${key} LIMIT ${SNAPSHOT_CHUNK_ROWS}`, [
-                JSON.parse(lastKey) as string
-              ]);
+            : await client.query(
+                `SELECT * FROM ${qualified} WHERE ${key} > $1 ORDER BY ${key} LIMIT ${SNAPSHOT_CHUNK_ROWS}`,
+                [JSON.parse(lastKey) as string]
+              );
         if (result.rows.length === 0) break;
         // The key's text form goes back as a parameter; Postgres casts it to the column's type.
         lastKey = JSON.stringify(result.rows.at(-1)![keyColumn!]);
@@ -108,7 +116,10 @@ export async function snapshotTable(options: {
     }
     const { rows } = await client.query<{ lsn: string }>('SELECT pg_current_wal_lsn() AS lsn');
     await storage.saveSnapshotProgress({ table, done: true, rowsDone, lastKey });
-    logger.info({ table: `${table.schema}.${table.name}`, rows: rowsDone, seconds: (Date.now() - started) / 1000 }, 'table snapshot done');
+    logger.info(
+      { table: `${table.schema}.${table.name}`, rows: rowsDone, seconds: (Date.now() - started) / 1000 },
+      'table snapshot done'
+    );
     return normalizeLsn(rows[0]!.lsn);
   } finally {
     client.release();

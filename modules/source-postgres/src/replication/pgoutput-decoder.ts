@@ -124,7 +124,9 @@ class Reader {
   cstring(field: string): string {
     const end = this.data.indexOf(0, this.offset);
     if (end < 0) {
-      throw new Error(`pgoutput: truncated ${this.what} message: unterminated string for ${field} at offset ${this.offset}`);
+      throw new Error(
+        `pgoutput: truncated ${this.what} message: unterminated string for ${field} at offset ${this.offset}`
+      );
     }
     const text = textDecoder.decode(this.data.subarray(this.offset, end));
     this.offset = end + 1;
@@ -157,7 +159,12 @@ function decodeBody(tag: string, data: Uint8Array): PgoutputMessage {
   switch (tag) {
     case 'B':
       r = read('Begin');
-      message = { tag: 'begin', finalLsn: r.lsn('final LSN'), commitTime: r.int64('commit timestamp'), xid: r.uint32('xid') };
+      message = {
+        tag: 'begin',
+        finalLsn: r.lsn('final LSN'),
+        commitTime: r.int64('commit timestamp'),
+        xid: r.uint32('xid')
+      };
       break;
     case 'C':
       r = read('Commit');
@@ -180,7 +187,8 @@ function decodeBody(tag: string, data: Uint8Array): PgoutputMessage {
       const name = r.cstring('relation name');
       const identity = r.char('replica identity');
       const replicaIdentity = REPLICA_IDENTITIES[identity];
-      if (!replicaIdentity) throw new Error(`pgoutput: unknown replica identity ${JSON.stringify(identity)} in Relation message`);
+      if (!replicaIdentity)
+        throw new Error(`pgoutput: unknown replica identity ${JSON.stringify(identity)} in Relation message`);
       const count = r.int16('column count');
       const columns: RelationColumn[] = [];
       for (let i = 0; i < count; i++) {
@@ -197,7 +205,12 @@ function decodeBody(tag: string, data: Uint8Array): PgoutputMessage {
     }
     case 'Y':
       r = read('Type');
-      message = { tag: 'type', typeOid: r.uint32('type OID'), schema: r.cstring('namespace') || 'pg_catalog', name: r.cstring('type name') };
+      message = {
+        tag: 'type',
+        typeOid: r.uint32('type OID'),
+        schema: r.cstring('namespace') || 'pg_catalog',
+        name: r.cstring('type name')
+      };
       break;
     case 'I': {
       r = read('Insert');
@@ -217,7 +230,8 @@ function decodeBody(tag: string, data: Uint8Array): PgoutputMessage {
         else old = readTuple(r);
         kind = r.char('tuple kind');
       }
-      if (kind !== 'N') throw new Error(`pgoutput: expected 'N' (new tuple) in Update message, got ${JSON.stringify(kind)}`);
+      if (kind !== 'N')
+        throw new Error(`pgoutput: expected 'N' (new tuple) in Update message, got ${JSON.stringify(kind)}`);
       const update: PgoutputMessage = { tag: 'update', relationId, new: readTuple(r) };
       if (key) update.key = key;
       if (old) update.old = old;
@@ -231,7 +245,10 @@ function decodeBody(tag: string, data: Uint8Array): PgoutputMessage {
       if (kind !== 'K' && kind !== 'O') {
         throw new Error(`pgoutput: expected 'K' or 'O' (old tuple) in Delete message, got ${JSON.stringify(kind)}`);
       }
-      message = kind === 'K' ? { tag: 'delete', relationId, key: readTuple(r) } : { tag: 'delete', relationId, old: readTuple(r) };
+      message =
+        kind === 'K'
+          ? { tag: 'delete', relationId, key: readTuple(r) }
+          : { tag: 'delete', relationId, old: readTuple(r) };
       break;
     }
     case 'T': {
@@ -256,8 +273,11 @@ function decodeBody(tag: string, data: Uint8Array): PgoutputMessage {
     }
     default: {
       const unsupported = UNSUPPORTED_TAGS[tag];
-      if (unsupported) throw new Error(`pgoutput: unsupported message ${unsupported}; only proto_version '1' is supported`);
-      throw new Error(`pgoutput: unknown message type byte 0x${data[0]!.toString(16).padStart(2, '0')} (${JSON.stringify(tag)})`);
+      if (unsupported)
+        throw new Error(`pgoutput: unsupported message ${unsupported}; only proto_version '1' is supported`);
+      throw new Error(
+        `pgoutput: unknown message type byte 0x${data[0]!.toString(16).padStart(2, '0')} (${JSON.stringify(tag)})`
+      );
     }
   }
   r.end();
@@ -266,7 +286,8 @@ function decodeBody(tag: string, data: Uint8Array): PgoutputMessage {
 
 function expectByte(r: Reader, expected: string, what: string): void {
   const kind = r.char('tuple kind');
-  if (kind !== expected) throw new Error(`pgoutput: expected ${JSON.stringify(expected)} in ${what} message, got ${JSON.stringify(kind)}`);
+  if (kind !== expected)
+    throw new Error(`pgoutput: expected ${JSON.stringify(expected)} in ${what} message, got ${JSON.stringify(kind)}`);
 }
 
 function readTuple(r: Reader): TupleValue[] {

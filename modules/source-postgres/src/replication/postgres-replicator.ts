@@ -18,7 +18,13 @@ import type { PostgresSourceConfig } from '../source-config.js';
 import { snapshotTable, type SnapshotProgress } from './initial-snapshot.js';
 import { decodePgoutput, type PgoutputMessage, type TupleValue } from './pgoutput-decoder.js';
 import { ReplicationConnection } from './replication-connection.js';
-import { checkSourcePreconditions, PUBLICATION_NAME, publishedTables, tableIsReplicated, type PublishedTable } from './source-schema.js';
+import {
+  checkSourcePreconditions,
+  PUBLICATION_NAME,
+  publishedTables,
+  tableIsReplicated,
+  type PublishedTable
+} from './source-schema.js';
 import { createTextPool } from './text-pool.js';
 import { TypeCatalog } from './type-catalog.js';
 import { convertTuple } from './value-conversion.js';
@@ -146,12 +152,20 @@ class StreamReplicationJob {
     await this.connection?.close();
     await this.running;
     if (dropSlot) {
-      const state = await (await this.options.storage.getStreamStorage(this.stream)).getReplicationState().catch(() => null);
+      const state = await (
+        await this.options.storage.getStreamStorage(this.stream)
+      )
+        .getReplicationState()
+        .catch(() => null);
       if (state?.slotName) {
         await this.db
-          .query('SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1', [state.slotName])
+          .query('SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1', [
+            state.slotName
+          ])
           .then(() => this.logger.info({ slot: state.slotName }, 'dropped the slot of a stopped stream'))
-          .catch((error) => this.logger.warn({ err: error, slot: state.slotName }, 'could not drop the slot of a stopped stream'));
+          .catch((error) =>
+            this.logger.warn({ err: error, slot: state.slotName }, 'could not drop the slot of a stopped stream')
+          );
       }
     }
     await this.db.end().catch(() => {});
@@ -256,7 +270,10 @@ class StreamReplicationJob {
     await this.db.query('SELECT pg_terminate_backend($1)', [holder.pid]);
     const deadline = Date.now() + 10_000;
     while (Date.now() < deadline && !this.abort.signal.aborted) {
-      const { rows: active } = await this.db.query('SELECT 1 FROM pg_replication_slots WHERE slot_name = $1 AND active', [slotName]);
+      const { rows: active } = await this.db.query(
+        'SELECT 1 FROM pg_replication_slots WHERE slot_name = $1 AND active',
+        [slotName]
+      );
       if (active.length === 0) return;
       await sleep(100, this.abort.signal);
     }
@@ -265,7 +282,10 @@ class StreamReplicationJob {
   /** Best effort: a lost slot holds no useful WAL but still counts against max_replication_slots. */
   private async dropSlot(slotName: string) {
     await this.db
-      .query('SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1 AND NOT active', [slotName])
+      .query(
+        'SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1 AND NOT active',
+        [slotName]
+      )
       .catch((error) => this.logger.warn({ err: error, slot: slotName }, 'could not drop the lost slot'));
   }
 
@@ -282,7 +302,9 @@ class StreamReplicationJob {
     const tables = await publishedTables(this.db, storage.syncRules);
     this.logger.info({ tables: tables.map((t) => `${t.schema}.${t.name}`) }, 'initial snapshot starting');
     await storage.startBatch(async (batch) => {
-      const copyEnd = await this.copyTables(storage, batch, tables, (table) => state.tables.find((entry) => entry.table.id === table.id));
+      const copyEnd = await this.copyTables(storage, batch, tables, (table) =>
+        state.tables.find((entry) => entry.table.id === table.id)
+      );
       await this.markCopyDone(storage, copyEnd);
       // Blocked until streaming passes the snapshot's end; it only flushes the snapshot's ops.
       await batch.commit(ZERO_LSN);
@@ -360,7 +382,8 @@ class StreamReplicationJob {
   private async holdCheckpointsUntilCaughtUp(storage: ReplicationStreamStorage, noCheckpointBefore: Lsn | null) {
     const { rows } = await this.db.query<{ lsn: string }>('SELECT pg_current_wal_lsn() AS lsn');
     const position = normalizeLsn(rows[0]!.lsn);
-    if (noCheckpointBefore === null || compareLsn(position, noCheckpointBefore) > 0) await storage.markSnapshotDone(position);
+    if (noCheckpointBefore === null || compareLsn(position, noCheckpointBefore) > 0)
+      await storage.markSnapshotDone(position);
     await this.emitMarker();
   }
 
@@ -371,7 +394,10 @@ class StreamReplicationJob {
 
   private async streamChanges(storage: ReplicationStreamStorage, slotName: string) {
     const timeoutMs = replicationTimeoutMs(this.options.config.heartbeat_interval_seconds);
-    const connection = new ReplicationConnection(sourceClientConfig(this.options.config), { timeoutMs, probeAfterMs: timeoutMs / 3 });
+    const connection = new ReplicationConnection(sourceClientConfig(this.options.config), {
+      timeoutMs,
+      probeAfterMs: timeoutMs / 3
+    });
     this.connection = connection;
     await connection.connect();
     connection.startReplication(slotName, ZERO_LSN, {
@@ -445,7 +471,10 @@ class StreamReplicationJob {
             transactionHasMarker = false;
             break;
           case 'relation':
-            relations.set(message.relationId, await this.relationInfo(message, storage, relations.get(message.relationId), batch));
+            relations.set(
+              message.relationId,
+              await this.relationInfo(message, storage, relations.get(message.relationId), batch)
+            );
             break;
           case 'insert':
           case 'update':
@@ -453,7 +482,9 @@ class StreamReplicationJob {
             await this.applyRowChange(message, relations, batch);
             break;
           case 'truncate': {
-            const tables = message.relationIds.map((id) => relations.get(id)).filter((r): r is RelationInfo => r?.replicated === true);
+            const tables = message.relationIds
+              .map((id) => relations.get(id))
+              .filter((r): r is RelationInfo => r?.replicated === true);
             if (tables.length > 0) await batch.truncate(tables.map((r) => r.table));
             break;
           }
@@ -490,7 +521,10 @@ class StreamReplicationJob {
     previous: RelationInfo | undefined,
     batch: BucketStorageBatch
   ): Promise<RelationInfo> {
-    await this.catalog.load(this.db, message.columns.map((column) => column.typeOid));
+    await this.catalog.load(
+      this.db,
+      message.columns.map((column) => column.typeOid)
+    );
     const replicated = tableIsReplicated(storage.syncRules, { schema: message.schema, name: message.name });
     const table: PublishedTable = {
       id: String(message.relationId),
@@ -507,7 +541,10 @@ class StreamReplicationJob {
         ? previous.replicated
         : (await storage.getReplicationState()).tables.some((entry) => entry.table.id === table.id && entry.done));
     if (renamedOut) {
-      this.logger.warn({ table: `${message.schema}.${message.name}` }, 'table no longer matches the sync rules; removing its rows');
+      this.logger.warn(
+        { table: `${message.schema}.${message.name}` },
+        'table no longer matches the sync rules; removing its rows'
+      );
       await batch.truncate([table]);
       // Not "done" any more: renamed back in (even after a restart), it is copied again.
       await storage.saveSnapshotProgress({ table, done: false, rowsDone: 0, lastKey: null });
@@ -520,7 +557,16 @@ class StreamReplicationJob {
         // A table renamed into the sync rules or newly published (its rows from before it was published are not in
         // the stream): copy its current rows, then keep streaming.
         this.logger.info({ table: `${table.schema}.${table.name}` }, 'new table for the sync rules; snapshotting it');
-        await snapshotTable({ db: this.db, table, batch, storage, catalog: this.catalog, progress: undefined, logger: this.logger, signal: this.abort.signal });
+        await snapshotTable({
+          db: this.db,
+          table,
+          batch,
+          storage,
+          catalog: this.catalog,
+          progress: undefined,
+          logger: this.logger,
+          signal: this.abort.signal
+        });
       }
     }
     if (replicated && table.replicaIdColumns.length === 0) {
@@ -558,7 +604,9 @@ class StreamReplicationJob {
       const after = await toRow(message.new);
       const oldValues = message.key ?? message.old;
       const beforeKey = oldValues ? await keyOf(oldValues) : undefined;
-      const keyChanged = beforeKey !== undefined && relation.table.replicaIdColumns.some((column) => !sameValue(beforeKey[column], after[column]));
+      const keyChanged =
+        beforeKey !== undefined &&
+        relation.table.replicaIdColumns.some((column) => !sameValue(beforeKey[column], after[column]));
       await batch.save({ kind: 'update', table: relation.table, after, ...(keyChanged ? { beforeKey } : {}) });
     } else {
       const oldValues = message.key ?? message.old;

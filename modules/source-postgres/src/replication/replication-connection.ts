@@ -80,8 +80,9 @@ export class ReplicationConnection {
 
   /** Start streaming; events are then read with `next()`. */
   startReplication(slotName: string, startLsn: Lsn, options: Record<string, string>): void {
-    const connection = (this.client as unknown as { connection: NodeJS.EventEmitter & { stream: NodeJS.ReadableStream } })
-      .connection;
+    const connection = (
+      this.client as unknown as { connection: NodeJS.EventEmitter & { stream: NodeJS.ReadableStream } }
+    ).connection;
     connection.on('copyData', ({ chunk }: { chunk: Buffer }) => {
       this.lastReceivedAt = Date.now();
       const event = parseCopyData(chunk);
@@ -97,7 +98,9 @@ export class ReplicationConnection {
       .map(([key, value]) => `${pg.escapeIdentifier(key)} ${pg.escapeLiteral(value)}`)
       .join(', ');
     this.client
-      .query(`START_REPLICATION SLOT ${pg.escapeIdentifier(slotName)} LOGICAL ${lsnForCommand(startLsn)} (${optionText})`)
+      .query(
+        `START_REPLICATION SLOT ${pg.escapeIdentifier(slotName)} LOGICAL ${lsnForCommand(startLsn)} (${optionText})`
+      )
       .then(
         () => this.finish(null),
         (error) => this.finish(error)
@@ -116,22 +119,25 @@ export class ReplicationConnection {
   private startWatchdog({ timeoutMs, probeAfterMs }: LivenessOptions) {
     this.lastReceivedAt = Date.now();
     let lastProbeAt = 0;
-    this.watchdog = setInterval(() => {
-      const now = Date.now();
-      if (this.paused) {
-        this.lastReceivedAt = now;
-        return;
-      }
-      const silentMs = now - this.lastReceivedAt;
-      if (silentMs > timeoutMs) {
-        this.finish(new ReplicationTimeoutError(silentMs));
-        this.destroySocket();
-      } else if (silentMs >= probeAfterMs && now - lastProbeAt >= probeAfterMs) {
-        lastProbeAt = now;
-        // Position 0 when nothing is acknowledged yet: the server ignores an invalid flush position.
-        this.acknowledge(this.lastAcknowledged ?? ZERO_LSN, true);
-      }
-    }, Math.max(100, Math.min(1_000, probeAfterMs / 4)));
+    this.watchdog = setInterval(
+      () => {
+        const now = Date.now();
+        if (this.paused) {
+          this.lastReceivedAt = now;
+          return;
+        }
+        const silentMs = now - this.lastReceivedAt;
+        if (silentMs > timeoutMs) {
+          this.finish(new ReplicationTimeoutError(silentMs));
+          this.destroySocket();
+        } else if (silentMs >= probeAfterMs && now - lastProbeAt >= probeAfterMs) {
+          lastProbeAt = now;
+          // Position 0 when nothing is acknowledged yet: the server ignores an invalid flush position.
+          this.acknowledge(this.lastAcknowledged ?? ZERO_LSN, true);
+        }
+      },
+      Math.max(100, Math.min(1_000, probeAfterMs / 4))
+    );
     this.watchdog.unref?.();
   }
 
@@ -171,14 +177,17 @@ export class ReplicationConnection {
     message.writeBigUInt64BE(position, 17); // applied
     message.writeBigInt64BE(BigInt(Date.now()) * 1000n - POSTGRES_EPOCH_OFFSET_US, 25);
     message.writeUInt8(replyRequested ? 1 : 0, 33);
-    const connection = (this.client as unknown as { connection?: { sendCopyFromChunk(chunk: Buffer): void } }).connection;
+    const connection = (this.client as unknown as { connection?: { sendCopyFromChunk(chunk: Buffer): void } })
+      .connection;
     connection?.sendCopyFromChunk(message);
   }
 
   async close(): Promise<void> {
     this.finish(null);
     let timer: NodeJS.Timeout | undefined;
-    const graceOver = new Promise<'timeout'>((resolve) => (timer = setTimeout(() => resolve('timeout'), CLOSE_GRACE_MS)));
+    const graceOver = new Promise<'timeout'>(
+      (resolve) => (timer = setTimeout(() => resolve('timeout'), CLOSE_GRACE_MS))
+    );
     const outcome = await Promise.race([this.client.end().catch(() => {}), graceOver]);
     clearTimeout(timer);
     if (outcome === 'timeout') this.destroySocket();
@@ -212,5 +221,7 @@ function parseCopyData(chunk: Buffer): ReplicationEvent | null {
 
 /** `0/16B3748`-style text for replication commands. */
 export function lsnForCommand(lsn: Lsn): string {
-  return normalizeLsn(lsn).replace(/^0+(?=[0-9A-F])/, '').replace(/\/0+(?=[0-9A-F])/, '/');
+  return normalizeLsn(lsn)
+    .replace(/^0+(?=[0-9A-F])/, '')
+    .replace(/\/0+(?=[0-9A-F])/, '/');
 }

@@ -28,7 +28,10 @@ export interface SourceProblem {
  * Source preconditions (PROTOCOL §9): wal_level, the publication and what it publishes, replication privilege, and a
  * usable replica identity for every table the sync rules use. Returns every problem found, not just the first.
  */
-export async function checkSourcePreconditions(db: pg.ClientBase | pg.Pool, syncRules: SyncRules): Promise<SourceProblem[]> {
+export async function checkSourcePreconditions(
+  db: pg.ClientBase | pg.Pool,
+  syncRules: SyncRules
+): Promise<SourceProblem[]> {
   const problems: SourceProblem[] = [];
   const settings = await queryJson<{ wal_level: string; version: string; role: string; replication: boolean }>(
     db,
@@ -44,15 +47,25 @@ export async function checkSourcePreconditions(db: pg.ClientBase | pg.Pool, sync
     problems.push({ message: `Postgres ${settings.version} is not supported: Syncpoint needs Postgres 14 or later` });
   }
   if (!settings.replication) {
-    problems.push({ message: `the role ${settings.role} lacks REPLICATION: ALTER ROLE ${settings.role} WITH REPLICATION` });
+    problems.push({
+      message: `the role ${settings.role} lacks REPLICATION: ALTER ROLE ${settings.role} WITH REPLICATION`
+    });
   }
-  const pub = await queryJson<{ pubinsert: boolean; pubupdate: boolean; pubdelete: boolean; pubtruncate: boolean; pubviaroot: boolean } | null>(
+  const pub = await queryJson<{
+    pubinsert: boolean;
+    pubupdate: boolean;
+    pubdelete: boolean;
+    pubtruncate: boolean;
+    pubviaroot: boolean;
+  } | null>(
     db,
     `SELECT row_to_json(p) FROM (SELECT pubinsert, pubupdate, pubdelete, pubtruncate, pubviaroot FROM pg_publication WHERE pubname = $1) p`,
     [PUBLICATION_NAME]
   );
   if (!pub) {
-    problems.push({ message: `publication "${PUBLICATION_NAME}" does not exist (PSYNC_S1141): CREATE PUBLICATION ${PUBLICATION_NAME} FOR ALL TABLES` });
+    problems.push({
+      message: `publication "${PUBLICATION_NAME}" does not exist (PSYNC_S1141): CREATE PUBLICATION ${PUBLICATION_NAME} FOR ALL TABLES`
+    });
     return problems;
   }
   if (!pub.pubinsert || !pub.pubupdate || !pub.pubdelete || !pub.pubtruncate) {
@@ -61,21 +74,23 @@ export async function checkSourcePreconditions(db: pg.ClientBase | pg.Pool, sync
     });
   }
   if (pub.pubviaroot) {
-    problems.push({ message: `publication "${PUBLICATION_NAME}" must not use publish_via_partition_root (PSYNC_S1143)` });
+    problems.push({
+      message: `publication "${PUBLICATION_NAME}" must not use publish_via_partition_root (PSYNC_S1143)`
+    });
   }
   const tables = await publishedTables(db, syncRules);
   for (const wanted of syncRules.sourceTables()) {
     if (wanted.wildcard) continue;
     if (!tables.some((table) => table.schema === wanted.schema && table.name === wanted.name)) {
-      const exists = await queryJson<boolean>(db, `SELECT EXISTS (SELECT 1 FROM pg_tables WHERE schemaname = $1 AND tablename = $2)`, [
-        wanted.schema,
-        wanted.name
-      ]);
+      const exists = await queryJson<boolean>(
+        db,
+        `SELECT EXISTS (SELECT 1 FROM pg_tables WHERE schemaname = $1 AND tablename = $2)`,
+        [wanted.schema, wanted.name]
+      );
       problems.push({
-        message:
-          !exists
-            ? `table ${wanted.schema}.${wanted.name} used by the sync rules does not exist`
-            : `table ${wanted.schema}.${wanted.name} is not in publication "${PUBLICATION_NAME}": ALTER PUBLICATION ${PUBLICATION_NAME} ADD TABLE ${wanted.schema}.${wanted.name}`
+        message: !exists
+          ? `table ${wanted.schema}.${wanted.name} used by the sync rules does not exist`
+          : `table ${wanted.schema}.${wanted.name} is not in publication "${PUBLICATION_NAME}": ALTER PUBLICATION ${PUBLICATION_NAME} ADD TABLE ${wanted.schema}.${wanted.name}`
       });
     }
   }
@@ -97,7 +112,16 @@ export function tableIsReplicated(syncRules: SyncRules, table: { schema: string;
 
 /** Tables in the publication that the sync rules use, with their replica identity columns. */
 export async function publishedTables(db: pg.ClientBase | pg.Pool, syncRules: SyncRules): Promise<PublishedTable[]> {
-  const rows = await queryJson<Array<{ oid: number; schema: string; name: string; relreplident: 'd' | 'i' | 'f' | 'n'; key_columns: string[] | null; all_columns: string[] }>>(
+  const rows = await queryJson<
+    Array<{
+      oid: number;
+      schema: string;
+      name: string;
+      relreplident: 'd' | 'i' | 'f' | 'n';
+      key_columns: string[] | null;
+      all_columns: string[];
+    }>
+  >(
     db,
     `SELECT coalesce(json_agg(t), '[]') FROM (SELECT c.oid::int AS oid, n.nspname AS schema, c.relname AS name, c.relreplident,
             (SELECT array_agg(a.attname ORDER BY array_position(i.indkey::int2[], a.attnum))

@@ -168,7 +168,12 @@ export class TypeCatalog {
         [pending]
       );
       for (const row of result.rows) {
-        rows.set(Number(row.oid), { ...row, oid: Number(row.oid), typelem: Number(row.typelem), typbasetype: Number(row.typbasetype) });
+        rows.set(Number(row.oid), {
+          ...row,
+          oid: Number(row.oid),
+          typelem: Number(row.typelem),
+          typbasetype: Number(row.typbasetype)
+        });
       }
       const next = new Set<number>();
       for (const oid of pending) {

@@ -103,9 +103,22 @@ const TIMESTAMPTZ_PATTERN = /^(\d{4,})-(\d\d)-(\d\d) (\d\d):(\d\d):(\d\d)(\.\d+)
 function convertTimestamptz(text: string): string {
   const match = TIMESTAMPTZ_PATTERN.exec(text);
   if (!match) return text; // infinity, BC, non-ISO DateStyle
-  const [, year, month, day, hour, minute, second, fraction = '', sign, offsetHours, offsetMinutes = '00', offsetSeconds = '00'] =
-    match as unknown as string[];
-  const offset = (Number(offsetHours) * 3600 + Number(offsetMinutes) * 60 + Number(offsetSeconds)) * (sign === '-' ? -1 : 1);
+  const [
+    ,
+    year,
+    month,
+    day,
+    hour,
+    minute,
+    second,
+    fraction = '',
+    sign,
+    offsetHours,
+    offsetMinutes = '00',
+    offsetSeconds = '00'
+  ] = match as unknown as string[];
+  const offset =
+    (Number(offsetHours) * 3600 + Number(offsetMinutes) * 60 + Number(offsetSeconds)) * (sign === '-' ? -1 : 1);
   if (offset === 0) return `${year}-${month}-${day} ${hour}:${minute}:${second}${fraction}Z`;
   const date = new Date(0);
   date.setUTCFullYear(Number(year), Number(month) - 1, Number(day));
@@ -123,11 +136,12 @@ function convertTimestamptz(text: string): string {
 function decodeBytea(text: string): Uint8Array {
   if (text.startsWith('\\x')) {
     const hex = text.slice(2);
-    if (hex.length % 2 !== 0 || !/^[0-9a-fA-F]*$/.test(hex)) throw new Error(`invalid bytea hex text: ${text.slice(0, 40)}`);
+    if (hex.length % 2 !== 0 || !/^[0-9a-fA-F]*$/.test(hex))
+      throw new Error(`invalid bytea hex text: ${text.slice(0, 40)}`);
     return Uint8Array.from(Buffer.from(hex, 'hex'));
   }
   const bytes: number[] = [];
-  for (let i = 0; i < text.length; ) {
+  for (let i = 0; i < text.length;) {
     if (text[i] === '\\') {
       if (text[i + 1] === '\\') {
         bytes.push(0x5c);

@@ -33,10 +33,14 @@ export async function createTokenVerifier(
   }
   const uris = clientAuth.jwks_uri === undefined ? [] : [clientAuth.jwks_uri].flat();
   // The schema has already checked the ranges (a typo fails `syncpoint validate` and the start).
-  const checkAddress = createJwksAddressGuard(clientAuth.jwks_reject_ip_ranges ?? (clientAuth.block_local_jwks ? ['local'] : []));
+  const checkAddress = createJwksAddressGuard(
+    clientAuth.jwks_reject_ip_ranges ?? (clientAuth.block_local_jwks ? ['local'] : [])
+  );
   let verifier: TokenVerifier | undefined;
   const onKeysRemoved = () => verifier?.forgetVerifiedTokens();
-  const remote = uris.map((uri) => new RemoteJwks(uri, { logger: options.logger, fetch: options.fetch, checkAddress, onKeysRemoved }));
+  const remote = uris.map(
+    (uri) => new RemoteJwks(uri, { logger: options.logger, fetch: options.fetch, checkAddress, onKeysRemoved })
+  );
   verifier = new TokenVerifier({
     staticKeys,
     remote,

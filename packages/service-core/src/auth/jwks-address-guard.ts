@@ -29,23 +29,29 @@ export function createJwksAddressGuard(ranges: readonly string[]): JwksAddressGu
   for (const range of ranges.flatMap((entry) => (entry === 'local' ? LOCAL_RANGES : [entry]))) {
     const [address = '', prefix] = range.split('/');
     const family = isIP(address);
-    if (family === 0) throw new Error(`jwks_reject_ip_ranges: "${range}" is not an IP address, a CIDR range or "local"`);
+    if (family === 0)
+      throw new Error(`jwks_reject_ip_ranges: "${range}" is not an IP address, a CIDR range or "local"`);
     const type = family === 4 ? 'ipv4' : 'ipv6';
     if (prefix === undefined) {
       blockList.addAddress(address, type);
       continue;
     }
     const bits = /^\d{1,3}$/.test(prefix) ? Number(prefix) : NaN;
-    if (!(bits <= (family === 4 ? 32 : 128))) throw new Error(`jwks_reject_ip_ranges: "${range}" has an invalid prefix length`);
+    if (!(bits <= (family === 4 ? 32 : 128)))
+      throw new Error(`jwks_reject_ip_ranges: "${range}" has an invalid prefix length`);
     blockList.addSubnet(address, bits, type);
   }
   return async (uri) => {
     const host = new URL(uri).hostname.replace(/^\[(.*)\]$/, '$1');
-    const addresses = isIP(host) ? [{ address: host, family: isIP(host) }] : await lookup(host, { all: true, verbatim: true });
+    const addresses = isIP(host)
+      ? [{ address: host, family: isIP(host) }]
+      : await lookup(host, { all: true, verbatim: true });
     for (const { address, family } of addresses) {
       // An IPv4-mapped IPv6 address (::ffff:127.0.0.1) is checked as the IPv4 address it reaches.
       const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(address)?.[1];
-      const blocked = mapped ? blockList.check(mapped, 'ipv4') : blockList.check(address, family === 4 ? 'ipv4' : 'ipv6');
+      const blocked = mapped
+        ? blockList.check(mapped, 'ipv4')
+        : blockList.check(address, family === 4 ? 'ipv4' : 'ipv6');
       if (blocked) throw new Error(`${uri} resolves to ${address}, which client_auth.jwks_reject_ip_ranges rejects`);
     }
   };

@@ -6,7 +6,16 @@ import type { JwksAddressGuard } from './jwks-address-guard.js';
 
 /** Algorithms a client token may use (PROTOCOL §3.2); `none` is never accepted. */
 export const SUPPORTED_ALGORITHMS = [
-  'HS256', 'HS384', 'HS512', 'RS256', 'RS384', 'RS512', 'ES256', 'ES384', 'ES512', 'EdDSA'
+  'HS256',
+  'HS384',
+  'HS512',
+  'RS256',
+  'RS384',
+  'RS512',
+  'ES256',
+  'ES384',
+  'ES512',
+  'EdDSA'
 ] as const;
 
 const FAMILY_BY_KTY: Record<string, RegExp> = {
@@ -34,7 +43,10 @@ export function keyAcceptsAlgorithm(key: VerificationKey, alg: string): boolean 
 }
 
 /** Import one JWK from config or a JWKS document. `remote` keys must be asymmetric verification keys. */
-export async function importVerificationKey(jwk: jose.JWK, options: { remote: boolean }): Promise<VerificationKey | null> {
+export async function importVerificationKey(
+  jwk: jose.JWK,
+  options: { remote: boolean }
+): Promise<VerificationKey | null> {
   if (options.remote) {
     if (!['RSA', 'EC', 'OKP'].includes(jwk.kty ?? '')) return null; // never accept symmetric keys from a URL
     if (jwk.use !== undefined && jwk.use !== 'sig') return null;
@@ -176,7 +188,9 @@ export class RemoteJwks {
     } catch (error) {
       // Name the URL: "Unexpected token '<'" alone does not tell an operator which key set is broken.
       const message = (error as Error).message ?? String(error);
-      this.lastError = message.includes(this.uri) ? (error as Error) : new Error(`${this.uri}: ${message}`, { cause: error });
+      this.lastError = message.includes(this.uri)
+        ? (error as Error)
+        : new Error(`${this.uri}: ${message}`, { cause: error });
       this.options.logger?.warn({ jwks_uri: this.uri, err: error }, 'JWKS fetch failed');
     }
   }

@@ -91,7 +91,9 @@ export class TokenVerifier {
     if (candidates.length === 0) {
       const unavailable = this.options.remote.find((remote) => remote.unavailableReason !== undefined);
       if (unavailable) throw authError(ErrorCode.JWKS_FETCH, 'Could not fetch the JWKS', unavailable.unavailableReason);
-      throw invalidToken('Could not find an appropriate key in the keystore. The key is missing or no key matched the token KID');
+      throw invalidToken(
+        'Could not find an appropriate key in the keystore. The key is missing or no key matched the token KID'
+      );
     }
 
     let lastError: unknown;
@@ -135,10 +137,12 @@ export class TokenVerifier {
   private checkClaims(payload: jose.JWTPayload, key: VerificationKey): TokenPayload {
     const now = Math.floor(Date.now() / 1000);
     const { sub, iat, exp } = payload;
-    if ((typeof sub !== 'string' && typeof sub !== 'number') || sub === '') throw invalidToken('Token has no valid sub');
+    if ((typeof sub !== 'string' && typeof sub !== 'number') || sub === '')
+      throw invalidToken('Token has no valid sub');
     // Storage keys cannot hold NUL (Postgres text), and lone surrogates all become U+FFFD there, so two different such
     // subs would share one user's records: refuse them here rather than fail or collide later.
-    if (typeof sub === 'string' && UNSTORABLE_TEXT.test(sub)) throw invalidToken('Token sub contains NUL or an unpaired surrogate');
+    if (typeof sub === 'string' && UNSTORABLE_TEXT.test(sub))
+      throw invalidToken('Token sub contains NUL or an unpaired surrogate');
     if (typeof iat !== 'number' || typeof exp !== 'number') throw invalidToken('Token needs numeric iat and exp');
     if (iat > now + this.clockTolerance) throw invalidToken('Token iat is in the future');
     if (exp < iat) throw invalidToken('Token exp is before iat');
@@ -160,7 +164,10 @@ export class TokenVerifier {
       );
     }
     const parameters = payload.parameters;
-    if (parameters !== undefined && (typeof parameters !== 'object' || parameters === null || Array.isArray(parameters))) {
+    if (
+      parameters !== undefined &&
+      (typeof parameters !== 'object' || parameters === null || Array.isArray(parameters))
+    ) {
       throw invalidToken('parameters claim must be a JSON object');
     }
     return { userId: String(sub), parameters: (parameters ?? {}) as Record<string, unknown>, exp, claims: payload };

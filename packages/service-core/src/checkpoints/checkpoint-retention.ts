@@ -22,7 +22,8 @@ export function startCheckpointRetention(options: {
       const cutoff = new Date(Date.now() - options.retentionMinutes * 60_000);
       try {
         const deleted = await options.storage.deleteExpiredCheckpointRequests(cutoff);
-        if (deleted > 0) options.logger.info({ deleted, cutoff: cutoff.toISOString() }, 'expired checkpoint requests deleted');
+        if (deleted > 0)
+          options.logger.info({ deleted, cutoff: cutoff.toISOString() }, 'expired checkpoint requests deleted');
       } catch (error) {
         options.logger.warn({ err: error }, 'checkpoint request retention failed; retrying at the next interval');
       } finally {

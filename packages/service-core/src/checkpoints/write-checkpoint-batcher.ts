@@ -33,7 +33,11 @@ export interface WriteCheckpointBatcherOptions {
  * each taking everything queued when it starts.
  */
 /** What one request did, from the storage's report when it gives one, else from the ids alone. */
-function outcomeOf(request: PendingRequest, stored: bigint, reported: Map<string, CheckpointOutcome> | undefined): CheckpointOutcome {
+function outcomeOf(
+  request: PendingRequest,
+  stored: bigint,
+  reported: Map<string, CheckpointOutcome> | undefined
+): CheckpointOutcome {
   if (request.requestId === undefined) return 'generated';
   if (stored > request.requestId) return 'stale';
   // Several requests of one user in a batch collapse to the greatest id: the others were lower, so stale.
@@ -94,7 +98,10 @@ export class WriteCheckpointBatcher {
         const store = () => this.options.storage.createManagedWriteCheckpoints(entries);
         const result = await (metrics ? metrics.time('create_managed_write_checkpoints', store) : store());
         if (metrics && result.shouldAdvance) metrics.markersEmitted.inc();
-        return { response: { head, stored: result.writeCheckpoints, kinds: result.outcomes }, shouldAdvance: result.shouldAdvance };
+        return {
+          response: { head, stored: result.writeCheckpoints, kinds: result.outcomes },
+          shouldAdvance: result.shouldAdvance
+        };
       });
       for (const request of batch) {
         const stored = outcomes.stored.get(request.fullUserId);
@@ -124,12 +131,19 @@ export class WriteCheckpointBatcher {
  * unless the client retries. So at start, when storage holds pending requests, emit one marker. Returns the number
  * of pending requests found (0: no marker).
  */
-export async function emitMarkerForPendingRequests(options: { storage: BucketStorage; source: ReplicationSource; logger: Logger }): Promise<number> {
+export async function emitMarkerForPendingRequests(options: {
+  storage: BucketStorage;
+  source: ReplicationSource;
+  logger: Logger;
+}): Promise<number> {
   const { storage, source, logger } = options;
   if (!storage.getStatus) return 0;
   const { pending } = (await storage.getStatus()).checkpointRequests;
   if (pending === 0) return 0;
   await source.createReplicationHead(async () => ({ response: undefined, shouldAdvance: true }));
-  logger.info({ pending }, 'pending checkpoint requests found at start; emitted a source marker so replication reaches them');
+  logger.info(
+    { pending },
+    'pending checkpoint requests found at start; emitted a source marker so replication reaches them'
+  );
   return pending;
 }

@@ -44,7 +44,11 @@ export async function readConfigText(
   const env = location.env ?? process.env;
   const cwd = location.cwd ?? process.cwd();
   if (env.POWERSYNC_CONFIG_B64) {
-    return { text: Buffer.from(env.POWERSYNC_CONFIG_B64, 'base64').toString('utf8'), source: 'POWERSYNC_CONFIG_B64', configDir: cwd };
+    return {
+      text: Buffer.from(env.POWERSYNC_CONFIG_B64, 'base64').toString('utf8'),
+      source: 'POWERSYNC_CONFIG_B64',
+      configDir: cwd
+    };
   }
   const explicit = location.configPath ?? env.POWERSYNC_CONFIG_PATH;
   const file = explicit ? path.resolve(cwd, explicit) : path.resolve(cwd, 'powersync.yaml');
@@ -74,7 +78,8 @@ function envTag(env: NodeJS.ProcessEnv, problems: string[]): ScalarTag {
       if (type === undefined || type === 'string') return value;
       if (type === 'number') {
         const number = Number(value);
-        if (value.trim() === '' || !Number.isFinite(number)) problems.push(`!env ${reference}: ${name} is not a number`);
+        if (value.trim() === '' || !Number.isFinite(number))
+          problems.push(`!env ${reference}: ${name} is not a number`);
         return number;
       }
       if (type === 'boolean') {
@@ -157,7 +162,8 @@ export async function parseConfig(
     return connection;
   });
 
-  if (core.sync_config && core.sync_rules) problems.push('sync_config and sync_rules: use only one (sync_rules is the deprecated name)');
+  if (core.sync_config && core.sync_rules)
+    problems.push('sync_config and sync_rules: use only one (sync_rules is the deprecated name)');
   let syncConfigContent: string | null = null;
   const section = core.sync_config ?? core.sync_rules;
   const sectionName = core.sync_config ? 'sync_config' : 'sync_rules';

@@ -17,7 +17,8 @@ const syncConfigSectionSchema = z
 
 const POSITIVE_INTEGER = 'must be a positive integer';
 /** The issue path names the key, so the message only says what is wrong with it. */
-const positiveInteger = () => z.coerce.number({ error: POSITIVE_INTEGER }).int(POSITIVE_INTEGER).min(1, POSITIVE_INTEGER);
+const positiveInteger = () =>
+  z.coerce.number({ error: POSITIVE_INTEGER }).int(POSITIVE_INTEGER).min(1, POSITIVE_INTEGER);
 
 /**
  * The service-wide part of the config (PROTOCOL §10). Module-owned sections (`storage`, each replication
@@ -49,7 +50,10 @@ export const serviceConfigSchema = z.looseObject({
           try {
             createJwksAddressGuard(ranges);
           } catch (error) {
-            context.addIssue({ code: 'custom', message: (error as Error).message.replace(/^jwks_reject_ip_ranges: /, '') });
+            context.addIssue({
+              code: 'custom',
+              message: (error as Error).message.replace(/^jwks_reject_ip_ranges: /, '')
+            });
           }
         })
         .optional(),

@@ -89,7 +89,10 @@ export interface StatusReport {
  * Replication state as operators need it (`syncpoint status`, `/api/admin/v1/diagnostics`): per stream the slot,
  * the last checkpoint and the lag behind the source head; checkpoint request counts; storage size. Read-only.
  */
-export async function buildStatusReport(storage: BucketStorage, source: ReplicationSource | null): Promise<StatusReport> {
+export async function buildStatusReport(
+  storage: BucketStorage,
+  source: ReplicationSource | null
+): Promise<StatusReport> {
   if (!storage.getStatus) throw new Error('this storage does not report its status');
   const status = await storage.getStatus();
   const report: StatusReport = {
@@ -147,7 +150,9 @@ function issueJson(issue: SyncRulesIssue) {
     level: issue.severity === 'error' ? 'fatal' : 'warning',
     message: issue.message,
     ...(issue.bucketDefinition === undefined ? {} : { bucket_definition: issue.bucketDefinition }),
-    ...(issue.yamlPosition === undefined ? {} : { location: { line: issue.yamlPosition.line, column: issue.yamlPosition.column } })
+    ...(issue.yamlPosition === undefined
+      ? {}
+      : { location: { line: issue.yamlPosition.line, column: issue.yamlPosition.column } })
   };
 }
 
@@ -164,7 +169,8 @@ export function adminRoutes(dependencies: AdminRouteDependencies): Router {
   router.post('/api/admin/v1/diagnostics', limiter, authorize, async (_req, res) => {
     const report = await buildStatusReport(storage, source);
     const errors: Array<{ stream_id: number | null; message: string }> = [];
-    for (const stream of report.streams) if (stream.last_error) errors.push({ stream_id: stream.id, message: stream.last_error });
+    for (const stream of report.streams)
+      if (stream.last_error) errors.push({ stream_id: stream.id, message: stream.last_error });
     if (report.source.error) errors.push({ stream_id: null, message: `source: ${report.source.error}` });
     res.json({
       data: {

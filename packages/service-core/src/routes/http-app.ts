@@ -2,7 +2,14 @@ import { randomUUID } from 'node:crypto';
 import http from 'node:http';
 import type { Duplex } from 'node:stream';
 import express, { type ErrorRequestHandler, type RequestHandler } from 'express';
-import { databaseUnavailableError, ErrorCode, internalError, isDatabaseUnavailable, ServiceError, validationError } from '../errors.js';
+import {
+  databaseUnavailableError,
+  ErrorCode,
+  internalError,
+  isDatabaseUnavailable,
+  ServiceError,
+  validationError
+} from '../errors.js';
 import type { Logger } from '../logger.js';
 import type { ServiceMetrics } from '../metrics.js';
 import { ADMIN_BODY_LIMIT_BYTES, adminRoutes, type AdminRouteDependencies } from './admin-routes.js';
@@ -43,7 +50,11 @@ export interface ServerTimeouts {
  * connection for up to 90 s without sending a single complete header. Real clients send headers at once and bodies of
  * at most 2 MiB (a sync request listing 1,000 buckets), which take seconds even on a slow mobile link.
  */
-export const SERVER_TIMEOUTS: ServerTimeouts = { headersTimeoutMs: 15_000, requestTimeoutMs: 60_000, checkIntervalMs: 5_000 };
+export const SERVER_TIMEOUTS: ServerTimeouts = {
+  headersTimeoutMs: 15_000,
+  requestTimeoutMs: 60_000,
+  checkIntervalMs: 5_000
+};
 
 /** Sync requests list the buckets a client holds (up to 1,000 by default), so they may be larger. */
 const SYNC_BODY_LIMIT_BYTES = 2 * 1024 * 1024;
@@ -65,7 +76,9 @@ function sendError(res: express.Response, error: ServiceError) {
 }
 
 function bodyTooLargeError(limit: number | undefined): ServiceError {
-  return new ServiceError(ErrorCode.BODY_TOO_LARGE, 413, 'Request body too large', `limit is ${limit} bytes`, { name: 'ValidationError' });
+  return new ServiceError(ErrorCode.BODY_TOO_LARGE, 413, 'Request body too large', `limit is ${limit} bytes`, {
+    name: 'ValidationError'
+  });
 }
 
 /** How long a client may go on sending a refused body before its connection is closed. */
@@ -125,7 +138,11 @@ function errorHandler(logger: Logger): ErrorRequestHandler {
     const type = (error as { type?: string }).type;
     if (type === 'entity.parse.failed') return sendError(res, validationError(['body is not valid JSON']));
     if (type === 'entity.too.large') return sendError(res, bodyTooLargeError((error as { limit?: number }).limit));
-    if (type === 'encoding.unsupported' || type === 'charset.unsupported' || (error as { status?: number }).status === 415) {
+    if (
+      type === 'encoding.unsupported' ||
+      type === 'charset.unsupported' ||
+      (error as { status?: number }).status === 415
+    ) {
       return sendError(
         res,
         new ServiceError(ErrorCode.UNSUPPORTED_MEDIA_TYPE, 415, 'Unsupported body encoding', (error as Error).message, {
@@ -175,7 +192,10 @@ export function createHttpApp(options: HttpAppOptions): express.Express {
     next();
   });
   app.use(cors);
-  const json = (limit: number) => [bodySizeLimit(limit), express.json({ limit, strict: false, type: 'application/json' })];
+  const json = (limit: number) => [
+    bodySizeLimit(limit),
+    express.json({ limit, strict: false, type: 'application/json' })
+  ];
   if (options.sync) {
     app.use('/sync/stream', json(SYNC_BODY_LIMIT_BYTES));
     app.use(syncStreamRoutes(options.sync.dependencies, options.sync.connections));
@@ -189,7 +209,11 @@ export function createHttpApp(options: HttpAppOptions): express.Express {
   if (options.admin) app.use(adminRoutes(options.admin));
 
   app.use((req, _res, next) => {
-    next(new ServiceError(ErrorCode.ROUTE_NOT_FOUND, 404, 'Route not found', `${req.method} ${req.path}`, { name: 'RouteNotFound' }));
+    next(
+      new ServiceError(ErrorCode.ROUTE_NOT_FOUND, 404, 'Route not found', `${req.method} ${req.path}`, {
+        name: 'RouteNotFound'
+      })
+    );
   });
   app.use(errorHandler(options.logger));
 
@@ -221,10 +245,16 @@ function answerClientError(error: NodeJS.ErrnoException, socket: Duplex) {
   if (error.code === 'ECONNRESET' || !socket.writable || (net.bytesWritten ?? 0) > 0) return void socket.destroy();
   const serviceError =
     error.code === 'HPE_HEADER_OVERFLOW'
-      ? new ServiceError(ErrorCode.HEADERS_TOO_LARGE, 431, 'Request headers too large', undefined, { name: 'ValidationError' })
+      ? new ServiceError(ErrorCode.HEADERS_TOO_LARGE, 431, 'Request headers too large', undefined, {
+          name: 'ValidationError'
+        })
       : error.code === 'ERR_HTTP_REQUEST_TIMEOUT'
-        ? new ServiceError(ErrorCode.REQUEST_TIMEOUT, 408, 'Request not received in time', undefined, { name: 'ValidationError' })
-        : new ServiceError(ErrorCode.VALIDATION, 400, 'Malformed HTTP request', error.code, { name: 'ValidationError' });
+        ? new ServiceError(ErrorCode.REQUEST_TIMEOUT, 408, 'Request not received in time', undefined, {
+            name: 'ValidationError'
+          })
+        : new ServiceError(ErrorCode.VALIDATION, 400, 'Malformed HTTP request', error.code, {
+            name: 'ValidationError'
+          });
   const body = JSON.stringify(serviceError.toJSON());
   socket.end(
     `HTTP/1.1 ${serviceError.status} ${http.STATUS_CODES[serviceError.status]}\r\n` +

@@ -150,7 +150,12 @@ export class SyncStreamRunner {
     if (connections.shuttingDown) throw new ServiceError(ErrorCode.SHUTTING_DOWN, 503, 'Service is shutting down');
     if (!(await deps.storage.getServingStream())) throw noActiveSyncConfigError();
     if (connections.count >= deps.limits.maxConnections) {
-      throw new ServiceError(ErrorCode.TOO_MANY_REQUESTS, 429, 'Too many open sync connections', `limit is ${deps.limits.maxConnections} per process`);
+      throw new ServiceError(
+        ErrorCode.TOO_MANY_REQUESTS,
+        429,
+        'Too many open sync connections',
+        `limit is ${deps.limits.maxConnections} per process`
+      );
     }
     const controller = new AbortController();
     connections.add(controller);
@@ -238,7 +243,10 @@ const MAX_TIMER_MS = 2 ** 31 - 1;
 function setLongTimeout(callback: () => void, ms: number): { clear(): void } {
   let timer: NodeJS.Timeout;
   const schedule = (remaining: number) => {
-    timer = setTimeout(() => (remaining > MAX_TIMER_MS ? schedule(remaining - MAX_TIMER_MS) : callback()), Math.min(remaining, MAX_TIMER_MS));
+    timer = setTimeout(
+      () => (remaining > MAX_TIMER_MS ? schedule(remaining - MAX_TIMER_MS) : callback()),
+      Math.min(remaining, MAX_TIMER_MS)
+    );
   };
   schedule(Math.max(0, ms));
   return { clear: () => clearTimeout(timer) };
@@ -276,7 +284,14 @@ export function syncStreamRoutes(deps: SyncStreamDependencies, connections: Sync
         },
         async fail(error) {
           if (error instanceof ServiceError && error.status < 500) {
-            await writer.write({ error: { code: error.code, status: error.status, description: error.description, ...(error.details ? { details: error.details } : {}) } });
+            await writer.write({
+              error: {
+                code: error.code,
+                status: error.status,
+                description: error.description,
+                ...(error.details ? { details: error.details } : {})
+              }
+            });
           } else {
             res.destroy(); // the client sees a broken stream and retries
           }

@@ -334,11 +334,14 @@ class SyncSocketSession {
       this.token = await this.runner.deps.verifier.verify(this.tokenString);
     } catch (error) {
       const message = rsocketErrorMessage(error);
-      if (error instanceof ServiceError && error.status < 500) this.log.info({ code: error.code, user_agent: this.userAgent }, `WebSocket setup rejected: ${message}`);
+      if (error instanceof ServiceError && error.status < 500)
+        this.log.info({ code: error.code, user_agent: this.userAgent }, `WebSocket setup rejected: ${message}`);
       else this.log.error({ err: error }, 'WebSocket setup failed');
       throw new RSocketError(ErrorCodes.REJECTED_SETUP, message);
     }
-    return { requestStream: (payload, initialRequestN, responder) => this.requestStream(payload, initialRequestN, responder) };
+    return {
+      requestStream: (payload, initialRequestN, responder) => this.requestStream(payload, initialRequestN, responder)
+    };
   }
 
   private requestStream(payload: Payload, initialRequestN: number, responder: Responder) {
@@ -366,17 +369,23 @@ class SyncSocketSession {
     let session: SyncStreamSession;
     try {
       const metadata = decodeRSocketJson(payload.metadata, this.metadataMimeType, 'REQUEST_STREAM metadata');
-      const path = typeof metadata === 'object' && metadata !== null ? (metadata as Record<string, unknown>).path : undefined;
+      const path =
+        typeof metadata === 'object' && metadata !== null ? (metadata as Record<string, unknown>).path : undefined;
       if (path !== undefined && path !== '/sync/stream') {
-        throw new ServiceError(ErrorCode.ROUTE_NOT_FOUND, 404, 'Route not found', `REQUEST_STREAM ${String(path)}`, { name: 'RouteNotFound' });
+        throw new ServiceError(ErrorCode.ROUTE_NOT_FOUND, 404, 'Route not found', `REQUEST_STREAM ${String(path)}`, {
+          name: 'RouteNotFound'
+        });
       }
-      const request = this.runner.parseRequest(decodeRSocketJson(payload.data, this.dataMimeType, 'REQUEST_STREAM data'));
+      const request = this.runner.parseRequest(
+        decodeRSocketJson(payload.data, this.dataMimeType, 'REQUEST_STREAM data')
+      );
       // Verified at SETUP; again per stream (cached), so an expired token opens no new stream.
       const token = await this.runner.deps.verifier.verify(this.tokenString);
       if (sink.isClosed) return; // cancelled while checking
       session = await this.runner.open(request, token, this.log);
     } catch (error) {
-      if (error instanceof ServiceError && error.status < 500) this.log.info({ code: error.code, status: error.status }, error.message);
+      if (error instanceof ServiceError && error.status < 500)
+        this.log.info({ code: error.code, status: error.status }, error.message);
       else if (error instanceof ServiceError) this.log.warn({ code: error.code, status: error.status }, error.message);
       else this.log.error({ err: error }, 'WebSocket sync stream failed to start');
       await sink.fail(error);
@@ -405,7 +414,12 @@ export function attachSyncWebSocket(
     highWaterMarkBytes: options.highWaterMarkBytes ?? 1024 * 1024
   };
   const runner = SyncStreamRunner.for(deps, connections);
-  const wss = new WebSocketServer({ noServer: true, perMessageDeflate: true, maxPayload: resolved.maxPayloadBytes, clientTracking: true });
+  const wss = new WebSocketServer({
+    noServer: true,
+    perMessageDeflate: true,
+    maxPayload: resolved.maxPayloadBytes,
+    clientTracking: true
+  });
   const log = deps.logger.child({ transport: 'websocket' });
 
   const sessions = new Map<WebSocket, SyncSocketSession>();
@@ -416,16 +430,21 @@ export function attachSyncWebSocket(
       return;
     }
     wss.handleUpgrade(req, socket, head, (ws) => {
-      const session = new SyncSocketSession(runner, log.child({ path: req.url?.split('?')[0], remote: req.socket.remoteAddress }));
+      const session = new SyncSocketSession(
+        runner,
+        log.child({ path: req.url?.split('?')[0], remote: req.socket.remoteAddress })
+      );
       sessions.set(ws, session);
       ws.once('close', () => sessions.delete(ws));
       ws.on('error', (error) => log.debug({ err: error }, 'WebSocket error'));
       const transport = new SingleWebSocketTransport(ws, resolved);
       session.connectionDrained = () => transport.connection?.drained() ?? Promise.resolve();
-      new RSocketServer({ transport, acceptor: { accept: (setup) => session.accept(setup) } }).bind().catch((error: unknown) => {
-        log.error({ err: error }, 'WebSocket connection failed');
-        ws.terminate();
-      });
+      new RSocketServer({ transport, acceptor: { accept: (setup) => session.accept(setup) } })
+        .bind()
+        .catch((error: unknown) => {
+          log.error({ err: error }, 'WebSocket connection failed');
+          ws.terminate();
+        });
     });
   };
   server.on('upgrade', onUpgrade);

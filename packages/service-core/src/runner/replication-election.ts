@@ -64,9 +64,12 @@ export function startReplicationElection(options: {
   };
   const schedule = () => {
     if (stopped) return;
-    timer = setTimeout(() => {
-      tick = step().finally(schedule);
-    }, Math.max(50, Math.floor(ttlMs / 3)));
+    timer = setTimeout(
+      () => {
+        tick = step().finally(schedule);
+      },
+      Math.max(50, Math.floor(ttlMs / 3))
+    );
   };
   tick = step().finally(schedule);
 
@@ -81,7 +84,9 @@ export function startReplicationElection(options: {
         const stop = stopWork;
         stopWork = null;
         await stop();
-        await options.storage.releaseReplicationLock(holderId).catch((error) => logger.warn({ err: error }, 'could not release the replication lock'));
+        await options.storage
+          .releaseReplicationLock(holderId)
+          .catch((error) => logger.warn({ err: error }, 'could not release the replication lock'));
       }
     }
   };

@@ -41,13 +41,21 @@ export function assertValidSyncConfig(content: string): void {
 }
 
 /** Build the storage the config names, through the module that owns its `type`. */
-export async function openStorage(config: ResolvedConfig, registry: ModuleRegistry, logger: Logger): Promise<BucketStorage> {
+export async function openStorage(
+  config: ResolvedConfig,
+  registry: ModuleRegistry,
+  logger: Logger
+): Promise<BucketStorage> {
   const module = registry.storage.get(config.storage.type);
   if (!module) throw new Error(`no storage module for type ${config.storage.type}`);
   return module.createStorage(config.storage, { logger, configDir: config.configDir });
 }
 
-export async function openSource(config: ResolvedConfig, registry: ModuleRegistry, logger: Logger): Promise<ReplicationSource> {
+export async function openSource(
+  config: ResolvedConfig,
+  registry: ModuleRegistry,
+  logger: Logger
+): Promise<ReplicationSource> {
   const connection = config.replication.connections[0];
   if (!connection) throw new Error('replication.connections: one source connection is required');
   const module = registry.sources.get(connection.type);
@@ -84,7 +92,8 @@ export async function startService(
   const storage = await openStorage(config, registry, logger);
   const closers: Array<() => Promise<void>> = [() => storage.close()];
   const closeAll = async () => {
-    for (const close of closers.reverse()) await close().catch((error) => logger.warn({ err: error }, 'error while closing'));
+    for (const close of closers.reverse())
+      await close().catch((error) => logger.warn({ err: error }, 'error while closing'));
   };
   try {
     if (!config.migrations.disable_auto_migration) {
@@ -160,27 +169,38 @@ export async function startService(
       };
       metrics.observeGauge('syncpoint_open_sync_streams', 'Sync streams open in this process', () => connections.count);
     }
-    metrics.observeGauge('syncpoint_pending_checkpoint_requests', 'Checkpoint requests replication has not reached yet', async () =>
-      storage.getStatus ? (await storage.getStatus()).checkpointRequests.pending : null
+    metrics.observeGauge(
+      'syncpoint_pending_checkpoint_requests',
+      'Checkpoint requests replication has not reached yet',
+      async () => (storage.getStatus ? (await storage.getStatus()).checkpointRequests.pending : null)
     );
-    metrics.observeGauge('syncpoint_replication_lag_bytes', 'Source WAL bytes between the source head and the served checkpoint', async () => {
-      const served = await storage.getServingCheckpoint();
-      if (!served?.checkpoint.lsn) return null;
-      return Number(lsnToBigint(await source.currentHead()) - lsnToBigint(served.checkpoint.lsn));
-    });
+    metrics.observeGauge(
+      'syncpoint_replication_lag_bytes',
+      'Source WAL bytes between the source head and the served checkpoint',
+      async () => {
+        const served = await storage.getServingCheckpoint();
+        if (!served?.checkpoint.lsn) return null;
+        return Number(lsnToBigint(await source.currentHead()) - lsnToBigint(served.checkpoint.lsn));
+      }
+    );
 
     const admin = {
       tokens: config.api.tokens,
       storage,
       source,
       role,
-      syncStreams: sync && { open: () => sync!.connections.count, max: config.api.parameters.max_concurrent_connections }
+      syncStreams: sync && {
+        open: () => sync!.connections.count,
+        max: config.api.parameters.max_concurrent_connections
+      }
     };
     const app = createHttpApp({ logger, probes, verifier, batcher, sync, admin, metrics });
     const prometheusPort = (config.telemetry as { prometheus_port?: number } | undefined)?.prometheus_port;
     if (prometheusPort !== undefined) {
       // A separate port for scrapers, when configured (PROTOCOL §10 telemetry.prometheus_port).
-      const metricsServer = express().get('/metrics', metricsHandler(metrics)).listen(prometheusPort, options.host ?? '0.0.0.0');
+      const metricsServer = express()
+        .get('/metrics', metricsHandler(metrics))
+        .listen(prometheusPort, options.host ?? '0.0.0.0');
       await once(metricsServer, 'listening');
       closers.push(() => new Promise<void>((resolve) => metricsServer.close(() => resolve())));
     }
@@ -206,7 +226,16 @@ export async function startService(
     const port = (server.address() as AddressInfo).port;
     const url = `http://${urlHost(options.host)}:${port}`;
     logger.info({ url, role }, 'Syncpoint is listening');
-    return { url, port, storage, source, metrics, watcher: sync?.dependencies.watcher, syncConnections: sync?.connections, stop: closeAll };
+    return {
+      url,
+      port,
+      storage,
+      source,
+      metrics,
+      watcher: sync?.dependencies.watcher,
+      syncConnections: sync?.connections,
+      stop: closeAll
+    };
   } catch (error) {
     await closeAll();
     throw error;

@@ -10,8 +10,12 @@ import type { BucketStorage } from '../storage/bucket-storage.js';
  * depend only on the checkpoint's op id, are kept for the last few checkpoints so later readers get them for free.
  */
 export class SharedCheckpointReads {
-  private readonly writeCheckpoints = new TurnBatcher<Lsn, string, bigint>((lsn, ids) => this.loadWriteCheckpoints(ids, lsn));
-  private readonly checksums = new TurnBatcher<ChecksumGroup, string, BucketChecksum>((group, buckets) => this.loadChecksums(group, buckets));
+  private readonly writeCheckpoints = new TurnBatcher<Lsn, string, bigint>((lsn, ids) =>
+    this.loadWriteCheckpoints(ids, lsn)
+  );
+  private readonly checksums = new TurnBatcher<ChecksumGroup, string, BucketChecksum>((group, buckets) =>
+    this.loadChecksums(group, buckets)
+  );
   /** Checksums by `<stream id>:<checkpoint>`, newest last; a few checkpoints, since connections lag a little. */
   private readonly checksumCache = new Map<string, Map<string, BucketChecksum>>();
 
@@ -27,11 +31,18 @@ export class SharedCheckpointReads {
   }
 
   /** Checksums of `buckets` at `checkpoint`; buckets with no ops are absent. */
-  async getChecksums(streamStorage: ReplicationStreamStorage, checkpoint: bigint, buckets: string[]): Promise<Map<string, BucketChecksum>> {
+  async getChecksums(
+    streamStorage: ReplicationStreamStorage,
+    checkpoint: bigint,
+    buckets: string[]
+  ): Promise<Map<string, BucketChecksum>> {
     const key = `${streamStorage.stream.id}:${checkpoint}`;
     const cached = this.checksumCache.get(key);
     const missing = cached ? buckets.filter((bucket) => !cached.has(bucket)) : buckets;
-    const loaded = missing.length > 0 ? await this.checksums.get(key, { streamStorage, checkpoint, key }, missing) : new Map<string, BucketChecksum>();
+    const loaded =
+      missing.length > 0
+        ? await this.checksums.get(key, { streamStorage, checkpoint, key }, missing)
+        : new Map<string, BucketChecksum>();
     const result = new Map<string, BucketChecksum>();
     for (const bucket of buckets) {
       const value = loaded.get(bucket) ?? cached?.get(bucket);
@@ -80,7 +91,10 @@ const EMPTY: BucketChecksum = Object.freeze({ bucket: '', checksum: 0, count: 0 
  * get the values of their own keys; a failed load fails every caller of that group.
  */
 export class TurnBatcher<G, K, V> {
-  private pending = new Map<string, { group: G; keys: Set<K>; waiters: Array<{ resolve(values: Map<K, V>): void; reject(error: unknown): void }> }>();
+  private pending = new Map<
+    string,
+    { group: G; keys: Set<K>; waiters: Array<{ resolve(values: Map<K, V>): void; reject(error: unknown): void }> }
+  >();
   private scheduled = false;
 
   constructor(private readonly load: (group: G, keys: K[]) => Promise<Map<K, V>>) {}

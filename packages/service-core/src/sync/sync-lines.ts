@@ -124,7 +124,9 @@ export async function* syncLines(options: SyncStreamOptions): AsyncGenerator<Syn
     } else {
       current = await resolveBuckets(streamStorage, checkpoint, options);
       const readChecksums = () => reads.getChecksums(streamStorage, checkpoint, [...current.keys()]);
-      const checksums = await (options.metrics ? options.metrics.time('get_checksums', readChecksums) : readChecksums());
+      const checksums = await (options.metrics
+        ? options.metrics.time('get_checksums', readChecksums)
+        : readChecksums());
       lines = new Map<string, BucketLine>();
       for (const [bucket, description] of current) {
         const sum: BucketChecksum | undefined = checksums.get(bucket);
@@ -141,8 +143,12 @@ export async function* syncLines(options: SyncStreamOptions): AsyncGenerator<Syn
     // Never report a smaller acknowledged id on one connection (PROTOCOL §6, recommendation).
     const resolve = () => reads.lastWriteCheckpoint(options.fullUserId, lsn);
     const resolved = await (options.metrics ? options.metrics.time('last_write_checkpoint', resolve) : resolve());
-    const writeCheckpoint: bigint | null = resolved !== null && (lastWriteCheckpoint === null || resolved > lastWriteCheckpoint) ? resolved : lastWriteCheckpoint;
-    const writeCheckpointField = writeCheckpoint !== null && writeCheckpoint !== 0n ? { write_checkpoint: writeCheckpoint.toString() } : {};
+    const writeCheckpoint: bigint | null =
+      resolved !== null && (lastWriteCheckpoint === null || resolved > lastWriteCheckpoint)
+        ? resolved
+        : lastWriteCheckpoint;
+    const writeCheckpointField =
+      writeCheckpoint !== null && writeCheckpoint !== 0n ? { write_checkpoint: writeCheckpoint.toString() } : {};
 
     let toFetch: string[];
     let sentLine = true;
@@ -152,7 +158,10 @@ export async function* syncLines(options: SyncStreamOptions): AsyncGenerator<Syn
         if (after > checkpoint) {
           // The client claims ops past the newest checkpoint (e.g. storage restored from a backup): download the
           // bucket again; the client's checksum check then replaces its copy.
-          options.logger.warn({ bucket, after: after.toString(), checkpoint: checkpoint.toString() }, 'bucket position ahead of the checkpoint; resending');
+          options.logger.warn(
+            { bucket, after: after.toString(), checkpoint: checkpoint.toString() },
+            'bucket position ahead of the checkpoint; resending'
+          );
           continue;
         }
         positions.set(bucket, after);
@@ -194,12 +203,15 @@ export async function* syncLines(options: SyncStreamOptions): AsyncGenerator<Syn
         sentLine = false;
       }
       for (const bucket of removed) positions.delete(bucket);
-      toFetch = [...new Set([...updated.map((line) => line.bucket), ...pendingDownload])].filter((bucket) => lines.has(bucket));
+      toFetch = [...new Set([...updated.map((line) => line.bucket), ...pendingDownload])].filter((bucket) =>
+        lines.has(bucket)
+      );
     }
     lastSent = lines;
     lastResolved = current;
     lineCheckpointOfLastSent = checkpoint;
-    if (writeCheckpoint !== null && writeCheckpoint !== lastWriteCheckpoint) options.metrics?.requestAcknowledged(options.fullUserId, writeCheckpoint);
+    if (writeCheckpoint !== null && writeCheckpoint !== lastWriteCheckpoint)
+      options.metrics?.requestAcknowledged(options.fullUserId, writeCheckpoint);
     lastWriteCheckpoint = writeCheckpoint;
     // The data of a download belongs to the checkpoint of the last line sent.
     if (sentLine) lineCheckpoint = checkpoint;
@@ -222,7 +234,9 @@ export async function* syncLines(options: SyncStreamOptions): AsyncGenerator<Syn
       while (remaining.length > 0 && !superseded) {
         const start = new Map(remaining.map((bucket) => [bucket, positions.get(bucket) ?? 0n]));
         let last: { bucket: string; hasMore: boolean } | null = null;
-        const iterator = streamStorage.getBucketData(lineCheckpoint, start, { limit: opsPerBatch, chunkLimitBytes: bytesPerLine })[Symbol.asyncIterator]();
+        const iterator = streamStorage
+          .getBucketData(lineCheckpoint, start, { limit: opsPerBatch, chunkLimitBytes: bytesPerLine })
+          [Symbol.asyncIterator]();
         try {
           for (;;) {
             if (signal.aborted) return;
@@ -250,7 +264,12 @@ export async function* syncLines(options: SyncStreamOptions): AsyncGenerator<Syn
         for (const bucket of remaining) if (cutAt === null || bucket < cutAt) unfinished.delete(bucket);
         remaining = cutAt === null ? [] : remaining.filter((bucket) => bucket >= cutAt);
         // A newer checkpoint supersedes a long download at a batch boundary (PROTOCOL §7.4 step 5).
-        if (remaining.length > 0 && opsSent >= supersedeAfterOps && watcher.latest && isAdvance(watcher.latest, served)) {
+        if (
+          remaining.length > 0 &&
+          opsSent >= supersedeAfterOps &&
+          watcher.latest &&
+          isAdvance(watcher.latest, served)
+        ) {
           superseded = true;
         }
       }
@@ -273,7 +292,11 @@ interface ResolvedBuckets extends Map<string, { priority: number; streamIndex: n
 }
 
 /** The connection's buckets at a checkpoint: static ones from the token, dynamic ones from stored lookups. */
-async function resolveBuckets(streamStorage: ReplicationStreamStorage, checkpoint: bigint, options: SyncStreamOptions): Promise<ResolvedBuckets> {
+async function resolveBuckets(
+  streamStorage: ReplicationStreamStorage,
+  checkpoint: bigint,
+  options: SyncStreamOptions
+): Promise<ResolvedBuckets> {
   const { syncRules } = streamStorage;
   const streams = syncRules.definitions.map((definition) => definition.name);
   const result = new Map() as ResolvedBuckets;
@@ -282,22 +305,37 @@ async function resolveBuckets(streamStorage: ReplicationStreamStorage, checkpoin
 
   let parameterResults = 0;
   const queried = await syncRules.queryBuckets(
-    { userId: options.token.userId, tokenParameters: options.token.claims, clientParameters: options.request.parameters },
+    {
+      userId: options.token.userId,
+      tokenParameters: options.token.claims,
+      clientParameters: options.request.parameters
+    },
     async (lookups) => {
       const sets: SqliteRow[][] = await streamStorage.getParameterSets(checkpoint, lookups);
       parameterResults += sets.reduce((total, rows) => total + rows.length, 0);
       if (parameterResults > options.limits.maxParameterResults) {
-        throw new ServiceError(TOO_MANY_BUCKETS, 400, `Too many parameter query results: more than ${options.limits.maxParameterResults}`);
+        throw new ServiceError(
+          TOO_MANY_BUCKETS,
+          400,
+          `Too many parameter query results: more than ${options.limits.maxParameterResults}`
+        );
       }
       return sets;
     }
   );
   for (const error of queried.errors) options.logger.warn({ error: error.message }, 'bucket query problem');
   if (queried.buckets.length > options.limits.maxBuckets) {
-    throw new ServiceError(TOO_MANY_BUCKETS, 400, `Too many buckets: ${queried.buckets.length} (limit ${options.limits.maxBuckets})`);
+    throw new ServiceError(
+      TOO_MANY_BUCKETS,
+      400,
+      `Too many buckets: ${queried.buckets.length} (limit ${options.limits.maxBuckets})`
+    );
   }
   for (const bucket of queried.buckets) {
-    result.set(bucket.bucket, { priority: bucket.priority, streamIndex: Math.max(0, streams.indexOf(bucket.definition)) });
+    result.set(bucket.bucket, {
+      priority: bucket.priority,
+      streamIndex: Math.max(0, streams.indexOf(bucket.definition))
+    });
   }
   return result;
 }

@@ -28,10 +28,16 @@ export function parseSyncRequest(body: unknown, options: { maxBuckets: number })
   const buckets = new Map<string, bigint>();
   if (body.buckets !== undefined && body.buckets !== null) {
     if (!Array.isArray(body.buckets)) problems.push('buckets must be an array');
-    else if (body.buckets.length > options.maxBuckets) problems.push(`buckets has more than ${options.maxBuckets} entries`);
+    else if (body.buckets.length > options.maxBuckets)
+      problems.push(`buckets has more than ${options.maxBuckets} entries`);
     else {
       body.buckets.forEach((entry, index) => {
-        if (!isObject(entry) || typeof entry.name !== 'string' || entry.name.length === 0 || entry.name.length > MAX_BUCKET_NAME_LENGTH) {
+        if (
+          !isObject(entry) ||
+          typeof entry.name !== 'string' ||
+          entry.name.length === 0 ||
+          entry.name.length > MAX_BUCKET_NAME_LENGTH
+        ) {
           problems.push(`buckets[${index}].name must be a non-empty string`);
           return;
         }
@@ -55,14 +61,16 @@ export function parseSyncRequest(body: unknown, options: { maxBuckets: number })
   if (body.streams !== undefined && body.streams !== null) {
     if (!isObject(body.streams)) problems.push('streams must be an object');
     else if (body.streams.include_defaults !== undefined) {
-      if (typeof body.streams.include_defaults !== 'boolean') problems.push('streams.include_defaults must be a boolean');
+      if (typeof body.streams.include_defaults !== 'boolean')
+        problems.push('streams.include_defaults must be a boolean');
       else includeDefaults = body.streams.include_defaults;
     }
   }
 
   const appMetadata: Record<string, string> = {};
   if (isObject(body.app_metadata)) {
-    for (const [key, value] of Object.entries(body.app_metadata)) if (typeof value === 'string') appMetadata[key] = value;
+    for (const [key, value] of Object.entries(body.app_metadata))
+      if (typeof value === 'string') appMetadata[key] = value;
   }
 
   if (problems.length > 0) throw validationError(problems);

@@ -22,11 +22,63 @@ import { INT64_MAX } from '../sqlite-value.js';
 import { SqlSyntaxError, tokenize, type Token } from './tokenizer.js';
 
 const RESERVED = new Set([
-  'ALL', 'AND', 'AS', 'ASC', 'BETWEEN', 'BY', 'CASE', 'CAST', 'COLLATE', 'CROSS', 'CURRENT_DATE', 'CURRENT_TIME',
-  'CURRENT_TIMESTAMP', 'DESC', 'DISTINCT', 'ELSE', 'END', 'ESCAPE', 'EXCEPT', 'EXISTS', 'FALSE', 'FROM', 'FULL', 'GLOB',
-  'GROUP', 'HAVING', 'IN', 'INNER', 'INTERSECT', 'IS', 'ISNULL', 'JOIN', 'LEFT', 'LIKE', 'LIMIT', 'MATCH', 'NATURAL',
-  'NOT', 'NOTNULL', 'NULL', 'OFFSET', 'ON', 'OR', 'ORDER', 'OUTER', 'REGEXP', 'RIGHT', 'SELECT', 'THEN', 'TRUE',
-  'UNION', 'USING', 'VALUES', 'WHEN', 'WHERE', 'WINDOW', 'WITH'
+  'ALL',
+  'AND',
+  'AS',
+  'ASC',
+  'BETWEEN',
+  'BY',
+  'CASE',
+  'CAST',
+  'COLLATE',
+  'CROSS',
+  'CURRENT_DATE',
+  'CURRENT_TIME',
+  'CURRENT_TIMESTAMP',
+  'DESC',
+  'DISTINCT',
+  'ELSE',
+  'END',
+  'ESCAPE',
+  'EXCEPT',
+  'EXISTS',
+  'FALSE',
+  'FROM',
+  'FULL',
+  'GLOB',
+  'GROUP',
+  'HAVING',
+  'IN',
+  'INNER',
+  'INTERSECT',
+  'IS',
+  'ISNULL',
+  'JOIN',
+  'LEFT',
+  'LIKE',
+  'LIMIT',
+  'MATCH',
+  'NATURAL',
+  'NOT',
+  'NOTNULL',
+  'NULL',
+  'OFFSET',
+  'ON',
+  'OR',
+  'ORDER',
+  'OUTER',
+  'REGEXP',
+  'RIGHT',
+  'SELECT',
+  'THEN',
+  'TRUE',
+  'UNION',
+  'USING',
+  'VALUES',
+  'WHEN',
+  'WHERE',
+  'WINDOW',
+  'WITH'
 ]);
 
 /** Clauses that may follow a SELECT in SQL but are outside the sync rules subset. */
@@ -122,7 +174,8 @@ class Parser {
   /** A name: bare non-reserved identifier or quoted identifier. */
   private parseName(what: string): Token {
     const token = this.current;
-    if (token.kind === 'quoted_identifier' || (token.kind === 'identifier' && !this.isReserved(token))) return this.advance();
+    if (token.kind === 'quoted_identifier' || (token.kind === 'identifier' && !this.isReserved(token)))
+      return this.advance();
     return this.fail(`Expected ${what} but found ${this.describe(token)}`);
   }
 
@@ -149,7 +202,8 @@ class Parser {
     const next = this.current;
     const clause = next.kind === 'identifier' ? UNSUPPORTED_CLAUSES[next.value.toUpperCase()] : undefined;
     if (clause) this.fail(clause);
-    if (this.isOperator(',') && from) this.fail('Selecting from several tables is not supported; sync rules queries select from a single table');
+    if (this.isOperator(',') && from)
+      this.fail('Selecting from several tables is not supported; sync rules queries select from a single table');
     this.acceptOperator(';');
     if (this.current.kind !== 'eof') {
       if (this.tokens[this.position - 1]?.value === ';') this.fail('Only one statement per query is allowed');
@@ -164,7 +218,11 @@ class Parser {
       this.advance();
       return { type: 'star', start: start.start, end: start.end };
     }
-    if ((start.kind === 'identifier' || start.kind === 'quoted_identifier') && this.isOperator('.', this.peek()) && this.isOperator('*', this.peek(2))) {
+    if (
+      (start.kind === 'identifier' || start.kind === 'quoted_identifier') &&
+      this.isOperator('.', this.peek()) &&
+      this.isOperator('*', this.peek(2))
+    ) {
       this.advance();
       this.advance();
       const star = this.advance();
@@ -176,7 +234,10 @@ class Parser {
       const token = this.current;
       if (token.kind === 'string') alias = this.advance().value;
       else alias = this.parseName('a column alias after AS').value;
-    } else if (this.current.kind === 'quoted_identifier' || (this.current.kind === 'identifier' && !this.isReserved(this.current))) {
+    } else if (
+      this.current.kind === 'quoted_identifier' ||
+      (this.current.kind === 'identifier' && !this.isReserved(this.current))
+    ) {
       alias = this.advance().value;
     }
     return { type: 'expression', expression, alias, start: start.start, end: this.tokens[this.position - 1]!.end };
@@ -196,7 +257,8 @@ class Parser {
     }
     let functionArgs: Expression[] | undefined;
     if (this.isOperator('(')) {
-      if (schema !== undefined || name.toLowerCase() !== 'json_each') this.fail('The only table-valued function supported in FROM is json_each(<JSON array>)');
+      if (schema !== undefined || name.toLowerCase() !== 'json_each')
+        this.fail('The only table-valued function supported in FROM is json_each(<JSON array>)');
       this.advance();
       functionArgs = [];
       if (!this.isOperator(')')) {
@@ -208,10 +270,14 @@ class Parser {
     }
     let alias: string | undefined;
     if (this.acceptKeyword('AS')) alias = this.parseName('a table alias after AS').value;
-    else if (this.current.kind === 'quoted_identifier' || (this.current.kind === 'identifier' && !this.isReserved(this.current))) {
+    else if (
+      this.current.kind === 'quoted_identifier' ||
+      (this.current.kind === 'identifier' && !this.isReserved(this.current))
+    ) {
       alias = this.advance().value;
     }
-    if (this.isKeyword('ON') || this.isKeyword('USING')) this.fail('JOIN is not supported; sync rules queries select from a single table');
+    if (this.isKeyword('ON') || this.isKeyword('USING'))
+      this.fail('JOIN is not supported; sync rules queries select from a single table');
     return { schema, name, alias, functionArgs, start: start.start, end: this.tokens[this.position - 1]!.end };
   }
 
@@ -262,11 +328,21 @@ class Parser {
         left = this.binary(negated ? 'IS NOT' : 'IS', left, this.parseRelational());
       } else if (upper === 'ISNULL' || upper === 'NOTNULL') {
         this.advance();
-        left = this.binary(upper === 'ISNULL' ? 'IS' : 'IS NOT', left, { type: 'literal', value: null, start: token.start, end: token.end });
+        left = this.binary(upper === 'ISNULL' ? 'IS' : 'IS NOT', left, {
+          type: 'literal',
+          value: null,
+          start: token.start,
+          end: token.end
+        });
       } else if (upper === 'NOT' && this.isKeyword('NULL', this.peek())) {
         this.advance();
         const nullToken = this.advance();
-        left = this.binary('IS NOT', left, { type: 'literal', value: null, start: nullToken.start, end: nullToken.end });
+        left = this.binary('IS NOT', left, {
+          type: 'literal',
+          value: null,
+          start: nullToken.start,
+          end: nullToken.end
+        });
       } else if (upper === 'IN' || (upper === 'NOT' && this.isKeyword('IN', this.peek()))) {
         const negated = upper === 'NOT';
         if (negated) this.advance();
@@ -285,7 +361,8 @@ class Parser {
 
   private parseInRight(left: Expression, negated: boolean): Expression {
     if (this.isOperator('(')) {
-      if (this.isKeyword('SELECT', this.peek())) this.fail('Subqueries are not supported in sync rules queries', this.peek());
+      if (this.isKeyword('SELECT', this.peek()))
+        this.fail('Subqueries are not supported in sync rules queries', this.peek());
       this.advance();
       const items: Expression[] = [];
       if (!this.isOperator(')')) {
@@ -367,7 +444,9 @@ class Parser {
         this.advance();
         return { type: 'literal', value: Number(token.value), start: token.start, end: token.end };
       case 'parameter':
-        return this.fail(`Query parameters such as "${token.value}" are not supported; use request.parameters() or bucket.<name>`);
+        return this.fail(
+          `Query parameters such as "${token.value}" are not supported; use request.parameters() or bucket.<name>`
+        );
       case 'eof':
         return this.fail('Unexpected end of query; expected an expression');
       case 'operator':
@@ -430,7 +509,9 @@ class Parser {
     const typeToken = this.current;
     if (typeToken.kind !== 'identifier') this.fail('Expected a type name (TEXT, INTEGER or REAL) in CAST');
     const type = typeToken.value.toUpperCase();
-    const targetType = ({ TEXT: 'TEXT', INTEGER: 'INTEGER', INT: 'INTEGER', REAL: 'REAL' } as Record<string, CastType>)[type];
+    const targetType = ({ TEXT: 'TEXT', INTEGER: 'INTEGER', INT: 'INTEGER', REAL: 'REAL' } as Record<string, CastType>)[
+      type
+    ];
     if (!targetType) this.fail(`CAST to ${typeToken.value} is not supported; use TEXT, INTEGER or REAL`);
     this.advance();
     const close = this.expectOperator(')');
@@ -463,7 +544,8 @@ class Parser {
         while (this.acceptOperator(',')) args.push(this.parseExpression());
       }
       const close = this.expectOperator(')');
-      if (this.isKeyword('FILTER') || this.isKeyword('OVER')) this.fail('Window and aggregate functions are not supported');
+      if (this.isKeyword('FILTER') || this.isKeyword('OVER'))
+        this.fail('Window and aggregate functions are not supported');
       return { type: 'call', namespace: qualifier, name: nameToken.value, args, start: first.start, end: close.end };
     }
     return { type: 'column', qualifier, name: nameToken.value, start: first.start, end: nameToken.end };
@@ -495,7 +577,12 @@ function checkDepth(expression: Expression): void {
   const stack: Array<[Expression, number]> = [[expression, 1]];
   while (stack.length > 0) {
     const [node, depth] = stack.pop()!;
-    if (depth > MAX_EXPRESSION_DEPTH) throw new SqlSyntaxError(`Expression is nested too deeply (more than ${MAX_EXPRESSION_DEPTH} levels)`, node.start, node.end);
+    if (depth > MAX_EXPRESSION_DEPTH)
+      throw new SqlSyntaxError(
+        `Expression is nested too deeply (more than ${MAX_EXPRESSION_DEPTH} levels)`,
+        node.start,
+        node.end
+      );
     for (const child of children(node)) stack.push([child, depth + 1]);
   }
 }

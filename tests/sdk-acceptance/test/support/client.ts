@@ -61,7 +61,8 @@ export class TestBackend implements PowerSyncBackendConnector {
 
   async fetchCredentials(): Promise<PowerSyncCredentials> {
     this.credentialsFetched++;
-    if (this.credentialsFetched === 1 && this.firstToken !== undefined) return { endpoint: this.env.url, token: this.firstToken };
+    if (this.credentialsFetched === 1 && this.firstToken !== undefined)
+      return { endpoint: this.env.url, token: this.firstToken };
     return { endpoint: this.env.url, token: await this.env.token(this.userId) };
   }
 
@@ -162,7 +163,12 @@ export async function openClient(
       headers.set('accept', NDJSON_CONTENT_TYPE);
       requestInit = { ...init, headers };
     }
-    const recorded: RecordedRequest = { method: init?.method ?? 'GET', path: url.pathname, status: null, contentType: null };
+    const recorded: RecordedRequest = {
+      method: init?.method ?? 'GET',
+      path: url.pathname,
+      status: null,
+      contentType: null
+    };
     requests.push(recorded);
     try {
       const response = await fetch(input, requestInit);
@@ -202,12 +208,15 @@ export async function openClient(
     backend,
     logs,
     requests,
-    streamContentTypes: () => requests.filter((r) => r.path === '/sync/stream' && r.status === 200).map((r) => r.contentType),
+    streamContentTypes: () =>
+      requests.filter((r) => r.path === '/sync/stream' && r.status === 200).map((r) => r.contentType),
     todos: () => db.getAll<TodoRow>('SELECT id, description, owner_id FROM todos ORDER BY id'),
     async close() {
       if (closed) return;
       closed = true;
-      await withTimeout(`${name} to close`, db.close({ disconnect: true }), 15_000).catch((error) => log(`close: ${describeError(error)}`));
+      await withTimeout(`${name} to close`, db.close({ disconnect: true }), 15_000).catch((error) =>
+        log(`close: ${describeError(error)}`)
+      );
       rmSync(dir, { recursive: true, force: true });
     }
   };

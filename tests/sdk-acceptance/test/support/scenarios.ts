@@ -24,7 +24,11 @@ export function descriptions(rows: TodoRow[]) {
 }
 
 export function waitForFirstSync(client: TestClient) {
-  return withTimeout('waitForFirstSync', client.db.waitForFirstSync({ signal: AbortSignal.timeout(WAIT_MS) }), WAIT_MS + 1000);
+  return withTimeout(
+    'waitForFirstSync',
+    client.db.waitForFirstSync({ signal: AbortSignal.timeout(WAIT_MS) }),
+    WAIT_MS + 1000
+  );
 }
 
 /** Clients of the running test (closed after it; their logs and the service's are printed if it fails). */
@@ -81,8 +85,16 @@ export async function firstSyncOfTheTable(env: SyncpointEnv, open: () => Promise
   const client = await open();
   await waitForFirstSync(client);
   expect(client.db.currentStatus.hasSynced, 'the SDK reports a completed first sync').toBe(true);
-  const rows = await waitFor('pre-1 to be synced', () => client.todos(), (rows) => rows.some((row) => row.id === 'pre-1'));
-  expect(descriptions(rows)).toMatchObject({ 'snap-1': 'from the snapshot', 'snap-2': 'also snapshot', 'pre-1': 'before connecting' });
+  const rows = await waitFor(
+    'pre-1 to be synced',
+    () => client.todos(),
+    (rows) => rows.some((row) => row.id === 'pre-1')
+  );
+  expect(descriptions(rows)).toMatchObject({
+    'snap-1': 'from the snapshot',
+    'snap-2': 'also snapshot',
+    'pre-1': 'before connecting'
+  });
   return client;
 }
 
@@ -90,18 +102,34 @@ export async function sourceChangesShowUpLive(env: SyncpointEnv, client: TestCli
   await waitForFirstSync(client);
   const id = `live-${randomUUID()}`;
   await env.sourceDb.query(`INSERT INTO todos (id, description) VALUES ($1, 'inserted at the source')`, [id]);
-  await waitFor('the INSERT', () => client.todos(), (rows) => descriptions(rows)[id] === 'inserted at the source');
+  await waitFor(
+    'the INSERT',
+    () => client.todos(),
+    (rows) => descriptions(rows)[id] === 'inserted at the source'
+  );
   await env.sourceDb.query(`UPDATE todos SET description = 'updated at the source' WHERE id = $1`, [id]);
-  await waitFor('the UPDATE', () => client.todos(), (rows) => descriptions(rows)[id] === 'updated at the source');
+  await waitFor(
+    'the UPDATE',
+    () => client.todos(),
+    (rows) => descriptions(rows)[id] === 'updated at the source'
+  );
   await env.sourceDb.query(`DELETE FROM todos WHERE id = $1`, [id]);
-  await waitFor('the DELETE', () => client.todos(), (rows) => !rows.some((row) => row.id === id));
+  await waitFor(
+    'the DELETE',
+    () => client.todos(),
+    (rows) => !rows.some((row) => row.id === id)
+  );
 }
 
 /**
  * A local write goes through the connector's uploadData to the source; the checkpoint that acknowledges it (through
  * the checkpoint route of `mode`) brings the server's state (upper-cased, owner set) back into the local row.
  */
-export async function localWriteIsUploadedAndAcknowledged(env: SyncpointEnv, client: TestClient, mode: CheckpointMode): Promise<void> {
+export async function localWriteIsUploadedAndAcknowledged(
+  env: SyncpointEnv,
+  client: TestClient,
+  mode: CheckpointMode
+): Promise<void> {
   await waitForFirstSync(client);
   const id = randomUUID();
   await client.db.execute(`INSERT INTO todos (id, description) VALUES (?, ?)`, [id, 'buy milk']);
@@ -110,9 +138,17 @@ export async function localWriteIsUploadedAndAcknowledged(env: SyncpointEnv, cli
     async () => (await env.sourceDb.query(`SELECT description, owner_id FROM todos WHERE id = $1`, [id])).rows,
     (rows) => rows.length === 1
   );
-  const rows = await waitFor('the local row to hold the server state', () => client.todos(), (rows) => descriptions(rows)[id] === 'BUY MILK');
+  const rows = await waitFor(
+    'the local row to hold the server state',
+    () => client.todos(),
+    (rows) => descriptions(rows)[id] === 'BUY MILK'
+  );
   expect(rows.find((row) => row.id === id)).toEqual({ id, description: 'BUY MILK', owner_id: 'user-1' });
-  await waitFor('the upload queue to be empty', () => client.db.getUploadQueueStats(), (stats) => stats.count === 0);
+  await waitFor(
+    'the upload queue to be empty',
+    () => client.db.getUploadQueueStats(),
+    (stats) => stats.count === 0
+  );
 
   const checkpointPath = mode === 'legacy' ? '/write-checkpoint2.json' : '/sync/checkpoint-request';
   const checkpointCalls = client.requests.filter((r) => r.path === checkpointPath);
@@ -122,8 +158,16 @@ export async function localWriteIsUploadedAndAcknowledged(env: SyncpointEnv, cli
 
   // A later local edit round-trips the same way (PATCH).
   await client.db.execute(`UPDATE todos SET description = ? WHERE id = ?`, ['buy oat milk', id]);
-  await waitFor('the PATCH to come back', () => client.todos(), (rows) => descriptions(rows)[id] === 'BUY OAT MILK');
-  await waitFor('the upload queue to be empty again', () => client.db.getUploadQueueStats(), (stats) => stats.count === 0);
+  await waitFor(
+    'the PATCH to come back',
+    () => client.todos(),
+    (rows) => descriptions(rows)[id] === 'BUY OAT MILK'
+  );
+  await waitFor(
+    'the upload queue to be empty again',
+    () => client.db.getUploadQueueStats(),
+    (stats) => stats.count === 0
+  );
 }
 
 /** `requests` mode: db.requestCheckpoint() resolves with source writes made before it, also on an idle source. */
@@ -132,13 +176,21 @@ export async function requestCheckpointResolves(env: SyncpointEnv, client: TestC
   const id = `req-${randomUUID()}`;
   await env.sourceDb.query(`INSERT INTO todos (id, description) VALUES ($1, 'written before the request')`, [id]);
   const request = await withTimeout('requestCheckpoint()', client.db.requestCheckpoint());
-  await withTimeout('checkpoint request waitForSync()', request.waitForSync({ signal: AbortSignal.timeout(WAIT_MS) }), WAIT_MS + 1000);
+  await withTimeout(
+    'checkpoint request waitForSync()',
+    request.waitForSync({ signal: AbortSignal.timeout(WAIT_MS) }),
+    WAIT_MS + 1000
+  );
   expect(request.hasSynced).toBe(true);
   // Applied with the checkpoint: no polling needed.
   expect(descriptions(await client.todos())[id]).toBe('written before the request');
   // An idle source: a second request is acknowledged too (marker-driven).
   const second = await withTimeout('second requestCheckpoint()', client.db.requestCheckpoint());
-  await withTimeout('second waitForSync()', second.waitForSync({ signal: AbortSignal.timeout(WAIT_MS) }), WAIT_MS + 1000);
+  await withTimeout(
+    'second waitForSync()',
+    second.waitForSync({ signal: AbortSignal.timeout(WAIT_MS) }),
+    WAIT_MS + 1000
+  );
   expect(second.hasSynced).toBe(true);
 }
 
@@ -146,7 +198,11 @@ export async function requestCheckpointResolves(env: SyncpointEnv, client: TestC
  * Per-user buckets: alice and bob see only their own rows, live changes move rows between them, and alice's local
  * write is uploaded with her as owner and never reaches bob.
  */
-export async function twoUsersSeeOnlyTheirOwnRows(env: SyncpointEnv, alice: TestClient, bob: TestClient): Promise<void> {
+export async function twoUsersSeeOnlyTheirOwnRows(
+  env: SyncpointEnv,
+  alice: TestClient,
+  bob: TestClient
+): Promise<void> {
   await withTimeout(
     'both first syncs',
     Promise.all([
@@ -160,17 +216,37 @@ export async function twoUsersSeeOnlyTheirOwnRows(env: SyncpointEnv, alice: Test
 
   await env.sourceDb.query(`INSERT INTO todos (id, description, owner_id) VALUES ('b-2', 'bob two', 'bob')`);
   await env.sourceDb.query(`UPDATE todos SET owner_id = 'bob' WHERE id = 'a-2'`);
-  await waitFor('bob to get b-2 and a-2', () => bob.todos(), (rows) => rows.length === 3);
+  await waitFor(
+    'bob to get b-2 and a-2',
+    () => bob.todos(),
+    (rows) => rows.length === 3
+  );
   expect(descriptions(await bob.todos())).toEqual({ 'b-1': 'bob one', 'b-2': 'bob two', 'a-2': 'alice two' });
-  await waitFor('alice to lose a-2', () => alice.todos(), (rows) => !rows.some((row) => row.id === 'a-2'));
+  await waitFor(
+    'alice to lose a-2',
+    () => alice.todos(),
+    (rows) => !rows.some((row) => row.id === 'a-2')
+  );
   expect(descriptions(await alice.todos())).toEqual({ 'a-1': 'alice one' });
 
   const id = randomUUID();
   await alice.db.execute(`INSERT INTO todos (id, description) VALUES (?, ?)`, [id, 'alice local']);
-  await waitFor('alice to hold the server state', () => alice.todos(), (rows) => descriptions(rows)[id] === 'ALICE LOCAL');
-  await waitFor('alice upload queue empty', () => alice.db.getUploadQueueStats(), (stats) => stats.count === 0);
+  await waitFor(
+    'alice to hold the server state',
+    () => alice.todos(),
+    (rows) => descriptions(rows)[id] === 'ALICE LOCAL'
+  );
+  await waitFor(
+    'alice upload queue empty',
+    () => alice.db.getUploadQueueStats(),
+    (stats) => stats.count === 0
+  );
   // Bob is caught up past alice's write once a newer source write of his has arrived.
   await env.sourceDb.query(`INSERT INTO todos (id, description, owner_id) VALUES ('b-3', 'bob three', 'bob')`);
-  await waitFor('bob to get b-3', () => bob.todos(), (rows) => rows.some((row) => row.id === 'b-3'));
+  await waitFor(
+    'bob to get b-3',
+    () => bob.todos(),
+    (rows) => rows.some((row) => row.id === 'b-3')
+  );
   expect((await bob.todos()).map((row) => row.id).sort()).toEqual(['a-2', 'b-1', 'b-2', 'b-3']);
 }

@@ -1,6 +1,12 @@
 import { testPostgresServer, type PostgresServer } from '@syncpoint/dev-postgres';
 import { DEV_AUDIENCE, createModuleRegistry, signDevToken, type DevKey } from '@syncpoint/service';
-import { createLogger, parseConfig, startService, type RunningService, type ServiceRole } from '@syncpoint/service-core';
+import {
+  createLogger,
+  parseConfig,
+  startService,
+  type RunningService,
+  type ServiceRole
+} from '@syncpoint/service-core';
 import pg from 'pg';
 import { stringify } from 'yaml';
 

@@ -18,7 +18,10 @@ export async function waitFor<T>(
       lastError = error;
     }
     if (Date.now() > deadline) {
-      const seen = lastError !== undefined ? `error ${String(lastError)}` : JSON.stringify(last, (_k, v) => (typeof v === 'bigint' ? String(v) : v));
+      const seen =
+        lastError !== undefined
+          ? `error ${String(lastError)}`
+          : JSON.stringify(last, (_k, v) => (typeof v === 'bigint' ? String(v) : v));
       throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}; last seen: ${seen}`);
     }
     await new Promise((resolve) => setTimeout(resolve, options.intervalMs ?? 100));
