@@ -28,7 +28,7 @@ import { compileOutputColumns } from './output-columns.js';
 import { sourceTableOf, tableMatches, type SourceTable } from './source-table.js';
 import type { Expression } from './sql/ast.js';
 import { parseSelect } from './sql/parser.js';
-import { SqlSyntaxError } from './sql/tokenizer.js';
+import { SqlSyntaxError } from './sql/syntax-error.js';
 import { castToText, EvaluationFailure, isTruthy, type InputRow, type SqliteValue } from './sqlite-value.js';
 
 /** One row of one bucket, as replication stores it (a PUT). */

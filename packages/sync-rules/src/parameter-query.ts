@@ -22,7 +22,7 @@ import { compileOutputColumns, type OutputColumns } from './output-columns.js';
 import { sourceTableOf, tableMatches, type SourceTable } from './source-table.js';
 import type { Expression, SelectStatement } from './sql/ast.js';
 import { parseSelect } from './sql/parser.js';
-import { SqlSyntaxError } from './sql/tokenizer.js';
+import { SqlSyntaxError } from './sql/syntax-error.js';
 import { EvaluationFailure, isTruthy, type InputRow, type SqliteRow, type SqliteValue } from './sqlite-value.js';
 
 /** Output column of a parameter query that sets the bucket priority instead of being a bucket parameter. */

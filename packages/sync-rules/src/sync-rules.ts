@@ -26,7 +26,7 @@ import {
 import { requestValues, type RequestValues } from './expression.js';
 import { bucketParametersOf, compileParameterQuery, PRIORITY_COLUMN, type ParameterQuery } from './parameter-query.js';
 import { DEFAULT_SCHEMA, sameSourceTable, type SourceTable } from './source-table.js';
-import { SqlSyntaxError } from './sql/tokenizer.js';
+import { SqlSyntaxError } from './sql/syntax-error.js';
 import { EvaluationFailure, type InputRow, type SqliteRow, type SqliteValue } from './sqlite-value.js';
 
 export const DEFAULT_BUCKET_PRIORITY = 3;

@@ -262,7 +262,7 @@ describe('functions and operators', () => {
     ["name -> 's'", doc, '"text"'],
     ["name ->> 's'", doc, 'text'],
     ["name ->> '$.a.b[0]'", doc, 1n],
-    ["name -> 'a' -> 'b' ->> 1", doc, 9007199254740993n],
+    ["name -> 'a' -> 'b' ->> '$[1]'", doc, 9007199254740993n],
     ["json_array_length(name, '$.a.b')", doc, 3n],
     ['ifnull(name, 7)', null, 7n],
     ['ifnull(name, 7)', 'x', 'x'],

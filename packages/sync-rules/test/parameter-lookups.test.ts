@@ -31,7 +31,8 @@ describe('evaluateParameterRow: rows to lookup index entries', () => {
   ])('no entry for %s', (_name, row) => {
     const rules = loadRules(
       definition('lists', {
-        parameters: 'SELECT id AS list_id FROM lists WHERE owner_id = request.user_id() AND archived IS NOT 1',
+        parameters:
+          'SELECT id AS list_id FROM lists WHERE owner_id = request.user_id() AND (archived IS NULL OR archived != 1)',
         data: DATA
       })
     );

@@ -26,7 +26,7 @@ export type BinaryOperator =
   | '->'
   | '->>';
 
-export type CastType = 'TEXT' | 'INTEGER' | 'REAL';
+export type CastType = 'TEXT' | 'INTEGER' | 'REAL' | 'NUMERIC' | 'BLOB';
 
 export type Expression =
   | ({ type: 'literal'; value: SqliteValue } & Range)
