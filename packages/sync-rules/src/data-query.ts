@@ -172,6 +172,19 @@ function compileFilter(
   }
   if (references.bucket.length === 0) return { kind: 'row', condition: compileExpression(expression, scope) };
 
+  // A bare `bucket.p` condition is `bucket.p = 1` (the reference's boolean bucket parameter): the row goes to the
+  // bucket whose parameter is true.
+  if (isBucketReference(expression)) {
+    const TRUE = 1n;
+    return {
+      kind: 'equals',
+      parameter: expression.name,
+      value: { evaluate: () => TRUE },
+      start: expression.start,
+      end: expression.end
+    };
+  }
+
   if (expression.type === 'binary' && (expression.operator === 'AND' || expression.operator === 'OR')) {
     const kind = expression.operator === 'AND' ? 'and' : 'or';
     return {

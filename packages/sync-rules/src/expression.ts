@@ -31,8 +31,8 @@ import {
 
 /** Everything a request contributes to parameter queries. */
 export interface RequestValues {
-  /** `request.user_id()` / `token_parameters.user_id`: the JWT `sub`. */
-  userId: string;
+  /** `request.user_id()` / `token_parameters.user_id`: the JWT `sub` (a number when the token's `sub` is one). */
+  userId: SqliteValue;
   /** `request.jwt()`: the JWT payload as JSON text. */
   jwtText: string;
   /** `request.parameters()`: the client parameters as JSON text. */
@@ -100,7 +100,8 @@ export function findReferences(
     case 'call':
       if (expression.namespace?.toLowerCase() === REQUEST_NAMESPACE) {
         into.request = true;
-        if (expression.name.toLowerCase() === 'parameters') into.clientParameters = true;
+        const requestFunction = expression.name.toLowerCase();
+        if (requestFunction === 'parameters' || requestFunction === 'parameter') into.clientParameters = true;
       }
       expression.args.forEach((arg) => findReferences(arg, into));
       break;
@@ -554,6 +555,7 @@ function jsonValueAt(object: Readonly<Record<string, JsonValue>>, key: string): 
 function compileCall(expression: Extract<Expression, { type: 'call' }>, scope: CompileScope): CompiledExpression {
   const namespace = expression.namespace?.toLowerCase();
   const name = expression.name.toLowerCase();
+  if (namespace === REQUEST_NAMESPACE && name === 'parameter') return compileRequestParameter(expression, scope);
   if (namespace === REQUEST_NAMESPACE) {
     const get = REQUEST_FUNCTIONS[name];
     if (!get)
@@ -591,6 +593,36 @@ function compileCall(expression: Extract<Expression, { type: 'call' }>, scope: C
   return { evaluate: (context) => definition.call(args.map((arg) => arg.evaluate(context))) };
 }
 
+/**
+ * `request.parameter('key')` (reference): one client parameter, like `request.parameters() ->> 'key'` — a
+ * plain key unless it starts with `$`, then a JSON path.
+ */
+function compileRequestParameter(
+  expression: Extract<Expression, { type: 'call' }>,
+  scope: CompileScope
+): CompiledExpression {
+  if (!scope.request)
+    fail(
+      scope.requestReferenceError ??
+        'request.parameter() is only available in parameter queries; data queries filter on bucket.<parameter>',
+      expression
+    );
+  if (expression.args.length !== 1)
+    fail(`request.parameter() takes 1 argument (the key), got ${expression.args.length}`, expression);
+  const argument = expression.args[0]!;
+  const argumentReferences = findReferences(argument);
+  if (argumentReferences.row || argumentReferences.bucket.length > 0)
+    fail('The argument of request.parameter() must only depend on request values', argument);
+  const path = compileExpression(argument, scope);
+  return {
+    evaluate: (context) => {
+      const steps = jsonPathSteps(path.evaluate(context), true);
+      if (steps === undefined) return null;
+      return jsonToSqlite(followJsonPath(requireRequest(context).clientParameters, steps));
+    }
+  };
+}
+
 /** Builds the request values from a token payload and client parameters. */
 export function requestValues(input: {
   userId: string;
@@ -602,8 +634,14 @@ export function requestValues(input: {
   const payloadObject = isJsonObject(payload) ? payload : {};
   const clientObject = isJsonObject(client) ? client : {};
   const claim = payloadObject['parameters'];
+  // A numeric `sub` keeps its JSON type, as in the reference: its buckets are `b[123]`, not `b["123"]`.
+  const sub = payloadObject['sub'];
+  const numericSub =
+    (typeof sub === 'number' || typeof sub === 'bigint') && String(sub) === input.userId
+      ? jsonToSqlite(sub)
+      : undefined;
   return {
-    userId: input.userId,
+    userId: numericSub ?? input.userId,
     jwtText: stringifyJson(payloadObject),
     parametersText: stringifyJson(clientObject),
     tokenParameters: isJsonObject(claim) && Object.hasOwn(payloadObject, 'parameters') ? claim : {},

@@ -174,7 +174,7 @@ bucket_definitions:
       - SELECT id, upper(name) AS name, json_extract(doc, '$.a') AS a, doc ->> 'b' AS b, length(name) AS l FROM t WHERE owner = bucket.owner AND CAST(n AS INTEGER) > 0
       - SELECT id FROM t WHERE bucket.owner IN tags
   by_member:
-    parameters: SELECT id AS owner, p AS _priority FROM t WHERE request.user_id() IN members AND kind = request.jwt() ->> 'kind'
+    parameters: SELECT id AS owner, 1 AS _priority FROM t WHERE request.user_id() IN members AND kind = request.jwt() ->> 'kind'
     data: [SELECT id FROM t WHERE owner = bucket.owner]
 `);
   const rules = result.rules as SyncRules;

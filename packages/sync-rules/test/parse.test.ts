@@ -500,9 +500,9 @@ const BAD: BadCase[] = [
     name: 'OR between lookup conditions',
     yaml: one(
       'SELECT * FROM t WHERE o = bucket.org',
-      'SELECT org FROM m WHERE user_id = request.user_id() OR admin = request.user_id()'
+      "SELECT org FROM m WHERE user_id = request.user_id() OR org = request.jwt() ->> 'org'"
     ),
-    reason: /OR between table columns and request values is not supported/,
+    reason: /Left and right sides of OR must use the same request values/,
     queryKind: 'parameters'
   },
   {
@@ -516,9 +516,9 @@ const BAD: BadCase[] = [
     name: 'request value as lookup output',
     yaml: one(
       'SELECT * FROM t WHERE o = bucket.org',
-      'SELECT org, request.user_id() AS u FROM m WHERE user_id = request.user_id()'
+      'SELECT org, org || request.user_id() AS u FROM m WHERE user_id = request.user_id()'
     ),
-    reason: /Output columns and row conditions of a table lookup can only use table columns/,
+    reason: /Cannot use table values and request values in the same expression/,
     queryKind: 'parameters'
   },
   {
