@@ -92,7 +92,7 @@ export function compileDataQuery(sql: string, index: number, definition: DataQue
     bucketReferenceError:
       'bucket parameters can only be used in filters of the form "<column> = bucket.<name>" or "bucket.<name> IN <array column>", combined with AND/OR'
   };
-  const warnings: Array<{ reason: string; start: number; end: number }> = [];
+  const warnings: Array<{ reason: string; start: number; end: number }> = [...(statement.warnings ?? [])];
 
   const output = compileOutputColumns(statement.columns, scope, { allowStar: true, what: 'data queries' });
   if (!output.hasStar && !output.names.includes('id')) {

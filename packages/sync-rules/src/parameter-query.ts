@@ -36,6 +36,8 @@ interface ParameterQueryBase {
   readonly parameterNames: readonly string[];
   /** Whether the query reads client-supplied parameters (request.parameters(), user_parameters). */
   readonly usesClientParameters: boolean;
+  /** Warnings about legal but suspicious syntax (reason, range in the query). */
+  readonly warnings: ReadonlyArray<{ reason: string; start: number; end: number }>;
 }
 
 export interface StaticParameterQuery extends ParameterQueryBase {
@@ -117,6 +119,7 @@ export function compileParameterQuery(
       index,
       parameterNames: parameterNames(output.names),
       usesClientParameters,
+      warnings: statement.warnings ?? [],
       evaluate(request) {
         const context = { request };
         if (where && !isTruthy(where.evaluate(context))) return [];
@@ -195,6 +198,7 @@ export function compileParameterQuery(
     table,
     parameterNames: names,
     usesClientParameters,
+    warnings: statement.warnings ?? [],
     matches: (schema, tableName) => tableMatches(table, schema, tableName),
     evaluateRow(row) {
       const context = { row };
@@ -327,6 +331,7 @@ function compileJsonEachQuery(
     index,
     parameterNames: parameterNames(output.names),
     usesClientParameters,
+    warnings: statement.warnings ?? [],
     evaluate(request) {
       const documentValue = document!.evaluate({ request });
       const pathValue = path?.evaluate({ request });

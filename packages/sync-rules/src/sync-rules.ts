@@ -550,6 +550,23 @@ function loadDefinition(
       }
     }
   }
+  for (const query of parameterQueries) {
+    const text = parameterTexts[query.index]!;
+    for (const warning of query.warnings) {
+      warnings.push(
+        makeIssue({
+          severity: 'warning',
+          reason: warning.reason,
+          bucketDefinition: name,
+          queryKind: 'parameters',
+          queryIndex: query.index,
+          query: text.sql,
+          position: queryPosition(text.sql, warning.start, warning.end),
+          yamlPosition: text.yamlPosition
+        })
+      );
+    }
+  }
   if (!acceptDangerous) {
     for (const query of parameterQueries) {
       if (!query.usesClientParameters) continue;

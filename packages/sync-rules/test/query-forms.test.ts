@@ -228,6 +228,20 @@ describe('query forms of the reference (issue 11 item 2)', () => {
     expect(rules.tableSyncsParameters({ table: 'members' })).toBe(false);
   });
 
+  test('unquoted mixed-case identifiers load with the reference warning, at their position', () => {
+    const result = parseSyncRules(
+      definition('d', {
+        parameters: 'SELECT org_id FROM members WHERE userId = request.user_id()',
+        data: ['SELECT id, "Title" FROM Docs WHERE org_id = bucket.org_id']
+      })
+    );
+    expect(result.ok).toBe(true);
+    expect(result.warnings.map((warning) => [warning.queryKind, warning.reason, warning.position?.column])).toEqual([
+      ['parameters', 'Unquoted identifiers are converted to lower-case. Use "userId" instead.', 34],
+      ['data', 'Unquoted identifiers are converted to lower-case. Use "Docs" instead.', 25]
+    ]);
+  });
+
   test('a lookup with request-valued outputs stores only the table columns', () => {
     const rules = loadRules(
       definition('d', {

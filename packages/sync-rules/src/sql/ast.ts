@@ -58,4 +58,6 @@ export interface SelectStatement extends Range {
   columns: ResultColumn[];
   from?: TableReference;
   where?: Expression;
+  /** Legal but suspicious syntax found while parsing (e.g. unquoted mixed-case identifiers). */
+  warnings?: Array<{ reason: string } & Range>;
 }

@@ -73,7 +73,22 @@ const UNSUPPORTED_OPERATORS: Partial<Record<string, string>> = {
 type Located = { _location?: NodeLocation };
 
 class Translator {
+  readonly warnings: Array<{ reason: string } & Range> = [];
+
   constructor(private readonly sql: string) {}
+
+  /**
+   * The reference's warning for unquoted identifiers written with capitals: Postgres rules lower-case them, so
+   * `userId` reads column `userid`, which is rarely what was meant.
+   */
+  private checkCase(range: Range): void {
+    const source = this.sql.slice(range.start, range.end);
+    if (source.startsWith('"') || source.toLowerCase() === source) return;
+    this.warnings.push({
+      reason: `Unquoted identifiers are converted to lower-case. Use "${source}" instead.`,
+      ...range
+    });
+  }
 
   private range(node: Located, fallback: Range = { start: 0, end: this.sql.length }): Range {
     const location = node._location;
@@ -216,6 +231,7 @@ class Translator {
       }
       case 'table':
         if (from.name.columnNames) this.fail('Column aliases for tables are not supported', from);
+        if (!from.name.schema && !from.name.alias && from.name._location) this.checkCase(from.name._location);
         return { schema: from.name.schema, name: from.name.name, alias: from.name.alias, ...range };
     }
   }
@@ -237,6 +253,9 @@ class Translator {
       case 'ref': {
         if (expr.name === '*') return this.fail('"*" is only allowed as a result column', expr);
         if (expr.table?.schema) this.fail('Schema is not supported in column references', expr);
+        const qualifierRange = expr.table?._location;
+        if (qualifierRange) this.checkCase(qualifierRange);
+        this.checkCase({ start: qualifierRange ? qualifierRange.end + 1 : range.start, end: range.end });
         return { type: 'column', qualifier: expr.table?.name, name: expr.name, ...range };
       }
       case 'parameter':
@@ -495,8 +514,9 @@ export function parseSelect(sql: string): SelectStatement {
     throw syntaxError(sql, error);
   }
   let statement: SelectStatement;
+  const translator = new Translator(sql);
   try {
-    statement = new Translator(sql).statement(statements);
+    statement = translator.statement(statements);
   } catch (error) {
     if (error instanceof RangeError) throw new SqlSyntaxError('Query is nested too deeply', 0, sql.length);
     throw error;
@@ -504,5 +524,5 @@ export function parseSelect(sql: string): SelectStatement {
   if (statement.where) checkDepth(statement.where);
   for (const arg of statement.from?.functionArgs ?? []) checkDepth(arg);
   for (const column of statement.columns) if (column.type === 'expression') checkDepth(column.expression);
-  return statement;
+  return { ...statement, warnings: translator.warnings };
 }
