@@ -4,8 +4,16 @@
  */
 import type { Expression } from './sql/ast.js';
 import { SqlSyntaxError } from './sql/tokenizer.js';
+import { DATETIME_FUNCTIONS } from './functions/datetime.js';
+import { GEOMETRY_FUNCTIONS } from './functions/geometry.js';
+import { TEXT_FUNCTIONS } from './functions/text.js';
+import type { FunctionDefinition } from './functions/types.js';
+import { referenceDeviation } from './reference-deviations.js';
 import {
+  applyNumericAffinity,
+  castToBlob,
   castToInteger,
+  castToNumeric,
   castToReal,
   castToText,
   compareValues,
@@ -141,7 +149,10 @@ function jsonOf(value: SqliteValue): JsonValue | undefined {
 
 function jsonPathSteps(path: SqliteValue, shorthand: boolean): ReturnType<typeof parseJsonPath> | undefined {
   if (path === null) return undefined;
-  if (shorthand && typeof path === 'bigint') return [{ index: Number(path), fromEnd: false }];
+  // `json -> 2` is `$[2]`, `json -> -1` is `$[#-1]` (SQLite).
+  if (shorthand && typeof path === 'bigint') {
+    return [path < 0n ? { index: Number(-path), fromEnd: true } : { index: Number(path), fromEnd: false }];
+  }
   const text = castToText(path)!;
   if (shorthand && !text.startsWith('$')) return [{ key: text }];
   return parseJsonPath(text);
@@ -176,10 +187,30 @@ function jsonTypeOf(value: JsonValue): string {
   return Array.isArray(value) ? 'array' : 'object';
 }
 
-/** Rows of SQLite's `json_each` (columns `key`, `value`, `type`) for a JSON value. */
+/**
+ * A JSON value as SQL value where the reference reads JSON null as the text 'null' (json_extract,
+ * `->>`, json_each: see 'json-null-extract' in reference-deviations.ts).
+ */
+function extractedJsonValue(
+  value: JsonValue | undefined,
+  deviation: 'json-null-extract' | 'json-each-null'
+): SqliteValue {
+  if (value === null && referenceDeviation(deviation)) return 'null';
+  return jsonToSqlite(value);
+}
+
+/**
+ * Rows of SQLite's `json_each` (columns `key`, `value`, `type`) for a JSON value: one per array element
+ * (key = index) or object member (key = name), or one row with key NULL for a scalar. Containers in
+ * `value` are JSON text. JSON null elements give a row too (value 'null', see 'json-each-null').
+ */
 export function jsonEachRows(value: JsonValue | undefined): Array<Record<string, SqliteValue>> {
   if (value === undefined) return [];
-  const row = (key: SqliteValue, item: JsonValue) => ({ key, value: jsonToSqlite(item), type: jsonTypeOf(item) });
+  const row = (key: SqliteValue, item: JsonValue) => ({
+    key,
+    value: extractedJsonValue(item, 'json-each-null'),
+    type: jsonTypeOf(item)
+  });
   if (Array.isArray(value)) return value.map((item, index) => row(BigInt(index), item));
   if (value !== null && typeof value === 'object') return Object.entries(value).map(([key, item]) => row(key, item));
   return [row(null, value)];
@@ -269,24 +300,39 @@ function not(value: SqliteValue): SqliteValue {
   return value === null ? null : bool(!isTruthy(value));
 }
 
-interface FunctionDefinition {
-  minArgs: number;
-  maxArgs: number;
-  call(args: SqliteValue[]): SqliteValue;
+/** SQLite's affinity of an expression as a comparison operand: only CAST gives one here (columns of replicated rows have no declared type). */
+type Affinity = 'numeric' | 'text' | 'none';
+
+function affinityOf(expression: Expression): Affinity {
+  if (expression.type !== 'cast') return 'none';
+  if (expression.targetType === 'TEXT') return 'text';
+  return expression.targetType === 'BLOB' ? 'none' : 'numeric';
 }
 
-const FUNCTIONS: Record<string, FunctionDefinition> = {
-  upper: { minArgs: 1, maxArgs: 1, call: ([value]) => castToText(value!)?.toUpperCase() ?? null },
-  lower: { minArgs: 1, maxArgs: 1, call: ([value]) => castToText(value!)?.toLowerCase() ?? null },
-  length: {
-    minArgs: 1,
-    maxArgs: 1,
-    call: ([value]) => {
-      if (value === null || value === undefined) return null;
-      if (value instanceof Uint8Array) return BigInt(value.length);
-      return BigInt([...castToText(value)!].length);
-    }
-  },
+/**
+ * Converts the operand values of a comparison as SQLite does before comparing: when one side has
+ * INTEGER/REAL/NUMERIC affinity and the other not, the other gets NUMERIC affinity (well-formed numeric
+ * text becomes a number); when one side has TEXT affinity and the other none, numbers on the other side
+ * become text. So `CAST(x AS INTEGER) = '5'` compares 5 with 5, and `CAST(5 AS TEXT) = 5` is true.
+ */
+function applyComparisonAffinity(
+  leftAffinity: Affinity,
+  rightAffinity: Affinity,
+  left: SqliteValue,
+  right: SqliteValue
+): [SqliteValue, SqliteValue] {
+  if (leftAffinity === 'numeric' && rightAffinity !== 'numeric') return [left, applyNumericAffinity(right)];
+  if (rightAffinity === 'numeric' && leftAffinity !== 'numeric') return [applyNumericAffinity(left), right];
+  if (leftAffinity === 'text' && rightAffinity === 'none') return [left, applyTextAffinity(right)];
+  if (rightAffinity === 'text' && leftAffinity === 'none') return [applyTextAffinity(left), right];
+  return [left, right];
+}
+
+function applyTextAffinity(value: SqliteValue): SqliteValue {
+  return typeof value === 'bigint' || typeof value === 'number' ? castToText(value) : value;
+}
+
+const CORE_FUNCTIONS: Record<string, FunctionDefinition> = {
   typeof: { minArgs: 1, maxArgs: 1, call: ([value]) => sqliteTypeOf(value!) },
   ifnull: { minArgs: 2, maxArgs: 2, call: ([a, b]) => (a !== null ? a! : b!) },
   coalesce: { minArgs: 2, maxArgs: Infinity, call: (args) => args.find((value) => value !== null) ?? null },
@@ -300,11 +346,11 @@ const FUNCTIONS: Record<string, FunctionDefinition> = {
     minArgs: 1,
     maxArgs: 1,
     call: ([value]) => {
-      const numeric = toNumeric(value!);
-      if (numeric === null) return null;
-      if (typeof numeric === 'number') return Math.abs(numeric);
-      if (numeric === INT64_MIN) throw new EvaluationFailure('integer overflow in abs()');
-      return numeric < 0n ? -numeric : numeric;
+      if (value === null || value === undefined) return null;
+      // SQLite: INTEGER stays INTEGER; anything else (REAL, text, blob) is read as a REAL.
+      if (typeof value !== 'bigint') return Math.abs(castToReal(value)!);
+      if (value === INT64_MIN) throw new EvaluationFailure('integer overflow in abs()');
+      return value < 0n ? -value : value;
     }
   },
   json_extract: {
@@ -317,7 +363,7 @@ const FUNCTIONS: Record<string, FunctionDefinition> = {
         const steps = jsonPathSteps(path, false);
         return steps === undefined ? undefined : followJsonPath(json, steps);
       });
-      if (paths.length === 1) return jsonToSqlite(results[0]);
+      if (paths.length === 1) return extractedJsonValue(results[0], 'json-null-extract');
       return stringifyJson(results.map((result) => result ?? null));
     }
   },
@@ -338,7 +384,7 @@ const FUNCTIONS: Record<string, FunctionDefinition> = {
     minArgs: 1,
     maxArgs: 1,
     call: ([value]) => {
-      if (value === null || value === undefined) return null;
+      if (value === null || value === undefined) return referenceDeviation('json-valid-null') ? FALSE : null;
       try {
         jsonOf(value);
         return TRUE;
@@ -346,10 +392,41 @@ const FUNCTIONS: Record<string, FunctionDefinition> = {
         return FALSE;
       }
     }
+  },
+  /** Not in SQLite; as the reference: the JSON array of an object's keys, an error for other JSON. */
+  json_keys: {
+    minArgs: 1,
+    maxArgs: 1,
+    call: ([value]) => {
+      const json = jsonOf(value!);
+      if (json === undefined) return null;
+      if (json === null || typeof json !== 'object' || Array.isArray(json)) {
+        throw new EvaluationFailure(
+          `json_keys() needs a JSON object, got ${Array.isArray(json) ? 'an array' : 'a scalar'}`
+        );
+      }
+      return stringifyJson(Object.keys(json));
+    }
   }
 };
 
+/** Every scalar function by lower-case name; families live in src/functions/. */
+const FUNCTIONS: Record<string, FunctionDefinition> = {
+  ...CORE_FUNCTIONS,
+  ...TEXT_FUNCTIONS,
+  ...DATETIME_FUNCTIONS,
+  ...GEOMETRY_FUNCTIONS
+};
+
 export const SUPPORTED_FUNCTIONS = Object.keys(FUNCTIONS);
+
+const CASTS: Record<Extract<Expression, { type: 'cast' }>['targetType'], (value: SqliteValue) => SqliteValue> = {
+  TEXT: castToText,
+  INTEGER: castToInteger,
+  REAL: castToReal,
+  NUMERIC: castToNumeric,
+  BLOB: castToBlob
+};
 
 const REQUEST_FUNCTIONS: Record<string, (request: RequestValues) => SqliteValue> = {
   user_id: (request) => request.userId,
@@ -372,12 +449,7 @@ export function compileExpression(expression: Expression, scope: CompileScope): 
       return compileCall(expression, scope);
     case 'cast': {
       const operand = compileExpression(expression.operand, scope);
-      const cast =
-        expression.targetType === 'TEXT'
-          ? castToText
-          : expression.targetType === 'INTEGER'
-            ? castToInteger
-            : castToReal;
+      const cast = CASTS[expression.targetType];
       return { evaluate: (context) => cast(operand.evaluate(context)) };
     }
     case 'unary':
@@ -388,11 +460,14 @@ export function compileExpression(expression: Expression, scope: CompileScope): 
       const left = compileExpression(expression.left, scope);
       const items = expression.items.map((item) => compileExpression(item, scope));
       const negated = expression.negated;
+      // `a IN (x, y)` is `a = +x OR a = +y`: the list values have no affinity, the left side's applies.
+      const leftAffinity = affinityOf(expression.left);
       return {
         evaluate: (context) => {
+          const needle = left.evaluate(context);
           const result = inValues(
-            left.evaluate(context),
-            items.map((item) => item.evaluate(context))
+            needle,
+            items.map((item) => applyComparisonAffinity(leftAffinity, 'none', needle, item.evaluate(context))[1])
           );
           return negated ? not(result) : result;
         }
@@ -417,8 +492,20 @@ export function compileExpression(expression: Expression, scope: CompileScope): 
 function compileUnary(expression: Extract<Expression, { type: 'unary' }>, scope: CompileScope): CompiledExpression {
   const operand = compileExpression(expression.operand, scope);
   switch (expression.operator) {
-    case 'NOT':
+    case 'NOT': {
+      const missingColumn = rowColumnName(expression.operand);
+      if (missingColumn !== undefined) {
+        // The reference reads a column the row does not have as false, so `NOT archived` keeps such rows
+        // ('not-missing-column' in reference-deviations.ts).
+        return {
+          evaluate: (context) =>
+            context.row && !Object.hasOwn(context.row, missingColumn) && referenceDeviation('not-missing-column')
+              ? TRUE
+              : not(operand.evaluate(context))
+        };
+      }
       return { evaluate: (context) => not(operand.evaluate(context)) };
+    }
     case '-':
       return { evaluate: (context) => arithmetic('-', 0n, operand.evaluate(context)) };
     case '+':
@@ -426,10 +513,23 @@ function compileUnary(expression: Extract<Expression, { type: 'unary' }>, scope:
   }
 }
 
+/** The column name when the expression is a reference to a row column (not a request or bucket value). */
+function rowColumnName(expression: Expression): string | undefined {
+  if (expression.type !== 'column') return undefined;
+  const qualifier = expression.qualifier?.toLowerCase();
+  if (qualifier === BUCKET_QUALIFIER || qualifier === TOKEN_PARAMETERS || qualifier === USER_PARAMETERS)
+    return undefined;
+  return expression.name;
+}
+
 function compileBinary(expression: Extract<Expression, { type: 'binary' }>, scope: CompileScope): CompiledExpression {
   const left = compileExpression(expression.left, scope);
   const right = compileExpression(expression.right, scope);
   const operator = expression.operator;
+  const leftAffinity = affinityOf(expression.left);
+  const rightAffinity = affinityOf(expression.right);
+  const withAffinity = (context: EvaluationContext): [SqliteValue, SqliteValue] =>
+    applyComparisonAffinity(leftAffinity, rightAffinity, left.evaluate(context), right.evaluate(context));
   switch (operator) {
     case 'AND':
       return {
@@ -455,7 +555,7 @@ function compileBinary(expression: Extract<Expression, { type: 'binary' }>, scop
     case 'IS NOT':
       return {
         evaluate: (context) => {
-          const same = compareValues(left.evaluate(context), right.evaluate(context)) === 0;
+          const same = compareValues(...withAffinity(context)) === 0;
           return bool(operator === 'IS' ? same : !same);
         }
       };
@@ -465,7 +565,7 @@ function compileBinary(expression: Extract<Expression, { type: 'binary' }>, scop
     case '<=':
     case '>':
     case '>=':
-      return { evaluate: (context) => compare(operator, left.evaluate(context), right.evaluate(context)) };
+      return { evaluate: (context) => compare(operator, ...withAffinity(context)) };
     case '+':
     case '-':
     case '*':
@@ -489,7 +589,7 @@ function compileBinary(expression: Extract<Expression, { type: 'binary' }>, scop
           if (json === undefined || steps === undefined) return null;
           const result = followJsonPath(json, steps);
           if (result === undefined) return null;
-          return operator === '->' ? stringifyJson(result) : jsonToSqlite(result);
+          return operator === '->' ? stringifyJson(result) : extractedJsonValue(result, 'json-null-extract');
         }
       };
   }

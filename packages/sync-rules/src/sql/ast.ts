@@ -26,7 +26,8 @@ export type BinaryOperator =
   | '->'
   | '->>';
 
-export type CastType = 'TEXT' | 'INTEGER' | 'REAL';
+/** SQLite's storage classes as cast targets (`CAST(x AS NUMERIC)`, `x::blob`); added NUMERIC and BLOB for the function work. */
+export type CastType = 'TEXT' | 'INTEGER' | 'REAL' | 'NUMERIC' | 'BLOB';
 
 export type Expression =
   | ({ type: 'literal'; value: SqliteValue } & Range)
