@@ -245,11 +245,21 @@ function arithmetic(
         result = left % right;
         break;
     }
-    // SQLite switches to REAL on integer overflow.
-    return result >= INT64_MIN && result <= INT64_MAX ? result : Number(result);
+    if (result >= INT64_MIN && result <= INT64_MAX) return result;
+    // On integer overflow SQLite redoes the operation in floating point (each operand rounded to a
+    // double first, which can differ from rounding the exact result).
+    return floatArithmetic(operator, Number(left), Number(right), leftValue, rightValue);
   }
-  const a = Number(left);
-  const b = Number(right);
+  return floatArithmetic(operator, Number(left), Number(right), leftValue, rightValue);
+}
+
+function floatArithmetic(
+  operator: '+' | '-' | '*' | '/' | '%',
+  a: number,
+  b: number,
+  leftValue: SqliteValue,
+  rightValue: SqliteValue
+): SqliteValue {
   switch (operator) {
     case '+':
       return a + b;
@@ -260,8 +270,10 @@ function arithmetic(
     case '/':
       return b === 0 ? null : a / b;
     case '%': {
-      const divisor = castToInteger(b)!;
-      return divisor === 0n ? null : Number(castToInteger(a)! % divisor);
+      // SQLite takes the integer value of each original operand here (so text '1e5' counts as 1),
+      // and the result is REAL because an operand was not an INTEGER.
+      const divisor = castToInteger(rightValue)!;
+      return divisor === 0n ? null : Number(castToInteger(leftValue)! % divisor);
     }
   }
 }
@@ -334,14 +346,40 @@ function applyTextAffinity(value: SqliteValue): SqliteValue {
 
 const CORE_FUNCTIONS: Record<string, FunctionDefinition> = {
   typeof: { minArgs: 1, maxArgs: 1, call: ([value]) => sqliteTypeOf(value!) },
-  ifnull: { minArgs: 2, maxArgs: 2, call: ([a, b]) => (a !== null ? a! : b!) },
-  coalesce: { minArgs: 2, maxArgs: Infinity, call: (args) => args.find((value) => value !== null) ?? null },
+  // ifnull, coalesce and iif evaluate arguments only as far as needed, as SQLite does: an argument
+  // that is never reached cannot fail the row.
+  ifnull: {
+    minArgs: 2,
+    maxArgs: 2,
+    call: ([a, b]) => (a !== null ? a! : b!),
+    lazy: ([a, b]) => {
+      const first = a!();
+      return first !== null ? first : b!();
+    }
+  },
+  coalesce: {
+    minArgs: 2,
+    maxArgs: Infinity,
+    call: (args) => args.find((value) => value !== null) ?? null,
+    lazy: (args) => {
+      for (const arg of args) {
+        const value = arg();
+        if (value !== null) return value;
+      }
+      return null;
+    }
+  },
   nullif: {
     minArgs: 2,
     maxArgs: 2,
     call: ([a, b]) => (a !== null && b !== null && compareValues(a!, b!) === 0 ? null : a!)
   },
-  iif: { minArgs: 3, maxArgs: 3, call: ([condition, a, b]) => (isTruthy(condition!) ? a! : b!) },
+  iif: {
+    minArgs: 3,
+    maxArgs: 3,
+    call: ([condition, a, b]) => (isTruthy(condition!) ? a! : b!),
+    lazy: ([condition, a, b]) => (isTruthy(condition!()) ? a!() : b!())
+  },
   abs: {
     minArgs: 1,
     maxArgs: 1,
@@ -385,8 +423,9 @@ const CORE_FUNCTIONS: Record<string, FunctionDefinition> = {
     maxArgs: 1,
     call: ([value]) => {
       if (value === null || value === undefined) return referenceDeviation('json-valid-null') ? FALSE : null;
+      // A blob is checked as the UTF-8 text it holds (SQLite and the reference both do).
       try {
-        jsonOf(value);
+        parseJson(castToText(value)!);
         return TRUE;
       } catch {
         return FALSE;
@@ -531,13 +570,14 @@ function compileBinary(expression: Extract<Expression, { type: 'binary' }>, scop
   const withAffinity = (context: EvaluationContext): [SqliteValue, SqliteValue] =>
     applyComparisonAffinity(leftAffinity, rightAffinity, left.evaluate(context), right.evaluate(context));
   switch (operator) {
+    // Both sides are always evaluated, as SQLite does for result columns and as the reference does
+    // everywhere: an error on either side fails the row even when the other side decides the result.
     case 'AND':
       return {
         evaluate: (context) => {
           const a = left.evaluate(context);
-          if (a !== null && !isTruthy(a)) return FALSE;
           const b = right.evaluate(context);
-          if (b !== null && !isTruthy(b)) return FALSE;
+          if ((a !== null && !isTruthy(a)) || (b !== null && !isTruthy(b))) return FALSE;
           return a === null || b === null ? null : TRUE;
         }
       };
@@ -545,9 +585,8 @@ function compileBinary(expression: Extract<Expression, { type: 'binary' }>, scop
       return {
         evaluate: (context) => {
           const a = left.evaluate(context);
-          if (isTruthy(a)) return TRUE;
           const b = right.evaluate(context);
-          if (isTruthy(b)) return TRUE;
+          if (isTruthy(a) || isTruthy(b)) return TRUE;
           return a === null || b === null ? null : FALSE;
         }
       };
@@ -685,6 +724,8 @@ function compileCall(expression: Extract<Expression, { type: 'call' }>, scope: C
     fail(`${name}() takes ${expected} argument${expected === '1' ? '' : 's'}, got ${count}`, expression);
   }
   const args = expression.args.map((arg) => compileExpression(arg, scope));
+  const lazy = definition.lazy;
+  if (lazy) return { evaluate: (context) => lazy(args.map((arg) => () => arg.evaluate(context))) };
   return { evaluate: (context) => definition.call(args.map((arg) => arg.evaluate(context))) };
 }
 

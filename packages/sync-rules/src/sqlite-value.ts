@@ -6,6 +6,7 @@
  * TEXT a `string`, BLOB a `Uint8Array`, NULL `null`.
  */
 
+import { sqliteRealToText } from './real-text.js';
 import { referenceDeviation } from './reference-deviations.js';
 
 export type SqliteValue = string | bigint | number | null | Uint8Array;
@@ -76,28 +77,9 @@ export function toSqliteValue(value: unknown, column: string): SqliteValue {
 const textEncoder = new TextEncoder();
 const textDecoder = new TextDecoder();
 
-/** Formats a REAL like SQLite's `%!.15g` (e.g. `1.0`, `0.1`, `1.0e+21`). */
+/** Formats a REAL as SQLite does, digit for digit (see real-text.ts): `2.0`, `0.1`, `1.0e+21`. */
 export function realToText(value: number): string {
-  if (Number.isNaN(value)) return 'NaN';
-  if (!Number.isFinite(value)) return value > 0 ? 'Inf' : '-Inf';
-  if (value === 0) return Object.is(value, -0) ? '-0.0' : '0.0';
-  const [mantissaText, exponentText] = value.toExponential(14).split('e') as [string, string];
-  const exponent = Number(exponentText);
-  if (exponent < -4 || exponent >= 15) {
-    const sign = exponent < 0 ? '-' : '+';
-    const digits = String(Math.abs(exponent)).padStart(2, '0');
-    return `${withDecimal(stripZeros(mantissaText))}e${sign}${digits}`;
-  }
-  return withDecimal(stripZeros(value.toFixed(Math.max(0, 14 - exponent))));
-}
-
-function stripZeros(text: string): string {
-  return text.includes('.') ? text.replace(/0+$/, '') : text;
-}
-
-function withDecimal(text: string): string {
-  if (text.endsWith('.')) return `${text}0`;
-  return text.includes('.') ? text : `${text}.0`;
+  return sqliteRealToText(value);
 }
 
 /**
@@ -189,13 +171,18 @@ export function toNumeric(value: SqliteValue): bigint | number | null {
  */
 export function castToNumeric(value: SqliteValue): bigint | number | null {
   if (value === null || typeof value === 'bigint' || typeof value === 'number') return value;
-  const numeric = numericPrefix(asText(value));
-  return typeof numeric === 'number' ? integralRealToInteger(numeric) : numeric;
+  const text = asText(value);
+  const numeric = numericPrefix(text);
+  if (typeof numeric === 'bigint') return numeric;
+  // An integer literal too big for int64 stays REAL; a real literal with an integral value becomes INTEGER.
+  const match = NUMBER_PREFIX.exec(text);
+  const integerSyntax = match !== null && !match[2]!.includes('.') && match[3] === undefined;
+  return integerSyntax ? numeric : integralRealToInteger(numeric);
 }
 
 function integralRealToInteger(value: number): bigint | number {
-  // 2^63 itself is not an int64, hence the strict upper bound.
-  if (Number.isInteger(value) && value >= -9223372036854775808 && value < 9223372036854775808) return BigInt(value);
+  // SQLite (sqlite3RealSameAsInt) only turns integral reals in [-2^51, 2^51) into INTEGER.
+  if (Number.isInteger(value) && value >= -2251799813685248 && value < 2251799813685248) return BigInt(value);
   return value;
 }
 

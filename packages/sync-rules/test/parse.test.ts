@@ -461,8 +461,8 @@ const BAD: BadCase[] = [
   },
   {
     name: 'CAST to an unsupported type',
-    yaml: one('SELECT CAST(a AS BLOB) AS a FROM t WHERE owner = bucket.user_id'),
-    reason: /CAST to BLOB is not supported/
+    yaml: one('SELECT CAST(a AS VARCHAR) AS a FROM t WHERE owner = bucket.user_id'),
+    reason: /CAST to VARCHAR is not supported/
   },
   {
     name: 'unknown request function',

@@ -28,6 +28,11 @@ interface Time {
   /** The time value was a bare number (so `unixepoch`/`auto` may reinterpret it). */
   rawNumber?: number;
   subsec: boolean;
+  /**
+   * The time is held as calendar fields (parsed text, `start of …`, month/year offsets) rather than
+   * as a Julian day number: SQLite then reads the fields without checking the day number's range.
+   */
+  calendar?: boolean;
 }
 
 const validJd = (jd: number): boolean => Number.isFinite(jd) && jd >= 0 && jd <= MAX_JD_MS;
@@ -77,7 +82,8 @@ function timeOfDayMs(groups: Array<string | undefined>): number | undefined {
 }
 
 function parseTimeValue(value: SqliteValue, now: () => number): Time | undefined {
-  if (value === null || value instanceof Uint8Array) return undefined;
+  if (value === null) return undefined;
+  // A blob is read as the text it holds, as SQLite does.
   if (typeof value === 'bigint' || typeof value === 'number') return numericTime(Number(value));
   const text = castToText(value)!;
   if (text.trim().toLowerCase() === 'now') return { jd: now() + UNIX_EPOCH_JD_MS, subsec: false };
@@ -90,12 +96,12 @@ function parseTimeValue(value: SqliteValue, now: () => number): Time | undefined
     if (m < 1 || m > 12 || d < 1 || d > 31) return undefined;
     const ms = time[0] === undefined ? 0 : timeOfDayMs(time);
     if (ms === undefined) return undefined;
-    return { jd: toJd(Number(year) * (negative ? -1 : 1), m, d, ms), subsec: false };
+    return { jd: toJd(Number(year) * (negative ? -1 : 1), m, d, ms), subsec: false, calendar: true };
   }
   const timeOnly = TIME_ONLY.exec(text);
   if (timeOnly) {
     const ms = timeOfDayMs(timeOnly.slice(1));
-    return ms === undefined ? undefined : { jd: toJd(2000, 1, 1, ms), subsec: false };
+    return ms === undefined ? undefined : { jd: toJd(2000, 1, 1, ms), subsec: false, calendar: true };
   }
   return undefined;
 }
@@ -130,9 +136,13 @@ function applyModifier(time: Time, modifier: string, index: number): Time | unde
       return { jd, subsec: time.subsec };
     }
     case 'auto': {
-      if (index > 0 || time.rawNumber === undefined) return undefined;
+      if (index > 0) return undefined;
+      // On a time that was not a bare number, 'auto' changes nothing.
+      if (time.rawNumber === undefined) return time;
       const seconds = time.rawNumber;
-      // SQLite: numbers in the Unix-time range of 0000-01-01 … 9999-12-31 are Unix seconds.
+      // SQLite: a number from 0 to 5373484.499999 stays a Julian day; other numbers in the Unix-time
+      // range of 0000-01-01 … 9999-12-31 are Unix seconds.
+      if (seconds >= 0 && seconds < 5_373_484.5) return { ...time, rawNumber: undefined };
       if (seconds >= -210_866_760_000 && seconds <= 253_402_300_799) {
         return { jd: Math.trunc(seconds * 1000 + UNIX_EPOCH_JD_MS + 0.5), subsec: time.subsec };
       }
@@ -144,17 +154,18 @@ function applyModifier(time: Time, modifier: string, index: number): Time | unde
     case 'start of day':
     case 'start of month':
     case 'start of year': {
-      if (!validJd(time.jd)) return undefined;
+      // Calendar fields come from a day number only if it is in range (SQLite's computeYMD).
+      if (!time.calendar && !validJd(time.jd)) return undefined;
       const { year, month, day } = fields(time.jd);
       const unit = text.slice('start of '.length);
       const jd = toJd(year, unit === 'year' ? 1 : month, unit === 'day' ? day : 1);
-      return { jd, subsec: time.subsec };
+      return { jd, subsec: time.subsec, calendar: true };
     }
   }
   const weekday = /^weekday\s+(\d+(?:\.0*)?)$/.exec(text);
   if (weekday) {
     const target = Number(weekday[1]);
-    if (!Number.isInteger(target) || target > 6 || !validJd(time.jd)) return undefined;
+    if (!Number.isInteger(target) || target > 6 || (!time.calendar && !validJd(time.jd))) return undefined;
     const ahead = (target - fields(time.jd).weekday + 7) % 7;
     return { jd: time.jd + ahead * MS_PER_DAY, subsec: time.subsec };
   }
@@ -162,11 +173,13 @@ function applyModifier(time: Time, modifier: string, index: number): Time | unde
   if (offset) {
     const amount = Number(offset[1]);
     const unit = UNITS[offset[2]!];
-    if (!unit || !(amount > -unit.limit && amount < unit.limit) || !validJd(time.jd)) return undefined;
+    // The time may leave the valid range in between ('-3 hours' on Julian day 0); only the end result is checked.
+    if (!unit || !(amount > -unit.limit && amount < unit.limit) || !Number.isFinite(time.jd)) return undefined;
     const rounder = amount < 0 ? -0.5 : 0.5;
     let jd = time.jd;
     let rest = amount;
     if (offset[2] === 'month' || offset[2] === 'year') {
+      if (!time.calendar && !validJd(jd)) return undefined;
       // Whole months/years move the calendar fields (the day may overflow into the next month, as
       // SQLite does: 2023-01-31 +1 month is 2023-03-03); a fraction is added as 30 or 365 days.
       const whole = Math.trunc(amount);
@@ -185,7 +198,7 @@ function evaluateTime(args: readonly SqliteValue[], now: () => number): Time | u
   if (!time) return undefined;
   for (let index = 1; index < args.length; index++) {
     const modifier = args[index]!;
-    if (modifier === null || modifier instanceof Uint8Array) return undefined;
+    if (modifier === null) return undefined;
     time = applyModifier(time, castToText(modifier)!, index - 1);
     if (!time) return undefined;
   }

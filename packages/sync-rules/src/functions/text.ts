@@ -36,6 +36,8 @@ const bigMin = (a: bigint, b: bigint): bigint => (a < b ? a : b);
 function substr(args: readonly SqliteValue[]): SqliteValue {
   const [value, startValue, lengthValue] = args;
   if (value === null || startValue === null || lengthValue === null) return null;
+  // SQLite reads an empty blob as a NULL pointer and returns NULL.
+  if (value instanceof Uint8Array && value.length === 0) return null;
   const units: ArrayLike<number> | string[] =
     value instanceof Uint8Array ? value : characters(castToText(value ?? null) ?? '');
   const length = BigInt(units.length);

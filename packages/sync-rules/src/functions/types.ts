@@ -9,6 +9,8 @@ export interface FunctionDefinition {
   minArgs: number;
   maxArgs: number;
   call(args: SqliteValue[]): SqliteValue;
+  /** For functions that, like SQLite's, evaluate only the arguments they need (iif, ifnull, coalesce). */
+  lazy?(args: Array<() => SqliteValue>): SqliteValue;
 }
 
 /** The i-th argument, or NULL when an optional argument was left out. */

@@ -303,7 +303,7 @@ class Parser {
 
   private parseNot(): Expression {
     const token = this.current;
-    if (this.isKeyword('NOT') && !this.isKeyword('NULL', this.peek())) {
+    if (this.isKeyword('NOT')) {
       this.advance();
       if (this.isKeyword('EXISTS')) this.fail('EXISTS subqueries are not supported in sync rules queries');
       const operand = this.parseNot();
@@ -509,10 +509,17 @@ class Parser {
     const typeToken = this.current;
     if (typeToken.kind !== 'identifier') this.fail('Expected a type name (TEXT, INTEGER or REAL) in CAST');
     const type = typeToken.value.toUpperCase();
-    const targetType = ({ TEXT: 'TEXT', INTEGER: 'INTEGER', INT: 'INTEGER', REAL: 'REAL' } as Record<string, CastType>)[
-      type
-    ];
-    if (!targetType) this.fail(`CAST to ${typeToken.value} is not supported; use TEXT, INTEGER or REAL`);
+    const targetType = (
+      {
+        TEXT: 'TEXT',
+        INTEGER: 'INTEGER',
+        INT: 'INTEGER',
+        REAL: 'REAL',
+        NUMERIC: 'NUMERIC',
+        BLOB: 'BLOB'
+      } as Record<string, CastType>
+    )[type];
+    if (!targetType) this.fail(`CAST to ${typeToken.value} is not supported; use TEXT, INTEGER, REAL, NUMERIC or BLOB`);
     this.advance();
     const close = this.expectOperator(')');
     return { type: 'cast', operand, targetType, start: start.start, end: close.end };
