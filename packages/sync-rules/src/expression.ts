@@ -721,7 +721,8 @@ function compileCall(expression: Extract<Expression, { type: 'call' }>, scope: C
         : definition.minArgs === definition.maxArgs
           ? `${definition.minArgs}`
           : `${definition.minArgs} to ${definition.maxArgs}`;
-    fail(`${name}() takes ${expected} argument${expected === '1' ? '' : 's'}, got ${count}`, expression);
+    const plural = definition.maxArgs === 1 || (definition.maxArgs === Infinity && definition.minArgs === 1) ? '' : 's';
+    fail(`${name}() takes ${expected} argument${plural}, got ${count}`, expression);
   }
   const args = expression.args.map((arg) => compileExpression(arg, scope));
   const lazy = definition.lazy;
