@@ -114,7 +114,8 @@ function clampInt64(value: bigint): bigint {
 
 function realToInteger(value: number): bigint {
   if (Number.isNaN(value)) return 0n;
-  if (value >= 9223372036854775807) return INT64_MAX;
+  // 2^63 is the first double above INT64_MAX.
+  if (value >= 2 ** 63) return INT64_MAX;
   if (value <= -9223372036854775808) return INT64_MIN;
   return BigInt(Math.trunc(value));
 }

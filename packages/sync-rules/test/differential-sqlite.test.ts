@@ -65,7 +65,8 @@ function sameOutcome(expression: string, ours: Outcome, theirs: Outcome): boolea
     // JSON output cannot carry an infinite REAL, so such a row is an evaluation error here.
     return (
       theirs.type === 'real' &&
-      !Number.isFinite(theirs.value as number) &&
+      typeof theirs.value === 'number' &&
+      !Number.isFinite(theirs.value) &&
       /cannot be written as JSON/.test(ours.message)
     );
   }

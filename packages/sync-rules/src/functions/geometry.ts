@@ -47,7 +47,7 @@ function toJson(value: unknown): JsonValue {
   if (typeof value === 'number' || typeof value === 'string' || typeof value === 'boolean') return value;
   if (Array.isArray(value)) return value.map(toJson);
   const result: { [key: string]: JsonValue } = {};
-  for (const [key, item] of Object.entries(value as object)) {
+  for (const [key, item] of Object.entries(value)) {
     if (item !== undefined) result[key] = toJson(item);
   }
   return result;

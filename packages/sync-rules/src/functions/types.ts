@@ -10,7 +10,7 @@ export interface FunctionDefinition {
   maxArgs: number;
   call(args: SqliteValue[]): SqliteValue;
   /** For functions that, like SQLite's, evaluate only the arguments they need (iif, ifnull, coalesce). */
-  lazy?(args: Array<() => SqliteValue>): SqliteValue;
+  lazy?: (args: Array<() => SqliteValue>) => SqliteValue;
 }
 
 /** The i-th argument, or NULL when an optional argument was left out. */
