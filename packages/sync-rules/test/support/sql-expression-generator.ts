@@ -183,12 +183,8 @@ export const sqlExpression: fc.Arbitrary<string> = fc.letrec<{ expression: strin
   const e = tie('expression');
   const jsonDocument = fc.constantFrom(...JSON_DOCUMENTS).map(textLiteral);
   const jsonPath = fc.constantFrom(...JSON_PATHS).map(textLiteral);
-  const arrowRight = fc.oneof(
-    jsonPath,
-    fc.constantFrom(...JSON_KEYS).map(textLiteral),
-    // pgsql-ast-parser takes only a bare integer or string literal after -> and ->>.
-    fc.integer({ min: -3, max: 3 }).map(String)
-  );
+  // Only keys and paths after -> and ->>: the reference (and pgsql-ast-parser) refuse a bare integer index.
+  const arrowRight = fc.oneof(jsonPath, fc.constantFrom(...JSON_KEYS).map(textLiteral));
   const timeValue = fc.oneof({ weight: 4, arbitrary: fc.constantFrom(...TIME_VALUES) }, { weight: 1, arbitrary: e });
   const modifier = fc.constantFrom(...MODIFIERS);
   return {
