@@ -26,6 +26,7 @@ export type BinaryOperator =
   | '->'
   | '->>';
 
+/** SQLite's storage classes as cast targets (`CAST(x AS NUMERIC)`, `x::blob`); added NUMERIC and BLOB for the function work. */
 export type CastType = 'TEXT' | 'INTEGER' | 'REAL' | 'NUMERIC' | 'BLOB';
 
 export type Expression =
