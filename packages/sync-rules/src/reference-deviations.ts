@@ -19,7 +19,8 @@ export type ReferenceDeviationId =
   | 'json-valid-null'
   | 'json-each-null'
   | 'not-missing-column'
-  | 'unicode-case';
+  | 'unicode-case'
+  | 'in-single-item';
 
 export interface ReferenceDeviation {
   id: ReferenceDeviationId;
@@ -81,6 +82,14 @@ export const REFERENCE_DEVIATIONS: readonly ReferenceDeviation[] = [
     sqlite: 'upper()/lower() change only ASCII letters.',
     reference: "JavaScript's full Unicode case mapping (upper('ß') = 'SS', lower('Ä') = 'ä').",
     why: 'The reference uses String.prototype.toUpperCase/toLowerCase.'
+  },
+  {
+    id: 'in-single-item',
+    sqlite: '`x IN (y)` with one parenthesised item is `x = y`.',
+    reference:
+      '`x IN (y)` is `x IN y`: y is read as a JSON array (`bucket.id IN (tags)`). Decided in the parser (sql/parser.ts), ' +
+      'which sees no list: pgsql-ast-parser drops the parentheses. The differential test generates lists of two or more.',
+    why: 'The reference parses with pgsql-ast-parser and evaluates the same tree; rules that match a JSON array column written in parentheses keep their buckets.'
   }
 ];
 

@@ -385,8 +385,9 @@ class Translator {
    * Beyond the int64 range SQLite reads the literal as REAL, and so do we.
    */
   private integerValue(parsed: number, range: Range): bigint | number {
-    const text = this.sql.slice(range.start, range.end);
-    if (!/^\d+$/.test(text)) return Number.isSafeInteger(parsed) ? BigInt(parsed) : parsed;
+    // The parser folds a leading minus into the literal (`-9223372036854775807`), possibly with spaces after it.
+    const text = this.sql.slice(range.start, range.end).replace(/^-\s+/, '-');
+    if (!/^-?\d+$/.test(text)) return Number.isSafeInteger(parsed) ? BigInt(parsed) : parsed;
     const value = BigInt(text);
     return value > INT64_MAX || value < INT64_MIN ? Number(text) : value;
   }

@@ -197,7 +197,7 @@ export const sqlExpression: fc.Arbitrary<string> = fc.letrec<{ expression: strin
         .map(([left, op, right]) => `(${left} ${op} ${right})`),
       fc.tuple(e, fc.constantFrom('IS NULL', 'IS NOT NULL')).map(([operand, test]) => `(${operand} ${test})`),
       fc
-        .tuple(e, fc.constantFrom('IN', 'NOT IN'), fc.array(e, { minLength: 1, maxLength: 3 }))
+        .tuple(e, fc.constantFrom('IN', 'NOT IN'), fc.array(e, { minLength: 2, maxLength: 3 }))
         .map(([left, op, items]) => `(${left} ${op} (${items.join(', ')}))`),
       fc.tuple(e, fc.constantFrom(...CAST_TYPES)).map(([operand, type]) => `CAST(${operand} AS ${type})`),
       fc
