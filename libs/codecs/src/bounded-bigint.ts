@@ -23,7 +23,7 @@ import { integerFromMongo, type LongClass } from './mongo-long.js';
 export interface BoundedBigintCodec {
   readonly min: bigint;
   readonly max: bigint;
-  /** What the values are, for messages (`op_id`, `an int64`, ...). */
+  /** What the values are, for messages (`op_id`, `int64`, ...). */
   readonly name: string;
 
   /** HTTP JSON / NDJSON: decode an untrusted value (a decimal string or a safe JSON integer); never throws. */
@@ -161,7 +161,7 @@ export const INT64_MIN = -(2n ** 63n);
 export const INT64_MAX = 2n ** 63n - 1n;
 
 /** Any signed 64-bit integer (storage int8 / Int64 values whose meaning is not narrower). */
-export const int64 = boundedBigintCodec({ min: INT64_MIN, max: INT64_MAX, name: 'an int64' });
+export const int64 = boundedBigintCodec({ min: INT64_MIN, max: INT64_MAX, name: 'int64' });
 
 /** Op ids: non-negative int64 (0 = "nothing yet", PROTOCOL §7.2 `after`). */
 export const opId = boundedBigintCodec({ min: 0n, max: INT64_MAX, name: 'op_id' });
