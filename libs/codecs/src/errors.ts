@@ -11,7 +11,7 @@ export class CorruptStoredValueError extends RangeError {
   override readonly name = 'CorruptStoredValueError';
 
   constructor(
-    /** What the value was meant to be: `op_id`, `an int64`, `checksum`, `LSN`, ... */
+    /** What the value was meant to be: `op_id`, `int64`, `checksum`, `LSN`, ... */
     readonly kind: string,
     /** Which boundary it was read from: `postgres int8`, `pg_lsn`, `mongodb Long`. */
     readonly boundary: string,
