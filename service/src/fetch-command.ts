@@ -1,3 +1,4 @@
+import { checksum, opId, writeCheckpoint } from '@syncpoint/codecs';
 import { failure, usageError } from './cli-support.js';
 
 export interface FetchedBucket {
@@ -85,8 +86,13 @@ export async function fetchFirstCheckpoint(options: {
           const line = buffered.slice(0, newline).trim();
           buffered = buffered.slice(newline + 1);
           if (line === '') continue;
-          const parsed = JSON.parse(line) as { checkpoint?: FetchedCheckpoint; token_expires_in?: number };
-          if (parsed.checkpoint) return parsed.checkpoint;
+          let parsed: { checkpoint?: unknown; token_expires_in?: number };
+          try {
+            parsed = JSON.parse(line) as typeof parsed;
+          } catch {
+            throw failure(`not an NDJSON sync line: ${line.slice(0, 80)}`);
+          }
+          if (parsed.checkpoint) return decodeCheckpointLine(parsed.checkpoint);
           if (parsed.token_expires_in === 0) throw failure('the token expired before a checkpoint arrived');
         }
       }
@@ -100,6 +106,51 @@ export async function fetchFirstCheckpoint(options: {
   } finally {
     clearTimeout(timer);
   }
+}
+
+/**
+ * The `checkpoint` line's fields through the codecs (PROTOCOL §7.3): op id and write checkpoint as decimal strings
+ * within their ranges, bucket checksums as 32-bit integers. A server answering anything else is reported, not
+ * printed as if it were fine.
+ */
+export function decodeCheckpointLine(line: unknown): FetchedCheckpoint {
+  const problems: string[] = [];
+  const fields = (typeof line === 'object' && line !== null ? line : {}) as Record<string, unknown>;
+  const lastOpId = opId.decode(fields.last_op_id);
+  if (typeof fields.last_op_id !== 'string' || !lastOpId.ok)
+    problems.push(`last_op_id: ${lastOpId.ok ? 'expected a decimal string' : lastOpId.message}`);
+  let write: string | undefined;
+  if (fields.write_checkpoint !== undefined) {
+    const decoded = writeCheckpoint.decode(fields.write_checkpoint);
+    if (typeof fields.write_checkpoint !== 'string' || !decoded.ok)
+      problems.push(`write_checkpoint: ${decoded.ok ? 'expected a decimal string' : decoded.message}`);
+    else write = writeCheckpoint.encode(decoded.value);
+  }
+  const buckets: FetchedBucket[] = [];
+  if (!Array.isArray(fields.buckets)) problems.push('buckets: expected an array');
+  else {
+    fields.buckets.forEach((entry: unknown, index) => {
+      const bucket = (typeof entry === 'object' && entry !== null ? entry : {}) as Record<string, unknown>;
+      const sum = checksum.decode(bucket.checksum);
+      if (typeof bucket.bucket !== 'string') problems.push(`buckets[${index}].bucket: expected a string`);
+      if (!sum.ok) problems.push(`buckets[${index}].checksum: ${sum.message}`);
+      if (!Number.isSafeInteger(bucket.count)) problems.push(`buckets[${index}].count: expected an integer`);
+      if (typeof bucket.bucket !== 'string' || !sum.ok || !Number.isSafeInteger(bucket.count)) return;
+      buckets.push({
+        bucket: bucket.bucket,
+        // As sent (the signed form, PROTOCOL §7.5), once known to be a 32-bit checksum.
+        checksum: bucket.checksum as number,
+        count: bucket.count as number,
+        ...(typeof bucket.priority === 'number' ? { priority: bucket.priority } : {})
+      });
+    });
+  }
+  if (problems.length > 0 || !lastOpId.ok) throw failure(`malformed checkpoint line: ${problems.join('; ')}`);
+  return {
+    last_op_id: opId.encode(lastOpId.value),
+    ...(write === undefined ? {} : { write_checkpoint: write }),
+    buckets
+  };
 }
 
 export function formatCheckpoint(checkpoint: FetchedCheckpoint): string {

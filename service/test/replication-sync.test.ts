@@ -84,6 +84,29 @@ describe.each(['ndjson', 'bson'] as const)('replication and sync stream (%s)', (
     }
   });
 
+  it('embeds row data exactly for legacy clients (raw_data false), int8 beyond 2^53 included', async () => {
+    const stream = await openSyncStream(
+      harness.service.url,
+      token,
+      { client_id: 'device-3', raw_data: false },
+      { format }
+    );
+    try {
+      const lines = await stream.until((line) => 'checkpoint_complete' in line);
+      const t7 = lines
+        .filter((line) => 'data' in line)
+        .flatMap((line) => line.data.data)
+        .find((op: any) => op.object_id === 't7');
+      // NDJSON carries it as a plain JSON integer, BSON as an Int64 (a Long when read back).
+      const big: unknown = t7.data.big;
+      expect(typeof big === 'bigint' ? big : (big as { toBigInt(): bigint }).toBigInt()).toBe(9007199254740993n);
+      expect(t7.data).toMatchObject({ id: 't7', description: 'todo 7' });
+      expect(typeof t7.checksum).toBe('number');
+    } finally {
+      await stream.close();
+    }
+  });
+
   it('resumes from the positions the client holds', async () => {
     const first = await openSyncStream(harness.service.url, token, { client_id: 'device-2' }, { format });
     const lines = await first.until((line) => 'checkpoint_complete' in line);

@@ -1,3 +1,4 @@
+import { parseJsonWithBigints } from '@syncpoint/codecs';
 import { BSON } from 'bson';
 
 /** A minimal sync-stream client for tests: opens `/sync/stream` and yields decoded lines (NDJSON or BSON). */
@@ -38,7 +39,8 @@ export async function openSyncStream(
     } else {
       let newline: number;
       while ((newline = buffer.indexOf(10)) >= 0) {
-        queue.push(JSON.parse(buffer.subarray(0, newline).toString('utf8')));
+        // Exact integers: legacy (raw_data false) lines embed row data, whose int8 values may exceed 2^53.
+        queue.push(parseJsonWithBigints(buffer.subarray(0, newline).toString('utf8')));
         buffer = buffer.subarray(newline + 1);
       }
     }

@@ -6,6 +6,7 @@
  */
 import type { CurrentRowState, OplogEntry, OpType, SnapshotTableState, SourceTableRef } from '@syncpoint/service-core';
 import { subkeyOf } from '@syncpoint/service-core';
+import { checksum as checksumCodec, CHECKSUM_MODULUS, checksumFromSum, int64 } from '@syncpoint/codecs';
 import { Long, MaxKey, MinKey, type Document } from 'mongodb';
 import { int64ToLong } from './write-checkpoint-updates.js';
 
@@ -14,9 +15,6 @@ export const CURRENT_DATA = 'current_data';
 export const BUCKET_PARAMETERS = 'bucket_parameters';
 export const BUCKET_STATE = 'bucket_state';
 export const OP_ID_SEQUENCE = 'op_id_sequence';
-
-/** 2^32: op checksums are u32 and every sum of them is taken modulo this. */
-export const U32 = 4294967296n;
 
 export interface BucketDataKey {
   g: number;
@@ -91,27 +89,26 @@ export interface SnapshotTableDocument {
 // ---------------------------------------------------------------------------------------------------------------
 // Conversions
 
-/** An Int64 / number read back as bigint (null stays null). */
+// The decoding and the checksum arithmetic are the codecs'; these bind them to the driver's `Long` and to the
+// null/absent fields of older documents.
+
+/** An Int64 / number read back as bigint (null stays null); a non-integer is `CorruptStoredValueError`. */
 export function longToBigint(value: unknown): bigint | null {
-  if (value === null || value === undefined) return null;
-  if (value instanceof Long) return value.toBigInt();
-  if (typeof value === 'bigint') return value;
-  if (typeof value === 'number' && Number.isSafeInteger(value)) return BigInt(value);
-  throw new TypeError(`Stored value is not an integer: ${String(value)}`);
+  return value === null || value === undefined ? null : int64.fromLong(value);
 }
 
 /** Any stored integer (Long, Int32, whole Double) reduced modulo 2^32 to an unsigned checksum. */
 export function toUnsignedChecksum(value: unknown): number {
-  return Number(BigInt.asUintN(32, longToBigint(value) ?? 0n));
+  return checksumFromSum(longToBigint(value) ?? 0n);
 }
 
 /** `a - b` modulo 2^32, unsigned. */
 export function subtractChecksums(a: unknown, b: unknown): number {
-  return Number(BigInt.asUintN(32, (longToBigint(a) ?? 0n) - (longToBigint(b) ?? 0n)));
+  return checksumFromSum((longToBigint(a) ?? 0n) - (longToBigint(b) ?? 0n));
 }
 
 export function checksumToLong(checksum: number): Long {
-  return Long.fromNumber(checksum >>> 0);
+  return checksumCodec.toLong(checksum, Long);
 }
 
 export const opIdKey = (g: number, b: string, o: bigint | Long | MinKey | MaxKey) => ({
@@ -204,7 +201,7 @@ export function bucketStateIncrement(totals: { checksum: number; count: number; 
                 { $literal: checksumToLong(totals.checksum) }
               ]
             },
-            { $literal: Long.fromBigInt(U32) }
+            { $literal: int64ToLong(CHECKSUM_MODULUS) }
           ]
         },
         count: {

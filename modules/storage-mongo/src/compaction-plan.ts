@@ -8,6 +8,7 @@
  * 2. `ClearPlanner`, oldest → newest: the longest prefix of REMOVE/MOVE/CLEAR ops becomes one CLEAR at the last
  *    replaced op id, checksum = wrapping sum of the replaced ops, target_op = the highest target_op among them.
  */
+import { addChecksums } from '@syncpoint/codecs';
 import type { OpType } from '@syncpoint/service-core';
 
 export interface CompactionOpView {
@@ -83,7 +84,7 @@ export class ClearPlanner {
         this.done = true;
         return;
       }
-      this.sum = (this.sum + op.checksum) >>> 0;
+      this.sum = addChecksums(this.sum, op.checksum);
       this.count++;
       this.last = op.opId;
       this.lastOp = op.op;

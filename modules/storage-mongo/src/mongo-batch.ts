@@ -1,4 +1,4 @@
-import { normalizeLsn, type Lsn } from '@syncpoint/codecs';
+import { addChecksums, normalizeLsn, type Lsn } from '@syncpoint/codecs';
 import {
   evaluateRowChange,
   replicaKeyOf,
@@ -280,7 +280,7 @@ export class MongoBatch implements BucketStorageBatch {
     if (fields.data != null) this.dataChars += fields.data.length;
     const totals = this.bucketTotals.get(bucket);
     if (totals) {
-      totals.checksum = (totals.checksum + checksum) >>> 0;
+      totals.checksum = addChecksums(totals.checksum, checksum);
       totals.count++;
       totals.lastOp = id;
     } else {

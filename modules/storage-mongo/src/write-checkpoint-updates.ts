@@ -2,7 +2,7 @@
  * Pure builders for the `write_checkpoints` updates and the read-back rules of PROTOCOL §4.7/§4.9 (MongoDB).
  * No I/O here, so the exact documents sent to the server are unit-tested without one.
  */
-import { INT64_MAX, INT64_MIN, type Lsn } from '@syncpoint/codecs';
+import { int64, INT64_MAX, type Lsn } from '@syncpoint/codecs';
 import type { ReplicationHeads } from '@syncpoint/service-core';
 import { Long, type Document, type Filter, type ObjectId } from 'mongodb';
 
@@ -81,18 +81,20 @@ export function acknowledgedAt(
 /** The fields read back after an update; `client_id` may be Int64 or, in old data, a 32-bit or double number. */
 export type StoredCheckpoint = Pick<WriteCheckpointDocument, 'user_id' | 'processed_at_lsn'> & { client_id?: unknown };
 
-/** An int64 as a BSON `Long`. Throws instead of wrapping around (which `Long.fromBigInt` would do silently). */
+/**
+ * An int64 as a BSON `Long`, through the codec: throws instead of wrapping around (which `Long.fromBigInt` would do
+ * silently). This module only binds the driver's `Long` class.
+ */
 export function int64ToLong(value: bigint): Long {
-  if (value < INT64_MIN || value > INT64_MAX) throw new RangeError(`${value} does not fit in an int64`);
-  return Long.fromBigInt(value);
+  return int64.toLong(value, Long);
 }
 
-/** A stored integer id back to a bigint: `Long` (Int64), or a JS number from an Int32/Double in older data. */
+/**
+ * A stored integer id back to a bigint: `Long` (Int64), or a JS number from an Int32/Double in older data. Anything
+ * else is corrupt storage (`CorruptStoredValueError`).
+ */
 export function storedIdToBigint(value: unknown): bigint {
-  if (value instanceof Long) return value.toBigInt();
-  if (typeof value === 'bigint') return value;
-  if (typeof value === 'number' && Number.isSafeInteger(value)) return BigInt(value);
-  throw new TypeError(`Stored write checkpoint id is not an integer: ${String(value)}`);
+  return int64.fromLong(value);
 }
 
 /** The `lsns` value stored for a set of heads (only connection "1" exists). */

@@ -1,4 +1,5 @@
-import { addChecksums, putChecksum, removeChecksum, subkeyOf, type SourceTableRef } from '@syncpoint/service-core';
+import { addChecksums } from '@syncpoint/codecs';
+import { putChecksum, removeChecksum, subkeyOf, type SourceTableRef } from '@syncpoint/service-core';
 import fc from 'fast-check';
 import { Long, MaxKey, MinKey } from 'mongodb';
 import { describe, expect, it } from 'vitest';

@@ -1,4 +1,4 @@
-import { addChecksums } from '@syncpoint/service-core';
+import { addChecksums } from '@syncpoint/codecs';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { compactBucket, type BucketCompactionAccess, type ClearPlan, type CompactionOpView } from '../src/index.js';

@@ -1,4 +1,4 @@
-import { INT64_MAX, normalizeLsn } from '@syncpoint/codecs';
+import { CorruptStoredValueError, INT64_MAX, normalizeLsn } from '@syncpoint/codecs';
 import { BSON, Long, type Document } from 'mongodb';
 import { describe, expect, it } from 'vitest';
 import {
@@ -381,9 +381,10 @@ describe('int64 ids', () => {
 
   it('reads older Int32/Double ids, and refuses what is not an integer', () => {
     expect(storedIdToBigint(7)).toBe(7n);
-    expect(() => storedIdToBigint(1.5)).toThrow(TypeError);
-    expect(() => storedIdToBigint('7')).toThrow(TypeError);
-    expect(() => storedIdToBigint(2 ** 53)).toThrow(TypeError);
+    // Not an integer, or a Double beyond 2^53 that may have been rounded: corrupt, with a typed error.
+    expect(() => storedIdToBigint(1.5)).toThrow(CorruptStoredValueError);
+    expect(() => storedIdToBigint('7')).toThrow(CorruptStoredValueError);
+    expect(() => storedIdToBigint(2 ** 53)).toThrow('Corrupt int64 read from mongodb Long: not an integer');
   });
 });
 

@@ -1,4 +1,12 @@
-import { compareLsn, normalizeLsn, type Lsn } from '@syncpoint/codecs';
+import {
+  addChecksums,
+  checksum as checksumCodec,
+  CHECKSUM_MODULUS,
+  compareLsn,
+  normalizeLsn,
+  opId,
+  type Lsn
+} from '@syncpoint/codecs';
 import {
   evaluateRowChange,
   replicaKeyOf,
@@ -11,7 +19,7 @@ import {
 } from '@syncpoint/service-core';
 import { serializeParameterRows, type SyncRules } from '@syncpoint/sync-rules';
 import type pg from 'pg';
-import { CHECKPOINT_CHANNEL, inTransaction, MARK_PROCESSED_SQL, U32 } from './pg-transaction.js';
+import { CHECKPOINT_CHANNEL, inTransaction, MARK_PROCESSED_SQL } from './pg-transaction.js';
 
 /** Row changes evaluated together (one bulk read of their current_data). */
 const EVALUATE_ROWS = 5_000;
@@ -62,7 +70,7 @@ interface FlushData {
   opSubkeys: string[];
   opTables: string[];
   opRowIds: string[];
-  opChecksums: number[];
+  opChecksums: string[];
   opData: Array<string | null>;
   bucketTotals: Map<string, { sum: number; count: number; last: bigint }>;
   paramIds: string[];
@@ -105,7 +113,7 @@ export class PostgresBatch implements BucketStorageBatch {
   private opSubkeys: string[] = [];
   private opTables: string[] = [];
   private opRowIds: string[] = [];
-  private opChecksums: number[] = [];
+  private opChecksums: string[] = [];
   private opData: Array<string | null> = [];
   private dataChars = 0;
   private bucketTotals = new Map<string, { sum: number; count: number; last: bigint }>();
@@ -314,8 +322,8 @@ export class PostgresBatch implements BucketStorageBatch {
     const first = await inTransaction(this.pool, async (client) => {
       await client.query(`SELECT pg_advisory_xact_lock(${OP_ID_LOCK_KEY})`);
       const { rows } = await client.query<{ id: bigint }>(`SELECT nextval('powersync.op_id_sequence') AS id`);
-      const start = rows[0]!.id;
-      await client.query(`SELECT setval('powersync.op_id_sequence', $1::int8)`, [(start + block - 1n).toString()]);
+      const start = opId.fromPgInt8(rows[0]!.id);
+      await client.query(`SELECT setval('powersync.op_id_sequence', $1::int8)`, [opId.toPgInt8(start + block - 1n)]);
       return start;
     });
     // Ids left from the previous block are dropped: ids only need to increase, gaps are fine.
@@ -342,18 +350,18 @@ export class PostgresBatch implements BucketStorageBatch {
   ): void {
     const id = this.nextId();
     this.opBuckets.push(bucket);
-    this.opIds.push(id.toString());
+    this.opIds.push(opId.toPgInt8(id));
     this.opTypes.push(op);
     this.opSourceTables.push(sourceTable);
     this.opSubkeys.push(subkey);
     this.opTables.push(table);
     this.opRowIds.push(rowId);
-    this.opChecksums.push(checksum);
+    this.opChecksums.push(checksumCodec.toPgInt8(checksum));
     this.opData.push(data);
     if (data !== null) this.dataChars += data.length;
     const totals = this.bucketTotals.get(bucket);
     if (totals) {
-      totals.sum = (totals.sum + checksum) >>> 0;
+      totals.sum = addChecksums(totals.sum, checksum);
       totals.count++;
       totals.last = id;
     } else {
@@ -362,7 +370,7 @@ export class PostgresBatch implements BucketStorageBatch {
   }
 
   private bufferParameters(sourceTable: string, sourceKey: string, lookup: string, outputs: string): void {
-    this.paramIds.push(this.nextId().toString());
+    this.paramIds.push(opId.toPgInt8(this.nextId()));
     this.paramSourceTables.push(sourceTable);
     this.paramSourceKeys.push(sourceKey);
     this.paramLookups.push(lookup);
@@ -467,13 +475,13 @@ export class PostgresBatch implements BucketStorageBatch {
            SELECT $1, * FROM unnest($2::text[], $3::int8[], $4::int8[], $5::int8[])
            ON CONFLICT (group_id, bucket_name) DO UPDATE SET
              last_op = greatest(s.last_op, excluded.last_op),
-             checksum_sum = (s.checksum_sum + excluded.checksum_sum) % ${U32},
+             checksum_sum = (s.checksum_sum + excluded.checksum_sum) % ${CHECKSUM_MODULUS},
              op_count = s.op_count + excluded.op_count`,
           [
             this.groupId,
             buckets,
-            totals.map((t) => t.last.toString()),
-            totals.map((t) => t.sum),
+            totals.map((t) => opId.toPgInt8(t.last)),
+            totals.map((t) => checksumCodec.toPgInt8(t.sum)),
             totals.map((t) => t.count)
           ]
         );
@@ -523,7 +531,7 @@ export class PostgresBatch implements BucketStorageBatch {
         // The next checkpoint of this stream includes everything flushed, even after a crash (see the class doc).
         await client.query(
           `UPDATE powersync.sync_rules SET keepalive_op = greatest(coalesce(keepalive_op, 0), $2::int8) WHERE id = $1`,
-          [this.groupId, maxId.toString()]
+          [this.groupId, opId.toPgInt8(maxId)]
         );
       }
     });
@@ -575,7 +583,7 @@ export class PostgresBatch implements BucketStorageBatch {
            last_checkpoint_ts = CASE WHEN $5::bool THEN now() ELSE last_checkpoint_ts END,
            last_keepalive_ts = now()
          WHERE id = $1`,
-        [this.groupId, next.toString(), lsn, state, next > previous || stream.last_checkpoint === null]
+        [this.groupId, opId.toPgInt8(next), lsn, state, next > previous || stream.last_checkpoint === null]
       );
       if (activate) {
         await client.query(`UPDATE powersync.sync_rules SET state = 'STOP' WHERE state = 'ACTIVE' AND id < $1`, [
@@ -584,7 +592,7 @@ export class PostgresBatch implements BucketStorageBatch {
       }
       if (state === 'ACTIVE' || state === 'ERRORED') {
         const payload = JSON.stringify({
-          active_checkpoint: { id: this.groupId, last_checkpoint: next.toString(), last_checkpoint_lsn: lsn }
+          active_checkpoint: { id: this.groupId, last_checkpoint: opId.encode(next), last_checkpoint_lsn: lsn }
         });
         await client.query(`SELECT pg_notify($1, $2)`, [CHECKPOINT_CHANNEL, payload]);
       }

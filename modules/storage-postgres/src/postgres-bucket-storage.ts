@@ -1,4 +1,4 @@
-import { normalizeLsn, type Lsn } from '@syncpoint/codecs';
+import { checkpointRequestId, normalizeLsn, opId, writeCheckpoint, type Lsn } from '@syncpoint/codecs';
 import {
   dedupeManagedWriteCheckpoints,
   ErrorCode,
@@ -164,7 +164,7 @@ export class PostgresBucketStorage implements BucketStorage {
       SELECT input.user_id, jsonb_build_object('1', input.head), input.request_id, now(), NULL
       FROM unnest(
         ${entries.map((e) => e.user_id)}::text[],
-        ${entries.map((e) => e.checkpoint_request_id.toString())}::int8[],
+        ${entries.map((e) => checkpointRequestId.toPgInt8(e.checkpoint_request_id))}::int8[],
         ${entries.map((e) => e.heads['1'])}::text[]
       ) AS input(user_id, request_id, head)
       ON CONFLICT (user_id) DO UPDATE SET
@@ -212,7 +212,8 @@ export class PostgresBucketStorage implements BucketStorage {
       ) END AS write_checkpoint
       FROM powersync.write_checkpoints WHERE user_id = ANY(${fullUserIds}::text[])`.execute(this.db);
     const result = new Map<string, bigint>();
-    for (const row of rows) if (row.write_checkpoint !== null) result.set(row.user_id, BigInt(row.write_checkpoint));
+    for (const row of rows)
+      if (row.write_checkpoint !== null) result.set(row.user_id, writeCheckpoint.fromPgInt8(row.write_checkpoint));
     return result;
   }
 
@@ -328,7 +329,7 @@ export class PostgresBucketStorage implements BucketStorage {
         ? {
             active_checkpoint: {
               id: serving.id,
-              last_checkpoint: (serving.last_checkpoint ?? 0n).toString(),
+              last_checkpoint: opId.encode(serving.last_checkpoint ?? 0n),
               last_checkpoint_lsn: serving.lsn === null ? null : normalizeLsn(serving.lsn)
             }
           }
@@ -449,7 +450,7 @@ export class PostgresBucketStorage implements BucketStorage {
         state: row.state,
         slotName: row.slot_name,
         snapshotDone: row.snapshot_done,
-        lastCheckpoint: row.last_checkpoint === null ? null : BigInt(row.last_checkpoint),
+        lastCheckpoint: row.last_checkpoint === null ? null : opId.fromPgInt8(row.last_checkpoint),
         lastCheckpointLsn: row.lsn === null ? null : normalizeLsn(row.lsn),
         lastCheckpointAt: row.last_checkpoint_ts,
         lastKeepaliveAt: row.last_keepalive_ts,

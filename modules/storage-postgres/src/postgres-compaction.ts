@@ -1,6 +1,7 @@
+import { addChecksums, checksum, opId } from '@syncpoint/codecs';
 import type { CompactOptions, CompactResult } from '@syncpoint/service-core';
 import type pg from 'pg';
-import { inTransaction, U32 } from './pg-transaction.js';
+import { inTransaction } from './pg-transaction.js';
 
 const DEFAULT_BATCH_SIZE = 10_000;
 /**
@@ -75,7 +76,7 @@ async function moveSuperseded(pool: pg.Pool, groupId: number, bucket: string, ch
       `SELECT op_id, op, table_name, row_id, source_key FROM powersync.bucket_data
        WHERE group_id = $1 AND bucket_name = $2 AND op_id < $3::int8
        ORDER BY op_id DESC LIMIT $4`,
-      [groupId, bucket, below.toString(), batchSize]
+      [groupId, bucket, opId.toPgInt8(below), batchSize]
     );
     scanned += rows.length;
     const ids: string[] = [];
@@ -91,8 +92,8 @@ async function moveSuperseded(pool: pg.Pool, groupId: number, bucket: string, ch
       const key = `${row.table_name}\u0000${row.row_id}\u0000${row.source_key}`;
       const newer = seen.get(key);
       if (newer !== undefined) {
-        ids.push(row.op_id.toString());
-        targets.push(newer.toString());
+        ids.push(opId.toPgInt8(row.op_id));
+        targets.push(opId.toPgInt8(newer));
       }
       if (newer !== undefined || seen.size < MAX_SEEN_KEYS) seen.set(key, row.op_id);
     }
@@ -114,7 +115,7 @@ async function moveSuperseded(pool: pg.Pool, groupId: number, bucket: string, ch
 
 async function clearPrefix(pool: pg.Pool, groupId: number, bucket: string, checkpoint: bigint, batchSize: number) {
   let after = 0n;
-  let sum = 0n;
+  let sum = 0;
   let count = 0;
   let last: bigint | null = null;
   let lastOp = '';
@@ -125,12 +126,12 @@ async function clearPrefix(pool: pg.Pool, groupId: number, bucket: string, check
       `SELECT op_id, op, checksum, target_op FROM powersync.bucket_data
        WHERE group_id = $1 AND bucket_name = $2 AND op_id > $3::int8 AND op_id <= $4::int8
        ORDER BY op_id LIMIT $5`,
-      [groupId, bucket, after.toString(), checkpoint.toString(), batchSize]
+      [groupId, bucket, opId.toPgInt8(after), opId.toPgInt8(checkpoint), batchSize]
     );
     scanned += rows.length;
     for (const row of rows) {
       if (row.op === 'PUT') break scan;
-      sum += row.checksum;
+      sum = addChecksums(sum, checksum.fromPgInt8(row.checksum));
       count++;
       last = row.op_id;
       lastOp = row.op;
@@ -144,13 +145,19 @@ async function clearPrefix(pool: pg.Pool, groupId: number, bucket: string, check
   const cleared = await inTransaction(pool, async (client) => {
     const deleted = await client.query(
       `DELETE FROM powersync.bucket_data WHERE group_id = $1 AND bucket_name = $2 AND op_id < $3::int8`,
-      [groupId, bucket, last!.toString()]
+      [groupId, bucket, opId.toPgInt8(last!)]
     );
     await client.query(
       `UPDATE powersync.bucket_data SET op = 'CLEAR', checksum = $4::int8, data = NULL, table_name = NULL, row_id = NULL,
          source_table = NULL, source_key = NULL, target_op = $5::int8
        WHERE group_id = $1 AND bucket_name = $2 AND op_id = $3::int8`,
-      [groupId, bucket, last!.toString(), (sum % U32).toString(), maxTarget?.toString() ?? null]
+      [
+        groupId,
+        bucket,
+        opId.toPgInt8(last!),
+        checksum.toPgInt8(sum),
+        maxTarget === null ? null : opId.toPgInt8(maxTarget)
+      ]
     );
     const removed = deleted.rowCount ?? 0;
     if (removed > 0) {

@@ -1,4 +1,4 @@
-import { normalizeLsn, type Lsn } from '@syncpoint/codecs';
+import { checksum, checksumFromSum, normalizeLsn, opId, type Lsn } from '@syncpoint/codecs';
 import type {
   BucketChecksum,
   BucketDataChunk,
@@ -24,7 +24,7 @@ import {
 import type pg from 'pg';
 import { compactStream } from './postgres-compaction.js';
 import { PostgresBatch } from './postgres-batch.js';
-import { inTransaction, mod32 } from './pg-transaction.js';
+import { inTransaction } from './pg-transaction.js';
 
 const DEFAULT_LIMIT = 1000;
 const DEFAULT_CHUNK_BYTES = 1024 * 1024;
@@ -52,10 +52,16 @@ function toOplogEntry(row: BucketDataRow): OplogEntry {
       object_id: row.row_id ?? '',
       subkey: row.source_key ?? '',
       data: row.op === 'PUT' ? row.data : null,
-      checksum: Number(row.checksum)
+      checksum: checksum.fromPgInt8(row.checksum)
     };
   }
-  return { op_id: row.op_id, op: row.op, data: null, checksum: Number(row.checksum), target_op: row.target_op };
+  return {
+    op_id: row.op_id,
+    op: row.op,
+    data: null,
+    checksum: checksum.fromPgInt8(row.checksum),
+    target_op: row.target_op
+  };
 }
 
 /** One replication stream's data in Postgres storage (PROTOCOL §8); `group_id` is the stream id. */
@@ -202,14 +208,14 @@ export class PostgresStreamStorage implements ReplicationStreamStorage {
          WHERE b.group_id = s.group_id AND b.bucket_name = s.bucket_name AND b.op_id > $3::int8 AND b.op_id <= s.last_op
        ) a
        WHERE s.group_id = $1 AND s.bucket_name = ANY($2::text[])`,
-      [this.groupId, buckets, checkpoint.toString()]
+      [this.groupId, buckets, opId.toPgInt8(checkpoint)]
     );
     for (const row of rows) {
       const count = Number(row.op_count - row.above_count);
       if (count <= 0) continue;
       result.set(row.bucket_name, {
         bucket: row.bucket_name,
-        checksum: mod32(row.checksum_sum - row.above_sum),
+        checksum: checksumFromSum(row.checksum_sum - row.above_sum),
         count
       });
     }
@@ -239,7 +245,13 @@ export class PostgresStreamStorage implements ReplicationStreamStorage {
          LIMIT $5
        ) b
        LIMIT $5`,
-      [this.groupId, buckets, buckets.map((bucket) => start.get(bucket)!.toString()), checkpoint.toString(), limit + 1]
+      [
+        this.groupId,
+        buckets,
+        buckets.map((bucket) => opId.toPgInt8(start.get(bucket)!)),
+        opId.toPgInt8(checkpoint),
+        limit + 1
+      ]
     );
     rows.sort((x, y) =>
       x.ord !== y.ord ? (x.ord < y.ord ? -1 : 1) : x.op_id < y.op_id ? -1 : x.op_id > y.op_id ? 1 : 0
@@ -289,7 +301,7 @@ export class PostgresStreamStorage implements ReplicationStreamStorage {
        FROM powersync.bucket_parameters
        WHERE group_id = $1 AND lookup = ANY($2::text[]) AND id <= $3::int8
        ORDER BY lookup, source_table, source_key, id DESC`,
-      [this.groupId, [...new Set(keys)], checkpoint.toString()]
+      [this.groupId, [...new Set(keys)], opId.toPgInt8(checkpoint)]
     );
     const byLookup = new Map<string, SqliteRow[]>();
     for (const row of rows) {

@@ -1,6 +1,5 @@
-import { lsnFromBigint, lsnToBigint, type Lsn } from '@syncpoint/codecs';
+import { addChecksums, lsnFromBigint, lsnToBigint, type Lsn } from '@syncpoint/codecs';
 import {
-  addChecksums,
   putChecksum,
   type BucketChecksum,
   removeChecksum,

@@ -1,14 +1,13 @@
 import { createHash } from 'node:crypto';
+import { addChecksums, toSignedChecksum } from '@syncpoint/codecs';
 import { parseSyncRules, type SyncRules } from '@syncpoint/sync-rules';
 import { describe, expect, it } from 'vitest';
 import {
-  addChecksums,
   evaluateRowChange,
   putChecksum,
   removeChecksum,
   replicaKeyOf,
   subkeyOf,
-  toSignedChecksum,
   type SourceTableRef
 } from '../src/index.js';
 

@@ -2,7 +2,8 @@
  * JSON encoding of parameter lookup output rows for storage: bigint stays
  * exact (printed as a JSON integer, read back as bigint).
  */
-import { parseJson, stringifyJson, type JsonValue } from './json.js';
+import { parseJsonWithBigints } from '@syncpoint/codecs';
+import { stringifyJson, type JsonValue } from './json.js';
 import type { SqliteRow } from './sqlite-value.js';
 
 /** Serialises lookup output rows (text, integer, real or NULL values) as a JSON array. */
@@ -14,9 +15,12 @@ export function serializeParameterRows(rows: readonly SqliteRow[]): string {
   );
 }
 
-/** Reads rows written by {@link serializeParameterRows}; integers come back as bigint. Throws on malformed text. */
+/**
+ * Reads rows written by {@link serializeParameterRows}; integers come back as bigint (exact to 2^63−1, as SQLite's
+ * INTEGER), through the shared JSON-with-bigint codec. Throws on malformed text.
+ */
 export function parseParameterRows(text: string): SqliteRow[] {
-  const parsed = parseJson(text);
+  const parsed = parseJsonWithBigints(text, { integers: 'int64' });
   if (!Array.isArray(parsed)) throw new Error('parameter rows must be a JSON array');
   return parsed.map((row) => {
     if (row === null || typeof row !== 'object' || Array.isArray(row))

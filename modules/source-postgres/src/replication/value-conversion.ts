@@ -25,7 +25,7 @@
  *
  * BC dates, `infinity` / `-infinity` and out-of-pattern date/time text pass through unchanged.
  */
-import { normalizeLsn } from '@syncpoint/codecs';
+import { int64, normalizeLsn } from '@syncpoint/codecs';
 import { UNCHANGED_TOAST, type TupleValue } from './pgoutput-decoder.js';
 import type { TypeCatalog } from './type-catalog.js';
 
@@ -47,7 +47,8 @@ export function convertValue(text: string | null, typeOid: number, catalog: Type
     case 'timestamp':
       return text;
     case 'integer':
-      return BigInt(text);
+      // int2/int4/int8/oid text, exact and bounded to int64 (what SQLite's INTEGER holds).
+      return int64.fromPgInt8(text);
     case 'float':
       return convertFloat(text);
     case 'bool':

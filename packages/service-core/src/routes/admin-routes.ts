@@ -1,5 +1,5 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
-import { lsnToBigint, type Lsn } from '@syncpoint/codecs';
+import { lsnDistance, opId, type Lsn } from '@syncpoint/codecs';
 import { parseSyncRules, type SyncRulesIssue } from '@syncpoint/sync-rules';
 import { Router, type RequestHandler } from 'express';
 import { tokenFromAuthorizationHeader } from '../auth/token-verifier.js';
@@ -50,12 +50,6 @@ export function adminAuthorization(tokens: string[]): RequestHandler {
     if (!matched) return unauthorized();
     next();
   };
-}
-
-/** Bytes between two LSNs (a − b), never negative. */
-export function lsnDistance(a: Lsn, b: Lsn): number {
-  const diff = lsnToBigint(a) - lsnToBigint(b);
-  return diff > 0n ? Number(diff) : 0;
 }
 
 export interface StreamStatusReport {
@@ -133,12 +127,12 @@ export async function buildStatusReport(
               }
             : { name: stream.slotName, exists: slot === null ? false : null },
       last_checkpoint: {
-        op_id: stream.lastCheckpoint?.toString() ?? null,
+        op_id: stream.lastCheckpoint == null ? null : opId.encode(stream.lastCheckpoint),
         lsn: stream.lastCheckpointLsn,
         at: stream.lastCheckpointAt?.toISOString() ?? null
       },
       last_keepalive_at: stream.lastKeepaliveAt?.toISOString() ?? null,
-      lag_bytes: head && stream.lastCheckpointLsn ? lsnDistance(head, stream.lastCheckpointLsn) : null,
+      lag_bytes: head && stream.lastCheckpointLsn ? Number(lsnDistance(stream.lastCheckpointLsn, head)) : null,
       last_error: stream.lastError
     });
   }

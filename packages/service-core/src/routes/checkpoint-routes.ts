@@ -1,4 +1,4 @@
-import { checkpointRequestId } from '@syncpoint/codecs';
+import { checkpointRequestId, writeCheckpoint } from '@syncpoint/codecs';
 import { Router, type Request } from 'express';
 import type { TokenPayload, TokenVerifier } from '../auth/token-verifier.js';
 import { tokenFromAuthorizationHeader } from '../auth/token-verifier.js';
@@ -77,7 +77,7 @@ export function checkpointRoutes({ verifier, batcher }: CheckpointRouteDependenc
 
     const token = await authenticate(req, verifier);
     const outcome = await batcher.enqueue(fullUserId(token.userId, params.client_id as string), id.value);
-    res.json({ data: { checkpoint_request_id: outcome.writeCheckpoint.toString() } });
+    res.json({ data: { checkpoint_request_id: checkpointRequestId.encode(outcome.writeCheckpoint) } });
   });
 
   // Legacy: server-generated ids (PROTOCOL §4.4).
@@ -88,7 +88,7 @@ export function checkpointRoutes({ verifier, batcher }: CheckpointRouteDependenc
 
     const token = await authenticate(req, verifier);
     const outcome = await batcher.enqueue(fullUserId(token.userId, params.client_id as string | undefined));
-    res.json({ data: { write_checkpoint: outcome.writeCheckpoint.toString() } });
+    res.json({ data: { write_checkpoint: writeCheckpoint.encode(outcome.writeCheckpoint) } });
   });
 
   return router;

@@ -10,7 +10,7 @@ import { ConfigError, type ResolvedConfig } from '../config/config-loader.js';
 import type { Logger } from '../logger.js';
 import type { ModuleRegistry, ReplicatorContext } from '../modules.js';
 import express from 'express';
-import { lsnToBigint } from '@syncpoint/codecs';
+import { lsnDistance } from '@syncpoint/codecs';
 import { ServiceMetrics } from '../metrics.js';
 import { createHttpApp, metricsHandler, type HttpAppOptions } from '../routes/http-app.js';
 import { SyncConnections } from '../routes/sync-stream-route.js';
@@ -180,7 +180,7 @@ export async function startService(
       async () => {
         const served = await storage.getServingCheckpoint();
         if (!served?.checkpoint.lsn) return null;
-        return Number(lsnToBigint(await source.currentHead()) - lsnToBigint(served.checkpoint.lsn));
+        return Number(lsnDistance(served.checkpoint.lsn, await source.currentHead()));
       }
     );
 

@@ -61,16 +61,6 @@ export function removeChecksum(subkey: string): number {
   return hash32(`delete.${subkey}`);
 }
 
-/** Wrapping (mod 2^32) sum of unsigned checksums. */
-export function addChecksums(a: number, b: number): number {
-  return (a + b) >>> 0;
-}
-
-/** Signed 32-bit form of an unsigned checksum (how bucket checksums are sent, PROTOCOL §7.5). */
-export function toSignedChecksum(checksum: number): number {
-  return checksum | 0;
-}
-
 /** The replica identity of a row as stable text: the key columns' values, in order. */
 export function replicaKeyOf(table: SourceTableRef, row: SqliteRow): string {
   return stringifyJson(table.replicaIdColumns.map((column) => (row[column] ?? null) as JsonValue));

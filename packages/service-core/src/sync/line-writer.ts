@@ -1,4 +1,5 @@
 import type { ServerResponse } from 'node:http';
+import { stringifyJsonWithBigints } from '@syncpoint/codecs';
 import { BSON } from 'bson';
 
 export const NDJSON_CONTENT_TYPE = 'application/x-ndjson';
@@ -31,7 +32,9 @@ export class LineWriter {
 
   private async writeNow(line: object): Promise<void> {
     if (this.isClosed) return;
-    const chunk = this.format === 'bson' ? BSON.serialize(line) : JSON.stringify(line) + '\n';
+    // Lines carry ids as decimal strings; only legacy embedded row data may hold bigints (exact int8 values), which
+    // BSON writes as Int64 and NDJSON as plain JSON integers.
+    const chunk = this.format === 'bson' ? BSON.serialize(line) : stringifyJsonWithBigints(line) + '\n';
     if (this.res.write(chunk)) return;
     await new Promise<void>((resolve) => {
       const done = () => {

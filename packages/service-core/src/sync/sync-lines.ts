@@ -1,3 +1,9 @@
+import {
+  checksum as checksumCodec,
+  opId,
+  parseJsonWithBigints,
+  writeCheckpoint as writeCheckpointCodec
+} from '@syncpoint/codecs';
 import type { SqliteRow } from '@syncpoint/sync-rules';
 import type { TokenPayload } from '../auth/token-verifier.js';
 import { ServiceError } from '../errors.js';
@@ -5,7 +11,6 @@ import type { Logger } from '../logger.js';
 import type { ServiceMetrics } from '../metrics.js';
 import type { BucketChecksum, OplogEntry, ReplicationStreamStorage } from '../storage/bucket-data.js';
 import type { ReplicationStream } from '../storage/bucket-storage.js';
-import { toSignedChecksum } from '../storage/row-evaluation.js';
 import type { CheckpointWatcher, ServingCheckpoint } from './checkpoint-watcher.js';
 import type { SharedCheckpointReads } from './shared-checkpoint-reads.js';
 import type { SyncRequest } from './sync-request.js';
@@ -72,16 +77,18 @@ export interface SyncStreamOptions {
 
 /** A line for one op; MOVE/CLEAR carry only id, type and checksum (PROTOCOL §7.3). */
 function opLine(op: OplogEntry, rawData: boolean): Record<string, unknown> {
-  if (op.op === 'MOVE' || op.op === 'CLEAR') return { op_id: op.op_id.toString(), op: op.op, checksum: op.checksum };
+  const checksum = checksumCodec.encodeOp(op.checksum);
+  if (op.op === 'MOVE' || op.op === 'CLEAR') return { op_id: opId.encode(op.op_id), op: op.op, checksum };
   return {
-    op_id: op.op_id.toString(),
+    op_id: opId.encode(op.op_id),
     op: op.op,
     object_type: op.object_type,
     object_id: op.object_id,
     subkey: op.subkey,
-    checksum: op.checksum,
-    // Legacy JSON clients (raw_data false) get the row embedded as an object.
-    data: op.op === 'PUT' ? (rawData ? op.data : JSON.parse(op.data ?? 'null')) : null
+    checksum,
+    // Legacy JSON clients (raw_data false) get the row embedded as an object; int8 values beyond 2^53 stay exact
+    // (bigint, written back as JSON integers by the line writer).
+    data: op.op === 'PUT' ? (rawData ? op.data : parseJsonWithBigints(op.data ?? 'null')) : null
   };
 }
 
@@ -132,7 +139,7 @@ export async function* syncLines(options: SyncStreamOptions): AsyncGenerator<Syn
         const sum: BucketChecksum | undefined = checksums.get(bucket);
         lines.set(bucket, {
           bucket,
-          checksum: toSignedChecksum(sum?.checksum ?? 0),
+          checksum: checksumCodec.encodeBucket(sum?.checksum ?? 0),
           count: sum?.count ?? 0,
           priority: description.priority,
           subscriptions: [{ default: description.streamIndex }]
@@ -148,7 +155,9 @@ export async function* syncLines(options: SyncStreamOptions): AsyncGenerator<Syn
         ? resolved
         : lastWriteCheckpoint;
     const writeCheckpointField =
-      writeCheckpoint !== null && writeCheckpoint !== 0n ? { write_checkpoint: writeCheckpoint.toString() } : {};
+      writeCheckpoint !== null && writeCheckpoint !== 0n
+        ? { write_checkpoint: writeCheckpointCodec.encode(writeCheckpoint) }
+        : {};
 
     let toFetch: string[];
     let sentLine = true;
@@ -159,7 +168,7 @@ export async function* syncLines(options: SyncStreamOptions): AsyncGenerator<Syn
           // The client claims ops past the newest checkpoint (e.g. storage restored from a backup): download the
           // bucket again; the client's checksum check then replaces its copy.
           options.logger.warn(
-            { bucket, after: after.toString(), checkpoint: checkpoint.toString() },
+            { bucket, after: opId.encode(after), checkpoint: opId.encode(checkpoint) },
             'bucket position ahead of the checkpoint; resending'
           );
           continue;
@@ -168,7 +177,7 @@ export async function* syncLines(options: SyncStreamOptions): AsyncGenerator<Syn
       }
       yield {
         checkpoint: {
-          last_op_id: checkpoint.toString(),
+          last_op_id: opId.encode(checkpoint),
           ...writeCheckpointField,
           buckets: [...lines.values()],
           streams: current.streams.map((name) => ({ name, is_default: true, errors: [] }))
@@ -186,7 +195,7 @@ export async function* syncLines(options: SyncStreamOptions): AsyncGenerator<Syn
       if (changed) {
         yield {
           checkpoint_diff: {
-            last_op_id: checkpoint.toString(),
+            last_op_id: opId.encode(checkpoint),
             ...writeCheckpointField,
             updated_buckets: updated,
             removed_buckets: removed
@@ -246,8 +255,8 @@ export async function* syncLines(options: SyncStreamOptions): AsyncGenerator<Syn
             yield {
               data: {
                 bucket: chunk.bucket,
-                after: chunk.after.toString(),
-                next_after: chunk.nextAfter.toString(),
+                after: opId.encode(chunk.after),
+                next_after: opId.encode(chunk.nextAfter),
                 has_more: chunk.hasMore,
                 data: chunk.data.map((op) => opLine(op, request.rawData))
               }
@@ -275,11 +284,11 @@ export async function* syncLines(options: SyncStreamOptions): AsyncGenerator<Syn
       }
       if (superseded) break;
       if (groupIndex < priorities.length - 1) {
-        yield { partial_checkpoint_complete: { last_op_id: lineCheckpoint.toString(), priority } };
+        yield { partial_checkpoint_complete: { last_op_id: opId.encode(lineCheckpoint), priority } };
       }
     }
     pendingDownload = unfinished;
-    if (!superseded && !invalidated) yield { checkpoint_complete: { last_op_id: lineCheckpoint.toString() } };
+    if (!superseded && !invalidated) yield { checkpoint_complete: { last_op_id: opId.encode(lineCheckpoint) } };
   }
 }
 
