@@ -14,6 +14,7 @@ export * from './compaction-plan.js';
 export * from './checkpoint-listener.js';
 export * from './sync-rules-document.js';
 export * from './mongo-stream-storage.js';
+export * from './stream-collections.js';
 export { MongoBatch } from './mongo-batch.js';
 
 /** Owns `storage:` sections with `type: mongodb` (PROTOCOL §10). */

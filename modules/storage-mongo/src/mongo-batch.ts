@@ -23,7 +23,7 @@ import {
   type CurrentDataKey
 } from './bucket-data-documents.js';
 import { planCheckpoint } from './checkpoint-plan.js';
-import type { StreamCollections } from './mongo-stream-storage.js';
+import type { StreamCollections } from './stream-collections.js';
 import { streamCheckpointState } from './sync-rules-document.js';
 import { int64ToLong, reachedPendingFilter } from './write-checkpoint-updates.js';
 

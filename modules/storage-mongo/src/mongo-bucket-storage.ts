@@ -34,7 +34,8 @@ import {
 } from './bucket-data-documents.js';
 import { tailCheckpointEvents } from './checkpoint-listener.js';
 import { CHECKPOINT_EVENTS, runMigrations, WRITE_CHECKPOINTS } from './migrations.js';
-import { MongoStreamStorage, type StreamCollections } from './mongo-stream-storage.js';
+import { MongoStreamStorage } from './mongo-stream-storage.js';
+import type { StreamCollections } from './stream-collections.js';
 import { checkpointOf, lsnOrNull, newStreamFields, toStream, type SyncRulesDocument } from './sync-rules-document.js';
 import { resolveDatabaseName, type MongoStorageConfig } from './storage-config.js';
 import {

@@ -11,7 +11,7 @@ import {
   type BucketDataDocument
 } from './bucket-data-documents.js';
 import { compactBucket, type BucketCompactionAccess, type CompactionOpView } from './compaction-plan.js';
-import type { StreamCollections } from './mongo-stream-storage.js';
+import type { StreamCollections } from './stream-collections.js';
 import { int64ToLong } from './write-checkpoint-updates.js';
 
 const DEFAULT_BATCH_SIZE = 10_000;

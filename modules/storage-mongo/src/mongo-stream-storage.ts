@@ -19,7 +19,6 @@ import {
   type SqliteRow,
   type SyncRules
 } from '@syncpoint/sync-rules';
-import type { Collection, MongoClient } from 'mongodb';
 import { chunkBucketOps, type BucketOp } from './bucket-data-chunks.js';
 import {
   bucketDataFilter,
@@ -33,36 +32,17 @@ import {
   streamCurrentDataRange,
   toOplogEntry,
   toSnapshotTableState,
-  type BucketDataDocument,
-  type BucketParameterDocument,
-  type BucketStateDocument,
-  type BucketStateView,
-  type CurrentDataDocument,
-  type OpIdSequenceDocument
+  type BucketStateView
 } from './bucket-data-documents.js';
 import { compactStream } from './mongo-compaction.js';
 import { MongoBatch } from './mongo-batch.js';
+import type { StreamCollections } from './stream-collections.js';
 import { checkpointOf, lsnOrNull, type SyncRulesDocument } from './sync-rules-document.js';
-import type { WriteCheckpointDocument } from './write-checkpoint-updates.js';
 
 const DEFAULT_LIMIT = 1000;
 const DEFAULT_CHUNK_BYTES = 1024 * 1024;
 /** Ops fetched per server round trip while streaming bucket data. */
 const READ_BATCH_SIZE = 1000;
-
-/** What a stream's storage needs from the bucket storage: the client (for transactions) and the collections. */
-export interface StreamCollections {
-  client: MongoClient;
-  syncRules: Collection<SyncRulesDocument>;
-  writeCheckpoints: Collection<WriteCheckpointDocument>;
-  bucketData: Collection<BucketDataDocument>;
-  bucketState: Collection<BucketStateDocument>;
-  currentData: Collection<CurrentDataDocument>;
-  bucketParameters: Collection<BucketParameterDocument>;
-  opIdSequence: Collection<OpIdSequenceDocument>;
-  /** Insert a change notification into `checkpoint_events` (PROTOCOL §6.2). */
-  notify(): Promise<void>;
-}
 
 /** One replication stream's data in MongoDB storage (PROTOCOL §8); `g` in every key is the stream id. */
 export class MongoStreamStorage implements ReplicationStreamStorage {
