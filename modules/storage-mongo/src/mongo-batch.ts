@@ -1,13 +1,16 @@
 import { normalizeLsn, type Lsn } from '@syncpoint/codecs';
 import {
+  BlockedCheckpointLog,
   evaluateRowChange,
+  planCheckpoint,
   replicaKeyOf,
   subkeyOf,
   type BucketStorageBatch,
   type CurrentRowState,
   type Logger,
   type RowChange,
-  type SourceTableRef
+  type SourceTableRef,
+  type StreamCheckpointState
 } from '@syncpoint/service-core';
 import { serializeParameterRows, type SyncRules } from '@syncpoint/sync-rules';
 import type { AnyBulkWriteOperation } from 'mongodb';
@@ -22,7 +25,6 @@ import {
   type CurrentDataDocument,
   type CurrentDataKey
 } from './bucket-data-documents.js';
-import { planCheckpoint } from './checkpoint-plan.js';
 import type { StreamCollections } from './stream-collections.js';
 import { streamCheckpointState } from './sync-rules-document.js';
 import { int64ToLong, reachedPendingFilter } from './write-checkpoint-updates.js';
@@ -35,7 +37,6 @@ const FLUSH_OPS = 10_000;
 const FLUSH_DATA_CHARS = 5 * 1024 * 1024;
 /** Op ids are reserved from `op_id_sequence` at least this many at a time. */
 const MIN_ID_BLOCK = 1_000;
-const WAITING_LOG_INTERVAL_MS = 5_000;
 /** Current rows of a truncated table read at a time. */
 const TRUNCATE_PAGE = 5_000;
 export const OP_ID_SEQUENCE_ID = 'op_id';
@@ -79,14 +80,17 @@ export class MongoBatch implements BucketStorageBatch {
   private bufferedMaxId = 0n;
   /** Highest id this batch has persisted. */
   private lastFlushedId = 0n;
-  private lastWaitingLog = 0;
+
+  private readonly blockedLog: BlockedCheckpointLog;
 
   constructor(
     private readonly collections: StreamCollections,
     private readonly groupId: number,
     private readonly syncRules: SyncRules,
     private readonly logger?: Logger
-  ) {}
+  ) {
+    this.blockedLog = new BlockedCheckpointLog(groupId, logger);
+  }
 
   async save(change: RowChange): Promise<void> {
     if (change.kind === 'update' && change.beforeKey) {
@@ -350,7 +354,7 @@ export class MongoBatch implements BucketStorageBatch {
     await this.flush();
     const now = new Date();
     let created = false;
-    let waiting: ReturnType<typeof streamCheckpointState> | null = null;
+    let waiting: StreamCheckpointState | null = null;
 
     await this.collections.client.withSession((session) =>
       session.withTransaction(async () => {
@@ -413,20 +417,8 @@ export class MongoBatch implements BucketStorageBatch {
     );
 
     if (created) await this.collections.notify();
-    const blocked = waiting as ReturnType<typeof streamCheckpointState> | null;
-    if (blocked && Date.now() - this.lastWaitingLog > WAITING_LOG_INTERVAL_MS) {
-      this.lastWaitingLog = Date.now();
-      this.logger?.info(
-        {
-          stream: this.groupId,
-          lsn,
-          snapshotDone: blocked.snapshotDone,
-          noCheckpointBefore: blocked.noCheckpointBefore,
-          lastCheckpointLsn: blocked.lastCheckpointLsn
-        },
-        'waiting before creating a checkpoint'
-      );
-    }
+    const blocked = waiting as StreamCheckpointState | null;
+    if (blocked) this.blockedLog.blocked(lsn, blocked);
     return created;
   }
 }

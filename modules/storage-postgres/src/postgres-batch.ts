@@ -1,13 +1,18 @@
-import { compareLsn, normalizeLsn, type Lsn } from '@syncpoint/codecs';
+import { normalizeLsn, type Lsn } from '@syncpoint/codecs';
 import {
+  BlockedCheckpointLog,
+  canCheckpoint,
   evaluateRowChange,
+  planCheckpoint,
   replicaKeyOf,
   subkeyOf,
   type BucketStorageBatch,
   type CurrentRowState,
   type Logger,
   type RowChange,
-  type SourceTableRef
+  type ReplicationStreamState,
+  type SourceTableRef,
+  type StreamCheckpointState
 } from '@syncpoint/service-core';
 import { serializeParameterRows, type SyncRules } from '@syncpoint/sync-rules';
 import type pg from 'pg';
@@ -23,7 +28,6 @@ const FLUSH_DATA_CHARS = 5 * 1024 * 1024;
 const MIN_ID_BLOCK = 10_000;
 /** pg_advisory_xact_lock key serialising op id range reservations. */
 const OP_ID_LOCK_KEY = 7_240_003;
-const WAITING_LOG_INTERVAL_MS = 5_000;
 
 interface PendingChange {
   table: SourceTableRef;
@@ -32,12 +36,23 @@ interface PendingChange {
 }
 
 interface StreamRow {
-  state: string;
+  state: ReplicationStreamState;
   snapshot_done: boolean;
   last_checkpoint: bigint | null;
   lsn: string | null;
   no_checkpoint_before: string | null;
   keepalive_op: bigint | null;
+}
+
+function streamCheckpointState(row: StreamRow): StreamCheckpointState {
+  return {
+    state: row.state,
+    snapshotDone: row.snapshot_done,
+    lastCheckpoint: row.last_checkpoint,
+    lastCheckpointLsn: row.lsn === null ? null : normalizeLsn(row.lsn),
+    noCheckpointBefore: row.no_checkpoint_before === null ? null : normalizeLsn(row.no_checkpoint_before),
+    keepaliveOp: row.keepalive_op
+  };
 }
 
 function sameRowState(a: CurrentRowState | null, b: CurrentRowState | null): boolean {
@@ -123,16 +138,18 @@ export class PostgresBatch implements BucketStorageBatch {
   private bufferedMaxId = 0n;
   /** Highest id this batch has persisted. */
   private lastFlushedId = 0n;
-  private lastWaitingLog = 0;
   /** The flush being written, if any. */
   private inflight: Promise<void> | null = null;
+  private readonly blockedLog: BlockedCheckpointLog;
 
   constructor(
     private readonly pool: pg.Pool,
     private readonly groupId: number,
     private readonly syncRules: SyncRules,
     private readonly logger?: Logger
-  ) {}
+  ) {
+    this.blockedLog = new BlockedCheckpointLog(groupId, logger);
+  }
 
   async save(change: RowChange): Promise<void> {
     if (change.kind === 'update' && change.beforeKey) {
@@ -541,32 +558,27 @@ export class PostgresBatch implements BucketStorageBatch {
          FROM powersync.sync_rules WHERE id = $1 FOR UPDATE`,
         [this.groupId]
       );
-      const stream = rows[0];
-      if (!stream) throw new Error(`replication stream ${this.groupId} does not exist`);
-      const canCheckpoint =
-        stream.snapshot_done &&
-        (stream.lsn === null || compareLsn(stream.lsn, lsn) <= 0) &&
-        (stream.no_checkpoint_before === null || compareLsn(stream.no_checkpoint_before, lsn) <= 0);
-      if (!canCheckpoint) {
+      const row = rows[0];
+      if (!row) throw new Error(`replication stream ${this.groupId} does not exist`);
+      const stream = streamCheckpointState(row);
+      if (!canCheckpoint(stream, lsn)) {
         // keepalive_op already holds every flushed op id (flushBuffers), so they come with the first allowed checkpoint.
         return { created: false as const, waiting: stream };
       }
 
+      // Marked before planning: requests reached at this lsn need a checkpoint even when no op was written.
       const processed = await client.query(MARK_PROCESSED_SQL, [lsn]);
-      const previous = stream.last_checkpoint ?? 0n;
-      let next = previous;
-      for (const candidate of [stream.keepalive_op ?? 0n, this.lastFlushedId]) if (candidate > next) next = candidate;
-      const needed =
-        keepalive ||
-        next > previous ||
-        (processed.rowCount ?? 0) > 0 ||
-        stream.lsn === null ||
-        stream.state === 'PROCESSING';
+      const plan = planCheckpoint(stream, lsn, {
+        keepalive,
+        lastFlushedOp: this.lastFlushedId,
+        pendingRequestsReached: (processed.rowCount ?? 0) > 0
+      });
       // An empty commit (e.g. the WAL of our own checkpoint writes when source and storage share a database)
       // writes nothing: no notification, so no feedback loop.
-      if (!needed) return { created: false as const };
+      if (plan.kind !== 'checkpoint') return { created: false as const };
+      const next = plan.checkpoint;
 
-      const activate = stream.state === 'PROCESSING';
+      const activate = plan.activate;
       const state = activate ? 'ACTIVE' : stream.state;
       await client.query(
         `UPDATE powersync.sync_rules SET
@@ -575,7 +587,7 @@ export class PostgresBatch implements BucketStorageBatch {
            last_checkpoint_ts = CASE WHEN $5::bool THEN now() ELSE last_checkpoint_ts END,
            last_keepalive_ts = now()
          WHERE id = $1`,
-        [this.groupId, next.toString(), lsn, state, next > previous || stream.last_checkpoint === null]
+        [this.groupId, next.toString(), lsn, state, plan.advanced]
       );
       if (activate) {
         await client.query(`UPDATE powersync.sync_rules SET state = 'STOP' WHERE state = 'ACTIVE' AND id < $1`, [
@@ -590,20 +602,7 @@ export class PostgresBatch implements BucketStorageBatch {
       }
       return { created: true as const };
     });
-    if ('waiting' in outcome && outcome.waiting && Date.now() - this.lastWaitingLog > WAITING_LOG_INTERVAL_MS) {
-      this.lastWaitingLog = Date.now();
-      const stream = outcome.waiting;
-      this.logger?.info(
-        {
-          stream: this.groupId,
-          lsn,
-          snapshotDone: stream.snapshot_done,
-          noCheckpointBefore: stream.no_checkpoint_before,
-          lastCheckpointLsn: stream.lsn
-        },
-        'waiting before creating a checkpoint'
-      );
-    }
+    if ('waiting' in outcome && outcome.waiting) this.blockedLog.blocked(lsn, outcome.waiting);
     return outcome.created;
   }
 }
