@@ -1,4 +1,10 @@
-import type { CompactOptions, CompactResult } from '@syncpoint/service-core';
+import {
+  compactBucket,
+  type BucketCompactionAccess,
+  type CompactionOpView,
+  type CompactOptions,
+  type CompactResult
+} from '@syncpoint/service-core';
 import { Long, MinKey, type AnyBulkWriteOperation } from 'mongodb';
 import {
   bucketOpRange,
@@ -10,7 +16,6 @@ import {
   toUnsignedChecksum,
   type BucketDataDocument
 } from './bucket-data-documents.js';
-import { compactBucket, type BucketCompactionAccess, type CompactionOpView } from './compaction-plan.js';
 import type { StreamCollections } from './stream-collections.js';
 import { int64ToLong } from './write-checkpoint-updates.js';
 
@@ -48,7 +53,7 @@ function toView(
 
 /**
  * Compaction of one stream (PROTOCOL §8.4), bucket by bucket (`compactBucket`), touching only ops ≤ the stream's
- * current checkpoint, reading at most `batchSize` ops at a time (see compaction-plan.ts for the rules):
+ * current checkpoint, reading at most `batchSize` ops at a time (see service-core's compaction-plan.ts for the rules):
  * 1. newest → oldest: superseded PUT/REMOVE → MOVE (data and identity dropped, checksum kept, target_op set), one
  *    unordered bulk write per batch; each MOVE is valid on its own, so no transaction is needed;
  * 2. oldest → newest: the leading REMOVE/MOVE/CLEAR run → one CLEAR at its last op, in ONE transaction with the

@@ -1,9 +1,15 @@
-import { addChecksums } from '@syncpoint/service-core';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { compactBucket, type BucketCompactionAccess, type ClearPlan, type CompactionOpView } from '../src/index.js';
+import {
+  addChecksums,
+  compactBucket,
+  MovePlanner,
+  type BucketCompactionAccess,
+  type ClearPlan,
+  type CompactionOpView
+} from '../src/index.js';
 
-/** One bucket's log in memory, with the same read/write semantics as the MongoDB access. */
+/** One bucket's log in memory, with the read/write semantics every storage module's access has. */
 function memoryBucket(initial: CompactionOpView[]) {
   let log = initial.map((op) => ({ ...op }));
   let count = log.length;
@@ -122,11 +128,12 @@ describe('compaction planning (PROTOCOL §8.4)', () => {
         fc.nat(30),
         fc.integer({ min: 1, max: 6 }),
         fc.integer({ min: 1, max: 4 }),
-        async (commands, cut, batchSize, maxSeenKeys) => {
+        fc.constantFrom<'forget-all' | 'keep-known'>('forget-all', 'keep-known'),
+        async (commands, cut, batchSize, maxSeenKeys, whenFull) => {
           const original = commands.map((c, i) => op(i + 1, c.kind, c.row, c.checksum));
           const checkpoint = BigInt(Math.min(cut, original.length));
           const bucket = memoryBucket(original);
-          await compactBucket(bucket.access, checkpoint, batchSize, maxSeenKeys);
+          await compactBucket(bucket.access, checkpoint, batchSize, { maxSeenKeys, whenFull });
           const compacted = bucket.log();
 
           expect(compacted.filter((o) => o.opId > checkpoint)).toEqual(original.filter((o) => o.opId > checkpoint));
@@ -151,5 +158,18 @@ describe('compaction planning (PROTOCOL §8.4)', () => {
       ),
       { numRuns: 300 }
     );
+  });
+
+  it('past the key limit, forget-all starts over and keep-known still follows the keys it has', () => {
+    const ops = (ids: number[], row: string) => ids.map((id) => op(id, 'PUT', row, 1));
+    const forgetting = new MovePlanner({ maxSeenKeys: 1, whenFull: 'forget-all' });
+    expect(forgetting.plan([...ops([9], 'a'), ...ops([8], 'b')])).toEqual([]);
+    // Both keys were dropped after the batch: older ops of a and b are not recognised.
+    expect(forgetting.plan([...ops([7], 'a'), ...ops([6], 'b')])).toEqual([]);
+
+    const keeping = new MovePlanner({ maxSeenKeys: 1, whenFull: 'keep-known' });
+    expect(keeping.plan([...ops([9], 'a'), ...ops([8], 'b')])).toEqual([]);
+    // a was remembered, b was not (the limit was reached): only a's older op moves.
+    expect(keeping.plan([...ops([7], 'a'), ...ops([6], 'b')])).toEqual([{ opId: 7n, targetOp: 9n }]);
   });
 });
