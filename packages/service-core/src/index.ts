@@ -24,6 +24,8 @@ export * from './storage/bucket-data.js';
 export * from './storage/row-evaluation.js';
 export * from './storage/checkpoint-plan.js';
 export * from './storage/compaction-plan.js';
+export * from './storage/bucket-state.js';
+export * from './storage/replication-batch.js';
 export * from './routes/sync-stream-route.js';
 export * from './routes/sync-websocket.js';
 export * from './sync/checkpoint-watcher.js';
