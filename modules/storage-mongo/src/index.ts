@@ -8,7 +8,6 @@ export * from './write-checkpoint-updates.js';
 export * from './replication-lock.js';
 export * from './mongo-bucket-storage.js';
 export * from './bucket-data-documents.js';
-export * from './bucket-data-chunks.js';
 export * from './checkpoint-listener.js';
 export * from './sync-rules-document.js';
 export * from './mongo-stream-storage.js';

@@ -48,20 +48,12 @@ export class MongoBatch extends ReplicationBatch {
     syncRules: SyncRules,
     logger?: Logger
   ) {
+    // MongoDB's sizes: smaller evaluation groups and id blocks than the defaults, flushes written one at a time, and
+    // current_data read again after each flush (only the rows of the last flush stay cached).
     super(
       groupId,
       syncRules,
-      {
-        evaluateRows: 2_000,
-        flushOps: 10_000,
-        // Keeps one transaction well below MongoDB's limits.
-        flushDataChars: 5 * 1024 * 1024,
-        minIdBlock: 1_000,
-        truncatePage: 5_000,
-        // current_data is read again after each flush; only the rows of the flush being written stay cached.
-        maxCachedRows: 0,
-        overlapFlushes: false
-      },
+      { evaluateRows: 2_000, minIdBlock: 1_000, maxCachedRows: 0, overlapFlushes: false },
       logger
     );
   }

@@ -1,5 +1,5 @@
 import {
-  compactBucket,
+  compactStreamBuckets,
   type BucketCompactionAccess,
   type CompactionOpView,
   type CompactOptions,
@@ -19,7 +19,6 @@ import {
 import type { StreamCollections } from './stream-collections.js';
 import { int64ToLong } from './write-checkpoint-updates.js';
 
-const DEFAULT_BATCH_SIZE = 10_000;
 const BUCKET_PAGE = 1_000;
 
 const PROJECTION = {
@@ -64,27 +63,15 @@ export async function compactStream(
   groupId: number,
   options: CompactOptions
 ): Promise<CompactResult> {
-  const batchSize = Math.max(1, options.batchSize ?? DEFAULT_BATCH_SIZE);
   const stream = await collections.syncRules.findOne({ _id: groupId }, { projection: { last_checkpoint: 1 } });
-  const checkpoint = longToBigint(stream?.last_checkpoint) ?? 0n;
-  const result: CompactResult = { bucketsCompacted: 0, opsMoved: 0, opsCleared: 0 };
-  if (checkpoint <= 0n) return result;
-
-  let bucketsDone = 0;
-  let opsScanned = 0;
-  for await (const bucket of bucketNames(collections, groupId, options.buckets)) {
-    const { moved, cleared, scanned } = await compactBucket(
-      bucketAccess(collections, groupId, bucket),
-      checkpoint,
-      batchSize
-    );
-    opsScanned += scanned;
-    result.opsMoved += moved;
-    result.opsCleared += cleared;
-    if (moved > 0 || cleared > 0) result.bucketsCompacted++;
-    options.onProgress?.({ bucketsDone: ++bucketsDone, opsScanned });
-  }
-  return result;
+  return compactStreamBuckets(
+    {
+      checkpoint: longToBigint(stream?.last_checkpoint) ?? 0n,
+      bucketNames: (only) => bucketNames(collections, groupId, only),
+      bucket: (name) => bucketAccess(collections, groupId, name)
+    },
+    options
+  );
 }
 
 async function* bucketNames(

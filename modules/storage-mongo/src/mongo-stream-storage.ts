@@ -1,25 +1,24 @@
 import { normalizeLsn, type Lsn } from '@syncpoint/codecs';
-import type {
-  BucketChecksum,
-  BucketDataChunk,
-  BucketStorageBatch,
-  CompactOptions,
-  CompactResult,
-  Logger,
-  ReplicationCheckpoint,
-  ReplicationState,
-  ReplicationStream,
-  ReplicationStreamStorage,
-  SnapshotTableState
-} from '@syncpoint/service-core';
 import {
-  parseParameterRows,
-  serializeParameterLookup,
-  type ParameterLookup,
-  type SqliteRow,
-  type SyncRules
-} from '@syncpoint/sync-rules';
-import { chunkBucketOps, type BucketOp } from './bucket-data-chunks.js';
+  chunkBucketOps,
+  DEFAULT_BUCKET_DATA_LIMIT,
+  DEFAULT_CHUNK_LIMIT_BYTES,
+  parameterSetsOf,
+  runBatch,
+  type BucketOp,
+  type BucketChecksum,
+  type BucketDataChunk,
+  type BucketStorageBatch,
+  type CompactOptions,
+  type CompactResult,
+  type Logger,
+  type ReplicationCheckpoint,
+  type ReplicationState,
+  type ReplicationStream,
+  type ReplicationStreamStorage,
+  type SnapshotTableState
+} from '@syncpoint/service-core';
+import { serializeParameterLookup, type ParameterLookup, type SqliteRow, type SyncRules } from '@syncpoint/sync-rules';
 import {
   bucketDataFilter,
   checksumsAbovePipeline,
@@ -39,8 +38,6 @@ import { MongoBatch } from './mongo-batch.js';
 import type { StreamCollections } from './stream-collections.js';
 import { checkpointOf, lsnOrNull, type SyncRulesDocument } from './sync-rules-document.js';
 
-const DEFAULT_LIMIT = 1000;
-const DEFAULT_CHUNK_BYTES = 1024 * 1024;
 /** Ops fetched per server round trip while streaming bucket data. */
 const READ_BATCH_SIZE = 1000;
 
@@ -57,11 +54,8 @@ export class MongoStreamStorage implements ReplicationStreamStorage {
     return this.stream.id;
   }
 
-  async startBatch<T>(callback: (batch: BucketStorageBatch) => Promise<T>): Promise<T> {
-    const batch = new MongoBatch(this.collections, this.groupId, this.syncRules, this.logger);
-    const result = await callback(batch);
-    await batch.flush();
-    return result;
+  startBatch<T>(callback: (batch: BucketStorageBatch) => Promise<T>): Promise<T> {
+    return runBatch(new MongoBatch(this.collections, this.groupId, this.syncRules, this.logger), callback);
   }
 
   private async document(): Promise<SyncRulesDocument> {
@@ -163,8 +157,8 @@ export class MongoStreamStorage implements ReplicationStreamStorage {
     start: Map<string, bigint>,
     options: { limit?: number; chunkLimitBytes?: number } = {}
   ): AsyncIterable<BucketDataChunk> {
-    const limit = options.limit ?? DEFAULT_LIMIT;
-    const chunkLimitBytes = options.chunkLimitBytes ?? DEFAULT_CHUNK_BYTES;
+    const limit = options.limit ?? DEFAULT_BUCKET_DATA_LIMIT;
+    const chunkLimitBytes = options.chunkLimitBytes ?? DEFAULT_CHUNK_LIMIT_BYTES;
     if (limit <= 0) return;
     const { filter } = bucketDataFilter(this.groupId, checkpoint, start);
     if (filter === null) return;
@@ -195,14 +189,10 @@ export class MongoStreamStorage implements ReplicationStreamStorage {
         parameterSetsPipeline(this.groupId, checkpoint, [...new Set(keys)])
       )
       .toArray();
-    const byLookup = new Map<string, SqliteRow[]>();
-    for (const row of rows) {
-      if (row.bucket_parameters === '[]') continue;
-      const list = byLookup.get(row._id.lookup) ?? [];
-      list.push(...parseParameterRows(row.bucket_parameters));
-      byLookup.set(row._id.lookup, list);
-    }
-    return keys.map((key) => [...(byLookup.get(key) ?? [])]);
+    return parameterSetsOf(
+      keys,
+      rows.map((row) => ({ lookup: row._id.lookup, bucketParameters: row.bucket_parameters }))
+    );
   }
 
   compact(options: CompactOptions = {}): Promise<CompactResult> {

@@ -22,8 +22,6 @@ export const CHECKPOINT_CHANNEL = 'powersynccheckpoints';
 /** 2^32: op checksums are u32 and every sum of them is taken modulo this. */
 export const U32 = 4294967296n;
 
-export const mod32 = (value: bigint): number => Number(((value % U32) + U32) % U32);
-
 /**
  * Marks the pending checkpoint requests whose head is reached (PROTOCOL §4.9). The rows are locked in user id order,
  * like the batch upserts, so the two never deadlock.

@@ -73,20 +73,8 @@ export class PostgresBatch extends ReplicationBatch {
     syncRules: SyncRules,
     logger?: Logger
   ) {
-    super(
-      groupId,
-      syncRules,
-      {
-        evaluateRows: 5_000,
-        flushOps: 10_000,
-        flushDataChars: 5 * 1024 * 1024,
-        minIdBlock: 10_000,
-        truncatePage: 5_000,
-        maxCachedRows: 100_000,
-        overlapFlushes: true
-      },
-      logger
-    );
+    // The default limits are this module's: overlapped flushes, 100k rows cached across flushes.
+    super(groupId, syncRules, {}, logger);
   }
 
   protected async loadCurrentRows(keys: CurrentRowKey[]): Promise<CurrentRow[]> {

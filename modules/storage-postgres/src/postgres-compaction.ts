@@ -1,5 +1,5 @@
 import {
-  compactBucket,
+  compactStreamBuckets,
   type BucketCompactionAccess,
   type CompactOptions,
   type CompactResult,
@@ -9,7 +9,6 @@ import {
 import type pg from 'pg';
 import { inTransaction } from './pg-transaction.js';
 
-const DEFAULT_BATCH_SIZE = 10_000;
 /**
  * Keys remembered while scanning one bucket (bounds memory to roughly 100 MB). Past this no new key is remembered;
  * known keys are still recognised, so older ops of rows seen later are moved less often, never wrongly.
@@ -25,31 +24,19 @@ const BUCKET_PAGE = 1_000;
  *    deletion of the older ops and the bucket_state.op_count decrement (the checksum sum is unchanged).
  */
 export async function compactStream(pool: pg.Pool, groupId: number, options: CompactOptions): Promise<CompactResult> {
-  const batchSize = Math.max(1, options.batchSize ?? DEFAULT_BATCH_SIZE);
   const { rows } = await pool.query<{ last_checkpoint: bigint | null }>(
     `SELECT last_checkpoint FROM powersync.sync_rules WHERE id = $1`,
     [groupId]
   );
-  const checkpoint = rows[0]?.last_checkpoint ?? 0n;
-  const result: CompactResult = { bucketsCompacted: 0, opsMoved: 0, opsCleared: 0 };
-  if (checkpoint <= 0n) return result;
-
-  let bucketsDone = 0;
-  let opsScanned = 0;
-  for await (const bucket of bucketNames(pool, groupId, options.buckets)) {
-    const { moved, cleared, scanned } = await compactBucket(
-      bucketAccess(pool, groupId, bucket),
-      checkpoint,
-      batchSize,
-      SEEN_KEYS_LIMIT
-    );
-    opsScanned += scanned;
-    result.opsMoved += moved;
-    result.opsCleared += cleared;
-    if (moved > 0 || cleared > 0) result.bucketsCompacted++;
-    options.onProgress?.({ bucketsDone: ++bucketsDone, opsScanned });
-  }
-  return result;
+  return compactStreamBuckets(
+    {
+      checkpoint: rows[0]?.last_checkpoint ?? 0n,
+      bucketNames: (only) => bucketNames(pool, groupId, only),
+      bucket: (name) => bucketAccess(pool, groupId, name),
+      seenKeysLimit: SEEN_KEYS_LIMIT
+    },
+    options
+  );
 }
 
 async function* bucketNames(pool: pg.Pool, groupId: number, only: string[] | undefined): AsyncIterable<string> {

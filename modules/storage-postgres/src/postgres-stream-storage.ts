@@ -1,33 +1,30 @@
 import { normalizeLsn, type Lsn } from '@syncpoint/codecs';
-import type {
-  BucketChecksum,
-  BucketDataChunk,
-  BucketStorageBatch,
-  CompactOptions,
-  CompactResult,
-  Logger,
-  OplogEntry,
-  OpType,
-  ReplicationCheckpoint,
-  ReplicationState,
-  ReplicationStream,
-  ReplicationStreamStorage,
-  SnapshotTableState
-} from '@syncpoint/service-core';
 import {
-  parseParameterRows,
-  serializeParameterLookup,
-  type ParameterLookup,
-  type SqliteRow,
-  type SyncRules
-} from '@syncpoint/sync-rules';
+  bucketChecksumAtCheckpoint,
+  chunkBucketOps,
+  DEFAULT_BUCKET_DATA_LIMIT,
+  DEFAULT_CHUNK_LIMIT_BYTES,
+  parameterSetsOf,
+  runBatch,
+  type BucketChecksum,
+  type BucketDataChunk,
+  type BucketStorageBatch,
+  type CompactOptions,
+  type CompactResult,
+  type Logger,
+  type OplogEntry,
+  type OpType,
+  type ReplicationCheckpoint,
+  type ReplicationState,
+  type ReplicationStream,
+  type ReplicationStreamStorage,
+  type SnapshotTableState
+} from '@syncpoint/service-core';
+import { serializeParameterLookup, type ParameterLookup, type SqliteRow, type SyncRules } from '@syncpoint/sync-rules';
 import type pg from 'pg';
 import { compactStream } from './postgres-compaction.js';
 import { PostgresBatch } from './postgres-batch.js';
-import { inTransaction, mod32 } from './pg-transaction.js';
-
-const DEFAULT_LIMIT = 1000;
-const DEFAULT_CHUNK_BYTES = 1024 * 1024;
+import { inTransaction } from './pg-transaction.js';
 
 interface BucketDataRow {
   ord: bigint;
@@ -71,11 +68,8 @@ export class PostgresStreamStorage implements ReplicationStreamStorage {
     return this.stream.id;
   }
 
-  async startBatch<T>(callback: (batch: BucketStorageBatch) => Promise<T>): Promise<T> {
-    const batch = new PostgresBatch(this.pool, this.groupId, this.syncRules, this.logger);
-    const result = await callback(batch);
-    await batch.flush();
-    return result;
+  startBatch<T>(callback: (batch: BucketStorageBatch) => Promise<T>): Promise<T> {
+    return runBatch(new PostgresBatch(this.pool, this.groupId, this.syncRules, this.logger), callback);
   }
 
   async getReplicationState(): Promise<ReplicationState> {
@@ -205,13 +199,12 @@ export class PostgresStreamStorage implements ReplicationStreamStorage {
       [this.groupId, buckets, checkpoint.toString()]
     );
     for (const row of rows) {
-      const count = Number(row.op_count - row.above_count);
-      if (count <= 0) continue;
-      result.set(row.bucket_name, {
-        bucket: row.bucket_name,
-        checksum: mod32(row.checksum_sum - row.above_sum),
-        count
-      });
+      const checksum = bucketChecksumAtCheckpoint(
+        row.bucket_name,
+        { checksumSum: row.checksum_sum, count: row.op_count },
+        { checksumSum: row.above_sum, count: row.above_count }
+      );
+      if (checksum) result.set(row.bucket_name, checksum);
     }
     return result;
   }
@@ -221,8 +214,8 @@ export class PostgresStreamStorage implements ReplicationStreamStorage {
     start: Map<string, bigint>,
     options: { limit?: number; chunkLimitBytes?: number } = {}
   ): AsyncIterable<BucketDataChunk> {
-    const limit = options.limit ?? DEFAULT_LIMIT;
-    const chunkLimitBytes = options.chunkLimitBytes ?? DEFAULT_CHUNK_BYTES;
+    const limit = options.limit ?? DEFAULT_BUCKET_DATA_LIMIT;
+    const chunkLimitBytes = options.chunkLimitBytes ?? DEFAULT_CHUNK_LIMIT_BYTES;
     // Name order as JavaScript sorts, independent of the database collation.
     const buckets = [...start.keys()].sort();
     if (buckets.length === 0 || limit <= 0) return;
@@ -244,40 +237,12 @@ export class PostgresStreamStorage implements ReplicationStreamStorage {
     rows.sort((x, y) =>
       x.ord !== y.ord ? (x.ord < y.ord ? -1 : 1) : x.op_id < y.op_id ? -1 : x.op_id > y.op_id ? 1 : 0
     );
-    const truncated = rows.length > limit;
-    if (truncated) rows.length = limit;
-
-    let chunk: BucketDataChunk | null = null;
-    let bytes = 0;
-    for (let i = 0; i < rows.length; i++) {
-      const row = rows[i]!;
-      const bucket = buckets[Number(row.ord) - 1]!;
-      if (chunk && chunk.bucket !== bucket) {
-        yield chunk;
-        chunk = null;
-      }
-      if (!chunk) {
-        const after: bigint = start.get(bucket)!;
-        chunk = { bucket, after, nextAfter: after, hasMore: false, data: [] };
-        bytes = 0;
-      }
-      chunk.data.push(toOplogEntry(row));
-      chunk.nextAfter = row.op_id;
-      bytes += row.data?.length ?? 0;
-      const next = rows[i + 1];
-      if (bytes >= chunkLimitBytes && next !== undefined && next.ord === row.ord) {
-        // Split: the next chunk of this bucket continues after this one.
-        chunk.hasMore = true;
-        yield chunk;
-        chunk = { bucket, after: row.op_id, nextAfter: row.op_id, hasMore: false, data: [] };
-        bytes = 0;
-      }
-    }
-    if (chunk && chunk.data.length > 0) {
-      // The limit was reached: more may follow, in this bucket or in buckets not read at all.
-      chunk.hasMore = truncated;
-      yield chunk;
-    }
+    yield* chunkBucketOps(
+      rows.map((row) => ({ bucket: buckets[Number(row.ord) - 1]!, entry: toOplogEntry(row) })),
+      start,
+      limit,
+      chunkLimitBytes
+    );
   }
 
   /** For each lookup: per source row, its newest entry with id ≤ checkpoint; `[]` entries mean the row left. */
@@ -291,14 +256,10 @@ export class PostgresStreamStorage implements ReplicationStreamStorage {
        ORDER BY lookup, source_table, source_key, id DESC`,
       [this.groupId, [...new Set(keys)], checkpoint.toString()]
     );
-    const byLookup = new Map<string, SqliteRow[]>();
-    for (const row of rows) {
-      if (row.bucket_parameters === '[]') continue;
-      const list = byLookup.get(row.lookup) ?? [];
-      list.push(...parseParameterRows(row.bucket_parameters));
-      byLookup.set(row.lookup, list);
-    }
-    return keys.map((key) => [...(byLookup.get(key) ?? [])]);
+    return parameterSetsOf(
+      keys,
+      rows.map((row) => ({ lookup: row.lookup, bucketParameters: row.bucket_parameters }))
+    );
   }
 
   compact(options: CompactOptions = {}): Promise<CompactResult> {

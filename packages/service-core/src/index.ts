@@ -25,6 +25,7 @@ export * from './storage/row-evaluation.js';
 export * from './storage/checkpoint-plan.js';
 export * from './storage/compaction-plan.js';
 export * from './storage/bucket-state.js';
+export * from './storage/bucket-data-chunks.js';
 export * from './storage/replication-batch.js';
 export * from './routes/sync-stream-route.js';
 export * from './routes/sync-websocket.js';

@@ -9,7 +9,7 @@
  * 2. `ClearPlanner`, oldest → newest: the longest prefix of REMOVE/MOVE/CLEAR ops becomes one CLEAR at the last
  *    replaced op id, checksum = wrapping sum of the replaced ops, target_op = the highest target_op among them.
  */
-import type { OpType } from './bucket-data.js';
+import type { CompactOptions, CompactResult, OpType } from './bucket-data.js';
 
 export interface CompactionOpView {
   opId: bigint;
@@ -158,4 +158,44 @@ export async function compactBucket(
   const plan = clearPlanner.result();
   const cleared = plan === null ? 0 : (await access.writeClear(plan)) + 1;
   return { moved, cleared, scanned };
+}
+
+/** Ops read at a time when `CompactOptions.batchSize` is not given. */
+export const DEFAULT_COMPACTION_BATCH_SIZE = 10_000;
+
+/** What a storage module supplies to compact one stream: its checkpoint, its buckets and each bucket's access. */
+export interface StreamCompactionAccess {
+  /** The stream's current checkpoint: only ops at or below it are touched. 0n: nothing to compact. */
+  checkpoint: bigint;
+  /** Every bucket of the stream with ops, or `only` when given. */
+  bucketNames(only: string[] | undefined): AsyncIterable<string>;
+  bucket(name: string): BucketCompactionAccess;
+  seenKeysLimit?: SeenKeysLimit;
+}
+
+/** Compacts a stream bucket by bucket (`compactBucket`), reporting progress after each bucket. */
+export async function compactStreamBuckets(
+  access: StreamCompactionAccess,
+  options: CompactOptions
+): Promise<CompactResult> {
+  const batchSize = Math.max(1, options.batchSize ?? DEFAULT_COMPACTION_BATCH_SIZE);
+  const result: CompactResult = { bucketsCompacted: 0, opsMoved: 0, opsCleared: 0 };
+  if (access.checkpoint <= 0n) return result;
+
+  let bucketsDone = 0;
+  let opsScanned = 0;
+  for await (const bucket of access.bucketNames(options.buckets)) {
+    const { moved, cleared, scanned } = await compactBucket(
+      access.bucket(bucket),
+      access.checkpoint,
+      batchSize,
+      access.seenKeysLimit
+    );
+    opsScanned += scanned;
+    result.opsMoved += moved;
+    result.opsCleared += cleared;
+    if (moved > 0 || cleared > 0) result.bucketsCompacted++;
+    options.onProgress?.({ bucketsDone: ++bucketsDone, opsScanned });
+  }
+  return result;
 }

@@ -91,6 +91,17 @@ export interface ReplicationBatchLimits {
   overlapFlushes: boolean;
 }
 
+/** Limits a module does not override: sized for one Postgres transaction per flush. */
+export const DEFAULT_BATCH_LIMITS: ReplicationBatchLimits = {
+  evaluateRows: 5_000,
+  flushOps: 10_000,
+  flushDataChars: 5 * 1024 * 1024,
+  minIdBlock: 10_000,
+  truncatePage: 5_000,
+  maxCachedRows: 100_000,
+  overlapFlushes: true
+};
+
 export type CheckpointWriteResult = { created: boolean; blocked?: StreamCheckpointState };
 
 /** The row changes a source change amounts to: an update that changes the replica identity is a delete and an insert. */
@@ -177,13 +188,15 @@ export abstract class ReplicationBatch implements BucketStorageBatch {
   /** The flush being written, if any (`overlapFlushes`). */
   private inflight: Promise<void> | null = null;
   private readonly blockedLog: BlockedCheckpointLog;
+  private readonly limits: ReplicationBatchLimits;
 
   protected constructor(
     protected readonly groupId: number,
     private readonly syncRules: SyncRules,
-    private readonly limits: ReplicationBatchLimits,
+    limits: Partial<ReplicationBatchLimits>,
     protected readonly logger?: Logger
   ) {
+    this.limits = { ...DEFAULT_BATCH_LIMITS, ...limits };
     this.blockedLog = new BlockedCheckpointLog(groupId, logger);
   }
 
