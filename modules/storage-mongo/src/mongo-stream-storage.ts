@@ -1,24 +1,15 @@
 import { normalizeLsn, type Lsn } from '@syncpoint/codecs';
 import {
-  chunkBucketOps,
-  DEFAULT_BUCKET_DATA_LIMIT,
-  DEFAULT_CHUNK_LIMIT_BYTES,
-  parameterSetsOf,
-  runBatch,
+  StreamStorageBase,
   type BucketOp,
   type BucketChecksum,
-  type BucketDataChunk,
-  type BucketStorageBatch,
   type CompactOptions,
   type CompactResult,
-  type Logger,
   type ReplicationCheckpoint,
   type ReplicationState,
-  type ReplicationStream,
   type ReplicationStreamStorage,
   type SnapshotTableState
 } from '@syncpoint/service-core';
-import { serializeParameterLookup, type ParameterLookup, type SqliteRow, type SyncRules } from '@syncpoint/sync-rules';
 import {
   bucketDataFilter,
   checksumsAbovePipeline,
@@ -42,20 +33,13 @@ import { checkpointOf, lsnOrNull, type SyncRulesDocument } from './sync-rules-do
 const READ_BATCH_SIZE = 1000;
 
 /** One replication stream's data in MongoDB storage (PROTOCOL §8); `g` in every key is the stream id. */
-export class MongoStreamStorage implements ReplicationStreamStorage {
-  constructor(
-    private readonly collections: StreamCollections,
-    readonly stream: ReplicationStream,
-    readonly syncRules: SyncRules,
-    private readonly logger?: Logger
-  ) {}
-
-  private get groupId(): number {
-    return this.stream.id;
+export class MongoStreamStorage extends StreamStorageBase<StreamCollections> implements ReplicationStreamStorage {
+  private get collections(): StreamCollections {
+    return this.driver;
   }
 
-  startBatch<T>(callback: (batch: BucketStorageBatch) => Promise<T>): Promise<T> {
-    return runBatch(new MongoBatch(this.collections, this.groupId, this.syncRules, this.logger), callback);
+  protected createBatch(): MongoBatch {
+    return new MongoBatch(this.collections, this.groupId, this.syncRules, this.logger);
   }
 
   private async document(): Promise<SyncRulesDocument> {
@@ -152,47 +136,38 @@ export class MongoStreamStorage implements ReplicationStreamStorage {
     return combineChecksums(states, above);
   }
 
-  async *getBucketData(
+  protected async *readBucketOps(
     checkpoint: bigint,
     start: Map<string, bigint>,
-    options: { limit?: number; chunkLimitBytes?: number } = {}
-  ): AsyncIterable<BucketDataChunk> {
-    const limit = options.limit ?? DEFAULT_BUCKET_DATA_LIMIT;
-    const chunkLimitBytes = options.chunkLimitBytes ?? DEFAULT_CHUNK_LIMIT_BYTES;
-    if (limit <= 0) return;
+    limit: number
+  ): AsyncIterable<BucketOp> {
     const { filter } = bucketDataFilter(this.groupId, checkpoint, start);
     if (filter === null) return;
-    // Sorted by `_id` = (g, bucket, op id): buckets in name order, ops in id order; limit + 1 proves whether more
-    // exist. MongoDB compares strings by UTF-8 bytes (no collation is ever set), which equals JavaScript's
-    // UTF-16 order except between astral characters and U+E000–U+FFFF in bucket names.
+    // Sorted by `_id` = (g, bucket, op id): buckets in name order, ops in id order. MongoDB compares strings by UTF-8
+    // bytes (no collation is ever set), which equals JavaScript's UTF-16 order except between astral characters and
+    // U+E000–U+FFFF in bucket names.
     const cursor = this.collections.bucketData
       .find(filter)
       .sort({ _id: 1 })
-      .limit(limit + 1)
-      .batchSize(Math.min(limit + 1, READ_BATCH_SIZE));
-    const ops = (async function* (): AsyncGenerator<BucketOp> {
-      for await (const document of cursor) yield { bucket: document._id.b, entry: toOplogEntry(document) };
-    })();
+      .limit(limit)
+      .batchSize(Math.min(limit, READ_BATCH_SIZE));
     try {
-      yield* chunkBucketOps(ops, start, limit, chunkLimitBytes);
+      for await (const document of cursor) yield { bucket: document._id.b, entry: toOplogEntry(document) };
     } finally {
       await cursor.close();
     }
   }
 
-  /** For each lookup: per source row, its newest entry with id ≤ checkpoint; `[]` entries mean the row left. */
-  async getParameterSets(checkpoint: bigint, lookups: ParameterLookup[]): Promise<SqliteRow[][]> {
-    if (lookups.length === 0) return [];
-    const keys = lookups.map((lookup) => serializeParameterLookup(lookup));
+  protected async readParameterEntries(
+    checkpoint: bigint,
+    lookups: string[]
+  ): Promise<Array<{ lookup: string; bucketParameters: string }>> {
     const rows = await this.collections.bucketParameters
       .aggregate<{ _id: { lookup: string }; bucket_parameters: string }>(
-        parameterSetsPipeline(this.groupId, checkpoint, [...new Set(keys)])
+        parameterSetsPipeline(this.groupId, checkpoint, lookups)
       )
       .toArray();
-    return parameterSetsOf(
-      keys,
-      rows.map((row) => ({ lookup: row._id.lookup, bucketParameters: row.bucket_parameters }))
-    );
+    return rows.map((row) => ({ lookup: row._id.lookup, bucketParameters: row.bucket_parameters }));
   }
 
   compact(options: CompactOptions = {}): Promise<CompactResult> {

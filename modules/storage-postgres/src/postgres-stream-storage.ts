@@ -1,26 +1,18 @@
 import { normalizeLsn, type Lsn } from '@syncpoint/codecs';
 import {
   bucketChecksumAtCheckpoint,
-  chunkBucketOps,
-  DEFAULT_BUCKET_DATA_LIMIT,
-  DEFAULT_CHUNK_LIMIT_BYTES,
-  parameterSetsOf,
-  runBatch,
+  StreamStorageBase,
   type BucketChecksum,
-  type BucketDataChunk,
-  type BucketStorageBatch,
+  type BucketOp,
   type CompactOptions,
   type CompactResult,
-  type Logger,
   type OplogEntry,
   type OpType,
   type ReplicationCheckpoint,
   type ReplicationState,
-  type ReplicationStream,
   type ReplicationStreamStorage,
   type SnapshotTableState
 } from '@syncpoint/service-core';
-import { serializeParameterLookup, type ParameterLookup, type SqliteRow, type SyncRules } from '@syncpoint/sync-rules';
 import type pg from 'pg';
 import { compactStream } from './postgres-compaction.js';
 import { PostgresBatch } from './postgres-batch.js';
@@ -56,20 +48,14 @@ function toOplogEntry(row: BucketDataRow): OplogEntry {
 }
 
 /** One replication stream's data in Postgres storage (PROTOCOL §8); `group_id` is the stream id. */
-export class PostgresStreamStorage implements ReplicationStreamStorage {
-  constructor(
-    private readonly pool: pg.Pool,
-    readonly stream: ReplicationStream,
-    readonly syncRules: SyncRules,
-    private readonly logger?: Logger
-  ) {}
-
-  private get groupId(): number {
-    return this.stream.id;
+export class PostgresStreamStorage extends StreamStorageBase<pg.Pool> implements ReplicationStreamStorage {
+  protected createBatch(): PostgresBatch {
+    return new PostgresBatch(this.pool, this.groupId, this.syncRules, this.logger);
   }
 
-  startBatch<T>(callback: (batch: BucketStorageBatch) => Promise<T>): Promise<T> {
-    return runBatch(new PostgresBatch(this.pool, this.groupId, this.syncRules, this.logger), callback);
+  /** The pool every read and write of the stream goes through. */
+  private get pool(): pg.Pool {
+    return this.driver;
   }
 
   async getReplicationState(): Promise<ReplicationState> {
@@ -209,18 +195,15 @@ export class PostgresStreamStorage implements ReplicationStreamStorage {
     return result;
   }
 
-  async *getBucketData(
+  protected async *readBucketOps(
     checkpoint: bigint,
     start: Map<string, bigint>,
-    options: { limit?: number; chunkLimitBytes?: number } = {}
-  ): AsyncIterable<BucketDataChunk> {
-    const limit = options.limit ?? DEFAULT_BUCKET_DATA_LIMIT;
-    const chunkLimitBytes = options.chunkLimitBytes ?? DEFAULT_CHUNK_LIMIT_BYTES;
+    limit: number
+  ): AsyncIterable<BucketOp> {
     // Name order as JavaScript sorts, independent of the database collation.
     const buckets = [...start.keys()].sort();
-    if (buckets.length === 0 || limit <= 0) return;
     // Each bucket's ops come from its own primary-key range scan (LATERAL, in the order of the input array); the
-    // nested loop stops as soon as limit + 1 rows are found, so buckets past the limit are never read.
+    // nested loop stops as soon as `limit` rows are found, so buckets past the limit are never read.
     const { rows } = await this.pool.query<BucketDataRow>(
       `SELECT s.ord, b.op_id, b.op, b.table_name, b.row_id, b.source_key, b.checksum, b.data, b.target_op
        FROM unnest($2::text[], $3::int8[]) WITH ORDINALITY AS s(bucket_name, after, ord)
@@ -232,34 +215,26 @@ export class PostgresStreamStorage implements ReplicationStreamStorage {
          LIMIT $5
        ) b
        LIMIT $5`,
-      [this.groupId, buckets, buckets.map((bucket) => start.get(bucket)!.toString()), checkpoint.toString(), limit + 1]
+      [this.groupId, buckets, buckets.map((bucket) => start.get(bucket)!.toString()), checkpoint.toString(), limit]
     );
     rows.sort((x, y) =>
       x.ord !== y.ord ? (x.ord < y.ord ? -1 : 1) : x.op_id < y.op_id ? -1 : x.op_id > y.op_id ? 1 : 0
     );
-    yield* chunkBucketOps(
-      rows.map((row) => ({ bucket: buckets[Number(row.ord) - 1]!, entry: toOplogEntry(row) })),
-      start,
-      limit,
-      chunkLimitBytes
-    );
+    for (const row of rows) yield { bucket: buckets[Number(row.ord) - 1]!, entry: toOplogEntry(row) };
   }
 
-  /** For each lookup: per source row, its newest entry with id ≤ checkpoint; `[]` entries mean the row left. */
-  async getParameterSets(checkpoint: bigint, lookups: ParameterLookup[]): Promise<SqliteRow[][]> {
-    if (lookups.length === 0) return [];
-    const keys = lookups.map((lookup) => serializeParameterLookup(lookup));
+  protected async readParameterEntries(
+    checkpoint: bigint,
+    lookups: string[]
+  ): Promise<Array<{ lookup: string; bucketParameters: string }>> {
     const { rows } = await this.pool.query<{ lookup: string; bucket_parameters: string }>(
       `SELECT DISTINCT ON (lookup, source_table, source_key) lookup, bucket_parameters
        FROM powersync.bucket_parameters
        WHERE group_id = $1 AND lookup = ANY($2::text[]) AND id <= $3::int8
        ORDER BY lookup, source_table, source_key, id DESC`,
-      [this.groupId, [...new Set(keys)], checkpoint.toString()]
+      [this.groupId, lookups, checkpoint.toString()]
     );
-    return parameterSetsOf(
-      keys,
-      rows.map((row) => ({ lookup: row.lookup, bucketParameters: row.bucket_parameters }))
-    );
+    return rows.map((row) => ({ lookup: row.lookup, bucketParameters: row.bucket_parameters }));
   }
 
   compact(options: CompactOptions = {}): Promise<CompactResult> {

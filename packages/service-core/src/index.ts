@@ -26,6 +26,7 @@ export * from './storage/checkpoint-plan.js';
 export * from './storage/compaction-plan.js';
 export * from './storage/bucket-state.js';
 export * from './storage/bucket-data-chunks.js';
+export * from './storage/stream-storage.js';
 export * from './storage/replication-batch.js';
 export * from './routes/sync-stream-route.js';
 export * from './routes/sync-websocket.js';
