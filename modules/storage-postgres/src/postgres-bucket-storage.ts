@@ -221,13 +221,15 @@ export class PostgresBucketStorage implements BucketStorage {
     return result.rowCount ?? 0;
   }
 
+  /**
+   * Managed records only: custom mode (PROTOCOL §4.11) is not implemented, so nothing writes
+   * `custom_write_checkpoints` (the table stays as the schema of §4.13 lists it) and there is nothing to expire there.
+   */
   async deleteExpiredCheckpointRequests(cutoff: Date): Promise<number> {
     const managed = await sql`
       DELETE FROM powersync.write_checkpoints
       WHERE checkpoint_requested_at < ${cutoff} AND processed_at_lsn IS NOT NULL`.execute(this.db);
-    const custom = await sql`
-      DELETE FROM powersync.custom_write_checkpoints WHERE checkpoint_requested_at < ${cutoff}`.execute(this.db);
-    return Number((managed.numAffectedRows ?? 0n) + (custom.numAffectedRows ?? 0n));
+    return Number(managed.numAffectedRows ?? 0n);
   }
 
   /** The replication lease: one row in `powersync.replication_lock`, expiry by the storage server's clock. */
