@@ -3,6 +3,7 @@ import {
   dedupeManagedWriteCheckpoints,
   ErrorCode,
   ServiceError,
+  syncRulesOfStream,
   type BucketStorage,
   type CheckpointOutcome,
   type Logger,
@@ -13,10 +14,8 @@ import {
   type ReplicationCheckpoint,
   type ReplicationStream,
   type ReplicationStreamState,
-  type ReplicationStreamStorage,
   type StorageStatus
 } from '@syncpoint/service-core';
-import { parseSyncRules } from '@syncpoint/sync-rules';
 import { Kysely, PostgresDialect, sql } from 'kysely';
 import pg from 'pg';
 import { migrate } from './migrations.js';
@@ -302,14 +301,10 @@ export class PostgresBucketStorage implements BucketStorage {
     return row ?? null;
   }
 
-  async getStreamStorage(stream: ReplicationStream): Promise<ReplicationStreamStorage> {
-    const parsed = parseSyncRules(stream.content);
-    if (!parsed.ok) {
-      throw new Error(
-        `The sync config of replication stream ${stream.id} is invalid:\n${parsed.errors.map((issue) => `  - ${issue.message}`).join('\n')}`
-      );
-    }
-    return new PostgresStreamStorage(this.pool, stream, parsed.rules, this.logger);
+  // async: an invalid stored config is a rejected promise, as callers expect, not a synchronous throw.
+  // eslint-disable-next-line @typescript-eslint/require-await
+  async getStreamStorage(stream: ReplicationStream): Promise<PostgresStreamStorage> {
+    return new PostgresStreamStorage(this.pool, stream, syncRulesOfStream(stream), this.logger);
   }
 
   async getReplicatingStreams(): Promise<ReplicationStream[]> {

@@ -1,5 +1,5 @@
 import type { ParameterLookup, SqliteRow, SyncRules } from '@syncpoint/sync-rules';
-import { serializeParameterLookup } from '@syncpoint/sync-rules';
+import { parseSyncRules, serializeParameterLookup } from '@syncpoint/sync-rules';
 import type { Logger } from '../logger.js';
 import {
   chunkBucketOps,
@@ -11,6 +11,20 @@ import {
 } from './bucket-data-chunks.js';
 import type { BucketDataChunk, BucketStorageBatch } from './bucket-data.js';
 import type { ReplicationStream } from './replication-stream.js';
+
+/**
+ * The sync rules a stream replicates, parsed from its stored content. A stored config that no longer parses (e.g.
+ * written by another version) is an error naming the stream and every issue.
+ */
+export function syncRulesOfStream(stream: ReplicationStream): SyncRules {
+  const parsed = parseSyncRules(stream.content);
+  if (!parsed.ok) {
+    throw new Error(
+      `The sync config of replication stream ${stream.id} is invalid:\n${parsed.errors.map((issue) => `  - ${issue.message}`).join('\n')}`
+    );
+  }
+  return parsed.rules;
+}
 
 /**
  * The part of a `ReplicationStreamStorage` every storage module shares: batches are flushed when their callback
