@@ -5,7 +5,7 @@
  * Ids: op ids are Int64 (`Long`) in every document and every query; `g` is the stream (sync_rules) id.
  */
 import type { CurrentRowState, OplogEntry, OpType, SnapshotTableState, SourceTableRef } from '@syncpoint/service-core';
-import { subkeyOf } from '@syncpoint/service-core';
+import { bucketChecksumAtCheckpoint, subkeyOf } from '@syncpoint/service-core';
 import { checksum as checksumCodec, CHECKSUM_MODULUS, checksumFromSum, int64 } from '@syncpoint/codecs';
 import { Long, MaxKey, MinKey, type Document } from 'mongodb';
 import { int64ToLong } from './write-checkpoint-updates.js';
@@ -250,13 +250,12 @@ export function combineChecksums(
   const result = new Map<string, { bucket: string; checksum: number; count: number }>();
   for (const state of states) {
     const row = aboveByBucket.get(state.bucket);
-    const count = Number((longToBigint(state.count) ?? 0n) - (longToBigint(row?.count ?? 0) ?? 0n));
-    if (count <= 0) continue;
-    result.set(state.bucket, {
-      bucket: state.bucket,
-      checksum: subtractChecksums(state.checksumSum, row?.checksum_total ?? 0),
-      count
-    });
+    const checksum = bucketChecksumAtCheckpoint(
+      state.bucket,
+      { checksumSum: longToBigint(state.checksumSum) ?? 0n, count: longToBigint(state.count) ?? 0n },
+      row && { checksumSum: longToBigint(row.checksum_total) ?? 0n, count: longToBigint(row.count) ?? 0n }
+    );
+    if (checksum) result.set(state.bucket, checksum);
   }
   return result;
 }

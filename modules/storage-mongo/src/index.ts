@@ -8,12 +8,10 @@ export * from './write-checkpoint-updates.js';
 export * from './replication-lock.js';
 export * from './mongo-bucket-storage.js';
 export * from './bucket-data-documents.js';
-export * from './bucket-data-chunks.js';
-export * from './checkpoint-plan.js';
-export * from './compaction-plan.js';
 export * from './checkpoint-listener.js';
 export * from './sync-rules-document.js';
 export * from './mongo-stream-storage.js';
+export * from './stream-collections.js';
 export { MongoBatch } from './mongo-batch.js';
 
 /** Owns `storage:` sections with `type: mongodb` (PROTOCOL §10). */

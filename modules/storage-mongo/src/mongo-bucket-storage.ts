@@ -4,6 +4,7 @@ import {
   ErrorCode,
   ServiceError,
   silentLogger,
+  syncRulesOfStream,
   type BucketStorage,
   type CreateManagedWriteCheckpointsResult,
   type Logger,
@@ -14,10 +15,8 @@ import {
   type ReplicationCheckpoint,
   type ReplicationStream,
   type ReplicationStreamState,
-  type ReplicationStreamStorage,
   type StorageStatus
 } from '@syncpoint/service-core';
-import { parseSyncRules } from '@syncpoint/sync-rules';
 import { MongoClient, MongoServerError, type AnyBulkWriteOperation, type Collection, type Db } from 'mongodb';
 import {
   BUCKET_DATA,
@@ -34,7 +33,8 @@ import {
 } from './bucket-data-documents.js';
 import { tailCheckpointEvents } from './checkpoint-listener.js';
 import { CHECKPOINT_EVENTS, runMigrations, WRITE_CHECKPOINTS } from './migrations.js';
-import { MongoStreamStorage, type StreamCollections } from './mongo-stream-storage.js';
+import { MongoStreamStorage } from './mongo-stream-storage.js';
+import type { StreamCollections } from './stream-collections.js';
 import { checkpointOf, lsnOrNull, newStreamFields, toStream, type SyncRulesDocument } from './sync-rules-document.js';
 import { resolveDatabaseName, type MongoStorageConfig } from './storage-config.js';
 import {
@@ -268,14 +268,10 @@ export class MongoBucketStorage implements BucketStorage {
     return serving === null ? null : toStream(serving);
   }
 
-  async getStreamStorage(stream: ReplicationStream): Promise<ReplicationStreamStorage> {
-    const parsed = parseSyncRules(stream.content);
-    if (!parsed.ok) {
-      throw new Error(
-        `Sync rules of replication stream ${stream.id} are invalid: ${parsed.errors.map((error) => error.message).join('; ')}`
-      );
-    }
-    return new MongoStreamStorage(this.collections, stream, parsed.rules, this.logger);
+  // async: an invalid stored config is a rejected promise, as callers expect, not a synchronous throw.
+  // eslint-disable-next-line @typescript-eslint/require-await
+  async getStreamStorage(stream: ReplicationStream): Promise<MongoStreamStorage> {
+    return new MongoStreamStorage(this.collections, stream, syncRulesOfStream(stream), this.logger);
   }
 
   async getReplicatingStreams(): Promise<ReplicationStream[]> {

@@ -1,4 +1,10 @@
-import type { CompactOptions, CompactResult } from '@syncpoint/service-core';
+import {
+  compactStreamBuckets,
+  type BucketCompactionAccess,
+  type CompactionOpView,
+  type CompactOptions,
+  type CompactResult
+} from '@syncpoint/service-core';
 import { Long, MinKey, type AnyBulkWriteOperation } from 'mongodb';
 import {
   bucketOpRange,
@@ -10,11 +16,9 @@ import {
   toUnsignedChecksum,
   type BucketDataDocument
 } from './bucket-data-documents.js';
-import { compactBucket, type BucketCompactionAccess, type CompactionOpView } from './compaction-plan.js';
-import type { StreamCollections } from './mongo-stream-storage.js';
+import type { StreamCollections } from './stream-collections.js';
 import { int64ToLong } from './write-checkpoint-updates.js';
 
-const DEFAULT_BATCH_SIZE = 10_000;
 const BUCKET_PAGE = 1_000;
 
 const PROJECTION = {
@@ -48,7 +52,7 @@ function toView(
 
 /**
  * Compaction of one stream (PROTOCOL §8.4), bucket by bucket (`compactBucket`), touching only ops ≤ the stream's
- * current checkpoint, reading at most `batchSize` ops at a time (see compaction-plan.ts for the rules):
+ * current checkpoint, reading at most `batchSize` ops at a time (see service-core's compaction-plan.ts for the rules):
  * 1. newest → oldest: superseded PUT/REMOVE → MOVE (data and identity dropped, checksum kept, target_op set), one
  *    unordered bulk write per batch; each MOVE is valid on its own, so no transaction is needed;
  * 2. oldest → newest: the leading REMOVE/MOVE/CLEAR run → one CLEAR at its last op, in ONE transaction with the
@@ -59,27 +63,15 @@ export async function compactStream(
   groupId: number,
   options: CompactOptions
 ): Promise<CompactResult> {
-  const batchSize = Math.max(1, options.batchSize ?? DEFAULT_BATCH_SIZE);
   const stream = await collections.syncRules.findOne({ _id: groupId }, { projection: { last_checkpoint: 1 } });
-  const checkpoint = longToBigint(stream?.last_checkpoint) ?? 0n;
-  const result: CompactResult = { bucketsCompacted: 0, opsMoved: 0, opsCleared: 0 };
-  if (checkpoint <= 0n) return result;
-
-  let bucketsDone = 0;
-  let opsScanned = 0;
-  for await (const bucket of bucketNames(collections, groupId, options.buckets)) {
-    const { moved, cleared, scanned } = await compactBucket(
-      bucketAccess(collections, groupId, bucket),
-      checkpoint,
-      batchSize
-    );
-    opsScanned += scanned;
-    result.opsMoved += moved;
-    result.opsCleared += cleared;
-    if (moved > 0 || cleared > 0) result.bucketsCompacted++;
-    options.onProgress?.({ bucketsDone: ++bucketsDone, opsScanned });
-  }
-  return result;
+  return compactStreamBuckets(
+    {
+      checkpoint: longToBigint(stream?.last_checkpoint) ?? 0n,
+      bucketNames: (only) => bucketNames(collections, groupId, only),
+      bucket: (name) => bucketAccess(collections, groupId, name)
+    },
+    options
+  );
 }
 
 async function* bucketNames(

@@ -1,26 +1,15 @@
 import { normalizeLsn, type Lsn } from '@syncpoint/codecs';
-import type {
-  BucketChecksum,
-  BucketDataChunk,
-  BucketStorageBatch,
-  CompactOptions,
-  CompactResult,
-  Logger,
-  ReplicationCheckpoint,
-  ReplicationState,
-  ReplicationStream,
-  ReplicationStreamStorage,
-  SnapshotTableState
-} from '@syncpoint/service-core';
 import {
-  parseParameterRows,
-  serializeParameterLookup,
-  type ParameterLookup,
-  type SqliteRow,
-  type SyncRules
-} from '@syncpoint/sync-rules';
-import type { Collection, MongoClient } from 'mongodb';
-import { chunkBucketOps, type BucketOp } from './bucket-data-chunks.js';
+  StreamStorageBase,
+  type BucketOp,
+  type BucketChecksum,
+  type CompactOptions,
+  type CompactResult,
+  type ReplicationCheckpoint,
+  type ReplicationState,
+  type ReplicationStreamStorage,
+  type SnapshotTableState
+} from '@syncpoint/service-core';
 import {
   bucketDataFilter,
   checksumsAbovePipeline,
@@ -33,55 +22,24 @@ import {
   streamCurrentDataRange,
   toOplogEntry,
   toSnapshotTableState,
-  type BucketDataDocument,
-  type BucketParameterDocument,
-  type BucketStateDocument,
-  type BucketStateView,
-  type CurrentDataDocument,
-  type OpIdSequenceDocument
+  type BucketStateView
 } from './bucket-data-documents.js';
 import { compactStream } from './mongo-compaction.js';
 import { MongoBatch } from './mongo-batch.js';
+import type { StreamCollections } from './stream-collections.js';
 import { checkpointOf, lsnOrNull, type SyncRulesDocument } from './sync-rules-document.js';
-import type { WriteCheckpointDocument } from './write-checkpoint-updates.js';
 
-const DEFAULT_LIMIT = 1000;
-const DEFAULT_CHUNK_BYTES = 1024 * 1024;
 /** Ops fetched per server round trip while streaming bucket data. */
 const READ_BATCH_SIZE = 1000;
 
-/** What a stream's storage needs from the bucket storage: the client (for transactions) and the collections. */
-export interface StreamCollections {
-  client: MongoClient;
-  syncRules: Collection<SyncRulesDocument>;
-  writeCheckpoints: Collection<WriteCheckpointDocument>;
-  bucketData: Collection<BucketDataDocument>;
-  bucketState: Collection<BucketStateDocument>;
-  currentData: Collection<CurrentDataDocument>;
-  bucketParameters: Collection<BucketParameterDocument>;
-  opIdSequence: Collection<OpIdSequenceDocument>;
-  /** Insert a change notification into `checkpoint_events` (PROTOCOL §6.2). */
-  notify(): Promise<void>;
-}
-
 /** One replication stream's data in MongoDB storage (PROTOCOL §8); `g` in every key is the stream id. */
-export class MongoStreamStorage implements ReplicationStreamStorage {
-  constructor(
-    private readonly collections: StreamCollections,
-    readonly stream: ReplicationStream,
-    readonly syncRules: SyncRules,
-    private readonly logger?: Logger
-  ) {}
-
-  private get groupId(): number {
-    return this.stream.id;
+export class MongoStreamStorage extends StreamStorageBase<StreamCollections> implements ReplicationStreamStorage {
+  private get collections(): StreamCollections {
+    return this.driver;
   }
 
-  async startBatch<T>(callback: (batch: BucketStorageBatch) => Promise<T>): Promise<T> {
-    const batch = new MongoBatch(this.collections, this.groupId, this.syncRules, this.logger);
-    const result = await callback(batch);
-    await batch.flush();
-    return result;
+  protected createBatch(): MongoBatch {
+    return new MongoBatch(this.collections, this.groupId, this.syncRules, this.logger);
   }
 
   private async document(): Promise<SyncRulesDocument> {
@@ -178,51 +136,38 @@ export class MongoStreamStorage implements ReplicationStreamStorage {
     return combineChecksums(states, above);
   }
 
-  async *getBucketData(
+  protected async *readBucketOps(
     checkpoint: bigint,
     start: Map<string, bigint>,
-    options: { limit?: number; chunkLimitBytes?: number } = {}
-  ): AsyncIterable<BucketDataChunk> {
-    const limit = options.limit ?? DEFAULT_LIMIT;
-    const chunkLimitBytes = options.chunkLimitBytes ?? DEFAULT_CHUNK_BYTES;
-    if (limit <= 0) return;
+    limit: number
+  ): AsyncIterable<BucketOp> {
     const { filter } = bucketDataFilter(this.groupId, checkpoint, start);
     if (filter === null) return;
-    // Sorted by `_id` = (g, bucket, op id): buckets in name order, ops in id order; limit + 1 proves whether more
-    // exist. MongoDB compares strings by UTF-8 bytes (no collation is ever set), which equals JavaScript's
-    // UTF-16 order except between astral characters and U+E000–U+FFFF in bucket names.
+    // Sorted by `_id` = (g, bucket, op id): buckets in name order, ops in id order. MongoDB compares strings by UTF-8
+    // bytes (no collation is ever set), which equals JavaScript's UTF-16 order except between astral characters and
+    // U+E000–U+FFFF in bucket names.
     const cursor = this.collections.bucketData
       .find(filter)
       .sort({ _id: 1 })
-      .limit(limit + 1)
-      .batchSize(Math.min(limit + 1, READ_BATCH_SIZE));
-    const ops = (async function* (): AsyncGenerator<BucketOp> {
-      for await (const document of cursor) yield { bucket: document._id.b, entry: toOplogEntry(document) };
-    })();
+      .limit(limit)
+      .batchSize(Math.min(limit, READ_BATCH_SIZE));
     try {
-      yield* chunkBucketOps(ops, start, limit, chunkLimitBytes);
+      for await (const document of cursor) yield { bucket: document._id.b, entry: toOplogEntry(document) };
     } finally {
       await cursor.close();
     }
   }
 
-  /** For each lookup: per source row, its newest entry with id ≤ checkpoint; `[]` entries mean the row left. */
-  async getParameterSets(checkpoint: bigint, lookups: ParameterLookup[]): Promise<SqliteRow[][]> {
-    if (lookups.length === 0) return [];
-    const keys = lookups.map((lookup) => serializeParameterLookup(lookup));
+  protected async readParameterEntries(
+    checkpoint: bigint,
+    lookups: string[]
+  ): Promise<Array<{ lookup: string; bucketParameters: string }>> {
     const rows = await this.collections.bucketParameters
       .aggregate<{ _id: { lookup: string }; bucket_parameters: string }>(
-        parameterSetsPipeline(this.groupId, checkpoint, [...new Set(keys)])
+        parameterSetsPipeline(this.groupId, checkpoint, lookups)
       )
       .toArray();
-    const byLookup = new Map<string, SqliteRow[]>();
-    for (const row of rows) {
-      if (row.bucket_parameters === '[]') continue;
-      const list = byLookup.get(row._id.lookup) ?? [];
-      list.push(...parseParameterRows(row.bucket_parameters));
-      byLookup.set(row._id.lookup, list);
-    }
-    return keys.map((key) => [...(byLookup.get(key) ?? [])]);
+    return rows.map((row) => ({ lookup: row._id.lookup, bucketParameters: row.bucket_parameters }));
   }
 
   compact(options: CompactOptions = {}): Promise<CompactResult> {

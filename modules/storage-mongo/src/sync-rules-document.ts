@@ -1,8 +1,7 @@
 import { normalizeLsn, type Lsn } from '@syncpoint/codecs';
-import type { ReplicationStream, ReplicationStreamState } from '@syncpoint/service-core';
+import type { ReplicationStream, ReplicationStreamState, StreamCheckpointState } from '@syncpoint/service-core';
 import type { Long } from 'mongodb';
 import { longToBigint, type SnapshotTableDocument } from './bucket-data-documents.js';
-import type { StreamCheckpointState } from './checkpoint-plan.js';
 
 /**
  * One replication stream (deployed sync config) in `sync_rules` (PROTOCOL §8.2). `_id` is a small integer

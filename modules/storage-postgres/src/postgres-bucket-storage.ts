@@ -3,6 +3,7 @@ import {
   dedupeManagedWriteCheckpoints,
   ErrorCode,
   ServiceError,
+  syncRulesOfStream,
   type BucketStorage,
   type CheckpointOutcome,
   type Logger,
@@ -13,10 +14,8 @@ import {
   type ReplicationCheckpoint,
   type ReplicationStream,
   type ReplicationStreamState,
-  type ReplicationStreamStorage,
   type StorageStatus
 } from '@syncpoint/service-core';
-import { parseSyncRules } from '@syncpoint/sync-rules';
 import { Kysely, PostgresDialect, sql } from 'kysely';
 import pg from 'pg';
 import { migrate } from './migrations.js';
@@ -222,13 +221,15 @@ export class PostgresBucketStorage implements BucketStorage {
     return result.rowCount ?? 0;
   }
 
+  /**
+   * Managed records only: custom mode (PROTOCOL §4.11) is not implemented, so nothing writes
+   * `custom_write_checkpoints` (the table stays as the schema of §4.13 lists it) and there is nothing to expire there.
+   */
   async deleteExpiredCheckpointRequests(cutoff: Date): Promise<number> {
     const managed = await sql`
       DELETE FROM powersync.write_checkpoints
       WHERE checkpoint_requested_at < ${cutoff} AND processed_at_lsn IS NOT NULL`.execute(this.db);
-    const custom = await sql`
-      DELETE FROM powersync.custom_write_checkpoints WHERE checkpoint_requested_at < ${cutoff}`.execute(this.db);
-    return Number((managed.numAffectedRows ?? 0n) + (custom.numAffectedRows ?? 0n));
+    return Number(managed.numAffectedRows ?? 0n);
   }
 
   /** The replication lease: one row in `powersync.replication_lock`, expiry by the storage server's clock. */
@@ -301,14 +302,10 @@ export class PostgresBucketStorage implements BucketStorage {
     return row ?? null;
   }
 
-  async getStreamStorage(stream: ReplicationStream): Promise<ReplicationStreamStorage> {
-    const parsed = parseSyncRules(stream.content);
-    if (!parsed.ok) {
-      throw new Error(
-        `The sync config of replication stream ${stream.id} is invalid:\n${parsed.errors.map((issue) => `  - ${issue.message}`).join('\n')}`
-      );
-    }
-    return new PostgresStreamStorage(this.pool, stream, parsed.rules, this.logger);
+  // async: an invalid stored config is a rejected promise, as callers expect, not a synchronous throw.
+  // eslint-disable-next-line @typescript-eslint/require-await
+  async getStreamStorage(stream: ReplicationStream): Promise<PostgresStreamStorage> {
+    return new PostgresStreamStorage(this.pool, stream, syncRulesOfStream(stream), this.logger);
   }
 
   async getReplicatingStreams(): Promise<ReplicationStream[]> {

@@ -1,46 +1,43 @@
-import { addChecksums, checksum, opId } from '@syncpoint/codecs';
-import type { CompactOptions, CompactResult } from '@syncpoint/service-core';
+import { checksum, opId } from '@syncpoint/codecs';
+import {
+  compactStreamBuckets,
+  type BucketCompactionAccess,
+  type CompactOptions,
+  type CompactResult,
+  type OpType,
+  type SeenKeysLimit
+} from '@syncpoint/service-core';
 import type pg from 'pg';
 import { inTransaction } from './pg-transaction.js';
 
-const DEFAULT_BATCH_SIZE = 10_000;
 /**
  * Keys remembered while scanning one bucket (bounds memory to roughly 100 MB). Past this no new key is remembered;
  * known keys are still recognised, so older ops of rows seen later are moved less often, never wrongly.
  */
-const MAX_SEEN_KEYS = 500_000;
+const SEEN_KEYS_LIMIT: SeenKeysLimit = { maxSeenKeys: 500_000, whenFull: 'keep-known' };
 const BUCKET_PAGE = 1_000;
 
 /**
- * Compaction of one stream (PROTOCOL §8.4), bucket by bucket, touching only ops ≤ the stream's current checkpoint:
- * 1. newest → oldest in batches of `batchSize`: a PUT/REMOVE whose (table, id, subkey) appears again later becomes
- *    MOVE (data dropped, checksum kept, target_op = the op that superseded it);
- * 2. oldest → newest: the longest prefix of REMOVE/MOVE/CLEAR ops is replaced by one CLEAR at the last replaced op id,
- *    checksum = wrapping sum of the replaced ops, target_op = the highest target_op among them; bucket_state.op_count
- *    drops by the number of deleted rows (the checksum sum is unchanged).
+ * Compaction of one stream (PROTOCOL §8.4), bucket by bucket (`compactBucket`, see service-core's compaction-plan.ts
+ * for the rules), touching only ops ≤ the stream's current checkpoint, reading at most `batchSize` ops at a time:
+ * 1. newest → oldest: superseded PUT/REMOVE → MOVE (data dropped, checksum kept, target_op set), one UPDATE per batch;
+ * 2. oldest → newest: the leading REMOVE/MOVE/CLEAR run → one CLEAR at its last op, in ONE transaction with the
+ *    deletion of the older ops and the bucket_state.op_count decrement (the checksum sum is unchanged).
  */
 export async function compactStream(pool: pg.Pool, groupId: number, options: CompactOptions): Promise<CompactResult> {
-  const batchSize = Math.max(1, options.batchSize ?? DEFAULT_BATCH_SIZE);
   const { rows } = await pool.query<{ last_checkpoint: bigint | null }>(
     `SELECT last_checkpoint FROM powersync.sync_rules WHERE id = $1`,
     [groupId]
   );
-  const checkpoint = rows[0]?.last_checkpoint ?? 0n;
-  const result: CompactResult = { bucketsCompacted: 0, opsMoved: 0, opsCleared: 0 };
-  if (checkpoint <= 0n) return result;
-
-  let bucketsDone = 0;
-  let opsScanned = 0;
-  for await (const bucket of bucketNames(pool, groupId, options.buckets)) {
-    const moved = await moveSuperseded(pool, groupId, bucket, checkpoint, batchSize);
-    const cleared = await clearPrefix(pool, groupId, bucket, checkpoint, batchSize);
-    opsScanned += moved.scanned + cleared.scanned;
-    result.opsMoved += moved.moved;
-    result.opsCleared += cleared.cleared;
-    if (moved.moved > 0 || cleared.cleared > 0) result.bucketsCompacted++;
-    options.onProgress?.({ bucketsDone: ++bucketsDone, opsScanned });
-  }
-  return result;
+  return compactStreamBuckets(
+    {
+      checkpoint: rows[0]?.last_checkpoint ?? 0n,
+      bucketNames: (only) => bucketNames(pool, groupId, only),
+      bucket: (name) => bucketAccess(pool, groupId, name),
+      seenKeysLimit: SEEN_KEYS_LIMIT
+    },
+    options
+  );
 }
 
 async function* bucketNames(pool: pg.Pool, groupId: number, only: string[] | undefined): AsyncIterable<string> {
@@ -60,113 +57,94 @@ async function* bucketNames(pool: pg.Pool, groupId: number, only: string[] | und
   }
 }
 
-async function moveSuperseded(pool: pg.Pool, groupId: number, bucket: string, checkpoint: bigint, batchSize: number) {
-  const seen = new Map<string, bigint>();
-  let below = checkpoint + 1n;
-  let moved = 0;
-  let scanned = 0;
-  for (;;) {
-    const { rows } = await pool.query<{
-      op_id: bigint;
-      op: string;
-      table_name: string | null;
-      row_id: string | null;
-      source_key: string | null;
-    }>(
-      `SELECT op_id, op, table_name, row_id, source_key FROM powersync.bucket_data
-       WHERE group_id = $1 AND bucket_name = $2 AND op_id < $3::int8
-       ORDER BY op_id DESC LIMIT $4`,
-      [groupId, bucket, opId.toPgInt8(below), batchSize]
-    );
-    scanned += rows.length;
-    const ids: string[] = [];
-    const targets: string[] = [];
-    let reachedClear = false;
-    for (const row of rows) {
-      if (row.op === 'CLEAR') {
-        // A CLEAR is the first op of a compacted bucket: nothing older remains.
-        reachedClear = true;
-        break;
-      }
-      if (row.op !== 'PUT' && row.op !== 'REMOVE') continue;
-      const key = `${row.table_name}\u0000${row.row_id}\u0000${row.source_key}`;
-      const newer = seen.get(key);
-      if (newer !== undefined) {
-        ids.push(opId.toPgInt8(row.op_id));
-        targets.push(opId.toPgInt8(newer));
-      }
-      if (newer !== undefined || seen.size < MAX_SEEN_KEYS) seen.set(key, row.op_id);
-    }
-    if (ids.length > 0) {
+interface CompactionRow {
+  op_id: bigint;
+  op: OpType;
+  table_name: string | null;
+  row_id: string | null;
+  /** The subkey, which already names the source table. */
+  source_key: string | null;
+  checksum: bigint;
+  target_op: bigint | null;
+}
+
+const COMPACTION_COLUMNS = 'op_id, op, table_name, row_id, source_key, checksum, target_op';
+
+function toView(row: CompactionRow) {
+  return {
+    opId: row.op_id,
+    op: row.op,
+    table: row.table_name,
+    rowId: row.row_id,
+    sourceTable: null,
+    sourceKey: row.source_key,
+    checksum: checksum.fromPgInt8(row.checksum),
+    targetOp: row.target_op
+  };
+}
+
+/** One bucket's ops in Postgres, for `compactBucket`. */
+function bucketAccess(pool: pg.Pool, groupId: number, bucket: string): BucketCompactionAccess {
+  return {
+    async readNewestFirst(through, limit) {
+      const { rows } = await pool.query<CompactionRow>(
+        `SELECT ${COMPACTION_COLUMNS} FROM powersync.bucket_data
+         WHERE group_id = $1 AND bucket_name = $2 AND op_id <= $3::int8
+         ORDER BY op_id DESC LIMIT $4`,
+        [groupId, bucket, opId.toPgInt8(through), limit]
+      );
+      return rows.map(toView);
+    },
+    async readOldestFirst(after, through, limit) {
+      const { rows } = await pool.query<CompactionRow>(
+        `SELECT ${COMPACTION_COLUMNS} FROM powersync.bucket_data
+         WHERE group_id = $1 AND bucket_name = $2 AND op_id > $3::int8 AND op_id <= $4::int8
+         ORDER BY op_id LIMIT $5`,
+        [groupId, bucket, opId.toPgInt8(after ?? 0n), opId.toPgInt8(through), limit]
+      );
+      return rows.map(toView);
+    },
+    async writeMoves(moves) {
       await pool.query(
         `UPDATE powersync.bucket_data b SET op = 'MOVE', data = NULL, table_name = NULL, row_id = NULL,
            source_table = NULL, source_key = NULL, target_op = m.target_op
          FROM unnest($3::int8[], $4::int8[]) AS m(op_id, target_op)
          WHERE b.group_id = $1 AND b.bucket_name = $2 AND b.op_id = m.op_id`,
-        [groupId, bucket, ids, targets]
+        [
+          groupId,
+          bucket,
+          moves.map((move) => opId.toPgInt8(move.opId)),
+          moves.map((move) => opId.toPgInt8(move.targetOp))
+        ]
       );
-      moved += ids.length;
+    },
+    writeClear(plan) {
+      return inTransaction(pool, async (client) => {
+        const deleted = await client.query(
+          `DELETE FROM powersync.bucket_data WHERE group_id = $1 AND bucket_name = $2 AND op_id < $3::int8`,
+          [groupId, bucket, opId.toPgInt8(plan.lastOpId)]
+        );
+        await client.query(
+          `UPDATE powersync.bucket_data SET op = 'CLEAR', checksum = $4::int8, data = NULL, table_name = NULL, row_id = NULL,
+             source_table = NULL, source_key = NULL, target_op = $5::int8
+           WHERE group_id = $1 AND bucket_name = $2 AND op_id = $3::int8`,
+          [
+            groupId,
+            bucket,
+            opId.toPgInt8(plan.lastOpId),
+            checksum.toPgInt8(plan.checksum),
+            plan.targetOp === null ? null : opId.toPgInt8(plan.targetOp)
+          ]
+        );
+        const removed = deleted.rowCount ?? 0;
+        if (removed > 0) {
+          await client.query(
+            `UPDATE powersync.bucket_state SET op_count = op_count - $3 WHERE group_id = $1 AND bucket_name = $2`,
+            [groupId, bucket, removed]
+          );
+        }
+        return removed;
+      });
     }
-    if (reachedClear || rows.length < batchSize) break;
-    below = rows.at(-1)!.op_id;
-  }
-  return { moved, scanned };
-}
-
-async function clearPrefix(pool: pg.Pool, groupId: number, bucket: string, checkpoint: bigint, batchSize: number) {
-  let after = 0n;
-  let sum = 0;
-  let count = 0;
-  let last: bigint | null = null;
-  let lastOp = '';
-  let maxTarget: bigint | null = null;
-  let scanned = 0;
-  scan: for (;;) {
-    const { rows } = await pool.query<{ op_id: bigint; op: string; checksum: bigint; target_op: bigint | null }>(
-      `SELECT op_id, op, checksum, target_op FROM powersync.bucket_data
-       WHERE group_id = $1 AND bucket_name = $2 AND op_id > $3::int8 AND op_id <= $4::int8
-       ORDER BY op_id LIMIT $5`,
-      [groupId, bucket, opId.toPgInt8(after), opId.toPgInt8(checkpoint), batchSize]
-    );
-    scanned += rows.length;
-    for (const row of rows) {
-      if (row.op === 'PUT') break scan;
-      sum = addChecksums(sum, checksum.fromPgInt8(row.checksum));
-      count++;
-      last = row.op_id;
-      lastOp = row.op;
-      if (row.target_op !== null && (maxTarget === null || row.target_op > maxTarget)) maxTarget = row.target_op;
-    }
-    if (rows.length < batchSize) break;
-    after = rows.at(-1)!.op_id;
-  }
-  if (last === null || (count === 1 && lastOp === 'CLEAR')) return { cleared: 0, scanned };
-
-  const cleared = await inTransaction(pool, async (client) => {
-    const deleted = await client.query(
-      `DELETE FROM powersync.bucket_data WHERE group_id = $1 AND bucket_name = $2 AND op_id < $3::int8`,
-      [groupId, bucket, opId.toPgInt8(last!)]
-    );
-    await client.query(
-      `UPDATE powersync.bucket_data SET op = 'CLEAR', checksum = $4::int8, data = NULL, table_name = NULL, row_id = NULL,
-         source_table = NULL, source_key = NULL, target_op = $5::int8
-       WHERE group_id = $1 AND bucket_name = $2 AND op_id = $3::int8`,
-      [
-        groupId,
-        bucket,
-        opId.toPgInt8(last!),
-        checksum.toPgInt8(sum),
-        maxTarget === null ? null : opId.toPgInt8(maxTarget)
-      ]
-    );
-    const removed = deleted.rowCount ?? 0;
-    if (removed > 0) {
-      await client.query(
-        `UPDATE powersync.bucket_state SET op_count = op_count - $3 WHERE group_id = $1 AND bucket_name = $2`,
-        [groupId, bucket, removed]
-      );
-    }
-    return removed + 1;
-  });
-  return { cleared, scanned };
+  };
 }

@@ -1,33 +1,22 @@
-import { checksum, checksumFromSum, normalizeLsn, opId, type Lsn } from '@syncpoint/codecs';
-import type {
-  BucketChecksum,
-  BucketDataChunk,
-  BucketStorageBatch,
-  CompactOptions,
-  CompactResult,
-  Logger,
-  OplogEntry,
-  OpType,
-  ReplicationCheckpoint,
-  ReplicationState,
-  ReplicationStream,
-  ReplicationStreamStorage,
-  SnapshotTableState
-} from '@syncpoint/service-core';
+import { checksum, normalizeLsn, opId, type Lsn } from '@syncpoint/codecs';
 import {
-  parseParameterRows,
-  serializeParameterLookup,
-  type ParameterLookup,
-  type SqliteRow,
-  type SyncRules
-} from '@syncpoint/sync-rules';
+  bucketChecksumAtCheckpoint,
+  StreamStorageBase,
+  type BucketChecksum,
+  type BucketOp,
+  type CompactOptions,
+  type CompactResult,
+  type OplogEntry,
+  type OpType,
+  type ReplicationCheckpoint,
+  type ReplicationState,
+  type ReplicationStreamStorage,
+  type SnapshotTableState
+} from '@syncpoint/service-core';
 import type pg from 'pg';
 import { compactStream } from './postgres-compaction.js';
 import { PostgresBatch } from './postgres-batch.js';
 import { inTransaction } from './pg-transaction.js';
-
-const DEFAULT_LIMIT = 1000;
-const DEFAULT_CHUNK_BYTES = 1024 * 1024;
 
 interface BucketDataRow {
   ord: bigint;
@@ -65,23 +54,14 @@ function toOplogEntry(row: BucketDataRow): OplogEntry {
 }
 
 /** One replication stream's data in Postgres storage (PROTOCOL §8); `group_id` is the stream id. */
-export class PostgresStreamStorage implements ReplicationStreamStorage {
-  constructor(
-    private readonly pool: pg.Pool,
-    readonly stream: ReplicationStream,
-    readonly syncRules: SyncRules,
-    private readonly logger?: Logger
-  ) {}
-
-  private get groupId(): number {
-    return this.stream.id;
+export class PostgresStreamStorage extends StreamStorageBase<pg.Pool> implements ReplicationStreamStorage {
+  protected createBatch(): PostgresBatch {
+    return new PostgresBatch(this.pool, this.groupId, this.syncRules, this.logger);
   }
 
-  async startBatch<T>(callback: (batch: BucketStorageBatch) => Promise<T>): Promise<T> {
-    const batch = new PostgresBatch(this.pool, this.groupId, this.syncRules, this.logger);
-    const result = await callback(batch);
-    await batch.flush();
-    return result;
+  /** The pool every read and write of the stream goes through. */
+  private get pool(): pg.Pool {
+    return this.driver;
   }
 
   async getReplicationState(): Promise<ReplicationState> {
@@ -211,29 +191,25 @@ export class PostgresStreamStorage implements ReplicationStreamStorage {
       [this.groupId, buckets, opId.toPgInt8(checkpoint)]
     );
     for (const row of rows) {
-      const count = Number(row.op_count - row.above_count);
-      if (count <= 0) continue;
-      result.set(row.bucket_name, {
-        bucket: row.bucket_name,
-        checksum: checksumFromSum(row.checksum_sum - row.above_sum),
-        count
-      });
+      const checksum = bucketChecksumAtCheckpoint(
+        row.bucket_name,
+        { checksumSum: row.checksum_sum, count: row.op_count },
+        { checksumSum: row.above_sum, count: row.above_count }
+      );
+      if (checksum) result.set(row.bucket_name, checksum);
     }
     return result;
   }
 
-  async *getBucketData(
+  protected async *readBucketOps(
     checkpoint: bigint,
     start: Map<string, bigint>,
-    options: { limit?: number; chunkLimitBytes?: number } = {}
-  ): AsyncIterable<BucketDataChunk> {
-    const limit = options.limit ?? DEFAULT_LIMIT;
-    const chunkLimitBytes = options.chunkLimitBytes ?? DEFAULT_CHUNK_BYTES;
+    limit: number
+  ): AsyncIterable<BucketOp> {
     // Name order as JavaScript sorts, independent of the database collation.
     const buckets = [...start.keys()].sort();
-    if (buckets.length === 0 || limit <= 0) return;
     // Each bucket's ops come from its own primary-key range scan (LATERAL, in the order of the input array); the
-    // nested loop stops as soon as limit + 1 rows are found, so buckets past the limit are never read.
+    // nested loop stops as soon as `limit` rows are found, so buckets past the limit are never read.
     const { rows } = await this.pool.query<BucketDataRow>(
       `SELECT s.ord, b.op_id, b.op, b.table_name, b.row_id, b.source_key, b.checksum, b.data, b.target_op
        FROM unnest($2::text[], $3::int8[]) WITH ORDINALITY AS s(bucket_name, after, ord)
@@ -250,67 +226,27 @@ export class PostgresStreamStorage implements ReplicationStreamStorage {
         buckets,
         buckets.map((bucket) => opId.toPgInt8(start.get(bucket)!)),
         opId.toPgInt8(checkpoint),
-        limit + 1
+        limit
       ]
     );
     rows.sort((x, y) =>
       x.ord !== y.ord ? (x.ord < y.ord ? -1 : 1) : x.op_id < y.op_id ? -1 : x.op_id > y.op_id ? 1 : 0
     );
-    const truncated = rows.length > limit;
-    if (truncated) rows.length = limit;
-
-    let chunk: BucketDataChunk | null = null;
-    let bytes = 0;
-    for (let i = 0; i < rows.length; i++) {
-      const row = rows[i]!;
-      const bucket = buckets[Number(row.ord) - 1]!;
-      if (chunk && chunk.bucket !== bucket) {
-        yield chunk;
-        chunk = null;
-      }
-      if (!chunk) {
-        const after: bigint = start.get(bucket)!;
-        chunk = { bucket, after, nextAfter: after, hasMore: false, data: [] };
-        bytes = 0;
-      }
-      chunk.data.push(toOplogEntry(row));
-      chunk.nextAfter = row.op_id;
-      bytes += row.data?.length ?? 0;
-      const next = rows[i + 1];
-      if (bytes >= chunkLimitBytes && next !== undefined && next.ord === row.ord) {
-        // Split: the next chunk of this bucket continues after this one.
-        chunk.hasMore = true;
-        yield chunk;
-        chunk = { bucket, after: row.op_id, nextAfter: row.op_id, hasMore: false, data: [] };
-        bytes = 0;
-      }
-    }
-    if (chunk && chunk.data.length > 0) {
-      // The limit was reached: more may follow, in this bucket or in buckets not read at all.
-      chunk.hasMore = truncated;
-      yield chunk;
-    }
+    for (const row of rows) yield { bucket: buckets[Number(row.ord) - 1]!, entry: toOplogEntry(row) };
   }
 
-  /** For each lookup: per source row, its newest entry with id ≤ checkpoint; `[]` entries mean the row left. */
-  async getParameterSets(checkpoint: bigint, lookups: ParameterLookup[]): Promise<SqliteRow[][]> {
-    if (lookups.length === 0) return [];
-    const keys = lookups.map((lookup) => serializeParameterLookup(lookup));
+  protected async readParameterEntries(
+    checkpoint: bigint,
+    lookups: string[]
+  ): Promise<Array<{ lookup: string; bucketParameters: string }>> {
     const { rows } = await this.pool.query<{ lookup: string; bucket_parameters: string }>(
       `SELECT DISTINCT ON (lookup, source_table, source_key) lookup, bucket_parameters
        FROM powersync.bucket_parameters
        WHERE group_id = $1 AND lookup = ANY($2::text[]) AND id <= $3::int8
        ORDER BY lookup, source_table, source_key, id DESC`,
-      [this.groupId, [...new Set(keys)], opId.toPgInt8(checkpoint)]
+      [this.groupId, lookups, opId.toPgInt8(checkpoint)]
     );
-    const byLookup = new Map<string, SqliteRow[]>();
-    for (const row of rows) {
-      if (row.bucket_parameters === '[]') continue;
-      const list = byLookup.get(row.lookup) ?? [];
-      list.push(...parseParameterRows(row.bucket_parameters));
-      byLookup.set(row.lookup, list);
-    }
-    return keys.map((key) => [...(byLookup.get(key) ?? [])]);
+    return rows.map((row) => ({ lookup: row.lookup, bucketParameters: row.bucket_parameters }));
   }
 
   compact(options: CompactOptions = {}): Promise<CompactResult> {

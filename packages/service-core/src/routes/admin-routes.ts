@@ -5,7 +5,8 @@ import { Router, type RequestHandler } from 'express';
 import { tokenFromAuthorizationHeader } from '../auth/token-verifier.js';
 import { authError, ErrorCode, validationError } from '../errors.js';
 import type { ReplicationSource, SlotStatus } from '../source/replication-source.js';
-import type { BucketStorage, ReplicationStream, StorageStatus } from '../storage/bucket-storage.js';
+import type { BucketStorage, StorageStatus } from '../storage/bucket-storage.js';
+import type { ReplicationStream } from '../storage/replication-stream.js';
 import { concurrencyLimiter } from './concurrency-limiter.js';
 
 /**

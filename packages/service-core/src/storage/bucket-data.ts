@@ -1,6 +1,6 @@
 import type { Lsn } from '@syncpoint/codecs';
 import type { ParameterLookup, SqliteRow, SyncRules } from '@syncpoint/sync-rules';
-import type { ReplicationStream } from './bucket-storage.js';
+import type { ReplicationStream } from './replication-stream.js';
 
 /**
  * Bucket data: operations, checksums, parameter lookups, checkpoints and compaction (PROTOCOL §7.5, §8).

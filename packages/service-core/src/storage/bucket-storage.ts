@@ -1,16 +1,8 @@
 import type { Lsn } from '@syncpoint/codecs';
 import type { ReplicationCheckpoint, ReplicationStreamStorage } from './bucket-data.js';
+import type { ReplicationStream, ReplicationStreamState } from './replication-stream.js';
 import type { ReplicationLockAPI } from './replication-lock-api.js';
 import type { WriteCheckpointAPI } from './write-checkpoint-api.js';
-
-export type ReplicationStreamState = 'PROCESSING' | 'ACTIVE' | 'STOP' | 'TERMINATED' | 'ERRORED';
-
-/** One deployed version of the sync config (PROTOCOL §1 "replication stream"). */
-export interface ReplicationStream {
-  id: number;
-  state: ReplicationStreamState;
-  content: string;
-}
 
 export type MigrationDirection = 'up' | 'down';
 

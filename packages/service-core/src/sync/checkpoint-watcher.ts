@@ -1,7 +1,8 @@
 import { compareLsn } from '@syncpoint/codecs';
 import type { Logger } from '../logger.js';
 import type { ReplicationCheckpoint } from '../storage/bucket-data.js';
-import type { BucketStorage, ReplicationStream } from '../storage/bucket-storage.js';
+import type { BucketStorage } from '../storage/bucket-storage.js';
+import type { ReplicationStream } from '../storage/replication-stream.js';
 
 export interface ServingCheckpoint {
   stream: ReplicationStream;

@@ -10,7 +10,7 @@ import { ServiceError } from '../errors.js';
 import type { Logger } from '../logger.js';
 import type { ServiceMetrics } from '../metrics.js';
 import type { BucketChecksum, OplogEntry, ReplicationStreamStorage } from '../storage/bucket-data.js';
-import type { ReplicationStream } from '../storage/bucket-storage.js';
+import type { ReplicationStream } from '../storage/replication-stream.js';
 import type { CheckpointWatcher, ServingCheckpoint } from './checkpoint-watcher.js';
 import type { SharedCheckpointReads } from './shared-checkpoint-reads.js';
 import type { SyncRequest } from './sync-request.js';

@@ -1,27 +1,37 @@
 import { addChecksums } from '@syncpoint/codecs';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { compactBucket, type BucketCompactionAccess, type ClearPlan, type CompactionOpView } from '../src/index.js';
+import {
+  compactBucket,
+  MovePlanner,
+  type BucketCompactionAccess,
+  type ClearPlan,
+  type CompactionOpView
+} from '../src/index.js';
 
-/** One bucket's log in memory, with the same read/write semantics as the MongoDB access. */
+/** One bucket's log in memory, with the read/write semantics every storage module's access has. */
 function memoryBucket(initial: CompactionOpView[]) {
   let log = initial.map((op) => ({ ...op }));
   let count = log.length;
   const access: BucketCompactionAccess = {
-    async readNewestFirst(through, limit) {
-      return log
-        .filter((op) => op.opId <= through)
-        .reverse()
-        .slice(0, limit)
-        .map((op) => ({ ...op }));
+    readNewestFirst(through, limit) {
+      return Promise.resolve(
+        log
+          .filter((op) => op.opId <= through)
+          .reverse()
+          .slice(0, limit)
+          .map((op) => ({ ...op }))
+      );
     },
-    async readOldestFirst(after, through, limit) {
-      return log
-        .filter((op) => (after === null || op.opId > after) && op.opId <= through)
-        .slice(0, limit)
-        .map((op) => ({ ...op }));
+    readOldestFirst(after, through, limit) {
+      return Promise.resolve(
+        log
+          .filter((op) => (after === null || op.opId > after) && op.opId <= through)
+          .slice(0, limit)
+          .map((op) => ({ ...op }))
+      );
     },
-    async writeMoves(moves) {
+    writeMoves(moves) {
       for (const move of moves) {
         const op = log.find((candidate) => candidate.opId === move.opId)!;
         Object.assign(op, {
@@ -33,8 +43,9 @@ function memoryBucket(initial: CompactionOpView[]) {
           targetOp: move.targetOp
         });
       }
+      return Promise.resolve();
     },
-    async writeClear(plan: ClearPlan) {
+    writeClear(plan: ClearPlan) {
       const before = log.length;
       log = log.filter((op) => op.opId >= plan.lastOpId);
       Object.assign(log[0]!, {
@@ -47,7 +58,7 @@ function memoryBucket(initial: CompactionOpView[]) {
         targetOp: plan.targetOp
       });
       count -= before - log.length;
-      return before - log.length;
+      return Promise.resolve(before - log.length);
     }
   };
   return { access, log: () => log, count: () => count };
@@ -122,11 +133,12 @@ describe('compaction planning (PROTOCOL §8.4)', () => {
         fc.nat(30),
         fc.integer({ min: 1, max: 6 }),
         fc.integer({ min: 1, max: 4 }),
-        async (commands, cut, batchSize, maxSeenKeys) => {
+        fc.constantFrom<'forget-all' | 'keep-known'>('forget-all', 'keep-known'),
+        async (commands, cut, batchSize, maxSeenKeys, whenFull) => {
           const original = commands.map((c, i) => op(i + 1, c.kind, c.row, c.checksum));
           const checkpoint = BigInt(Math.min(cut, original.length));
           const bucket = memoryBucket(original);
-          await compactBucket(bucket.access, checkpoint, batchSize, maxSeenKeys);
+          await compactBucket(bucket.access, checkpoint, batchSize, { maxSeenKeys, whenFull });
           const compacted = bucket.log();
 
           expect(compacted.filter((o) => o.opId > checkpoint)).toEqual(original.filter((o) => o.opId > checkpoint));
@@ -151,5 +163,18 @@ describe('compaction planning (PROTOCOL §8.4)', () => {
       ),
       { numRuns: 300 }
     );
+  });
+
+  it('past the key limit, forget-all starts over and keep-known still follows the keys it has', () => {
+    const ops = (ids: number[], row: string) => ids.map((id) => op(id, 'PUT', row, 1));
+    const forgetting = new MovePlanner({ maxSeenKeys: 1, whenFull: 'forget-all' });
+    expect(forgetting.plan([...ops([9], 'a'), ...ops([8], 'b')])).toEqual([]);
+    // Both keys were dropped after the batch: older ops of a and b are not recognised.
+    expect(forgetting.plan([...ops([7], 'a'), ...ops([6], 'b')])).toEqual([]);
+
+    const keeping = new MovePlanner({ maxSeenKeys: 1, whenFull: 'keep-known' });
+    expect(keeping.plan([...ops([9], 'a'), ...ops([8], 'b')])).toEqual([]);
+    // a was remembered, b was not (the limit was reached): only a's older op moves.
+    expect(keeping.plan([...ops([7], 'a'), ...ops([6], 'b')])).toEqual([{ opId: 7n, targetOp: 9n }]);
   });
 });

@@ -1,15 +1,16 @@
 /**
- * Pure planning of compaction (PROTOCOL §8.4), fed with ops read in batches; mirrors the Postgres storage.
+ * Pure planning of compaction (PROTOCOL §8.4), fed with ops read in batches. Every storage module runs
+ * `compactBucket` with its own `BucketCompactionAccess` (its reads and writes), so the rules live only here.
  *
- * 1. `MovePlanner`, newest → oldest: a PUT/REMOVE whose (table, id, subkey) appears again later becomes MOVE with
- *    `target_op` = the op that superseded it (the next newer op of the key). Memory-bounded: past `maxSeenKeys`
- *    remembered keys the memory is dropped (less compaction, never a wrong result). A CLEAR ends the scan: nothing
- *    older than it remains.
+ * 1. `MovePlanner`, newest → oldest: a PUT/REMOVE whose (table, id, source table, source key) appears again later
+ *    becomes MOVE with `target_op` = the op that superseded it (the next newer op of the key). Memory-bounded by
+ *    `SeenKeysLimit` (less compaction past it, never a wrong result). A CLEAR ends the scan: nothing older than it
+ *    remains.
  * 2. `ClearPlanner`, oldest → newest: the longest prefix of REMOVE/MOVE/CLEAR ops becomes one CLEAR at the last
  *    replaced op id, checksum = wrapping sum of the replaced ops, target_op = the highest target_op among them.
  */
 import { addChecksums } from '@syncpoint/codecs';
-import type { OpType } from '@syncpoint/service-core';
+import type { CompactOptions, CompactResult, OpType } from './bucket-data.js';
 
 export interface CompactionOpView {
   opId: bigint;
@@ -28,14 +29,24 @@ export interface MoveUpdate {
   targetOp: bigint;
 }
 
-export const DEFAULT_MAX_SEEN_KEYS = 200_000;
+/**
+ * How many keys the MOVE pass remembers in one bucket, and what happens past that: `forget-all` drops every key after
+ * the batch that crossed the limit (memory stays bounded by the limit plus one batch); `keep-known` stops adding new
+ * keys but keeps following the known ones (memory bounded by the limit, older ops of known rows still move).
+ */
+export interface SeenKeysLimit {
+  maxSeenKeys: number;
+  whenFull: 'forget-all' | 'keep-known';
+}
+
+export const DEFAULT_SEEN_KEYS_LIMIT: SeenKeysLimit = { maxSeenKeys: 200_000, whenFull: 'forget-all' };
 
 export class MovePlanner {
-  private readonly seen = new Map<string, bigint>();
+  private seen = new Map<string, bigint>();
   /** A CLEAR was reached: older ops need not be read. */
   done = false;
 
-  constructor(private readonly maxSeenKeys = DEFAULT_MAX_SEEN_KEYS) {}
+  constructor(private readonly limit: SeenKeysLimit = DEFAULT_SEEN_KEYS_LIMIT) {}
 
   /** Ops of one batch, newest first; returns the ops to turn into MOVE. */
   plan(batch: Iterable<CompactionOpView>): MoveUpdate[] {
@@ -50,9 +61,10 @@ export class MovePlanner {
       const key = `${op.table}\u0000${op.rowId}\u0000${op.sourceTable}\u0000${op.sourceKey}`;
       const newer = this.seen.get(key);
       if (newer !== undefined) moves.push({ opId: op.opId, targetOp: newer });
-      this.seen.set(key, op.opId);
+      if (newer !== undefined || this.limit.whenFull === 'forget-all' || this.seen.size < this.limit.maxSeenKeys)
+        this.seen.set(key, op.opId);
     }
-    if (this.seen.size > this.maxSeenKeys) this.seen.clear();
+    if (this.limit.whenFull === 'forget-all' && this.seen.size > this.limit.maxSeenKeys) this.seen = new Map();
     return moves;
   }
 }
@@ -100,7 +112,7 @@ export class ClearPlanner {
   }
 }
 
-/** Storage access of one bucket for `compactBucket`; MongoDB implements it, tests use an in-memory log. */
+/** Storage access of one bucket for `compactBucket`; each storage module implements it, tests use an in-memory log. */
 export interface BucketCompactionAccess {
   /** Ops with op id ≤ `through`, newest first, at most `limit`. */
   readNewestFirst(through: bigint, limit: number): Promise<CompactionOpView[]>;
@@ -119,11 +131,11 @@ export async function compactBucket(
   access: BucketCompactionAccess,
   checkpoint: bigint,
   batchSize: number,
-  maxSeenKeys = DEFAULT_MAX_SEEN_KEYS
+  seenKeysLimit: SeenKeysLimit = DEFAULT_SEEN_KEYS_LIMIT
 ): Promise<{ moved: number; cleared: number; scanned: number }> {
   let scanned = 0;
   let moved = 0;
-  const movePlanner = new MovePlanner(maxSeenKeys);
+  const movePlanner = new MovePlanner(seenKeysLimit);
   for (let through = checkpoint; through > 0n;) {
     const batch = await access.readNewestFirst(through, batchSize);
     scanned += batch.length;
@@ -147,4 +159,44 @@ export async function compactBucket(
   const plan = clearPlanner.result();
   const cleared = plan === null ? 0 : (await access.writeClear(plan)) + 1;
   return { moved, cleared, scanned };
+}
+
+/** Ops read at a time when `CompactOptions.batchSize` is not given. */
+export const DEFAULT_COMPACTION_BATCH_SIZE = 10_000;
+
+/** What a storage module supplies to compact one stream: its checkpoint, its buckets and each bucket's access. */
+export interface StreamCompactionAccess {
+  /** The stream's current checkpoint: only ops at or below it are touched. 0n: nothing to compact. */
+  checkpoint: bigint;
+  /** Every bucket of the stream with ops, or `only` when given. */
+  bucketNames(only: string[] | undefined): AsyncIterable<string>;
+  bucket(name: string): BucketCompactionAccess;
+  seenKeysLimit?: SeenKeysLimit;
+}
+
+/** Compacts a stream bucket by bucket (`compactBucket`), reporting progress after each bucket. */
+export async function compactStreamBuckets(
+  access: StreamCompactionAccess,
+  options: CompactOptions
+): Promise<CompactResult> {
+  const batchSize = Math.max(1, options.batchSize ?? DEFAULT_COMPACTION_BATCH_SIZE);
+  const result: CompactResult = { bucketsCompacted: 0, opsMoved: 0, opsCleared: 0 };
+  if (access.checkpoint <= 0n) return result;
+
+  let bucketsDone = 0;
+  let opsScanned = 0;
+  for await (const bucket of access.bucketNames(options.buckets)) {
+    const { moved, cleared, scanned } = await compactBucket(
+      access.bucket(bucket),
+      access.checkpoint,
+      batchSize,
+      access.seenKeysLimit
+    );
+    opsScanned += scanned;
+    result.opsMoved += moved;
+    result.opsCleared += cleared;
+    if (moved > 0 || cleared > 0) result.bucketsCompacted++;
+    options.onProgress?.({ bucketsDone: ++bucketsDone, opsScanned });
+  }
+  return result;
 }

@@ -1,9 +1,11 @@
 /**
- * The checkpoint decision of `commit`/`keepalive` (PROTOCOL §8.3), as a pure function of the stream's document.
- * Mirrors the Postgres storage exactly.
+ * The checkpoint decision of `commit`/`keepalive` (PROTOCOL §8.3), as a pure function of the stream's stored state.
+ * Every storage module reads its stream record into `StreamCheckpointState`, asks `planCheckpoint`, and writes what
+ * the plan says, so the modules cannot disagree on when a checkpoint is created.
  */
 import { compareLsn, type Lsn } from '@syncpoint/codecs';
-import type { ReplicationStreamState } from '@syncpoint/service-core';
+import type { Logger } from '../logger.js';
+import type { ReplicationStreamState } from './replication-stream.js';
 
 export interface StreamCheckpointState {
   state: ReplicationStreamState;
@@ -69,4 +71,33 @@ export function planCheckpoint(
     activate: stream.state === 'PROCESSING',
     advanced: next > previous || stream.lastCheckpoint === null
   };
+}
+
+/** How often a stream whose checkpoints are blocked says so at most (replication keeps committing meanwhile). */
+const BLOCKED_LOG_INTERVAL_MS = 5_000;
+
+/** Logs, at most every few seconds, that a stream is waiting before it may create a checkpoint. */
+export class BlockedCheckpointLog {
+  private lastLoggedAt = 0;
+
+  constructor(
+    private readonly streamId: number,
+    private readonly logger?: Logger,
+    private readonly intervalMs = BLOCKED_LOG_INTERVAL_MS
+  ) {}
+
+  blocked(lsn: Lsn, stream: StreamCheckpointState): void {
+    if (Date.now() - this.lastLoggedAt <= this.intervalMs) return;
+    this.lastLoggedAt = Date.now();
+    this.logger?.info(
+      {
+        stream: this.streamId,
+        lsn,
+        snapshotDone: stream.snapshotDone,
+        noCheckpointBefore: stream.noCheckpointBefore,
+        lastCheckpointLsn: stream.lastCheckpointLsn
+      },
+      'waiting before creating a checkpoint'
+    );
+  }
 }

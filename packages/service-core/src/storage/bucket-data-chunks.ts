@@ -1,4 +1,39 @@
-import type { BucketDataChunk, OplogEntry } from '@syncpoint/service-core';
+import type { SqliteRow } from '@syncpoint/sync-rules';
+import { parseParameterRows } from '@syncpoint/sync-rules';
+import type { BucketDataChunk, OplogEntry } from './bucket-data.js';
+import type { BucketStorageBatch } from './bucket-data.js';
+
+/** `getBucketData` defaults (PROTOCOL §7.4): ops per call, and row data per chunk. */
+export const DEFAULT_BUCKET_DATA_LIMIT = 1000;
+export const DEFAULT_CHUNK_LIMIT_BYTES = 1024 * 1024;
+
+/** `startBatch`: run the callback with the batch, then flush what it buffered (not committed). */
+export async function runBatch<T>(
+  batch: BucketStorageBatch,
+  callback: (batch: BucketStorageBatch) => Promise<T>
+): Promise<T> {
+  const result = await callback(batch);
+  await batch.flush();
+  return result;
+}
+
+/**
+ * `getParameterSets` from the newest stored entry per (lookup, source row) at the checkpoint: `[]` entries mean the
+ * row left the lookup; `result[i]` holds the rows for `keys[i]`.
+ */
+export function parameterSetsOf(
+  keys: string[],
+  entries: Iterable<{ lookup: string; bucketParameters: string }>
+): SqliteRow[][] {
+  const byLookup = new Map<string, SqliteRow[]>();
+  for (const entry of entries) {
+    if (entry.bucketParameters === '[]') continue;
+    const list = byLookup.get(entry.lookup) ?? [];
+    list.push(...parseParameterRows(entry.bucketParameters));
+    byLookup.set(entry.lookup, list);
+  }
+  return keys.map((key) => [...(byLookup.get(key) ?? [])]);
+}
 
 export interface BucketOp {
   bucket: string;
@@ -7,7 +42,7 @@ export interface BucketOp {
 
 /**
  * Splits ops (buckets in name order, ops in id order, at most `limit + 1` of them as read from the server) into
- * chunks (PROTOCOL §7.4 step 3), the same way as the Postgres storage:
+ * chunks (PROTOCOL §7.4 step 3), for every storage module:
  * - a new chunk per bucket; `after` is the bucket's start position, `nextAfter` the id of its last op;
  * - once a chunk holds `chunkLimitBytes` of row data (UTF-16 length of `data`) and the next op is of the same
  *   bucket, the chunk is closed with `hasMore` and the bucket continues in the next chunk;

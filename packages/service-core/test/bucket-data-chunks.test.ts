@@ -1,7 +1,6 @@
-import type { BucketDataChunk, OplogEntry } from '@syncpoint/service-core';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { chunkBucketOps, type BucketOp } from '../src/index.js';
+import { chunkBucketOps, type BucketDataChunk, type BucketOp, type OplogEntry } from '../src/index.js';
 
 /** An in-memory bucket log read as the server query does: `$or` of ranges, sorted by (bucket, op id), limit + 1. */
 function serverRead(

@@ -1,7 +1,6 @@
 import { lsnFromBigint } from '@syncpoint/codecs';
 import { describe, expect, it } from 'vitest';
-import { canCheckpoint, planCheckpoint, streamCheckpointState, type StreamCheckpointState } from '../src/index.js';
-import { Long } from 'mongodb';
+import { canCheckpoint, planCheckpoint, type StreamCheckpointState } from '../src/index.js';
 
 const lsn = (n: number) => lsnFromBigint(BigInt(n));
 const base: StreamCheckpointState = {
@@ -75,26 +74,6 @@ describe('checkpoint planning (PROTOCOL §8.3)', () => {
       lsn: lsn(0x10),
       activate: true,
       advanced: true
-    });
-  });
-
-  it('reads the stream document with its defaults and Int64 fields', () => {
-    expect(
-      streamCheckpointState({
-        _id: 3,
-        state: 'PROCESSING',
-        content: '',
-        created_at: new Date(),
-        last_checkpoint: Long.fromBigInt(2n ** 62n),
-        keepalive_op: null
-      })
-    ).toEqual({
-      state: 'PROCESSING',
-      snapshotDone: false,
-      lastCheckpoint: 2n ** 62n,
-      lastCheckpointLsn: null,
-      noCheckpointBefore: null,
-      keepaliveOp: null
     });
   });
 });
