@@ -316,6 +316,7 @@ export class MongoBatch implements BucketStorageBatch {
 
     await this.collections.client.withSession((session) =>
       session.withTransaction(async () => {
+        await this.collections.fence?.(session);
         if (ops.length > 0) await this.collections.bucketData.insertMany(ops, { session });
         if (stateUpdates.length > 0) await this.collections.bucketState.bulkWrite(stateUpdates, { session });
         if (rowWrites.length > 0) await this.collections.currentData.bulkWrite(rowWrites, { session });
@@ -356,6 +357,7 @@ export class MongoBatch implements BucketStorageBatch {
       session.withTransaction(async () => {
         created = false;
         waiting = null;
+        await this.collections.fence?.(session);
         const document = await this.collections.syncRules.findOne({ _id: this.groupId }, { session });
         if (!document) throw new Error(`replication stream ${this.groupId} does not exist`);
         const stream = streamCheckpointState(document);

@@ -19,7 +19,7 @@ import {
   type SqliteRow,
   type SyncRules
 } from '@syncpoint/sync-rules';
-import type { Collection, MongoClient } from 'mongodb';
+import type { ClientSession, Collection, Document, MongoClient, UpdateFilter } from 'mongodb';
 import { chunkBucketOps, type BucketOp } from './bucket-data-chunks.js';
 import {
   bucketDataFilter,
@@ -62,6 +62,11 @@ export interface StreamCollections {
   opIdSequence: Collection<OpIdSequenceDocument>;
   /** Insert a change notification into `checkpoint_events` (PROTOCOL §6.2). */
   notify(): Promise<void>;
+  /**
+   * First operation of every replication write transaction: throws `ReplicationLeadershipLostError` when this process
+   * lost replication leadership (issue 12 item 2). Absent: unfenced.
+   */
+  fence?: (session: ClientSession) => Promise<void>;
 }
 
 /** One replication stream's data in MongoDB storage (PROTOCOL §8); `g` in every key is the stream id. */
@@ -103,39 +108,50 @@ export class MongoStreamStorage implements ReplicationStreamStorage {
     };
   }
 
+  /** A write to the stream's document, refused in its own transaction when leadership was lost. */
+  private async fencedStreamUpdate(update: UpdateFilter<SyncRulesDocument> | Document[]): Promise<void> {
+    const fence = this.collections.fence;
+    if (!fence) {
+      await this.collections.syncRules.updateOne({ _id: this.groupId }, update);
+      return;
+    }
+    await this.collections.client.withSession((session) =>
+      session.withTransaction(async () => {
+        await fence(session);
+        await this.collections.syncRules.updateOne({ _id: this.groupId }, update, { session });
+      })
+    );
+  }
+
   async setSlotName(slotName: string): Promise<void> {
-    await this.collections.syncRules.updateOne({ _id: this.groupId }, { $set: { slot_name: slotName } });
+    await this.fencedStreamUpdate({ $set: { slot_name: slotName } });
   }
 
   async saveSnapshotProgress(state: SnapshotTableState): Promise<void> {
-    await this.collections.syncRules.updateOne({ _id: this.groupId }, snapshotProgressUpdate(state));
+    await this.fencedStreamUpdate(snapshotProgressUpdate(state));
   }
 
   async markSnapshotDone(noCheckpointBefore: Lsn): Promise<void> {
-    await this.collections.syncRules.updateOne(
-      { _id: this.groupId },
-      { $set: { snapshot_done: true, no_checkpoint_before: normalizeLsn(noCheckpointBefore) } }
-    );
+    await this.fencedStreamUpdate({
+      $set: { snapshot_done: true, no_checkpoint_before: normalizeLsn(noCheckpointBefore) }
+    });
   }
 
   async clear(): Promise<void> {
     const g = this.groupId;
     // Not one transaction: a stream's data can exceed what one transaction should hold. The sync_rules reset comes
     // first, so a crash midway leaves a stream that snapshots again (and clears again) rather than serving half.
-    await this.collections.syncRules.updateOne(
-      { _id: g },
-      {
-        $set: {
-          snapshot_done: false,
-          last_checkpoint: null,
-          last_checkpoint_lsn: null,
-          no_checkpoint_before: null,
-          keepalive_op: null,
-          snapshot_lsn: null,
-          snapshot_tables: []
-        }
+    await this.fencedStreamUpdate({
+      $set: {
+        snapshot_done: false,
+        last_checkpoint: null,
+        last_checkpoint_lsn: null,
+        no_checkpoint_before: null,
+        keepalive_op: null,
+        snapshot_lsn: null,
+        snapshot_tables: []
       }
-    );
+    });
     await this.collections.bucketData.deleteMany(streamBucketDataRange(g));
     await this.collections.bucketState.deleteMany(streamBucketStateRange(g));
     await this.collections.currentData.deleteMany(streamCurrentDataRange(g));

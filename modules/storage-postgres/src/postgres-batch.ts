@@ -12,6 +12,7 @@ import {
 import { serializeParameterRows, type SyncRules } from '@syncpoint/sync-rules';
 import type pg from 'pg';
 import { CHECKPOINT_CHANNEL, inTransaction, MARK_PROCESSED_SQL, U32 } from './pg-transaction.js';
+import type { PostgresReplicationLeadership } from './replication-leadership.js';
 
 /** Row changes evaluated together (one bulk read of their current_data). */
 const EVALUATE_ROWS = 5_000;
@@ -131,7 +132,9 @@ export class PostgresBatch implements BucketStorageBatch {
     private readonly pool: pg.Pool,
     private readonly groupId: number,
     private readonly syncRules: SyncRules,
-    private readonly logger?: Logger
+    private readonly logger?: Logger,
+    /** Refuses flushes and checkpoints once this process lost replication leadership (issue 12 item 2). */
+    private readonly leadership?: PostgresReplicationLeadership
   ) {}
 
   async save(change: RowChange): Promise<void> {
@@ -439,6 +442,7 @@ export class PostgresBatch implements BucketStorageBatch {
   private async writeFlush(data: FlushData): Promise<void> {
     const maxId = data.maxId;
     await inTransaction(this.pool, async (client) => {
+      await this.leadership?.fence(client);
       // Not waiting for the WAL flush is safe: these writes are invisible until a checkpoint, and the checkpoint's
       // own (synchronous) commit flushes the WAL up to and including them. Lost flushes are redone by replication.
       await client.query(`SET LOCAL synchronous_commit = off`);
@@ -535,6 +539,7 @@ export class PostgresBatch implements BucketStorageBatch {
     const lsn = normalizeLsn(lsnText);
     await this.flush();
     const outcome = await inTransaction(this.pool, async (client) => {
+      await this.leadership?.fence(client);
       const { rows } = await client.query<StreamRow>(
         `SELECT state, snapshot_done, last_checkpoint, last_checkpoint_lsn::text AS lsn,
                 no_checkpoint_before::text AS no_checkpoint_before, keepalive_op
