@@ -25,6 +25,8 @@ import { openSyncStream } from './sync-stream-client.js';
  *   logs that it lost leadership and stands by; afterwards the fault invariants hold.
  */
 
+type SyncLine = { checkpoint?: { write_checkpoint?: string }; checkpoint_diff?: { write_checkpoint?: string } };
+
 /** The issue's target for restart-to-acknowledgement. */
 const FAILOVER_TARGET_MS = 3_000;
 /** What the assertion allows on a loaded 2-core CI machine (the figure is printed beside the target). */
@@ -43,9 +45,11 @@ function listeningUrl(child: ChildService): string | null {
 }
 
 async function waitListening(child: ChildService, timeoutMs = 90_000): Promise<{ url: string; at: number }> {
-  const url = await waitFor('the service to listen', async () => listeningUrl(child), timeoutMs, 10).catch((error) => {
-    throw new Error(`${(error as Error).message}\nchild output:\n${child.output().slice(-5_000)}`);
-  });
+  const url = await waitFor('the service to listen', () => Promise.resolve(listeningUrl(child)), timeoutMs, 10).catch(
+    (error) => {
+      throw new Error(`${(error as Error).message}\nchild output:\n${child.output().slice(-5_000)}`);
+    }
+  );
   return { url, at: Date.now() };
 }
 
@@ -79,7 +83,7 @@ describe('failover (issue 12)', () => {
       await postCheckpointRequest(url, token, 'failover-device', 1n, 30_000);
       let sawRow = false;
       let acknowledged = false;
-      await stream.until((line) => {
+      await stream.until((line: SyncLine) => {
         if (JSON.stringify(line).includes('before-kill')) sawRow = true;
         const ack = (line.checkpoint ?? line.checkpoint_diff)?.write_checkpoint;
         if (ack !== undefined && BigInt(ack) >= 1n) acknowledged = true;
@@ -104,10 +108,14 @@ describe('failover (issue 12)', () => {
     const ttl = { SYNCPOINT_REPLICATION_LOCK_TTL_MS: String(LOCK_TTL_MS) };
     const leader = await env.startChild({ storageName, syncConfig: ITEMS_SYNC_CONFIG, role: 'unified', env: ttl });
     const { url: leaderUrl } = await waitListening(leader);
-    await waitFor('the leader to replicate', async () => /replication lock acquired/.test(leader.output()), 60_000);
+    await waitFor(
+      'the leader to replicate',
+      () => Promise.resolve(/replication lock acquired/.test(leader.output())),
+      60_000
+    );
     const standby = await env.startChild({ storageName, syncConfig: ITEMS_SYNC_CONFIG, role: 'unified', env: ttl });
     const { url: standbyUrl } = await waitListening(standby);
-    await waitFor('the standby to stand by', async () => /standing by/.test(standby.output()), 60_000);
+    await waitFor('the standby to stand by', () => Promise.resolve(/standing by/.test(standby.output())), 60_000);
     await waitForCheckpointLsn(storage, await env.sourcePosition(), 90_000);
 
     // A request stored through the leader's API before the pause: it must be acknowledged in the end.
@@ -121,7 +129,7 @@ describe('failover (issue 12)', () => {
       await env.sourceDb.query(`INSERT INTO items SELECT i, 'u2', i, 'while-paused' FROM generate_series(300, 340) i`);
       await waitFor(
         'the standby to take over',
-        async () => /replication lock acquired/.test(standby.output()),
+        () => Promise.resolve(/replication lock acquired/.test(standby.output())),
         LOCK_TTL_MS + 30_000
       );
       await env.sourceDb.query(`UPDATE items SET val = -val WHERE batch = 'while-paused'`);
@@ -130,9 +138,9 @@ describe('failover (issue 12)', () => {
       // Freeze the new leader too (shorter than its lease, so the resumed one cannot legitimately take over again):
       // whatever changes in storage now comes from the resumed process.
       standby.child.kill('SIGSTOP');
-      const storageState = async () =>
+      const storageState = async (): Promise<unknown> =>
         (
-          await storage.pool.query(
+          await storage.pool.query<Record<string, unknown>>(
             `SELECT (SELECT count(*) FROM powersync.bucket_data)::int AS ops,
                     (SELECT max(op_id) FROM powersync.bucket_data)::text AS max_op,
                     (SELECT json_agg(json_build_object('id', id, 'cp', last_checkpoint::text, 'lsn', last_checkpoint_lsn::text,
@@ -147,7 +155,7 @@ describe('failover (issue 12)', () => {
       leader.child.kill('SIGCONT');
       await waitFor(
         'the resumed leader to notice it lost leadership',
-        async () => /replication (leadership|lock) lost/.test(leader.output().slice(logLengthBefore)),
+        () => Promise.resolve(/replication (leadership|lock) lost/.test(leader.output().slice(logLengthBefore))),
         LOCK_TTL_MS / 2
       ).catch((error) => {
         throw new Error(`${(error as Error).message}\nleader output:\n${leader.output().slice(-5_000)}`);
@@ -159,7 +167,7 @@ describe('failover (issue 12)', () => {
       if (standby.child.exitCode === null) standby.child.kill('SIGCONT');
     }
     // It stands by (retrying the lock), and the new leader is unaffected.
-    await waitFor('the resumed one to stand by', async () => /standing by/.test(leader.output()), 30_000);
+    await waitFor('the resumed one to stand by', () => Promise.resolve(/standing by/.test(leader.output())), 30_000);
 
     // Fault invariants: the request stored before the pause is acknowledged (through either API), and clients end with
     // exactly what a fresh snapshot of the source gives.
