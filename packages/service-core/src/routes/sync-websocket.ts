@@ -242,6 +242,8 @@ export class RSocketLineSink implements SyncLineSink {
   private chain: Promise<void> = Promise.resolve();
   private closed = false;
   private wake: (() => void) | null = null;
+  private readonly destroyed: Promise<void>;
+  private markDestroyed!: () => void;
 
   constructor(
     private readonly responder: OnNextSubscriber & OnTerminalSubscriber,
@@ -249,6 +251,7 @@ export class RSocketLineSink implements SyncLineSink {
     private readonly drained: () => Promise<void> = () => Promise.resolve()
   ) {
     this.demand = initialRequestN;
+    this.destroyed = new Promise<void>((resolve) => (this.markDestroyed = resolve));
   }
 
   get isClosed(): boolean {
@@ -288,7 +291,19 @@ export class RSocketLineSink implements SyncLineSink {
     this.demand--;
     const document = BSON.serialize(line);
     this.responder.onNext({ data: Buffer.from(document.buffer, document.byteOffset, document.byteLength) }, false);
-    await this.drained();
+    await Promise.race([this.drained(), this.destroyed]);
+  }
+
+  /**
+   * The stream must end but the client gives no demand (or its socket is backed up): drop what is queued and complete
+   * the stream now (COMPLETE needs no demand), so the SDK reconnects.
+   */
+  destroy(): void {
+    this.markDestroyed();
+    if (this.closed) return;
+    this.closed = true;
+    this.notify();
+    this.responder.onComplete();
   }
 
   async fail(error: unknown): Promise<void> {
