@@ -5,6 +5,8 @@ import {
   Deferred,
   deserializeFrame,
   ErrorCodes,
+  Flags,
+  FrameTypes,
   RSocketError,
   RSocketServer,
   serializeFrame,
@@ -69,6 +71,10 @@ export interface SyncWebSocketServer {
   /** Close every WebSocket connection (also done by `SyncConnections.closeAll`). */
   close(): void;
 }
+
+/** Frames (and their bytes) a connection may send while its SETUP is being verified; the SDK sends one REQUEST_STREAM. */
+export const MAX_PRE_SETUP_FRAMES = 16;
+export const MAX_PRE_SETUP_BYTES = 4 * 1024 * 1024;
 
 /** WebSocket close codes. */
 const GOING_AWAY = 1001;
@@ -165,10 +171,28 @@ class SingleWebSocketTransport implements ServerTransport {
   ): Promise<Closeable> {
     const socket = this.socket;
     let queued: Buffer[] | null = null;
+    let queuedBytes = 0;
     const setupTimer = setTimeout(() => socket.terminate(), this.options.setupTimeoutMs);
     socket.on('message', (data) => {
       if (!Buffer.isBuffer(data)) return; // binaryType 'nodebuffer': always a Buffer
-      if (queued) return void queued.push(data);
+      if (queued) {
+        // Issue 12 item 5: frames before the SETUP is verified are held in memory: bounded in count and bytes.
+        queuedBytes += data.length;
+        if (queued.length >= MAX_PRE_SETUP_FRAMES || queuedBytes > MAX_PRE_SETUP_BYTES) {
+          queued = [];
+          const message = `too many frames before the SETUP was verified (at most ${MAX_PRE_SETUP_FRAMES} frames, ${MAX_PRE_SETUP_BYTES} bytes)`;
+          this.connection?.send({
+            type: FrameTypes.ERROR,
+            streamId: 0,
+            flags: Flags.NONE,
+            code: ErrorCodes.CONNECTION_ERROR,
+            message
+          });
+          this.connection?.close(new RSocketError(ErrorCodes.CONNECTION_ERROR, message));
+          return;
+        }
+        return void queued.push(data);
+      }
       if (this.connection) return this.connection.receive(data);
       // The first frame: SETUP.
       clearTimeout(setupTimer);
