@@ -28,6 +28,8 @@ import type { PostgresStorageConfig } from './storage-config.js';
 
 const RECONNECT_MIN_MS = 100;
 const RECONNECT_MAX_MS = 10_000;
+/** Liveness check period (and query timeout) of the checkpoint LISTEN connection. */
+const LISTENER_CHECK_MS = 10_000;
 
 interface SyncRulesTable {
   id: number;
@@ -347,7 +349,14 @@ export class PostgresBucketStorage implements BucketStorage {
     let delay = RECONNECT_MIN_MS;
 
     const connect = async (): Promise<void> => {
-      const client = new pg.Client(this.pool.options as pg.ClientConfig);
+      // Issue 12 item 4: TCP keepalives, and a query with a timeout every LISTENER_CHECK_MS (below), so a half-open
+      // connection — which would silently stop every notification — is replaced within about 20 s.
+      const client = new pg.Client({
+        ...(this.pool.options as pg.ClientConfig),
+        keepAlive: true,
+        keepAliveInitialDelayMillis: LISTENER_CHECK_MS,
+        query_timeout: LISTENER_CHECK_MS
+      });
       const failed = (error?: Error) => {
         if (current !== client) return;
         current = null;
@@ -396,8 +405,22 @@ export class PostgresBucketStorage implements BucketStorage {
     };
 
     await connect();
+    const check = setInterval(() => {
+      const client = current;
+      client?.query('SELECT 1').catch((error: Error) => {
+        if (current !== client) return;
+        // A timeout or a broken connection: end it; its 'end' event schedules the reconnect (and a re-read).
+        this.logger?.warn({ err: error }, 'checkpoint listener connection did not answer; replacing it');
+        current = null;
+        client.removeAllListeners('notification');
+        client.end().catch(() => undefined);
+        if (!stopped) scheduleReconnect();
+      });
+    }, LISTENER_CHECK_MS);
+    check.unref();
     return async () => {
       stopped = true;
+      clearInterval(check);
       if (timer) clearTimeout(timer);
       timer = undefined;
       const client = current;
