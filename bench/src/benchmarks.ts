@@ -1,5 +1,6 @@
 import type { Benchmark } from './benchmark.js';
 import { checkpointBenchmark } from './checkpoint-bench.js';
+import { failoverBenchmark } from './failover-bench.js';
 import { replicationBenchmark } from './replication-bench.js';
 import { storageBenchmark } from './storage-bench.js';
 import { syncBenchmark } from './sync-bench.js';
@@ -12,7 +13,8 @@ export const BENCHMARKS: readonly Benchmark[] = [
   checkpointBenchmark,
   storageBenchmark,
   replicationBenchmark,
-  syncBenchmark
+  syncBenchmark,
+  failoverBenchmark
 ];
 
 export function findBenchmark(name: string): Benchmark | undefined {

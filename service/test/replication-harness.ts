@@ -42,7 +42,7 @@ export interface ReplicationEnv {
   createStorageDatabase(label: string): Promise<string>;
   configText(options: ServiceOptions): string;
   startInProcess(options: ServiceOptions & { role?: ServiceRole }): Promise<RunningService>;
-  startChild(options: ServiceOptions & { role?: ServiceRole }): Promise<ChildService>;
+  startChild(options: ServiceOptions & { role?: ServiceRole; env?: Record<string, string> }): Promise<ChildService>;
   openStorage(storageName: string): PostgresBucketStorage;
   /** The source's WAL position, after everything committed so far; emits a marker so an idle source moves on. */
   sourcePosition(): Promise<string>;
@@ -188,7 +188,10 @@ export async function createReplicationEnv(
           '--host',
           '127.0.0.1'
         ],
-        { cwd: serviceDir, env: { ...process.env, SYNCPOINT_LOG_LEVEL: process.env.SYNCPOINT_TEST_LOG ?? 'info' } }
+        {
+          cwd: serviceDir,
+          env: { ...process.env, SYNCPOINT_LOG_LEVEL: process.env.SYNCPOINT_TEST_LOG ?? 'info', ...options.env }
+        }
       );
       let output = '';
       child.stdout.on('data', (chunk) => (output = (output + chunk).slice(-200_000)));

@@ -142,6 +142,7 @@ export class MongoBatch extends ReplicationBatch {
 
     await this.collections.client.withSession((session) =>
       session.withTransaction(async () => {
+        await this.collections.fence?.(session);
         if (ops.length > 0) await this.collections.bucketData.insertMany(ops, { session });
         if (stateUpdates.length > 0) await this.collections.bucketState.bulkWrite(stateUpdates, { session });
         if (rowWrites.length > 0) await this.collections.currentData.bulkWrite(rowWrites, { session });
@@ -168,6 +169,7 @@ export class MongoBatch extends ReplicationBatch {
       session.withTransaction(async () => {
         created = false;
         waiting = null;
+        await this.collections.fence?.(session);
         const document = await this.collections.syncRules.findOne({ _id: this.groupId }, { session });
         if (!document) throw new Error(`replication stream ${this.groupId} does not exist`);
         const stream = streamCheckpointState(document);

@@ -50,12 +50,8 @@ import {
   acknowledgedAt,
   GENERATED_ID_EXHAUSTED
 } from './write-checkpoint-updates.js';
-import {
-  REPLICATION_LOCK,
-  REPLICATION_LOCK_ID,
-  replicationLeaseUpdate,
-  type ReplicationLockDocument
-} from './replication-lock.js';
+import { MongoReplicationLeadership } from './replication-leadership.js';
+import { REPLICATION_LOCK, type ReplicationLockDocument } from './replication-lock.js';
 
 export const SYNC_RULES = 'sync_rules';
 export const COUNTERS = 'counters';
@@ -74,6 +70,8 @@ const READ_BACK_ATTEMPTS = 3;
 export class MongoBucketStorage implements BucketStorage {
   readonly writeCheckpoints: Collection<WriteCheckpointDocument>;
   readonly replicationLock: Collection<ReplicationLockDocument>;
+  /** Replication leadership and the fence every replication write passes (issue 12 items 1–2). */
+  readonly leadership: MongoReplicationLeadership;
   readonly syncRules: Collection<SyncRulesDocument>;
   /** The collections of bucket data, shared with every stream's storage. */
   readonly collections: StreamCollections;
@@ -85,6 +83,7 @@ export class MongoBucketStorage implements BucketStorage {
   ) {
     this.writeCheckpoints = db.collection<WriteCheckpointDocument>(WRITE_CHECKPOINTS);
     this.replicationLock = db.collection<ReplicationLockDocument>(REPLICATION_LOCK);
+    this.leadership = new MongoReplicationLeadership(this.replicationLock, logger);
     this.syncRules = db.collection<SyncRulesDocument>(SYNC_RULES);
     this.collections = {
       client,
@@ -95,7 +94,8 @@ export class MongoBucketStorage implements BucketStorage {
       currentData: db.collection<CurrentDataDocument>(CURRENT_DATA),
       bucketParameters: db.collection<BucketParameterDocument>(BUCKET_PARAMETERS),
       opIdSequence: db.collection<OpIdSequenceDocument>(OP_ID_SEQUENCE),
-      notify: () => this.notifyCheckpointEvent()
+      notify: () => this.notifyCheckpointEvent(),
+      fence: (session) => this.leadership.fence(session)
     };
   }
 
@@ -187,9 +187,16 @@ export class MongoBucketStorage implements BucketStorage {
   }
 
   async markWriteCheckpointsProcessed(lsn: Lsn): Promise<number> {
-    const result = await this.writeCheckpoints.updateMany(reachedPendingFilter(lsn), {
-      $set: { processed_at_lsn: lsn }
-    });
+    const result = await this.client.withSession((session) =>
+      session.withTransaction(async () => {
+        await this.leadership.fence(session);
+        return this.writeCheckpoints.updateMany(
+          reachedPendingFilter(lsn),
+          { $set: { processed_at_lsn: lsn } },
+          { session }
+        );
+      })
+    );
     if (result.modifiedCount > 0) await this.notifyCheckpointEvent();
     return result.modifiedCount;
   }
@@ -199,35 +206,17 @@ export class MongoBucketStorage implements BucketStorage {
     return result.deletedCount;
   }
 
-  /**
-   * The replication lease: one document `{_id: 'replication', holder, expires_at}` in `replication_lock`. The
-   * filter and the new expiry use the server's `$$NOW`; a lease held by another, unexpired holder makes the
-   * upsert collide on `_id` (duplicate key), which means "not acquired".
-   */
-  async acquireReplicationLock(holderId: string, ttlMs: number): Promise<boolean> {
-    try {
-      await this.replicationLock.updateOne(
-        { _id: REPLICATION_LOCK_ID, $or: [{ holder: holderId }, { $expr: { $lt: ['$expires_at', '$$NOW'] } }] },
-        replicationLeaseUpdate(holderId, ttlMs),
-        { upsert: true }
-      );
-      return true;
-    } catch (error) {
-      if (error instanceof MongoServerError && error.code === DUPLICATE_KEY) return false;
-      throw error;
-    }
+  /** The replication lease with its fencing epoch (replication-leadership.ts). */
+  acquireReplicationLock(holderId: string, ttlMs: number, onLost?: () => void): Promise<boolean> {
+    return this.leadership.acquire(holderId, ttlMs, onLost);
   }
 
-  async renewReplicationLock(holderId: string, ttlMs: number): Promise<boolean> {
-    const result = await this.replicationLock.updateOne(
-      { _id: REPLICATION_LOCK_ID, holder: holderId },
-      replicationLeaseUpdate(holderId, ttlMs)
-    );
-    return result.matchedCount === 1;
+  renewReplicationLock(holderId: string, ttlMs: number): Promise<boolean> {
+    return this.leadership.renew(holderId, ttlMs);
   }
 
-  async releaseReplicationLock(holderId: string): Promise<void> {
-    await this.replicationLock.deleteOne({ _id: REPLICATION_LOCK_ID, holder: holderId });
+  releaseReplicationLock(holderId: string): Promise<void> {
+    return this.leadership.release(holderId);
   }
 
   async deploySyncConfig(content: string): Promise<ReplicationStream> {

@@ -24,6 +24,7 @@ import {
   toSnapshotTableState,
   type BucketStateView
 } from './bucket-data-documents.js';
+import type { Document, UpdateFilter } from 'mongodb';
 import { compactStream } from './mongo-compaction.js';
 import { MongoBatch } from './mongo-batch.js';
 import type { StreamCollections } from './stream-collections.js';
@@ -61,39 +62,50 @@ export class MongoStreamStorage extends StreamStorageBase<StreamCollections> imp
     };
   }
 
+  /** A write to the stream's document, refused in its own transaction when leadership was lost. */
+  private async fencedStreamUpdate(update: UpdateFilter<SyncRulesDocument> | Document[]): Promise<void> {
+    const fence = this.collections.fence;
+    if (!fence) {
+      await this.collections.syncRules.updateOne({ _id: this.groupId }, update);
+      return;
+    }
+    await this.collections.client.withSession((session) =>
+      session.withTransaction(async () => {
+        await fence(session);
+        await this.collections.syncRules.updateOne({ _id: this.groupId }, update, { session });
+      })
+    );
+  }
+
   async setSlotName(slotName: string): Promise<void> {
-    await this.collections.syncRules.updateOne({ _id: this.groupId }, { $set: { slot_name: slotName } });
+    await this.fencedStreamUpdate({ $set: { slot_name: slotName } });
   }
 
   async saveSnapshotProgress(state: SnapshotTableState): Promise<void> {
-    await this.collections.syncRules.updateOne({ _id: this.groupId }, snapshotProgressUpdate(state));
+    await this.fencedStreamUpdate(snapshotProgressUpdate(state));
   }
 
   async markSnapshotDone(noCheckpointBefore: Lsn): Promise<void> {
-    await this.collections.syncRules.updateOne(
-      { _id: this.groupId },
-      { $set: { snapshot_done: true, no_checkpoint_before: normalizeLsn(noCheckpointBefore) } }
-    );
+    await this.fencedStreamUpdate({
+      $set: { snapshot_done: true, no_checkpoint_before: normalizeLsn(noCheckpointBefore) }
+    });
   }
 
   async clear(): Promise<void> {
     const g = this.groupId;
     // Not one transaction: a stream's data can exceed what one transaction should hold. The sync_rules reset comes
     // first, so a crash midway leaves a stream that snapshots again (and clears again) rather than serving half.
-    await this.collections.syncRules.updateOne(
-      { _id: g },
-      {
-        $set: {
-          snapshot_done: false,
-          last_checkpoint: null,
-          last_checkpoint_lsn: null,
-          no_checkpoint_before: null,
-          keepalive_op: null,
-          snapshot_lsn: null,
-          snapshot_tables: []
-        }
+    await this.fencedStreamUpdate({
+      $set: {
+        snapshot_done: false,
+        last_checkpoint: null,
+        last_checkpoint_lsn: null,
+        no_checkpoint_before: null,
+        keepalive_op: null,
+        snapshot_lsn: null,
+        snapshot_tables: []
       }
-    );
+    });
     await this.collections.bucketData.deleteMany(streamBucketDataRange(g));
     await this.collections.bucketState.deleteMany(streamBucketStateRange(g));
     await this.collections.currentData.deleteMany(streamCurrentDataRange(g));

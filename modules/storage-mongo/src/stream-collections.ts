@@ -1,4 +1,4 @@
-import type { Collection, MongoClient } from 'mongodb';
+import type { ClientSession, Collection, MongoClient } from 'mongodb';
 import type {
   BucketDataDocument,
   BucketParameterDocument,
@@ -24,4 +24,9 @@ export interface StreamCollections {
   opIdSequence: Collection<OpIdSequenceDocument>;
   /** Insert a change notification into `checkpoint_events` (PROTOCOL §6.2). */
   notify(): Promise<void>;
+  /**
+   * First operation of every replication write transaction: throws `ReplicationLeadershipLostError` when this process
+   * lost replication leadership (issue 12 item 2). Absent: unfenced.
+   */
+  fence?: (session: ClientSession) => Promise<void>;
 }

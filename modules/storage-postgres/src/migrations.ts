@@ -213,6 +213,24 @@ export const MIGRATIONS: Migration[] = [
         ALTER TABLE powersync.write_checkpoints DROP COLUMN pending;
       `.execute(db);
     }
+  },
+  {
+    // Issue 12: leadership is a session advisory lock; this row keeps the fencing epoch (incremented on each
+    // takeover, checked by every replication write), the holder's lock session (`backend_pid`, terminated by a
+    // standby once the lease `expires_at` has passed without renewal) and the lease itself.
+    name: '1783200000000-replication-lock-epoch',
+    async up(db) {
+      await sql`
+        ALTER TABLE powersync.replication_lock ADD COLUMN epoch int8 NOT NULL DEFAULT 0;
+        ALTER TABLE powersync.replication_lock ADD COLUMN backend_pid int4;
+      `.execute(db);
+    },
+    async down(db) {
+      await sql`
+        ALTER TABLE powersync.replication_lock DROP COLUMN backend_pid;
+        ALTER TABLE powersync.replication_lock DROP COLUMN epoch;
+      `.execute(db);
+    }
   }
 ];
 

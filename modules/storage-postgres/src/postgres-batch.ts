@@ -16,6 +16,7 @@ import {
 import type { SyncRules } from '@syncpoint/sync-rules';
 import type pg from 'pg';
 import { CHECKPOINT_CHANNEL, inTransaction, MARK_PROCESSED_SQL } from './pg-transaction.js';
+import type { PostgresReplicationLeadership } from './replication-leadership.js';
 
 /** pg_advisory_xact_lock key serialising op id range reservations. */
 const OP_ID_LOCK_KEY = 7_240_003;
@@ -71,7 +72,9 @@ export class PostgresBatch extends ReplicationBatch {
     private readonly pool: pg.Pool,
     groupId: number,
     syncRules: SyncRules,
-    logger?: Logger
+    logger?: Logger,
+    /** Refuses flushes and checkpoints once this process lost replication leadership (issue 12 item 2). */
+    private readonly leadership?: PostgresReplicationLeadership
   ) {
     // The default limits are this module's: overlapped flushes, 100k rows cached across flushes.
     super(groupId, syncRules, {}, logger);
@@ -115,6 +118,7 @@ export class PostgresBatch extends ReplicationBatch {
   protected async writeFlush(data: FlushBuffers): Promise<void> {
     const maxId = data.maxOpId;
     await inTransaction(this.pool, async (client) => {
+      await this.leadership?.fence(client);
       // Not waiting for the WAL flush is safe: these writes are invisible until a checkpoint, and the checkpoint's
       // own (synchronous) commit flushes the WAL up to and including them. Lost flushes are redone by replication.
       await client.query(`SET LOCAL synchronous_commit = off`);
@@ -207,6 +211,7 @@ export class PostgresBatch extends ReplicationBatch {
   /** PROTOCOL §8.3: create a checkpoint at `lsn` when allowed, in one transaction. */
   protected writeCheckpoint(lsn: Lsn, keepalive: boolean, lastFlushedOp: bigint): Promise<CheckpointWriteResult> {
     return inTransaction(this.pool, async (client): Promise<CheckpointWriteResult> => {
+      await this.leadership?.fence(client);
       const { rows } = await client.query<StreamRow>(
         `SELECT state, snapshot_done, last_checkpoint, last_checkpoint_lsn::text AS lsn,
                 no_checkpoint_before::text AS no_checkpoint_before, keepalive_op

@@ -22,10 +22,13 @@ import { migrate } from './migrations.js';
 import { poolConfigFromStorageConfig } from './pg-connection.js';
 import { CHECKPOINT_CHANNEL, inTransaction, MARK_PROCESSED_SQL } from './pg-transaction.js';
 import { PostgresStreamStorage } from './postgres-stream-storage.js';
+import { PostgresReplicationLeadership } from './replication-leadership.js';
 import type { PostgresStorageConfig } from './storage-config.js';
 
 const RECONNECT_MIN_MS = 100;
 const RECONNECT_MAX_MS = 10_000;
+/** Liveness check period (and query timeout) of the checkpoint LISTEN connection. */
+const LISTENER_CHECK_MS = 10_000;
 
 interface SyncRulesTable {
   id: number;
@@ -70,12 +73,15 @@ const NUMERIC_VALUE_OUT_OF_RANGE = '22003';
 
 export class PostgresBucketStorage implements BucketStorage {
   readonly db: Kysely<StorageDatabase>;
+  /** Replication leadership and the fence every replication write passes (issue 12 items 1–2). */
+  readonly leadership: PostgresReplicationLeadership;
 
   constructor(
     readonly pool: pg.Pool,
     private readonly logger?: Logger
   ) {
     this.db = new Kysely<StorageDatabase>({ dialect: new PostgresDialect({ pool }) });
+    this.leadership = new PostgresReplicationLeadership(pool, logger);
   }
 
   async migrate(direction: MigrationDirection): Promise<MigrationReport> {
@@ -217,7 +223,10 @@ export class PostgresBucketStorage implements BucketStorage {
   }
 
   async markWriteCheckpointsProcessed(lsn: Lsn): Promise<number> {
-    const result = await this.pool.query(MARK_PROCESSED_SQL, [lsn]);
+    const result = await inTransaction(this.pool, async (client) => {
+      await this.leadership.fence(client);
+      return client.query(MARK_PROCESSED_SQL, [lsn]);
+    });
     return result.rowCount ?? 0;
   }
 
@@ -232,35 +241,17 @@ export class PostgresBucketStorage implements BucketStorage {
     return Number(managed.numAffectedRows ?? 0n);
   }
 
-  /** The replication lease: one row in `powersync.replication_lock`, expiry by the storage server's clock. */
-  async acquireReplicationLock(holderId: string, ttlMs: number): Promise<boolean> {
-    const { rows } = await this.pool.query(
-      `INSERT INTO powersync.replication_lock AS l (name, holder, expires_at)
-       VALUES ('replication', $1, clock_timestamp() + $2 * interval '1 millisecond')
-       ON CONFLICT (name) DO UPDATE SET
-         holder = excluded.holder,
-         expires_at = excluded.expires_at,
-         acquired_at = CASE WHEN l.holder = excluded.holder THEN l.acquired_at ELSE now() END
-       WHERE l.holder = excluded.holder OR l.expires_at < clock_timestamp()
-       RETURNING holder`,
-      [holderId, ttlMs]
-    );
-    return rows.length === 1;
+  /** Leadership: a session advisory lock plus the epoch row `powersync.replication_lock` (replication-leadership.ts). */
+  acquireReplicationLock(holderId: string, ttlMs: number, onLost?: () => void): Promise<boolean> {
+    return this.leadership.acquire(holderId, ttlMs, onLost);
   }
 
-  async renewReplicationLock(holderId: string, ttlMs: number): Promise<boolean> {
-    const result = await this.pool.query(
-      `UPDATE powersync.replication_lock SET expires_at = clock_timestamp() + $2 * interval '1 millisecond'
-       WHERE name = 'replication' AND holder = $1`,
-      [holderId, ttlMs]
-    );
-    return result.rowCount === 1;
+  renewReplicationLock(holderId: string, ttlMs: number): Promise<boolean> {
+    return this.leadership.renew(holderId, ttlMs);
   }
 
-  async releaseReplicationLock(holderId: string): Promise<void> {
-    await this.pool.query(`DELETE FROM powersync.replication_lock WHERE name = 'replication' AND holder = $1`, [
-      holderId
-    ]);
+  releaseReplicationLock(holderId: string): Promise<void> {
+    return this.leadership.release(holderId);
   }
 
   async deploySyncConfig(content: string): Promise<ReplicationStream> {
@@ -305,7 +296,7 @@ export class PostgresBucketStorage implements BucketStorage {
   // async: an invalid stored config is a rejected promise, as callers expect, not a synchronous throw.
   // eslint-disable-next-line @typescript-eslint/require-await
   async getStreamStorage(stream: ReplicationStream): Promise<PostgresStreamStorage> {
-    return new PostgresStreamStorage(this.pool, stream, syncRulesOfStream(stream), this.logger);
+    return new PostgresStreamStorage(this.pool, stream, syncRulesOfStream(stream), this.logger, this.leadership);
   }
 
   async getReplicatingStreams(): Promise<ReplicationStream[]> {
@@ -317,6 +308,7 @@ export class PostgresBucketStorage implements BucketStorage {
 
   async setStreamState(streamId: number, state: ReplicationStreamState, error?: string): Promise<void> {
     await inTransaction(this.pool, async (client) => {
+      await this.leadership.fence(client);
       await client.query(
         `UPDATE powersync.sync_rules SET state = $2, last_fatal_error = coalesce($3, last_fatal_error) WHERE id = $1`,
         [streamId, state, error ?? null]
@@ -355,7 +347,14 @@ export class PostgresBucketStorage implements BucketStorage {
     let delay = RECONNECT_MIN_MS;
 
     const connect = async (): Promise<void> => {
-      const client = new pg.Client(this.pool.options as pg.ClientConfig);
+      // Issue 12 item 4: TCP keepalives, and a query with a timeout every LISTENER_CHECK_MS (below), so a half-open
+      // connection — which would silently stop every notification — is replaced within about 20 s.
+      const client = new pg.Client({
+        ...(this.pool.options as pg.ClientConfig),
+        keepAlive: true,
+        keepAliveInitialDelayMillis: LISTENER_CHECK_MS,
+        query_timeout: LISTENER_CHECK_MS
+      });
       const failed = (error?: Error) => {
         if (current !== client) return;
         current = null;
@@ -404,8 +403,22 @@ export class PostgresBucketStorage implements BucketStorage {
     };
 
     await connect();
+    const check = setInterval(() => {
+      const client = current;
+      client?.query('SELECT 1').catch((error: Error) => {
+        if (current !== client) return;
+        // A timeout or a broken connection: end it; its 'end' event schedules the reconnect (and a re-read).
+        this.logger?.warn({ err: error }, 'checkpoint listener connection did not answer; replacing it');
+        current = null;
+        client.removeAllListeners('notification');
+        client.end().catch(() => undefined);
+        if (!stopped) scheduleReconnect();
+      });
+    }, LISTENER_CHECK_MS);
+    check.unref();
     return async () => {
       stopped = true;
+      clearInterval(check);
       if (timer) clearTimeout(timer);
       timer = undefined;
       const client = current;
@@ -459,6 +472,7 @@ export class PostgresBucketStorage implements BucketStorage {
   }
 
   async close(): Promise<void> {
+    await this.leadership.close();
     await this.db.destroy();
   }
 }

@@ -6,17 +6,21 @@ import {
   type BucketOp,
   type CompactOptions,
   type CompactResult,
+  type Logger,
   type OplogEntry,
   type OpType,
   type ReplicationCheckpoint,
   type ReplicationState,
+  type ReplicationStream,
   type ReplicationStreamStorage,
   type SnapshotTableState
 } from '@syncpoint/service-core';
+import type { SyncRules } from '@syncpoint/sync-rules';
 import type pg from 'pg';
 import { compactStream } from './postgres-compaction.js';
 import { PostgresBatch } from './postgres-batch.js';
 import { inTransaction } from './pg-transaction.js';
+import type { PostgresReplicationLeadership } from './replication-leadership.js';
 
 interface BucketDataRow {
   ord: bigint;
@@ -55,8 +59,27 @@ function toOplogEntry(row: BucketDataRow): OplogEntry {
 
 /** One replication stream's data in Postgres storage (PROTOCOL §8); `group_id` is the stream id. */
 export class PostgresStreamStorage extends StreamStorageBase<pg.Pool> implements ReplicationStreamStorage {
+  constructor(
+    pool: pg.Pool,
+    stream: ReplicationStream,
+    syncRules: SyncRules,
+    logger?: Logger,
+    /** Fences the replication writes below (issue 12 item 2); absent: unfenced (no election takes part). */
+    private readonly leadership?: PostgresReplicationLeadership
+  ) {
+    super(pool, stream, syncRules, logger);
+  }
+
   protected createBatch(): PostgresBatch {
-    return new PostgresBatch(this.pool, this.groupId, this.syncRules, this.logger);
+    return new PostgresBatch(this.pool, this.groupId, this.syncRules, this.logger, this.leadership);
+  }
+
+  /** A replication write of one or more statements, refused in its own transaction when leadership was lost. */
+  private fencedWrite<T>(write: (client: pg.ClientBase) => Promise<T>): Promise<T> {
+    return inTransaction(this.pool, async (client) => {
+      await this.leadership?.fence(client);
+      return write(client);
+    });
   }
 
   /** The pool every read and write of the stream goes through. */
@@ -111,40 +134,46 @@ export class PostgresStreamStorage extends StreamStorageBase<pg.Pool> implements
   }
 
   async setSlotName(slotName: string): Promise<void> {
-    await this.pool.query(`UPDATE powersync.sync_rules SET slot_name = $2 WHERE id = $1`, [this.groupId, slotName]);
+    await this.fencedWrite((client) =>
+      client.query(`UPDATE powersync.sync_rules SET slot_name = $2 WHERE id = $1`, [this.groupId, slotName])
+    );
   }
 
   async saveSnapshotProgress(state: SnapshotTableState): Promise<void> {
-    await this.pool.query(
-      `INSERT INTO powersync.snapshot_progress
+    await this.fencedWrite((client) =>
+      client.query(
+        `INSERT INTO powersync.snapshot_progress
          (group_id, table_id, schema_name, table_name, replica_id_columns, done, rows_done, last_key)
        VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7, $8)
        ON CONFLICT (group_id, table_id) DO UPDATE SET
          schema_name = excluded.schema_name, table_name = excluded.table_name,
          replica_id_columns = excluded.replica_id_columns, done = excluded.done,
          rows_done = excluded.rows_done, last_key = excluded.last_key`,
-      [
-        this.groupId,
-        state.table.id,
-        state.table.schema,
-        state.table.name,
-        JSON.stringify(state.table.replicaIdColumns),
-        state.done,
-        state.rowsDone,
-        state.lastKey
-      ]
+        [
+          this.groupId,
+          state.table.id,
+          state.table.schema,
+          state.table.name,
+          JSON.stringify(state.table.replicaIdColumns),
+          state.done,
+          state.rowsDone,
+          state.lastKey
+        ]
+      )
     );
   }
 
   async markSnapshotDone(noCheckpointBefore: Lsn): Promise<void> {
-    await this.pool.query(
-      `UPDATE powersync.sync_rules SET snapshot_done = true, no_checkpoint_before = $2::pg_lsn WHERE id = $1`,
-      [this.groupId, normalizeLsn(noCheckpointBefore)]
+    await this.fencedWrite((client) =>
+      client.query(
+        `UPDATE powersync.sync_rules SET snapshot_done = true, no_checkpoint_before = $2::pg_lsn WHERE id = $1`,
+        [this.groupId, normalizeLsn(noCheckpointBefore)]
+      )
     );
   }
 
   async clear(): Promise<void> {
-    await inTransaction(this.pool, async (client) => {
+    await this.fencedWrite(async (client) => {
       for (const table of ['bucket_data', 'bucket_state', 'current_data', 'bucket_parameters', 'snapshot_progress']) {
         await client.query(`DELETE FROM powersync.${table} WHERE group_id = $1`, [this.groupId]);
       }

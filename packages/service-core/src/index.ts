@@ -2,6 +2,7 @@ export * from './errors.js';
 export * from './storage/write-checkpoint-api.js';
 export * from './storage/replication-lock-api.js';
 export * from './storage/replication-stream.js';
+export * from './storage/replication-leadership.js';
 export * from './storage/bucket-storage.js';
 export * from './source/replication-source.js';
 export * from './logger.js';

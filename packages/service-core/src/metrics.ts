@@ -49,14 +49,34 @@ export class ServiceMetrics {
       help,
       registers: [this.registry],
       async collect() {
+        // Issue 12 item 6: a gauge that cannot be read is removed from the scrape, never left at its last value.
         try {
           const value = await read();
-          if (value !== null) this.set(value);
+          if (value === null) this.remove();
+          else this.set(value);
         } catch {
-          // a scrape must not fail because storage is briefly unreachable
+          this.remove(); // a scrape must not fail because storage is briefly unreachable
         }
       }
     });
+  }
+
+  /**
+   * A gauge whose read is too costly for every scrape (a `count(*)`, relation sizes): read every `intervalMs` in the
+   * background, so a scrape costs O(1). A failed read removes the gauge until the next good one. Returns the stop.
+   */
+  observeGaugeOnTimer(name: string, help: string, read: () => Promise<number | null>, intervalMs: number): () => void {
+    let latest: number | null = null;
+    const refresh = () =>
+      read().then(
+        (value) => (latest = value),
+        () => (latest = null)
+      );
+    void refresh();
+    const timer = setInterval(() => void refresh(), intervalMs);
+    timer.unref();
+    this.observeGauge(name, help, () => latest);
+    return () => clearInterval(timer);
   }
 
   async time<T>(operation: string, run: () => Promise<T>): Promise<T> {

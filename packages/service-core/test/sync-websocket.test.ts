@@ -5,6 +5,9 @@ import { BSON } from 'bson';
 import {
   Deferred,
   deserializeFrame,
+  ErrorCodes,
+  Flags,
+  FrameTypes,
   RSocketConnector,
   serializeFrame,
   type ClientTransport,
@@ -151,7 +154,8 @@ function fakeDependencies(options: { maxConnections?: number } = {}) {
   const pulled = { chunks: 0 };
   const verifier = {
     verify: vi.fn(async (token: string) => {
-      if (token === 'good')
+      if (token === 'slow') await new Promise((resolve) => setTimeout(resolve, 1_000));
+      if (token === 'good' || token === 'slow')
         return { userId: 'u1', parameters: {}, exp: Math.floor(Date.now() / 1000) + 3600, claims: { sub: 'u1' } };
       if (token.startsWith('expiring'))
         return { userId: 'u1', parameters: {}, exp: Math.floor(Date.now() / 1000) + 1, claims: { sub: 'u1' } };
@@ -393,5 +397,53 @@ describe('RSocketLineSink', () => {
     await new RSocketLineSink(responder as never, 1).fail(new Error('boom'));
     expect(responder.onError.mock.calls[0]![0].message).toContain('PSYNC_S2001');
     expect(responder.onError.mock.calls[0]![0].message).not.toContain('boom');
+  });
+});
+
+describe('frames before SETUP is verified (issue 12 item 5)', () => {
+  test('a flood of frames while the SETUP is being verified closes the connection with an RSocket error', async () => {
+    const { deps } = fakeDependencies();
+    const connections = new SyncConnections();
+    const server = createServer((_req, res) => res.writeHead(404).end());
+    attachSyncWebSocket(server, deps, connections);
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    try {
+      const socket = new WebSocket(`ws://127.0.0.1:${(server.address() as AddressInfo).port}/sync/stream`);
+      await once(socket, 'open');
+      const received: Frame[] = [];
+      socket.on('message', (data: Buffer) => received.push(deserializeFrame(data) as Frame));
+      const closed = once(socket, 'close');
+      socket.send(
+        serializeFrame({
+          type: FrameTypes.SETUP,
+          streamId: 0,
+          flags: Flags.METADATA,
+          majorVersion: 1,
+          minorVersion: 0,
+          keepAlive: 60_000,
+          lifetime: 300_000,
+          resumeToken: null,
+          dataMimeType: 'application/json',
+          metadataMimeType: 'application/json',
+          data: null,
+          metadata: Buffer.from(JSON.stringify({ token: 'Token slow' }))
+        } as Frame)
+      );
+      // The verifier takes 1 s: these arrive while it runs, far more than the cap.
+      for (let i = 0; i < 1_000; i++) {
+        socket.send(
+          serializeFrame({ type: FrameTypes.REQUEST_N, streamId: 1, flags: Flags.NONE, requestN: 1 } as Frame)
+        );
+      }
+      await closed;
+      const error = received.find((frame) => frame.type === FrameTypes.ERROR) as
+        { code: number; message: string } | undefined;
+      expect(error?.code).toBe(ErrorCodes.CONNECTION_ERROR);
+      expect(error?.message).toMatch(/too many frames before the SETUP/);
+    } finally {
+      connections.closeAll();
+      server.close();
+    }
   });
 });

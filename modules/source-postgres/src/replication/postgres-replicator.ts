@@ -247,25 +247,25 @@ class StreamReplicationJob {
   }
 
   /**
-   * After our replication connection died silently (a stalled network path), the server still has a walsender holding
-   * the slot, until its wal_sender_timeout (60 s by default, or never when 0) notices; meanwhile every START_REPLICATION
-   * fails with "replication slot … is active". The replication lock makes this process the only replicator of the
-   * stream, so a holder whose client has not replied for longer than our own silence limit is our dead connection:
-   * terminate it and wait for the slot to be free. (A live replicator replies at least every 10 s.)
+   * Another walsender may still hold the slot: our previous connection that died silently (a stalled network path:
+   * the server only notices at its wal_sender_timeout, 60 s by default, or never when 0), or the connection of a
+   * deposed leader that is paused (issue 12: SIGSTOP, a frozen VM). Meanwhile every START_REPLICATION fails with
+   * "replication slot … is active". This process holds replication leadership, and storage refuses every write of a
+   * deposed leader (epoch fencing), so whoever holds the slot now is not the leader: terminate it at once and wait for
+   * the slot to be free.
    */
   private async releaseAbandonedSlot(slotName: string) {
-    const silenceSeconds = replicationTimeoutMs(this.options.config.heartbeat_interval_seconds) / 1000;
     const { rows } = await this.db.query<{ pid: number; silent_seconds: string }>(
       `SELECT r.pid, extract(epoch FROM now() - coalesce(r.reply_time, r.backend_start))::int8::text AS silent_seconds
        FROM pg_replication_slots s JOIN pg_stat_replication r ON r.pid = s.active_pid
-       WHERE s.slot_name = $1 AND coalesce(r.reply_time, r.backend_start) < now() - make_interval(secs => $2)`,
-      [slotName, silenceSeconds]
+       WHERE s.slot_name = $1`,
+      [slotName]
     );
     if (rows.length === 0) return;
     const holder = rows[0]!;
     this.logger.warn(
       { slot: slotName, pid: holder.pid, silent_seconds: Number(holder.silent_seconds) },
-      'the slot is held by a walsender whose client stopped replying (our previous connection); terminating it'
+      'the slot is held by another walsender (a silently dead connection or a deposed leader); terminating it'
     );
     await this.db.query('SELECT pg_terminate_backend($1)', [holder.pid]);
     const deadline = Date.now() + 10_000;

@@ -85,6 +85,34 @@ export interface SyncLineSink {
   fail(error: unknown): Promise<void>;
   /** The stream ends normally (after the lines already written). */
   end(): Promise<void>;
+  /**
+   * End the transport now, dropping lines not yet taken: the client stopped reading (HTTP backpressure) or gives no
+   * RSocket demand, and the stream must end anyway (token expiry, shutdown). Pending and later writes return at once.
+   */
+  destroy(): void;
+}
+
+/**
+ * Issue 12 item 3: how long an ending stream may take to hand its last lines (the final `token_expires_in: 0`) and its
+ * end to a client that is not reading, before the transport is destroyed so the connection slot is freed.
+ */
+export const STREAM_END_GRACE_MS = 500;
+
+/** True when `promise` settles within `ms`. */
+async function settlesWithin(promise: Promise<unknown>, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), ms)));
+  try {
+    return await Promise.race([
+      promise.then(
+        () => true,
+        () => true
+      ),
+      timeout
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
 }
 
 /** One admitted sync stream, counted against the connection limit until `run` ends. */
@@ -199,6 +227,14 @@ export class SyncStreamRunner {
       controller.abort();
     }, msToExpiry);
 
+    // A write blocked on a client that stopped reading (or gave no RSocket demand) must not hold the stream open past
+    // its end: every write is raced against the abort (expiry, shutdown, close).
+    const aborted = new Promise<void>((resolve) => {
+      if (controller.signal.aborted) resolve();
+      else controller.signal.addEventListener('abort', () => resolve(), { once: true });
+    });
+
+    let failure: unknown;
     const started = Date.now();
     log.info({ ...options.logFields, buckets: request.buckets.size }, 'sync stream opened');
     try {
@@ -215,24 +251,32 @@ export class SyncStreamRunner {
         logger: log,
         metrics: deps.metrics
       })) {
-        await sink.write(line);
+        await Promise.race([sink.write(line), aborted]);
         if (controller.signal.aborted) break;
       }
     } catch (error) {
       if (error instanceof ServiceError && error.status < 500) {
         log.warn({ code: error.code }, error.message);
-        await sink.fail(error);
+        failure = error;
       } else if (!controller.signal.aborted) {
         log.error({ err: error }, 'sync stream failed');
-        await sink.fail(error);
+        failure = error;
       }
     } finally {
       clearTimeout(keepalive);
       warning.clear();
       expiry.clear();
       connections.remove(controller);
-      if ((expired || secondsLeft() === 0) && !sink.isClosed) await sink.write({ token_expires_in: 0 });
-      await sink.end();
+      const closing = (async () => {
+        if (failure !== undefined) await sink.fail(failure);
+        else if ((expired || secondsLeft() === 0) && !sink.isClosed) await sink.write({ token_expires_in: 0 });
+        await sink.end();
+      })();
+      if (!(await settlesWithin(closing, STREAM_END_GRACE_MS))) {
+        log.info('the client is not taking lines; the stream is closed without them');
+        sink.destroy();
+        await closing.catch(() => undefined);
+      }
       log.info({ seconds: (Date.now() - started) / 1000 }, 'sync stream closed');
     }
   }
@@ -297,7 +341,8 @@ export function syncStreamRoutes(deps: SyncStreamDependencies, connections: Sync
             res.destroy(); // the client sees a broken stream and retries
           }
         },
-        end: () => writer.end()
+        end: () => writer.end(),
+        destroy: () => writer.destroy()
       },
       { periodicKeepalive: true, logFields: { format } }
     );

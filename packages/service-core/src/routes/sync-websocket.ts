@@ -5,6 +5,8 @@ import {
   Deferred,
   deserializeFrame,
   ErrorCodes,
+  Flags,
+  FrameTypes,
   RSocketError,
   RSocketServer,
   serializeFrame,
@@ -69,6 +71,10 @@ export interface SyncWebSocketServer {
   /** Close every WebSocket connection (also done by `SyncConnections.closeAll`). */
   close(): void;
 }
+
+/** Frames (and their bytes) a connection may send while its SETUP is being verified; the SDK sends one REQUEST_STREAM. */
+export const MAX_PRE_SETUP_FRAMES = 16;
+export const MAX_PRE_SETUP_BYTES = 4 * 1024 * 1024;
 
 /** WebSocket close codes. */
 const GOING_AWAY = 1001;
@@ -165,10 +171,28 @@ class SingleWebSocketTransport implements ServerTransport {
   ): Promise<Closeable> {
     const socket = this.socket;
     let queued: Buffer[] | null = null;
+    let queuedBytes = 0;
     const setupTimer = setTimeout(() => socket.terminate(), this.options.setupTimeoutMs);
     socket.on('message', (data) => {
       if (!Buffer.isBuffer(data)) return; // binaryType 'nodebuffer': always a Buffer
-      if (queued) return void queued.push(data);
+      if (queued) {
+        // Issue 12 item 5: frames before the SETUP is verified are held in memory: bounded in count and bytes.
+        queuedBytes += data.length;
+        if (queued.length >= MAX_PRE_SETUP_FRAMES || queuedBytes > MAX_PRE_SETUP_BYTES) {
+          queued = [];
+          const message = `too many frames before the SETUP was verified (at most ${MAX_PRE_SETUP_FRAMES} frames, ${MAX_PRE_SETUP_BYTES} bytes)`;
+          this.connection?.send({
+            type: FrameTypes.ERROR,
+            streamId: 0,
+            flags: Flags.NONE,
+            code: ErrorCodes.CONNECTION_ERROR,
+            message
+          });
+          this.connection?.close(new RSocketError(ErrorCodes.CONNECTION_ERROR, message));
+          return;
+        }
+        return void queued.push(data);
+      }
       if (this.connection) return this.connection.receive(data);
       // The first frame: SETUP.
       clearTimeout(setupTimer);
@@ -242,6 +266,8 @@ export class RSocketLineSink implements SyncLineSink {
   private chain: Promise<void> = Promise.resolve();
   private closed = false;
   private wake: (() => void) | null = null;
+  private readonly destroyed: Promise<void>;
+  private markDestroyed!: () => void;
 
   constructor(
     private readonly responder: OnNextSubscriber & OnTerminalSubscriber,
@@ -249,6 +275,7 @@ export class RSocketLineSink implements SyncLineSink {
     private readonly drained: () => Promise<void> = () => Promise.resolve()
   ) {
     this.demand = initialRequestN;
+    this.destroyed = new Promise<void>((resolve) => (this.markDestroyed = resolve));
   }
 
   get isClosed(): boolean {
@@ -288,7 +315,19 @@ export class RSocketLineSink implements SyncLineSink {
     this.demand--;
     const document = BSON.serialize(line);
     this.responder.onNext({ data: Buffer.from(document.buffer, document.byteOffset, document.byteLength) }, false);
-    await this.drained();
+    await Promise.race([this.drained(), this.destroyed]);
+  }
+
+  /**
+   * The stream must end but the client gives no demand (or its socket is backed up): drop what is queued and complete
+   * the stream now (COMPLETE needs no demand), so the SDK reconnects.
+   */
+  destroy(): void {
+    this.markDestroyed();
+    if (this.closed) return;
+    this.closed = true;
+    this.notify();
+    this.responder.onComplete();
   }
 
   async fail(error: unknown): Promise<void> {

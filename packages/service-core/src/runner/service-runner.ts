@@ -20,6 +20,9 @@ import { ProbeState } from '../routes/probe-routes.js';
 import type { BucketStorage } from '../storage/bucket-storage.js';
 import type { ReplicationSource } from '../source/replication-source.js';
 
+/** Period of the metrics gauges too costly to read per scrape. */
+const METRICS_REFRESH_MS = 15_000;
+
 export interface RunningService {
   /** Base URL, e.g. http://127.0.0.1:8080 */
   url: string;
@@ -169,11 +172,14 @@ export async function startService(
       };
       metrics.observeGauge('syncpoint_open_sync_streams', 'Sync streams open in this process', () => connections.count);
     }
-    metrics.observeGauge(
+    // getStatus counts rows and sizes relations: read on a timer, not per scrape (issue 12 item 6).
+    const stopPendingGauge = metrics.observeGaugeOnTimer(
       'syncpoint_pending_checkpoint_requests',
       'Checkpoint requests replication has not reached yet',
-      async () => (storage.getStatus ? (await storage.getStatus()).checkpointRequests.pending : null)
+      async () => (storage.getStatus ? (await storage.getStatus()).checkpointRequests.pending : null),
+      METRICS_REFRESH_MS
     );
+    closers.push(() => Promise.resolve(stopPendingGauge()));
     metrics.observeGauge(
       'syncpoint_replication_lag_bytes',
       'Source WAL bytes between the source head and the served checkpoint',

@@ -15,7 +15,14 @@ export interface ServingCheckpoint {
  * A checkpoint is passed on only if neither its op id nor its lsn went backwards and one of them advanced, or the
  * served stream changed (PROTOCOL §6.1).
  */
+/**
+ * Issue 12 item 4: the served checkpoint is also re-read this often, so a notification lost on a silently dead
+ * listener connection delays streams by at most this much (storage replaces such a connection too).
+ */
+export const CHECKPOINT_REREAD_MS = 10_000;
+
 export class CheckpointWatcher {
+  private rereadTimer: NodeJS.Timeout | undefined;
   private current: ServingCheckpoint | null = null;
   private readonly waiters = new Set<() => void>();
   private stopListening: (() => Promise<void>) | undefined;
@@ -30,9 +37,12 @@ export class CheckpointWatcher {
   async start(): Promise<void> {
     this.stopListening = await this.storage.listenForCheckpoints(() => void this.refresh());
     await this.refresh();
+    this.rereadTimer = setInterval(() => void this.refresh(), CHECKPOINT_REREAD_MS);
+    this.rereadTimer.unref();
   }
 
   async stop(): Promise<void> {
+    clearInterval(this.rereadTimer);
     await this.stopListening?.();
     this.wakeAll();
   }

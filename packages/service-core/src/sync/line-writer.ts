@@ -47,6 +47,15 @@ export class LineWriter {
     });
   }
 
+  /**
+   * Destroy the response now (the client is not reading and the stream must end): queued lines are dropped, and a
+   * write waiting for 'drain' returns on the 'close' that follows.
+   */
+  destroy(): void {
+    this.closed = true;
+    this.res.destroy();
+  }
+
   /** End the response after every queued line. */
   async end(): Promise<void> {
     await this.chain;
