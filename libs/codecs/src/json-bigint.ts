@@ -1,5 +1,5 @@
 /** JSON helpers for values that may contain bigints: bigints cross JSON as decimal strings. */
 
 export function stringifyWithBigints(value: unknown): string {
-  return JSON.stringify(value, (_key, v) => (typeof v === 'bigint' ? v.toString() : v));
+  return JSON.stringify(value, (_key, v: unknown) => (typeof v === 'bigint' ? v.toString() : v));
 }
