@@ -7,7 +7,7 @@ const INT8_OID = 20;
 export const bigintTypes = {
   getTypeParser(oid: number, format?: 'text' | 'binary') {
     if (oid === INT8_OID && (format ?? 'text') === 'text') return (value: string) => BigInt(value);
-    return pg.types.getTypeParser(oid, format);
+    return pg.types.getTypeParser(oid, format) as (value: string) => unknown;
   }
 };
 

@@ -300,14 +300,16 @@ export class PostgresBucketStorage implements BucketStorage {
     return row ?? null;
   }
 
-  async getStreamStorage(stream: ReplicationStream): Promise<ReplicationStreamStorage> {
+  getStreamStorage(stream: ReplicationStream): Promise<ReplicationStreamStorage> {
     const parsed = parseSyncRules(stream.content);
     if (!parsed.ok) {
-      throw new Error(
-        `The sync config of replication stream ${stream.id} is invalid:\n${parsed.errors.map((issue) => `  - ${issue.message}`).join('\n')}`
+      return Promise.reject(
+        new Error(
+          `The sync config of replication stream ${stream.id} is invalid:\n${parsed.errors.map((issue) => `  - ${issue.message}`).join('\n')}`
+        )
       );
     }
-    return new PostgresStreamStorage(this.pool, stream, parsed.rules, this.logger);
+    return Promise.resolve(new PostgresStreamStorage(this.pool, stream, parsed.rules, this.logger));
   }
 
   async getReplicatingStreams(): Promise<ReplicationStream[]> {
@@ -357,7 +359,7 @@ export class PostgresBucketStorage implements BucketStorage {
     let delay = RECONNECT_MIN_MS;
 
     const connect = async (): Promise<void> => {
-      const client = new pg.Client(this.pool.options as pg.ClientConfig);
+      const client = new pg.Client(this.pool.options);
       const failed = (error?: Error) => {
         if (current !== client) return;
         current = null;
@@ -385,6 +387,7 @@ export class PostgresBucketStorage implements BucketStorage {
 
     const scheduleReconnect = () => {
       if (stopped || timer) return;
+      // eslint-disable-next-line @typescript-eslint/no-misused-promises -- the callback catches every failure itself (logs, retries)
       timer = setTimeout(async () => {
         timer = undefined;
         if (stopped) return;

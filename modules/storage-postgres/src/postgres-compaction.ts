@@ -144,13 +144,13 @@ async function clearPrefix(pool: pg.Pool, groupId: number, bucket: string, check
   const cleared = await inTransaction(pool, async (client) => {
     const deleted = await client.query(
       `DELETE FROM powersync.bucket_data WHERE group_id = $1 AND bucket_name = $2 AND op_id < $3::int8`,
-      [groupId, bucket, last!.toString()]
+      [groupId, bucket, last.toString()]
     );
     await client.query(
       `UPDATE powersync.bucket_data SET op = 'CLEAR', checksum = $4::int8, data = NULL, table_name = NULL, row_id = NULL,
          source_table = NULL, source_key = NULL, target_op = $5::int8
        WHERE group_id = $1 AND bucket_name = $2 AND op_id = $3::int8`,
-      [groupId, bucket, last!.toString(), (sum % U32).toString(), maxTarget?.toString() ?? null]
+      [groupId, bucket, last.toString(), (sum % U32).toString(), maxTarget?.toString() ?? null]
     );
     const removed = deleted.rowCount ?? 0;
     if (removed > 0) {
