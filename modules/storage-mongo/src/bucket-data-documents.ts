@@ -6,6 +6,7 @@
  */
 import type { CurrentRowState, OplogEntry, OpType, SnapshotTableState, SourceTableRef } from '@syncpoint/service-core';
 import { subkeyOf } from '@syncpoint/service-core';
+import { inspect } from 'node:util';
 import { Long, MaxKey, MinKey, type Document } from 'mongodb';
 import { int64ToLong } from './write-checkpoint-updates.js';
 
@@ -97,7 +98,7 @@ export function longToBigint(value: unknown): bigint | null {
   if (value instanceof Long) return value.toBigInt();
   if (typeof value === 'bigint') return value;
   if (typeof value === 'number' && Number.isSafeInteger(value)) return BigInt(value);
-  throw new TypeError(`Stored value is not an integer: ${String(value)}`);
+  throw new TypeError(`Stored value is not an integer: ${inspect(value)}`);
 }
 
 /** Any stored integer (Long, Int32, whole Double) reduced modulo 2^32 to an unsigned checksum. */

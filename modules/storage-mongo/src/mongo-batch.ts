@@ -10,7 +10,7 @@ import {
   type SourceTableRef
 } from '@syncpoint/service-core';
 import { serializeParameterRows, type SyncRules } from '@syncpoint/sync-rules';
-import type { AnyBulkWriteOperation } from 'mongodb';
+import type { AnyBulkWriteOperation, Document } from 'mongodb';
 import {
   bucketStateIncrement,
   checksumToLong,
@@ -119,7 +119,7 @@ export class MongoBatch implements BucketStorageBatch {
       let after: string | null = null;
       for (;;) {
         const range = tableCurrentDataRange(this.groupId, table.id);
-        if (after !== null) range._id.$gt = { g: this.groupId, t: table.id, k: after };
+        if (after !== null) (range._id as Document).$gt = { g: this.groupId, t: table.id, k: after };
         const rows = await this.collections.currentData.find(range).sort({ _id: 1 }).limit(TRUNCATE_PAGE).toArray();
         if (rows.length === 0) break;
         for (const row of rows) {

@@ -268,14 +268,16 @@ export class MongoBucketStorage implements BucketStorage {
     return serving === null ? null : toStream(serving);
   }
 
-  async getStreamStorage(stream: ReplicationStream): Promise<ReplicationStreamStorage> {
+  getStreamStorage(stream: ReplicationStream): Promise<ReplicationStreamStorage> {
     const parsed = parseSyncRules(stream.content);
     if (!parsed.ok) {
-      throw new Error(
-        `Sync rules of replication stream ${stream.id} are invalid: ${parsed.errors.map((error) => error.message).join('; ')}`
+      return Promise.reject(
+        new Error(
+          `Sync rules of replication stream ${stream.id} are invalid: ${parsed.errors.map((error) => error.message).join('; ')}`
+        )
       );
     }
-    return new MongoStreamStorage(this.collections, stream, parsed.rules, this.logger);
+    return Promise.resolve(new MongoStreamStorage(this.collections, stream, parsed.rules, this.logger));
   }
 
   async getReplicatingStreams(): Promise<ReplicationStream[]> {

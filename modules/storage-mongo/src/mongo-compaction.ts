@@ -1,5 +1,5 @@
 import type { CompactOptions, CompactResult } from '@syncpoint/service-core';
-import { Long, MinKey, type AnyBulkWriteOperation } from 'mongodb';
+import { Long, MinKey, type AnyBulkWriteOperation, type Document } from 'mongodb';
 import {
   bucketOpRange,
   bucketOpsBefore,
@@ -94,7 +94,7 @@ async function* bucketNames(
   let after: string | MinKey = new MinKey();
   for (;;) {
     const range = streamBucketStateRange(groupId);
-    range._id.$gt = { g: groupId, b: after };
+    (range._id as Document).$gt = { g: groupId, b: after };
     const rows = await collections.bucketState
       .find(range, { projection: { _id: 1 } })
       .sort({ _id: 1 })

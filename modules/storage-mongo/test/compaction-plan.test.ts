@@ -8,20 +8,24 @@ function memoryBucket(initial: CompactionOpView[]) {
   let log = initial.map((op) => ({ ...op }));
   let count = log.length;
   const access: BucketCompactionAccess = {
-    async readNewestFirst(through, limit) {
-      return log
-        .filter((op) => op.opId <= through)
-        .reverse()
-        .slice(0, limit)
-        .map((op) => ({ ...op }));
+    readNewestFirst(through, limit) {
+      return Promise.resolve(
+        log
+          .filter((op) => op.opId <= through)
+          .reverse()
+          .slice(0, limit)
+          .map((op) => ({ ...op }))
+      );
     },
-    async readOldestFirst(after, through, limit) {
-      return log
-        .filter((op) => (after === null || op.opId > after) && op.opId <= through)
-        .slice(0, limit)
-        .map((op) => ({ ...op }));
+    readOldestFirst(after, through, limit) {
+      return Promise.resolve(
+        log
+          .filter((op) => (after === null || op.opId > after) && op.opId <= through)
+          .slice(0, limit)
+          .map((op) => ({ ...op }))
+      );
     },
-    async writeMoves(moves) {
+    writeMoves(moves) {
       for (const move of moves) {
         const op = log.find((candidate) => candidate.opId === move.opId)!;
         Object.assign(op, {
@@ -33,8 +37,9 @@ function memoryBucket(initial: CompactionOpView[]) {
           targetOp: move.targetOp
         });
       }
+      return Promise.resolve();
     },
-    async writeClear(plan: ClearPlan) {
+    writeClear(plan: ClearPlan) {
       const before = log.length;
       log = log.filter((op) => op.opId >= plan.lastOpId);
       Object.assign(log[0]!, {
@@ -47,7 +52,7 @@ function memoryBucket(initial: CompactionOpView[]) {
         targetOp: plan.targetOp
       });
       count -= before - log.length;
-      return before - log.length;
+      return Promise.resolve(before - log.length);
     }
   };
   return { access, log: () => log, count: () => count };
