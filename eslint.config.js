@@ -11,7 +11,14 @@ export default tseslint.config(
   ...tseslint.configs.recommendedTypeChecked,
   {
     languageOptions: {
-      parserOptions: { projectService: true, tsconfigRootDir: import.meta.dirname }
+      parserOptions: {
+        projectService: {
+          // The root vitest.shared.ts belongs to no package; it is checked with the base compiler options.
+          allowDefaultProject: ['vitest.shared.ts'],
+          defaultProject: 'tsconfig.base.json'
+        },
+        tsconfigRootDir: import.meta.dirname
+      }
     },
     linterOptions: { reportUnusedDisableDirectives: 'error' },
     rules: {

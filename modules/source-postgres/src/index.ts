@@ -20,8 +20,8 @@ export type { SnapshotProgress } from './replication/initial-snapshot.js';
 export const postgresSourceModule: SourceModule<PostgresSourceConfig> = {
   type: 'postgresql',
   configSchema: postgresSourceConfigSchema,
-  async createSource(config, context) {
-    return createPostgresSource(config, context.logger);
+  createSource(config, context) {
+    return Promise.resolve(createPostgresSource(config, context.logger));
   },
   createReplicator(config, context) {
     return new PostgresReplicator({

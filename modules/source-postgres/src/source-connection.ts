@@ -1,4 +1,4 @@
-import pg from 'pg';
+import type pg from 'pg';
 import type { PostgresSourceConfig } from './source-config.js';
 
 type SslMode = 'disable' | 'verify-ca' | 'verify-full';

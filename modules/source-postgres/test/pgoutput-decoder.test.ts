@@ -248,7 +248,7 @@ describe('decodePgoutput on a real pgoutput stream', () => {
       PgoutputMessage,
       Extract<PgoutputMessage, { tag: 'commit' }>
     ];
-    const relid = Number((await client.query(`SELECT 't_pk'::regclass::oid AS oid`)).rows[0].oid);
+    const relid = Number((await client.query<{ oid: string }>(`SELECT 't_pk'::regclass::oid AS oid`)).rows[0]!.oid);
     expect(relation).toEqual({
       tag: 'relation',
       relationId: relid,
@@ -279,7 +279,9 @@ describe('decodePgoutput on a real pgoutput stream', () => {
     await client.query(`
       INSERT INTO t_pk (id, v, big)
       SELECT 10, 'x', string_agg(encode(sha256(i::text::bytea), 'base64'), '') FROM generate_series(1, 2300) i`);
-    const bigLength = Number((await client.query(`SELECT length(big) AS n FROM t_pk WHERE id = 10`)).rows[0].n);
+    const bigLength = Number(
+      (await client.query<{ n: string }>(`SELECT length(big) AS n FROM t_pk WHERE id = 10`)).rows[0]!.n
+    );
     expect(bigLength).toBeGreaterThan(100_000);
     await client.query(`UPDATE t_pk SET v = 'y' WHERE id = 10`);
     await client.query(`UPDATE t_pk SET id = 11 WHERE id = 10`);
@@ -330,7 +332,9 @@ describe('decodePgoutput on a real pgoutput stream', () => {
     await client.query(`INSERT INTO t_enum VALUES (1, 'happy')`);
     const messages = await changes();
     expect(messages.map((m) => m.tag)).toEqual(['begin', 'type', 'relation', 'insert', 'commit']);
-    const moodOid = Number((await client.query(`SELECT 'decoder_mood'::regtype::oid AS oid`)).rows[0].oid);
+    const moodOid = Number(
+      (await client.query<{ oid: string }>(`SELECT 'decoder_mood'::regtype::oid AS oid`)).rows[0]!.oid
+    );
     expect(messages[1]).toEqual({ tag: 'type', typeOid: moodOid, schema: 'public', name: 'decoder_mood' });
     expect(messages[2]).toMatchObject({
       columns: [
@@ -346,10 +350,10 @@ describe('decodePgoutput on a real pgoutput stream', () => {
     await client.query(`TRUNCATE t_enum RESTART IDENTITY CASCADE`);
     const truncates = (await changes()).filter((m) => m.tag === 'truncate');
     const oids = (
-      await client.query(
+      await client.query<{ a: string; b: string; c: string }>(
         `SELECT 't_pk'::regclass::oid AS a, 't_full'::regclass::oid AS b, 't_enum'::regclass::oid AS c`
       )
-    ).rows[0];
+    ).rows[0]!;
     expect(truncates).toEqual([
       { tag: 'truncate', relationIds: [Number(oids.a), Number(oids.b)], cascade: false, restartIdentity: false },
       { tag: 'truncate', relationIds: [Number(oids.c)], cascade: true, restartIdentity: true }

@@ -60,22 +60,20 @@ describe('replication head and marker', () => {
 
   it('emits no marker when storage says none is needed', async () => {
     await markersInWal();
-    await source.createReplicationHead(async () => ({ response: null, shouldAdvance: false }));
+    await source.createReplicationHead(() => Promise.resolve({ response: null, shouldAdvance: false }));
     expect(await markersInWal()).toEqual([]);
   });
 
   it('does not emit a marker when the callback fails', async () => {
     await markersInWal();
-    await expect(
-      source.createReplicationHead(async () => {
-        throw new Error('storage is down');
-      })
-    ).rejects.toThrow('storage is down');
+    await expect(source.createReplicationHead(() => Promise.reject(new Error('storage is down')))).rejects.toThrow(
+      'storage is down'
+    );
     expect(await markersInWal()).toEqual([]);
   });
 
   it('returns a head that is the current source position', async () => {
-    const before = normalizeLsn((await admin.query('SELECT pg_current_wal_lsn() AS l')).rows[0].l);
+    const before = normalizeLsn((await admin.query<{ l: string }>('SELECT pg_current_wal_lsn() AS l')).rows[0]!.l);
     const head = await source.currentHead();
     expect(head >= before).toBe(true);
   });
@@ -85,9 +83,12 @@ describe('replication head and marker', () => {
     await client.connect();
     try {
       for (let i = 0; i < 20; i++) {
-        const { rows } = await client.query(`${sql} AS lsn`);
-        const flushed = await client.query('SELECT pg_current_wal_flush_lsn() >= $1::pg_lsn AS flushed', [rows[0].lsn]);
-        expect(flushed.rows[0].flushed).toBe(true);
+        const { rows } = await client.query<{ lsn: string }>(`${sql} AS lsn`);
+        const flushed = await client.query<{ flushed: boolean }>(
+          'SELECT pg_current_wal_flush_lsn() >= $1::pg_lsn AS flushed',
+          [rows[0]!.lsn]
+        );
+        expect(flushed.rows[0]?.flushed).toBe(true);
       }
     } finally {
       await client.end();

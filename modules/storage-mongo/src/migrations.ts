@@ -202,7 +202,8 @@ async function acquireLock(db: Db, leaseMs: number, waitMs: number): Promise<str
       if (!hasCode(error, DUPLICATE_KEY)) throw error;
       if (Date.now() > deadline) {
         throw new Error(
-          `Timed out after ${waitMs} ms waiting for another migration run (lock "migrations" in ${LOCKS_COLLECTION})`
+          `Timed out after ${waitMs} ms waiting for another migration run (lock "migrations" in ${LOCKS_COLLECTION})`,
+          { cause: error }
         );
       }
       await sleep(250);

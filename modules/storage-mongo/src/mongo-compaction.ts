@@ -5,7 +5,7 @@ import {
   type CompactOptions,
   type CompactResult
 } from '@syncpoint/service-core';
-import { Long, MinKey, type AnyBulkWriteOperation } from 'mongodb';
+import { Long, MinKey, type AnyBulkWriteOperation, type Document } from 'mongodb';
 import {
   bucketOpRange,
   bucketOpsBefore,
@@ -86,7 +86,7 @@ async function* bucketNames(
   let after: string | MinKey = new MinKey();
   for (;;) {
     const range = streamBucketStateRange(groupId);
-    range._id.$gt = { g: groupId, b: after };
+    (range._id as Document).$gt = { g: groupId, b: after };
     const rows = await collections.bucketState
       .find(range, { projection: { _id: 1 } })
       .sort({ _id: 1 })

@@ -112,7 +112,7 @@ describe('bucket_state update pipeline', () => {
         last_op: { $max: [{ $ifNull: ['$last_op', { $literal: Long.ZERO }] }, { $literal: long(2n ** 62n) }] }
       }
     });
-    const literals = JSON.stringify(stage, (_key, value) =>
+    const literals = JSON.stringify(stage, (_key, value: unknown) =>
       value instanceof Long ? `Long(${value.toString()})` : value
     );
     expect(literals).toContain('Long(4611686018427387904)');

@@ -45,7 +45,7 @@ function compare(a: Value, b: Value): number {
 function path(root: Value, parts: string[]): Value {
   let current = root;
   for (const part of parts) {
-    if (current === null || typeof current !== 'object' || !(part in (current as object))) return MISSING;
+    if (current === null || typeof current !== 'object' || !(part in current)) return MISSING;
     current = (current as Record<string, Value>)[part];
   }
   return current;
@@ -335,22 +335,25 @@ describe('earlier pairs (issue 6)', () => {
 });
 
 describe('on the wire', () => {
+  /** An update pipeline's `$set` stage whose fields are `{ $cond: [test, { $literal: value }, else] }`. */
+  type UpdateOnTheWire = { u: { $set: Record<string, { $cond: [unknown, { $literal: unknown }, unknown] }> }[] };
   /** Serialise as the driver does, and read back without promoting Int64 to numbers. */
-  const roundTrip = (value: Document) => BSON.deserialize(BSON.serialize(value), { promoteLongs: false });
+  const roundTrip = (value: Document) =>
+    BSON.deserialize(BSON.serialize(value), { promoteLongs: false }) as UpdateOnTheWire;
 
   it('sends the supplied id as a BSON Int64, 2^63-1 included', () => {
     const wire = roundTrip({ u: suppliedCheckpointUpdate(INT64_MAX, heads('0/1'), now) });
-    const literal = wire.u[0].$set.client_id.$cond[1].$literal;
+    const literal = wire.u[0]!.$set.client_id!.$cond[1].$literal;
     expect(literal).toBeInstanceOf(Long);
-    expect(literal.toBigInt()).toBe(INT64_MAX);
-    expect(wire.u[0].$set.checkpoint_requested_at.$cond[1].$literal).toEqual(now);
+    expect((literal as Long).toBigInt()).toBe(INT64_MAX);
+    expect(wire.u[0]!.$set.checkpoint_requested_at!.$cond[1].$literal).toEqual(now);
   });
 
   it('sends the generated increment as a BSON Int64', () => {
     const wire = roundTrip({ u: generatedCheckpointUpdate(heads('0/1')) });
-    const one = wire.u[0].$set.client_id.$cond[1].$literal;
+    const one = wire.u[0]!.$set.client_id!.$cond[1].$literal;
     expect(one).toBeInstanceOf(Long);
-    expect(one.toBigInt()).toBe(1n);
+    expect((one as Long).toBigInt()).toBe(1n);
   });
 });
 

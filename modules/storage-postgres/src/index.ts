@@ -9,7 +9,7 @@ export { MIGRATIONS } from './migrations.js';
 export const postgresStorageModule: StorageModule<PostgresStorageConfig> = {
   type: 'postgresql',
   configSchema: postgresStorageConfigSchema,
-  async createStorage(config, context) {
-    return createPostgresStorage(config, context.logger);
+  createStorage(config, context) {
+    return Promise.resolve(createPostgresStorage(config, context.logger));
   }
 };

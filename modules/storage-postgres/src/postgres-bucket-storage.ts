@@ -382,6 +382,7 @@ export class PostgresBucketStorage implements BucketStorage {
 
     const scheduleReconnect = () => {
       if (stopped || timer) return;
+      // eslint-disable-next-line @typescript-eslint/no-misused-promises -- the callback catches every failure itself (logs, retries)
       timer = setTimeout(async () => {
         timer = undefined;
         if (stopped) return;

@@ -79,11 +79,11 @@ describe('Postgres bucket data specifics', () => {
     const s = await storage.getStreamStorage(stream);
     await s.markSnapshotDone(lsnFromBigint(1n));
     await s.startBatch((batch) => batch.keepalive(lsnFromBigint(0x1_0000_00abn)));
-    const { rows } = await storage.pool.query(
+    const { rows } = await storage.pool.query<{ lsn: string }>(
       `SELECT last_checkpoint_lsn::text AS lsn FROM powersync.sync_rules WHERE id = $1`,
       [stream.id]
     );
-    expect(rows[0].lsn).toBe('1/AB');
+    expect(rows[0]?.lsn).toBe('1/AB');
     expect((await s.getCheckpoint()).lsn).toBe('00000001/000000AB');
   });
 
@@ -109,11 +109,11 @@ describe('Postgres bucket data specifics', () => {
     }
     const listeners = async () =>
       (
-        await storage.pool.query(
+        await storage.pool.query<{ n: number }>(
           `SELECT count(*)::int AS n FROM pg_stat_activity
            WHERE datname = current_database() AND (query LIKE 'LISTEN%' OR query LIKE 'UNLISTEN%')`
         )
-      ).rows[0].n;
+      ).rows[0]?.n;
     await expect.poll(listeners, { timeout: 5_000 }).toBe(0);
   });
 });

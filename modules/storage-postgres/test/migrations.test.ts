@@ -17,7 +17,9 @@ describe('Postgres storage migrations', () => {
   });
 
   const recorded = async () =>
-    (await storage.pool.query('SELECT name FROM powersync.migrations ORDER BY name')).rows.map((r) => r.name);
+    (await storage.pool.query<{ name: string }>('SELECT name FROM powersync.migrations ORDER BY name')).rows.map(
+      (r) => r.name
+    );
 
   it('applies every migration once, even when several processes migrate at the same time', async () => {
     const reports = await Promise.all([storage.migrate('up'), storage.migrate('up'), storage.migrate('up')]);

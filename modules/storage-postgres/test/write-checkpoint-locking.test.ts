@@ -38,8 +38,6 @@ describe('checkpoint requests under concurrent replication commits', () => {
       while (Date.now() < deadline) await storage.markWriteCheckpointsProcessed(nextLsn());
     };
     const results = await Promise.allSettled([writer(), writer(), writer(), writer(), replication(), replication()]);
-    expect(
-      results.filter((r) => r.status === 'rejected').map((r) => String((r as PromiseRejectedResult).reason))
-    ).toEqual([]);
+    expect(results.filter((r) => r.status === 'rejected').map((r) => String(r.reason))).toEqual([]);
   });
 });

@@ -637,7 +637,7 @@ export function registerBucketDataConformance(factory: StorageFactory) {
               }
               await batch.commit(nextLsn());
               // Saved after the last checkpoint: compaction must leave these alone.
-              for (const c of trailing) await batch.save(toChange(c as Exclude<Command, { kind: 'commit' }>));
+              for (const c of trailing) await batch.save(toChange(c));
               await batch.flush();
             });
             const { checkpoint } = await s.getCheckpoint();

@@ -16,7 +16,14 @@ export interface SnapshotProgress {
   etaSeconds: number | null;
 }
 
-async function rowsFrom(client: pg.ClientBase, result: pg.QueryResult, catalog: TypeCatalog): Promise<SqliteRow[]> {
+/** A row read through the text pool: every column as Postgres prints it. */
+type TextRow = Record<string, string | null>;
+
+async function rowsFrom(
+  client: pg.ClientBase,
+  result: pg.QueryResult<TextRow>,
+  catalog: TypeCatalog
+): Promise<SqliteRow[]> {
   await catalog.load(
     client,
     result.fields.map((field) => field.dataTypeID)
@@ -24,7 +31,7 @@ async function rowsFrom(client: pg.ClientBase, result: pg.QueryResult, catalog: 
   return result.rows.map((raw) => {
     const row: SqliteRow = {};
     for (const field of result.fields)
-      row[field.name] = convertValue(raw[field.name] as string | null, field.dataTypeID, catalog);
+      row[field.name] = convertValue(raw[field.name] ?? null, field.dataTypeID, catalog);
     return row;
   });
 }
@@ -50,7 +57,7 @@ export async function snapshotTable(options: {
   const qualified = `${pg.escapeIdentifier(table.schema)}.${pg.escapeIdentifier(table.name)}`;
   const client = await db.connect();
   try {
-    const { rows: estimate } = await client.query(
+    const { rows: estimate } = await client.query<{ n: string }>(
       `SELECT greatest(reltuples, 0)::int8::text AS n FROM pg_class WHERE oid = $1`,
       [table.id]
     );
@@ -88,8 +95,8 @@ export async function snapshotTable(options: {
         options.signal?.throwIfAborted();
         const result =
           lastKey === null
-            ? await client.query(`SELECT * FROM ${qualified} ORDER BY ${key} LIMIT ${SNAPSHOT_CHUNK_ROWS}`)
-            : await client.query(
+            ? await client.query<TextRow>(`SELECT * FROM ${qualified} ORDER BY ${key} LIMIT ${SNAPSHOT_CHUNK_ROWS}`)
+            : await client.query<TextRow>(
                 `SELECT * FROM ${qualified} WHERE ${key} > $1 ORDER BY ${key} LIMIT ${SNAPSHOT_CHUNK_ROWS}`,
                 [JSON.parse(lastKey) as string]
               );
@@ -106,7 +113,7 @@ export async function snapshotTable(options: {
         await client.query(`DECLARE syncpoint_snapshot NO SCROLL CURSOR FOR SELECT * FROM ${qualified}`);
         for (;;) {
           options.signal?.throwIfAborted();
-          const result = await client.query(`FETCH ${SNAPSHOT_CHUNK_ROWS} FROM syncpoint_snapshot`);
+          const result = await client.query<TextRow>(`FETCH ${SNAPSHOT_CHUNK_ROWS} FROM syncpoint_snapshot`);
           if (result.rows.length === 0) break;
           await saveChunk(await rowsFrom(client, result, catalog));
         }

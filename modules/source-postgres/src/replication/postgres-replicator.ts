@@ -594,7 +594,7 @@ class StreamReplicationJob {
       if (unchangedToast.length > 0) Object.assign(row, await this.readToastedColumns(relation, row, unchangedToast));
       return row;
     };
-    const keyOf = async (values: TupleValue[]): Promise<SqliteRow> => {
+    const keyOf = (values: TupleValue[]): SqliteRow => {
       const { row } = convertTuple(relation.columns, values, this.catalog);
       return Object.fromEntries(relation.table.replicaIdColumns.map((column) => [column, row[column] ?? null]));
     };
@@ -603,7 +603,7 @@ class StreamReplicationJob {
     } else if (message.tag === 'update') {
       const after = await toRow(message.new);
       const oldValues = message.key ?? message.old;
-      const beforeKey = oldValues ? await keyOf(oldValues) : undefined;
+      const beforeKey = oldValues ? keyOf(oldValues) : undefined;
       const keyChanged =
         beforeKey !== undefined &&
         relation.table.replicaIdColumns.some((column) => !sameValue(beforeKey[column], after[column]));
@@ -611,7 +611,7 @@ class StreamReplicationJob {
     } else {
       const oldValues = message.key ?? message.old;
       if (!oldValues) throw new Error(`delete on ${relation.table.schema}.${relation.table.name} without a key`);
-      await batch.save({ kind: 'delete', table: relation.table, beforeKey: await keyOf(oldValues) });
+      await batch.save({ kind: 'delete', table: relation.table, beforeKey: keyOf(oldValues) });
     }
   }
 
@@ -621,7 +621,7 @@ class StreamReplicationJob {
    */
   private async readToastedColumns(relation: RelationInfo, row: SqliteRow, columns: string[]): Promise<SqliteRow> {
     const keys = relation.table.replicaIdColumns;
-    const { rows, fields } = await this.db.query(
+    const { rows, fields } = await this.db.query<Record<string, string | null>>(
       `SELECT ${columns.map((c) => pg.escapeIdentifier(c)).join(', ')} FROM ${pg.escapeIdentifier(relation.table.schema)}.${pg.escapeIdentifier(relation.table.name)}
         WHERE ${keys.map((k, i) => `${pg.escapeIdentifier(k)}::text = $${i + 1}`).join(' AND ')}`,
       keys.map((k) => textOf(row[k] ?? null))
@@ -630,7 +630,7 @@ class StreamReplicationJob {
     const byName = new Map(relation.columns.map((column) => [column.name, column.typeOid]));
     const { row: values } = convertTuple(
       fields.map((field) => ({ name: field.name, typeOid: byName.get(field.name) ?? field.dataTypeID, isKey: false })),
-      fields.map((field) => rows[0][field.name] as string | null),
+      fields.map((field) => rows[0]![field.name] ?? null),
       this.catalog
     );
     return values;

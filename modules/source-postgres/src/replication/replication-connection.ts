@@ -69,7 +69,7 @@ export class ReplicationConnection {
   }
 
   async connect(): Promise<void> {
-    this.client.on('error', (error) => this.finish(error));
+    this.client.on('error', (error: Error) => this.finish(error));
     await this.client.connect();
   }
 
@@ -103,7 +103,7 @@ export class ReplicationConnection {
       )
       .then(
         () => this.finish(null),
-        (error) => this.finish(error)
+        (error: Error) => this.finish(error)
       );
     this.resume = () => {
       if (this.paused && this.events.length < this.highWaterMark / 2) {

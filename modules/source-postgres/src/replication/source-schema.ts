@@ -1,6 +1,6 @@
 import type { SourceTableRef } from '@syncpoint/service-core';
 import type { SyncRules } from '@syncpoint/sync-rules';
-import pg from 'pg';
+import type pg from 'pg';
 
 export const PUBLICATION_NAME = 'powersync';
 

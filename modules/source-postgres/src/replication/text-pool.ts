@@ -17,7 +17,7 @@ export function createTextPool(config: pg.ClientConfig, max = 2): pg.Pool {
     query_timeout: SOURCE_QUERY_TIMEOUT_MS,
     types: rawTextTypes,
     options: '-c TimeZone=UTC -c DateStyle=ISO -c extra_float_digits=3'
-  } as pg.PoolConfig);
+  });
   pool.on('error', () => {}); // idle clients dropped by the server; the next query reconnects
   return pool;
 }

@@ -135,7 +135,13 @@ export async function localWriteIsUploadedAndAcknowledged(
   await client.db.execute(`INSERT INTO todos (id, description) VALUES (?, ?)`, [id, 'buy milk']);
   await waitFor(
     'the upload to reach the source',
-    async () => (await env.sourceDb.query(`SELECT description, owner_id FROM todos WHERE id = $1`, [id])).rows,
+    async () =>
+      (
+        await env.sourceDb.query<{ description: string; owner_id: string | null }>(
+          `SELECT description, owner_id FROM todos WHERE id = $1`,
+          [id]
+        )
+      ).rows,
     (rows) => rows.length === 1
   );
   const rows = await waitFor(

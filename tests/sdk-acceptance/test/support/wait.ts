@@ -1,3 +1,5 @@
+import { inspect } from 'node:util';
+
 /** Poll `read` until `accept` holds; throws after `timeoutMs` with the last value read (every wait is bounded). */
 export async function waitFor<T>(
   what: string,
@@ -20,8 +22,8 @@ export async function waitFor<T>(
     if (Date.now() > deadline) {
       const seen =
         lastError !== undefined
-          ? `error ${String(lastError)}`
-          : JSON.stringify(last, (_k, v) => (typeof v === 'bigint' ? String(v) : v));
+          ? `error ${lastError instanceof Error ? String(lastError) : inspect(lastError)}`
+          : JSON.stringify(last, (_k, v: unknown) => (typeof v === 'bigint' ? String(v) : v));
       throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}; last seen: ${seen}`);
     }
     await new Promise((resolve) => setTimeout(resolve, options.intervalMs ?? 100));
