@@ -2,7 +2,7 @@ import { parse, stringify } from 'yaml';
 import { listFixtures, readFixture } from './files.js';
 import { TEST_AUDIENCE, testJwks } from './jwt.js';
 
-/** Service config templates in `service-configs/<name>.yaml` (PowerSync format, `{{placeholder}}` values). */
+/** Service config templates in `service-configs/<name>.yaml` (PowerSync format, `${placeholder}` values). */
 export type ServiceConfigName = 'postgres' | 'mongodb-storage';
 
 export function serviceConfigTemplate(name: ServiceConfigName): string {
@@ -14,7 +14,7 @@ export function serviceConfigNames(): string[] {
 }
 
 /**
- * Fill a template: each `{{key}}` becomes `values[key]` as a JSON value (JSON is YAML, so strings, numbers, arrays and
+ * Fill a template: each `${key}` becomes `values[key]` as a JSON value (JSON is YAML, so strings, numbers, arrays and
  * objects all land as they are). A value of `null` removes its key, and any mapping that leaves empty, so optional
  * settings stay optional. A placeholder without a value, or a value without a placeholder, throws: a typo must not
  * silently start a service with a default. `sections` are then set as top-level sections, replacing the template's.
@@ -25,13 +25,19 @@ export function fillServiceConfig(
   sections: Record<string, unknown> = {}
 ): string {
   const used = new Set<string>();
-  const filled = serviceConfigTemplate(name).replace(/\{\{(\w+)\}\}/g, (_, key: string) => {
-    if (!Object.hasOwn(values, key) || values[key] === undefined) {
-      throw new Error(`service config ${name}: no value for {{${key}}}`);
-    }
-    used.add(key);
-    return JSON.stringify(values[key]);
-  });
+  const fill = (line: string) =>
+    line.replace(/\$\{(\w+)\}/g, (_, key: string) => {
+      if (!Object.hasOwn(values, key) || values[key] === undefined) {
+        throw new Error(`service config ${name}: no value for \${${key}}`);
+      }
+      used.add(key);
+      return JSON.stringify(values[key]);
+    });
+  // Comment lines may name placeholders; only the YAML lines are filled.
+  const filled = serviceConfigTemplate(name)
+    .split('\n')
+    .map((line) => (line.trimStart().startsWith('#') ? line : fill(line)))
+    .join('\n');
   const unused = Object.keys(values).filter((key) => !used.has(key));
   if (unused.length > 0) throw new Error(`service config ${name} has no placeholder for ${unused.join(', ')}`);
   const document = withoutNulls(parse(filled)) as Record<string, unknown>;

@@ -91,12 +91,14 @@ describe('service configs', () => {
 
   it('throws on a missing value or an unknown one', () => {
     const { port: _port, ...withoutPort } = values;
-    expect(() => fillServiceConfig('postgres', withoutPort)).toThrow('no value for {{port}}');
+    expect(() => fillServiceConfig('postgres', withoutPort)).toThrow('no value for ${port}');
     expect(() => fillServiceConfig('postgres', { ...values, prot: 1 })).toThrow('no placeholder for prot');
   });
 
   it('has a template for each storage, and postgresServiceConfig defaults to the test key and audience', () => {
     expect(serviceConfigNames()).toEqual(['mongodb-storage', 'postgres']);
+    const mongo = parse(fillServiceConfig('mongodb-storage', { ...values, storage_uri: 'mongodb://localhost/st' }));
+    expect(mongo).toMatchObject({ storage: { type: 'mongodb', uri: 'mongodb://localhost/st' } });
     const config = parseConfigText(postgresServiceConfig({ sourceUri: 's', storageUri: 't', syncConfig: null }));
     expect(config.client_auth).toEqual({ audience: [TEST_AUDIENCE], jwks: testJwks(['hs256']) });
     expect(config.port).toBe(0);
