@@ -97,7 +97,9 @@ describe('service configs', () => {
 
   it('has a template for each storage, and postgresServiceConfig defaults to the test key and audience', () => {
     expect(serviceConfigNames()).toEqual(['mongodb-storage', 'postgres']);
-    const mongo = parse(fillServiceConfig('mongodb-storage', { ...values, storage_uri: 'mongodb://localhost/st' }));
+    const mongo = parseConfigText(
+      fillServiceConfig('mongodb-storage', { ...values, storage_uri: 'mongodb://localhost/st' })
+    );
     expect(mongo).toMatchObject({ storage: { type: 'mongodb', uri: 'mongodb://localhost/st' } });
     const config = parseConfigText(postgresServiceConfig({ sourceUri: 's', storageUri: 't', syncConfig: null }));
     expect(config.client_auth).toEqual({ audience: [TEST_AUDIENCE], jwks: testJwks(['hs256']) });
