@@ -6,18 +6,12 @@ import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { compareLsn, normalizeLsn } from '@syncpoint/codecs';
 import { testPostgresServer, type PostgresServer } from '@syncpoint/dev-postgres';
-import {
-  postgresServiceConfig,
-  startServiceFromConfig,
-  syncConfig,
-  testJwks,
-  testPrivateJwk
-} from '@syncpoint/test-fixtures';
+import { postgresServiceConfig, syncConfig, testJwks, testPrivateJwk } from '@syncpoint/test-fixtures';
 import { type BucketDataChunk, type OplogEntry, type RunningService, type ServiceRole } from '@syncpoint/service-core';
 import { createPostgresStorage, type PostgresBucketStorage } from '@syncpoint/storage-postgres';
 import pg from 'pg';
 import { DEV_AUDIENCE, type DevKey } from '../src/dev-token.js';
-import { createModuleRegistry } from '../src/module-registry.js';
+import { startFromConfig } from './service-harness.js';
 
 const serviceDir = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 
@@ -117,10 +111,7 @@ export async function createReplicationEnv(
     },
     configText,
     async startInProcess(options) {
-      const service = await startServiceFromConfig(configText(options), {
-        registry: createModuleRegistry(),
-        role: options.role ?? 'unified'
-      });
+      const service = await startFromConfig(configText(options), { role: options.role ?? 'unified' });
       let stopped = false;
       const stop = service.stop;
       const wrapped = {

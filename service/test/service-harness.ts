@@ -1,6 +1,15 @@
 import type { PostgresServer } from '@syncpoint/dev-postgres';
-import type { Logger, RunningService, ServiceRole } from '@syncpoint/service-core';
-import { startThrowAwayService, testPrivateJwk, type SourceSchemaName } from '@syncpoint/test-fixtures';
+import {
+  createLogger,
+  parseConfig,
+  silentLogger,
+  startService,
+  type LogLevel,
+  type Logger,
+  type RunningService,
+  type ServiceRole
+} from '@syncpoint/service-core';
+import { startThrowAwayService, testLogLevel, testPrivateJwk, type SourceSchemaName } from '@syncpoint/test-fixtures';
 import type pg from 'pg';
 import type { DevKey } from '../src/dev-token.js';
 import { createModuleRegistry } from '../src/module-registry.js';
@@ -14,6 +23,29 @@ export interface ServiceHarness {
   sourceDb: pg.Pool;
   token(sub: string, options?: { audience?: string; expiresInSeconds?: number }): Promise<string>;
   stop(): Promise<void>;
+}
+
+/** Options of `startService` besides the registry and the logger. */
+type StartOptions = Omit<Parameters<typeof startService>[1], 'registry' | 'logger'>;
+
+/**
+ * Start the service a config text describes, in-process, with this package's module registry (what the test-fixtures
+ * throw-away service is handed: it cannot import the service itself). Silent unless SYNCPOINT_TEST_LOG names a level.
+ */
+export async function startFromConfig(
+  configText: string,
+  options: StartOptions & { logger?: Logger } = {}
+): Promise<RunningService> {
+  const { logger, ...startOptions } = options;
+  const registry = createModuleRegistry();
+  const config = await parseConfig(configText, { source: 'test', configDir: process.cwd(), registry });
+  const level = testLogLevel();
+  return startService(config, {
+    host: '127.0.0.1',
+    ...startOptions,
+    registry,
+    logger: logger ?? (level ? createLogger({ level: level as LogLevel }) : silentLogger)
+  });
 }
 
 /**
@@ -42,16 +74,18 @@ export async function startServiceHarness(
 ): Promise<ServiceHarness> {
   // Tests that count markers run without replication (its snapshot and heartbeats emit markers of their own).
   const harness = await startThrowAwayService({
-    registry: createModuleRegistry(),
+    start: (configText) =>
+      startFromConfig(configText, {
+        logger: options.logger,
+        role: options.role ?? 'api',
+        syncKeepaliveMs: options.keepaliveMs,
+        retentionIntervalMs: options.retentionIntervalMs
+      }),
     syncConfig: options.syncConfig,
     schemas: options.schemas,
     sourceSetup: options.sourceSetup,
     sections: options.config,
-    logger: options.logger,
-    storagePostgres: options.storagePostgres,
-    role: options.role ?? 'api',
-    syncKeepaliveMs: options.keepaliveMs,
-    retentionIntervalMs: options.retentionIntervalMs
+    storagePostgres: options.storagePostgres
   });
   return {
     postgres: harness.postgres,

@@ -1,14 +1,4 @@
 import { testPostgresServer, type PostgresServer } from '@syncpoint/dev-postgres';
-import {
-  createLogger,
-  parseConfig,
-  silentLogger,
-  startService,
-  type LogLevel,
-  type Logger,
-  type ModuleRegistry,
-  type RunningService
-} from '@syncpoint/service-core';
 import pg from 'pg';
 import { createSourceSchema, type SourceSchemaName } from './schemas.js';
 import { postgresServiceConfig, type PostgresServiceConfigOptions } from './service-configs.js';
@@ -18,29 +8,21 @@ import { mintToken, TEST_AUDIENCE, testJwks, type MintOptions, type TestKeyName 
 /**
  * Throw-away services for tests: the real service, in-process, on real Postgres.
  *
- * The service's modules (Postgres source, Postgres and MongoDB storage) live in modules/*, which this package must not
- * import, and `@syncpoint/service`, which wires them, depends on this package for its own tests. So the caller hands
- * in the module registry (`createModuleRegistry()` from `@syncpoint/service`): no import cycle, and a module's tests
- * could hand in a registry of their own.
+ * This package imports neither `@syncpoint/service-core` nor `@syncpoint/service` nor modules/*: service-core's and
+ * the service's own tests use it, and a package edge back would be a dependency cycle. So the caller hands in how to
+ * start a service from a config text (service/test/service-harness.ts `startFromConfig`: parseConfig + startService
+ * with the service's module registry); this helper does the rest: databases, schema, publication, config, tokens.
  */
 
-/** Extra options of `startService`, passed through as they are. */
-export type StartServiceOptions = Omit<Parameters<typeof startService>[1], 'registry' | 'logger'>;
-
-/** The log level of test services: silent, unless SYNCPOINT_TEST_LOG names a level (to debug a failing test). */
-export function testLogger(): Logger {
-  const level = process.env.SYNCPOINT_TEST_LOG;
-  return level ? createLogger({ level: level as LogLevel }) : silentLogger;
+/** What the helper needs of a started service. */
+export interface StartedService {
+  url: string;
+  stop(): Promise<void>;
 }
 
-/** Parse a config text and start the service it describes (role `unified` unless told otherwise). */
-export async function startServiceFromConfig(
-  configText: string,
-  options: StartServiceOptions & { registry: ModuleRegistry; logger?: Logger; source?: string }
-): Promise<RunningService> {
-  const { registry, logger, source, ...startOptions } = options;
-  const config = await parseConfig(configText, { source: source ?? 'test', configDir: process.cwd(), registry });
-  return startService(config, { host: '127.0.0.1', ...startOptions, registry, logger: logger ?? testLogger() });
+/** The log level tests run services at: none, unless SYNCPOINT_TEST_LOG names one (to debug a failing test). */
+export function testLogLevel(): string | undefined {
+  return process.env.SYNCPOINT_TEST_LOG || undefined;
 }
 
 export interface ThrowAwayDatabases {
@@ -98,9 +80,9 @@ export async function createThrowAwayDatabases(
   };
 }
 
-export interface ThrowAwayServiceOptions extends StartServiceOptions {
-  /** From `createModuleRegistry()` of `@syncpoint/service` (see the note at the top of this file). */
-  registry: ModuleRegistry;
+export interface ThrowAwayServiceOptions<S extends StartedService> {
+  /** Starts the service a config text describes (see the note at the top of this file). */
+  start: (configText: string) => Promise<S>;
   /** The Postgres server to use (default: a new one from `testPostgresServer()`, stopped by `stop()`). */
   postgres?: PostgresServer;
   storagePostgres?: PostgresServer;
@@ -120,12 +102,11 @@ export interface ThrowAwayServiceOptions extends StartServiceOptions {
   /** Top-level config sections to set (they replace the template's). */
   sections?: PostgresServiceConfigOptions['sections'];
   tag?: string;
-  logger?: Logger;
 }
 
-export interface ThrowAwayService extends ThrowAwayDatabases {
+export interface ThrowAwayService<S extends StartedService> extends ThrowAwayDatabases {
   postgres: PostgresServer;
-  service: RunningService;
+  service: S;
   url: string;
   configText: string;
   /** A small pool on the storage database. */
@@ -137,9 +118,11 @@ export interface ThrowAwayService extends ThrowAwayDatabases {
 }
 
 /** The real service in-process on a source and a storage database of their own. */
-export async function startThrowAwayService(options: ThrowAwayServiceOptions): Promise<ThrowAwayService> {
+export async function startThrowAwayService<S extends StartedService>(
+  options: ThrowAwayServiceOptions<S>
+): Promise<ThrowAwayService<S>> {
   const {
-    registry,
+    start,
     postgres: givenPostgres,
     storagePostgres,
     syncConfig,
@@ -151,9 +134,7 @@ export async function startThrowAwayService(options: ThrowAwayServiceOptions): P
     slotPrefix,
     heartbeatSeconds,
     sections,
-    tag,
-    logger,
-    ...startOptions
+    tag
   } = options;
   const postgres = givenPostgres ?? (await testPostgresServer());
   const databases = await createThrowAwayDatabases(postgres, {
@@ -173,7 +154,7 @@ export async function startThrowAwayService(options: ThrowAwayServiceOptions): P
     heartbeatSeconds,
     sections
   });
-  const service = await startServiceFromConfig(configText, { ...startOptions, registry, logger });
+  const service = await start(configText);
   const storageDb = new pg.Pool({ connectionString: databases.storageUrl, max: 2 });
   storageDb.on('error', () => {});
   return {
