@@ -98,7 +98,8 @@ describe('docs/configuration.md', () => {
       'protocol-compatibility.md',
       'operations.md',
       'migrating-from-powersync.md',
-      'reliability.md'
+      'reliability.md',
+      'sync-rules.md'
     ]) {
       const text = await readFile(path.join(docsDir, name), 'utf8');
       expect(text).toMatch(/^# /);

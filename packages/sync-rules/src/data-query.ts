@@ -28,7 +28,7 @@ import { compileOutputColumns } from './output-columns.js';
 import { sourceTableOf, tableMatches, type SourceTable } from './source-table.js';
 import type { Expression } from './sql/ast.js';
 import { parseSelect } from './sql/parser.js';
-import { SqlSyntaxError } from './sql/tokenizer.js';
+import { SqlSyntaxError } from './sql/syntax-error.js';
 import { castToText, EvaluationFailure, isTruthy, type InputRow, type SqliteValue } from './sqlite-value.js';
 
 /** One row of one bucket, as replication stores it (a PUT). */
@@ -92,7 +92,7 @@ export function compileDataQuery(sql: string, index: number, definition: DataQue
     bucketReferenceError:
       'bucket parameters can only be used in filters of the form "<column> = bucket.<name>" or "bucket.<name> IN <array column>", combined with AND/OR'
   };
-  const warnings: Array<{ reason: string; start: number; end: number }> = [];
+  const warnings: Array<{ reason: string; start: number; end: number }> = [...(statement.warnings ?? [])];
 
   const output = compileOutputColumns(statement.columns, scope, { allowStar: true, what: 'data queries' });
   if (!output.hasStar && !output.names.includes('id')) {
@@ -171,6 +171,19 @@ function compileFilter(
     }
   }
   if (references.bucket.length === 0) return { kind: 'row', condition: compileExpression(expression, scope) };
+
+  // A bare `bucket.p` condition is `bucket.p = 1` (the reference's boolean bucket parameter): the row goes to the
+  // bucket whose parameter is true.
+  if (isBucketReference(expression)) {
+    const TRUE = 1n;
+    return {
+      kind: 'equals',
+      parameter: expression.name,
+      value: { evaluate: () => TRUE },
+      start: expression.start,
+      end: expression.end
+    };
+  }
 
   if (expression.type === 'binary' && (expression.operator === 'AND' || expression.operator === 'OR')) {
     const kind = expression.operator === 'AND' ? 'and' : 'or';

@@ -3,9 +3,17 @@
  * and/or the request (token and client parameters), with SQLite semantics.
  */
 import type { Expression } from './sql/ast.js';
-import { SqlSyntaxError } from './sql/tokenizer.js';
+import { SqlSyntaxError } from './sql/syntax-error.js';
+import { DATETIME_FUNCTIONS } from './functions/datetime.js';
+import { GEOMETRY_FUNCTIONS } from './functions/geometry.js';
+import { TEXT_FUNCTIONS } from './functions/text.js';
+import type { FunctionDefinition } from './functions/types.js';
+import { referenceDeviation } from './reference-deviations.js';
 import {
+  applyNumericAffinity,
+  castToBlob,
   castToInteger,
+  castToNumeric,
   castToReal,
   castToText,
   compareValues,
@@ -31,8 +39,8 @@ import {
 
 /** Everything a request contributes to parameter queries. */
 export interface RequestValues {
-  /** `request.user_id()` / `token_parameters.user_id`: the JWT `sub`. */
-  userId: string;
+  /** `request.user_id()` / `token_parameters.user_id`: the JWT `sub` (a number when the token's `sub` is one). */
+  userId: SqliteValue;
   /** `request.jwt()`: the JWT payload as JSON text. */
   jwtText: string;
   /** `request.parameters()`: the client parameters as JSON text. */
@@ -100,7 +108,8 @@ export function findReferences(
     case 'call':
       if (expression.namespace?.toLowerCase() === REQUEST_NAMESPACE) {
         into.request = true;
-        if (expression.name.toLowerCase() === 'parameters') into.clientParameters = true;
+        const requestFunction = expression.name.toLowerCase();
+        if (requestFunction === 'parameters' || requestFunction === 'parameter') into.clientParameters = true;
       }
       expression.args.forEach((arg) => findReferences(arg, into));
       break;
@@ -141,7 +150,10 @@ function jsonOf(value: SqliteValue): JsonValue | undefined {
 
 function jsonPathSteps(path: SqliteValue, shorthand: boolean): ReturnType<typeof parseJsonPath> | undefined {
   if (path === null) return undefined;
-  if (shorthand && typeof path === 'bigint') return [{ index: Number(path), fromEnd: false }];
+  // `json -> 2` is `$[2]`, `json -> -1` is `$[#-1]` (SQLite).
+  if (shorthand && typeof path === 'bigint') {
+    return [path < 0n ? { index: Number(-path), fromEnd: true } : { index: Number(path), fromEnd: false }];
+  }
   const text = castToText(path)!;
   if (shorthand && !text.startsWith('$')) return [{ key: text }];
   return parseJsonPath(text);
@@ -176,10 +188,30 @@ function jsonTypeOf(value: JsonValue): string {
   return Array.isArray(value) ? 'array' : 'object';
 }
 
-/** Rows of SQLite's `json_each` (columns `key`, `value`, `type`) for a JSON value. */
+/**
+ * A JSON value as SQL value where the reference reads JSON null as the text 'null' (json_extract,
+ * `->>`, json_each: see 'json-null-extract' in reference-deviations.ts).
+ */
+function extractedJsonValue(
+  value: JsonValue | undefined,
+  deviation: 'json-null-extract' | 'json-each-null'
+): SqliteValue {
+  if (value === null && referenceDeviation(deviation)) return 'null';
+  return jsonToSqlite(value);
+}
+
+/**
+ * Rows of SQLite's `json_each` (columns `key`, `value`, `type`) for a JSON value: one per array element
+ * (key = index) or object member (key = name), or one row with key NULL for a scalar. Containers in
+ * `value` are JSON text. JSON null elements give a row too (value 'null', see 'json-each-null').
+ */
 export function jsonEachRows(value: JsonValue | undefined): Array<Record<string, SqliteValue>> {
   if (value === undefined) return [];
-  const row = (key: SqliteValue, item: JsonValue) => ({ key, value: jsonToSqlite(item), type: jsonTypeOf(item) });
+  const row = (key: SqliteValue, item: JsonValue) => ({
+    key,
+    value: extractedJsonValue(item, 'json-each-null'),
+    type: jsonTypeOf(item)
+  });
   if (Array.isArray(value)) return value.map((item, index) => row(BigInt(index), item));
   if (value !== null && typeof value === 'object') return Object.entries(value).map(([key, item]) => row(key, item));
   return [row(null, value)];
@@ -214,11 +246,21 @@ function arithmetic(
         result = left % right;
         break;
     }
-    // SQLite switches to REAL on integer overflow.
-    return result >= INT64_MIN && result <= INT64_MAX ? result : Number(result);
+    if (result >= INT64_MIN && result <= INT64_MAX) return result;
+    // On integer overflow SQLite redoes the operation in floating point (each operand rounded to a
+    // double first, which can differ from rounding the exact result).
+    return floatArithmetic(operator, Number(left), Number(right), leftValue, rightValue);
   }
-  const a = Number(left);
-  const b = Number(right);
+  return floatArithmetic(operator, Number(left), Number(right), leftValue, rightValue);
+}
+
+function floatArithmetic(
+  operator: '+' | '-' | '*' | '/' | '%',
+  a: number,
+  b: number,
+  leftValue: SqliteValue,
+  rightValue: SqliteValue
+): SqliteValue {
   switch (operator) {
     case '+':
       return a + b;
@@ -229,8 +271,10 @@ function arithmetic(
     case '/':
       return b === 0 ? null : a / b;
     case '%': {
-      const divisor = castToInteger(b)!;
-      return divisor === 0n ? null : Number(castToInteger(a)! % divisor);
+      // SQLite takes the integer value of each original operand here (so text '1e5' counts as 1),
+      // and the result is REAL because an operand was not an INTEGER.
+      const divisor = castToInteger(rightValue)!;
+      return divisor === 0n ? null : Number(castToInteger(leftValue)! % divisor);
     }
   }
 }
@@ -269,42 +313,83 @@ function not(value: SqliteValue): SqliteValue {
   return value === null ? null : bool(!isTruthy(value));
 }
 
-interface FunctionDefinition {
-  minArgs: number;
-  maxArgs: number;
-  call(args: SqliteValue[]): SqliteValue;
+/** SQLite's affinity of an expression as a comparison operand: only CAST gives one here (columns of replicated rows have no declared type). */
+type Affinity = 'numeric' | 'text' | 'none';
+
+function affinityOf(expression: Expression): Affinity {
+  if (expression.type !== 'cast') return 'none';
+  if (expression.targetType === 'TEXT') return 'text';
+  return expression.targetType === 'BLOB' ? 'none' : 'numeric';
 }
 
-const FUNCTIONS: Record<string, FunctionDefinition> = {
-  upper: { minArgs: 1, maxArgs: 1, call: ([value]) => castToText(value!)?.toUpperCase() ?? null },
-  lower: { minArgs: 1, maxArgs: 1, call: ([value]) => castToText(value!)?.toLowerCase() ?? null },
-  length: {
-    minArgs: 1,
-    maxArgs: 1,
-    call: ([value]) => {
-      if (value === null || value === undefined) return null;
-      if (value instanceof Uint8Array) return BigInt(value.length);
-      return BigInt([...castToText(value)!].length);
+/**
+ * Converts the operand values of a comparison as SQLite does before comparing: when one side has
+ * INTEGER/REAL/NUMERIC affinity and the other not, the other gets NUMERIC affinity (well-formed numeric
+ * text becomes a number); when one side has TEXT affinity and the other none, numbers on the other side
+ * become text. So `CAST(x AS INTEGER) = '5'` compares 5 with 5, and `CAST(5 AS TEXT) = 5` is true.
+ */
+function applyComparisonAffinity(
+  leftAffinity: Affinity,
+  rightAffinity: Affinity,
+  left: SqliteValue,
+  right: SqliteValue
+): [SqliteValue, SqliteValue] {
+  if (leftAffinity === 'numeric' && rightAffinity !== 'numeric') return [left, applyNumericAffinity(right)];
+  if (rightAffinity === 'numeric' && leftAffinity !== 'numeric') return [applyNumericAffinity(left), right];
+  if (leftAffinity === 'text' && rightAffinity === 'none') return [left, applyTextAffinity(right)];
+  if (rightAffinity === 'text' && leftAffinity === 'none') return [applyTextAffinity(left), right];
+  return [left, right];
+}
+
+function applyTextAffinity(value: SqliteValue): SqliteValue {
+  return typeof value === 'bigint' || typeof value === 'number' ? castToText(value) : value;
+}
+
+const CORE_FUNCTIONS: Record<string, FunctionDefinition> = {
+  typeof: { minArgs: 1, maxArgs: 1, call: ([value]) => sqliteTypeOf(value!) },
+  // ifnull, coalesce and iif evaluate arguments only as far as needed, as SQLite does: an argument
+  // that is never reached cannot fail the row.
+  ifnull: {
+    minArgs: 2,
+    maxArgs: 2,
+    call: ([a, b]) => (a !== null ? a! : b!),
+    lazy: ([a, b]) => {
+      const first = a!();
+      return first !== null ? first : b!();
     }
   },
-  typeof: { minArgs: 1, maxArgs: 1, call: ([value]) => sqliteTypeOf(value!) },
-  ifnull: { minArgs: 2, maxArgs: 2, call: ([a, b]) => (a !== null ? a! : b!) },
-  coalesce: { minArgs: 2, maxArgs: Infinity, call: (args) => args.find((value) => value !== null) ?? null },
+  coalesce: {
+    minArgs: 2,
+    maxArgs: Infinity,
+    call: (args) => args.find((value) => value !== null) ?? null,
+    lazy: (args) => {
+      for (const arg of args) {
+        const value = arg();
+        if (value !== null) return value;
+      }
+      return null;
+    }
+  },
   nullif: {
     minArgs: 2,
     maxArgs: 2,
     call: ([a, b]) => (a !== null && b !== null && compareValues(a!, b!) === 0 ? null : a!)
   },
-  iif: { minArgs: 3, maxArgs: 3, call: ([condition, a, b]) => (isTruthy(condition!) ? a! : b!) },
+  iif: {
+    minArgs: 3,
+    maxArgs: 3,
+    call: ([condition, a, b]) => (isTruthy(condition!) ? a! : b!),
+    lazy: ([condition, a, b]) => (isTruthy(condition!()) ? a!() : b!())
+  },
   abs: {
     minArgs: 1,
     maxArgs: 1,
     call: ([value]) => {
-      const numeric = toNumeric(value!);
-      if (numeric === null) return null;
-      if (typeof numeric === 'number') return Math.abs(numeric);
-      if (numeric === INT64_MIN) throw new EvaluationFailure('integer overflow in abs()');
-      return numeric < 0n ? -numeric : numeric;
+      if (value === null || value === undefined) return null;
+      // SQLite: INTEGER stays INTEGER; anything else (REAL, text, blob) is read as a REAL.
+      if (typeof value !== 'bigint') return Math.abs(castToReal(value)!);
+      if (value === INT64_MIN) throw new EvaluationFailure('integer overflow in abs()');
+      return value < 0n ? -value : value;
     }
   },
   json_extract: {
@@ -317,7 +402,7 @@ const FUNCTIONS: Record<string, FunctionDefinition> = {
         const steps = jsonPathSteps(path, false);
         return steps === undefined ? undefined : followJsonPath(json, steps);
       });
-      if (paths.length === 1) return jsonToSqlite(results[0]);
+      if (paths.length === 1) return extractedJsonValue(results[0], 'json-null-extract');
       return stringifyJson(results.map((result) => result ?? null));
     }
   },
@@ -338,18 +423,50 @@ const FUNCTIONS: Record<string, FunctionDefinition> = {
     minArgs: 1,
     maxArgs: 1,
     call: ([value]) => {
-      if (value === null || value === undefined) return null;
+      if (value === null || value === undefined) return referenceDeviation('json-valid-null') ? FALSE : null;
+      // A blob is checked as the UTF-8 text it holds (SQLite and the reference both do).
       try {
-        jsonOf(value);
+        parseJson(castToText(value)!);
         return TRUE;
       } catch {
         return FALSE;
       }
     }
+  },
+  /** Not in SQLite; as the reference: the JSON array of an object's keys, an error for other JSON. */
+  json_keys: {
+    minArgs: 1,
+    maxArgs: 1,
+    call: ([value]) => {
+      const json = jsonOf(value!);
+      if (json === undefined) return null;
+      if (json === null || typeof json !== 'object' || Array.isArray(json)) {
+        throw new EvaluationFailure(
+          `json_keys() needs a JSON object, got ${Array.isArray(json) ? 'an array' : 'a scalar'}`
+        );
+      }
+      return stringifyJson(Object.keys(json));
+    }
   }
 };
 
+/** Every scalar function by lower-case name; families live in src/functions/. */
+const FUNCTIONS: Record<string, FunctionDefinition> = {
+  ...CORE_FUNCTIONS,
+  ...TEXT_FUNCTIONS,
+  ...DATETIME_FUNCTIONS,
+  ...GEOMETRY_FUNCTIONS
+};
+
 export const SUPPORTED_FUNCTIONS = Object.keys(FUNCTIONS);
+
+const CASTS: Record<Extract<Expression, { type: 'cast' }>['targetType'], (value: SqliteValue) => SqliteValue> = {
+  TEXT: castToText,
+  INTEGER: castToInteger,
+  REAL: castToReal,
+  NUMERIC: castToNumeric,
+  BLOB: castToBlob
+};
 
 const REQUEST_FUNCTIONS: Record<string, (request: RequestValues) => SqliteValue> = {
   user_id: (request) => request.userId,
@@ -372,12 +489,7 @@ export function compileExpression(expression: Expression, scope: CompileScope): 
       return compileCall(expression, scope);
     case 'cast': {
       const operand = compileExpression(expression.operand, scope);
-      const cast =
-        expression.targetType === 'TEXT'
-          ? castToText
-          : expression.targetType === 'INTEGER'
-            ? castToInteger
-            : castToReal;
+      const cast = CASTS[expression.targetType];
       return { evaluate: (context) => cast(operand.evaluate(context)) };
     }
     case 'unary':
@@ -388,11 +500,14 @@ export function compileExpression(expression: Expression, scope: CompileScope): 
       const left = compileExpression(expression.left, scope);
       const items = expression.items.map((item) => compileExpression(item, scope));
       const negated = expression.negated;
+      // `a IN (x, y)` is `a = +x OR a = +y`: the list values have no affinity, the left side's applies.
+      const leftAffinity = affinityOf(expression.left);
       return {
         evaluate: (context) => {
+          const needle = left.evaluate(context);
           const result = inValues(
-            left.evaluate(context),
-            items.map((item) => item.evaluate(context))
+            needle,
+            items.map((item) => applyComparisonAffinity(leftAffinity, 'none', needle, item.evaluate(context))[1])
           );
           return negated ? not(result) : result;
         }
@@ -417,8 +532,20 @@ export function compileExpression(expression: Expression, scope: CompileScope): 
 function compileUnary(expression: Extract<Expression, { type: 'unary' }>, scope: CompileScope): CompiledExpression {
   const operand = compileExpression(expression.operand, scope);
   switch (expression.operator) {
-    case 'NOT':
+    case 'NOT': {
+      const missingColumn = rowColumnName(expression.operand);
+      if (missingColumn !== undefined) {
+        // The reference reads a column the row does not have as false, so `NOT archived` keeps such rows
+        // ('not-missing-column' in reference-deviations.ts).
+        return {
+          evaluate: (context) =>
+            context.row && !Object.hasOwn(context.row, missingColumn) && referenceDeviation('not-missing-column')
+              ? TRUE
+              : not(operand.evaluate(context))
+        };
+      }
       return { evaluate: (context) => not(operand.evaluate(context)) };
+    }
     case '-':
       return { evaluate: (context) => arithmetic('-', 0n, operand.evaluate(context)) };
     case '+':
@@ -426,18 +553,32 @@ function compileUnary(expression: Extract<Expression, { type: 'unary' }>, scope:
   }
 }
 
+/** The column name when the expression is a reference to a row column (not a request or bucket value). */
+function rowColumnName(expression: Expression): string | undefined {
+  if (expression.type !== 'column') return undefined;
+  const qualifier = expression.qualifier?.toLowerCase();
+  if (qualifier === BUCKET_QUALIFIER || qualifier === TOKEN_PARAMETERS || qualifier === USER_PARAMETERS)
+    return undefined;
+  return expression.name;
+}
+
 function compileBinary(expression: Extract<Expression, { type: 'binary' }>, scope: CompileScope): CompiledExpression {
   const left = compileExpression(expression.left, scope);
   const right = compileExpression(expression.right, scope);
   const operator = expression.operator;
+  const leftAffinity = affinityOf(expression.left);
+  const rightAffinity = affinityOf(expression.right);
+  const withAffinity = (context: EvaluationContext): [SqliteValue, SqliteValue] =>
+    applyComparisonAffinity(leftAffinity, rightAffinity, left.evaluate(context), right.evaluate(context));
   switch (operator) {
+    // Both sides are always evaluated, as SQLite does for result columns and as the reference does
+    // everywhere: an error on either side fails the row even when the other side decides the result.
     case 'AND':
       return {
         evaluate: (context) => {
           const a = left.evaluate(context);
-          if (a !== null && !isTruthy(a)) return FALSE;
           const b = right.evaluate(context);
-          if (b !== null && !isTruthy(b)) return FALSE;
+          if ((a !== null && !isTruthy(a)) || (b !== null && !isTruthy(b))) return FALSE;
           return a === null || b === null ? null : TRUE;
         }
       };
@@ -445,9 +586,8 @@ function compileBinary(expression: Extract<Expression, { type: 'binary' }>, scop
       return {
         evaluate: (context) => {
           const a = left.evaluate(context);
-          if (isTruthy(a)) return TRUE;
           const b = right.evaluate(context);
-          if (isTruthy(b)) return TRUE;
+          if (isTruthy(a) || isTruthy(b)) return TRUE;
           return a === null || b === null ? null : FALSE;
         }
       };
@@ -455,7 +595,7 @@ function compileBinary(expression: Extract<Expression, { type: 'binary' }>, scop
     case 'IS NOT':
       return {
         evaluate: (context) => {
-          const same = compareValues(left.evaluate(context), right.evaluate(context)) === 0;
+          const same = compareValues(...withAffinity(context)) === 0;
           return bool(operator === 'IS' ? same : !same);
         }
       };
@@ -465,7 +605,7 @@ function compileBinary(expression: Extract<Expression, { type: 'binary' }>, scop
     case '<=':
     case '>':
     case '>=':
-      return { evaluate: (context) => compare(operator, left.evaluate(context), right.evaluate(context)) };
+      return { evaluate: (context) => compare(operator, ...withAffinity(context)) };
     case '+':
     case '-':
     case '*':
@@ -489,7 +629,7 @@ function compileBinary(expression: Extract<Expression, { type: 'binary' }>, scop
           if (json === undefined || steps === undefined) return null;
           const result = followJsonPath(json, steps);
           if (result === undefined) return null;
-          return operator === '->' ? stringifyJson(result) : jsonToSqlite(result);
+          return operator === '->' ? stringifyJson(result) : extractedJsonValue(result, 'json-null-extract');
         }
       };
   }
@@ -551,6 +691,7 @@ function jsonValueAt(object: Readonly<Record<string, JsonValue>>, key: string): 
 function compileCall(expression: Extract<Expression, { type: 'call' }>, scope: CompileScope): CompiledExpression {
   const namespace = expression.namespace?.toLowerCase();
   const name = expression.name.toLowerCase();
+  if (namespace === REQUEST_NAMESPACE && name === 'parameter') return compileRequestParameter(expression, scope);
   if (namespace === REQUEST_NAMESPACE) {
     const get = REQUEST_FUNCTIONS[name];
     if (!get)
@@ -582,10 +723,43 @@ function compileCall(expression: Extract<Expression, { type: 'call' }>, scope: C
         : definition.minArgs === definition.maxArgs
           ? `${definition.minArgs}`
           : `${definition.minArgs} to ${definition.maxArgs}`;
-    fail(`${name}() takes ${expected} argument${expected === '1' ? '' : 's'}, got ${count}`, expression);
+    const plural = definition.maxArgs === 1 || (definition.maxArgs === Infinity && definition.minArgs === 1) ? '' : 's';
+    fail(`${name}() takes ${expected} argument${plural}, got ${count}`, expression);
   }
   const args = expression.args.map((arg) => compileExpression(arg, scope));
+  const lazy = definition.lazy;
+  if (lazy) return { evaluate: (context) => lazy(args.map((arg) => () => arg.evaluate(context))) };
   return { evaluate: (context) => definition.call(args.map((arg) => arg.evaluate(context))) };
+}
+
+/**
+ * `request.parameter('key')` (reference): one client parameter, like `request.parameters() ->> 'key'` — a
+ * plain key unless it starts with `$`, then a JSON path.
+ */
+function compileRequestParameter(
+  expression: Extract<Expression, { type: 'call' }>,
+  scope: CompileScope
+): CompiledExpression {
+  if (!scope.request)
+    fail(
+      scope.requestReferenceError ??
+        'request.parameter() is only available in parameter queries; data queries filter on bucket.<parameter>',
+      expression
+    );
+  if (expression.args.length !== 1)
+    fail(`request.parameter() takes 1 argument (the key), got ${expression.args.length}`, expression);
+  const argument = expression.args[0]!;
+  const argumentReferences = findReferences(argument);
+  if (argumentReferences.row || argumentReferences.bucket.length > 0)
+    fail('The argument of request.parameter() must only depend on request values', argument);
+  const path = compileExpression(argument, scope);
+  return {
+    evaluate: (context) => {
+      const steps = jsonPathSteps(path.evaluate(context), true);
+      if (steps === undefined) return null;
+      return jsonToSqlite(followJsonPath(requireRequest(context).clientParameters, steps));
+    }
+  };
 }
 
 /** Builds the request values from a token payload and client parameters. */
@@ -599,8 +773,14 @@ export function requestValues(input: {
   const payloadObject = isJsonObject(payload) ? payload : {};
   const clientObject = isJsonObject(client) ? client : {};
   const claim = payloadObject['parameters'];
+  // A numeric `sub` keeps its JSON type, as in the reference: its buckets are `b[123]`, not `b["123"]`.
+  const sub = payloadObject['sub'];
+  const numericSub =
+    (typeof sub === 'number' || typeof sub === 'bigint') && String(sub) === input.userId
+      ? jsonToSqlite(sub)
+      : undefined;
   return {
-    userId: input.userId,
+    userId: numericSub ?? input.userId,
     jwtText: stringifyJson(payloadObject),
     parametersText: stringifyJson(clientObject),
     tokenParameters: isJsonObject(claim) && Object.hasOwn(payloadObject, 'parameters') ? claim : {},

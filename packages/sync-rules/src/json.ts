@@ -116,9 +116,15 @@ export function parseJson(text: string): JsonValue {
   return new JsonParser(text).parseDocument();
 }
 
+/**
+ * A REAL in JSON text, as the reference prints it: JavaScript's shortest form, with `.0` added to
+ * integral values (`42.0`, `1.5`, `1e+21`) so that a REAL stays a REAL when the JSON is read again
+ * (see the 'json-reprinted' entry of reference-deviations.ts).
+ */
 function stringifyNumber(value: number): string {
   if (!Number.isFinite(value)) throw new EvaluationFailure(`the number ${String(value)} cannot be written as JSON`);
-  return JSON.stringify(value);
+  const text = String(value);
+  return /^-?\d+$/.test(text) ? `${text}.0` : text;
 }
 
 /** Serialises JSON, printing bigint values as plain JSON integers. */

@@ -1,7 +1,7 @@
 /** Result columns of a SELECT: `*`, `t.*`, `column`, `expression AS name`. */
 import { compileExpression, type CompileScope, type CompiledExpression, type EvaluationContext } from './expression.js';
 import type { ResultColumn } from './sql/ast.js';
-import { SqlSyntaxError } from './sql/tokenizer.js';
+import { SqlSyntaxError } from './sql/syntax-error.js';
 import { EvaluationFailure, toSqliteValue, type SqliteRow } from './sqlite-value.js';
 
 type OutputPart = { kind: 'star' } | { kind: 'column'; name: string; expression: CompiledExpression };

@@ -1,6 +1,6 @@
 /** Source tables referenced by sync rules: `[schema.]table`, default schema `public`, optional trailing `%` wildcard. */
 import type { TableReference } from './sql/ast.js';
-import { SqlSyntaxError } from './sql/tokenizer.js';
+import { SqlSyntaxError } from './sql/syntax-error.js';
 
 export const DEFAULT_SCHEMA = 'public';
 

@@ -6,6 +6,9 @@
  * TEXT a `string`, BLOB a `Uint8Array`, NULL `null`.
  */
 
+import { sqliteRealToText } from './real-text.js';
+import { referenceDeviation } from './reference-deviations.js';
+
 export type SqliteValue = string | bigint | number | null | Uint8Array;
 
 /** A row as evaluated by the sync rules: column name → SQLite value. */
@@ -74,37 +77,33 @@ export function toSqliteValue(value: unknown, column: string): SqliteValue {
 const textEncoder = new TextEncoder();
 const textDecoder = new TextDecoder();
 
-/** Formats a REAL like SQLite's `%!.15g` (e.g. `1.0`, `0.1`, `1.0e+21`). */
+/** Formats a REAL as SQLite does, digit for digit (see real-text.ts): `2.0`, `0.1`, `1.0e+21`. */
 export function realToText(value: number): string {
-  if (Number.isNaN(value)) return 'NaN';
-  if (!Number.isFinite(value)) return value > 0 ? 'Inf' : '-Inf';
-  if (value === 0) return Object.is(value, -0) ? '-0.0' : '0.0';
-  const [mantissaText, exponentText] = value.toExponential(14).split('e') as [string, string];
-  const exponent = Number(exponentText);
-  if (exponent < -4 || exponent >= 15) {
-    const sign = exponent < 0 ? '-' : '+';
-    const digits = String(Math.abs(exponent)).padStart(2, '0');
-    return `${withDecimal(stripZeros(mantissaText))}e${sign}${digits}`;
-  }
-  return withDecimal(stripZeros(value.toFixed(Math.max(0, 14 - exponent))));
+  return sqliteRealToText(value);
 }
 
-function stripZeros(text: string): string {
-  return text.includes('.') ? text.replace(/0+$/, '') : text;
+/**
+ * Text form of a REAL as the reference service prints it (JavaScript's shortest round-trip form: `2`,
+ * `0.1`, `3e+60`), or SQLite's `%!.15g` form when the 'real-to-text' deviation is off.
+ */
+export function realText(value: number): string {
+  return referenceDeviation('real-to-text') ? String(value) : realToText(value);
 }
 
-function withDecimal(text: string): string {
-  if (text.endsWith('.')) return `${text}0`;
-  return text.includes('.') ? text : `${text}.0`;
-}
-
-/** `CAST(value AS TEXT)`. */
+/** `CAST(value AS TEXT)`. Blobs are decoded as UTF-8; invalid sequences become U+FFFD rather than failing. */
 export function castToText(value: SqliteValue): string | null {
   if (value === null) return null;
   if (typeof value === 'string') return value;
   if (typeof value === 'bigint') return value.toString();
-  if (typeof value === 'number') return realToText(value);
+  if (typeof value === 'number') return realText(value);
   return textDecoder.decode(value);
+}
+
+/** `CAST(value AS BLOB)`: text and numbers as the UTF-8 bytes of their text form. */
+export function castToBlob(value: SqliteValue): Uint8Array | null {
+  if (value === null) return null;
+  if (value instanceof Uint8Array) return value;
+  return textEncoder.encode(castToText(value)!);
 }
 
 function clampInt64(value: bigint): bigint {
@@ -115,43 +114,86 @@ function clampInt64(value: bigint): bigint {
 
 function realToInteger(value: number): bigint {
   if (Number.isNaN(value)) return 0n;
-  if (value >= 9223372036854775807) return INT64_MAX;
+  // 2^63 is the first double above INT64_MAX.
+  if (value >= 2 ** 63) return INT64_MAX;
   if (value <= -9223372036854775808) return INT64_MIN;
   return BigInt(Math.trunc(value));
 }
 
-/** `CAST(value AS INTEGER)`: the longest integer prefix of text, truncation of reals, clamped to int64. */
+// SQLite's own whitespace set (sqlite3Isspace): space, \t, \n, \v, \f, \r.
+const INTEGER_PREFIX = /^[ \t\n\v\f\r]*([+-]?\d+)/;
+const NUMBER_PREFIX = /^[ \t\n\v\f\r]*([+-]?)(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?/;
+const WHOLE_NUMBER = /^[ \t\n\v\f\r]*[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?[ \t\n\v\f\r]*$/;
+
+function asText(value: string | Uint8Array): string {
+  return typeof value === 'string' ? value : textDecoder.decode(value);
+}
+
+/** `CAST(value AS INTEGER)`: the longest integer prefix of text (`'12abc'` → 12, `'1e5'` → 1), truncation of reals, clamped to int64. */
 export function castToInteger(value: SqliteValue): bigint | null {
   if (value === null) return null;
   if (typeof value === 'bigint') return value;
   if (typeof value === 'number') return realToInteger(value);
-  const text = typeof value === 'string' ? value : textDecoder.decode(value);
-  const match = /^\s*([+-]?\d+)/.exec(text);
+  const match = INTEGER_PREFIX.exec(asText(value));
   return match ? clampInt64(BigInt(match[1]!)) : 0n;
 }
-
-const REAL_PREFIX = /^\s*([+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)/;
 
 /** `CAST(value AS REAL)`: the longest real prefix of text, or 0.0. */
 export function castToReal(value: SqliteValue): number | null {
   if (value === null) return null;
   if (typeof value === 'number') return value;
   if (typeof value === 'bigint') return Number(value);
-  const text = typeof value === 'string' ? value : textDecoder.decode(value);
-  const match = REAL_PREFIX.exec(text);
-  return match ? Number(match[1]) : 0;
+  const match = NUMBER_PREFIX.exec(asText(value));
+  return match ? Number(match[0].trim()) : 0;
 }
 
-/** Numeric value of text used in arithmetic: INTEGER when the text is an integer, else REAL (SQLite's NUMERIC conversion). */
+/**
+ * The number at the start of text, as SQLite's arithmetic reads it: INTEGER when the prefix has no
+ * decimal point or exponent and fits int64 (`'12abc'` → 12), otherwise REAL (`'1.5e'` → 1.5), 0 when
+ * there is no number.
+ */
+function numericPrefix(text: string): bigint | number {
+  const match = NUMBER_PREFIX.exec(text);
+  if (!match) return 0n;
+  if (match[2]!.includes('.') || match[3] !== undefined) return Number(match[0].trim());
+  const integer = BigInt(match[1]! + match[2]!);
+  return integer >= INT64_MIN && integer <= INT64_MAX ? integer : Number(integer);
+}
+
+/** Operand of arithmetic: numbers stay, text and blobs become the number at their start. */
 export function toNumeric(value: SqliteValue): bigint | number | null {
   if (value === null || typeof value === 'bigint' || typeof value === 'number') return value;
-  const text = typeof value === 'string' ? value : textDecoder.decode(value);
-  const integer = /^\s*[+-]?\d+\s*$/.exec(text);
-  if (integer) {
-    const parsed = BigInt(text.trim());
-    if (parsed >= INT64_MIN && parsed <= INT64_MAX) return parsed;
-  }
-  return castToReal(text);
+  return numericPrefix(asText(value));
+}
+
+/**
+ * `CAST(value AS NUMERIC)`: numbers stay as they are; text becomes INTEGER when its numeric prefix is
+ * an integral value that fits int64 (`'1.0'` → 1, `'1e2'` → 100), else REAL.
+ */
+export function castToNumeric(value: SqliteValue): bigint | number | null {
+  if (value === null || typeof value === 'bigint' || typeof value === 'number') return value;
+  const text = asText(value);
+  const numeric = numericPrefix(text);
+  if (typeof numeric === 'bigint') return numeric;
+  // An integer literal too big for int64 stays REAL; a real literal with an integral value becomes INTEGER.
+  const match = NUMBER_PREFIX.exec(text);
+  const integerSyntax = match !== null && !match[2]!.includes('.') && match[3] === undefined;
+  return integerSyntax ? numeric : integralRealToInteger(numeric);
+}
+
+function integralRealToInteger(value: number): bigint | number {
+  // SQLite (sqlite3RealSameAsInt) only turns integral reals in [-2^51, 2^51) into INTEGER.
+  if (Number.isInteger(value) && value >= -2251799813685248 && value < 2251799813685248) return BigInt(value);
+  return value;
+}
+
+/**
+ * NUMERIC affinity as applied to a comparison operand: text that is a well-formed number in full
+ * (surrounding spaces allowed) becomes that number; anything else is left as it is.
+ */
+export function applyNumericAffinity(value: SqliteValue): SqliteValue {
+  if (typeof value !== 'string' || !WHOLE_NUMBER.test(value)) return value;
+  return castToNumeric(value);
 }
 
 /** SQLite truthiness in WHERE: NULL is false, otherwise the numeric value is non-zero. */

@@ -26,7 +26,7 @@ import {
 import { requestValues, type RequestValues } from './expression.js';
 import { bucketParametersOf, compileParameterQuery, PRIORITY_COLUMN, type ParameterQuery } from './parameter-query.js';
 import { DEFAULT_SCHEMA, sameSourceTable, type SourceTable } from './source-table.js';
-import { SqlSyntaxError } from './sql/tokenizer.js';
+import { SqlSyntaxError } from './sql/syntax-error.js';
 import { EvaluationFailure, type InputRow, type SqliteRow, type SqliteValue } from './sqlite-value.js';
 
 export const DEFAULT_BUCKET_PRIORITY = 3;
@@ -249,13 +249,7 @@ function parseSyncRulesUnchecked(yamlText: string): ParseSyncRulesResult {
         })
       );
     } else if (name === 'config') {
-      warnings.push(
-        makeIssue({
-          severity: 'warning',
-          reason: '"config" is ignored by this implementation',
-          yamlPosition: at(key as YamlNode)
-        })
-      );
+      checkConfig(resolve(pair.value), at(key as YamlNode), { at, resolve, errors, warnings });
     } else {
       errors.push(
         makeIssue({
@@ -298,6 +292,106 @@ function parseSyncRulesUnchecked(yamlText: string): ParseSyncRulesResult {
 
   if (errors.length > 0) return failed();
   return { ok: true, rules: createSyncRules(definitions), errors: [], warnings };
+}
+
+/** Editions of the reference: 1 legacy (the default), 2 sync streams, 3 compiled sync streams. */
+const MAX_EDITION = 3;
+/** Options that the reference turns on from edition 2; we accept them and warn that their effect is not implemented. */
+const COMPATIBILITY_OPTIONS = [
+  'timestamps_iso8601',
+  'versioned_bucket_ids',
+  'fixed_json_extract',
+  'custom_postgres_types',
+  'unstable_sqlite_expression_engine'
+];
+
+/**
+ * `config:` as the reference validates it: known keys only, `edition` 1–3, and the options that need a later
+ * edition (or another option) rejected. Bucket definitions are edition-1 rules; options that would change
+ * their evaluation are accepted with a warning because this implementation does not apply them.
+ */
+function checkConfig(node: unknown, keyPosition: YamlPosition | undefined, context: LoadContext): void {
+  const { at, resolve, errors, warnings } = context;
+  if (!isMap(node)) {
+    errors.push(makeIssue({ reason: '"config" must be a mapping', yamlPosition: at(node as YamlNode) ?? keyPosition }));
+    return;
+  }
+  const values = new Map<string, { value: unknown; position: YamlPosition | undefined }>();
+  for (const pair of node.items) {
+    const keyNode = resolve(pair.key);
+    const key = isScalar(keyNode) ? String(keyNode.value) : String(keyNode);
+    const valueNode = resolve(pair.value);
+    values.set(key, { value: isScalar(valueNode) ? valueNode.value : valueNode, position: at(keyNode as YamlNode) });
+    const known = ['edition', 'storage_version', 'timestamp_max_precision', 'sync_config_compiler'];
+    if (!known.includes(key) && !COMPATIBILITY_OPTIONS.includes(key))
+      errors.push(
+        makeIssue({
+          reason: `Unknown key ${JSON.stringify(key)} in "config"; expected one of ${[...known, ...COMPATIBILITY_OPTIONS].join(', ')}`,
+          yamlPosition: at(keyNode as YamlNode)
+        })
+      );
+    else if (COMPATIBILITY_OPTIONS.includes(key) && typeof values.get(key)!.value !== 'boolean')
+      errors.push(
+        makeIssue({ reason: `"config.${key}" must be true or false`, yamlPosition: at(valueNode as YamlNode) })
+      );
+  }
+  const editionEntry = values.get('edition');
+  let edition = 1;
+  if (editionEntry) {
+    const value = editionEntry.value;
+    if (typeof value !== 'number' || !Number.isInteger(value) || value < 1 || value > MAX_EDITION) {
+      errors.push(
+        makeIssue({
+          reason: `"config.edition" must be an integer from 1 to ${MAX_EDITION}`,
+          yamlPosition: editionEntry.position
+        })
+      );
+      return;
+    }
+    edition = value;
+  }
+  const enabled = (option: string) => {
+    const value = values.get(option)?.value;
+    return typeof value === 'boolean' ? value : edition >= 2 && option !== 'unstable_sqlite_expression_engine';
+  };
+  if (enabled('unstable_sqlite_expression_engine') && edition < 2)
+    errors.push(
+      makeIssue({
+        reason: 'Enabling unstable_sqlite_expression_engine requires edition: 3',
+        yamlPosition: values.get('unstable_sqlite_expression_engine')!.position
+      })
+    );
+  else if (enabled('unstable_sqlite_expression_engine') && !enabled('fixed_json_extract'))
+    errors.push(
+      makeIssue({
+        reason: 'Enabling unstable_sqlite_expression_engine requires fixed_json_extract',
+        yamlPosition: values.get('unstable_sqlite_expression_engine')!.position
+      })
+    );
+  if (values.has('timestamp_max_precision') && !enabled('timestamps_iso8601'))
+    errors.push(
+      makeIssue({
+        reason: '"timestamp_max_precision" requires "timestamps_iso8601" (edition 2 or later, or set it to true)',
+        yamlPosition: values.get('timestamp_max_precision')!.position
+      })
+    );
+  if (edition >= 3)
+    errors.push(
+      makeIssue({
+        reason:
+          'Edition 3 (the sync config compiler) only accepts "streams", which this implementation does not support yet; bucket_definitions need edition 1 or 2',
+        yamlPosition: editionEntry?.position ?? keyPosition
+      })
+    );
+  const changed = COMPATIBILITY_OPTIONS.filter((option) => enabled(option));
+  if (changed.length > 0)
+    warnings.push(
+      makeIssue({
+        severity: 'warning',
+        reason: `"config" enables ${changed.join(', ')}, which this implementation does not apply yet; rules are evaluated as edition 1`,
+        yamlPosition: keyPosition
+      })
+    );
 }
 
 /** The mapping key starting at `offset`, with the path of keys leading to its mapping. */
@@ -351,6 +445,7 @@ function loadDefinition(
   let parameterTexts: QueryText[] = [];
   let dataTexts: QueryText[] | undefined;
   let priority = DEFAULT_BUCKET_PRIORITY;
+  let definitionHasPriority = false;
   let acceptDangerous = false;
 
   for (const pair of node.items) {
@@ -383,6 +478,7 @@ function loadDefinition(
         break;
       }
       case 'priority': {
+        definitionHasPriority = true;
         const raw = isScalar(value) ? value.value : undefined;
         if (
           typeof raw === 'number' &&
@@ -425,7 +521,9 @@ function loadDefinition(
   // Parameter queries first: they declare the bucket parameters data queries refer to.
   const parameterQueries: ParameterQuery[] = [];
   for (const [index, text] of parameterTexts.entries()) {
-    const query = compileQuery(name, 'parameters', index, text, errors, () => compileParameterQuery(text.sql, index));
+    const query = compileQuery(name, 'parameters', index, text, errors, () =>
+      compileParameterQuery(text.sql, index, { definitionHasPriority })
+    );
     if (query) parameterQueries.push(query);
   }
   let parameterNames: string[] = [];
@@ -450,6 +548,23 @@ function loadDefinition(
           })
         );
       }
+    }
+  }
+  for (const query of parameterQueries) {
+    const text = parameterTexts[query.index]!;
+    for (const warning of query.warnings) {
+      warnings.push(
+        makeIssue({
+          severity: 'warning',
+          reason: warning.reason,
+          bucketDefinition: name,
+          queryKind: 'parameters',
+          queryIndex: query.index,
+          query: text.sql,
+          position: queryPosition(text.sql, warning.start, warning.end),
+          yamlPosition: text.yamlPosition
+        })
+      );
     }
   }
   if (!acceptDangerous) {
@@ -771,8 +886,14 @@ function createSyncRules(definitions: BucketDefinition[]): SyncRules {
               try {
                 if (row === null || typeof row !== 'object')
                   throw new EvaluationFailure('a lookup result row is not an object');
-                const parameters = bucketParametersOf(row, definition.parameterNames);
-                if (parameters) addBucket(buckets, definition, parameters, priorityOf(row, definition.priority));
+                // Request-valued output columns are not stored with the lookup entry: join them to each row.
+                const requestOutputs = query.kind === 'lookup' ? query.requestOutputs(values) : {};
+                const joined: Readonly<Record<string, SqliteValue>> = {
+                  ...(row as Readonly<Record<string, SqliteValue>>),
+                  ...requestOutputs
+                };
+                const parameters = bucketParametersOf(joined, definition.parameterNames);
+                if (parameters) addBucket(buckets, definition, parameters, priorityOf(joined, definition.priority));
               } catch (error) {
                 finishErrors.push(evaluationError(definition.name, 'parameters', query.index, error));
               }

@@ -141,9 +141,8 @@ describe('priorities', () => {
   const rules = loadRules(`
 bucket_definitions:
   lists:
-    priority: 2
     parameters:
-      - SELECT id AS list_id, urgency AS _priority FROM lists WHERE owner_id = request.user_id()
+      - SELECT id AS list_id, 1 AS _priority FROM lists WHERE owner_id = request.user_id()
       - SELECT list_id FROM shares WHERE user_id = request.user_id()
       - SELECT request.jwt() ->> 'pinned' AS list_id, 0 AS _priority
     data: [SELECT * FROM todos WHERE list_id = bucket.list_id]
@@ -151,16 +150,16 @@ bucket_definitions:
 
   test('definition priority by default, _priority when present, lowest wins across paths', async () => {
     const index = new LookupIndex(rules);
-    index.put('lists', 'l1', { id: 'l1', owner_id: 'u1', urgency: 1n });
-    index.put('lists', 'l2', { id: 'l2', owner_id: 'u1', urgency: null });
+    index.put('lists', 'l1', { id: 'l1', owner_id: 'u1' });
+    index.put('shares', 's2', { list_id: 'l2', user_id: 'u1' });
     index.put('shares', 's1', { list_id: 'l1', user_id: 'u1' });
     index.put('shares', 's3', { list_id: 'l3', user_id: 'u1' });
     const result = await rules.queryBuckets({ userId: 'u1', tokenParameters: { pinned: 'l3' } }, index.fetch);
     expect(result.errors).toEqual([]);
     expect(Object.fromEntries(result.buckets.map((bucket) => [bucket.bucket, bucket.priority]))).toEqual({
-      'lists["l3"]': 0, // pinned (0) beats the share (definition priority 2)
-      'lists["l1"]': 1, // _priority 1 beats the share (2)
-      'lists["l2"]': 2 // NULL _priority falls back to the definition priority
+      'lists["l3"]': 0, // pinned (0) beats the share (default priority 3)
+      'lists["l1"]': 1, // _priority 1 beats the share (3)
+      'lists["l2"]': 3 // only shared: the default priority
     });
   });
 

@@ -26,7 +26,8 @@ export type BinaryOperator =
   | '->'
   | '->>';
 
-export type CastType = 'TEXT' | 'INTEGER' | 'REAL';
+/** SQLite's storage classes as cast targets (`CAST(x AS NUMERIC)`, `x::blob`); added NUMERIC and BLOB for the function work. */
+export type CastType = 'TEXT' | 'INTEGER' | 'REAL' | 'NUMERIC' | 'BLOB';
 
 export type Expression =
   | ({ type: 'literal'; value: SqliteValue } & Range)
@@ -58,4 +59,6 @@ export interface SelectStatement extends Range {
   columns: ResultColumn[];
   from?: TableReference;
   where?: Expression;
+  /** Legal but suspicious syntax found while parsing (e.g. unquoted mixed-case identifiers). */
+  warnings?: Array<{ reason: string } & Range>;
 }
