@@ -1,6 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { DEMO_SYNC_CONFIG } from '../src/embedded-default.js';
+import { syncConfig } from '@syncpoint/test-fixtures';
 import { startServiceHarness, type ServiceHarness } from './service-harness.js';
+
+const DEMO_SYNC_CONFIG = syncConfig('demo-todos');
 
 const ADMIN_TOKEN = 'an-admin-token-for-tests';
 const ROUTES: Array<[method: string, path: string, body?: unknown]> = [

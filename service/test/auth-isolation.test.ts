@@ -1,9 +1,19 @@
-import { createHmac, generateKeyPairSync, type KeyObject } from 'node:crypto';
+import { createPublicKey, type KeyObject } from 'node:crypto';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import * as jose from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { DEV_AUDIENCE } from '../src/dev-token.js';
+import {
+  nowSeconds as now,
+  rawHmacToken,
+  rawToken,
+  TEST_AUDIENCE,
+  testHmacSecret,
+  testJwks,
+  testPublicJwk,
+  testSigningKey,
+  tokenClaims
+} from '@syncpoint/test-fixtures';
 import { startServiceHarness, watchMarkers, type ServiceHarness } from './service-harness.js';
 import { openSyncStream } from './sync-stream-client.js';
 
@@ -13,26 +23,22 @@ import { openSyncStream } from './sync-stream-client.js';
  * another's buckets nor touches another's checkpoint requests; a `jwks_uri` that changes or fails gives clear errors.
  */
 
-// The harness's development key (service-harness.ts), configured here next to an RSA key.
-const DEV_SECRET = Buffer.from('a-test-secret-of-at-least-32-bytes');
-const devKey = { kty: 'oct', alg: 'HS256', kid: 'test-key', k: DEV_SECRET.toString('base64url') };
-const now = () => Math.floor(Date.now() / 1000);
+// The harness's key (the test-fixtures `hs256` key), configured here next to the fixtures' RSA key.
+const DEV_SECRET = testHmacSecret();
+const DEV_KID = testPublicJwk('hs256').kid!;
+const RSA_KID = testPublicJwk('rsa').kid!;
 
 type SigningKey = jose.CryptoKey | KeyObject | Uint8Array;
 
+/** A token of `alice` signed with any key material under any header: the attacks below need both free. */
 function signToken(
   claims: Record<string, unknown> = {},
-  header: Record<string, unknown> = { alg: 'HS256', kid: 'test-key' },
+  header: Record<string, unknown> = { alg: 'HS256', kid: DEV_KID },
   key: SigningKey = DEV_SECRET
 ) {
-  return new jose.SignJWT({ sub: 'alice', aud: DEV_AUDIENCE, iat: now(), exp: now() + 600, ...claims })
+  return new jose.SignJWT(tokenClaims({ sub: 'alice', claims }))
     .setProtectedHeader(header as jose.JWTHeaderParameters)
     .sign(key);
-}
-
-function rawToken(header: object, payload: object, secret?: Uint8Array): string {
-  const unsigned = `${jose.base64url.encode(JSON.stringify(header))}.${jose.base64url.encode(JSON.stringify(payload))}`;
-  return `${unsigned}.${secret ? createHmac('sha256', secret).update(unsigned).digest('base64url') : ''}`;
 }
 
 /** A loopback server recording every request; serves `jwks` at /jwks.json unless told to fail. */
@@ -118,17 +124,15 @@ describe('rejected tokens over HTTP', () => {
   let harness: ServiceHarness;
   let markers: Awaited<ReturnType<typeof watchMarkers>>;
   let recorder: Recorder;
-  let rsa: { publicKey: KeyObject; privateKey: KeyObject };
-  let rsaJwk: jose.JWK;
+  const rsaPrivateKey = testSigningKey('rsa');
+  const rsaJwk = testPublicJwk('rsa');
 
   beforeAll(async () => {
     recorder = await startRecorder();
-    rsa = generateKeyPairSync('rsa', { modulusLength: 2048 });
-    rsaJwk = { ...(rsa.publicKey.export({ format: 'jwk' }) as jose.JWK), kid: 'rsa', alg: 'RS256' };
     // API role: no replication, so storage and the source WAL change only if a request writes.
     harness = await startServiceHarness({
       role: 'api',
-      config: { client_auth: { audience: [DEV_AUDIENCE], jwks: { keys: [devKey, rsaJwk] } } }
+      config: { client_auth: { audience: [TEST_AUDIENCE], jwks: testJwks(['hs256', 'rsa']) } }
     });
     markers = await watchMarkers(harness.sourceDb, `auth_isolation_${process.pid}`);
   }, 60_000);
@@ -140,32 +144,32 @@ describe('rejected tokens over HTTP', () => {
 
   /** [name, Authorization header (undefined = none), expected code] */
   async function attacks(): Promise<Array<[string, string | undefined, string]>> {
-    const attacker = generateKeyPairSync('rsa', { modulusLength: 2048 });
-    const attackerJwk = attacker.publicKey.export({ format: 'jwk' }) as jose.JWK;
-    const rsaPem = utf8(rsa.publicKey.export({ type: 'spki', format: 'pem' }) as string);
-    const valid = () => ({ sub: 'alice', aud: DEV_AUDIENCE, iat: now(), exp: now() + 600 });
+    const attacker = { privateKey: testSigningKey('attacker-rsa') };
+    const attackerJwk = testPublicJwk('attacker-rsa', { kid: null, alg: null });
+    const rsaPem = utf8(createPublicKey(rsaPrivateKey).export({ type: 'spki', format: 'pem' }) as string);
+    const valid = () => tokenClaims({ sub: 'alice' });
     const token = async (claims: Record<string, unknown>, header?: Record<string, unknown>, key?: SigningKey) =>
       `Token ${await signToken(claims, header, key)}`;
     return [
       ['no Authorization header', undefined, 'PSYNC_S2106'],
       ['Basic credentials', 'Basic YWxpY2U6cGFzcw==', 'PSYNC_S2106'],
       ['alg none', `Token ${rawToken({ alg: 'none' }, valid())}`, 'PSYNC_S2101'],
-      ['alg none naming the key', `Token ${rawToken({ alg: 'none', kid: 'test-key' }, valid())}`, 'PSYNC_S2101'],
+      ['alg none naming the key', `Token ${rawToken({ alg: 'none', kid: DEV_KID }, valid())}`, 'PSYNC_S2101'],
       [
         'alg NONE with an HMAC signature',
-        `Bearer ${rawToken({ alg: 'NONE', kid: 'test-key' }, valid(), DEV_SECRET)}`,
+        `Bearer ${rawHmacToken({ alg: 'NONE', kid: DEV_KID }, valid(), DEV_SECRET)}`,
         'PSYNC_S2101'
       ],
       ['wrong signature', await token({}, undefined, utf8('not-the-secret-but-32-bytes-long!')), 'PSYNC_S2101'],
       [
         'HS256 keyed with the RSA public key PEM, kid of the RSA key',
-        await token({}, { alg: 'HS256', kid: 'rsa' }, rsaPem),
+        await token({}, { alg: 'HS256', kid: RSA_KID }, rsaPem),
         'PSYNC_S2101'
       ],
       ['HS256 keyed with the RSA public key PEM, no kid', await token({}, { alg: 'HS256' }, rsaPem), 'PSYNC_S2101'],
       [
         'HS256 keyed with the RSA modulus n',
-        await token({}, { alg: 'HS256', kid: 'rsa' }, utf8(rsaJwk.n!)),
+        await token({}, { alg: 'HS256', kid: RSA_KID }, utf8(rsaJwk.n!)),
         'PSYNC_S2101'
       ],
       [
@@ -185,7 +189,7 @@ describe('rejected tokens over HTTP', () => {
         'PSYNC_S2101'
       ],
       ['very long kid', await token({}, { alg: 'HS256', kid: 'k'.repeat(6_000) }), 'PSYNC_S2101'],
-      ['kid with a NUL byte', await token({}, { alg: 'HS256', kid: 'test-key\u0000' }), 'PSYNC_S2101'],
+      ['kid with a NUL byte', await token({}, { alg: 'HS256', kid: `${DEV_KID}\u0000` }), 'PSYNC_S2101'],
       [
         'jku, x5u and an embedded jwk of the attacker',
         await token(
@@ -197,7 +201,7 @@ describe('rejected tokens over HTTP', () => {
       ],
       [
         'embedded jwk claiming the configured kid',
-        await token({}, { alg: 'RS256', kid: 'rsa', jwk: { ...attackerJwk, kid: 'rsa' } }, attacker.privateKey),
+        await token({}, { alg: 'RS256', kid: RSA_KID, jwk: { ...attackerJwk, kid: RSA_KID } }, attacker.privateKey),
         'PSYNC_S2101'
       ],
       ['no sub', await token({ sub: undefined }), 'PSYNC_S2101'],
@@ -233,7 +237,7 @@ describe('rejected tokens over HTTP', () => {
   it('accepts the same requests with valid HS256 and RS256 tokens (the setup can say yes)', async () => {
     for (const authorization of [
       `Token ${await signToken()}`,
-      `Bearer ${await signToken({}, { alg: 'RS256', kid: 'rsa' }, rsa.privateKey)}`
+      `Bearer ${await signToken({}, { alg: 'RS256', kid: RSA_KID }, rsaPrivateKey)}`
     ]) {
       for (const [route, send] of CLIENT_ROUTES) {
         const response = await send(harness, authorization);
@@ -432,20 +436,16 @@ bucket_definitions:
 describe('keys from a jwks_uri', () => {
   let harness: ServiceHarness;
   let recorder: Recorder;
-  const first = generateKeyPairSync('rsa', { modulusLength: 2048 });
-  const second = generateKeyPairSync('ec', { namedCurve: 'P-256' });
-  const publicJwk = (key: KeyObject, kid: string, alg: string) => ({
-    ...(key.export({ format: 'jwk' }) as jose.JWK),
-    kid,
-    alg
-  });
+  const first = { privateKey: testSigningKey('rsa') };
+  const second = { privateKey: testSigningKey('ec-p256') };
+  const publicJwk = (name: 'rsa' | 'ec-p256', kid: string) => testPublicJwk(name, { kid });
 
   beforeAll(async () => {
     recorder = await startRecorder();
     recorder.failing = true;
     harness = await startServiceHarness({
       role: 'api',
-      config: { client_auth: { audience: [DEV_AUDIENCE], jwks_uri: `${recorder.url}/jwks.json` } }
+      config: { client_auth: { audience: [TEST_AUDIENCE], jwks_uri: `${recorder.url}/jwks.json` } }
     });
   }, 60_000);
   afterAll(async () => {
@@ -482,7 +482,7 @@ describe('keys from a jwks_uri', () => {
     expect(await probe()).toBe(200);
 
     // It comes back with k1: tokens of k1 verify once the (rate-limited) refetch happened.
-    recorder.jwks = { keys: [publicJwk(first.publicKey, 'k1', 'RS256')] };
+    recorder.jwks = { keys: [publicJwk('rsa', 'k1')] };
     recorder.failing = false;
     await eventually(
       'a k1 token is accepted',
@@ -490,7 +490,7 @@ describe('keys from a jwks_uri', () => {
     );
 
     // Rotation: k1 is replaced by k2. k2 tokens verify after the refresh an unknown kid triggers; new k1 tokens fail.
-    recorder.jwks = { keys: [publicJwk(second.publicKey, 'k2', 'ES256')] };
+    recorder.jwks = { keys: [publicJwk('ec-p256', 'k2')] };
     await eventually(
       'a k2 token is accepted',
       async () => (await checkpointRequest(await ecToken('bob'))).status === 200

@@ -4,6 +4,7 @@ import path from 'node:path';
 import * as jose from 'jose';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { stringify } from 'yaml';
+import { TEST_AUDIENCE } from '@syncpoint/test-fixtures';
 import { DEV_AUDIENCE, type DevKey } from '../src/dev-token.js';
 import { runCli } from './run-cli.js';
 import { startServiceHarness, type ServiceHarness } from './service-harness.js';
@@ -39,7 +40,7 @@ beforeAll(async () => {
       },
       storage: { type: 'postgresql', uri: connectionString(harness.storageDb), sslmode: 'disable' },
       client_auth: {
-        audience: [DEV_AUDIENCE, 'other'],
+        audience: [TEST_AUDIENCE, 'other'],
         jwks: { keys: [{ kty: 'RSA', kid: 'rsa', n: 'x', e: 'AQAB' }, harness.devKey] }
       }
     })
@@ -93,7 +94,7 @@ describe('syncpoint status, token, fetch', () => {
     expect(code).toBe(0);
     const token = stdout.trim();
     const { payload, protectedHeader } = await jose.jwtVerify(token, jose.base64url.decode(harness.devKey.k), {
-      audience: DEV_AUDIENCE
+      audience: TEST_AUDIENCE
     });
     expect(payload.sub).toBe('alice');
     expect(payload.exp! - payload.iat!).toBe(600);

@@ -1,8 +1,11 @@
-import { chmod, mkdtemp, rm } from 'node:fs/promises';
+import { chmod, mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
+import { sourceSchema, syncConfig } from '@syncpoint/test-fixtures';
 import { afterAll, describe, expect, it } from 'vitest';
+import { parse } from 'yaml';
+import { DEMO_SYNC_CONFIG } from '../src/embedded-default.js';
 import { spawnCli, waitForOutput } from './run-cli.js';
 
 describe('syncpoint start with no config (embedded default)', () => {
@@ -96,3 +99,15 @@ async function waitUntil(what: string, probe: () => Promise<boolean>, timeoutMs 
     await new Promise((resolve) => setTimeout(resolve, 50));
   }
 }
+
+describe('the embedded default and the test fixtures', () => {
+  // The service keeps its own copy of the demo rules and schema for runtime; tests use the test-fixtures copies.
+  it('runs the demo-todos rules and schema of the fixtures', async () => {
+    expect(parse(DEMO_SYNC_CONFIG)).toEqual(parse(syncConfig('demo-todos')));
+    const source = await readFile(new URL('../src/embedded-default.ts', import.meta.url), 'utf8');
+    const tableOf = (sql: string) => /CREATE TABLE IF NOT EXISTS todos \(([^;]*?)\)\s*(?:;|`)/.exec(sql)?.[1];
+    const normalize = (columns: string | undefined) => columns?.replace(/\s+/g, ' ').trim();
+    expect(normalize(tableOf(source))).toBeDefined();
+    expect(normalize(tableOf(source))).toBe(normalize(tableOf(sourceSchema('demo-todos').ddl)));
+  });
+});

@@ -6,6 +6,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { PostgresBucketStorage } from '@syncpoint/storage-postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { sourceSchema } from '@syncpoint/test-fixtures';
 import { signDevToken } from '../src/dev-token.js';
 import { expectMatchesFreshSnapshot } from './fault-invariants.js';
 import {
@@ -193,7 +194,7 @@ describe('SIGKILL in the middle of a storage flush', () => {
 
   beforeAll(async () => {
     env = await createReplicationEnv('flushkill', [
-      `CREATE TABLE items (id int8 PRIMARY KEY, owner text NOT NULL, val int8 NOT NULL, batch text NOT NULL)`,
+      sourceSchema('items').ddl,
       `INSERT INTO items SELECT i, 'u' || (i % 10), i, 'seed' FROM generate_series(0, ${ROWS - 1}) i`
     ]);
   }, 120_000);

@@ -7,8 +7,8 @@ import { testPostgresServer, type PostgresServer } from '@syncpoint/dev-postgres
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { stringify } from 'yaml';
+import { sourceSchema, syncConfig, testPrivateJwk } from '@syncpoint/test-fixtures';
 import { DEV_AUDIENCE, signDevToken, type DevKey } from '../src/dev-token.js';
-import { DEMO_SYNC_CONFIG } from '../src/embedded-default.js';
 import { waitForOutput } from './run-cli.js';
 import { openSyncStream } from './sync-stream-client.js';
 
@@ -24,12 +24,7 @@ let configPath: string;
 let storageDb: pg.Pool;
 const children: ChildProcessWithoutNullStreams[] = [];
 const logs: string[][] = [];
-const devKey: DevKey = {
-  kty: 'oct',
-  alg: 'HS256',
-  kid: 'mp-key',
-  k: Buffer.from('multi-process-test-secret-32-bytes!').toString('base64url')
-};
+const devKey = testPrivateJwk('hs256') as DevKey;
 
 const serviceDir = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 
@@ -75,7 +70,7 @@ beforeAll(async () => {
   await postgres.ensureDatabase(`syncpoint_mp_storage_${suffix}`);
   const source = new pg.Client({ connectionString: postgres.url(`syncpoint_mp_source_${suffix}`) });
   await source.connect();
-  await source.query(`CREATE TABLE IF NOT EXISTS todos (id text PRIMARY KEY, description text)`);
+  await source.query(sourceSchema('todos').ddl);
   await source.query(`DROP PUBLICATION IF EXISTS powersync; CREATE PUBLICATION powersync FOR ALL TABLES`);
   await source.end();
   storageDb = new pg.Pool({ connectionString: postgres.url(`syncpoint_mp_storage_${suffix}`), max: 2 });
@@ -89,7 +84,7 @@ beforeAll(async () => {
       },
       storage: { type: 'postgresql', uri: postgres.url(`syncpoint_mp_storage_${suffix}`), sslmode: 'disable' },
       port: 0,
-      sync_config: { content: DEMO_SYNC_CONFIG },
+      sync_config: { content: syncConfig('demo-todos') },
       client_auth: { audience: [DEV_AUDIENCE], jwks: { keys: [devKey] } },
       system: { logging: { level: 'info', format: 'json' } }
     })

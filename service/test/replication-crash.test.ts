@@ -1,5 +1,6 @@
 import type { PostgresBucketStorage } from '@syncpoint/storage-postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { sourceSchema } from '@syncpoint/test-fixtures';
 import {
   createReplicationEnv,
   ITEMS_SYNC_CONFIG,
@@ -35,7 +36,7 @@ describe('replication survives SIGKILL mid-transaction', () => {
 
   beforeAll(async () => {
     env = await createReplicationEnv('crash', [
-      `CREATE TABLE items (id int8 PRIMARY KEY, owner text NOT NULL, val int8 NOT NULL, batch text NOT NULL)`,
+      sourceSchema('items').ddl,
       `INSERT INTO items SELECT i, 'u' || ((i / 2) % ${OWNERS}), 0, 'seed' FROM generate_series(0, ${SEED_ROWS - 1}) i`
     ]);
     storageName = await env.createStorageDatabase('a');

@@ -6,22 +6,12 @@ import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { compareLsn, normalizeLsn } from '@syncpoint/codecs';
 import { testPostgresServer, type PostgresServer } from '@syncpoint/dev-postgres';
-import {
-  createLogger,
-  parseConfig,
-  silentLogger,
-  startService,
-  type LogLevel,
-  type BucketDataChunk,
-  type OplogEntry,
-  type RunningService,
-  type ServiceRole
-} from '@syncpoint/service-core';
+import { postgresServiceConfig, syncConfig, testJwks, testPrivateJwk } from '@syncpoint/test-fixtures';
+import { type BucketDataChunk, type OplogEntry, type RunningService, type ServiceRole } from '@syncpoint/service-core';
 import { createPostgresStorage, type PostgresBucketStorage } from '@syncpoint/storage-postgres';
 import pg from 'pg';
-import { stringify } from 'yaml';
 import { DEV_AUDIENCE, type DevKey } from '../src/dev-token.js';
-import { createModuleRegistry } from '../src/module-registry.js';
+import { startFromConfig } from './service-harness.js';
 
 const serviceDir = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 
@@ -68,22 +58,10 @@ export interface ChildService {
 }
 
 /** Sync rules of the fault and crash tests: every row of `items` in one global bucket and in its owner's bucket. */
-export const ITEMS_SYNC_CONFIG = `bucket_definitions:
-  global:
-    data:
-      - SELECT * FROM items
-  by_owner:
-    parameters: SELECT request.user_id() AS user_id
-    data:
-      - SELECT * FROM items WHERE owner = bucket.user_id
-`;
+export const ITEMS_SYNC_CONFIG = syncConfig('items');
 
-export const TEST_DEV_KEY: DevKey = {
-  kty: 'oct',
-  alg: 'HS256',
-  kid: 'test-key',
-  k: Buffer.from('a-test-secret-of-at-least-32-bytes').toString('base64url')
-};
+/** The key the services of these tests accept (the test-fixtures `hs256` key), for `signDevToken`. */
+export const TEST_DEV_KEY = testPrivateJwk('hs256') as DevKey;
 
 export async function createReplicationEnv(
   tag: string,
@@ -107,23 +85,16 @@ export async function createReplicationEnv(
   const storages: PostgresBucketStorage[] = [];
   const dirs: string[] = [];
 
+  // Tokens come from `signDevToken`, so the services accept the dev audience.
   const configText = (options: ServiceOptions) =>
-    stringify({
-      replication: {
-        connections: [
-          {
-            type: 'postgresql',
-            uri: postgres.url(sourceName),
-            sslmode: 'disable',
-            slot_name_prefix: slotPrefix,
-            heartbeat_interval_seconds: options.heartbeatSeconds ?? 60
-          }
-        ]
-      },
-      storage: { type: 'postgresql', uri: postgres.url(options.storageName), sslmode: 'disable' },
-      port: 0,
-      sync_config: { content: options.syncConfig },
-      client_auth: { audience: [DEV_AUDIENCE], jwks: { keys: [TEST_DEV_KEY] } }
+    postgresServiceConfig({
+      sourceUri: postgres.url(sourceName),
+      storageUri: postgres.url(options.storageName),
+      syncConfig: options.syncConfig,
+      slotPrefix,
+      heartbeatSeconds: options.heartbeatSeconds ?? 60,
+      audience: [DEV_AUDIENCE],
+      jwks: testJwks(['hs256'])
     });
 
   const env: ReplicationEnv = {
@@ -140,17 +111,7 @@ export async function createReplicationEnv(
     },
     configText,
     async startInProcess(options) {
-      const registry = createModuleRegistry();
-      const config = await parseConfig(configText(options), { source: 'test', configDir: process.cwd(), registry });
-      const logger = process.env.SYNCPOINT_TEST_LOG
-        ? createLogger({ level: process.env.SYNCPOINT_TEST_LOG as LogLevel })
-        : silentLogger;
-      const service = await startService(config, {
-        registry,
-        logger,
-        host: '127.0.0.1',
-        role: options.role ?? 'unified'
-      });
+      const service = await startFromConfig(configText(options), { role: options.role ?? 'unified' });
       let stopped = false;
       const stop = service.stop;
       const wrapped = {

@@ -1,6 +1,7 @@
 import type { RunningService } from '@syncpoint/service-core';
 import type { PostgresBucketStorage } from '@syncpoint/storage-postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { sourceSchema, syncConfig } from '@syncpoint/test-fixtures';
 import { signDevToken } from '../src/dev-token.js';
 import {
   compareLsn,
@@ -13,11 +14,7 @@ import {
 } from './replication-harness.js';
 import { openSyncStream } from './sync-stream-client.js';
 
-const SYNC_CONFIG = `bucket_definitions:
-  global:
-    data:
-      - SELECT * FROM todos
-`;
+const SYNC_CONFIG = syncConfig('demo-todos');
 
 /** An idle source: checkpoint requests, slot acknowledgements, and a graceful restart that resumes from the slot. */
 describe('replication on an idle source', () => {
@@ -28,7 +25,7 @@ describe('replication on an idle source', () => {
 
   beforeAll(async () => {
     env = await createReplicationEnv('idle', [
-      `CREATE TABLE todos (id text PRIMARY KEY, description text)`,
+      sourceSchema('todos').ddl,
       `INSERT INTO todos SELECT 't' || i, 'todo ' || i FROM generate_series(1, 500) i`
     ]);
     storageName = await env.createStorageDatabase('i');

@@ -1,5 +1,6 @@
 import type { PostgresBucketStorage } from '@syncpoint/storage-postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { sourceSchema } from '@syncpoint/test-fixtures';
 import {
   createReplicationEnv,
   downloadBuckets,
@@ -34,7 +35,7 @@ describe('replication through schema changes', () => {
 
   beforeAll(async () => {
     env = await createReplicationEnv('schema', [
-      `CREATE TABLE todos (id text PRIMARY KEY, description text)`,
+      sourceSchema('todos').ddl,
       `INSERT INTO todos VALUES ('t1', 'one'), ('t2', 'two')`,
       `CREATE TABLE lists (id text PRIMARY KEY, name text)`,
       `INSERT INTO lists VALUES ('l1', 'list one'), ('l2', 'list two')`,

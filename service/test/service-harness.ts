@@ -1,23 +1,23 @@
-import { testPostgresServer, type PostgresServer } from '@syncpoint/dev-postgres';
+import type { PostgresServer } from '@syncpoint/dev-postgres';
 import {
   createLogger,
-  type Logger,
   parseConfig,
   silentLogger,
-  type LogLevel,
   startService,
+  type LogLevel,
+  type Logger,
   type RunningService,
   type ServiceRole
 } from '@syncpoint/service-core';
-import pg from 'pg';
-import { stringify } from 'yaml';
-import { DEMO_SYNC_CONFIG } from '../src/embedded-default.js';
-import { DEV_AUDIENCE, signDevToken, type DevKey } from '../src/dev-token.js';
+import { startThrowAwayService, testLogLevel, testPrivateJwk, type SourceSchemaName } from '@syncpoint/test-fixtures';
+import type pg from 'pg';
+import type { DevKey } from '../src/dev-token.js';
 import { createModuleRegistry } from '../src/module-registry.js';
 
 export interface ServiceHarness {
   postgres: PostgresServer;
   service: RunningService;
+  /** The HS256 key the service accepts (the test-fixtures `hs256` key). */
   devKey: DevKey;
   storageDb: pg.Pool;
   sourceDb: pg.Pool;
@@ -25,13 +25,40 @@ export interface ServiceHarness {
   stop(): Promise<void>;
 }
 
-let harnessCounter = 0;
+/** Options of `startService` besides the registry and the logger. */
+type StartOptions = Omit<Parameters<typeof startService>[1], 'registry' | 'logger'>;
 
-/** The real service (in-process) on real Postgres: a source database with the publication and a storage database. */
+/**
+ * Start the service a config text describes, in-process, with this package's module registry (what the test-fixtures
+ * throw-away service is handed: it cannot import the service itself). Silent unless SYNCPOINT_TEST_LOG names a level.
+ */
+export async function startFromConfig(
+  configText: string,
+  options: StartOptions & { logger?: Logger } = {}
+): Promise<RunningService> {
+  const { logger, ...startOptions } = options;
+  const registry = createModuleRegistry();
+  const config = await parseConfig(configText, { source: 'test', configDir: process.cwd(), registry });
+  const level = testLogLevel();
+  return startService(config, {
+    host: '127.0.0.1',
+    ...startOptions,
+    registry,
+    logger: logger ?? (level ? createLogger({ level: level as LogLevel }) : silentLogger)
+  });
+}
+
+/**
+ * The real service (in-process) on real Postgres: the test-fixtures throw-away service (a source database with the
+ * `todos` schema and the publication, a storage database, the `demo-todos` rules, the `hs256` test key), in the `api`
+ * role unless told otherwise, with this package's module registry.
+ */
 export async function startServiceHarness(
   options: {
     syncConfig?: string | null;
     role?: ServiceRole;
+    /** Fixture schemas of the source database (default `todos`). */
+    schemas?: SourceSchemaName[];
     sourceSetup?: string[];
     /** Extra top-level config sections (e.g. `{ api: { parameters: { max_concurrent_connections: 2 } } }`). */
     config?: Record<string, unknown>;
@@ -45,64 +72,30 @@ export async function startServiceHarness(
     storagePostgres?: PostgresServer;
   } = {}
 ): Promise<ServiceHarness> {
-  const postgres = await testPostgresServer();
-  const suffix = `${process.pid}_${++harnessCounter}`;
-  const sourceName = `syncpoint_test_source_${suffix}`;
-  const storageName = `syncpoint_test_storage_${suffix}`;
-  await postgres.ensureDatabase(sourceName);
-  const storageServer = options.storagePostgres ?? postgres;
-  await storageServer.ensureDatabase(storageName);
-  const sourceDb = new pg.Pool({ connectionString: postgres.url(sourceName), max: 2 });
-  sourceDb.on('error', () => {}); // the server stops at the end of the run
-  await sourceDb.query(`CREATE TABLE IF NOT EXISTS todos (id text PRIMARY KEY, description text)`);
-  for (const statement of options.sourceSetup ?? []) await sourceDb.query(statement);
-  await sourceDb.query(`DROP PUBLICATION IF EXISTS powersync; CREATE PUBLICATION powersync FOR ALL TABLES`);
-
-  const devKey: DevKey = {
-    kty: 'oct',
-    alg: 'HS256',
-    kid: 'test-key',
-    k: Buffer.from('a-test-secret-of-at-least-32-bytes').toString('base64url')
-  };
-  const syncConfig = options.syncConfig === undefined ? DEMO_SYNC_CONFIG : options.syncConfig;
-  const configText = stringify({
-    replication: { connections: [{ type: 'postgresql', uri: postgres.url(sourceName), sslmode: 'disable' }] },
-    storage: { type: 'postgresql', uri: storageServer.url(storageName), sslmode: 'disable' },
-    port: 0,
-    ...(syncConfig === null ? {} : { sync_config: { content: syncConfig } }),
-    client_auth: { audience: [DEV_AUDIENCE], jwks: { keys: [devKey] } },
-    ...options.config
-  });
-  const registry = createModuleRegistry();
-  const config = await parseConfig(configText, { source: 'test', configDir: process.cwd(), registry });
   // Tests that count markers run without replication (its snapshot and heartbeats emit markers of their own).
-  const service = await startService(config, {
-    registry,
-    logger:
-      options.logger ??
-      (process.env.SYNCPOINT_TEST_LOG
-        ? createLogger({ level: process.env.SYNCPOINT_TEST_LOG as LogLevel })
-        : silentLogger),
-    host: '127.0.0.1',
-    role: options.role ?? 'api',
-    syncKeepaliveMs: options.keepaliveMs,
-    retentionIntervalMs: options.retentionIntervalMs
+  const harness = await startThrowAwayService({
+    start: (configText) =>
+      startFromConfig(configText, {
+        logger: options.logger,
+        role: options.role ?? 'api',
+        syncKeepaliveMs: options.keepaliveMs,
+        retentionIntervalMs: options.retentionIntervalMs
+      }),
+    syncConfig: options.syncConfig,
+    schemas: options.schemas,
+    sourceSetup: options.sourceSetup,
+    sections: options.config,
+    storagePostgres: options.storagePostgres
   });
-  const storageDb = new pg.Pool({ connectionString: storageServer.url(storageName), max: 2 });
-  storageDb.on('error', () => {});
   return {
-    postgres,
-    service,
-    devKey,
-    storageDb,
-    sourceDb,
-    token: (sub, tokenOptions) => signDevToken(devKey, { sub, ...tokenOptions }),
-    async stop() {
-      await service.stop();
-      await storageDb.end();
-      await sourceDb.end();
-      await postgres.stop();
-    }
+    postgres: harness.postgres,
+    service: harness.service,
+    devKey: testPrivateJwk('hs256') as DevKey,
+    storageDb: harness.storageDb,
+    sourceDb: harness.sourceDb,
+    token: (sub, tokenOptions) =>
+      harness.token(sub, { audience: tokenOptions?.audience, lifetimeSeconds: tokenOptions?.expiresInSeconds }),
+    stop: () => harness.stop()
   };
 }
 

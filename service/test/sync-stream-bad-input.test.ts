@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { DEV_AUDIENCE } from '../src/dev-token.js';
+import { TEST_AUDIENCE, testJwks } from '@syncpoint/test-fixtures';
 import { startServiceHarness, type ServiceHarness } from './service-harness.js';
 import { openSyncStream } from './sync-stream-client.js';
 
@@ -81,19 +81,10 @@ describe('sync stream bad input', () => {
       syncConfig: SYNC_CONFIG,
       config: {
         api: { parameters: { max_concurrent_connections: MAX_CONNECTIONS, max_buckets_per_connection: MAX_BUCKETS } },
-        // The harness's dev key (same values), with a lifetime limit that allows 30-day tokens.
+        // The harness's key and audience, with a lifetime limit that allows 30-day tokens.
         client_auth: {
-          audience: [DEV_AUDIENCE],
-          jwks: {
-            keys: [
-              {
-                kty: 'oct',
-                alg: 'HS256',
-                kid: 'test-key',
-                k: Buffer.from('a-test-secret-of-at-least-32-bytes').toString('base64url')
-              }
-            ]
-          },
+          audience: [TEST_AUDIENCE],
+          jwks: testJwks(['hs256']),
           max_token_lifetime_seconds: 31 * 86_400
         }
       },

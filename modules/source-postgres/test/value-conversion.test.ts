@@ -1,4 +1,5 @@
 import { testPostgresServer, type PostgresServer } from '@syncpoint/dev-postgres';
+import { sourceSchema } from '@syncpoint/test-fixtures';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
@@ -10,12 +11,12 @@ import {
 import { TypeCatalog } from '../src/replication/type-catalog.js';
 import { convertTuple, convertValue, type SqliteValue } from '../src/replication/value-conversion.js';
 
+/** What each column of the fixture's `all_types` table converts to. */
 interface Case {
   /** Test and column name (`c_<name>`). */
   name: string;
+  /** The column's type (the value itself is in the test-fixtures `all-types` schema's seed row 1). */
   type: string;
-  /** SQL literal (cast to `type`). */
-  sql: string;
   expected: SqliteValue;
   /**
    * When `col::text` differs from the type's output function (what pgoutput sends and what a plain
@@ -24,170 +25,154 @@ interface Case {
   castExpected?: SqliteValue;
 }
 
+const allTypes = sourceSchema('all-types');
 const bytes = (...values: number[]) => Uint8Array.from(values);
 
 const CASES: Case[] = [
-  { name: 'bool_true', type: 'bool', sql: `true`, expected: 1n },
-  { name: 'bool_false', type: 'bool', sql: `false`, expected: 0n },
-  { name: 'bytea', type: 'bytea', sql: `'\\x00ff10'`, expected: bytes(0, 255, 16) },
-  { name: 'bytea_empty', type: 'bytea', sql: `''`, expected: bytes() },
-  { name: 'char', type: '"char"', sql: `'a'`, expected: 'a' },
-  { name: 'name', type: 'name', sql: `'hello'`, expected: 'hello' },
-  { name: 'int8_max', type: 'int8', sql: `9223372036854775807`, expected: 9223372036854775807n },
-  { name: 'int8_min', type: 'int8', sql: `-9223372036854775808`, expected: -9223372036854775808n },
-  { name: 'int2', type: 'int2', sql: `-32768`, expected: -32768n },
-  { name: 'int4', type: 'int4', sql: `2147483647`, expected: 2147483647n },
+  { name: 'bool_true', type: 'bool', expected: 1n },
+  { name: 'bool_false', type: 'bool', expected: 0n },
+  { name: 'bytea', type: 'bytea', expected: bytes(0, 255, 16) },
+  { name: 'bytea_empty', type: 'bytea', expected: bytes() },
+  { name: 'char', type: '"char"', expected: 'a' },
+  { name: 'name', type: 'name', expected: 'hello' },
+  { name: 'int8_max', type: 'int8', expected: 9223372036854775807n },
+  { name: 'int8_min', type: 'int8', expected: -9223372036854775808n },
+  { name: 'int2', type: 'int2', expected: -32768n },
+  { name: 'int4', type: 'int4', expected: 2147483647n },
   {
     name: 'text',
     type: 'text',
-    sql: `E'h\\u00e9llo "w\\u00f6rld"\\n\\ttab \\\\ end'`,
     expected: 'héllo "wörld"\n\ttab \\ end'
   },
-  { name: 'oid', type: 'oid', sql: `4294967295`, expected: 4294967295n },
+  { name: 'oid', type: 'oid', expected: 4294967295n },
   {
     name: 'json',
     type: 'json',
-    sql: `'{"b": 12345678901234567890, "a" : [1, 2.50, 1e400]}'`,
     expected: '{"b": 12345678901234567890, "a" : [1, 2.50, 1e400]}'
   },
-  { name: 'xml', type: 'xml', sql: `'<a x="1">b</a>'`, expected: '<a x="1">b</a>' },
-  { name: 'float4', type: 'float4', sql: `0.1`, expected: 0.1 },
-  { name: 'float8', type: 'float8', sql: `3.141592653589793`, expected: 3.141592653589793 },
-  { name: 'float8_large', type: 'float8', sql: `1e300`, expected: 1e300 },
-  { name: 'float8_negative_zero', type: 'float8', sql: `'-0'`, expected: -0 },
-  { name: 'float8_nan', type: 'float8', sql: `'NaN'`, expected: 'NaN' },
-  { name: 'float8_infinity', type: 'float8', sql: `'Infinity'`, expected: 'Infinity' },
-  { name: 'float4_negative_infinity', type: 'float4', sql: `'-Infinity'`, expected: '-Infinity' },
+  { name: 'xml', type: 'xml', expected: '<a x="1">b</a>' },
+  { name: 'float4', type: 'float4', expected: 0.1 },
+  { name: 'float8', type: 'float8', expected: 3.141592653589793 },
+  { name: 'float8_large', type: 'float8', expected: 1e300 },
+  { name: 'float8_negative_zero', type: 'float8', expected: -0 },
+  { name: 'float8_nan', type: 'float8', expected: 'NaN' },
+  { name: 'float8_infinity', type: 'float8', expected: 'Infinity' },
+  { name: 'float4_negative_infinity', type: 'float4', expected: '-Infinity' },
   // bpchar → text casts strip the padding; the output function (and pgoutput) keeps it.
-  { name: 'bpchar', type: 'char(5)', sql: `'ab'`, expected: 'ab   ', castExpected: 'ab' },
-  { name: 'varchar', type: 'varchar(10)', sql: `'abc'`, expected: 'abc' },
-  { name: 'date', type: 'date', sql: `'2024-02-29'`, expected: '2024-02-29' },
-  { name: 'date_bc', type: 'date', sql: `'0044-03-15 BC'`, expected: '0044-03-15 BC' },
-  { name: 'date_infinity', type: 'date', sql: `'infinity'`, expected: 'infinity' },
-  { name: 'time', type: 'time', sql: `'12:34:56.789'`, expected: '12:34:56.789' },
-  { name: 'timestamp', type: 'timestamp', sql: `'2024-01-02 03:04:05.123456'`, expected: '2024-01-02 03:04:05.123456' },
-  { name: 'timestamp_whole_seconds', type: 'timestamp', sql: `'2024-01-02 03:04:05'`, expected: '2024-01-02 03:04:05' },
-  { name: 'timestamp_infinity', type: 'timestamp', sql: `'infinity'`, expected: 'infinity' },
+  { name: 'bpchar', type: 'char(5)', expected: 'ab   ', castExpected: 'ab' },
+  { name: 'varchar', type: 'varchar(10)', expected: 'abc' },
+  { name: 'date', type: 'date', expected: '2024-02-29' },
+  { name: 'date_bc', type: 'date', expected: '0044-03-15 BC' },
+  { name: 'date_infinity', type: 'date', expected: 'infinity' },
+  { name: 'time', type: 'time', expected: '12:34:56.789' },
+  { name: 'timestamp', type: 'timestamp', expected: '2024-01-02 03:04:05.123456' },
+  { name: 'timestamp_whole_seconds', type: 'timestamp', expected: '2024-01-02 03:04:05' },
+  { name: 'timestamp_infinity', type: 'timestamp', expected: 'infinity' },
   {
     name: 'timestamptz',
     type: 'timestamptz',
-    sql: `'2024-01-02 03:04:05.123456+00'`,
     expected: '2024-01-02 03:04:05.123456Z'
   },
   {
     name: 'timestamptz_offset',
     type: 'timestamptz',
-    sql: `'2024-01-01 00:30:00.5+01'`,
     expected: '2023-12-31 23:30:00.5Z'
   },
   {
     name: 'timestamptz_bc',
     type: 'timestamptz',
-    sql: `'0044-03-15 12:00:00+00 BC'`,
     expected: '0044-03-15 12:00:00+00 BC'
   },
-  { name: 'timestamptz_minus_infinity', type: 'timestamptz', sql: `'-infinity'`, expected: '-infinity' },
-  { name: 'interval', type: 'interval', sql: `'1 day 02:03:04.5'`, expected: '1 day 02:03:04.5' },
-  { name: 'timetz', type: 'timetz', sql: `'12:00:00+02'`, expected: '12:00:00+02' },
-  { name: 'bit', type: 'bit(4)', sql: `B'1010'`, expected: '1010' },
-  { name: 'varbit', type: 'varbit', sql: `B'101'`, expected: '101' },
+  { name: 'timestamptz_minus_infinity', type: 'timestamptz', expected: '-infinity' },
+  { name: 'interval', type: 'interval', expected: '1 day 02:03:04.5' },
+  { name: 'timetz', type: 'timetz', expected: '12:00:00+02' },
+  { name: 'bit', type: 'bit(4)', expected: '1010' },
+  { name: 'varbit', type: 'varbit', expected: '101' },
   {
     name: 'numeric',
     type: 'numeric',
-    sql: `'1234567890123456789012345678901234567890.0123456789'`,
     expected: '1234567890123456789012345678901234567890.0123456789'
   },
-  { name: 'numeric_scale', type: 'numeric(10,4)', sql: `'1.5'`, expected: '1.5000' },
-  { name: 'numeric_nan', type: 'numeric', sql: `'NaN'`, expected: 'NaN' },
+  { name: 'numeric_scale', type: 'numeric(10,4)', expected: '1.5000' },
+  { name: 'numeric_nan', type: 'numeric', expected: 'NaN' },
   {
     name: 'uuid',
     type: 'uuid',
-    sql: `'A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11'`,
     expected: 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11'
   },
-  { name: 'pg_lsn', type: 'pg_lsn', sql: `'16/B374D848'`, expected: '00000016/B374D848' },
+  { name: 'pg_lsn', type: 'pg_lsn', expected: '00000016/B374D848' },
   {
     name: 'jsonb',
     type: 'jsonb',
-    sql: `'{"big": 12345678901234567890, "a": [1, 2.50, "x"], "n": null}'`,
     expected: '{"a": [1, 2.50, "x"], "n": null, "big": 12345678901234567890}'
   },
-  { name: 'enum', type: 'vc_mood', sql: `'happy'`, expected: 'happy' },
-  { name: 'domain_int8', type: 'vc_posint8', sql: `9223372036854775807`, expected: 9223372036854775807n },
-  { name: 'inet', type: 'inet', sql: `'10.0.0.1/8'`, expected: '10.0.0.1/8' },
+  { name: 'enum', type: 'all_types_mood', expected: 'happy' },
+  { name: 'domain_int8', type: 'all_types_posint8', expected: 9223372036854775807n },
+  { name: 'inet', type: 'inet', expected: '10.0.0.1/8' },
   // inet → text casts always print the netmask; the output function omits /32.
-  { name: 'inet_host', type: 'inet', sql: `'10.0.0.1/32'`, expected: '10.0.0.1', castExpected: '10.0.0.1/32' },
-  { name: 'null', type: 'text', sql: `NULL`, expected: null },
+  { name: 'inet_host', type: 'inet', expected: '10.0.0.1', castExpected: '10.0.0.1/32' },
+  { name: 'null', type: 'text', expected: null },
   // Arrays
-  { name: 'bool_array', type: 'bool[]', sql: `'{t,f,NULL}'`, expected: '[1,0,null]' },
-  { name: 'bytea_array', type: 'bytea[]', sql: `'{"\\\\x0102",NULL}'`, expected: '["\\\\x0102",null]' },
-  { name: 'int2_array', type: 'int2[]', sql: `'{1,-2}'`, expected: '[1,-2]' },
-  { name: 'int4_array_empty', type: 'int4[]', sql: `'{}'`, expected: '[]' },
-  { name: 'int4_array_2d', type: 'int4[]', sql: `'{{1,2},{3,NULL}}'`, expected: '[[1,2],[3,null]]' },
-  { name: 'int4_array_lower_bound', type: 'int4[]', sql: `'[0:1]={5,6}'`, expected: '[5,6]' },
+  { name: 'bool_array', type: 'bool[]', expected: '[1,0,null]' },
+  { name: 'bytea_array', type: 'bytea[]', expected: '["\\\\x0102",null]' },
+  { name: 'int2_array', type: 'int2[]', expected: '[1,-2]' },
+  { name: 'int4_array_empty', type: 'int4[]', expected: '[]' },
+  { name: 'int4_array_2d', type: 'int4[]', expected: '[[1,2],[3,null]]' },
+  { name: 'int4_array_lower_bound', type: 'int4[]', expected: '[5,6]' },
   {
     name: 'int8_array',
     type: 'int8[]',
-    sql: `'{1,-9223372036854775808,9223372036854775807,NULL}'`,
     expected: '[1,-9223372036854775808,9223372036854775807,null]'
   },
   {
     name: 'text_array',
     type: 'text[]',
-    sql: `ARRAY['a"b', 'c,d', E'e\\\\f', NULL, 'NULL', 'null', '', ' sp ', 'x{y}', 'ü']`,
     expected: JSON.stringify(['a"b', 'c,d', 'e\\f', null, 'NULL', 'null', '', ' sp ', 'x{y}', 'ü'])
   },
-  { name: 'text_array_3d', type: 'text[]', sql: `'{{{a}},{{b}}}'`, expected: '[[["a"]],[["b"]]]' },
-  { name: 'varchar_array', type: 'varchar[]', sql: `'{a,b}'`, expected: '["a","b"]' },
-  { name: 'float4_array', type: 'float4[]', sql: `'{0.1,-2.5}'`, expected: '[0.1,-2.5]' },
+  { name: 'text_array_3d', type: 'text[]', expected: '[[["a"]],[["b"]]]' },
+  { name: 'varchar_array', type: 'varchar[]', expected: '["a","b"]' },
+  { name: 'float4_array', type: 'float4[]', expected: '[0.1,-2.5]' },
   {
     name: 'float8_array',
     type: 'float8[]',
-    sql: `'{1.5,NaN,-Infinity,1e300}'`,
     expected: '[1.5,"NaN","-Infinity",1e+300]'
   },
   {
     name: 'numeric_array',
     type: 'numeric[]',
-    sql: `'{1.10,NaN,12345678901234567890123}'`,
     expected: '["1.10","NaN","12345678901234567890123"]'
   },
   {
     name: 'uuid_array',
     type: 'uuid[]',
-    sql: `'{A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11}'`,
     expected: '["a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"]'
   },
   {
     name: 'json_array',
     type: 'json[]',
-    sql: `ARRAY['{"a": 12345678901234567890}'::json, 'null', '[1, "x,y"]', '"s"', NULL]`,
     expected: '[{"a": 12345678901234567890},null,[1, "x,y"],"s",null]'
   },
   {
     name: 'jsonb_array',
     type: 'jsonb[]',
-    sql: `ARRAY['{"b": 1, "a": 12345678901234567890}'::jsonb, '"q\\"uote"']`,
     expected: '[{"a": 12345678901234567890, "b": 1},"q\\"uote"]'
   },
-  { name: 'date_array', type: 'date[]', sql: `'{2024-01-01,NULL}'`, expected: '["2024-01-01",null]' },
+  { name: 'date_array', type: 'date[]', expected: '["2024-01-01",null]' },
   {
     name: 'timestamp_array',
     type: 'timestamp[]',
-    sql: `'{"2024-01-02 03:04:05.5",infinity}'`,
     expected: '["2024-01-02 03:04:05.5","infinity"]'
   },
   {
     name: 'timestamptz_array',
     type: 'timestamptz[]',
-    sql: `'{"2024-01-02 03:04:05.5+01"}'`,
     expected: '["2024-01-02 02:04:05.5Z"]'
   },
-  { name: 'pg_lsn_array', type: 'pg_lsn[]', sql: `'{16/B374D848}'`, expected: '["00000016/B374D848"]' },
-  { name: 'box_array', type: 'box[]', sql: `'{(1,1),(0,0);(2,2),(1,1)}'`, expected: '["(1,1),(0,0)","(2,2),(1,1)"]' },
-  { name: 'enum_array', type: 'vc_mood[]', sql: `'{happy,sad,NULL}'`, expected: '["happy","sad",null]' },
-  { name: 'domain_array', type: 'vc_posint8[]', sql: `'{1,9223372036854775807}'`, expected: '[1,9223372036854775807]' },
-  { name: 'domain_over_array', type: 'vc_int8s', sql: `'{1,2}'`, expected: '[1,2]' }
+  { name: 'pg_lsn_array', type: 'pg_lsn[]', expected: '["00000016/B374D848"]' },
+  { name: 'box_array', type: 'box[]', expected: '["(1,1),(0,0)","(2,2),(1,1)"]' },
+  { name: 'enum_array', type: 'all_types_mood[]', expected: '["happy","sad",null]' },
+  { name: 'domain_array', type: 'all_types_posint8[]', expected: '[1,9223372036854775807]' },
+  { name: 'domain_over_array', type: 'all_types_int8s', expected: '[1,2]' }
 ];
 
 describe('value conversion of streamed and snapshot values', () => {
@@ -222,23 +207,16 @@ describe('value conversion of streamed and snapshot values', () => {
     await client.query(`
       SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = '${slot}';
       DROP PUBLICATION IF EXISTS powersync;
-      DROP TABLE IF EXISTS vc, vc_toast;
-      DROP DOMAIN IF EXISTS vc_posint8, vc_int8s;
-      DROP TYPE IF EXISTS vc_mood;
-      CREATE TYPE vc_mood AS ENUM ('sad', 'happy');
-      CREATE DOMAIN vc_posint8 AS int8 CHECK (VALUE > 0);
-      CREATE DOMAIN vc_int8s AS int8[];
-      CREATE TABLE vc (id int4 PRIMARY KEY, ${CASES.map((c) => `c_${c.name} ${c.type}`).join(', ')});
+      DROP TABLE IF EXISTS all_types, vc_toast;
+      DROP DOMAIN IF EXISTS all_types_posint8, all_types_int8s;
+      DROP TYPE IF EXISTS all_types_mood;
+      ${allTypes.ddl}
       CREATE TABLE vc_toast (id int8 PRIMARY KEY, big text, n int4);
       ALTER TABLE vc_toast REPLICA IDENTITY FULL;
       CREATE PUBLICATION powersync FOR ALL TABLES;
     `);
     await client.query(`SELECT pg_create_logical_replication_slot($1, 'pgoutput')`, [slot]);
-    await client.query(
-      `INSERT INTO vc (id, ${CASES.map((c) => `c_${c.name}`).join(', ')})
-       VALUES (1, ${CASES.map((c) => `(${c.sql})::${c.type}`).join(', ')})`
-    );
-    await client.query(`INSERT INTO vc (id) VALUES (2)`);
+    await client.query(allTypes.seed);
     await client.query(`
       INSERT INTO vc_toast (id, big, n)
       SELECT 1, string_agg(encode(sha256(i::text::bytea), 'base64'), ''), 1 FROM generate_series(1, 2300) i`);
@@ -253,7 +231,7 @@ describe('value conversion of streamed and snapshot values', () => {
         streamed.set(message.relationId, [...(streamed.get(message.relationId) ?? []), message]);
       }
     }
-    columns = relations.get('vc')!.columns;
+    columns = relations.get('all_types')!.columns;
     await catalog.load(
       client,
       [...relations.values()].flatMap((relation) => relation.columns.map((column) => column.typeOid))
@@ -262,13 +240,13 @@ describe('value conversion of streamed and snapshot values', () => {
     // The snapshot path, with the same session settings: every column cast to text (column names of
     // `x::text` are the original names) ...
     const cast = await client.query<Record<string, string | null>>(
-      `SELECT ${columns.map((c) => `${pg.escapeIdentifier(c.name)}::text`).join(', ')} FROM vc ORDER BY id`
+      `SELECT ${columns.map((c) => `${pg.escapeIdentifier(c.name)}::text`).join(', ')} FROM all_types ORDER BY id`
     );
     snapshotCast = cast.rows[0]!;
     expect(cast.rows[1]!.id).toBe('2');
     // ... and the plain columns in text format, without pg's type parsers (the type output functions).
     const raw = await client.query<Record<string, string | null>>({
-      text: `SELECT * FROM vc ORDER BY id`,
+      text: `SELECT * FROM all_types ORDER BY id`,
       types: { getTypeParser: () => (text: string) => text }
     });
     snapshotRaw = raw.rows[0]!;
@@ -281,10 +259,14 @@ describe('value conversion of streamed and snapshot values', () => {
   });
 
   function streamedRow(index: number) {
-    const inserts = streamed.get(relations.get('vc')!.relationId)!;
+    const inserts = streamed.get(relations.get('all_types')!.relationId)!;
     const insert = inserts[index] as Extract<PgoutputMessage, { tag: 'insert' }>;
     return convertTuple(columns, insert.new, catalog);
   }
+
+  it('has an expectation for every column of the fixture table, in its order', () => {
+    expect(columns.map((c) => c.name)).toEqual(['id', ...CASES.map((c) => `c_${c.name}`)]);
+  });
 
   it.each(CASES)('$name ($type)', ({ name, expected, castExpected }) => {
     const column = columns.find((c) => c.name === `c_${name}`)!;
@@ -305,16 +287,16 @@ describe('value conversion of streamed and snapshot values', () => {
 
   it('loads enum, domain and array types from pg_type', () => {
     const typeOf = (name: string) => columns.find((c) => c.name === `c_${name}`)!.typeOid;
-    expect(catalog.get(typeOf('enum'))).toMatchObject({ name: 'vc_mood', category: 'text' });
-    expect(catalog.get(typeOf('domain_int8'))).toMatchObject({ name: 'vc_posint8', category: 'integer' });
+    expect(catalog.get(typeOf('enum'))).toMatchObject({ name: 'all_types_mood', category: 'text' });
+    expect(catalog.get(typeOf('domain_int8'))).toMatchObject({ name: 'all_types_posint8', category: 'integer' });
     expect(catalog.get(typeOf('enum_array'))).toMatchObject({
-      name: '_vc_mood',
+      name: '_all_types_mood',
       category: 'array',
       elementOid: typeOf('enum')
     });
     expect(catalog.get(typeOf('domain_array'))).toMatchObject({ category: 'array', elementOid: typeOf('domain_int8') });
     expect(catalog.get(typeOf('domain_over_array'))).toMatchObject({
-      name: 'vc_int8s',
+      name: 'all_types_int8s',
       category: 'array',
       elementOid: 20
     });

@@ -1,3 +1,16 @@
+import type { KeyObject } from 'node:crypto';
+import {
+  HOSTILE_TOKEN_ERROR_CODES,
+  hostileTokens,
+  mintToken,
+  nowSeconds,
+  TEST_AUDIENCE,
+  testHmacSecret,
+  testJwks,
+  testPublicJwk,
+  testSigningKey,
+  type HostileTokenKind
+} from '@syncpoint/test-fixtures';
 import * as jose from 'jose';
 import { beforeAll, describe, expect, it } from 'vitest';
 import {
@@ -8,20 +21,20 @@ import {
   tokenFromAuthorizationHeader
 } from '../src/index.js';
 
-const AUDIENCE = 'syncpoint-test';
-const hmacSecret = new TextEncoder().encode('a-development-secret-of-32-bytes!');
-const hmacJwk = { kty: 'oct' as const, alg: 'HS256', kid: 'hmac', k: jose.base64url.encode(hmacSecret) };
-
-let rsa: jose.GenerateKeyPairResult;
-let rsaPublicJwk: jose.JWK;
-let ec: jose.GenerateKeyPairResult;
-let ed: jose.GenerateKeyPairResult;
+const AUDIENCE = TEST_AUDIENCE;
+// The test-fixtures keys, configured under kids of this file: `hmac`, `rsa`, the EC key as a wildcard (no kid), `ed`.
+const hmacSecret = testHmacSecret();
+const hmacJwk = testPublicJwk('hs256', { kid: 'hmac' });
+const rsaPublicJwk = testPublicJwk('rsa', { kid: 'rsa' });
+const rsa = { privateKey: testSigningKey('rsa') };
+const ec = { privateKey: testSigningKey('ec-p256') };
+const ed = { privateKey: testSigningKey('ed25519') };
 let verifier: TokenVerifier;
 
-const now = () => Math.floor(Date.now() / 1000);
+const now = nowSeconds;
 
 async function sign(
-  key: jose.CryptoKey | Uint8Array,
+  key: jose.CryptoKey | KeyObject | Uint8Array,
   header: jose.JWTHeaderParameters,
   claims: jose.JWTPayload = {}
 ): Promise<string> {
@@ -41,17 +54,27 @@ async function expectAuthError(token: string, code: string, v = verifier) {
 }
 
 beforeAll(async () => {
-  rsa = await jose.generateKeyPair('RS256');
-  rsaPublicJwk = { ...(await jose.exportJWK(rsa.publicKey)), kid: 'rsa', alg: 'RS256' };
-  ec = await jose.generateKeyPair('ES256');
-  ed = await jose.generateKeyPair('EdDSA');
-  const ecJwk = { ...(await jose.exportJWK(ec.publicKey)), alg: 'ES256' }; // wildcard: no kid
-  const edJwk = { ...(await jose.exportJWK(ed.publicKey)), kid: 'ed', alg: 'EdDSA' };
+  const ecJwk = testPublicJwk('ec-p256', { kid: null }); // wildcard: no kid
+  const edJwk = testPublicJwk('ed25519', { kid: 'ed' });
   verifier = await createTokenVerifier({
     audience: [AUDIENCE],
     supabase: false,
-    jwks: { keys: [hmacJwk, rsaPublicJwk as never, ecJwk as never, edJwk as never] }
+    jwks: { keys: [hmacJwk, rsaPublicJwk, ecJwk, edJwk] }
   });
+});
+
+describe('the test-fixtures hostile tokens', () => {
+  // Each is wrong in one way only; this is where the fixtures learn which code the real verifier answers.
+  for (const kind of Object.keys(hostileTokens) as HostileTokenKind[]) {
+    it(`rejects ${kind} with ${HOSTILE_TOKEN_ERROR_CODES[kind]}`, async () => {
+      const fixtureVerifier = await createTokenVerifier({ audience: [AUDIENCE], supabase: false, jwks: testJwks() });
+      for (const key of kind === 'wrongKey' ? (['hs256', 'rsa'] as const) : (['hs256', 'ed25519'] as const)) {
+        await expectAuthError(await hostileTokens[kind]({ key }), HOSTILE_TOKEN_ERROR_CODES[kind], fixtureVerifier);
+      }
+      // The same options without the one fault verify.
+      expect((await fixtureVerifier.verify(await mintToken({ sub: 'fine' }))).userId).toBe('fine');
+    });
+  }
 });
 
 describe('client token verification (PROTOCOL §3)', () => {
