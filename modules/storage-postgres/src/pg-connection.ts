@@ -10,9 +10,9 @@ const INT8_OID = 20;
  * column means something narrower (an op id, a checksum), the reader checks it with that codec's `fromPgInt8`.
  */
 export const bigintTypes = {
-  getTypeParser(oid: number, format?: 'text' | 'binary') {
+  getTypeParser(oid: number, format?: 'text' | 'binary'): (value: string) => unknown {
     if (oid === INT8_OID && (format ?? 'text') === 'text') return (value: string) => int64.fromPgInt8(value);
-    return pg.types.getTypeParser(oid, format);
+    return pg.types.getTypeParser(oid, format) as (value: string) => unknown;
   }
 };
 
