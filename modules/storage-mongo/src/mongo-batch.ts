@@ -11,7 +11,7 @@ import {
   type StreamCheckpointState
 } from '@syncpoint/service-core';
 import type { SyncRules } from '@syncpoint/sync-rules';
-import type { AnyBulkWriteOperation } from 'mongodb';
+import type { AnyBulkWriteOperation, Document } from 'mongodb';
 import {
   bucketStateIncrement,
   checksumToLong,
@@ -75,7 +75,7 @@ export class MongoBatch extends ReplicationBatch {
 
   protected async readTableRows(table: SourceTableRef, after: string | null, limit: number): Promise<CurrentRow[]> {
     const range = tableCurrentDataRange(this.groupId, table.id);
-    if (after !== null) range._id.$gt = { g: this.groupId, t: table.id, k: after };
+    if (after !== null) (range._id as Document).$gt = { g: this.groupId, t: table.id, k: after };
     const rows = await this.collections.currentData.find(range).sort({ _id: 1 }).limit(limit).toArray();
     return rows.map((row) => ({
       tableId: table.id,
