@@ -198,7 +198,12 @@ describe('bucket storage restart during a write batch', () => {
       `SELECT count(*)::text AS n FROM powersync.write_checkpoints WHERE processed_at_lsn IS NULL`
     );
     expect(pending[0]!.n).toBe('0');
-    expectLogged(logs, [/replication stopped/, /checkpoint listener/], logsBefore);
+    // Replication stops either on a failed write or because its lock connection went with storage (timing decides).
+    expectLogged(
+      logs,
+      [/replication stopped|replication lock lost|replication leadership lost/, /checkpoint listener/],
+      logsBefore
+    );
     console.log(
       `storage restart: ${small} small transactions during the test; ${figures.rows} rows, ${figures.faultedOps} ops served`
     );

@@ -77,7 +77,7 @@ export class MongoReplicationLeadership {
       replicationLeaseUpdate(holderId, ttlMs, this.self)
     );
     if (result.matchedCount === 1) return true;
-    this.lose();
+    this.lose('its lease renewal was refused');
     return false;
   }
 
@@ -100,16 +100,16 @@ export class MongoReplicationLeadership {
       { session }
     );
     if (result.matchedCount !== 1) {
-      this.lose();
+      this.lose('another process took over (a newer epoch)');
       throw new ReplicationLeadershipLostError(BigInt(held));
     }
   }
 
-  private lose(): void {
+  private lose(reason: string): void {
     if (this.epoch === null) return;
     this.logger?.error(
-      { holder: this.holderId, epoch: this.epoch },
-      'replication leadership lost: another process took over; this one stops writing and stands by'
+      { holder: this.holderId, epoch: this.epoch, reason },
+      `replication leadership lost: ${reason}; this one stops writing and stands by`
     );
     this.epoch = null;
     this.holderId = null;

@@ -3,8 +3,20 @@ import pg from 'pg';
 
 /** Session advisory lock key of replication leadership (beside the migration, deploy and op id keys 7_240_00x). */
 export const LEADERSHIP_LOCK_KEY = 7_240_004;
-/** How long the takeover waits for a deposed leader's in-flight fenced write before terminating its session. */
-const TAKEOVER_LOCK_TIMEOUT_MS = 2_000;
+/**
+ * How long the takeover waits for a deposed leader's in-flight fenced write before terminating its session, and how
+ * long a termination may take. Kept below the lock connection's query timeout (ttl/2): a query that times out on the
+ * client leaves the session out of step, so the wait must end on the server first.
+ */
+const TAKEOVER_WAIT_MS = 2_000;
+function lockQueryTimeoutMs(ttlMs: number): number {
+  return Math.max(1_000, Math.floor(ttlMs / 2));
+}
+
+function takeoverWaitMs(ttlMs: number): number {
+  return Math.min(TAKEOVER_WAIT_MS, Math.floor(lockQueryTimeoutMs(ttlMs) / 3));
+}
+
 /** SQLSTATE lock_not_available (lock_timeout). */
 const LOCK_NOT_AVAILABLE = '55P03';
 /** TCP keepalive of the lock connection: a half-open path is noticed by the kernel, not only at the next renewal. */
@@ -56,15 +68,15 @@ export class PostgresReplicationLeadership {
         `SELECT expires_at < clock_timestamp() AS expired FROM powersync.replication_lock WHERE name = 'replication'`
       );
       if (rows[0]?.expired !== true) return false;
-      this.lose();
+      this.lose('the lease was handed to another holder');
     }
     const client = await this.lockConnection(ttlMs);
-    let locked = await this.tryLock(client);
-    if (!locked && (await this.deposeExpiredHolder(client))) locked = await this.tryLock(client);
-    if (!locked) return false;
-
+    const waitMs = takeoverWaitMs(ttlMs);
     try {
-      const epoch = await this.takeOver(client, holderId, ttlMs);
+      let locked = await this.tryLock(client);
+      if (!locked && (await this.deposeExpiredHolder(client, waitMs))) locked = await this.tryLock(client);
+      if (!locked) return false;
+      const epoch = await this.takeOver(client, holderId, ttlMs, waitMs);
       this.epoch = epoch;
       this.holderId = holderId;
       this.fenced = true;
@@ -72,8 +84,9 @@ export class PostgresReplicationLeadership {
       this.logger?.info({ holder: holderId, epoch: epoch.toString() }, 'replication leadership taken');
       return true;
     } catch (error) {
-      // Without a recorded epoch the lock is of no use: give it up so another process (or the next try) can.
-      await client.query('SELECT pg_advisory_unlock($1)', [LEADERSHIP_LOCK_KEY]).catch(() => undefined);
+      // Without a recorded epoch the lock is of no use, and after a timed-out query the session is out of step:
+      // close it (which releases the advisory lock) so the next try starts on a fresh connection.
+      this.dropConnection(client);
       throw error;
     }
   }
@@ -93,7 +106,7 @@ export class PostgresReplicationLeadership {
       this.logger?.warn({ err: error }, 'replication lock connection failed during renewal');
       this.dropConnection(client);
     }
-    this.lose();
+    this.lose('its lease renewal was refused');
     return false;
   }
 
@@ -129,7 +142,7 @@ export class PostgresReplicationLeadership {
     );
     const current = rows[0] ? BigInt(rows[0].epoch) : null;
     if (current !== held) {
-      this.lose();
+      this.lose('another process took over (a newer epoch)');
       throw new ReplicationLeadershipLostError(held, current);
     }
   }
@@ -141,11 +154,11 @@ export class PostgresReplicationLeadership {
     if (client) await client.end().catch(() => undefined);
   }
 
-  private lose(): void {
+  private lose(reason: string): void {
     if (this.epoch === null) return;
     this.logger?.error(
-      { holder: this.holderId, epoch: this.epoch.toString() },
-      'replication leadership lost: another process took over; this one stops writing and stands by'
+      { holder: this.holderId, epoch: this.epoch.toString(), reason },
+      `replication leadership lost: ${reason}; this one stops writing and stands by`
     );
     this.epoch = null;
     this.holderId = null;
@@ -171,14 +184,14 @@ export class PostgresReplicationLeadership {
       keepAlive: true,
       keepAliveInitialDelayMillis: KEEPALIVE_INITIAL_DELAY_MS,
       // A renewal on a silently dead path must fail within the lease, not hang (issue 12 item 4).
-      query_timeout: Math.max(1_000, Math.floor(ttlMs / 2)),
+      query_timeout: lockQueryTimeoutMs(ttlMs),
       application_name: 'syncpoint-replication-lock'
     });
     const failed = (error?: Error) => {
       if (this.connection !== client) return;
       this.logger?.warn({ err: error }, 'replication lock connection closed');
       this.connection = null;
-      this.lose();
+      this.lose('the lock connection closed');
     };
     client.on('error', failed);
     client.on('end', () => failed());
@@ -204,7 +217,7 @@ export class PostgresReplicationLeadership {
    * renews every ttl/3): terminate its lock session so the advisory lock is released. Its writes are fenced by the
    * epoch the takeover increments. True when a session was terminated.
    */
-  private async deposeExpiredHolder(client: pg.Client): Promise<boolean> {
+  private async deposeExpiredHolder(client: pg.Client, waitMs: number): Promise<boolean> {
     const { rows } = await client.query<{ pid: number; holder: string | null }>(
       `SELECT l.pid, r.holder FROM pg_locks l
        LEFT JOIN powersync.replication_lock r ON r.name = 'replication'
@@ -219,17 +232,17 @@ export class PostgresReplicationLeadership {
         { pid: row.pid, holder: row.holder },
         'the replication leader stopped renewing its lease (paused or cut off); terminating its lock session'
       );
-      await client.query('SELECT pg_terminate_backend($1, 5000)', [row.pid]);
+      await client.query('SELECT pg_terminate_backend($1, $2)', [row.pid, waitMs]);
     }
     return true;
   }
 
   /** Records this process as the holder with the next epoch; see the class doc for the row locks involved. */
-  private async takeOver(client: pg.Client, holderId: string, ttlMs: number): Promise<bigint> {
+  private async takeOver(client: pg.Client, holderId: string, ttlMs: number, waitMs: number): Promise<bigint> {
     for (let attempt = 1; ; attempt++) {
       try {
         await client.query('BEGIN');
-        await client.query(`SET LOCAL lock_timeout = ${TAKEOVER_LOCK_TIMEOUT_MS}`);
+        await client.query(`SET LOCAL lock_timeout = ${waitMs}`);
         await client.query(
           `INSERT INTO powersync.replication_lock (name, holder, expires_at) VALUES ('replication', $1, clock_timestamp())
            ON CONFLICT (name) DO NOTHING`,
@@ -250,9 +263,10 @@ export class PostgresReplicationLeadership {
         // A deposed leader is stuck inside a fenced write (paused mid-transaction): end its session, which rolls
         // the write back. Only fenced writers take row-share locks on this table.
         const { rows } = await client.query<{ pid: number }>(
-          `SELECT pg_terminate_backend(pid, 5000), pid FROM pg_locks
+          `SELECT pg_terminate_backend(pid, $1), pid FROM pg_locks
            WHERE relation = 'powersync.replication_lock'::regclass AND mode = 'RowShareLock' AND granted
-             AND pid <> pg_backend_pid()`
+             AND pid <> pg_backend_pid()`,
+          [waitMs]
         );
         this.logger?.warn(
           { pids: rows.map((row) => row.pid) },

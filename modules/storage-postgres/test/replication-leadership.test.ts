@@ -135,4 +135,22 @@ describe('replication leadership and fencing (Postgres)', () => {
     client.release(true);
     await next.releaseReplicationLock('next');
   });
+  it('with a short lease the takeover still ends the open write (its waits stay below the query timeout)', async () => {
+    const deposed = await open();
+    const next = await open();
+    expect(await deposed.acquireReplicationLock('deposed-short', 300)).toBe(true);
+    const client = await deposed.pool.connect();
+    await client.query('BEGIN');
+    await deposed.leadership.fence(client);
+    await new Promise((resolve) => setTimeout(resolve, 400));
+    // ttl 3 s: the lock connection's queries time out after 1.5 s, so the takeover may wait 0.5 s per step.
+    expect(await next.acquireReplicationLock('next-short', 3_000)).toBe(true);
+    const commit = await client.query('COMMIT').then(
+      () => 'committed',
+      () => 'failed'
+    );
+    expect(commit).toBe('failed');
+    client.release(true);
+    await next.releaseReplicationLock('next-short');
+  });
 });
