@@ -13,6 +13,14 @@ export const DEFAULT_CONNECT_TIMEOUT_SECONDS = 30;
  */
 export const SOURCE_QUERY_TIMEOUT_MS = 120_000;
 
+/**
+ * TCP keepalive probes start after this much idle time on every source connection (the pools and the replication
+ * connection): the kernel notices a peer that is gone on an idle connection. A silent stall with the peer still
+ * answering at the TCP level is caught by the application checks: query timeouts on the pools, the replication
+ * connection's own silence watchdog (replication-connection.ts).
+ */
+export const SOURCE_KEEPALIVE_INITIAL_DELAY_MS = 10_000;
+
 /** The sslmode from the config key, else from the URI's `sslmode` parameter, else `verify-full` (PROTOCOL §10). */
 export function effectiveSslMode(config: PostgresSourceConfig): SslMode {
   if (config.sslmode) return config.sslmode;
@@ -52,6 +60,8 @@ export function sourceClientConfig(config: PostgresSourceConfig): pg.ClientConfi
     // A default too: without one, connecting through a silently dead network path waits forever.
     connectionTimeoutMillis: (config.connect_timeout ?? DEFAULT_CONNECT_TIMEOUT_SECONDS) * 1000,
     ssl,
+    keepAlive: true,
+    keepAliveInitialDelayMillis: SOURCE_KEEPALIVE_INITIAL_DELAY_MS,
     application_name: 'syncpoint'
   };
 }

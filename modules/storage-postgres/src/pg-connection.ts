@@ -1,8 +1,16 @@
 import { int64 } from '@syncpoint/codecs';
 import pg from 'pg';
-import type { PostgresStorageConfig } from './storage-config.js';
+import { DEFAULT_STORAGE_QUERY_TIMEOUT_SECONDS, type PostgresStorageConfig } from './storage-config.js';
 
 const INT8_OID = 20;
+
+/**
+ * TCP keepalive probes start after this much idle time on a storage connection, so the kernel notices a peer that is
+ * gone (host down, NAT entry dropped) on an idle pooled connection too; a busy one is bounded by the query timeout.
+ */
+export const STORAGE_KEEPALIVE_INITIAL_DELAY_MS = 10_000;
+/** An idle pooled connection is closed after this long (pg-pool's default, stated: the stall bound relies on it). */
+export const STORAGE_IDLE_TIMEOUT_MS = 10_000;
 
 /**
  * Type parsers that keep int8 exact: a JS number never carries an op id or a checkpoint id. Every int8 column comes
@@ -36,7 +44,48 @@ export function poolConfigFromStorageConfig(config: PostgresStorageConfig): pg.P
     ...(config.password !== undefined ? { password: config.password } : {}),
     ...(ssl !== undefined ? { ssl } : {}),
     max: config.max_pool_size,
+    idleTimeoutMillis: STORAGE_IDLE_TIMEOUT_MS,
+    keepAlive: true,
+    keepAliveInitialDelayMillis: STORAGE_KEEPALIVE_INITIAL_DELAY_MS,
+    query_timeout: Math.round((config.query_timeout_seconds ?? DEFAULT_STORAGE_QUERY_TIMEOUT_SECONDS) * 1000),
     types: bigintTypes,
     application_name: 'syncpoint-storage'
   };
+}
+
+/** pg's message when a query outlived `query_timeout`. */
+export function isQueryReadTimeout(error: unknown): boolean {
+  return error instanceof Error && error.message === 'Query read timeout';
+}
+
+/**
+ * After pg's `query_timeout` fires, the query is still outstanding on the connection: every later statement on that
+ * client waits behind it (on a silently dead path: forever), and pg-pool would hand the client out again, since its
+ * release does not see the timeout (Kysely and `inTransaction` release without an error). So a query timeout destroys
+ * the client's socket: the client becomes unqueryable, its pending queries fail at once, and the pool discards it on
+ * release (an idle one at once) and opens a fresh connection for the next caller. Wraps `client.query` in place.
+ */
+export function destroyConnectionOnQueryTimeout(client: pg.ClientBase): void {
+  const query = client.query.bind(client) as (...args: unknown[]) => unknown;
+  const destroyIfTimedOut = (error: unknown) => {
+    if (!isQueryReadTimeout(error)) return;
+    const connection = (client as unknown as { connection?: { stream?: { destroy(): void } } }).connection;
+    connection?.stream?.destroy();
+  };
+  const wrapped = (...args: unknown[]): unknown => {
+    const callback = args[args.length - 1];
+    if (typeof callback === 'function') {
+      // pg-pool's own pool.query uses the callback form.
+      args[args.length - 1] = (error: unknown, result: unknown) => {
+        destroyIfTimedOut(error);
+        (callback as (error: unknown, result: unknown) => void)(error, result);
+      };
+      return query(...args);
+    }
+    const result = query(...args);
+    // Observes only: the caller still gets (and handles) the rejection of `result` itself.
+    if (result instanceof Promise) result.catch(destroyIfTimedOut);
+    return result;
+  };
+  Object.assign(client, { query: wrapped });
 }

@@ -19,7 +19,7 @@ import {
 import { Kysely, PostgresDialect, sql } from 'kysely';
 import pg from 'pg';
 import { migrate } from './migrations.js';
-import { poolConfigFromStorageConfig } from './pg-connection.js';
+import { destroyConnectionOnQueryTimeout, poolConfigFromStorageConfig } from './pg-connection.js';
 import { CHECKPOINT_CHANNEL, inTransaction, MARK_PROCESSED_SQL } from './pg-transaction.js';
 import { PostgresStreamStorage } from './postgres-stream-storage.js';
 import { PostgresReplicationLeadership } from './replication-leadership.js';
@@ -85,7 +85,16 @@ export class PostgresBucketStorage implements BucketStorage {
   }
 
   async migrate(direction: MigrationDirection): Promise<MigrationReport> {
-    return { applied: await migrate(this.db, direction) };
+    // On a pool of its own without the query timeout: an index build on a large table may take minutes.
+    const { query_timeout: _queryTimeout, ...options } = this.pool.options as pg.PoolConfig;
+    const migrationPool = new pg.Pool({ ...options, max: 1 });
+    migrationPool.on('error', (error) => this.logger?.warn({ err: error }, 'idle migration connection failed'));
+    const migrationDb = new Kysely<StorageDatabase>({ dialect: new PostgresDialect({ pool: migrationPool }) });
+    try {
+      return { applied: await migrate(migrationDb, direction) };
+    } finally {
+      await migrationDb.destroy();
+    }
   }
 
   async createManagedWriteCheckpoints(
@@ -488,6 +497,8 @@ export function createPostgresStorage(config: PostgresStorageConfig, logger?: Lo
   // the pool discards the client when it is released.
   pool.on('connect', (client) => {
     client.on('error', (error) => logger?.debug({ err: error }, 'storage connection failed'));
+    // A query that timed out (a silently dead path, issue 12 item 4) takes its connection out of the pool.
+    destroyConnectionOnQueryTimeout(client);
   });
   return new PostgresBucketStorage(pool, logger);
 }
