@@ -28,6 +28,11 @@ export interface HttpAppOptions extends CheckpointRouteDependencies {
   sync?: { dependencies: SyncStreamDependencies; connections: SyncConnections };
   /** `/api/admin/v1/*` and `/api/sync-rules/v1/*` (PROTOCOL §12), behind `api.tokens`. */
   admin?: AdminRouteDependencies;
+  /**
+   * False in the `replication` role: only the probes and `/metrics` are served, every other path answers 404
+   * `PSYNC_S2002` (issue 12 item 6). Default true.
+   */
+  serveApi?: boolean;
   /** Timeouts of the server `app.listen` creates (defaults: `SERVER_TIMEOUTS`); tests shorten them. */
   serverTimeouts?: Partial<ServerTimeouts>;
 }
@@ -205,8 +210,10 @@ export function createHttpApp(options: HttpAppOptions): express.Express {
 
   if (options.probes) app.use(probeRoutes(options.probes));
   if (options.metrics) app.get('/metrics', metricsHandler(options.metrics));
-  app.use(checkpointRoutes(options));
-  if (options.admin) app.use(adminRoutes(options.admin));
+  if (options.serveApi !== false) {
+    app.use(checkpointRoutes(options));
+    if (options.admin) app.use(adminRoutes(options.admin));
+  }
 
   app.use((req, _res, next) => {
     next(

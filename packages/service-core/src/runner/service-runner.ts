@@ -16,7 +16,7 @@ import { createHttpApp, metricsHandler, type HttpAppOptions } from '../routes/ht
 import { SyncConnections } from '../routes/sync-stream-route.js';
 import { attachSyncWebSocket } from '../routes/sync-websocket.js';
 import { CheckpointWatcher } from '../sync/checkpoint-watcher.js';
-import { ProbeState } from '../routes/probe-routes.js';
+import { ProbeState, startReadinessChecks } from '../routes/probe-routes.js';
 import type { BucketStorage } from '../storage/bucket-storage.js';
 import type { ReplicationSource } from '../source/replication-source.js';
 
@@ -83,6 +83,8 @@ export async function startService(
     syncKeepaliveMs?: () => number;
     /** Period of the checkpoint-request retention job in the replication process (default 5 min). */
     retentionIntervalMs?: number;
+    /** Period of the readiness checks (default `READINESS_CHECK_MS`, 5 s); tests shorten it. */
+    readinessCheckMs?: number;
     /** Initial snapshot progress (the CLI shows it on a terminal); see `ReplicatorContext`. */
     onSnapshotProgress?: ReplicatorContext['onSnapshotProgress'];
   }
@@ -112,10 +114,11 @@ export async function startService(
     }
     const source = await openSource(config, registry, logger);
     closers.push(() => source.close());
+    let election: ReturnType<typeof startReplicationElection> | undefined;
     if (role !== 'api') {
       // One replication process per storage: the storage's replication lock elects it (issue 6 item 5).
       const connection = config.replication.connections[0]!;
-      const election = startReplicationElection({
+      election = startReplicationElection({
         storage,
         logger,
         onStandby: () => probes.touch(),
@@ -140,7 +143,8 @@ export async function startService(
           };
         }
       });
-      closers.push(() => election.stop());
+      const running = election;
+      closers.push(() => running.stop());
     }
     const verifier = await createTokenVerifier(config.client_auth, { logger });
     const metrics = new ServiceMetrics();
@@ -200,7 +204,16 @@ export async function startService(
         max: config.api.parameters.max_concurrent_connections
       }
     };
-    const app = createHttpApp({ logger, probes, verifier, batcher, sync, admin, metrics });
+    const app = createHttpApp({
+      logger,
+      probes,
+      verifier,
+      batcher,
+      sync,
+      admin,
+      metrics,
+      serveApi: role !== 'replication'
+    });
     const prometheusPort = (config.telemetry as { prometheus_port?: number } | undefined)?.prometheus_port;
     if (prometheusPort !== undefined) {
       // A separate port for scrapers, when configured (PROTOCOL §10 telemetry.prometheus_port).
@@ -229,6 +242,26 @@ export async function startService(
     }
     probes.started = true;
     probes.ready = true;
+    // Not ready while storage is unreachable; the replicating process also while its source is unreachable or its
+    // replication stopped reporting progress. A standby only needs storage (it takes over through it).
+    const stopReadinessChecks = startReadinessChecks(
+      probes,
+      async () => {
+        await storage.getServingCheckpoint();
+        if (election?.isLeader()) {
+          await source.currentHead();
+          if (!probes.live()) throw new Error('replication has not reported progress for 10 s');
+        }
+      },
+      {
+        intervalMs: options.readinessCheckMs,
+        onChange: (ready, error) =>
+          ready
+            ? logger.info('ready again: storage and replication reachable')
+            : logger.warn({ err: error }, 'not ready: a readiness check failed')
+      }
+    );
+    closers.push(() => Promise.resolve(stopReadinessChecks()));
     const port = (server.address() as AddressInfo).port;
     const url = `http://${urlHost(options.host)}:${port}`;
     logger.info({ url, role }, 'Syncpoint is listening');
