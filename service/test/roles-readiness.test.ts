@@ -93,11 +93,17 @@ describe('roles and probes', () => {
     logs = captureLogs();
   }, 120_000);
   afterAll(async () => {
-    for (const service of services) await service.stop().catch(() => {});
+    for (const service of services) {
+      const started = Date.now();
+      await service.stop().catch(() => {});
+      console.log(`stop ${Date.now() - started} ms`);
+    }
+    const cleanupStarted = Date.now();
     await env?.cleanup();
+    console.log(`cleanup ${Date.now() - cleanupStarted} ms`);
     await storageServer?.stop().catch(() => {});
     if (dataDir) await rm(dataDir, { recursive: true, force: true });
-  }, 60_000);
+  }, 150_000);
 
   it('the replication role serves probes and /metrics only', async () => {
     const leader = await start('replication');
