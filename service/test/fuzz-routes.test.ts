@@ -634,7 +634,7 @@ function jsonPost(path: string, structured: fc.Arbitrary<string>) {
       extra: extraHeaders
     })
     .map(({ body, type, encoding, honest, auth, query, extra }) => {
-      const { header, valid } = authorizationHeader(auth as AuthChoice);
+      const { header, valid } = authorizationHeader(auth);
       const request = {
         method: 'POST',
         path: `${path}${query}`,
@@ -696,7 +696,7 @@ describe('hostile input to the HTTP routes', () => {
         contentType,
         extraHeaders,
         async (method, query, auth, body, type, extra) => {
-          const { header, valid } = authorizationHeader(auth as AuthChoice);
+          const { header, valid } = authorizationHeader(auth);
           const request = {
             method,
             path: `/write-checkpoint2.json${query}`,
@@ -956,7 +956,7 @@ describe('hostile input to the HTTP routes', () => {
           async (verb, target, query, body, type, auth, extra) => {
             // A valid client token could make these write (e.g. GET /write-checkpoint2.json); that is the first property's business.
             const { header } = authorizationHeader(
-              typeof auth === 'object' && 'valid' in auth ? undefined : (auth as AuthChoice)
+              typeof auth === 'object' && 'valid' in auth ? undefined : (auth)
             );
             const request = {
               method: verb,

@@ -142,7 +142,7 @@ describe('sync stream resources and algorithm', () => {
       streamStorage.getBucketData = (...args: Parameters<ReplicationStreamStorage['getBucketData']>) => {
         const inner = getBucketData(...args);
         return (async function* () {
-          for await (const chunk of inner as AsyncIterable<BucketDataChunk>) {
+          for await (const chunk of inner) {
             fetchedOps.set(chunk.bucket, fetched(chunk.bucket) + chunk.data.length);
             yield chunk;
           }
