@@ -955,9 +955,7 @@ describe('hostile input to the HTTP routes', () => {
           extraHeaders,
           async (verb, target, query, body, type, auth, extra) => {
             // A valid client token could make these write (e.g. GET /write-checkpoint2.json); that is the first property's business.
-            const { header } = authorizationHeader(
-              typeof auth === 'object' && 'valid' in auth ? undefined : (auth)
-            );
+            const { header } = authorizationHeader(typeof auth === 'object' && 'valid' in auth ? undefined : auth);
             const request = {
               method: verb,
               path: `${target}${query}`,

@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { TEST_AUDIENCE, testJwks } from '@syncpoint/test-fixtures';
+import { dataOps, dataParts, linePart, TEST_AUDIENCE, testJwks } from '@syncpoint/test-fixtures';
 import { startServiceHarness, type ServiceHarness } from './service-harness.js';
 import { openSyncStream } from './sync-stream-client.js';
 
@@ -65,10 +65,8 @@ describe('sync stream bad input', () => {
     try {
       expect(stream.response.status).toBe(200);
       const lines = await stream.until((line) => 'checkpoint_complete' in line);
-      expect(lines[0].checkpoint.buckets.map((bucket: any) => bucket.bucket)).toContain('global[]');
-      expect(lines.filter((line) => line.data?.bucket === 'global[]').flatMap((line) => line.data.data)).toHaveLength(
-        20
-      );
+      expect(linePart(lines[0], 'checkpoint').buckets.map((bucket) => bucket.bucket)).toContain('global[]');
+      expect(dataOps(lines.filter((line) => line.data?.bucket === 'global[]'))).toHaveLength(20);
     } finally {
       await stream.close();
     }
@@ -189,9 +187,11 @@ describe('sync stream bad input', () => {
     try {
       expect(stream.response.status).toBe(200);
       const lines = await stream.until((line) => 'checkpoint_complete' in line);
-      const buckets = lines[0].checkpoint.buckets.map((bucket: any) => bucket.bucket).sort();
+      const buckets = linePart(lines[0], 'checkpoint')
+        .buckets.map((bucket) => bucket.bucket)
+        .sort();
       expect(buckets).toEqual(['by_list["list1"]', 'global[]']);
-      const dataBuckets = new Set(lines.filter((line) => 'data' in line).map((line) => line.data.bucket));
+      const dataBuckets = new Set(dataParts(lines).map((data) => data.bucket));
       expect([...dataBuckets].sort()).toEqual(['by_list["list1"]', 'global[]']);
     } finally {
       await stream.close();
@@ -203,7 +203,7 @@ describe('sync stream bad input', () => {
     const first = await openSyncStream(harness.service.url, token, { client_id: 'ahead' });
     const full = await first.until((line) => 'checkpoint_complete' in line);
     await first.close();
-    const checkpoint = BigInt(full[0].checkpoint.last_op_id);
+    const checkpoint = BigInt(linePart(full[0], 'checkpoint').last_op_id);
     const ahead = (checkpoint + 1_000_000n).toString();
 
     const stream = await openSyncStream(harness.service.url, token, {
@@ -212,15 +212,16 @@ describe('sync stream bad input', () => {
     });
     try {
       const lines = await stream.until((line) => 'checkpoint_complete' in line);
-      expect(BigInt(lines[0].checkpoint.last_op_id)).toBeLessThan(BigInt(ahead));
-      const globalData = lines.filter((line) => line.data?.bucket === 'global[]');
-      expect(globalData[0].data.after).toBe('0');
-      const ops = globalData.flatMap((line) => line.data.data);
+      const first = linePart(lines[0], 'checkpoint');
+      expect(BigInt(first.last_op_id)).toBeLessThan(BigInt(ahead));
+      const globalData = dataParts(lines).filter((data) => data.bucket === 'global[]');
+      expect(globalData[0]!.after).toBe('0');
+      const ops = globalData.flatMap((data) => data.data);
       expect(ops).toHaveLength(20);
       // The client's checksum check then replaces its copy: the resent ops add up to the checkpoint's checksum.
-      const sum = ops.reduce((total: number, op: any) => (total + op.checksum) >>> 0, 0);
-      const bucket = lines[0].checkpoint.buckets.find((entry: any) => entry.bucket === 'global[]');
-      expect(sum | 0).toBe(bucket.checksum);
+      const sum = ops.reduce((total, op) => (total + op.checksum) >>> 0, 0);
+      const bucket = first.buckets.find((entry) => entry.bucket === 'global[]');
+      expect(sum | 0).toBe(bucket!.checksum);
     } finally {
       await stream.close();
     }
@@ -293,11 +294,11 @@ describe('sync stream bad input', () => {
       expect(stream.response.status).toBe(200);
       const lines = await stream.until((line) => 'token_expires_in' in line, 3_000);
       expect(lines.some((line) => 'checkpoint_complete' in line)).toBe(true);
-      expect(lines.at(-1).token_expires_in).toBeGreaterThan(29 * 86_400);
+      expect(linePart(lines.at(-1), 'token_expires_in')).toBeGreaterThan(29 * 86_400);
       await new Promise((resolve) => setTimeout(resolve, 700));
       expect(harness.service.syncConnections!.count).toBe(1);
       const more = await stream.until((line) => 'token_expires_in' in line, 3_000);
-      expect(more.at(-1).token_expires_in).toBeGreaterThan(29 * 86_400);
+      expect(linePart(more.at(-1), 'token_expires_in')).toBeGreaterThan(29 * 86_400);
     } finally {
       await stream.close();
     }
