@@ -1,5 +1,14 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { dataOps, dataParts, linePart, TEST_AUDIENCE, testJwks } from '@syncpoint/test-fixtures';
+import {
+  dataOps,
+  dataParts,
+  linePart,
+  parseErrorEnvelope,
+  TEST_AUDIENCE,
+  testJwks,
+  type ErrorEnvelope,
+  type SyncLine
+} from '@syncpoint/test-fixtures';
 import { startServiceHarness, type ServiceHarness } from './service-harness.js';
 import { openSyncStream } from './sync-stream-client.js';
 
@@ -38,7 +47,7 @@ describe('sync stream bad input', () => {
   async function post(
     body: string,
     headers: Record<string, string> = {}
-  ): Promise<{ status: number; json: any; contentType: string | null }> {
+  ): Promise<{ status: number; json: ErrorEnvelope; contentType: string | null }> {
     const response = await fetch(`${harness.service.url}/sync/stream`, {
       method: 'POST',
       headers: {
@@ -49,13 +58,7 @@ describe('sync stream bad input', () => {
       },
       body
     });
-    const text = await response.text();
-    let json: any = null;
-    try {
-      json = JSON.parse(text);
-    } catch {
-      json = text;
-    }
+    const json = parseErrorEnvelope(await response.text());
     return { status: response.status, json, contentType: response.headers.get('content-type') };
   }
 
@@ -170,7 +173,7 @@ describe('sync stream bad input', () => {
       })
     );
     expect(status).toBe(400);
-    const problems: string[] = JSON.parse(json.error.details);
+    const problems = JSON.parse(json.error.details!) as string[];
     expect(problems).toHaveLength(4);
   });
 
@@ -232,15 +235,15 @@ describe('sync stream bad input', () => {
     const crowded = await harness.token('crowded');
     const stream = await openSyncStream(harness.service.url, crowded, { client_id: 'crowded' });
     expect(stream.response.status).toBe(200);
-    const lines: any[] = [];
+    const lines: SyncLine[] = [];
     for (;;) {
       const line = await stream.next();
       if (line === null) break; // ended cleanly (a reset connection would make the read throw)
       lines.push(line);
     }
     const errors = lines.filter((line) => 'error' in line);
-    expect(errors).toEqual([{ error: expect.objectContaining({ code: 'PSYNC_S2305', status: 400 }) }]);
-    expect(errors[0].error.description).toMatch(/Too many buckets: 11 \(limit 5\)/);
+    expect(errors).toMatchObject([{ error: { code: 'PSYNC_S2305', status: 400 } }]);
+    expect(linePart(errors[0], 'error').description).toMatch(/Too many buckets: 11 \(limit 5\)/);
     // Nothing about the buckets leaks before the error.
     expect(lines.some((line) => 'checkpoint' in line || 'data' in line)).toBe(false);
     await waitFor(() => harness.service.syncConnections!.count === 0, 'the connection to be released');
@@ -268,7 +271,7 @@ describe('sync stream bad input', () => {
     const shortLived = await harness.token('user-1', { expiresInSeconds: 3 });
     const stream = await openSyncStream(harness.service.url, shortLived, { client_id: 'expiring' });
     const opened = Date.now();
-    const lines: any[] = [];
+    const lines: SyncLine[] = [];
     for (;;) {
       const line = await stream.next(10_000);
       if (line === null) break;
@@ -278,7 +281,7 @@ describe('sync stream bad input', () => {
     expect(elapsed).toBeGreaterThan(1_000);
     expect(elapsed).toBeLessThan(5_000);
     expect(lines.some((line) => 'checkpoint_complete' in line)).toBe(true);
-    const notices = lines.filter((line) => 'token_expires_in' in line).map((line) => line.token_expires_in);
+    const notices = lines.flatMap((line) => (line.token_expires_in === undefined ? [] : [line.token_expires_in]));
     expect(notices.length).toBeGreaterThanOrEqual(3); // the 20 s-before-expiry notice, keepalives (300 ms), the final 0
     for (const seconds of notices) expect(Number.isInteger(seconds) && seconds >= 0 && seconds <= 3).toBe(true);
     expect(notices.slice(0, -1).every((seconds) => seconds > 0)).toBe(true);

@@ -49,6 +49,8 @@ export interface SyncLine {
   partial_checkpoint_complete?: { last_op_id: string; priority: number };
   data?: DataLine;
   token_expires_in?: number;
+  /** The last line of a stream that ends with an error. */
+  error?: ErrorEnvelope['error'];
 }
 
 /** The write checkpoint a checkpoint or checkpoint_diff line carries (undefined for other lines or when absent). */
@@ -80,4 +82,23 @@ export function dataParts(lines: SyncLine[]): DataLine[] {
 /** The ops of all data lines, in order. */
 export function dataOps(lines: SyncLine[]): OplogEntry[] {
   return dataParts(lines).flatMap((data) => data.data);
+}
+
+/** The JSON body of every error response (PROTOCOL: error envelope) and of an error sync line. */
+export interface ErrorEnvelope {
+  error: { code: string; status: number; description: string; name?: string; details?: string };
+}
+
+/** Parses an error response body; throws, quoting the start of the text, when it is not an error envelope. */
+export function parseErrorEnvelope(text: string): ErrorEnvelope {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch {
+    throw new Error(`expected a JSON error envelope, got ${JSON.stringify(text.slice(0, 200))}`);
+  }
+  const error = (parsed as Partial<ErrorEnvelope> | null)?.error;
+  if (typeof error !== 'object' || error === null || typeof error.code !== 'string')
+    throw new Error(`expected a JSON error envelope, got ${text.slice(0, 200)}`);
+  return parsed as ErrorEnvelope;
 }
