@@ -6,7 +6,7 @@ export type BenchmarkFlags = ReadonlyMap<string, string>;
 export interface BenchmarkContext {
   flags: BenchmarkFlags;
   /** Progress output (the table is printed by the runner). */
-  log(line: string): void;
+  log: (line: string) => void;
 }
 
 export interface BenchmarkOutcome {

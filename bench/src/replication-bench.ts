@@ -224,7 +224,7 @@ async function lagRun(
       await env.source.query(ROW_SQL(String(from), String(id)));
       commits.push({ lastId: id, at: performance.now() });
     }
-    await waitUntil('the last transaction to be visible', 60_000, async () => next >= commits.length);
+    await waitUntil('the last transaction to be visible', 60_000, () => Promise.resolve(next >= commits.length));
     await unlisten();
     await checking;
     return summarizeLatencies(lags);

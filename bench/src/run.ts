@@ -99,7 +99,7 @@ async function main(argv: string[]): Promise<number> {
       );
       if (outcome.errors > 0) failed = true;
     } catch (error) {
-      console.error(`${benchmark.name} failed: ${(error as Error).stack ?? error}`);
+      console.error(`${benchmark.name} failed: ${(error as Error).stack ?? String(error)}`);
       failed = true;
     }
   }

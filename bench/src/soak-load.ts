@@ -81,7 +81,7 @@ class SyncStream {
           const text = pending.slice(0, newline);
           pending = pending.slice(newline + 1);
           try {
-            this.line(JSON.parse(text));
+            this.line(JSON.parse(text) as SyncLine);
           } catch (error) {
             fail(`unreadable line ${JSON.stringify(text.slice(0, 200))}: ${(error as Error).message}`);
           }
@@ -94,7 +94,7 @@ class SyncStream {
     request.end(JSON.stringify({ client_id: this.client.clientId, raw_data: true, buckets: [] }));
   }
 
-  private line(line: Record<string, any>) {
+  private line(line: SyncLine) {
     const checkpoint = line.checkpoint ?? line.checkpoint_diff;
     if (checkpoint) {
       if (checkpoint.write_checkpoint !== undefined && checkpoint.write_checkpoint !== null) {
@@ -322,4 +322,13 @@ export class SoakLoad {
     await this.requestPool.close();
     this.streamAgent.destroy();
   }
+}
+
+/** The parts of a sync line this load client reads (PROTOCOL: checkpoint, checkpoint_diff, data, checkpoint_complete). */
+interface SyncLine {
+  checkpoint?: { write_checkpoint?: string | null };
+  checkpoint_diff?: { write_checkpoint?: string | null };
+  data?: { data: unknown[] };
+  checkpoint_complete?: unknown;
+  error?: unknown;
 }

@@ -131,7 +131,7 @@ export async function startSoakService(options: {
         partial = partial.slice(newline + 1);
         let entry: { level?: number; msg?: string; url?: string } | undefined;
         try {
-          entry = JSON.parse(line);
+          entry = JSON.parse(line) as typeof entry;
         } catch {
           continue; // not a log line (e.g. a Node warning)
         }
@@ -177,7 +177,7 @@ export async function startSoakService(options: {
       output: () => output,
       running,
       async stop() {
-        let code: number | null = null;
+        let code: number | null;
         if (running()) {
           child.kill('SIGTERM');
           const killTimer = setTimeout(() => child.kill('SIGKILL'), 30_000);

@@ -204,11 +204,19 @@ process.on('message', async (message) => {
 process.send({ ready: true });
 `;
 
+/** A message from the client child process: a log line, or the answer (result or error) to request `id`. */
+interface ClientMessage {
+  log?: string;
+  id: number;
+  error?: string;
+  result?: unknown;
+}
+
 class ClientProcess {
   private nextId = 0;
-  private readonly pending = new Map<number, { resolve: (value: any) => void; reject: (error: Error) => void }>();
+  private readonly pending = new Map<number, { resolve: (value: unknown) => void; reject: (error: Error) => void }>();
   private constructor(private readonly child: ChildProcess) {
-    child.on('message', (message: any) => {
+    child.on('message', (message: ClientMessage) => {
       if (message.log) return;
       const waiter = this.pending.get(message.id);
       if (!waiter) return;
@@ -242,7 +250,7 @@ class ClientProcess {
   call<T>(command: Record<string, unknown>): Promise<T> {
     const id = ++this.nextId;
     return new Promise<T>((resolve, reject) => {
-      this.pending.set(id, { resolve, reject });
+      this.pending.set(id, { resolve: (value) => resolve(value as T), reject });
       this.child.send({ ...command, id });
     });
   }
@@ -359,7 +367,10 @@ export const syncBenchmark: Benchmark = {
       log(`replicated in ${((performance.now() - loadStart) / 1000).toFixed(1)} s (checkpoint ${checkpoint})`);
 
       const client = await ClientProcess.start(root);
-      cleanups.push(async () => client.stop());
+      cleanups.push(() => {
+        client.stop();
+        return Promise.resolve();
+      });
 
       // 1. Checkpoint-request acknowledgement latency on an idle source.
       log(`acknowledgement latency: ${requests} sequential checkpoint requests`);

@@ -236,7 +236,7 @@ describe('soak report', () => {
   });
 
   it('writes the figures and the verdict to JSON', () => {
-    const json = soakJson(figures(), { machine: { cpus: 2 } }) as any;
+    const json = soakJson(figures(), { machine: { cpus: 2 } }) as { rss: { samples: unknown }; ackLatency: unknown };
     expect(json).toMatchObject({
       machine: { cpus: 2 },
       passed: true,

@@ -73,7 +73,7 @@ export async function fetchFirstCheckpoint(options: {
       }
       throw failure(`HTTP ${response.status} from ${endpoint.href}${detail ? `: ${detail}` : ''}`);
     }
-    const reader = response.body!.getReader();
+    const reader: ReadableStreamDefaultReader<Uint8Array> = response.body!.getReader();
     const decoder = new TextDecoder();
     let buffered = '';
     try {

@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { syncConfig } from '@syncpoint/test-fixtures';
+import { parseErrorEnvelope, syncConfig } from '@syncpoint/test-fixtures';
 import { startServiceHarness, type ServiceHarness } from './service-harness.js';
 
 const DEMO_SYNC_CONFIG = syncConfig('demo-todos');
@@ -27,8 +27,37 @@ async function call(
     },
     body: options.body === undefined ? undefined : JSON.stringify(options.body)
   });
-  // Responses are JSON the test inspects freely.
-  return response as Omit<Response, 'json'> & { json(): Promise<any> };
+  return response;
+}
+
+/** The `data` of a successful admin API response, in the shape the test declares for that route. */
+async function dataOf<T>(response: Response): Promise<T> {
+  return ((await response.json()) as { data: T }).data;
+}
+
+/** The admin API responses as these tests read them. */
+interface Diagnostics {
+  role: string;
+  connections: unknown;
+  source: { head: string };
+  storage: { size_bytes: number };
+  checkpoint_requests: unknown;
+  streams: Array<{ slot: unknown; last_checkpoint: { op_id: string }; lag_bytes: unknown }>;
+  errors: unknown[];
+}
+interface ValidationResult {
+  valid: boolean;
+  errors: unknown[];
+  warnings: unknown[];
+}
+interface SyncConfigVersion {
+  id: number;
+  state: string;
+  content: string;
+}
+interface CurrentSyncConfigs {
+  current: SyncConfigVersion | null;
+  next: SyncConfigVersion | null;
 }
 
 beforeAll(async () => {
@@ -93,16 +122,22 @@ describe('admin API routes', () => {
   it('POST /api/admin/v1/diagnostics: connections, replication state per stream, errors', async () => {
     const response = await call(harness.service.url, 'POST', '/api/admin/v1/diagnostics', { authorization, body: {} });
     expect(response.status).toBe(200);
-    const { data } = await response.json();
+    const data = await dataOf<Diagnostics>(response);
     expect(data.role).toBe('unified');
     expect(data.connections).toEqual({ sync_streams: 0, max_sync_streams: 200 });
     expect(data.source.head).toMatch(/^[0-9A-F]{8}\/[0-9A-F]{8}$/);
     expect(data.storage.size_bytes).toBeGreaterThan(0);
-    expect(data.checkpoint_requests).toEqual({ total: expect.any(Number), pending: expect.any(Number) });
+    expect(data.checkpoint_requests).toEqual({
+      total: expect.any(Number) as unknown,
+      pending: expect.any(Number) as unknown
+    });
     expect(data.streams).toHaveLength(1);
-    const [stream] = data.streams;
+    const stream = data.streams[0]!;
     expect(stream).toMatchObject({ state: 'ACTIVE', snapshot_done: true, last_error: null });
-    expect(stream.slot).toMatchObject({ name: expect.stringMatching(/^powersync_\d+_[0-9a-f]{4}$/), exists: true });
+    expect(stream.slot).toMatchObject({
+      name: expect.stringMatching(/^powersync_\d+_[0-9a-f]{4}$/) as unknown,
+      exists: true
+    });
     expect(stream.last_checkpoint.op_id).toMatch(/^\d+$/);
     expect(typeof stream.lag_bytes).toBe('number');
     expect(data.errors).toEqual([]);
@@ -114,9 +149,9 @@ describe('admin API routes', () => {
       stream!.id
     ]);
     try {
-      const { data } = await (
+      const data = await dataOf<Diagnostics>(
         await call(harness.service.url, 'POST', '/api/admin/v1/diagnostics', { authorization })
-      ).json();
+      );
       expect(data.errors).toEqual([{ stream_id: stream!.id, message: 'boom' }]);
     } finally {
       await harness.storageDb.query(`UPDATE powersync.sync_rules SET last_fatal_error = NULL WHERE id = $1`, [
@@ -131,19 +166,19 @@ describe('admin API routes', () => {
       body: { content: DEMO_SYNC_CONFIG }
     });
     expect(valid.status).toBe(200);
-    expect((await valid.json()).data).toEqual({ valid: true, errors: [], warnings: [] });
+    expect(await dataOf<ValidationResult>(valid)).toEqual({ valid: true, errors: [], warnings: [] });
 
     const invalid = await call(harness.service.url, 'POST', '/api/sync-rules/v1/validate', {
       authorization,
       body: { content: 'bucket_definitions:\n  broken:\n    data:\n      - SELECT FROM\n' }
     });
     expect(invalid.status).toBe(200);
-    const { data } = await invalid.json();
+    const data = await dataOf<ValidationResult>(invalid);
     expect(data.valid).toBe(false);
     expect(data.errors.length).toBeGreaterThan(0);
     expect(data.errors[0]).toMatchObject({
       level: 'fatal',
-      message: expect.stringContaining('broken'),
+      message: expect.stringContaining('broken') as unknown,
       bucket_definition: 'broken'
     });
 
@@ -151,30 +186,30 @@ describe('admin API routes', () => {
       authorization,
       body: { content: 'a: [' }
     });
-    expect((await yamlError.json()).data.valid).toBe(false);
+    expect((await dataOf<ValidationResult>(yamlError)).valid).toBe(false);
   });
 
   it('validate: 400 when content is missing or not a string', async () => {
     for (const body of [{}, { content: 42 }, []]) {
       const response = await call(harness.service.url, 'POST', '/api/sync-rules/v1/validate', { authorization, body });
       expect(response.status).toBe(400);
-      expect((await response.json()).error.code).toBe('PSYNC_S2001');
+      expect(parseErrorEnvelope(await response.text()).error.code).toBe('PSYNC_S2001');
     }
   });
 
   it('GET /api/sync-rules/v1/current: the active and the processing sync config', async () => {
     const response = await call(harness.service.url, 'GET', '/api/sync-rules/v1/current', { authorization });
     expect(response.status).toBe(200);
-    const { data } = await response.json();
-    expect(data.current).toEqual({ id: expect.any(Number), state: 'ACTIVE', content: DEMO_SYNC_CONFIG });
+    const data = await dataOf<CurrentSyncConfigs>(response);
+    expect(data.current).toEqual({ id: expect.any(Number) as unknown, state: 'ACTIVE', content: DEMO_SYNC_CONFIG });
     expect(data.next).toBeNull();
 
     const next = `${DEMO_SYNC_CONFIG}  # redeployed\n`;
     const deployed = await harness.service.storage.deploySyncConfig(next);
-    const after = (
-      await (await call(harness.service.url, 'GET', '/api/sync-rules/v1/current', { authorization })).json()
-    ).data;
+    const after = await dataOf<CurrentSyncConfigs>(
+      await call(harness.service.url, 'GET', '/api/sync-rules/v1/current', { authorization })
+    );
     expect(after.next).toEqual({ id: deployed.id, state: 'PROCESSING', content: next });
-    expect(after.current.id).toBe(data.current.id);
+    expect(after.current?.id).toBe(data.current?.id);
   });
 });

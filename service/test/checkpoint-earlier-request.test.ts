@@ -1,4 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { writeCheckpointOf } from '@syncpoint/test-fixtures';
 import { startServiceHarness, type ServiceHarness } from './service-harness.js';
 import { openSyncStream } from './sync-stream-client.js';
 
@@ -59,7 +60,7 @@ describe('an earlier checkpoint request is not delayed by a later one (issue 6 i
       const atA = await stream.until(
         (line) => (line.checkpoint_diff ?? line.checkpoint)?.write_checkpoint !== undefined
       );
-      expect((atA.at(-1).checkpoint_diff ?? atA.at(-1).checkpoint).write_checkpoint).toBe('42');
+      expect(writeCheckpointOf(atA.at(-1))).toBe('42');
 
       await commitCheckpoint(3, headB);
       const atB = await stream.until((line) => (line.checkpoint_diff ?? line.checkpoint)?.write_checkpoint === '43');

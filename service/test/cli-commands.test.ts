@@ -7,6 +7,12 @@ import { stringify } from 'yaml';
 import { TEST_AUDIENCE } from '@syncpoint/test-fixtures';
 import { DEV_AUDIENCE, type DevKey } from '../src/dev-token.js';
 import { runCli } from './run-cli.js';
+
+/** `syncpoint fetch-checkpoint --json` output as this test reads it. */
+interface FetchedCheckpoint {
+  write_checkpoint?: string;
+  buckets: unknown[];
+}
 import { startServiceHarness, type ServiceHarness } from './service-harness.js';
 
 // Every case spawns the CLI (tsx compiles it on start): slow on a busy 2-core machine.
@@ -156,11 +162,18 @@ describe('syncpoint status, token, fetch', () => {
 
     const json = await runCli(['status', '-c', configFile, '--json']);
     expect(json.code).toBe(0);
-    const report = JSON.parse(json.stdout);
+    const report = JSON.parse(json.stdout) as {
+      storage: { size_bytes: number };
+      streams: Array<{ slot: { exists: boolean }; lag_bytes: unknown }>;
+      checkpoint_requests: unknown;
+    };
     expect(report.storage.size_bytes).toBeGreaterThan(0);
-    expect(report.streams[0].slot.exists).toBe(true);
-    expect(typeof report.streams[0].lag_bytes).toBe('number');
-    expect(report.checkpoint_requests).toEqual({ total: expect.any(Number), pending: expect.any(Number) });
+    expect(report.streams[0]!.slot.exists).toBe(true);
+    expect(typeof report.streams[0]!.lag_bytes).toBe('number');
+    expect(report.checkpoint_requests).toEqual({
+      total: expect.any(Number) as unknown,
+      pending: expect.any(Number) as unknown
+    });
   });
 
   it('status: exits 1 with a message when storage is unreachable', async () => {
@@ -197,12 +210,12 @@ describe('syncpoint status, token, fetch', () => {
       ]);
       expect(code).toBe(0);
       output = stdout;
-      if (JSON.parse(stdout).write_checkpoint === '7') break;
+      if ((JSON.parse(stdout) as FetchedCheckpoint).write_checkpoint === '7') break;
     }
-    const checkpoint = JSON.parse(output);
+    const checkpoint = JSON.parse(output) as FetchedCheckpoint;
     expect(checkpoint.write_checkpoint).toBe('7');
     expect(checkpoint.buckets).toEqual([
-      expect.objectContaining({ bucket: 'global[]', count: 2, checksum: expect.any(Number) })
+      expect.objectContaining({ bucket: 'global[]', count: 2, checksum: expect.any(Number) as unknown })
     ]);
 
     const text = await runCli(['fetch', '--token', token, '--url', harness.service.url]);

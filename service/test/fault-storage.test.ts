@@ -141,7 +141,7 @@ describe('bucket storage restart during a write batch', () => {
       const started = Date.now();
       const response = await request();
       const body = (await response.json()) as { error?: { code?: string } };
-      return { what, status: response.status, code: body?.error?.code as string | undefined, ms: Date.now() - started };
+      return { what, status: response.status, code: body?.error?.code, ms: Date.now() - started };
     };
     const bob = await clientToken('bob');
     const answers = [

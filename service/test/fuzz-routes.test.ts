@@ -15,6 +15,7 @@ import * as jose from 'jose';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parse, stringify } from 'yaml';
+import { type ErrorEnvelope } from '@syncpoint/test-fixtures';
 import { DEV_AUDIENCE } from '../src/dev-token.js';
 import { createModuleRegistry } from '../src/module-registry.js';
 import {
@@ -223,7 +224,7 @@ async function storageSnapshot(): Promise<unknown> {
 }
 
 /** The properties every response must have; returns the parsed JSON body (null when there is none). */
-function expectWellFormed(request: FuzzRequest, response: FuzzResponse): any {
+function expectWellFormed(request: FuzzRequest, response: FuzzResponse): ResponseJson {
   const context = `${request.method} ${request.path} -> ${response.status} ${response.body.toString('utf8').slice(0, 300)}`;
   const is2xx = response.status >= 200 && response.status < 300;
   const is4xx = response.status >= 400 && response.status < 500;
@@ -231,13 +232,12 @@ function expectWellFormed(request: FuzzRequest, response: FuzzResponse): any {
   if (is4xx) {
     if (request.method === 'HEAD') return null; // a HEAD response has no body
     const json = parseJson(response.body, context);
-    expect(json, context).toEqual({
-      error: expect.objectContaining({
-        code: expect.stringMatching(ERROR_CODE),
-        status: response.status,
-        description: expect.any(String)
-      })
+    expect(Object.keys(json ?? {}), context).toEqual(['error']);
+    expect(json?.error, context).toMatchObject({
+      code: expect.stringMatching(ERROR_CODE) as unknown,
+      status: response.status
     });
+    expect(typeof json?.error?.description, context).toBe('string');
     return json;
   }
   const contentType = response.headers['content-type'] ?? '';
@@ -245,16 +245,19 @@ function expectWellFormed(request: FuzzRequest, response: FuzzResponse): any {
   return parseJson(response.body, context);
 }
 
-function parseJson(body: Buffer, context: string): any {
+/** A response body as these tests read it: an error envelope, `{ data }`, or null when there is no JSON body. */
+type ResponseJson = (Partial<ErrorEnvelope> & { data?: unknown }) | null;
+
+function parseJson(body: Buffer, context: string): ResponseJson {
   try {
-    return JSON.parse(body.toString('utf8'));
+    return JSON.parse(body.toString('utf8')) as ResponseJson;
   } catch {
     expect.fail(`not a JSON body: ${context}`);
   }
 }
 
 /** Sends a request that may write; a 4xx must leave storage and the source WAL untouched. */
-async function sendChecked(request: FuzzRequest): Promise<{ response: FuzzResponse; json: any }> {
+async function sendChecked(request: FuzzRequest): Promise<{ response: FuzzResponse; json: ResponseJson }> {
   const before = await storageSnapshot();
   await markers.take();
   const response = await send(request);
@@ -634,7 +637,7 @@ function jsonPost(path: string, structured: fc.Arbitrary<string>) {
       extra: extraHeaders
     })
     .map(({ body, type, encoding, honest, auth, query, extra }) => {
-      const { header, valid } = authorizationHeader(auth as AuthChoice);
+      const { header, valid } = authorizationHeader(auth);
       const request = {
         method: 'POST',
         path: `${path}${query}`,
@@ -670,7 +673,7 @@ describe('hostile input to the HTTP routes', () => {
         if (response.status < 300) {
           accepted++;
           expect(valid, 'accepted without a valid token').toBe(true);
-          expect(json).toEqual({ data: { checkpoint_request_id: expect.stringMatching(/^[1-9][0-9]*$/) } });
+          expect(json).toEqual({ data: { checkpoint_request_id: expect.stringMatching(/^[1-9][0-9]*$/) as unknown } });
         }
         await expectAlive();
       }),
@@ -696,7 +699,7 @@ describe('hostile input to the HTTP routes', () => {
         contentType,
         extraHeaders,
         async (method, query, auth, body, type, extra) => {
-          const { header, valid } = authorizationHeader(auth as AuthChoice);
+          const { header, valid } = authorizationHeader(auth);
           const request = {
             method,
             path: `/write-checkpoint2.json${query}`,
@@ -708,7 +711,7 @@ describe('hostile input to the HTTP routes', () => {
             accepted++;
             expect(valid, 'accepted without a valid token').toBe(true);
             if (method === 'GET')
-              expect(json).toEqual({ data: { write_checkpoint: expect.stringMatching(/^[1-9][0-9]*$/) } });
+              expect(json).toEqual({ data: { write_checkpoint: expect.stringMatching(/^[1-9][0-9]*$/) as unknown } });
           }
           await expectAlive();
         }
@@ -869,10 +872,10 @@ describe('hostile input to the HTTP routes', () => {
             if (response.status < 300) {
               expect(authorized, `${method} ${path} answered without the API token`).toBe(true);
               if (path.endsWith('/validate'))
-                expect(json.data).toEqual({
-                  valid: expect.any(Boolean),
-                  errors: expect.any(Array),
-                  warnings: expect.any(Array)
+                expect(json?.data).toEqual({
+                  valid: expect.any(Boolean) as unknown,
+                  errors: expect.any(Array) as unknown,
+                  warnings: expect.any(Array) as unknown
                 });
             }
             await expectAlive();
@@ -955,9 +958,7 @@ describe('hostile input to the HTTP routes', () => {
           extraHeaders,
           async (verb, target, query, body, type, auth, extra) => {
             // A valid client token could make these write (e.g. GET /write-checkpoint2.json); that is the first property's business.
-            const { header } = authorizationHeader(
-              typeof auth === 'object' && 'valid' in auth ? undefined : (auth as AuthChoice)
-            );
+            const { header } = authorizationHeader(typeof auth === 'object' && 'valid' in auth ? undefined : auth);
             const request = {
               method: verb,
               path: `${target}${query}`,
@@ -1303,10 +1304,10 @@ function completeResponse(response: string): boolean {
 }
 
 /** Status and JSON body of a raw HTTP/1.1 response. */
-function parseRawResponse(response: string): { status: number; json: any } {
+function parseRawResponse(response: string): { status: number; json: ResponseJson } {
   const status = Number(/^HTTP\/1\.1 (\d{3})/.exec(response)?.[1]);
   const body = response.slice(response.indexOf('\r\n\r\n') + 4);
-  return { status, json: body ? JSON.parse(body) : null };
+  return { status, json: body ? (JSON.parse(body) as ResponseJson) : null };
 }
 
 describe('oversized input', () => {
@@ -1333,7 +1334,7 @@ describe('oversized input', () => {
         else headers['content-length'] = String(body.length);
         const { response, json } = await sendChecked({ method, path, headers, body });
         expect(response.status).toBe(413);
-        expect(json.error).toMatchObject({ code: 'PSYNC_S2005', status: 413 });
+        expect(json?.error).toMatchObject({ code: 'PSYNC_S2005', status: 413 });
       }
       await expectAlive();
     },
@@ -1351,7 +1352,7 @@ describe('oversized input', () => {
     );
     const { status, json } = parseRawResponse(response);
     expect(status).toBe(413);
-    expect(json.error).toMatchObject({ code: 'PSYNC_S2005', status: 413 });
+    expect(json?.error).toMatchObject({ code: 'PSYNC_S2005', status: 413 });
     expect(closedAfterMs).toBeLessThan(10_000);
     await expectAlive();
   });
@@ -1368,7 +1369,7 @@ describe('oversized input', () => {
     const { response, closedAfterMs } = await rawExchange(service.url, chunks, 30_000);
     const { status, json } = parseRawResponse(response);
     expect(status).toBe(413);
-    expect(json.error.code).toBe('PSYNC_S2005');
+    expect(json?.error?.code).toBe('PSYNC_S2005');
     expect(closedAfterMs).toBeLessThan(15_000);
     await expectAlive();
   }, 40_000);
@@ -1385,7 +1386,7 @@ describe('oversized input', () => {
       );
       const { status, json } = parseRawResponse(response);
       expect(status).toBe(431);
-      expect(json.error).toMatchObject({ code: 'PSYNC_S2009', status: 431 });
+      expect(json?.error).toMatchObject({ code: 'PSYNC_S2009', status: 431 });
     }
     // A URL over the limit counts as headers too.
     const longUrl = await rawExchange(
@@ -1409,7 +1410,7 @@ describe('oversized input', () => {
       const { response } = await rawExchange(service.url, [request], 30_000);
       const { status, json } = parseRawResponse(response);
       expect(status, request).toBe(400);
-      expect(json.error, request).toMatchObject({
+      expect(json?.error, request).toMatchObject({
         code: 'PSYNC_S2001',
         status: 400,
         description: 'Malformed HTTP request'
@@ -1451,7 +1452,7 @@ describe('slow clients are cut off by the server timeouts', () => {
     const { response, closedAfterMs } = await rawExchange(url, chunks, 20_000);
     const { status, json } = parseRawResponse(response);
     expect(status).toBe(408);
-    expect(json.error).toMatchObject({ code: 'PSYNC_S2010', status: 408 });
+    expect(json?.error).toMatchObject({ code: 'PSYNC_S2010', status: 408 });
     expect(closedAfterMs).toBeGreaterThanOrEqual(timeouts.headersTimeoutMs - 100);
     expect(closedAfterMs).toBeLessThan(10_000);
   });
@@ -1464,7 +1465,7 @@ describe('slow clients are cut off by the server timeouts', () => {
     const { response, closedAfterMs } = await rawExchange(url, chunks, 20_000);
     const { status, json } = parseRawResponse(response);
     expect(status).toBe(408);
-    expect(json.error.code).toBe('PSYNC_S2010');
+    expect(json?.error?.code).toBe('PSYNC_S2010');
     expect(closedAfterMs).toBeGreaterThanOrEqual(timeouts.requestTimeoutMs - 100);
     expect(closedAfterMs).toBeLessThan(10_000);
     // The server still answers.

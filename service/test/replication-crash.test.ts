@@ -123,7 +123,7 @@ describe('replication survives SIGKILL mid-transaction', () => {
       const observations: Observation[] = [];
       let caughtUpTo: bigint | null = null;
       const catchUpDeadline = Date.now() + 120_000;
-      let stopAt = Date.now() + 3_000;
+      const stopAt = Date.now() + 3_000;
       for (;;) {
         if (Date.now() > catchUpDeadline)
           throw new Error(`replication did not catch up; child output:\n${child.output()}`);

@@ -1,5 +1,14 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { TEST_AUDIENCE, testJwks } from '@syncpoint/test-fixtures';
+import {
+  dataOps,
+  dataParts,
+  linePart,
+  parseErrorEnvelope,
+  TEST_AUDIENCE,
+  testJwks,
+  type ErrorEnvelope,
+  type SyncLine
+} from '@syncpoint/test-fixtures';
 import { startServiceHarness, type ServiceHarness } from './service-harness.js';
 import { openSyncStream } from './sync-stream-client.js';
 
@@ -38,7 +47,7 @@ describe('sync stream bad input', () => {
   async function post(
     body: string,
     headers: Record<string, string> = {}
-  ): Promise<{ status: number; json: any; contentType: string | null }> {
+  ): Promise<{ status: number; json: ErrorEnvelope; contentType: string | null }> {
     const response = await fetch(`${harness.service.url}/sync/stream`, {
       method: 'POST',
       headers: {
@@ -49,13 +58,7 @@ describe('sync stream bad input', () => {
       },
       body
     });
-    const text = await response.text();
-    let json: any = null;
-    try {
-      json = JSON.parse(text);
-    } catch {
-      json = text;
-    }
+    const json = parseErrorEnvelope(await response.text());
     return { status: response.status, json, contentType: response.headers.get('content-type') };
   }
 
@@ -65,10 +68,8 @@ describe('sync stream bad input', () => {
     try {
       expect(stream.response.status).toBe(200);
       const lines = await stream.until((line) => 'checkpoint_complete' in line);
-      expect(lines[0].checkpoint.buckets.map((bucket: any) => bucket.bucket)).toContain('global[]');
-      expect(lines.filter((line) => line.data?.bucket === 'global[]').flatMap((line) => line.data.data)).toHaveLength(
-        20
-      );
+      expect(linePart(lines[0], 'checkpoint').buckets.map((bucket) => bucket.bucket)).toContain('global[]');
+      expect(dataOps(lines.filter((line) => line.data?.bucket === 'global[]'))).toHaveLength(20);
     } finally {
       await stream.close();
     }
@@ -172,7 +173,7 @@ describe('sync stream bad input', () => {
       })
     );
     expect(status).toBe(400);
-    const problems: string[] = JSON.parse(json.error.details);
+    const problems = JSON.parse(json.error.details!) as string[];
     expect(problems).toHaveLength(4);
   });
 
@@ -189,9 +190,11 @@ describe('sync stream bad input', () => {
     try {
       expect(stream.response.status).toBe(200);
       const lines = await stream.until((line) => 'checkpoint_complete' in line);
-      const buckets = lines[0].checkpoint.buckets.map((bucket: any) => bucket.bucket).sort();
+      const buckets = linePart(lines[0], 'checkpoint')
+        .buckets.map((bucket) => bucket.bucket)
+        .sort();
       expect(buckets).toEqual(['by_list["list1"]', 'global[]']);
-      const dataBuckets = new Set(lines.filter((line) => 'data' in line).map((line) => line.data.bucket));
+      const dataBuckets = new Set(dataParts(lines).map((data) => data.bucket));
       expect([...dataBuckets].sort()).toEqual(['by_list["list1"]', 'global[]']);
     } finally {
       await stream.close();
@@ -203,7 +206,7 @@ describe('sync stream bad input', () => {
     const first = await openSyncStream(harness.service.url, token, { client_id: 'ahead' });
     const full = await first.until((line) => 'checkpoint_complete' in line);
     await first.close();
-    const checkpoint = BigInt(full[0].checkpoint.last_op_id);
+    const checkpoint = BigInt(linePart(full[0], 'checkpoint').last_op_id);
     const ahead = (checkpoint + 1_000_000n).toString();
 
     const stream = await openSyncStream(harness.service.url, token, {
@@ -212,15 +215,16 @@ describe('sync stream bad input', () => {
     });
     try {
       const lines = await stream.until((line) => 'checkpoint_complete' in line);
-      expect(BigInt(lines[0].checkpoint.last_op_id)).toBeLessThan(BigInt(ahead));
-      const globalData = lines.filter((line) => line.data?.bucket === 'global[]');
-      expect(globalData[0].data.after).toBe('0');
-      const ops = globalData.flatMap((line) => line.data.data);
+      const first = linePart(lines[0], 'checkpoint');
+      expect(BigInt(first.last_op_id)).toBeLessThan(BigInt(ahead));
+      const globalData = dataParts(lines).filter((data) => data.bucket === 'global[]');
+      expect(globalData[0]!.after).toBe('0');
+      const ops = globalData.flatMap((data) => data.data);
       expect(ops).toHaveLength(20);
       // The client's checksum check then replaces its copy: the resent ops add up to the checkpoint's checksum.
-      const sum = ops.reduce((total: number, op: any) => (total + op.checksum) >>> 0, 0);
-      const bucket = lines[0].checkpoint.buckets.find((entry: any) => entry.bucket === 'global[]');
-      expect(sum | 0).toBe(bucket.checksum);
+      const sum = ops.reduce((total, op) => (total + op.checksum) >>> 0, 0);
+      const bucket = first.buckets.find((entry) => entry.bucket === 'global[]');
+      expect(sum | 0).toBe(bucket!.checksum);
     } finally {
       await stream.close();
     }
@@ -231,15 +235,15 @@ describe('sync stream bad input', () => {
     const crowded = await harness.token('crowded');
     const stream = await openSyncStream(harness.service.url, crowded, { client_id: 'crowded' });
     expect(stream.response.status).toBe(200);
-    const lines: any[] = [];
+    const lines: SyncLine[] = [];
     for (;;) {
       const line = await stream.next();
       if (line === null) break; // ended cleanly (a reset connection would make the read throw)
       lines.push(line);
     }
     const errors = lines.filter((line) => 'error' in line);
-    expect(errors).toEqual([{ error: expect.objectContaining({ code: 'PSYNC_S2305', status: 400 }) }]);
-    expect(errors[0].error.description).toMatch(/Too many buckets: 11 \(limit 5\)/);
+    expect(errors).toMatchObject([{ error: { code: 'PSYNC_S2305', status: 400 } }]);
+    expect(linePart(errors[0], 'error').description).toMatch(/Too many buckets: 11 \(limit 5\)/);
     // Nothing about the buckets leaks before the error.
     expect(lines.some((line) => 'checkpoint' in line || 'data' in line)).toBe(false);
     await waitFor(() => harness.service.syncConnections!.count === 0, 'the connection to be released');
@@ -267,7 +271,7 @@ describe('sync stream bad input', () => {
     const shortLived = await harness.token('user-1', { expiresInSeconds: 3 });
     const stream = await openSyncStream(harness.service.url, shortLived, { client_id: 'expiring' });
     const opened = Date.now();
-    const lines: any[] = [];
+    const lines: SyncLine[] = [];
     for (;;) {
       const line = await stream.next(10_000);
       if (line === null) break;
@@ -277,7 +281,7 @@ describe('sync stream bad input', () => {
     expect(elapsed).toBeGreaterThan(1_000);
     expect(elapsed).toBeLessThan(5_000);
     expect(lines.some((line) => 'checkpoint_complete' in line)).toBe(true);
-    const notices = lines.filter((line) => 'token_expires_in' in line).map((line) => line.token_expires_in);
+    const notices = lines.flatMap((line) => (line.token_expires_in === undefined ? [] : [line.token_expires_in]));
     expect(notices.length).toBeGreaterThanOrEqual(3); // the 20 s-before-expiry notice, keepalives (300 ms), the final 0
     for (const seconds of notices) expect(Number.isInteger(seconds) && seconds >= 0 && seconds <= 3).toBe(true);
     expect(notices.slice(0, -1).every((seconds) => seconds > 0)).toBe(true);
@@ -293,11 +297,11 @@ describe('sync stream bad input', () => {
       expect(stream.response.status).toBe(200);
       const lines = await stream.until((line) => 'token_expires_in' in line, 3_000);
       expect(lines.some((line) => 'checkpoint_complete' in line)).toBe(true);
-      expect(lines.at(-1).token_expires_in).toBeGreaterThan(29 * 86_400);
+      expect(linePart(lines.at(-1), 'token_expires_in')).toBeGreaterThan(29 * 86_400);
       await new Promise((resolve) => setTimeout(resolve, 700));
       expect(harness.service.syncConnections!.count).toBe(1);
       const more = await stream.until((line) => 'token_expires_in' in line, 3_000);
-      expect(more.at(-1).token_expires_in).toBeGreaterThan(29 * 86_400);
+      expect(linePart(more.at(-1), 'token_expires_in')).toBeGreaterThan(29 * 86_400);
     } finally {
       await stream.close();
     }

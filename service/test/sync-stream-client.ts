@@ -1,4 +1,5 @@
 import { parseJsonWithBigints } from '@syncpoint/codecs';
+import { type SyncLine } from '@syncpoint/test-fixtures';
 import { BSON } from 'bson';
 
 /** A minimal sync-stream client for tests: opens `/sync/stream` and yields decoded lines (NDJSON or BSON). */
@@ -22,9 +23,9 @@ export async function openSyncStream(
     signal: options.signal
   });
   const contentType = response.headers.get('content-type') ?? '';
-  const reader = response.body!.getReader();
+  const reader: ReadableStreamDefaultReader<Uint8Array> = response.body!.getReader();
   let buffer = Buffer.alloc(0);
-  const queue: any[] = [];
+  const queue: SyncLine[] = [];
 
   async function fill(): Promise<boolean> {
     const { done, value } = await reader.read();
@@ -40,7 +41,7 @@ export async function openSyncStream(
       let newline: number;
       while ((newline = buffer.indexOf(10)) >= 0) {
         // Exact integers: legacy (raw_data false) lines embed row data, whose int8 values may exceed 2^53.
-        queue.push(parseJsonWithBigints(buffer.subarray(0, newline).toString('utf8')));
+        queue.push(parseJsonWithBigints(buffer.subarray(0, newline).toString('utf8')) as SyncLine);
         buffer = buffer.subarray(newline + 1);
       }
     }
@@ -51,7 +52,7 @@ export async function openSyncStream(
     response,
     contentType,
     /** The next line, or null at the end of the stream. */
-    async next(timeoutMs = 10_000): Promise<any | null> {
+    async next(timeoutMs = 10_000): Promise<SyncLine | null> {
       const deadline = Date.now() + timeoutMs;
       while (queue.length === 0) {
         if (Date.now() > deadline) throw new Error('timed out waiting for a sync line');
@@ -61,11 +62,11 @@ export async function openSyncStream(
         ]);
         if (more === false) return null;
       }
-      return queue.shift();
+      return queue.shift()!;
     },
     /** Lines until one matches `predicate` (inclusive). */
-    async until(predicate: (line: any) => boolean, timeoutMs = 10_000): Promise<any[]> {
-      const lines: any[] = [];
+    async until(predicate: (line: SyncLine) => boolean, timeoutMs = 10_000): Promise<SyncLine[]> {
+      const lines: SyncLine[] = [];
       const deadline = Date.now() + timeoutMs;
       for (;;) {
         const line = await this.next(Math.max(1, deadline - Date.now()));

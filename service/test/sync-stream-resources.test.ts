@@ -1,6 +1,7 @@
 import http from 'node:http';
-import type { BucketDataChunk, ReplicationStreamStorage } from '@syncpoint/service-core';
+import type { ReplicationStreamStorage } from '@syncpoint/service-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { dataParts, firstLinePart, linePart, type SyncLine } from '@syncpoint/test-fixtures';
 import { startServiceHarness, type ServiceHarness } from './service-harness.js';
 import { openSyncStream } from './sync-stream-client.js';
 
@@ -48,7 +49,7 @@ const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
  * so the kernel buffers fill and the server sees backpressure.
  */
 function rawSyncStream(url: string, token: string, body: object) {
-  const lines: any[] = [];
+  const lines: SyncLine[] = [];
   let buffered = '';
   let ended = false;
   let wake: (() => void) | undefined;
@@ -65,7 +66,7 @@ function rawSyncStream(url: string, token: string, body: object) {
         buffered += text;
         let newline: number;
         while ((newline = buffered.indexOf('\n')) >= 0) {
-          lines.push(JSON.parse(buffered.slice(0, newline)));
+          lines.push(JSON.parse(buffered.slice(0, newline)) as SyncLine);
           buffered = buffered.slice(newline + 1);
         }
         wake?.();
@@ -89,7 +90,7 @@ function rawSyncStream(url: string, token: string, body: object) {
       return ended;
     },
     /** Waits (reading) until a received line matches; returns its index. */
-    async until(predicate: (line: any) => boolean, from = 0, timeoutMs = 30_000): Promise<number> {
+    async until(predicate: (line: SyncLine) => boolean, from = 0, timeoutMs = 30_000): Promise<number> {
       const deadline = Date.now() + timeoutMs;
       for (;;) {
         const index = lines.findIndex((line, i) => i >= from && predicate(line));
@@ -142,7 +143,7 @@ describe('sync stream resources and algorithm', () => {
       streamStorage.getBucketData = (...args: Parameters<ReplicationStreamStorage['getBucketData']>) => {
         const inner = getBucketData(...args);
         return (async function* () {
-          for await (const chunk of inner as AsyncIterable<BucketDataChunk>) {
+          for await (const chunk of inner) {
             fetchedOps.set(chunk.bucket, fetched(chunk.bucket) + chunk.data.length);
             yield chunk;
           }
@@ -184,9 +185,7 @@ describe('sync stream resources and algorithm', () => {
     const otherToken = await harness.token('prio');
     const other = rawSyncStream(harness.service.url, otherToken, { client_id: 'other' });
     const otherComplete = await other.until((line) => 'checkpoint_complete' in line, 0, 15_000);
-    expect(other.lines.slice(0, otherComplete).flatMap((line) => ('data' in line ? line.data.data : []))).toHaveLength(
-      5 + 3
-    );
+    expect(dataParts(other.lines.slice(0, otherComplete)).flatMap((data) => data.data)).toHaveLength(5 + 3);
     const request = await fetch(`${harness.service.url}/sync/checkpoint-request`, {
       method: 'POST',
       headers: { 'Content-Type': 'application/json', Authorization: `Token ${otherToken}` },
@@ -204,10 +203,7 @@ describe('sync stream resources and algorithm', () => {
     // Reading again finishes the download.
     stream.resume();
     const complete = await stream.until((line) => 'checkpoint_complete' in line, 0, 60_000);
-    const ops = stream.lines
-      .slice(0, complete)
-      .filter((line) => 'data' in line)
-      .flatMap((line) => line.data.data);
+    const ops = dataParts(stream.lines.slice(0, complete)).flatMap((data) => data.data);
     expect(ops).toHaveLength(BULK_ROWS);
     stream.close();
     await waitFor(() => harness.service.syncConnections!.count === 0, 'the connection to close');
@@ -250,8 +246,8 @@ describe('sync stream resources and algorithm', () => {
     const stream = await openSyncStream(harness.service.url, token, { client_id: 'prio' });
     try {
       const lines = await stream.until((line) => 'checkpoint_complete' in line);
-      const checkpoint = lines[0].checkpoint;
-      const priorities = Object.fromEntries(checkpoint.buckets.map((bucket: any) => [bucket.bucket, bucket.priority]));
+      const checkpoint = linePart(lines[0], 'checkpoint');
+      const priorities = Object.fromEntries(checkpoint.buckets.map((bucket) => [bucket.bucket, bucket.priority]));
       expect(priorities).toEqual({ 'urgent["prio"]': 0, 'mine["prio"]': 3, 'bulk["prio"]': 3 });
       const shape = lines.map((line) => (line.data ? `data:${line.data.bucket}` : Object.keys(line)[0]));
       expect(shape.filter((entry) => entry !== 'token_expires_in')).toEqual([
@@ -261,7 +257,7 @@ describe('sync stream resources and algorithm', () => {
         'data:mine["prio"]',
         'checkpoint_complete'
       ]);
-      const partial = lines.find((line) => 'partial_checkpoint_complete' in line).partial_checkpoint_complete;
+      const partial = firstLinePart(lines, 'partial_checkpoint_complete');
       expect(partial).toEqual({ last_op_id: checkpoint.last_op_id, priority: 0 });
 
       // A live change in both: the diff's priority-0 data again comes first.
@@ -290,7 +286,7 @@ describe('sync stream resources and algorithm', () => {
     await stream.opened;
     await stream.until((line) => 'data' in line);
     stream.pause();
-    const first = stream.lines[0].checkpoint;
+    const first = linePart(stream.lines[0], 'checkpoint');
     const firstCheckpoint = BigInt(first.last_op_id);
     // A write while the download is under way.
     await harness.sourceDb.query(`INSERT INTO bulk VALUES ('late', 'bulk', 'late row')`);
@@ -305,24 +301,22 @@ describe('sync stream resources and algorithm', () => {
     expect(diffAt).toBeGreaterThan(0);
     // The first checkpoint never got its checkpoint_complete; the one that came is the diff's.
     expect(lines.filter((line) => 'checkpoint_complete' in line)).toHaveLength(1);
-    const diff = lines[diffAt].checkpoint_diff;
+    const diff = linePart(lines[diffAt], 'checkpoint_diff');
     expect(BigInt(diff.last_op_id)).toBeGreaterThan(firstCheckpoint);
-    expect(diff.updated_buckets.map((bucket: any) => bucket.bucket)).toEqual(['bulk["bulk"]']);
-    expect(lines[completeAt].checkpoint_complete.last_op_id).toBe(diff.last_op_id);
+    expect(diff.updated_buckets.map((bucket) => bucket.bucket)).toEqual(['bulk["bulk"]']);
+    expect(linePart(lines[completeAt], 'checkpoint_complete').last_op_id).toBe(diff.last_op_id);
     // Data before the diff belongs to the first checkpoint; nothing is sent twice, nothing is missing.
-    const opIds = lines
-      .filter((line) => 'data' in line)
-      .flatMap((line) => line.data.data.map((op: any) => BigInt(op.op_id)));
-    for (const line of lines.slice(0, diffAt).filter((line) => 'data' in line)) {
-      for (const op of line.data.data) expect(BigInt(op.op_id) <= firstCheckpoint).toBe(true);
+    const opIds = dataParts(lines).flatMap((data) => data.data.map((op) => BigInt(op.op_id)));
+    for (const data of dataParts(lines.slice(0, diffAt))) {
+      for (const op of data.data) expect(BigInt(op.op_id) <= firstCheckpoint).toBe(true);
     }
     expect(new Set(opIds).size).toBe(opIds.length);
     expect(opIds).toHaveLength(BULK_ROWS + 1);
     expect([...opIds].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0))).toEqual(opIds);
-    const bucket = diff.updated_buckets[0];
+    const bucket = diff.updated_buckets[0]!;
     expect(bucket.count).toBe(BULK_ROWS + 1);
-    const ops = lines.filter((line) => 'data' in line).flatMap((line) => line.data.data);
-    expect(ops.reduce((total: number, op: any) => (total + op.checksum) >>> 0, 0) | 0).toBe(bucket.checksum);
+    const ops = dataParts(lines).flatMap((data) => data.data);
+    expect(ops.reduce((total, op) => (total + op.checksum) >>> 0, 0) | 0).toBe(bucket.checksum);
     stream.close();
   }, 90_000);
 
@@ -331,17 +325,15 @@ describe('sync stream resources and algorithm', () => {
     const stream = await openSyncStream(harness.service.url, token, { client_id: 'remover' });
     try {
       const lines = await stream.until((line) => 'checkpoint_complete' in line);
-      expect(lines[0].checkpoint.buckets.map((bucket: any) => bucket.bucket).sort()).toEqual([
-        'bulk["remover"]',
-        'by_list["listA"]',
-        'by_list["listB"]',
-        'mine["remover"]',
-        'urgent["remover"]'
-      ]);
+      expect(
+        linePart(lines[0], 'checkpoint')
+          .buckets.map((bucket) => bucket.bucket)
+          .sort()
+      ).toEqual(['bulk["remover"]', 'by_list["listA"]', 'by_list["listB"]', 'mine["remover"]', 'urgent["remover"]']);
 
       await harness.sourceDb.query(`DELETE FROM memberships WHERE id = 'r-b'`);
       const removal = await stream.until((line) => 'checkpoint_diff' in line);
-      expect(removal.at(-1).checkpoint_diff).toMatchObject({
+      expect(linePart(removal.at(-1), 'checkpoint_diff')).toMatchObject({
         updated_buckets: [],
         removed_buckets: ['by_list["listB"]']
       });
@@ -350,23 +342,21 @@ describe('sync stream resources and algorithm', () => {
       // A row leaving one of the user's buckets: a REMOVE in that bucket.
       await harness.sourceDb.query(`UPDATE items SET list_id = 'listB' WHERE id = 'ia2'`);
       const moved = await stream.until((line) => 'checkpoint_complete' in line);
-      const movedOps = moved
-        .filter((line) => 'data' in line)
-        .flatMap((line) => line.data.data.map((op: any) => [line.data.bucket, op.op, op.object_id]));
+      const movedOps = dataParts(moved).flatMap((data) => data.data.map((op) => [data.bucket, op.op, op.object_id]));
       expect(movedOps).toEqual([['by_list["listA"]', 'REMOVE', 'ia2']]);
 
       // The bucket comes back: it is sent again from 0 (the client dropped it), with the moved row.
       await harness.sourceDb.query(`INSERT INTO memberships VALUES ('r-b2', 'remover', 'listB')`);
       const back = await stream.until((line) => 'checkpoint_complete' in line);
-      const diff = back.find((line) => 'checkpoint_diff' in line).checkpoint_diff;
-      expect(diff.updated_buckets.map((bucket: any) => bucket.bucket)).toEqual(['by_list["listB"]']);
+      const diff = firstLinePart(back, 'checkpoint_diff');
+      expect(diff.updated_buckets.map((bucket) => bucket.bucket)).toEqual(['by_list["listB"]']);
       expect(diff.removed_buckets).toEqual([]);
-      const data = back.filter((line) => line.data?.bucket === 'by_list["listB"]');
-      expect(data[0].data.after).toBe('0');
+      const data = dataParts(back).filter((part) => part.bucket === 'by_list["listB"]');
+      expect(data[0]!.after).toBe('0');
       const rows = data
-        .flatMap((line) => line.data.data)
-        .filter((op: any) => op.op === 'PUT')
-        .map((op: any) => op.object_id)
+        .flatMap((part) => part.data)
+        .filter((op) => op.op === 'PUT')
+        .map((op) => op.object_id)
         .sort();
       expect(rows).toEqual(expect.arrayContaining(['ia2', 'ib1']));
     } finally {
@@ -386,7 +376,7 @@ describe('sync stream resources and algorithm', () => {
       expect(response.status).toBe(200);
     };
     const seen: string[] = [];
-    const record = (lines: any[]) => {
+    const record = (lines: SyncLine[]) => {
       for (const line of lines) {
         const value = line.checkpoint?.write_checkpoint ?? line.checkpoint_diff?.write_checkpoint;
         if (line.checkpoint || line.checkpoint_diff) seen.push(value ?? 'none');
@@ -401,12 +391,12 @@ describe('sync stream resources and algorithm', () => {
 
       // Postgres storage reports null when a newer request with an unreached head replaced the record (PROTOCOL
       // §6.1): the connection keeps reporting 5.
-      storage.lastWriteCheckpoint = async () => null;
+      storage.lastWriteCheckpoint = () => Promise.resolve(null);
       try {
         await harness.sourceDb.query(`INSERT INTO todos VALUES ('wr1', 'new', 'writer')`);
         const lines = record(await stream.until((line) => 'checkpoint_diff' in line));
-        expect(lines.at(-1).checkpoint_diff.write_checkpoint).toBe('5');
-        expect(lines.at(-1).checkpoint_diff.updated_buckets.map((bucket: any) => bucket.bucket)).toEqual([
+        expect(linePart(lines.at(-1), 'checkpoint_diff').write_checkpoint).toBe('5');
+        expect(linePart(lines.at(-1), 'checkpoint_diff').updated_buckets.map((bucket) => bucket.bucket)).toEqual([
           'mine["writer"]'
         ]);
         record(await stream.until((line) => 'checkpoint_complete' in line));

@@ -4,3 +4,4 @@ export * from './service-configs.js';
 export * from './jwt.js';
 export * from './schemas.js';
 export * from './service.js';
+export * from './sync-lines.js';

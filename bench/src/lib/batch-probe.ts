@@ -35,8 +35,11 @@ export class BatchProbe {
   private readonly restoreFns: Array<() => void> = [];
 
   constructor(source: ReplicationSource, storage: BucketStorage) {
+    // The originals are kept unbound so that restore() puts back the very same functions; the wrappers call them
+    // with the instance as `this`.
+    // eslint-disable-next-line @typescript-eslint/unbound-method
     const createReplicationHead = source.createReplicationHead;
-    const probe = this;
+    const currentStats = () => this.current;
     source.createReplicationHead = async function <T>(
       this: ReplicationSource,
       callback: Parameters<ReplicationSource['createReplicationHead']>[0]
@@ -53,7 +56,7 @@ export class BatchProbe {
         return result;
       })) as T;
       const ended = performance.now();
-      const stats = probe.current;
+      const stats = currentStats();
       stats.batches++;
       if (advancing) stats.advancing++;
       stats.headReadMs += callbackStarted - started;
@@ -61,14 +64,15 @@ export class BatchProbe {
       stats.markerMs += ended - callbackEnded;
       stats.totalMs += ended - started;
       return response;
-    } as ReplicationSource['createReplicationHead'];
+    };
     this.restoreFns.push(() => {
       source.createReplicationHead = createReplicationHead;
     });
 
+    // eslint-disable-next-line @typescript-eslint/unbound-method
     const createManagedWriteCheckpoints = storage.createManagedWriteCheckpoints;
     storage.createManagedWriteCheckpoints = function (this: BucketStorage, batch) {
-      probe.current.requests += batch.length;
+      currentStats().requests += batch.length;
       return createManagedWriteCheckpoints.call(this, batch);
     };
     this.restoreFns.push(() => {

@@ -19,7 +19,6 @@ import {
   type RunningService,
   type ServiceRole
 } from '@syncpoint/service-core';
-import pg from 'pg';
 
 export const SOURCE_DATABASE = 'bench_source';
 export const STORAGE_DATABASE = 'bench_storage';

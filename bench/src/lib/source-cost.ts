@@ -66,7 +66,7 @@ export async function measureSourceCost(
     const waitProcessed = async (clientId: string) => {
       const deadline = Date.now() + 30_000;
       for (;;) {
-        const { rows } = await storage.query(
+        const { rows } = await storage.query<{ processed_at_lsn: string | null }>(
           `SELECT processed_at_lsn FROM powersync.write_checkpoints WHERE user_id = $1`,
           [`source-cost/${clientId}`]
         );

@@ -22,6 +22,8 @@ export async function runStorm(bench: BenchService, clients: number, client: Loa
   const source = new pg.Client({ connectionString: bench.sourceUrl });
   await source.connect();
   const storage = bench.service.storage;
+  // Wrapped on the instance and called with it as `this` below; restored as the same function afterwards.
+  // eslint-disable-next-line @typescript-eslint/unbound-method
   const original = storage.createManagedWriteCheckpoints;
   let storageCalls = 0;
   storage.createManagedWriteCheckpoints = (batch) => {

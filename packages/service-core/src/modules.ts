@@ -3,6 +3,12 @@ import type { Logger } from './logger.js';
 import type { BucketStorage } from './storage/bucket-storage.js';
 import type { ReplicationSource } from './source/replication-source.js';
 
+/**
+ * What every module-owned config section is before its module parsed it (a `type` and anything else); a module's
+ * own config type narrows it, and the registry holds modules under this shape.
+ */
+export type ModuleConfigSection = { type: string } & Record<string, unknown>;
+
 export interface ModuleContext {
   logger: Logger;
   /** Directory of the config file, for resolving relative paths (certificates, sync config). */
@@ -13,7 +19,7 @@ export interface ModuleContext {
  * A storage module owns the `storage:` config section whose `type` equals its own: it validates that
  * section with its schema and builds the storage from it. service-core never sees driver-specific keys.
  */
-export interface StorageModule<Config = any> {
+export interface StorageModule<Config extends ModuleConfigSection = ModuleConfigSection> {
   type: string;
   configSchema: z.ZodType<Config>;
   createStorage(config: Config, context: ModuleContext): Promise<BucketStorage>;
@@ -47,7 +53,7 @@ export interface ReplicatorContext extends ModuleContext {
 }
 
 /** A source module owns `replication.connections[]` entries whose `type` equals its own. */
-export interface SourceModule<Config = any> {
+export interface SourceModule<Config extends ModuleConfigSection = ModuleConfigSection> {
   type: string;
   configSchema: z.ZodType<Config>;
   /** Head reads and markers for checkpoint requests (API processes). */

@@ -113,7 +113,7 @@ beforeAll(async () => {
   rsa = await jose.generateKeyPair('RS256', { extractable: true });
   rsaJwk = { ...(await jose.exportJWK(rsa.publicKey)), kid: 'rsa', alg: 'RS256' };
   wildcardRsa = generateKeyPairSync('rsa', { modulusLength: 2048 });
-  wildcardRsaJwk = wildcardRsa.publicKey.export({ format: 'jwk' }) as jose.JWK;
+  wildcardRsaJwk = wildcardRsa.publicKey.export({ format: 'jwk' });
   hmacVerifier = await createTokenVerifier({ audience: [AUDIENCE], supabase: false, jwks: { keys: [hmacJwk] } });
   rsaVerifier = await createTokenVerifier({
     audience: [AUDIENCE],

@@ -204,12 +204,13 @@ const mutation: fc.Arbitrary<Mutation> = fc.record({
 function mutate(config: unknown, mutations: Mutation[]): unknown {
   const copy = structuredClone(config) as Record<string | number, unknown>;
   for (const { path: where, kind, value, key } of mutations) {
-    let parent: any = copy;
+    let node: unknown = copy;
     for (const step of where.slice(0, -1)) {
-      if (typeof parent !== 'object' || parent === null) break;
-      parent = parent[step];
+      if (typeof node !== 'object' || node === null) break;
+      node = (node as Record<string | number, unknown>)[step];
     }
-    if (typeof parent !== 'object' || parent === null) continue;
+    if (typeof node !== 'object' || node === null) continue;
+    const parent = node as Record<string | number, unknown>;
     const last = where[where.length - 1]!;
     // defineProperty: a `__proto__` key must become an own key of the document, as in YAML, not a prototype change.
     if (kind === 'replace')

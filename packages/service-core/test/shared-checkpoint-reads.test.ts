@@ -13,25 +13,27 @@ function fakeStorage(options: { batched: boolean }) {
   ]);
   const streamStorage = {
     stream: { id: 1 },
-    async getChecksums(checkpoint: bigint, buckets: string[]) {
+    getChecksums(checkpoint: bigint, buckets: string[]) {
       calls.checksums.push(buckets);
       const result = new Map<string, BucketChecksum>();
       for (const bucket of buckets)
         if (bucket !== 'empty[]')
           result.set(bucket, { bucket, checksum: bucket.length + Number(checkpoint), count: 1 });
-      return result;
+      return Promise.resolve(result);
     }
   } as unknown as ReplicationStreamStorage;
   const storage = {
-    async lastWriteCheckpoint(id: string) {
+    lastWriteCheckpoint(id: string) {
       calls.lastWriteCheckpoint++;
-      return acknowledged.get(id) ?? null;
+      return Promise.resolve(acknowledged.get(id) ?? null);
     },
     ...(options.batched
       ? {
-          async lastWriteCheckpoints(ids: string[]) {
+          lastWriteCheckpoints(ids: string[]) {
             calls.lastWriteCheckpoints.push(ids);
-            return new Map(ids.filter((id) => acknowledged.has(id)).map((id) => [id, acknowledged.get(id)!]));
+            return Promise.resolve(
+              new Map(ids.filter((id) => acknowledged.has(id)).map((id) => [id, acknowledged.get(id)!]))
+            );
           }
         }
       : {})

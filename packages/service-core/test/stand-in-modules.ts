@@ -11,17 +11,18 @@ export function standInRegistry(schemas: {
   const notUsed = () => {
     throw new Error('not used');
   };
+  const notUsedAsync = () => Promise.reject(new Error('not used'));
   const storageModule: StorageModule = {
     type: 'postgresql',
     configSchema: schemas.storage,
-    createStorage: async () => notUsed()
+    createStorage: notUsedAsync
   };
   const sourceModule: SourceModule = {
     type: 'postgresql',
     configSchema: schemas.source,
-    createSource: async () => notUsed(),
+    createSource: notUsedAsync,
     createReplicator: () => notUsed(),
-    checkSource: async () => []
+    checkSource: () => Promise.resolve([])
   };
   return new ModuleRegistry().registerStorage(storageModule).registerSource(sourceModule);
 }

@@ -127,7 +127,7 @@ describe('client token verification (PROTOCOL §3)', () => {
       jwk: await jose.exportJWK(attacker.publicKey),
       jku: 'http://127.0.0.1:1/jwks.json',
       x5u: 'http://127.0.0.1:1/cert.pem'
-    } as jose.JWTHeaderParameters);
+    });
     await expectAuthError(token, 'PSYNC_S2101');
   });
 
@@ -198,9 +198,11 @@ describe('keys from a jwks_uri', () => {
     const rotated = await jose.generateKeyPair('RS256');
     let served = [{ ...(await jose.exportJWK(first.publicKey)), kid: 'k1', alg: 'RS256' }, hmacJwk];
     let fetches = 0;
-    const fakeFetch = (async () => {
+    const fakeFetch = (() => {
       fetches++;
-      return new Response(JSON.stringify({ keys: served }), { headers: { 'content-type': 'application/json' } });
+      return Promise.resolve(
+        new Response(JSON.stringify({ keys: served }), { headers: { 'content-type': 'application/json' } })
+      );
     }) as typeof fetch;
     const remote = new RemoteJwks('https://idp.example/jwks.json', { fetch: fakeFetch, minRefreshIntervalMs: 60_000 });
     const v = new TokenVerifier({ staticKeys: [], remote: [remote], audience: [AUDIENCE] });
@@ -221,7 +223,7 @@ describe('keys from a jwks_uri', () => {
   });
 
   it('reports a JWKS that cannot be fetched as PSYNC_S2204', async () => {
-    const failing = (async () => new Response('nope', { status: 500 })) as typeof fetch;
+    const failing = (() => Promise.resolve(new Response('nope', { status: 500 }))) as typeof fetch;
     const v = new TokenVerifier({
       staticKeys: [],
       remote: [new RemoteJwks('https://idp.example/jwks.json', { fetch: failing })],

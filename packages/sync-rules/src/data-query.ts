@@ -127,7 +127,7 @@ export function compileDataQuery(sql: string, index: number, definition: DataQue
     matches: (schema, tableName) => tableMatches(table, schema, tableName),
     evaluate(row, tableName) {
       const context: EvaluationContext = { row };
-      const assignments = filter ? evaluateFilter(filter, context) : [new Map()];
+      const assignments: Assignment[] = filter ? evaluateFilter(filter, context) : [new Map()];
       if (assignments.length === 0) return [];
       const data = output.evaluate(context);
       const id = objectId(data['id'] ?? null);

@@ -3,16 +3,7 @@
  * used by replication (rows → bucket rows, rows → parameter lookups) and by
  * the sync engine (request → bucket ids).
  */
-import {
-  isAlias,
-  isMap,
-  isScalar,
-  isSeq,
-  LineCounter,
-  parseDocument,
-  type Document,
-  type Node as YamlNode
-} from 'yaml';
+import { isAlias, isMap, isScalar, isSeq, LineCounter, parseDocument, type Node as YamlNode } from 'yaml';
 import { formatBucketId, serializeBucketParameterValue, type BucketParameterValue } from './bucket-id.js';
 import { compileDataQuery, type DataQuery, type EvaluatedBucketRow } from './data-query.js';
 import {
@@ -182,7 +173,7 @@ function parseSyncRulesUnchecked(yamlText: string): ParseSyncRulesResult {
     const { line, col } = lineCounter.linePos(offset);
     return { line, column: col };
   };
-  const resolve = (node: unknown): unknown => (isAlias(node) ? node.resolve(document as Document.Parsed) : node);
+  const resolve = (node: unknown): unknown => (isAlias(node) ? node.resolve(document) : node);
 
   if (document.errors.length > 0) {
     for (const error of document.errors) {
@@ -285,7 +276,9 @@ function parseSyncRulesUnchecked(yamlText: string): ParseSyncRulesResult {
       );
       continue;
     }
-    const name = String(key.value);
+    // A scalar that is neither null nor an object (checked above): a string, number or boolean.
+    const scalarValue = key.value as string | number | boolean;
+    const name = String(scalarValue);
     const definition = loadDefinition(name, resolve(pair.value), at(key), { at, resolve, errors, warnings });
     if (definition) definitions.push(definition);
   }
@@ -413,8 +406,9 @@ function findKeyAt(node: unknown, offset: number, path: string[]): { key: string
 }
 
 interface LoadContext {
-  at(node: YamlNode | null | undefined): YamlPosition | undefined;
-  resolve(node: unknown): unknown;
+  // Function-typed properties (not methods): the loaders destructure them, and neither uses `this`.
+  at: (node: YamlNode | null | undefined) => YamlPosition | undefined;
+  resolve: (node: unknown) => unknown;
   errors: SyncRulesIssue[];
   warnings: SyncRulesIssue[];
 }
@@ -870,7 +864,8 @@ function createSyncRules(definitions: BucketDefinition[]): SyncRules {
           const buckets = new Map(staticBuckets);
           const finishErrors: EvaluationError[] = [];
           lookupOwners.forEach(({ definition, query }, index) => {
-            const rows = Array.isArray(results) ? results[index] : undefined;
+            // The results come from the caller's lookup: checked at run time, whatever the declared type says.
+            const rows: unknown = Array.isArray(results) ? (results as readonly unknown[])[index] : undefined;
             if (!Array.isArray(rows)) {
               finishErrors.push(
                 evaluationError(

@@ -157,7 +157,7 @@ describe('parseSyncRules never throws', () => {
 
   test('on values that are not strings', () => {
     for (const value of [undefined, null, 42, {}, [], Symbol('x')]) {
-      const result = parseSyncRules(value as unknown as string);
+      const result = parseSyncRules(value as string);
       expect(result.ok).toBe(false);
     }
   });
@@ -533,17 +533,17 @@ function parseAndExercise(
   const result = parseSyncRules(yaml);
   expectWellFormed(result);
   if (!result.ok) return false;
-  const rules = result.rules!;
-  const evaluated = rules.evaluateRow({ table, row: row as never });
+  const rules = result.rules;
+  const evaluated = rules.evaluateRow({ table, row: row });
   for (const bucket of evaluated.buckets) JSON.parse(bucket.data);
   for (const error of evaluated.errors) expect(typeof error.message).toBe('string');
-  rules.evaluateParameterRow({ table, row: row as never });
+  rules.evaluateParameterRow({ table, row: row });
   const plan = rules.planBuckets({
     userId: request.userId,
     tokenParameters: request.tokenParameters,
     clientParameters: request.clientParameters
   });
-  plan.finish(plan.lookups.map(() => []) as never);
+  plan.finish(plan.lookups.map(() => []));
   return true;
 }
 

@@ -23,11 +23,12 @@ class LookupIndex {
     }
   }
 
-  fetch = async (lookups: ParameterLookup[]): Promise<SqliteRow[][]> => {
-    return lookups.map((lookup) =>
-      [...(this.entries.get(serializeParameterLookup(lookup))?.values() ?? [])].flatMap(parseParameterRows)
+  fetch = (lookups: ParameterLookup[]): Promise<SqliteRow[][]> =>
+    Promise.resolve(
+      lookups.map((lookup) =>
+        [...(this.entries.get(serializeParameterLookup(lookup))?.values() ?? [])].flatMap(parseParameterRows)
+      )
     );
-  };
 }
 
 const RULES = `

@@ -1,5 +1,4 @@
 import { createSecretKey } from 'node:crypto';
-import type * as jose from 'jose';
 import type { CoreServiceConfig } from '../config/config-schema.js';
 import type { Logger } from '../logger.js';
 import { createJwksAddressGuard } from './jwks-address-guard.js';
@@ -16,10 +15,10 @@ export async function createTokenVerifier(
   const staticKeys: VerificationKey[] = [];
   for (const [index, jwk] of (clientAuth.jwks?.keys ?? []).entries()) {
     try {
-      const key = await importVerificationKey(jwk as jose.JWK, { remote: false });
+      const key = await importVerificationKey(jwk, { remote: false });
       if (key) staticKeys.push(key);
     } catch (error) {
-      throw new Error(`client_auth.jwks.keys.${index}: ${(error as Error).message}`);
+      throw new Error(`client_auth.jwks.keys.${index}: ${(error as Error).message}`, { cause: error });
     }
   }
   if (clientAuth.supabase && clientAuth.supabase_jwt_secret) {
@@ -36,12 +35,12 @@ export async function createTokenVerifier(
   const checkAddress = createJwksAddressGuard(
     clientAuth.jwks_reject_ip_ranges ?? (clientAuth.block_local_jwks ? ['local'] : [])
   );
-  let verifier: TokenVerifier | undefined;
-  const onKeysRemoved = () => verifier?.forgetVerifiedTokens();
+  // The key sets call this only from a refresh, which runs after `verifier` below is assigned.
+  const onKeysRemoved = () => verifier.forgetVerifiedTokens();
   const remote = uris.map(
     (uri) => new RemoteJwks(uri, { logger: options.logger, fetch: options.fetch, checkAddress, onKeysRemoved })
   );
-  verifier = new TokenVerifier({
+  const verifier = new TokenVerifier({
     staticKeys,
     remote,
     audience: clientAuth.audience,

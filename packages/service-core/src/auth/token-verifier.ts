@@ -1,6 +1,6 @@
 import * as jose from 'jose';
 import { authError, ErrorCode, ServiceError } from '../errors.js';
-import { keyAcceptsAlgorithm, RemoteJwks, SUPPORTED_ALGORITHMS, type VerificationKey } from './key-store.js';
+import { keyAcceptsAlgorithm, type RemoteJwks, SUPPORTED_ALGORITHMS, type VerificationKey } from './key-store.js';
 
 export interface TokenPayload {
   /** The JWT `sub` as a string: the user id. */

@@ -140,7 +140,7 @@ export async function emitMarkerForPendingRequests(options: {
   if (!storage.getStatus) return 0;
   const { pending } = (await storage.getStatus()).checkpointRequests;
   if (pending === 0) return 0;
-  await source.createReplicationHead(async () => ({ response: undefined, shouldAdvance: true }));
+  await source.createReplicationHead(() => Promise.resolve({ response: undefined, shouldAdvance: true }));
   logger.info(
     { pending },
     'pending checkpoint requests found at start; emitted a source marker so replication reaches them'

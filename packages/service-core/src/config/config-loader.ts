@@ -56,7 +56,9 @@ export async function readConfigText(
   try {
     return { text: await readFile(file, 'utf8'), source: file, configDir: path.dirname(file) };
   } catch (error) {
-    throw new ConfigError([`cannot read config file ${file}: ${(error as NodeJS.ErrnoException).code ?? error}`]);
+    throw new ConfigError([
+      `cannot read config file ${file}: ${(error as NodeJS.ErrnoException).code ?? String(error)}`
+    ]);
   }
 }
 
@@ -173,7 +175,9 @@ export async function parseConfig(
     try {
       syncConfigContent = await readFile(file, 'utf8');
     } catch (error) {
-      problems.push(`${sectionName}.path: cannot read ${file}: ${(error as NodeJS.ErrnoException).code ?? error}`);
+      problems.push(
+        `${sectionName}.path: cannot read ${file}: ${(error as NodeJS.ErrnoException).code ?? String(error)}`
+      );
     }
   }
   const fromEnv = env.POWERSYNC_SYNC_CONFIG_B64 ?? env.POWERSYNC_SYNC_RULES_B64;
@@ -193,7 +197,7 @@ export async function parseConfig(
     source: options.source,
     configDir: options.configDir,
     warnings
-  } as ResolvedConfig;
+  };
 }
 
 /** Locate, read and validate the config. Null when there is none (the caller boots the embedded default). */

@@ -179,7 +179,7 @@ export function adminRoutes(dependencies: AdminRouteDependencies): Router {
     });
   });
 
-  router.post('/api/sync-rules/v1/validate', limiter, authorize, async (req, res) => {
+  router.post('/api/sync-rules/v1/validate', limiter, authorize, (req, res) => {
     const content = (req.body as { content?: unknown } | undefined)?.content;
     if (typeof content !== 'string') throw validationError(['content must be the sync config YAML as a string']);
     const parsed = parseSyncRules(content);

@@ -42,7 +42,7 @@ export function checkClientId(value: unknown, required: boolean): string[] {
 
 /** Path params, query and a JSON-object body merged into one parameter object; the body wins (PROTOCOL §2.1). */
 function requestParameters(req: Request): Record<string, unknown> {
-  const body = req.body;
+  const body: unknown = req.body;
   const bodyObject = typeof body === 'object' && body !== null && !Array.isArray(body) ? body : {};
   return { ...req.query, ...req.params, ...bodyObject };
 }
@@ -62,7 +62,7 @@ export function checkpointRoutes({ verifier, batcher }: CheckpointRouteDependenc
 
   // Client-chosen, monotonic checkpoint request ids (PROTOCOL §4.3). Validation comes before authentication.
   router.post('/sync/checkpoint-request', limiter, async (req, res) => {
-    const body = req.body;
+    const body: unknown = req.body;
     if (typeof body !== 'object' || body === null || Array.isArray(body)) {
       throw validationError([
         req.is('application/json') ? 'body must be a JSON object' : 'body must be JSON (Content-Type: application/json)'

@@ -165,7 +165,7 @@ class SingleWebSocketTransport implements ServerTransport {
     private readonly options: Required<SyncWebSocketOptions>
   ) {}
 
-  async bind(
+  bind(
     connectionAcceptor: (frame: Frame, connection: DuplexConnection) => Promise<void>,
     factory: (frame: Frame, outbound: Outbound & Closeable) => Multiplexer & Demultiplexer & FrameHandler
   ): Promise<Closeable> {
@@ -226,7 +226,7 @@ class SingleWebSocketTransport implements ServerTransport {
     });
     const closeable = new Deferred();
     closeable.onClose(() => socket.terminate());
-    return closeable;
+    return Promise.resolve(closeable);
   }
 }
 
@@ -411,9 +411,15 @@ class SyncSocketSession {
       const path =
         typeof metadata === 'object' && metadata !== null ? (metadata as Record<string, unknown>).path : undefined;
       if (path !== undefined && path !== '/sync/stream') {
-        throw new ServiceError(ErrorCode.ROUTE_NOT_FOUND, 404, 'Route not found', `REQUEST_STREAM ${String(path)}`, {
-          name: 'RouteNotFound'
-        });
+        throw new ServiceError(
+          ErrorCode.ROUTE_NOT_FOUND,
+          404,
+          'Route not found',
+          `REQUEST_STREAM ${typeof path === 'string' ? path : JSON.stringify(path)}`,
+          {
+            name: 'RouteNotFound'
+          }
+        );
       }
       const request = this.runner.parseRequest(
         decodeRSocketJson(payload.data, this.dataMimeType, 'REQUEST_STREAM data')

@@ -122,7 +122,7 @@ export async function startService(
         storage,
         logger,
         onStandby: () => probes.touch(),
-        work: async () => {
+        work: () => {
           const replicator = registry.sources.get(connection.type)!.createReplicator(connection, {
             storage,
             logger: logger.child({ component: 'replication' }),
@@ -137,10 +137,10 @@ export async function startService(
             intervalMs: options.retentionIntervalMs,
             logger: logger.child({ component: 'retention' })
           });
-          return async () => {
+          return Promise.resolve(async () => {
             await stopRetention();
             await replicator.stop();
-          };
+          });
         }
       });
       const running = election;
@@ -200,7 +200,7 @@ export async function startService(
       source,
       role,
       syncStreams: sync && {
-        open: () => sync!.connections.count,
+        open: () => sync.connections.count,
         max: config.api.parameters.max_concurrent_connections
       }
     };
