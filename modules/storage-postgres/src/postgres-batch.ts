@@ -76,8 +76,11 @@ export class PostgresBatch extends ReplicationBatch {
     /** Refuses flushes and checkpoints once this process lost replication leadership (issue 12 item 2). */
     private readonly leadership?: PostgresReplicationLeadership
   ) {
-    // The default limits are this module's: overlapped flushes, 100k rows cached across flushes.
-    super(groupId, syncRules, {}, logger);
+    // Overlapped flushes, 100k rows cached across flushes. Groups and flushes of 2,500 (not 5k/10k): a 10k-row
+    // source transaction then writes its first flushes while the next groups are evaluated, instead of evaluating
+    // all 10k and then waiting for one 10k flush at the commit (storage bench, 200k ops: the commit's wait on
+    // the flush fell from ~6 s to ~1 s and throughput rose ~1.4x).
+    super(groupId, syncRules, { evaluateRows: 2_500, flushOps: 2_500 }, logger);
   }
 
   protected async loadCurrentRows(keys: CurrentRowKey[]): Promise<CurrentRow[]> {
