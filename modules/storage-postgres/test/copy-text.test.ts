@@ -69,7 +69,7 @@ describe('COPY into Postgres', () => {
         rows.map((row) => `${row.n}\t${copyTextField(row.big)}\t${copyTextField(row.value)}\n`)
       );
       // Not visible outside the transaction before COMMIT.
-      expect((await pool.query('SELECT count(*)::int AS c FROM copied')).rows[0].c).toBe(0);
+      expect((await pool.query<{ c: number }>('SELECT count(*)::int AS c FROM copied')).rows[0]!.c).toBe(0);
       await client.query('COMMIT');
     } finally {
       client.release();
@@ -91,6 +91,6 @@ describe('COPY into Postgres', () => {
     } finally {
       client.release();
     }
-    expect((await pool.query('SELECT count(*)::int AS c FROM copied WHERE n = 200')).rows[0].c).toBe(0);
+    expect((await pool.query<{ c: number }>('SELECT count(*)::int AS c FROM copied WHERE n = 200')).rows[0]!.c).toBe(0);
   });
 });
