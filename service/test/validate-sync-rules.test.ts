@@ -85,6 +85,9 @@ describe('syncpoint validate', () => {
     const { code, stdout } = await runCli(['validate', '-c', await writeServiceConfig(valid)]);
     expect(code).toBe(1);
     expect(stdout.trim().split('\n'), stdout).toEqual([
+      expect.stringMatching(
+        /^warning: sync config: streams\.board\.query at line 1, column 38: Potentially dangerous query/
+      ),
       expect.stringMatching(/^sync config: YAML line 3, column 1: Sync Streams are validated but not served yet/)
     ]);
   });

@@ -14,6 +14,9 @@ import {
 } from './stream-config.js';
 import { checkStreamQuery, type CheckedCte, type QueryDiagnostic } from './stream-query-check.js';
 
+/** Most bucket sources one stream may compile to (STREAMS §2.4, §6). */
+export const MAX_BUCKET_SOURCES = 100;
+
 export interface LoadedStreams {
   /** Names of every entry under `streams:` (also invalid ones), to detect clashes with bucket definitions. */
   streamNames: Set<string>;
@@ -115,6 +118,7 @@ function checkCtes(
     checked.set(cte.name, {
       name: cte.name,
       columns: result.outputColumns,
+      ...(result.statement ? { statement: result.statement } : {}),
       valid: !result.diagnostics.some((diagnostic) => diagnostic.severity === 'error')
     });
   }
@@ -133,10 +137,26 @@ function checkStream(
   const visible = new Map<string, CheckedCte>(checkedGlobal);
   for (const [name, cte] of checkCtes(stream.ctes, stream.name, context)) visible.set(name, cte);
   const usedLocal = new Set<string>();
+  let bucketSources = 0;
   for (const [index, text] of stream.queries.entries()) {
     const result = checkStreamQuery(text.sql, { edition, ctes: visible });
     const where = { stream: stream.name, queryKind: stream.queriesKey, queryIndex: index } as const;
     report(result.diagnostics, text, where, context);
+    bucketSources += result.termCount ?? 0;
+    if (result.dangerous && !stream.acceptPotentiallyDangerousQueries)
+      report(
+        [
+          {
+            severity: 'warning',
+            reason:
+              'Potentially dangerous query: a bucket of this stream can be reached with subscription.* / connection.* data alone, which clients can set to any value; this is unsuitable for authorization. Add a condition on auth.* data, or set "accept_potentially_dangerous_queries: true" if that is intended',
+            ...result.dangerous
+          }
+        ],
+        text,
+        where,
+        context
+      );
     for (const name of result.referencedCtes) {
       if (stream.ctes.has(name)) usedLocal.add(name);
       else if (globalCtes.has(name)) used.add(globalCtes.get(name)!);
@@ -152,6 +172,15 @@ function checkStream(
         })
       );
   }
+  // Counted before merging identical candidates (§4.1), so this can be stricter than the reference's limit.
+  if (bucketSources > MAX_BUCKET_SOURCES)
+    context.errors.push(
+      makeIssue({
+        reason: `This stream compiles to ${bucketSources} bucket sources (one per OR-branch of each query); at most ${MAX_BUCKET_SOURCES} are allowed. Split it into several streams`,
+        stream: stream.name,
+        yamlPosition: stream.yamlPosition
+      })
+    );
   for (const cte of stream.ctes.values())
     if (!usedLocal.has(cte.name))
       context.warnings.push(

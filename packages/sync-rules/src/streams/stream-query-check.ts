@@ -28,6 +28,8 @@ export interface QueryDiagnostic {
 export interface CheckedCte {
   name: string;
   columns: string[];
+  /** The parsed body, walked again at every use (each use is an independent copy of its rows, §3.8). */
+  statement?: SelectFromStatement;
   /** False when the body has errors; those are reported once, at the CTE, not at every use. */
   valid: boolean;
 }
@@ -48,7 +50,19 @@ export interface QueryCheckResult {
   readsSubscription: boolean;
   /** Output column names (for a CTE body: its columns). */
   outputColumns: string[];
+  /** The parsed SELECT, when it parsed (kept for CTE bodies). */
+  statement?: SelectFromStatement;
+  /** Number of OR-of-AND terms of the filter (bucket source candidates); undefined when not computed. */
+  termCount?: number;
+  /** Set when a bucket source is reachable with unauthenticated data only (§4.9): where to point the warning. */
+  dangerous?: { start: number; end: number };
 }
+
+/** Most OR-of-AND terms one query may expand to (STREAMS §2.4, §6). */
+export const MAX_FILTER_TERMS = 100;
+
+/** §4.9: how trustworthy the connection data behind a value is. */
+type Trust = 'authenticated' | 'unauthenticated' | 'neutral';
 
 /** §3.4: the stream function set, with its argument counts. */
 const STREAM_FUNCTIONS: Record<string, [min: number, max: number]> = {
@@ -111,9 +125,32 @@ interface ScopeSource {
   id: string;
   /** For `derived` (subquery or CTE in FROM): its output columns. */
   columns?: string[];
+  /** For `derived`: what each output column reads inside it (references resolve through to its tables). */
+  columnDependencies?: Map<string, Dependencies>;
   /** For `json_each`: the source (table id or `connection`) its argument depends on, if any. */
   attachedTo?: string;
+  /** For `json_each` over connection data: the trust of that data. */
+  trust?: Trust;
 }
+
+/** A checked SELECT: its outputs, and the filter conditions (its own and those of FROM subqueries / CTEs). */
+interface SelectResult {
+  columns: string[];
+  columnDependencies: Dependencies[];
+  columnExpressions: Array<Expr | undefined>;
+  /** Sources the result columns read (for the outer query: the primary table). */
+  primary: Set<string>;
+  conditions: Array<{ expression: Expr; scope: Scope }>;
+}
+
+/** One atom of an AND-term, reduced to the nodes it reads: table source ids or `conn:<trust>`. */
+interface Atom {
+  nodes: string[];
+  /** A top-level `=` (or IN/&&) between two different nodes: a bucket parameter or index link. */
+  link: boolean;
+}
+
+class TooManyTerms extends Error {}
 
 interface Scope {
   sources: ScopeSource[];
@@ -127,6 +164,11 @@ class StreamQueryChecker {
   readonly referencedCtes = new Set<string>();
   readsSubscription = false;
   private nextSourceId = 0;
+  /** While positive, diagnostics are dropped: parts already checked are walked again (CTE copies, normal form). */
+  private silence = 0;
+  /** While walking a CTE body, names in FROM are tables, never CTEs (§3.8). */
+  private insideCte = 0;
+  private readonly registry = new Map<string, ScopeSource>();
 
   constructor(
     private readonly sql: string,
@@ -146,6 +188,7 @@ class StreamQueryChecker {
     reason: string,
     node: { _location?: { start: number; end: number } } | undefined
   ): void {
+    if (this.silence > 0) return;
     const start = node?._location?.start ?? 0;
     const end = node?._location?.end ?? this.sql.length;
     this.diagnostics.push({ severity, reason, start, end: Math.max(end, start + 1) });
@@ -155,35 +198,35 @@ class StreamQueryChecker {
     return this.options.edition;
   }
 
-  topLevel(statements: Statement[]): string[] {
+  topLevel(statements: Statement[]): SelectResult | undefined {
     const [first, second] = statements;
     if (!first) {
       this.error('Empty query; expected a SELECT statement', undefined);
-      return [];
+      return undefined;
     }
     // The edition-3 reference ignores statements after the first; STREAMS §6.1 says report it.
     if (second) this.error('Only one statement per query is allowed', second);
     if (first.type === 'with' || first.type === 'with recursive') {
       this.error('WITH inside a query is not supported; declare CTEs under "with:" in the config', first);
-      return [];
+      return undefined;
     }
     if (first.type === 'union' || first.type === 'union all') {
       this.error('UNION is not supported; use one query per SELECT (edition 3: "queries")', first);
-      return [];
+      return undefined;
     }
     if (first.type !== 'select') {
       this.error(`Only SELECT statements are supported, found ${first.type.toUpperCase()}`, first);
-      return [];
+      return undefined;
     }
     return this.select(first, undefined, this.options.isCteBody ? 'cte' : 'query');
   }
 
-  /** Checks a SELECT; returns its output column names. */
+  /** Checks a SELECT; returns its outputs and filter conditions. */
   private select(
     statement: SelectFromStatement,
     parent: Scope | undefined,
     role: 'query' | 'cte' | 'subquery' | 'from'
-  ): string[] {
+  ): SelectResult {
     this.rejectClauses(statement);
     const scope: Scope = { sources: [], ...(parent ? { parent } : {}) };
     const from = statement.from ?? [];
@@ -194,8 +237,9 @@ class StreamQueryChecker {
         from[1] ?? from[0] ?? statement
       );
     const joinConditions: Expr[] = [];
+    const innerConditions: SelectResult['conditions'] = [];
     for (const item of from) {
-      const source = this.source(item, scope);
+      const source = this.source(item, scope, innerConditions);
       if (!source) continue;
       if (scope.sources.some((other) => other.name === source.name))
         this.error(`Duplicate name "${source.name}" in FROM; give each source a distinct alias`, item);
@@ -210,10 +254,11 @@ class StreamQueryChecker {
         if (item.join.on) joinConditions.push(item.join.on);
       }
     }
-    const columns = this.resultColumns(statement.columns ?? [], scope, role, statement);
-    for (const condition of [...joinConditions, ...(statement.where ? [statement.where] : [])])
-      this.condition(condition, scope, false);
-    return columns;
+    const result = this.resultColumns(statement.columns ?? [], scope, role, statement);
+    const own = [...joinConditions, ...(statement.where ? [statement.where] : [])];
+    for (const condition of own) this.condition(condition, scope, false);
+    result.conditions = [...own.map((expression) => ({ expression, scope })), ...innerConditions];
+    return result;
   }
 
   private rejectClauses(statement: SelectFromStatement): void {
@@ -233,24 +278,49 @@ class StreamQueryChecker {
       this.error('SELECT DISTINCT is not supported: stream queries select rows one by one', statement);
   }
 
-  private newId(): string {
-    return `s${this.nextSourceId++}`;
+  private register(source: Omit<ScopeSource, 'id'>): ScopeSource {
+    const registered = { ...source, id: `s${this.nextSourceId++}` };
+    this.registry.set(registered.id, registered);
+    return registered;
   }
 
-  private source(item: From, scope: Scope): ScopeSource | undefined {
+  /** A subquery or CTE in FROM: references to its columns resolve to what they read inside it. */
+  private derived(name: string, inner: SelectResult, columns: string[]): ScopeSource {
+    const columnDependencies = new Map<string, Dependencies>();
+    columns.forEach((column, index) => columnDependencies.set(column, inner.columnDependencies[index] ?? new Set()));
+    return this.register({ name, kind: 'derived', columns, columnDependencies });
+  }
+
+  /** Walks a CTE body again for one use; its problems were reported once, at the CTE. */
+  private cteBody(cte: CheckedCte): SelectResult | undefined {
+    if (!cte.statement || !cte.valid) return undefined;
+    this.silence++;
+    this.insideCte++;
+    try {
+      return this.select(cte.statement, undefined, 'from');
+    } finally {
+      this.silence--;
+      this.insideCte--;
+    }
+  }
+
+  private source(item: From, scope: Scope, innerConditions: SelectResult['conditions']): ScopeSource | undefined {
     if (item.type === 'table') {
       const name = item.name.name;
-      const cte = item.name.schema === undefined ? this.options.ctes?.get(name.toLowerCase()) : undefined;
+      const cte =
+        item.name.schema === undefined && !this.options.isCteBody && this.insideCte === 0
+          ? this.options.ctes?.get(name.toLowerCase())
+          : undefined;
       const alias = item.name.alias ?? name;
-      if (cte && !this.options.isCteBody) {
+      if (cte) {
         // A CTE body cannot reference other CTEs (§3.8): there the name always denotes a table.
         this.referencedCtes.add(cte.name);
-        return { name: alias, kind: 'derived', id: this.newId(), columns: cte.columns };
+        const inner = this.cteBody(cte);
+        if (!inner) return this.register({ name: alias, kind: 'derived', columns: cte.columns });
+        innerConditions.push(...inner.conditions);
+        return this.derived(alias, inner, cte.columns);
       }
-      if (name.endsWith('%') && item.name.alias === undefined && this.edition >= 3) {
-        // Fine: the synced name is the concrete table's (§3.6).
-      }
-      return { name: alias, kind: 'table', id: this.newId() };
+      return this.register({ name: alias, kind: 'table' });
     }
     if (item.type === 'statement') {
       const statement = item.statement;
@@ -259,7 +329,9 @@ class StreamQueryChecker {
         return undefined;
       }
       // A FROM subquery sees only the root scope: no correlation with the outer query (§3.5).
-      let columns = this.select(statement, undefined, 'from');
+      const inner = this.select(statement, undefined, 'from');
+      innerConditions.push(...inner.conditions);
+      let columns = inner.columns;
       if (item.columnNames && item.columnNames.length > 0) {
         if (item.columnNames.length !== columns.length)
           this.error(
@@ -268,7 +340,7 @@ class StreamQueryChecker {
           );
         columns = item.columnNames.map((column) => column.name);
       }
-      return { name: item.alias, kind: 'derived', id: this.newId(), columns };
+      return this.derived(item.alias, inner, columns);
     }
     // A table-valued function call.
     const functionName = item.function.name.toLowerCase();
@@ -281,26 +353,18 @@ class StreamQueryChecker {
     const dependencies = new Set<string>();
     for (const argument of item.args)
       for (const dependency of this.expression(argument, scope)) dependencies.add(dependency);
-    const attachedSources = [...dependencies].map((id) => this.findById(scope, id));
+    const attachedSources = [...dependencies].map((id) => this.registry.get(id));
     if (attachedSources.some((source) => source?.kind === 'json_each'))
       this.error('The argument of json_each() cannot depend on another json_each()', item);
     else if (dependencies.size > 1)
       this.error('The argument of json_each() must depend on one table, or only on connection data', item);
     const [attachedTo] = dependencies;
-    return {
+    return this.register({
       name: item.alias?.name ?? 'json_each',
       kind: 'json_each',
-      id: this.newId(),
-      ...(attachedTo !== undefined ? { attachedTo } : {})
-    };
-  }
-
-  private findById(scope: Scope | undefined, id: string): ScopeSource | undefined {
-    for (let current = scope; current; current = current.parent) {
-      const found = current.sources.find((source) => source.id === id);
-      if (found) return found;
-    }
-    return undefined;
+      ...(attachedTo !== undefined ? { attachedTo } : {}),
+      ...(attachedTo === CONNECTION ? { trust: trustOf(item.args) } : {})
+    });
   }
 
   private resultColumns(
@@ -308,8 +372,10 @@ class StreamQueryChecker {
     scope: Scope,
     role: 'query' | 'cte' | 'subquery' | 'from',
     statement: SelectFromStatement
-  ): string[] {
+  ): SelectResult {
     const names: string[] = [];
+    const columnDependencies: Dependencies[] = [];
+    const columnExpressions: Array<Expr | undefined> = [];
     const primary = new Set<string>();
     let sawAlias = false;
     let sawStar = false;
@@ -342,19 +408,24 @@ class StreamQueryChecker {
         for (const source of sources) {
           if (source.kind === 'json_each')
             this.error('Cannot select from json_each(); a stream syncs rows of a table', column);
+          else if (source.columnDependencies)
+            for (const inner of source.columnDependencies.values()) for (const id of inner) primary.add(id);
           else primary.add(source.id);
         }
         continue;
       }
       const dependencies = this.expression(expression, scope);
-      if (dependencies.has(CONNECTION))
+      columnDependencies.push(dependencies);
+      columnExpressions.push(expression);
+      // Only the outer query's columns become synced rows; a subquery or CTE column feeds a filter or a join.
+      if (role === 'query' && dependencies.has(CONNECTION))
         this.error(
           'Connection data (auth.*, connection.*, subscription.*) cannot be selected; only row columns sync',
           column
         );
-      for (const id of dependencies) {
+      for (const id of role === 'query' ? dependencies : []) {
         if (id === CONNECTION) continue;
-        const source = this.findById(scope, id);
+        const source = this.registry.get(id);
         if (source?.kind === 'json_each')
           this.error('Columns of json_each() cannot be selected; only row columns sync', column);
         else primary.add(id);
@@ -370,14 +441,14 @@ class StreamQueryChecker {
         names.push(name);
       }
     }
-    if (role === 'query' || role === 'from' || role === 'cte') {
+    if (role === 'query') {
       if (primary.size > 1) this.error('Result columns must all come from one table (the primary table)', statement);
       else if (primary.size === 0 && columns.length > 0 && role === 'query')
         this.error('The select list references no table: a stream must sync rows of a table', statement);
     }
     if (role === 'query' && this.edition < 3 && !sawStar && !names.includes('id'))
       this.error('Edition 2 stream queries must output an "id" column', statement);
-    return names;
+    return { columns: names, columnDependencies, columnExpressions, primary, conditions: [] };
   }
 
   /**
@@ -405,7 +476,7 @@ class StreamQueryChecker {
       if (left.size > 1 || right.size > 1) this.mixed(node);
       else if (!isLink && union(left, right).size > 1)
         this.error(
-          `${node.op === '=' ? 'NOT (… = …)' : node.op} between ${this.describe(left, scope)} and ${this.describe(right, scope)} cannot be expressed as bucket parameters; only a top-level "=" can link them`,
+          `${node.op === '=' ? 'NOT (… = …)' : node.op} between ${this.describe(left)} and ${this.describe(right)} cannot be expressed as bucket parameters; only a top-level "=" can link them`,
           node
         );
       return;
@@ -421,11 +492,11 @@ class StreamQueryChecker {
     );
   }
 
-  private describe(dependencies: Dependencies, scope: Scope): string {
+  private describe(dependencies: Dependencies): string {
     const [id] = dependencies;
     if (id === undefined) return 'a constant';
     if (id === CONNECTION) return 'connection data';
-    return `row data of "${this.findById(scope, id)?.name ?? '?'}"`;
+    return `row data of "${this.registry.get(id)?.name ?? '?'}"`;
   }
 
   /** `x [NOT] IN rhs` and `x && rhs` (§3.7's table of sugar). */
@@ -445,18 +516,13 @@ class StreamQueryChecker {
       if (this.edition < 3 && left.size === 0)
         this.error('Edition 2: a constant on the left of IN (SELECT …) is not supported', node);
       if (this.edition < 3) this.edition2Subquery(right);
-      const columns = this.select(right, scope, 'subquery');
+      const { columns } = this.select(right, scope, 'subquery');
       if (columns.length !== 1)
         this.error(`A subquery in IN/&& must select exactly one column, found ${columns.length}`, right);
       return;
     }
-    if (
-      right.type === 'ref' &&
-      right.table === undefined &&
-      this.options.ctes?.has(right.name.toLowerCase()) &&
-      !this.options.isCteBody
-    ) {
-      const cte = this.options.ctes.get(right.name.toLowerCase())!;
+    const cte = this.cteNamed(right);
+    if (cte) {
       this.referencedCtes.add(cte.name);
       if (negated) this.error(`NOT IN ${cte.name} (a CTE) cannot be expressed as bucket parameters`, node);
       else if (cte.valid && cte.columns.length !== 1)
@@ -484,9 +550,97 @@ class StreamQueryChecker {
     if (rightDependencies.size > 1) this.mixed(right);
     else if (negated && union(left, rightDependencies).size > 1)
       this.error(
-        `NOT IN between ${this.describe(left, scope)} and ${this.describe(rightDependencies, scope)} cannot be expressed as bucket parameters`,
+        `NOT IN between ${this.describe(left)} and ${this.describe(rightDependencies)} cannot be expressed as bucket parameters`,
         node
       );
+  }
+
+  /** The CTE that `IN <name>` refers to, if `expression` is such a name. */
+  private cteNamed(expression: Expr): CheckedCte | undefined {
+    if (expression.type !== 'ref' || expression.table !== undefined) return undefined;
+    if (this.options.isCteBody || this.insideCte > 0) return undefined;
+    return this.options.ctes?.get(expression.name.toLowerCase());
+  }
+
+  /**
+   * The filter as an OR of AND-terms (§3.7): NOT pushed inwards, AND distributed over OR, `IN (SELECT …)` and
+   * `IN cte` desugared into a link plus the subquery's own conditions. Throws {@link TooManyTerms} past the limit.
+   */
+  normalForm(query: SelectResult): Atom[][] {
+    this.silence++;
+    try {
+      let terms: Atom[][] = [[]];
+      for (const { expression, scope } of query.conditions)
+        terms = product(terms, this.terms(expression, scope, false));
+      return terms;
+    } finally {
+      this.silence--;
+    }
+  }
+
+  private terms(node: Expr, scope: Scope, negated: boolean): Atom[][] {
+    if (node.type === 'binary' && (node.op === 'AND' || node.op === 'OR')) {
+      const left = this.terms(node.left, scope, negated);
+      const right = this.terms(node.right, scope, negated);
+      // De Morgan: under NOT, AND behaves as OR and vice versa.
+      const conjunction = (node.op === 'AND') !== negated;
+      if (conjunction) return product(left, right);
+      if (left.length + right.length > MAX_FILTER_TERMS) throw new TooManyTerms();
+      return [...left, ...right];
+    }
+    if (node.type === 'unary' && node.op === 'NOT') return this.terms(node.operand, scope, !negated);
+    const atom = (nodes: string[], link: boolean): Atom[][] => [[{ nodes, link }]];
+    if (node.type === 'binary' && (node.op === '=' || node.op === '!=')) {
+      const left = this.nodes(node.left, scope);
+      const right = this.nodes(node.right, scope);
+      const isLink = node.op === '=' && !negated && left.length === 1 && right.length === 1 && left[0] !== right[0];
+      return atom([...new Set([...left, ...right])], isLink);
+    }
+    if (node.type === 'binary' && (node.op === 'IN' || node.op === 'NOT IN' || node.op === '&&')) {
+      const positive = !negated && node.op !== 'NOT IN';
+      const left = this.nodes(node.left, scope);
+      const right = node.right;
+      const cte = right.type === 'ref' ? this.cteNamed(right) : undefined;
+      const inner =
+        right.type === 'select' ? this.select(right, scope, 'subquery') : cte ? this.cteBody(cte) : undefined;
+      if (inner) {
+        const output = inner.columnDependencies[0] ?? new Set<string>();
+        const outputNodes = this.canonical(output, inner.columnExpressions[0]);
+        let terms = atom(
+          [...new Set([...left, ...outputNodes])],
+          positive && left.length === 1 && outputNodes.length === 1
+        );
+        for (const condition of inner.conditions)
+          terms = product(terms, this.terms(condition.expression, condition.scope, false));
+        return terms;
+      }
+      if (right.type === 'select' || right.type === 'list' || right.type === 'array' || cte) return atom(left, false);
+      const rightNodes = this.nodes(right, scope);
+      const isLink = positive && left.length === 1 && rightNodes.length === 1 && left[0] !== rightNodes[0];
+      return atom([...new Set([...left, ...rightNodes])], isLink);
+    }
+    return atom(this.nodes(node, scope), false);
+  }
+
+  /** The nodes an expression reads: table source ids, or `conn:<trust>` for connection data. */
+  private nodes(expression: Expr, scope: Scope): string[] {
+    return this.canonical(this.expression(expression, scope), expression);
+  }
+
+  private canonical(dependencies: Dependencies, expression: Expr | undefined): string[] {
+    const nodes = new Set<string>();
+    for (const id of dependencies) {
+      if (id === CONNECTION) {
+        nodes.add(`conn:${expression ? trustOf([expression]) : 'neutral'}`);
+        continue;
+      }
+      const source = this.registry.get(id);
+      if (source?.kind !== 'json_each') nodes.add(id);
+      else if (source.attachedTo === CONNECTION) nodes.add(`conn:${source.trust ?? 'neutral'}`);
+      else if (source.attachedTo !== undefined) nodes.add(source.attachedTo);
+      else nodes.add('conn:neutral');
+    }
+    return [...nodes];
   }
 
   /** §3.10: an edition-2 subquery is one table, one column, an AND-only filter without nested subqueries. */
@@ -625,7 +779,7 @@ class StreamQueryChecker {
       this.error(`"${source.name}" has no column "${node.name}" (its columns: ${source.columns.join(', ')})`, node);
     if (source.kind === 'json_each' && node.name !== 'value' && node.name !== 'key')
       this.error(`json_each() has the columns "value" and "key", not "${node.name}"`, node);
-    return new Set([source.id]);
+    return source.columnDependencies?.get(node.name) ?? new Set([source.id]);
   }
 
   private call(node: Extract<Expr, { type: 'call' }>, scope: Scope): Dependencies {
@@ -695,6 +849,71 @@ function union(a: Dependencies, b: Dependencies): Dependencies {
   return new Set([...a, ...b]);
 }
 
+/** AND of two OR-of-ANDs: every pair of terms, concatenated. */
+function product(left: Atom[][], right: Atom[][]): Atom[][] {
+  if (left.length * right.length > MAX_FILTER_TERMS) throw new TooManyTerms();
+  return left.flatMap((a) => right.map((b) => [...a, ...b]));
+}
+
+/** §4.9 rule 1 for request expressions: `auth.*` makes a value authenticated; `subscription.*` / `connection.*` alone do not. */
+function trustOf(expressions: readonly unknown[]): Trust {
+  let untrusted = false;
+  const visit = (value: unknown): boolean => {
+    if (value === null || typeof value !== 'object') return false;
+    if (Array.isArray(value)) return value.some(visit);
+    const node = value as { type?: unknown; function?: { schema?: unknown } };
+    if (node.type === 'call' && node.function?.schema === 'auth') return true;
+    if (node.type === 'call' && (node.function?.schema === 'subscription' || node.function?.schema === 'connection'))
+      untrusted = true;
+    return Object.values(node).some(visit);
+  };
+  if (expressions.some(visit)) return 'authenticated';
+  // Reading no connection data at all counts as authenticated (a constant cannot be forged).
+  return untrusted ? 'unauthenticated' : 'authenticated';
+}
+
+function mergeTrust(values: Trust[]): Trust {
+  if (values.includes('authenticated')) return 'authenticated';
+  if (values.includes('unauthenticated')) return 'unauthenticated';
+  return 'neutral';
+}
+
+function nodeTrust(node: string): Trust | undefined {
+  return node.startsWith('conn:') ? (node.slice('conn:'.length) as Trust) : undefined;
+}
+
+/**
+ * §4.9 for one AND-term: the bucket parameters of the primary table, each classified by the connection data
+ * it comes from (through chains of index tables), merged; only when that is neutral, the request filters.
+ */
+function classifyTerm(term: Atom[], primary: ReadonlySet<string>): Trust {
+  const links = term.filter((atom) => atom.link);
+  const lookupTrust = (table: string, visited: Set<string>): Trust => {
+    visited.add(table);
+    const inputs: Trust[] = [];
+    for (const link of links) {
+      if (!link.nodes.includes(table)) continue;
+      const other = link.nodes.find((node) => node !== table)!;
+      if (visited.has(other)) continue;
+      inputs.push(nodeTrust(other) ?? lookupTrust(other, new Set(visited)));
+    }
+    return mergeTrust(inputs);
+  };
+  const parameters: Trust[] = [];
+  for (const link of links) {
+    const [a, b] = link.nodes as [string, string];
+    const other = primary.has(a) ? b : primary.has(b) ? a : undefined;
+    if (other === undefined || primary.has(other)) continue;
+    parameters.push(nodeTrust(other) ?? lookupTrust(other, new Set(primary)));
+  }
+  const fromParameters = mergeTrust(parameters);
+  if (fromParameters !== 'neutral') return fromParameters;
+  const filters = term
+    .filter((atom) => !atom.link && atom.nodes.length > 0 && atom.nodes.every((node) => node.startsWith('conn:')))
+    .map((atom) => mergeTrust(atom.nodes.map((node) => nodeTrust(node)!)));
+  return mergeTrust(filters);
+}
+
 /** Checks one stream query (or CTE body). Never throws. */
 export function checkStreamQuery(sql: string, options: QueryCheckOptions): QueryCheckResult {
   const checker = new StreamQueryChecker(sql, options);
@@ -724,5 +943,29 @@ export function checkStreamQuery(sql: string, options: QueryCheckOptions): Query
     checker.diagnostics.push({ severity: 'error', reason, start: failure.start, end: failure.end });
     return result([]);
   }
-  return result(checker.topLevel(statements));
+  const query = checker.topLevel(statements);
+  const checked = result(query?.columns ?? []);
+  if (statements[0]?.type === 'select') checked.statement = statements[0];
+  // The normal form is only meaningful for a query that passed the checks (it reuses their scoping).
+  if (!query || options.isCteBody || checked.diagnostics.some((diagnostic) => diagnostic.severity === 'error'))
+    return checked;
+  try {
+    const terms = checker.normalForm(query);
+    checked.termCount = terms.length;
+    if (options.edition >= 3 && terms.some((term) => classifyTerm(term, query.primary) === 'unauthenticated')) {
+      const untrusted = /\b(subscription|connection)\s*\.\s*parameters?\s*\(/i.exec(sql);
+      checked.dangerous = untrusted
+        ? { start: untrusted.index, end: untrusted.index + untrusted[0].length }
+        : { start: 0, end: sql.length };
+    }
+  } catch (error) {
+    if (!(error instanceof TooManyTerms)) throw error;
+    checked.diagnostics.push({
+      severity: 'error',
+      reason: `The filter expands to more than ${MAX_FILTER_TERMS} OR-of-AND terms; move inner ORs into separate queries or streams`,
+      start: 0,
+      end: sql.length
+    });
+  }
+  return checked;
 }
