@@ -113,6 +113,22 @@ describe('result-column warnings (edition 3)', () => {
     expect(warnings).toContainEqual(expect.stringMatching(/Result column has no name/));
   });
 
+  test('an unquoted alias on the primary table of a join warns; a quoted one does not', () => {
+    const query = 'SELECT c.* FROM cards c JOIN boards b ON c.board_id = b.id WHERE b.owner_id = auth.user_id()';
+    const { errors, warnings } = diagnose(query);
+    expect(errors).toEqual([]);
+    expect(warnings).toContainEqual(expect.stringMatching(/Rows sync under the alias "c"/));
+    expect(diagnose(query.replace('cards c', 'cards "c"').replace('c.', '"c".')).warnings).toEqual([]);
+    expect(diagnose('SELECT b.* FROM boards b').warnings).toEqual([]);
+  });
+
+  test('table_suffix() on a table that is not a wildcard pattern warns', () => {
+    expect(diagnose('SELECT id, t.table_suffix() AS suffix FROM t').warnings).toContainEqual(
+      expect.stringMatching(/not a wildcard pattern/)
+    );
+    expect(diagnose('SELECT id, t.table_suffix() AS suffix FROM "items_%" AS t').warnings).toEqual([]);
+  });
+
   test('* after an aliased column warns', () => {
     expect(diagnose('SELECT title AS id, * FROM cards').warnings).toContainEqual(
       expect.stringMatching(/"\*" after an aliased column/)

@@ -121,6 +121,10 @@ interface ScopeSource {
   /** Name in scope: the alias, else the table or function name (lower-cased unless quoted). */
   name: string;
   kind: 'table' | 'derived' | 'json_each';
+  /** For `table`: the table name (may be a `%` wildcard pattern). */
+  table?: string;
+  /** For `table`: written with an alias that is not double-quoted (and so folded to lower case). */
+  unquotedAlias?: { start: number; end: number };
   /** Unique per source instance: each CTE reference is an independent copy (§3.8). */
   id: string;
   /** For `derived` (subquery or CTE in FROM): its output columns. */
@@ -255,6 +259,13 @@ class StreamQueryChecker {
       }
     }
     const result = this.resultColumns(statement.columns ?? [], scope, role, statement);
+    const [primaryId] = result.primary;
+    const primarySource = primaryId !== undefined ? this.registry.get(primaryId) : undefined;
+    if (role === 'query' && this.edition >= 3 && primarySource?.unquotedAlias && from.length > 1)
+      this.warn(
+        `Rows sync under the alias "${primarySource.name}" (the table name when there are no joins); quote the alias ("${primarySource.name}") if that is intended`,
+        { _location: primarySource.unquotedAlias }
+      );
     const own = [...joinConditions, ...(statement.where ? [statement.where] : [])];
     for (const condition of own) this.condition(condition, scope, false);
     result.conditions = [...own.map((expression) => ({ expression, scope })), ...innerConditions];
@@ -291,6 +302,16 @@ class StreamQueryChecker {
     return this.register({ name, kind: 'derived', columns, columnDependencies });
   }
 
+  /** Where the alias after a FROM table is written (the parser gives no location for it) and whether it is quoted. */
+  private aliasAfter(item: From): { start: number; end: number; quoted: boolean } | undefined {
+    const end = item._location?.end;
+    if (end === undefined) return undefined;
+    const match = /^\s+(?:AS\s+)?("?)([^\s",]+)/i.exec(this.sql.slice(end));
+    if (!match) return undefined;
+    const start = end + match[0].length - match[2]!.length - match[1]!.length;
+    return { start, end: end + match[0].length, quoted: match[1] === '"' };
+  }
+
   /** Walks a CTE body again for one use; its problems were reported once, at the CTE. */
   private cteBody(cte: CheckedCte): SelectResult | undefined {
     if (!cte.statement || !cte.valid) return undefined;
@@ -320,7 +341,13 @@ class StreamQueryChecker {
         innerConditions.push(...inner.conditions);
         return this.derived(alias, inner, cte.columns);
       }
-      return this.register({ name: alias, kind: 'table' });
+      const aliasText = item.name.alias !== undefined ? this.aliasAfter(item) : undefined;
+      return this.register({
+        name: alias,
+        kind: 'table',
+        table: name,
+        ...(aliasText && !aliasText.quoted ? { unquotedAlias: aliasText } : {})
+      });
     }
     if (item.type === 'statement') {
       const statement = item.statement;
@@ -822,6 +849,11 @@ class StreamQueryChecker {
           );
         else if (source.kind !== 'table')
           this.error(`${namespace}.${name}() needs a table, not a subquery or json_each()`, node);
+        else if (name === 'table_suffix' && !source.table?.endsWith('%') && this.edition >= 3)
+          this.warn(
+            `${namespace}.table_suffix() on "${source.table}", which is not a wildcard pattern ("name%"): it is always empty`,
+            node
+          );
         return new Set([source.id]);
       }
       this.error(`Unknown function ${namespace}.${node.function.name}()`, node);
