@@ -10,6 +10,13 @@ import type { Benchmark } from './benchmark.js';
 import { BENCHMARKS, findBenchmark } from './benchmarks.js';
 import { formatTable, verdict } from './lib/report.js';
 import { runIfEntry } from './lib/entry.js';
+import { hottestFunctions, profilePaths, type CpuProfile, renderFlameGraph, startCpuProfile } from './lib/profile.js';
+
+/** Flags every benchmark accepts, handled here. */
+const COMMON_FLAGS: Record<string, string> = {
+  profile:
+    'sample the service (this process) while the benchmark runs; writes results/<name>-flame.svg and <name>.cpuprofile'
+};
 
 export const RESULTS_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', 'results');
 
@@ -35,7 +42,9 @@ export function parseArgs(argv: string[]): ParsedArgs {
 }
 
 function usage(): string {
-  const lines = ['usage: pnpm bench [name...] [--flag=value...]', '', 'benchmarks:'];
+  const lines = ['usage: pnpm bench [name...] [--flag=value...]', '', 'flags of every benchmark:'];
+  for (const [flag, help] of Object.entries(COMMON_FLAGS)) lines.push(`  --${flag}  ${help}`);
+  lines.push('', 'benchmarks:');
   for (const benchmark of BENCHMARKS) {
     lines.push(`  ${benchmark.name.padEnd(12)} ${benchmark.description}`);
     for (const [flag, help] of Object.entries(benchmark.flags ?? {})) lines.push(`    --${flag}=…  ${help}`);
@@ -57,7 +66,11 @@ async function main(argv: string[]): Promise<number> {
   }
   const selected: Benchmark[] =
     names.length === 0 ? [...BENCHMARKS] : [...new Set(names)].map((name) => findBenchmark(name)!);
-  const knownFlags = new Set(selected.flatMap((benchmark) => Object.keys(benchmark.flags ?? {})));
+  const knownFlags = new Set([
+    ...Object.keys(COMMON_FLAGS),
+    ...selected.flatMap((benchmark) => Object.keys(benchmark.flags ?? {}))
+  ]);
+  const profiling = flags.has('profile');
   const unknownFlags = [...flags.keys()].filter((flag) => !knownFlags.has(flag));
   if (unknownFlags.length > 0) {
     console.error(
@@ -71,7 +84,9 @@ async function main(argv: string[]): Promise<number> {
   for (const benchmark of selected) {
     console.log(`\n== ${benchmark.name}: ${benchmark.description}`);
     try {
+      const stopProfile = profiling ? await startCpuProfile() : null;
       const outcome = await benchmark.run({ flags, log: (line) => console.log(line) });
+      if (stopProfile) await writeProfile(benchmark.name, await stopProfile());
       console.log('');
       console.log(formatTable(outcome.rows));
       for (const note of outcome.notes ?? []) console.log(note);
@@ -89,6 +104,20 @@ async function main(argv: string[]): Promise<number> {
     }
   }
   return failed ? 1 : 0;
+}
+
+async function writeProfile(name: string, profile: CpuProfile) {
+  await mkdir(RESULTS_DIR, { recursive: true });
+  const paths = profilePaths(RESULTS_DIR, name);
+  await writeFile(paths.cpuprofile, JSON.stringify(profile));
+  await writeFile(paths.svg, renderFlameGraph(profile, `pnpm bench ${name} --profile`));
+  console.log(
+    `\nprofile: ${path.relative(process.cwd(), paths.svg)} (flame graph), ${path.relative(process.cwd(), paths.cpuprofile)} (open in Chrome DevTools)`
+  );
+  console.log('hottest functions by self time:');
+  for (const entry of hottestFunctions(profile)) {
+    console.log(`  ${entry.percent.toFixed(1).padStart(5)} %  ${entry.name}  ${entry.file}`);
+  }
 }
 
 runIfEntry(import.meta.url, main);

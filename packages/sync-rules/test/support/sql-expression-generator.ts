@@ -86,7 +86,11 @@ const text = fc.oneof(
     '[1,2]',
     '{"a":1}'
   ),
-  fc.string({ unit: 'grapheme', maxLength: 8 }).filter((value) => !value.includes('\u0000'))
+  // Without NUL and U+FFFD: the parser refuses both in a query (NUL cannot be stored in Postgres text; U+FFFD marks a
+  // file that was not valid UTF-8), so they are tested in query-forms.test.ts rather than compared with SQLite.
+  fc
+    .string({ unit: 'grapheme', maxLength: 8 })
+    .filter((value) => !value.includes('\u0000') && !value.includes('\uFFFD'))
 );
 
 const JSON_DOCUMENTS = [
