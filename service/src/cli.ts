@@ -4,7 +4,7 @@ import { rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { Command, CommanderError, Option } from 'commander';
 import {
-  assertValidSyncConfig,
+  checkSyncConfig,
   ConfigError,
   createLogger,
   loadConfig,
@@ -140,14 +140,13 @@ async function migrateCommand(direction: string, options: { config?: string }) {
 async function validateCommand(options: { config?: string }) {
   const config = await requireConfig(options.config);
   const problems: string[] = [];
+  const warnings = [...config.warnings];
   if (config.syncConfigContent === null)
     problems.push('sync config: none is configured (sync_config.path or sync_config.content)');
   else {
-    try {
-      assertValidSyncConfig(config.syncConfigContent);
-    } catch (error) {
-      problems.push(...((error as ConfigError).problems ?? [String(error)]));
-    }
+    const checked = checkSyncConfig(config.syncConfigContent);
+    problems.push(...checked.problems);
+    warnings.push(...checked.warnings);
   }
   const connection = config.replication.connections[0];
   if (!connection) problems.push('replication.connections: one source connection is required');
@@ -157,7 +156,7 @@ async function validateCommand(options: { config?: string }) {
       ...(await source.checkSource(connection, config.syncConfigContent)).map((problem) => `source: ${problem}`)
     );
   }
-  for (const warning of config.warnings) process.stdout.write(`warning: ${warning}\n`);
+  for (const warning of warnings) process.stdout.write(`warning: ${warning}\n`);
   if (problems.length === 0) {
     process.stdout.write(`OK: ${config.source} is valid and the source is ready for replication\n`);
     return;

@@ -39,7 +39,59 @@ bucket_definitions:
       - SELECT * FROM docs WHERE org_id = bucket.org_id
 `;
 
+async function writeServiceConfig(syncConfig: string): Promise<string> {
+  const dir = await mkdtemp(path.join(tmpdir(), 'syncpoint-validate-'));
+  const file = path.join(dir, 'config.yaml');
+  await writeFile(
+    file,
+    stringify({
+      replication: {
+        connections: [{ type: 'postgresql', uri: 'postgresql://127.0.0.1:1/none', sslmode: 'disable' }]
+      },
+      storage: { type: 'postgresql', uri: 'postgresql://127.0.0.1:1/none', sslmode: 'disable' },
+      sync_config: { content: syncConfig },
+      client_auth: { audience: ['x'] }
+    })
+  );
+  return file;
+}
+
+const STREAMS = `config:
+  edition: 3
+with:
+  unused: SELECT id FROM teams
+streams:
+  board:
+    query: SELECT * FROM cards WHERE board_id = subscription.parameter('id') LIMIT 10
+  mine:
+    query: SELECT * FROM boards WHERE owner_id = auth.user_id()
+`;
+
 describe('syncpoint validate', () => {
+  it('reports Sync Streams diagnostics naming stream, query and position, warnings included', async () => {
+    const { code, stdout } = await runCli(['validate', '-c', await writeServiceConfig(STREAMS)]);
+    expect(code).toBe(1);
+    const lines = stdout.trim().split('\n');
+    expect(lines, stdout).toEqual([
+      expect.stringMatching(/^warning: sync config: with\.unused \(YAML line 4, column 11\): CTE "unused" is not used/),
+      expect.stringMatching(
+        /^sync config: streams\.board\.query at line 1, column 1: LIMIT is not supported.*\(in "SELECT \* FROM cards/
+      )
+    ]);
+  });
+
+  it('refuses a valid Sync Streams config: validated, but not served yet', async () => {
+    const valid = STREAMS.replace(' LIMIT 10', '').replace('with:\n  unused: SELECT id FROM teams\n', '');
+    const { code, stdout } = await runCli(['validate', '-c', await writeServiceConfig(valid)]);
+    expect(code).toBe(1);
+    expect(stdout.trim().split('\n'), stdout).toEqual([
+      expect.stringMatching(
+        /^warning: sync config: streams\.board\.query at line 1, column 38: Potentially dangerous query/
+      ),
+      expect.stringMatching(/^sync config: YAML line 3, column 1: Sync Streams are validated but not served yet/)
+    ]);
+  });
+
   it('reports each sync-rules rejection with its definition, query and position', async () => {
     const dir = await mkdtemp(path.join(tmpdir(), 'syncpoint-validate-'));
     const file = path.join(dir, 'config.yaml');
@@ -56,7 +108,10 @@ describe('syncpoint validate', () => {
     );
     const { code, stdout } = await runCli(['validate', '-c', file]);
     expect(code).toBe(1);
-    const lines = stdout.trim().split('\n');
+    const lines = stdout
+      .trim()
+      .split('\n')
+      .filter((line) => !line.startsWith('warning: '));
     const expected = [
       /^sync config: YAML line 2, column 3: Enabling unstable_sqlite_expression_engine requires edition: 3$/,
       /^sync config: bucket_definitions\.aliased\.parameters\[0\] at line 1, column 22: Table aliases are not supported in parameter queries.* \(in "SELECT m\.org_id FROM members m WHERE/,

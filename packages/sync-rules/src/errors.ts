@@ -14,7 +14,8 @@ export interface YamlPosition {
   column: number;
 }
 
-export type QueryKind = 'parameters' | 'data';
+/** `parameters`/`data` of a bucket definition; `query`/`queries` of a stream; `with` for a CTE body. */
+export type QueryKind = 'parameters' | 'data' | 'query' | 'queries' | 'with';
 
 export interface SyncRulesIssue {
   severity: 'error' | 'warning';
@@ -24,7 +25,11 @@ export interface SyncRulesIssue {
   reason: string;
   /** The bucket definition the problem is in, when it is inside one. */
   bucketDefinition?: string;
-  /** `parameters` or `data` query of the definition, with its 0-based index and text. */
+  /** The stream (entry under `streams:`) the problem is in, when it is inside one. */
+  stream?: string;
+  /** The CTE (`with:` entry, global or of `stream`) the problem is in. */
+  cte?: string;
+  /** Which query of the definition or stream, with its 0-based index and text. */
   queryKind?: QueryKind;
   queryIndex?: number;
   query?: string;
@@ -60,6 +65,11 @@ export function makeIssue(
   if (rest.bucketDefinition !== undefined) {
     place = `bucket_definitions.${rest.bucketDefinition}`;
     if (rest.queryKind !== undefined) place += `.${rest.queryKind}[${rest.queryIndex ?? 0}]`;
+  } else if (rest.stream !== undefined || rest.cte !== undefined) {
+    place = rest.stream !== undefined ? `streams.${rest.stream}` : '';
+    if (rest.cte !== undefined) place += `${place ? '.' : ''}with.${rest.cte}`;
+    else if (rest.queryKind === 'queries') place += `.queries[${rest.queryIndex ?? 0}]`;
+    else if (rest.queryKind === 'query') place += '.query';
   }
   if (rest.position) place += `${place ? ' ' : ''}at line ${rest.position.line}, column ${rest.position.column}`;
   else if (rest.yamlPosition && place)

@@ -18,6 +18,7 @@ import { requestValues, type RequestValues } from './expression.js';
 import { bucketParametersOf, compileParameterQuery, PRIORITY_COLUMN, type ParameterQuery } from './parameter-query.js';
 import { DEFAULT_SCHEMA, sameSourceTable, type SourceTable } from './source-table.js';
 import { SqlSyntaxError } from './sql/syntax-error.js';
+import { loadStreamsConfig } from './streams/load-streams.js';
 import { EvaluationFailure, type InputRow, type SqliteRow, type SqliteValue } from './sqlite-value.js';
 
 export const DEFAULT_BUCKET_PRIORITY = 3;
@@ -216,57 +217,57 @@ function parseSyncRulesUnchecked(yamlText: string): ParseSyncRulesResult {
     );
   }
 
+  const context: LoadContext = { at, resolve, errors, warnings };
   const root = resolve(document.contents);
   if (!isMap(root)) {
     errors.push(
       makeIssue({
-        reason: 'Sync rules must be a YAML mapping with a "bucket_definitions" key',
+        reason: 'Sync rules must be a YAML mapping with a "bucket_definitions" or "streams" key',
         yamlPosition: at(root as YamlNode)
       })
     );
     return failed();
   }
 
-  let definitionsNode: unknown;
+  // `config` first: the edition decides which other keys are allowed (STREAMS §2.1).
+  const rootEntries = new Map<string, { key: YamlNode; value: unknown }>();
   for (const pair of root.items) {
-    const key = resolve(pair.key);
-    const name = isScalar(key) ? String(key.value) : undefined;
-    if (name === 'bucket_definitions') definitionsNode = resolve(pair.value);
-    else if (name === 'streams') {
+    const key = resolve(pair.key) as YamlNode;
+    const name = isScalar(key) ? String(key.value) : String(key);
+    if (ROOT_KEYS.includes(name)) rootEntries.set(name, { key, value: resolve(pair.value) });
+    else
       errors.push(
         makeIssue({
-          reason: '"streams" (sync streams) are not supported; use "bucket_definitions"',
-          yamlPosition: at(key as YamlNode)
+          reason: `Unknown top-level key ${JSON.stringify(name)}; expected one of ${ROOT_KEYS.join(', ')}`,
+          yamlPosition: at(key)
         })
       );
-    } else if (name === 'config') {
-      checkConfig(resolve(pair.value), at(key as YamlNode), { at, resolve, errors, warnings });
-    } else {
-      errors.push(
-        makeIssue({
-          reason: `Unknown top-level key ${JSON.stringify(name ?? String(key))}; expected "bucket_definitions"`,
-          yamlPosition: at(key as YamlNode)
-        })
-      );
-    }
   }
-  if (definitionsNode === undefined) {
-    errors.push(makeIssue({ reason: 'Missing "bucket_definitions"', yamlPosition: at(root) }));
-    return failed();
-  }
-  if (!isMap(definitionsNode)) {
-    if (!(isScalar(definitionsNode) && definitionsNode.value === null)) {
-      errors.push(
-        makeIssue({
-          reason: '"bucket_definitions" must be a mapping of definition names to definitions',
-          yamlPosition: at(definitionsNode as YamlNode)
-        })
-      );
-      return failed();
-    }
+  const configEntry = rootEntries.get('config');
+  const edition = configEntry ? checkConfig(configEntry.value, at(configEntry.key), context) : 1;
+  const streamsEntry = rootEntries.get('streams');
+  const globalWithEntry = rootEntries.get('with');
+  let definitionsNode: unknown = rootEntries.get('bucket_definitions')?.value;
+  const definitionsKey = rootEntries.get('bucket_definitions')?.key;
+  if (edition >= 3 && definitionsKey) {
+    errors.push(
+      makeIssue({
+        reason: 'Edition 3 does not accept "bucket_definitions"; translate them to "streams" (or use edition 2)',
+        yamlPosition: at(definitionsKey)
+      })
+    );
     definitionsNode = undefined;
   }
-
+  if (edition >= 3 && !streamsEntry) {
+    errors.push(makeIssue({ reason: 'Edition 3 requires "streams"', yamlPosition: at(configEntry?.key) }));
+    return failed();
+  }
+  if (definitionsNode === undefined && !streamsEntry) {
+    errors.push(makeIssue({ reason: 'Missing "bucket_definitions" (or "streams")', yamlPosition: at(root) }));
+    return failed();
+  }
+  const streamConfig = loadStreamsConfig(streamsEntry, globalWithEntry, edition, context);
+  if (definitionsNode === undefined) definitionsNode = null;
   const definitions: BucketDefinition[] = [];
   for (const pair of isMap(definitionsNode) ? definitionsNode.items : []) {
     const key = resolve(pair.key);
@@ -277,15 +278,37 @@ function parseSyncRulesUnchecked(yamlText: string): ParseSyncRulesResult {
       continue;
     }
     // A scalar that is neither null nor an object (checked above): a string, number or boolean.
-    const scalarValue = key.value as string | number | boolean;
-    const name = String(scalarValue);
-    const definition = loadDefinition(name, resolve(pair.value), at(key), { at, resolve, errors, warnings });
+    const name = String(key.value as string | number | boolean);
+    if (streamConfig.streamNames.has(name))
+      errors.push(
+        makeIssue({
+          reason: `Duplicate stream or bucket definition name "${name}"`,
+          bucketDefinition: name,
+          yamlPosition: at(key)
+        })
+      );
+    const definition = loadDefinition(name, resolve(pair.value), at(key), context);
     if (definition) definitions.push(definition);
   }
 
   if (errors.length > 0) return failed();
+  if (streamsEntry) {
+    // Refused at load rather than started without them: a service that silently ignored `streams:` would
+    // sync clients nothing (or only the bucket definitions) while looking healthy.
+    errors.push(
+      makeIssue({
+        reason:
+          'Sync Streams are validated but not served yet: this config passed validation, but this Syncpoint version cannot sync "streams"; use "bucket_definitions" (edition 1 or 2) to deploy',
+        yamlPosition: at(streamsEntry.key)
+      })
+    );
+    return failed();
+  }
   return { ok: true, rules: createSyncRules(definitions), errors: [], warnings };
 }
+
+const ROOT_KEYS = ['config', 'bucket_definitions', 'streams', 'with'];
+const TIMESTAMP_PRECISIONS = ['seconds', 'milliseconds', 'microseconds', 'nanoseconds'];
 
 /** Editions of the reference: 1 legacy (the default), 2 sync streams, 3 compiled sync streams. */
 const MAX_EDITION = 3;
@@ -303,11 +326,11 @@ const COMPATIBILITY_OPTIONS = [
  * edition (or another option) rejected. Bucket definitions are edition-1 rules; options that would change
  * their evaluation are accepted with a warning because this implementation does not apply them.
  */
-function checkConfig(node: unknown, keyPosition: YamlPosition | undefined, context: LoadContext): void {
+function checkConfig(node: unknown, keyPosition: YamlPosition | undefined, context: LoadContext): number {
   const { at, resolve, errors, warnings } = context;
   if (!isMap(node)) {
     errors.push(makeIssue({ reason: '"config" must be a mapping', yamlPosition: at(node as YamlNode) ?? keyPosition }));
-    return;
+    return 1;
   }
   const values = new Map<string, { value: unknown; position: YamlPosition | undefined }>();
   for (const pair of node.items) {
@@ -339,7 +362,7 @@ function checkConfig(node: unknown, keyPosition: YamlPosition | undefined, conte
           yamlPosition: editionEntry.position
         })
       );
-      return;
+      return 1;
     }
     edition = value;
   }
@@ -347,7 +370,7 @@ function checkConfig(node: unknown, keyPosition: YamlPosition | undefined, conte
     const value = values.get(option)?.value;
     return typeof value === 'boolean' ? value : edition >= 2 && option !== 'unstable_sqlite_expression_engine';
   };
-  if (enabled('unstable_sqlite_expression_engine') && edition < 2)
+  if (enabled('unstable_sqlite_expression_engine') && edition < 3)
     errors.push(
       makeIssue({
         reason: 'Enabling unstable_sqlite_expression_engine requires edition: 3',
@@ -368,16 +391,29 @@ function checkConfig(node: unknown, keyPosition: YamlPosition | undefined, conte
         yamlPosition: values.get('timestamp_max_precision')!.position
       })
     );
-  if (edition >= 3)
+  const precision = values.get('timestamp_max_precision');
+  if (precision && !TIMESTAMP_PRECISIONS.includes(precision.value as string))
     errors.push(
       makeIssue({
-        reason:
-          'Edition 3 (the sync config compiler) only accepts "streams", which this implementation does not support yet; bucket_definitions need edition 1 or 2',
-        yamlPosition: editionEntry?.position ?? keyPosition
+        reason: `"config.timestamp_max_precision" must be one of ${TIMESTAMP_PRECISIONS.join(', ')}`,
+        yamlPosition: precision.position
+      })
+    );
+  const storageVersion = values.get('storage_version');
+  if (storageVersion && storageVersion.value !== 2 && storageVersion.value !== 3)
+    errors.push(
+      makeIssue({ reason: '"config.storage_version" must be 2 or 3', yamlPosition: storageVersion.position })
+    );
+  else if (storageVersion?.value === 3)
+    warnings.push(
+      makeIssue({
+        severity: 'warning',
+        reason: '"config.storage_version: 3" is unstable in the reference service; storage here does not depend on it',
+        yamlPosition: storageVersion.position
       })
     );
   const changed = COMPATIBILITY_OPTIONS.filter((option) => enabled(option));
-  if (changed.length > 0)
+  if (changed.length > 0 && edition < 3)
     warnings.push(
       makeIssue({
         severity: 'warning',
@@ -385,6 +421,7 @@ function checkConfig(node: unknown, keyPosition: YamlPosition | undefined, conte
         yamlPosition: keyPosition
       })
     );
+  return edition;
 }
 
 /** The mapping key starting at `offset`, with the path of keys leading to its mapping. */

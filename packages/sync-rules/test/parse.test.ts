@@ -219,9 +219,9 @@ const BAD: BadCase[] = [
     reason: /Unknown top-level key "other"|Missing "bucket_definitions"/
   },
   {
-    name: 'sync streams',
+    name: 'sync streams under edition 1',
     yaml: 'streams:\n  a:\n    query: SELECT * FROM t\nbucket_definitions: {}\n',
-    reason: /streams.*not supported/
+    reason: /Sync Streams require edition 2 or later/
   },
   {
     name: 'duplicate bucket names',

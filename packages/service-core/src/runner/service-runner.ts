@@ -39,8 +39,17 @@ export interface RunningService {
 
 /** Refuse to start on sync rules with errors, listing every problem with its place (PROTOCOL §11). */
 export function assertValidSyncConfig(content: string): void {
+  const { problems } = checkSyncConfig(content);
+  if (problems.length > 0) throw new ConfigError(problems);
+}
+
+/** A sync config's errors (which block deployment) and warnings (which never do), one line each. */
+export function checkSyncConfig(content: string): { problems: string[]; warnings: string[] } {
   const parsed = parseSyncRules(content);
-  if (!parsed.ok) throw new ConfigError(parsed.errors.map((error) => `sync config: ${error.message}`));
+  return {
+    problems: parsed.errors.map((error) => `sync config: ${error.message}`),
+    warnings: parsed.warnings.map((warning) => `sync config: ${warning.message}`)
+  };
 }
 
 /** Build the storage the config names, through the module that owns its `type`. */

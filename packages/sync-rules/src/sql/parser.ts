@@ -452,7 +452,7 @@ interface ParserError {
 }
 
 /** Turns the parser's multi-line message (with its own excerpt and token list) into one line with a range. */
-function syntaxError(sql: string, error: unknown): SqlSyntaxError {
+export function syntaxError(sql: string, error: unknown): SqlSyntaxError {
   const details = (error ?? {}) as ParserError;
   const message = typeof details.message === 'string' ? details.message : String(error);
   const offset = details.token?.offset ?? details.offset;
