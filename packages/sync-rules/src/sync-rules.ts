@@ -278,7 +278,8 @@ function parseSyncRulesUnchecked(yamlText: string): ParseSyncRulesResult {
       continue;
     }
     // A scalar that is neither null nor an object (checked above): a string, number or boolean.
-    const name = String(key.value as string | number | boolean);
+    const scalarValue = key.value as string | number | boolean;
+    const name = String(scalarValue);
     if (streamConfig.streamNames.has(name))
       errors.push(
         makeIssue({
