@@ -15,7 +15,6 @@ import {
 } from '@syncpoint/service-core';
 import type { SyncRules } from '@syncpoint/sync-rules';
 import type pg from 'pg';
-import { copyLinesIn, copyTextField } from './copy-text.js';
 import { CHECKPOINT_CHANNEL, inTransaction, MARK_PROCESSED_SQL } from './pg-transaction.js';
 import type { PostgresReplicationLeadership } from './replication-leadership.js';
 
@@ -77,11 +76,8 @@ export class PostgresBatch extends ReplicationBatch {
     /** Refuses flushes and checkpoints once this process lost replication leadership (issue 12 item 2). */
     private readonly leadership?: PostgresReplicationLeadership
   ) {
-    // Overlapped flushes, 100k rows cached across flushes. Groups and flushes of 2,500 (not 5k/10k): a 10k-row
-    // source transaction then writes its first flushes while the next groups are evaluated, instead of evaluating
-    // all 10k and then waiting for one 10k flush at the commit (storage bench, 200k ops: the commit's wait on
-    // the flush fell from ~6 s to ~1 s and throughput rose ~1.4x).
-    super(groupId, syncRules, { evaluateRows: 2_500, flushOps: 2_500 }, logger);
+    // The default limits are this module's: overlapped flushes, 100k rows cached across flushes.
+    super(groupId, syncRules, {}, logger);
   }
 
   protected async loadCurrentRows(keys: CurrentRowKey[]): Promise<CurrentRow[]> {
@@ -127,18 +123,22 @@ export class PostgresBatch extends ReplicationBatch {
       // own (synchronous) commit flushes the WAL up to and including them. Lost flushes are redone by replication.
       await client.query(`SET LOCAL synchronous_commit = off`);
       if (data.ops.length > 0) {
-        // COPY, not INSERT … unnest: the largest statement of a flush (see copy-text.ts). Same transaction, after
-        // the fence, so it is fenced and atomic with the rest of the flush like before.
-        const group = String(this.groupId);
-        await copyLinesIn(
-          client,
-          `COPY powersync.bucket_data
+        await client.query(
+          `INSERT INTO powersync.bucket_data
              (group_id, bucket_name, op_id, op, source_table, source_key, table_name, row_id, checksum, data)
-           FROM STDIN`,
-          data.ops.map(
-            (op) =>
-              `${group}\t${copyTextField(op.bucket)}\t${opId.toPgInt8(op.id)}\t${op.op}\t${copyTextField(op.sourceTable)}\t${copyTextField(op.subkey)}\t${copyTextField(op.table)}\t${copyTextField(op.rowId)}\t${op.checksum}\t${copyTextField(op.data)}\n`
-          )
+           SELECT $1, * FROM unnest($2::text[], $3::int8[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::int8[], $10::text[])`,
+          [
+            this.groupId,
+            data.ops.map((op) => op.bucket),
+            data.ops.map((op) => opId.toPgInt8(op.id)),
+            data.ops.map((op) => op.op),
+            data.ops.map((op) => op.sourceTable),
+            data.ops.map((op) => op.subkey),
+            data.ops.map((op) => op.table),
+            data.ops.map((op) => op.rowId),
+            data.ops.map((op) => op.checksum),
+            data.ops.map((op) => op.data)
+          ]
         );
         const totals = [...data.bucketTotals.entries()];
         await client.query(

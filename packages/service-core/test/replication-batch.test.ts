@@ -8,7 +8,6 @@ import {
   ReplicationBatch,
   rowChangesOf,
   sameRowState,
-  subkeyOf,
   type CheckpointWriteResult,
   type CurrentRow,
   type CurrentRowKey,
@@ -297,24 +296,6 @@ describe('the replication batch', () => {
     await batch.flush();
     expect(batch.flushes).toHaveLength(2);
     expect(batch.maxWritesInProgress).toBe(1);
-  });
-
-  it('every op of a row carries its subkey, whether the subkey memo was kept or dropped between flushes', async () => {
-    for (const maxCachedRows of [0, 1_000]) {
-      const batch = new MemoryBatch({ maxCachedRows });
-      for (let round = 0; round < 3; round++) {
-        await batch.save({ kind: 'update', table: lists, after: { ...list('1'), title: `round ${round}` } });
-        await batch.save({ kind: 'insert', table: members, after: { id: '1', list_id: '1', user_id: 'u1' } });
-        await batch.flush();
-      }
-      await batch.save({ kind: 'delete', table: lists, beforeKey: { id: '1' } });
-      await batch.flush();
-      const listOps = batch.writtenOps().filter((op) => op.sourceTable === lists.id);
-      expect(listOps.map((op) => op.op)).toContain('REMOVE');
-      // Same replica key in two tables: distinct subkeys (the memo is keyed by table and key).
-      expect(new Set(listOps.map((op) => op.subkey))).toEqual(new Set([subkeyOf(lists, '["1"]')]));
-      expect(subkeyOf(members, '["1"]')).not.toBe(subkeyOf(lists, '["1"]'));
-    }
   });
 
   it('a checkpoint flushes first and passes the highest flushed op id', async () => {

@@ -176,11 +176,6 @@ export abstract class ReplicationBatch implements BucketStorageBatch {
   private pending: PendingRowChange[] = [];
   /** Current state of rows seen (null: the row is in no bucket and no lookup). */
   private cache = new Map<string, CurrentRowState | null>();
-  /**
-   * Subkey (a SHA-256 of the replica key) per row key: a row updated again reuses it instead of hashing again. Pure
-   * memoisation, so it is simply dropped when it outgrows `maxCachedRows`.
-   */
-  private subkeys = new Map<string, string>();
   private changedRows = new Map<string, ChangedRow>();
   private ops: BufferedOp[] = [];
   private lookups: BufferedLookup[] = [];
@@ -282,11 +277,7 @@ export abstract class ReplicationBatch implements BucketStorageBatch {
 
     const results = pending.map((item) => {
       const key = rowKey(item.table.id, item.replicaKey);
-      let subkey = this.subkeys.get(key);
-      if (subkey === undefined) {
-        subkey = subkeyOf(item.table, item.replicaKey);
-        this.subkeys.set(key, subkey);
-      }
+      const subkey = subkeyOf(item.table, item.replicaKey);
       const previous = this.cache.get(key) ?? null;
       const result = evaluateRowChange(this.syncRules, item.change, previous, subkey);
       this.cache.set(key, result.state);
@@ -398,7 +389,6 @@ export abstract class ReplicationBatch implements BucketStorageBatch {
       for (const key of this.changedRows.keys()) kept.set(key, this.cache.get(key) ?? null);
       this.cache = kept;
     }
-    if (this.subkeys.size > this.limits.maxCachedRows) this.subkeys = new Map();
     this.ops = [];
     this.lookups = [];
     this.bucketTotals = new BucketTotals();
