@@ -43,3 +43,13 @@ export {
 export { parseJson, stringifyJson, stringifyRow, type JsonValue } from './json.js';
 export { parseParameterRows, serializeParameterRows } from './parameter-rows.js';
 export { SUPPORTED_FUNCTIONS } from './expression.js';
+export type {
+  BucketInclusion,
+  ConnectionRequest,
+  FetchLookups,
+  ResolvedBucket,
+  ResolvedConnection,
+  StreamSubscriptionRequest,
+  SubscribableSource,
+  SubscribedStream
+} from './subscriptions.js';

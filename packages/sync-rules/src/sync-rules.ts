@@ -18,6 +18,7 @@ import { requestValues, type RequestValues } from './expression.js';
 import { bucketParametersOf, compileParameterQuery, PRIORITY_COLUMN, type ParameterQuery } from './parameter-query.js';
 import { DEFAULT_SCHEMA, sameSourceTable, type SourceTable } from './source-table.js';
 import { SqlSyntaxError } from './sql/syntax-error.js';
+import type { ConnectionRequest, FetchLookups, ResolvedConnection, SubscribableSource } from './subscriptions.js';
 import { loadStreamsConfig } from './streams/load-streams.js';
 import { EvaluationFailure, type InputRow, type SqliteRow, type SqliteValue } from './sqlite-value.js';
 
@@ -113,6 +114,13 @@ export interface SyncRules {
   evaluateParameterRow(input: SourceRowInput): EvaluateParameterRowResult;
   /** Static buckets and the lookups needed for the dynamic ones. Never throws. */
   planBuckets(request: RequestParameters): BucketQueryPlan;
+  /** The streams and bucket definitions a connection can subscribe to, in definition order. */
+  readonly sources: readonly SubscribableSource[];
+  /**
+   * A connection's subscribed streams and merged buckets at one checkpoint (STREAMS.md §4.5–4.7). Never throws;
+   * rejects only if `fetchLookups` does (that is how the caller's limits end the stream).
+   */
+  resolveConnection(request: ConnectionRequest, fetchLookups: FetchLookups): Promise<ResolvedConnection>;
   /** Convenience: `planBuckets`, fetch the lookups with `fetchLookups`, `finish`. Rejects only if `fetchLookups` does. */
   queryBuckets(
     request: RequestParameters,
@@ -768,18 +776,6 @@ function createSyncRules(definitions: BucketDefinition[]): SyncRules {
     acceptPotentiallyDangerousQueries: definition.acceptPotentiallyDangerousQueries
   }));
 
-  const addBucket = (
-    buckets: Map<string, BucketDescription>,
-    definition: BucketDefinition,
-    values: BucketParameterValue[],
-    priority: number
-  ) => {
-    const bucket = formatBucketId(definition.name, values);
-    const existing = buckets.get(bucket);
-    if (!existing || priority < existing.priority)
-      buckets.set(bucket, { bucket, definition: definition.name, priority });
-  };
-
   const rules: SyncRules = {
     definitions: summaries,
 
@@ -842,107 +838,149 @@ function createSyncRules(definitions: BucketDefinition[]): SyncRules {
       return { lookups, errors };
     },
 
-    planBuckets(request) {
-      const staticBuckets = new Map<string, BucketDescription>();
-      const errors: EvaluationError[] = [];
-      const lookups: ParameterLookup[] = [];
-      const lookupOwners: Array<{ definition: BucketDefinition; query: ParameterQuery }> = [];
-      const seenLookups = new Set<string>();
-      let values: RequestValues;
-      try {
-        values = requestValues(request);
-      } catch (error) {
-        const reason = error instanceof Error ? error.message : String(error);
-        return {
-          staticBuckets: [],
-          lookups: [],
-          errors: [{ message: `invalid request parameters: ${reason}` }],
-          finish: () => ({ buckets: [], errors: [] })
-        };
-      }
-
-      for (const definition of definitions) {
-        if (definition.parameterQueries.length === 0) {
-          addBucket(staticBuckets, definition, [], definition.priority);
-          continue;
-        }
-        for (const query of definition.parameterQueries) {
-          try {
-            if (query.kind === 'static') {
-              for (const output of query.evaluate(values)) {
-                const parameters = bucketParametersOf(output, definition.parameterNames);
-                if (parameters)
-                  addBucket(staticBuckets, definition, parameters, priorityOf(output, definition.priority));
-              }
-            } else {
-              for (const lookupValues of query.lookupValues(values)) {
-                const lookup: ParameterLookup = {
-                  definition: definition.name,
-                  queryIndex: query.index,
-                  values: lookupValues
-                };
-                const key = serializeParameterLookup(lookup);
-                if (seenLookups.has(key)) continue;
-                seenLookups.add(key);
-                lookups.push(lookup);
-                lookupOwners.push({ definition, query });
-              }
-            }
-          } catch (error) {
-            errors.push(evaluationError(definition.name, 'parameters', query.index, error));
-          }
-        }
-      }
-
-      return {
-        staticBuckets: [...staticBuckets.values()],
-        lookups,
-        errors,
-        finish(results) {
-          const buckets = new Map(staticBuckets);
-          const finishErrors: EvaluationError[] = [];
-          lookupOwners.forEach(({ definition, query }, index) => {
-            // The results come from the caller's lookup: checked at run time, whatever the declared type says.
-            const rows: unknown = Array.isArray(results) ? (results as readonly unknown[])[index] : undefined;
-            if (!Array.isArray(rows)) {
-              finishErrors.push(
-                evaluationError(
-                  definition.name,
-                  'parameters',
-                  query.index,
-                  new EvaluationFailure(`no lookup result given for lookup ${index}`)
-                )
-              );
-              return;
-            }
-            for (const row of rows) {
-              try {
-                if (row === null || typeof row !== 'object')
-                  throw new EvaluationFailure('a lookup result row is not an object');
-                // Request-valued output columns are not stored with the lookup entry: join them to each row.
-                const requestOutputs = query.kind === 'lookup' ? query.requestOutputs(values) : {};
-                const joined: Readonly<Record<string, SqliteValue>> = {
-                  ...(row as Readonly<Record<string, SqliteValue>>),
-                  ...requestOutputs
-                };
-                const parameters = bucketParametersOf(joined, definition.parameterNames);
-                if (parameters) addBucket(buckets, definition, parameters, priorityOf(joined, definition.priority));
-              } catch (error) {
-                finishErrors.push(evaluationError(definition.name, 'parameters', query.index, error));
-              }
-            }
-          });
-          return { buckets: [...buckets.values()], errors: finishErrors };
-        }
-      };
-    },
+    planBuckets: (request) => planBucketsOf(request, definitions),
 
     async queryBuckets(request, fetchLookups) {
       const plan = rules.planBuckets(request);
       const results = plan.lookups.length > 0 ? await fetchLookups(plan.lookups) : [];
       const finished = plan.finish(results);
       return { buckets: finished.buckets, errors: [...plan.errors, ...finished.errors] };
+    },
+
+    sources: definitions.map((definition) => ({
+      name: definition.name,
+      kind: 'bucket_definition',
+      isDefault: true,
+      priority: definition.priority
+    })),
+
+    async resolveConnection(request, fetchLookups) {
+      // Bucket definitions are default subscriptions; naming one explicitly includes it like a default (§4.6).
+      const named = new Set(request.subscriptions.map((subscription) => subscription.stream));
+      const included = definitions.filter((definition) => request.includeDefaults || named.has(definition.name));
+      const streams = included.map((definition) => ({ name: definition.name, isDefault: true, errors: [] }));
+      const plan = planBucketsOf(request, included);
+      const results = plan.lookups.length > 0 ? await fetchLookups(plan.lookups) : [];
+      const finished = plan.finish(results);
+      const streamIndex = new Map(included.map((definition, index) => [definition.name, index]));
+      return {
+        streams,
+        buckets: finished.buckets.map(({ bucket, definition, priority }) => ({
+          bucket,
+          priority,
+          subscriptions: [{ default: streamIndex.get(definition) ?? 0 }]
+        })),
+        errors: [...plan.errors, ...finished.errors],
+        usesLookups: included.some((definition) => definition.parameterQueries.some((query) => query.kind === 'lookup'))
+      };
     }
   };
   return rules;
+}
+
+/** Adds a bucket, keeping the lowest priority when it is reached twice. */
+function addBucket(
+  buckets: Map<string, BucketDescription>,
+  definition: BucketDefinition,
+  values: BucketParameterValue[],
+  priority: number
+): void {
+  const bucket = formatBucketId(definition.name, values);
+  const existing = buckets.get(bucket);
+  if (!existing || priority < existing.priority) buckets.set(bucket, { bucket, definition: definition.name, priority });
+}
+
+/** Static buckets of `definitions` for a request, and the lookups its dynamic buckets need. Never throws. */
+function planBucketsOf(request: RequestParameters, definitions: readonly BucketDefinition[]): BucketQueryPlan {
+  const staticBuckets = new Map<string, BucketDescription>();
+  const errors: EvaluationError[] = [];
+  const lookups: ParameterLookup[] = [];
+  const lookupOwners: Array<{ definition: BucketDefinition; query: ParameterQuery }> = [];
+  const seenLookups = new Set<string>();
+  let values: RequestValues;
+  try {
+    values = requestValues(request);
+  } catch (error) {
+    const reason = error instanceof Error ? error.message : String(error);
+    return {
+      staticBuckets: [],
+      lookups: [],
+      errors: [{ message: `invalid request parameters: ${reason}` }],
+      finish: () => ({ buckets: [], errors: [] })
+    };
+  }
+
+  for (const definition of definitions) {
+    if (definition.parameterQueries.length === 0) {
+      addBucket(staticBuckets, definition, [], definition.priority);
+      continue;
+    }
+    for (const query of definition.parameterQueries) {
+      try {
+        if (query.kind === 'static') {
+          for (const output of query.evaluate(values)) {
+            const parameters = bucketParametersOf(output, definition.parameterNames);
+            if (parameters) addBucket(staticBuckets, definition, parameters, priorityOf(output, definition.priority));
+          }
+        } else {
+          for (const lookupValues of query.lookupValues(values)) {
+            const lookup: ParameterLookup = {
+              definition: definition.name,
+              queryIndex: query.index,
+              values: lookupValues
+            };
+            const key = serializeParameterLookup(lookup);
+            if (seenLookups.has(key)) continue;
+            seenLookups.add(key);
+            lookups.push(lookup);
+            lookupOwners.push({ definition, query });
+          }
+        }
+      } catch (error) {
+        errors.push(evaluationError(definition.name, 'parameters', query.index, error));
+      }
+    }
+  }
+
+  return {
+    staticBuckets: [...staticBuckets.values()],
+    lookups,
+    errors,
+    finish(results) {
+      const buckets = new Map(staticBuckets);
+      const finishErrors: EvaluationError[] = [];
+      lookupOwners.forEach(({ definition, query }, index) => {
+        // The results come from the caller's lookup: checked at run time, whatever the declared type says.
+        const rows: unknown = Array.isArray(results) ? (results as readonly unknown[])[index] : undefined;
+        if (!Array.isArray(rows)) {
+          finishErrors.push(
+            evaluationError(
+              definition.name,
+              'parameters',
+              query.index,
+              new EvaluationFailure(`no lookup result given for lookup ${index}`)
+            )
+          );
+          return;
+        }
+        for (const row of rows) {
+          try {
+            if (row === null || typeof row !== 'object')
+              throw new EvaluationFailure('a lookup result row is not an object');
+            // Request-valued output columns are not stored with the lookup entry: join them to each row.
+            const requestOutputs = query.kind === 'lookup' ? query.requestOutputs(values) : {};
+            const joined: Readonly<Record<string, SqliteValue>> = {
+              ...(row as Readonly<Record<string, SqliteValue>>),
+              ...requestOutputs
+            };
+            const parameters = bucketParametersOf(joined, definition.parameterNames);
+            if (parameters) addBucket(buckets, definition, parameters, priorityOf(joined, definition.priority));
+          } catch (error) {
+            finishErrors.push(evaluationError(definition.name, 'parameters', query.index, error));
+          }
+        }
+      });
+      return { buckets: [...buckets.values()], errors: finishErrors };
+    }
+  };
 }
