@@ -177,6 +177,112 @@ describe('POST /sync/checkpoint-request', () => {
   });
 });
 
+/**
+ * `POST /sync/checkpoint-request` in its usual shape takes a fast path before Express's generic chain (issue 14). The
+ * same request to `/sync/checkpoint-request/` (Express routes it to the same handler, the fast path only takes the
+ * exact path) goes through the generic chain: both must answer alike — status, body and headers — for every input.
+ */
+describe('fast path and generic chain answer alike', () => {
+  const IGNORED_HEADERS = new Set(['date', 'x-request-id', 'connection', 'keep-alive']);
+  async function answer(path: string, body: string, headers: Record<string, string>) {
+    const response = await fetch(`${harness.service.url}${path}`, {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json', Authorization: `Token ${token}`, ...headers },
+      body
+    });
+    expect(response.headers.get('x-request-id')).toMatch(/^[0-9a-f]{8}-[0-9a-z]+$/);
+    const kept = [...response.headers].filter(([name]) => !IGNORED_HEADERS.has(name));
+    return { status: response.status, headers: Object.fromEntries(kept), body: await response.text() };
+  }
+  async function expectAlike(body: (path: string) => string, headers: Record<string, string> = {}) {
+    const fast = await answer('/sync/checkpoint-request', body('fast'), headers);
+    const generic = await answer('/sync/checkpoint-request/', body('generic'), headers);
+    expect(fast).toEqual(generic);
+    return fast;
+  }
+  const valid = (clientId: string) => JSON.stringify({ client_id: `alike-${clientId}`, checkpoint_request_id: '3' });
+
+  it('a stored request', async () => {
+    const fast = await expectAlike(valid);
+    expect(fast.status).toBe(200);
+    expect(JSON.parse(fast.body)).toEqual({ data: { checkpoint_request_id: '3' } });
+    expect(await storedRecords()).toEqual(
+      expect.arrayContaining([
+        expect.objectContaining({ user_id: 'user-1/alike-fast', id: '3' }),
+        expect.objectContaining({ user_id: 'user-1/alike-generic', id: '3' })
+      ])
+    );
+  });
+
+  it.each([
+    ['invalid JSON', 'not json'],
+    ['truncated JSON', '{"client_id": '],
+    ['empty body (read as {})', ''],
+    ['an array', '[1,2]'],
+    ['null', 'null'],
+    ['a number', '42'],
+    ['a missing id', '{"client_id":"c"}'],
+    ['a bad id', '{"client_id":"c","checkpoint_request_id":"0"}'],
+    ['a bad client_id', '{"client_id":"a/b","checkpoint_request_id":"1"}'],
+    ['a body over the limit', JSON.stringify({ client_id: 'c', checkpoint_request_id: '1', pad: 'x'.repeat(100_000) })]
+  ])('%s', async (_name, body) => {
+    const fast = await expectAlike(() => body);
+    expect(fast.status).toBeGreaterThanOrEqual(400);
+    expect(fast.status).toBeLessThan(500);
+  });
+
+  it('a body with a byte-order mark', async () => {
+    expect((await expectAlike((path) => `\ufeff${valid(`bom-${path}`)}`)).status).toBe(200);
+  });
+
+  it('the content type with a charset, or a charset it cannot read', async () => {
+    const utf8 = await expectAlike((path) => valid(`cs-${path}`), {
+      'Content-Type': 'application/json; charset=UTF-8'
+    });
+    expect(utf8.status).toBe(200);
+    const latin1 = await expectAlike(valid, { 'Content-Type': 'application/json; charset=ascii' });
+    expect(latin1.status).toBe(415);
+  });
+
+  it('no token, a malformed one and every hostile one', async () => {
+    expect((await expectAlike(valid, { Authorization: '' })).status).toBe(401);
+    expect((await expectAlike(valid, { Authorization: 'Token not.a.jwt' })).status).toBe(401);
+    for (const kind of Object.keys(hostileTokens) as HostileTokenKind[]) {
+      const hostile = await hostileTokens[kind]();
+      const answered = await expectAlike(valid, { Authorization: `Token ${hostile}` });
+      expect(JSON.parse(answered.body)).toMatchObject({ error: { code: HOSTILE_TOKEN_ERROR_CODES[kind] } });
+    }
+  });
+
+  it('a body that arrives in pieces', async () => {
+    const { request } = await import('node:http');
+    const body = valid('pieces');
+    const url = new URL(`${harness.service.url}/sync/checkpoint-request`);
+    const answered = await new Promise<{ status: number; body: string }>((resolve, reject) => {
+      const req = request(
+        url,
+        {
+          method: 'POST',
+          headers: {
+            'Content-Type': 'application/json',
+            'Content-Length': String(body.length),
+            Authorization: `Token ${token}`
+          }
+        },
+        (res) => {
+          let text = '';
+          res.on('data', (chunk: Buffer) => (text += chunk.toString()));
+          res.on('end', () => resolve({ status: res.statusCode!, body: text }));
+        }
+      );
+      req.on('error', reject);
+      req.write(body.slice(0, 10));
+      setImmediate(() => req.end(body.slice(10)));
+    });
+    expect(answered).toEqual({ status: 200, body: JSON.stringify({ data: { checkpoint_request_id: '3' } }) });
+  });
+});
+
 describe('GET /write-checkpoint2.json', () => {
   const get = (query: string, headers: Record<string, string> = { Authorization: `Token ${token}` }) =>
     fetch(`${harness.service.url}/write-checkpoint2.json${query}`, { headers });

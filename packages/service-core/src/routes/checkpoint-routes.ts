@@ -1,10 +1,11 @@
 import { checkpointRequestId, writeCheckpoint } from '@syncpoint/codecs';
-import { Router, type Request } from 'express';
+import type { IncomingMessage } from 'node:http';
+import { Router, type Request, type RequestHandler } from 'express';
 import type { TokenPayload, TokenVerifier } from '../auth/token-verifier.js';
 import { tokenFromAuthorizationHeader } from '../auth/token-verifier.js';
 import type { WriteCheckpointBatcher } from '../checkpoints/write-checkpoint-batcher.js';
 import { validationError } from '../errors.js';
-import { concurrencyLimiter } from './concurrency-limiter.js';
+import { ConcurrencyLimit, concurrencyLimiter } from './concurrency-limiter.js';
 
 export const MAX_CLIENT_ID_LENGTH = 256;
 
@@ -52,13 +53,48 @@ export interface CheckpointRouteDependencies {
   batcher: WriteCheckpointBatcher;
 }
 
-async function authenticate(req: Request, verifier: TokenVerifier): Promise<TokenPayload> {
+async function authenticate(req: IncomingMessage, verifier: TokenVerifier): Promise<TokenPayload> {
   return verifier.verify(tokenFromAuthorizationHeader(req.headers.authorization));
 }
 
-export function checkpointRoutes({ verifier, batcher }: CheckpointRouteDependencies): Router {
+/** The checks of `POST /sync/checkpoint-request` on its merged parameters, shared by both paths to it. */
+function checkpointRequestFields(params: Record<string, unknown>): { clientId: string; requestId: bigint } {
+  const problems = checkClientId(params.client_id, true);
+  const id = checkpointRequestId.decode(params.checkpoint_request_id);
+  if (params.checkpoint_request_id === undefined) problems.push('checkpoint_request_id is required');
+  else if (!id.ok) problems.push(id.message);
+  if (problems.length > 0 || !id.ok) throw validationError(problems);
+  return { clientId: params.client_id as string, requestId: id.value };
+}
+
+export interface CheckpointRoutes {
+  /** Both routes through Express's generic chain (body parser, router); every request the fast path declines. */
+  router: Router;
+  /**
+   * `POST /sync/checkpoint-request` in its usual shape, mounted before the generic middleware (see
+   * `checkpointRequestFastPath`). Calls `next()` for anything else.
+   */
+  fastPath: RequestHandler;
+}
+
+export interface CheckpointFastPathOptions {
+  /** The body limit of the generic chain; a larger declared body is left to it (413 before any buffering). */
+  bodyLimitBytes: number;
+  /**
+   * Gives the request what the generic chain's first middleware gives it (request id, lazy logger) and returns the
+   * headers every answer carries there (request id, CORS), as name/value pairs.
+   */
+  beginRequest(req: Request): string[];
+}
+
+export function checkpointRoutes(
+  { verifier, batcher }: CheckpointRouteDependencies,
+  fastPathOptions: CheckpointFastPathOptions
+): CheckpointRoutes {
   const router = Router();
-  const limiter = concurrencyLimiter(CHECKPOINT_ROUTE_LIMITS);
+  // One limit for both paths to the routes.
+  const limit = new ConcurrencyLimit(CHECKPOINT_ROUTE_LIMITS);
+  const limiter = concurrencyLimiter(limit);
 
   // Client-chosen, monotonic checkpoint request ids (PROTOCOL §4.3). Validation comes before authentication.
   router.post('/sync/checkpoint-request', limiter, async (req, res) => {
@@ -68,15 +104,9 @@ export function checkpointRoutes({ verifier, batcher }: CheckpointRouteDependenc
         req.is('application/json') ? 'body must be a JSON object' : 'body must be JSON (Content-Type: application/json)'
       ]);
     }
-    const params = requestParameters(req);
-    const problems = checkClientId(params.client_id, true);
-    const id = checkpointRequestId.decode(params.checkpoint_request_id);
-    if (params.checkpoint_request_id === undefined) problems.push('checkpoint_request_id is required');
-    else if (!id.ok) problems.push(id.message);
-    if (problems.length > 0 || !id.ok) throw validationError(problems);
-
+    const { clientId, requestId } = checkpointRequestFields(requestParameters(req));
     const token = await authenticate(req, verifier);
-    const outcome = await batcher.enqueue(fullUserId(token.userId, params.client_id as string), id.value);
+    const outcome = await batcher.enqueue(fullUserId(token.userId, clientId), requestId);
     res.json({ data: { checkpoint_request_id: checkpointRequestId.encode(outcome.writeCheckpoint) } });
   });
 
@@ -91,5 +121,123 @@ export function checkpointRoutes({ verifier, batcher }: CheckpointRouteDependenc
     res.json({ data: { write_checkpoint: writeCheckpoint.encode(outcome.writeCheckpoint) } });
   });
 
-  return router;
+  return {
+    router,
+    fastPath: checkpointRequestFastPath({ verifier, batcher, limit, ...fastPathOptions })
+  };
+}
+
+/** Content types the fast path reads (compared lower-cased); any other JSON spelling takes the generic chain. */
+const FAST_PATH_CONTENT_TYPES = new Set([
+  'application/json',
+  'application/json; charset=utf-8',
+  'application/json;charset=utf-8'
+]);
+
+/**
+ * Whether a request is `POST /sync/checkpoint-request` in the shape clients send: exact path without a query, a JSON
+ * content type in UTF-8, no content coding, a declared length within the limit. Decided from the headers alone,
+ * before any byte of the body is read, so a declined request goes through the generic chain exactly as before
+ * (413 for an oversized body, 415 for a charset or coding, the route's usual answers for everything else).
+ */
+function takesFastPath(req: IncomingMessage, bodyLimitBytes: number): boolean {
+  if (req.method !== 'POST' || req.url !== '/sync/checkpoint-request') return false;
+  const { headers } = req;
+  const contentType = headers['content-type'];
+  if (contentType === undefined || !FAST_PATH_CONTENT_TYPES.has(contentType.toLowerCase())) return false;
+  if (headers['content-encoding'] !== undefined && headers['content-encoding'].toLowerCase() !== 'identity') {
+    return false;
+  }
+  if (headers['transfer-encoding'] !== undefined) return false;
+  const length = headers['content-length'];
+  if (length === undefined || !/^\d{1,9}$/.test(length)) return false;
+  return Number(length) <= bodyLimitBytes;
+}
+
+/**
+ * Reads a body whose declared length is already known to be within the limit (Node's parser stops at the declared
+ * length, and the count below guards that too). Resolves undefined when the client went away before the end.
+ */
+function readDeclaredBody(req: IncomingMessage, limit: number): Promise<Buffer | undefined> {
+  return new Promise((resolve) => {
+    const chunks: Buffer[] = [];
+    let received = 0;
+    req.on('data', (chunk: Buffer) => {
+      received += chunk.length;
+      if (received > limit) return void req.destroy();
+      chunks.push(chunk);
+    });
+    req.on('end', () => resolve(chunks.length === 1 ? chunks[0] : Buffer.concat(chunks)));
+    req.on('error', () => resolve(undefined));
+    req.on('close', () => resolve(undefined)); // after 'end' this changes nothing
+  });
+}
+
+/** body-parser's JSON reading as the generic chain configures it: UTF-8 without a BOM, empty means `{}`, any value. */
+function parseJsonBody(raw: Buffer): unknown {
+  let text = raw.toString('utf8');
+  if (text.charCodeAt(0) === 0xfeff) text = text.slice(1);
+  if (text.length === 0) return {};
+  try {
+    return JSON.parse(text) as unknown;
+  } catch {
+    throw validationError(['body is not valid JSON']);
+  }
+}
+
+/**
+ * `POST /sync/checkpoint-request` without Express's generic chain: the request id, CORS headers, body parsing and
+ * routing there cost more CPU than the request itself (issue 14). Same checks, errors and order as the route above:
+ * body, limit, validation, authentication, batcher; errors go to the app's error handler through `next(error)`.
+ */
+function checkpointRequestFastPath(
+  options: CheckpointFastPathOptions & CheckpointRouteDependencies & { limit: ConcurrencyLimit }
+): RequestHandler {
+  const { verifier, batcher, limit, bodyLimitBytes } = options;
+  return (req, res, next) => {
+    if (!takesFastPath(req, bodyLimitBytes)) return next();
+    const headers = options.beginRequest(req);
+    const fail = (error: unknown) => {
+      for (let i = 0; i < headers.length; i += 2) res.setHeader(headers[i]!, headers[i + 1]!);
+      next(error);
+    };
+    void readDeclaredBody(req, bodyLimitBytes).then((raw) => {
+      if (raw === undefined) return; // the client is gone; nothing to answer
+      let body: unknown;
+      try {
+        body = parseJsonBody(raw);
+      } catch (error) {
+        return fail(error);
+      }
+      const admitted = limit.admit(req, () => {
+        answer(req, body).then(
+          (text) => {
+            headers.push('Content-Type', 'application/json; charset=utf-8', 'Content-Length', String(text.length));
+            res.writeHead(200, headers);
+            res.end(text);
+            limit.release();
+          },
+          (error: unknown) => {
+            fail(error);
+            limit.release();
+          }
+        );
+      });
+      if (!admitted) {
+        res.writeHead(429, headers);
+        res.end();
+      }
+    });
+  };
+
+  async function answer(req: IncomingMessage, body: unknown): Promise<string> {
+    if (typeof body !== 'object' || body === null || Array.isArray(body)) {
+      throw validationError(['body must be a JSON object']);
+    }
+    const { clientId, requestId } = checkpointRequestFields(body as Record<string, unknown>);
+    const token = await authenticate(req, verifier);
+    const outcome = await batcher.enqueue(fullUserId(token.userId, clientId), requestId);
+    // The same JSON as the generic route's `res.json`; ASCII only (digits), so its length is its byte length.
+    return JSON.stringify({ data: { checkpoint_request_id: checkpointRequestId.encode(outcome.writeCheckpoint) } });
+  }
 }

@@ -1,42 +1,63 @@
+import type { IncomingMessage } from 'node:http';
 import type { RequestHandler } from 'express';
 
+export interface ConcurrencyLimits {
+  concurrent: number;
+  queued: number;
+}
+
 /**
- * Admits `concurrent` requests at a time and queues up to `queued` more; beyond that answers 429 with an
- * empty body at once (PROTOCOL §2.1; the SDKs retry on 429).
+ * Admits `concurrent` requests at a time and queues up to `queued` more; the caller answers the excess with 429
+ * (PROTOCOL §2.1; the SDKs retry on 429). Shared by the middleware below and the checkpoint-request fast path, which
+ * releases its slot itself once it has answered (no per-request listeners).
  */
-export function concurrencyLimiter(options: { concurrent: number; queued: number }): RequestHandler {
-  let running = 0;
-  const waiting: Array<() => void> = [];
+export class ConcurrencyLimit {
+  private running = 0;
+  private readonly waiting: Array<() => void> = [];
 
-  const release = () => {
-    const next = waiting.shift();
+  constructor(private readonly limits: ConcurrencyLimits) {}
+
+  /**
+   * Runs `start` now or once a slot frees; `start` must call `release` exactly once when the request is done. Returns
+   * false (and never runs `start`) when the queue is full. A queued request whose client disconnected is skipped.
+   */
+  admit(req: IncomingMessage, start: () => void): boolean {
+    if (this.running < this.limits.concurrent) {
+      this.running++;
+      start();
+      return true;
+    }
+    if (this.waiting.length >= this.limits.queued) return false;
+    this.waiting.push(() => {
+      if (req.socket.destroyed) return this.release(); // client gave up while queued
+      start();
+    });
+    return true;
+  }
+
+  /** Frees a slot: hands it to the next queued request, if any. */
+  release(): void {
+    const next = this.waiting.shift();
     if (next) next();
-    else running--;
-  };
+    else this.running--;
+  }
+}
 
+/** Express middleware over a `ConcurrencyLimit`: the slot is freed when the response finishes or the connection closes. */
+export function concurrencyLimiter(limits: ConcurrencyLimits | ConcurrencyLimit): RequestHandler {
+  const limit = limits instanceof ConcurrencyLimit ? limits : new ConcurrencyLimit(limits);
   return (req, res, next) => {
-    const start = () => {
+    const admitted = limit.admit(req, () => {
       let released = false;
       const done = () => {
         if (released) return;
         released = true;
-        release();
+        limit.release();
       };
       res.once('finish', done);
       res.once('close', done);
       next();
-    };
-    if (running < options.concurrent) {
-      running++;
-      start();
-    } else if (waiting.length < options.queued) {
-      const entry = () => {
-        if (req.socket.destroyed) return release(); // client gave up while queued
-        start();
-      };
-      waiting.push(entry);
-    } else {
-      res.status(429).end();
-    }
+    });
+    if (!admitted) res.status(429).end();
   };
 }
