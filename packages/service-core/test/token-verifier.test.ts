@@ -12,7 +12,7 @@ import {
   type HostileTokenKind
 } from '@syncpoint/test-fixtures';
 import * as jose from 'jose';
-import { beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it, vi } from 'vitest';
 import {
   createTokenVerifier,
   RemoteJwks,
@@ -165,20 +165,89 @@ describe('client token verification (PROTOCOL §3)', () => {
       await expectAuthError(token, 'PSYNC_S2101');
   });
 
-  it('remembers a verified token only until it expires', async () => {
-    const strict = new TokenVerifier({
-      staticKeys: [
-        { kty: 'oct', alg: 'HS256', kid: 'hmac', key: (await import('node:crypto')).createSecretKey(hmacSecret) }
-      ],
-      remote: [],
-      audience: [AUDIENCE],
-      clockToleranceSeconds: 0
+  describe('the verified-token cache', () => {
+    async function hmacVerifier(options: { cacheSize?: number } = {}) {
+      const { createSecretKey } = await import('node:crypto');
+      // Held by reference: a test removes the key to see which tokens are answered from the cache.
+      const staticKeys = [{ kty: 'oct' as const, alg: 'HS256', kid: 'hmac', key: createSecretKey(hmacSecret) }];
+      const strict = new TokenVerifier({
+        staticKeys,
+        remote: [],
+        audience: [AUDIENCE],
+        clockToleranceSeconds: 0,
+        ...options
+      });
+      return { strict, removeKey: () => staticKeys.splice(0) };
+    }
+    const hmacToken = (claims: jose.JWTPayload = {}) => sign(hmacSecret, { alg: 'HS256', kid: 'hmac' }, claims);
+
+    it('answers a verified token from the cache, but never past its exp', async () => {
+      const { strict } = await hmacVerifier();
+      const token = await hmacToken({ exp: now() + 1 });
+      expect((await strict.verify(token)).userId).toBe('user-1');
+      expect((await strict.verify(token)).userId).toBe('user-1');
+      vi.useFakeTimers({ toFake: ['Date'] });
+      try {
+        vi.setSystemTime(Date.now() + 2100);
+        await expectAuthError(token, 'PSYNC_S2103', strict);
+      } finally {
+        vi.useRealTimers();
+      }
     });
-    const token = await sign(hmacSecret, { alg: 'HS256', kid: 'hmac' }, { exp: now() + 1 });
-    expect((await strict.verify(token)).userId).toBe('user-1');
-    expect((await strict.verify(token)).userId).toBe('user-1');
-    await new Promise((resolve) => setTimeout(resolve, 2100));
-    await expectAuthError(token, 'PSYNC_S2103', strict);
+
+    it('holds at most cacheSize tokens, dropping the oldest', async () => {
+      const { strict, removeKey } = await hmacVerifier({ cacheSize: 2 });
+      const tokens = [await hmacToken({ sub: 'a' }), await hmacToken({ sub: 'b' }), await hmacToken({ sub: 'c' })];
+      for (const token of tokens) await strict.verify(token);
+      removeKey();
+      await expectAuthError(tokens[0]!, 'PSYNC_S2101', strict); // evicted: verified again, and the key is gone
+      expect((await strict.verify(tokens[1]!)).userId).toBe('b');
+      expect((await strict.verify(tokens[2]!)).userId).toBe('c');
+    });
+
+    it('never answers a hostile token from the cache', async () => {
+      const { strict } = await hmacVerifier();
+      const token = await hmacToken();
+      await strict.verify(token);
+      const [header, payload, signature] = token.split('.') as [string, string, string];
+      const otherPayload = Buffer.from(JSON.stringify({ ...jose.decodeJwt(token), sub: 'admin' })).toString(
+        'base64url'
+      );
+      const flipped = signature.slice(0, 10) + (signature[10] === 'A' ? 'B' : 'A') + signature.slice(11);
+      for (const hostile of [
+        `${header}.${otherPayload}.${signature}`,
+        `${header}.${payload}.${flipped}`,
+        token.slice(0, -2)
+      ]) {
+        // Twice: a rejected token is not remembered either.
+        await expectAuthError(hostile, 'PSYNC_S2101', strict);
+        await expectAuthError(hostile, 'PSYNC_S2101', strict);
+      }
+      const expired = await hmacToken({ iat: now() - 120, exp: now() - 60 });
+      await expectAuthError(expired, 'PSYNC_S2103', strict);
+      await expectAuthError(expired, 'PSYNC_S2103', strict);
+    });
+
+    it('stops answering tokens of a key that left the JWKS, though every request is a cache hit', async () => {
+      const keyPair = await jose.generateKeyPair('RS256');
+      const other = await jose.generateKeyPair('RS256');
+      let served = [{ ...(await jose.exportJWK(keyPair.publicKey)), kid: 'k1', alg: 'RS256' }];
+      const fakeFetch = (() =>
+        Promise.resolve(
+          new Response(JSON.stringify({ keys: served }), { headers: { 'content-type': 'application/json' } })
+        )) as typeof fetch;
+      const remote = new RemoteJwks('https://idp.example/jwks.json', {
+        fetch: fakeFetch,
+        freshForMs: 0, // stale at once: every verification may refresh
+        minRefreshIntervalMs: 0,
+        onKeysRemoved: () => v.forgetVerifiedTokens()
+      });
+      const v = new TokenVerifier({ staticKeys: [], remote: [remote], audience: [AUDIENCE] });
+      const token = await sign(keyPair.privateKey, { alg: 'RS256', kid: 'k1' });
+      expect((await v.verify(token)).userId).toBe('user-1');
+      served = [{ ...(await jose.exportJWK(other.publicKey)), kid: 'k2', alg: 'RS256' }];
+      await vi.waitFor(() => expectAuthError(token, 'PSYNC_S2101', v), { timeout: 5000, interval: 20 });
+    });
   });
 
   it('reads only "Token <jwt>" or "Bearer <jwt>" headers', () => {

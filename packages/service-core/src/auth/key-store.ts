@@ -138,6 +138,16 @@ export class RemoteJwks {
   }
 
   /**
+   * Start a background refresh when the keys are stale, as `getKeys` does: a verifier answering from its cache of
+   * verified tokens calls this, so a key removed from the JWKS is still noticed (`onKeysRemoved`) within `freshForMs`.
+   */
+  refreshIfStale(): void {
+    if (this.fetchedAt !== 0 && Date.now() - this.fetchedAt > this.freshForMs) {
+      this.refresh({ wait: false }).catch(() => {}); // a failed refresh keeps the current keys, as in getKeys
+    }
+  }
+
+  /**
    * Ask for a refresh (rate-limited). With `wait`, waits for it until `maxWaitMs` after the fetch *started*: a request
    * that looks keys up several times, and requests arriving while a fetch hangs, do not each wait the full time again.
    */

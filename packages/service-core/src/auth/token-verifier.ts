@@ -55,13 +55,19 @@ export class TokenVerifier {
 
   /**
    * Verify a client token. Signature checks dominate the cost of a checkpoint request, so a token that verified once
-   * is remembered until its `exp` (with the clock tolerance, as jose applies it); an expired one is verified again,
-   * which reports the expiry.
+   * is remembered, keyed by the whole token string (a token differing in any byte is verified on its own), until its
+   * `exp` (with the clock tolerance, as jose applies it); an expired one is verified again, which reports the expiry.
+   * At most `cacheSize` tokens are remembered, the oldest dropped first. Only tokens that passed every check are
+   * stored. A cache hit still lets stale remote keys refresh in the background, and a refresh that drops a key
+   * empties the cache (`forgetVerifiedTokens`), so a removed key stops verifying as it does without the cache.
    */
   async verify(token: string): Promise<TokenPayload> {
     const cached = this.verified.get(token);
     if (cached) {
-      if (Date.now() / 1000 <= cached.exp + this.clockTolerance) return cached;
+      if (Date.now() / 1000 <= cached.exp + this.clockTolerance) {
+        for (const remote of this.options.remote) remote.refreshIfStale();
+        return cached;
+      }
       this.verified.delete(token);
     }
     const payload = await this.verifyUncached(token);
