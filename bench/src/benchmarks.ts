@@ -1,5 +1,6 @@
 import type { Benchmark } from './benchmark.js';
 import { checkpointBenchmark } from './checkpoint-bench.js';
+import { checkpointMultiBenchmark } from './checkpoint-multi-bench.js';
 import { failoverBenchmark } from './failover-bench.js';
 import { replicationBenchmark } from './replication-bench.js';
 import { storageBenchmark } from './storage-bench.js';
@@ -11,6 +12,7 @@ import { syncBenchmark } from './sync-bench.js';
  */
 export const BENCHMARKS: readonly Benchmark[] = [
   checkpointBenchmark,
+  checkpointMultiBenchmark,
   storageBenchmark,
   replicationBenchmark,
   syncBenchmark,
