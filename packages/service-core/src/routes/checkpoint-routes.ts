@@ -1,6 +1,6 @@
 import { checkpointRequestId, writeCheckpoint } from '@syncpoint/codecs';
-import type { IncomingMessage } from 'node:http';
-import { Router, type Request, type RequestHandler } from 'express';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { Router, type Request } from 'express';
 import type { TokenPayload, TokenVerifier } from '../auth/token-verifier.js';
 import { tokenFromAuthorizationHeader } from '../auth/token-verifier.js';
 import type { WriteCheckpointBatcher } from '../checkpoints/write-checkpoint-batcher.js';
@@ -71,20 +71,18 @@ export interface CheckpointRoutes {
   /** Both routes through Express's generic chain (body parser, router); every request the fast path declines. */
   router: Router;
   /**
-   * `POST /sync/checkpoint-request` in its usual shape, mounted before the generic middleware (see
-   * `checkpointRequestFastPath`). Calls `next()` for anything else.
+   * `POST /sync/checkpoint-request` in its usual shape, called by the HTTP server before the Express app (see
+   * `checkpointRequestFastPath`). Returns false, having touched nothing, for any other request; the server then
+   * hands it to the app. An error is given to `fail`, which answers it as the app's error handler does.
    */
-  fastPath: RequestHandler;
+  fastPath(req: IncomingMessage, res: ServerResponse, fail: (error: unknown) => void): boolean;
 }
 
 export interface CheckpointFastPathOptions {
   /** The body limit of the generic chain; a larger declared body is left to it (413 before any buffering). */
   bodyLimitBytes: number;
-  /**
-   * Gives the request what the generic chain's first middleware gives it (request id, lazy logger) and returns the
-   * headers every answer carries there (request id, CORS), as name/value pairs.
-   */
-  beginRequest(req: Request): string[];
+  /** The headers every answer of the generic chain carries (its request id, CORS), as name/value pairs. */
+  responseHeaders(): string[];
 }
 
 export function checkpointRoutes(
@@ -186,21 +184,16 @@ function parseJsonBody(raw: Buffer): unknown {
 }
 
 /**
- * `POST /sync/checkpoint-request` without Express's generic chain: the request id, CORS headers, body parsing and
- * routing there cost more CPU than the request itself (issue 14). Same checks, errors and order as the route above:
- * body, limit, validation, authentication, batcher; errors go to the app's error handler through `next(error)`.
+ * `POST /sync/checkpoint-request` without Express: the request id, CORS headers, body parsing and routing of the
+ * generic chain cost more CPU than the request itself (issue 14). Same checks, errors and order as the route above:
+ * body, concurrency limit, validation, authentication, batcher.
  */
 function checkpointRequestFastPath(
   options: CheckpointFastPathOptions & CheckpointRouteDependencies & { limit: ConcurrencyLimit }
-): RequestHandler {
+): CheckpointRoutes['fastPath'] {
   const { verifier, batcher, limit, bodyLimitBytes } = options;
-  return (req, res, next) => {
-    if (!takesFastPath(req, bodyLimitBytes)) return next();
-    const headers = options.beginRequest(req);
-    const fail = (error: unknown) => {
-      for (let i = 0; i < headers.length; i += 2) res.setHeader(headers[i]!, headers[i + 1]!);
-      next(error);
-    };
+  return (req, res, fail) => {
+    if (!takesFastPath(req, bodyLimitBytes)) return false;
     void readDeclaredBody(req, bodyLimitBytes).then((raw) => {
       if (raw === undefined) return; // the client is gone; nothing to answer
       let body: unknown;
@@ -212,6 +205,7 @@ function checkpointRequestFastPath(
       const admitted = limit.admit(req, () => {
         answer(req, body).then(
           (text) => {
+            const headers = options.responseHeaders();
             headers.push('Content-Type', 'application/json; charset=utf-8', 'Content-Length', String(text.length));
             res.writeHead(200, headers);
             res.end(text);
@@ -224,10 +218,11 @@ function checkpointRequestFastPath(
         );
       });
       if (!admitted) {
-        res.writeHead(429, headers);
+        res.writeHead(429, options.responseHeaders());
         res.end();
       }
     });
+    return true;
   };
 
   async function answer(req: IncomingMessage, body: unknown): Promise<string> {

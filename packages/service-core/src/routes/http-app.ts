@@ -98,6 +98,10 @@ function bodyTooLargeError(limit: number | undefined): ServiceError {
 /** How long a client may go on sending a refused body before its connection is closed. */
 const BODY_LINGER_MS = 2_000;
 
+/** Set on a request the checkpoint-request fast path failed: the app answers it with the error handler. */
+const fastPathError = Symbol('fastPathError');
+type FastPathFailed = http.IncomingMessage & { [fastPathError]?: unknown };
+
 /** Set on a request once a body limit applies to it (the first, most specific one registered wins). */
 const bodyLimitApplied = Symbol('bodyLimitApplied');
 
@@ -195,31 +199,29 @@ export function createHttpApp(options: HttpAppOptions): express.Express {
   // Request ids: a per-process prefix and a counter (cheaper than a UUID per request, still unique across processes).
   const processPrefix = randomUUID().slice(0, 8);
   let requestCounter = 0;
-  const beginRequest = (req: express.Request): string => {
-    const requestId = `${processPrefix}-${(++requestCounter).toString(36)}`;
-    // The child logger is built only when something is logged for this request.
-    let log: Logger | undefined;
-    Object.defineProperty(req, 'log', {
-      get: () => (log ??= options.logger.child({ request_id: requestId, method: req.method, path: req.path }))
-    });
-    return requestId;
-  };
+  const nextRequestId = () => `${processPrefix}-${(++requestCounter).toString(36)}`;
   const bodyLimitBytes = options.bodyLimitBytes ?? 64 * 1024;
   const checkpoints =
     options.serveApi === false
       ? undefined
       : checkpointRoutes(options, {
           bodyLimitBytes,
-          beginRequest: (req) => ['X-Request-Id', beginRequest(req), ...CORS_HEADERS]
+          responseHeaders: () => ['X-Request-Id', nextRequestId(), ...CORS_HEADERS]
         });
-  // Before everything else: the route clients call most, in its usual shape, skips the generic chain below.
-  if (checkpoints) app.use(checkpoints.fastPath);
 
   app.use((req, res, next) => {
-    res.setHeader('X-Request-Id', beginRequest(req));
+    const requestId = nextRequestId();
+    res.setHeader('X-Request-Id', requestId);
+    // The child logger is built only when something is logged for this request.
+    let log: Logger | undefined;
+    Object.defineProperty(req, 'log', {
+      get: () => (log ??= options.logger.child({ request_id: requestId, method: req.method, path: req.path }))
+    });
     next();
   });
   app.use(cors);
+  // A checkpoint request the fast path failed comes here for its error answer (request id and CORS set just above).
+  app.use((req, _res, next) => next((req as FastPathFailed)[fastPathError]));
   const json = (limit: number) => [
     bodySizeLimit(limit),
     express.json({ limit, strict: false, type: 'application/json' })
@@ -256,7 +258,14 @@ export function createHttpApp(options: HttpAppOptions): express.Express {
         requestTimeout: timeouts.requestTimeoutMs,
         connectionsCheckingInterval: timeouts.checkIntervalMs
       },
-      app
+      // The route clients call most, in its usual shape, is answered before Express; everything else goes to the app.
+      (req, res) => {
+        const failed = (error: unknown) => {
+          (req as FastPathFailed)[fastPathError] = error ?? new Error('checkpoint request failed');
+          app(req, res);
+        };
+        if (!checkpoints?.fastPath(req, res, failed)) app(req, res);
+      }
     );
     server.on('clientError', answerClientError);
     return server.listen(...(args as Parameters<http.Server['listen']>));
