@@ -1,17 +1,26 @@
 import { WriteCheckpointBatcher, type BucketStorage, type ReplicationSource } from '@syncpoint/service-core';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { startServiceHarness, watchMarkers, type ServiceHarness } from './service-harness.js';
 
 /** Wraps the real storage and source to count calls; every call still goes to real Postgres. */
 function counting(storage: BucketStorage, source: ReplicationSource) {
-  const counts = { heads: 0, storageCalls: 0, failNextStorageCall: false };
+  const counts = {
+    heads: 0,
+    storageCalls: 0,
+    failNextStorageCall: false,
+    /** Set: the next storage call waits for this before it runs (it and its batch stay in flight meanwhile). */
+    holdNextStorageCall: undefined as Promise<void> | undefined
+  };
   const countedStorage = Object.create(storage) as BucketStorage;
   countedStorage.createManagedWriteCheckpoints = async (batch) => {
     counts.storageCalls++;
-    if (counts.failNextStorageCall) {
-      counts.failNextStorageCall = false;
-      throw new Error('storage unavailable');
-    }
+    // Both apply to this call, decided when it starts (a held call must not leave them to the calls after it).
+    const hold = counts.holdNextStorageCall;
+    const fail = counts.failNextStorageCall;
+    counts.holdNextStorageCall = undefined;
+    counts.failNextStorageCall = false;
+    if (hold) await hold;
+    if (fail) throw new Error('storage unavailable');
     return storage.createManagedWriteCheckpoints(batch);
   };
   const countedSource = Object.create(source) as ReplicationSource;
@@ -63,6 +72,47 @@ describe('write-checkpoint batcher (PROTOCOL §4.6) on real Postgres', () => {
     const next = await batcher.enqueue('f1/a', 1n);
     expect(next.writeCheckpoint).toBe(1n);
     expect(await markers.take()).toBe(1);
+  });
+
+  it('fills the next batch while one is in flight; a failure there fails only its own requests', async () => {
+    const { counts, storage, source } = counting(harness.service.storage, harness.service.source);
+    const batcher = new WriteCheckpointBatcher({ storage, source });
+    let release!: () => void;
+    counts.holdNextStorageCall = new Promise((resolve) => (release = resolve));
+    counts.failNextStorageCall = true; // the held (first) call fails once released
+    const first = [batcher.enqueue('iso/a', 5n), batcher.enqueue('iso/b', 1n)].map((p) =>
+      p.then(
+        (outcome) => outcome.writeCheckpoint,
+        (error: Error) => error.message
+      )
+    );
+    await vi.waitFor(() => expect(counts.storageCalls).toBe(1)); // the first batch is in flight, held
+    const second = await Promise.all([batcher.enqueue('iso/a', 6n), batcher.enqueue('iso/c', 2n)]);
+    expect(second.map((outcome) => outcome.writeCheckpoint)).toEqual([6n, 2n]); // done while the first is held
+    release();
+    expect(await Promise.all(first)).toEqual(['storage unavailable', 'storage unavailable']);
+    const stored = await harness.storageDb.query<{ user_id: string; id: string }>(
+      `SELECT user_id, write_checkpoint::text AS id FROM powersync.write_checkpoints WHERE user_id LIKE 'iso/%' ORDER BY 1`
+    );
+    expect(stored.rows).toEqual([
+      { user_id: 'iso/a', id: '6' },
+      { user_id: 'iso/c', id: '2' }
+    ]);
+  });
+
+  it('batches in flight together keep each stored id the greatest requested, whichever commits first', async () => {
+    const { counts, storage, source } = counting(harness.service.storage, harness.service.source);
+    const batcher = new WriteCheckpointBatcher({ storage, source });
+    let release!: () => void;
+    counts.holdNextStorageCall = new Promise((resolve) => (release = resolve));
+    const held = batcher.enqueue('ord/a', 9n);
+    await vi.waitFor(() => expect(counts.storageCalls).toBe(1));
+    // A lower id in a later batch commits first: it is stored (nothing greater is yet) …
+    expect((await batcher.enqueue('ord/a', 4n)).writeCheckpoint).toBe(4n);
+    release();
+    // … and the held batch then raises it; a request below the stored id answers the stored one.
+    expect((await held).writeCheckpoint).toBe(9n);
+    expect((await batcher.enqueue('ord/a', 5n)).writeCheckpoint).toBe(9n);
   });
 
   it('emits no marker when every request matches an already processed record', async () => {
