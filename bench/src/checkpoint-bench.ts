@@ -48,7 +48,7 @@ interface LevelResult {
 }
 
 /** Counts `powersync` markers in the source WAL through a test_decoding slot created before the measured run. */
-class MarkerCounter {
+export class MarkerCounter {
   private constructor(
     private readonly client: pg.Client,
     private readonly startLsn: string

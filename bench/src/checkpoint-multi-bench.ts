@@ -11,6 +11,7 @@ import {
 } from '@syncpoint/service';
 import pg from 'pg';
 import { numberFlag, type Benchmark, type BenchmarkContext, type BenchmarkOutcome } from './benchmark.js';
+import { MarkerCounter } from './checkpoint-bench.js';
 import { startChildService, type ChildService } from './lib/child-service.js';
 import type { CheckpointLoadResult } from './lib/checkpoint-load.js';
 import { startLoadClient, type LoadClient } from './lib/load-client.js';
@@ -33,6 +34,8 @@ interface LayoutResult {
   throughput: number;
   p50: number;
   p99: number;
+  /** Source markers (`powersync` messages) in the measured run: one per batch that stored something new. */
+  markers: number;
   /** CPU of each service process over the measured run, per request (µs), by role. */
   cpuUsPerRequest: Record<string, number>;
   /** Requests stored (sum of the clients' stored ids) against requests answered 200: equal when nothing was lost. */
@@ -129,7 +132,8 @@ export const checkpointMultiBenchmark: Benchmark = {
             warmupMs,
             durationMs,
             prefix: `multi-${Date.now().toString(36)}-${index}`,
-            storage
+            storage,
+            sourceUrl
           });
           log(
             `  ${Math.round(result.throughput)} req/s, p50 ${result.p50.toFixed(2)} ms, p99 ${result.p99.toFixed(2)} ms, ` +
@@ -205,6 +209,7 @@ async function runLayout(options: {
   durationMs: number;
   prefix: string;
   storage: pg.Client;
+  sourceUrl: string;
 }): Promise<LayoutResult> {
   const { servers, clients } = options;
   // One load worker per API process, the clients split evenly; each virtual client keeps its connection and ids.
@@ -224,10 +229,18 @@ async function runLayout(options: {
         )
       );
     const warmup = await phase(options.warmupMs);
+    const counter = await MarkerCounter.start(options.sourceUrl);
     const cpuBefore = options.processes.map((child) => readCpuMs(child.pid));
-    const measured = await phase(options.durationMs);
+    let measured: CheckpointLoadResult[];
+    try {
+      measured = await phase(options.durationMs);
+    } catch (error) {
+      await counter.finish().catch(() => {});
+      throw error;
+    }
     const cpuAfter = options.processes.map((child) => readCpuMs(child.pid));
     const ended = performance.now();
+    const { markers } = await counter.finish();
 
     const requests = sum(measured.map((result) => result.requests));
     const warmupRequests = sum(warmup.map((result) => result.requests));
@@ -270,6 +283,7 @@ async function runLayout(options: {
       throughput: requests / (elapsedMs / 1000),
       p50: summary.p50,
       p99: summary.p99,
+      markers,
       cpuUsPerRequest,
       stored,
       answered: requests + warmupRequests - errors,
@@ -314,6 +328,13 @@ function rowsFor(single: LayoutResult, multi: LayoutResult): ReportRow[] {
       unit: 'ms',
       digits: 2,
       note: `(p99 ${result.p99.toFixed(2)} ms)`
+    });
+    rows.push({
+      label: `markers per request, ${result.layout}`,
+      value: result.requests > 0 ? result.markers / result.requests : Number.NaN,
+      unit: '',
+      digits: 3,
+      note: `(${result.markers} markers for ${result.requests} requests: one per batch)`
     });
     rows.push({
       label: `CPU per request, ${result.layout}`,
