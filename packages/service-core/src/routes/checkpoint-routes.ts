@@ -75,7 +75,11 @@ export interface CheckpointRoutes {
    * `checkpointRequestFastPath`). Returns false, having touched nothing, for any other request; the server then
    * hands it to the app. An error is given to `fail`, which answers it as the app's error handler does.
    */
-  fastPath(req: IncomingMessage, res: ServerResponse, fail: (error: unknown) => void): boolean;
+  fastPath(
+    req: IncomingMessage,
+    res: ServerResponse,
+    fail: (req: IncomingMessage, res: ServerResponse, error: unknown) => void
+  ): boolean;
 }
 
 export interface CheckpointFastPathOptions {
@@ -200,7 +204,7 @@ function checkpointRequestFastPath(
       try {
         body = parseJsonBody(raw);
       } catch (error) {
-        return fail(error);
+        return fail(req, res, error);
       }
       const admitted = limit.admit(req, () => {
         answer(req, body).then(
@@ -212,7 +216,7 @@ function checkpointRequestFastPath(
             limit.release();
           },
           (error: unknown) => {
-            fail(error);
+            fail(req, res, error);
             limit.release();
           }
         );

@@ -249,6 +249,10 @@ export function createHttpApp(options: HttpAppOptions): express.Express {
   });
   app.use(errorHandler(options.logger));
 
+  const answerFailedFastPath = (req: http.IncomingMessage, res: http.ServerResponse, error: unknown) => {
+    (req as FastPathFailed)[fastPathError] = error ?? new Error('checkpoint request failed');
+    app(req, res);
+  };
   // Express's own `listen` creates a server with Node's default timeouts and bare error answers; this one applies ours.
   const timeouts = { ...SERVER_TIMEOUTS, ...options.serverTimeouts };
   app.listen = ((...args: unknown[]) => {
@@ -260,11 +264,7 @@ export function createHttpApp(options: HttpAppOptions): express.Express {
       },
       // The route clients call most, in its usual shape, is answered before Express; everything else goes to the app.
       (req, res) => {
-        const failed = (error: unknown) => {
-          (req as FastPathFailed)[fastPathError] = error ?? new Error('checkpoint request failed');
-          app(req, res);
-        };
-        if (!checkpoints?.fastPath(req, res, failed)) app(req, res);
+        if (!checkpoints?.fastPath(req, res, answerFailedFastPath)) app(req, res);
       }
     );
     server.on('clientError', answerClientError);
