@@ -45,14 +45,17 @@ function expectMatchesFreshService(env: ReplicationEnv, storage: PostgresBucketS
   });
 }
 
+/** A JSON log line of a child (pino): the fields these tests read, and whatever else it carries. */
+type LogLine = { msg?: string; table?: string; rowsDone?: number; url?: string; [field: string]: unknown };
+
 /** The JSON log lines a child printed (pino), parsed; other output is skipped. */
-function logLines(output: string): Array<Record<string, any>> {
+function logLines(output: string): LogLine[] {
   return output
     .split('\n')
     .filter((line) => line.startsWith('{'))
     .flatMap((line) => {
       try {
-        return [JSON.parse(line)];
+        return [JSON.parse(line) as LogLine];
       } catch {
         return [];
       }
@@ -60,8 +63,8 @@ function logLines(output: string): Array<Record<string, any>> {
 }
 
 async function withOutput<T>(child: ChildService, what: Promise<T>): Promise<T> {
-  return what.catch((error) => {
-    throw new Error(`${error.message}\nchild output:\n${child.output().slice(-5_000)}`);
+  return what.catch((error: unknown) => {
+    throw new Error(`${String(error)}\nchild output:\n${child.output().slice(-5_000)}`);
   });
 }
 
@@ -386,10 +389,10 @@ function spawnServiceChild(configText: string, role: 'api' | 'replication' | 'un
     url: () =>
       waitFor(
         'the child to listen',
-        async () => logLines(output).find((line) => line.msg === 'Syncpoint is listening')?.url as string | undefined,
+        () => Promise.resolve(logLines(output).find((line) => line.msg === 'Syncpoint is listening')?.url),
         60_000
-      ).catch((error) => {
-        throw new Error(`${error.message}\nchild output:\n${output.slice(-5_000)}`);
+      ).catch((error: unknown) => {
+        throw new Error(`${String(error)}\nchild output:\n${output.slice(-5_000)}`);
       }),
     async kill() {
       const { child, exited } = await started;
@@ -526,7 +529,7 @@ describe('SIGKILL between storing a checkpoint request and emitting its marker',
     await acknowledged(restartedUrl, 'bob', 'laptop', 8);
     const afterRestartMs = Date.now() - restartedAt;
     expect(afterRestartMs).toBeLessThan(30_000);
-    expect(logLines(killedApi.output()).some((line) => /pending checkpoint request/.test(line.msg))).toBe(true);
+    expect(logLines(killedApi.output()).some((line) => /pending checkpoint request/.test(line.msg ?? ''))).toBe(true);
 
     // Every stored request is processed.
     const { rows } = await storage.pool.query<{ pending: string }>(

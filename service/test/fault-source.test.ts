@@ -352,7 +352,7 @@ describe('source-side faults: the service recovers by itself and loses nothing',
     const token = await clientToken('u1');
     const since = logs.entries().length;
     const writer = startWriter();
-    let stalledAt = 0;
+    let stalledAt: number;
     try {
       await sleep(1_000);
       await postCheckpointRequest(service.url, token, 'stall', 1n);

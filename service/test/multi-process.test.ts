@@ -60,7 +60,7 @@ function start(role: 'api' | 'replication') {
 async function listening(child: ChildProcessWithoutNullStreams): Promise<string> {
   const output = await waitForOutput(child, /Syncpoint is listening/);
   const line = output.split('\n').find((text) => text.includes('Syncpoint is listening'))!;
-  return JSON.parse(line).url as string;
+  return (JSON.parse(line) as { url: string }).url;
 }
 
 beforeAll(async () => {

@@ -113,13 +113,12 @@ export async function createReplicationEnv(
     async startInProcess(options) {
       const service = await startFromConfig(configText(options), { role: options.role ?? 'unified' });
       let stopped = false;
-      const stop = service.stop;
       const wrapped = {
         ...service,
         stop: async () => {
           if (stopped) return;
           stopped = true;
-          await stop();
+          await service.stop();
         }
       };
       services.push(() => wrapped.stop());
@@ -195,7 +194,7 @@ export async function createReplicationEnv(
       return normalizeLsn(rows[0]!.lsn);
     },
     async slots() {
-      const { rows } = await sourceDb.query(
+      const { rows } = await sourceDb.query<{ slot_name: string; active: boolean; confirmed_flush_lsn: string | null }>(
         `SELECT slot_name, active, confirmed_flush_lsn::text AS confirmed_flush_lsn FROM pg_replication_slots WHERE starts_with(slot_name, $1)`,
         [slotPrefix]
       );
@@ -248,11 +247,11 @@ export async function waitFor<T>(
   intervalMs = 50
 ): Promise<T> {
   const deadline = Date.now() + timeoutMs;
-  let lastError: unknown;
+  let lastError: string | undefined;
   for (;;) {
     // Errors (e.g. storage not migrated yet by a starting service) count as "not yet".
-    const value = await probe().catch((error) => {
-      lastError = error;
+    const value = await probe().catch((error: unknown) => {
+      lastError = String(error);
       return null;
     });
     if (value) return value;
