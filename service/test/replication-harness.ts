@@ -41,7 +41,7 @@ export interface ReplicationEnv {
   cleanup(): Promise<void>;
 }
 
-export interface ServiceOptions {
+interface ServiceOptions {
   storageName: string;
   syncConfig: string;
   heartbeatSeconds?: number;
