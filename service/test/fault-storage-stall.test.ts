@@ -1,7 +1,5 @@
 import { parseConfig, startService, type RunningService } from '@syncpoint/service-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { stringify } from 'yaml';
-import { DEV_AUDIENCE } from '../src/dev-token.js';
 import { createModuleRegistry } from '../src/module-registry.js';
 import {
   captureLogs,
@@ -14,7 +12,6 @@ import {
 import {
   createReplicationEnv,
   ITEMS_SYNC_CONFIG,
-  TEST_DEV_KEY,
   waitForCheckpointLsn,
   type ReplicationEnv
 } from './replication-harness.js';
@@ -74,22 +71,11 @@ describe('storage connections stalled silently', () => {
     logs = captureLogs();
     const registry = createModuleRegistry();
     const config = await parseConfig(
-      stringify({
-        replication: {
-          connections: [
-            {
-              type: 'postgresql',
-              uri: env.postgres.url(env.sourceName),
-              sslmode: 'disable',
-              slot_name_prefix: env.slotPrefix,
-              heartbeat_interval_seconds: 5
-            }
-          ]
-        },
-        storage: { type: 'postgresql', uri: proxiedUrl.toString(), sslmode: 'disable' },
-        port: 0,
-        sync_config: { content: ITEMS_SYNC_CONFIG },
-        client_auth: { audience: [DEV_AUDIENCE], jwks: { keys: [TEST_DEV_KEY] } }
+      env.configText({
+        storageName,
+        storageUri: proxiedUrl.toString(),
+        syncConfig: ITEMS_SYNC_CONFIG,
+        heartbeatSeconds: 5
       }),
       { source: 'test', configDir: process.cwd(), registry }
     );

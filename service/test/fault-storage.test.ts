@@ -5,8 +5,6 @@ import { freePort, startEmbeddedPostgres, type PostgresServer } from '@syncpoint
 import { parseConfig, startService, type RunningService } from '@syncpoint/service-core';
 import { createPostgresStorage, type PostgresBucketStorage } from '@syncpoint/storage-postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { stringify } from 'yaml';
-import { DEV_AUDIENCE } from '../src/dev-token.js';
 import { createModuleRegistry } from '../src/module-registry.js';
 import {
   captureLogs,
@@ -20,7 +18,6 @@ import {
   createReplicationEnv,
   ITEMS_SYNC_CONFIG,
   sleep,
-  TEST_DEV_KEY,
   waitFor,
   waitForCheckpointLsn,
   type ReplicationEnv
@@ -72,21 +69,10 @@ describe('bucket storage restart during a write batch', () => {
 
   it('answers with a clear error during the outage, then replicates everything and acknowledges every request', async () => {
     const logs = captureLogs();
-    const configText = stringify({
-      replication: {
-        connections: [
-          {
-            type: 'postgresql',
-            uri: env.postgres.url(env.sourceName),
-            sslmode: 'disable',
-            slot_name_prefix: env.slotPrefix
-          }
-        ]
-      },
-      storage: { type: 'postgresql', uri: storageServer!.url(storageName), sslmode: 'disable' },
-      port: 0,
-      sync_config: { content: ITEMS_SYNC_CONFIG },
-      client_auth: { audience: [DEV_AUDIENCE], jwks: { keys: [TEST_DEV_KEY] } }
+    const configText = env.configText({
+      storageName,
+      storageUri: storageServer!.url(storageName),
+      syncConfig: ITEMS_SYNC_CONFIG
     });
     const registry = createModuleRegistry();
     const config = await parseConfig(configText, { source: 'test', configDir: process.cwd(), registry });

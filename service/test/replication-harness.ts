@@ -43,6 +43,8 @@ export interface ReplicationEnv {
 
 interface ServiceOptions {
   storageName: string;
+  /** The storage database's URL when it is not `storageName` on the env's server (a dedicated or proxied server). */
+  storageUri?: string;
   syncConfig: string;
   heartbeatSeconds?: number;
 }
@@ -89,7 +91,7 @@ export async function createReplicationEnv(
   const configText = (options: ServiceOptions) =>
     postgresServiceConfig({
       sourceUri: postgres.url(sourceName),
-      storageUri: postgres.url(options.storageName),
+      storageUri: options.storageUri ?? postgres.url(options.storageName),
       syncConfig: options.syncConfig,
       slotPrefix,
       heartbeatSeconds: options.heartbeatSeconds ?? 60,
