@@ -4,6 +4,7 @@ import path from 'node:path';
 import { freePort, startEmbeddedPostgres, type PostgresServer } from '@syncpoint/dev-postgres';
 import { parseConfig, startService, type RunningService } from '@syncpoint/service-core';
 import { createPostgresStorage, type PostgresBucketStorage } from '@syncpoint/storage-postgres';
+import { sourceSchema } from '@syncpoint/test-fixtures';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createModuleRegistry } from '../src/module-registry.js';
 import {
@@ -51,8 +52,8 @@ describe('bucket storage restart during a write batch', () => {
 
   beforeAll(async () => {
     env = await createReplicationEnv('storagerestart', [
-      `CREATE TABLE items (id int8 PRIMARY KEY, owner text NOT NULL, val int8 NOT NULL)`,
-      `INSERT INTO items SELECT i, 'u' || (i % 10), i FROM generate_series(1, ${SEED_ROWS}) i`
+      sourceSchema('items').ddl,
+      `INSERT INTO items SELECT i, 'u' || (i % 10), i, 'seed' FROM generate_series(1, ${SEED_ROWS}) i`
     ]);
     dataDir = await mkdtemp(path.join(tmpdir(), 'syncpoint-storage-pg-'));
     port = await freePort();
@@ -102,7 +103,7 @@ describe('bucket storage restart during a write batch', () => {
     // A request stored before the outage, not yet acknowledged when storage goes away (the big batch is in the way).
     const alice = await clientToken('alice');
     await env.sourceDb.query(
-      `INSERT INTO items SELECT i, 'u' || (i % 10), i FROM generate_series(${SEED_ROWS + 1}, ${SEED_ROWS + BATCH_ROWS}) i`
+      `INSERT INTO items SELECT i, 'u' || (i % 10), i, 'large' FROM generate_series(${SEED_ROWS + 1}, ${SEED_ROWS + BATCH_ROWS}) i`
     );
     await postCheckpointRequest(service.url, alice, 'phone', 1n);
     // Stop storage while replication is writing the batch: flushed ops of it above the served checkpoint.
