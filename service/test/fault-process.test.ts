@@ -1,9 +1,7 @@
-import { spawn } from 'node:child_process';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import type { PostgresBucketStorage } from '@syncpoint/storage-postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { sourceSchema } from '@syncpoint/test-fixtures';
@@ -13,6 +11,7 @@ import {
   createReplicationEnv,
   ITEMS_SYNC_CONFIG,
   sleep,
+  spawnServiceProcess,
   TEST_DEV_KEY,
   waitFor,
   waitForCheckpointLsn,
@@ -29,8 +28,6 @@ import { openSyncStream } from './sync-stream-client.js';
  * checkpoint request must be acknowledged. (SIGKILL between flushes of a large transaction, with small transactions
  * committing around it, is replication-crash.test.ts.)
  */
-
-const serviceDir = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 
 /** fault-invariants' fresh-service comparison, with a fresh replicating service of this env. */
 function expectMatchesFreshService(env: ReplicationEnv, storage: PostgresBucketStorage, syncConfig: string) {
@@ -360,24 +357,7 @@ function spawnServiceChild(configText: string, role: 'api' | 'replication' | 'un
   })();
   let output = '';
   const started = ready.then(({ file }) => {
-    // node with tsx's loader (not the tsx CLI, whose grandchild a SIGKILL would leave running).
-    const child = spawn(
-      process.execPath,
-      [
-        '--import',
-        'tsx',
-        '--conditions=@syncpoint/source',
-        path.join(serviceDir, 'src/cli.ts'),
-        'start',
-        '-c',
-        file,
-        '--role',
-        role,
-        '--port',
-        '0'
-      ],
-      { cwd: serviceDir, env: { ...process.env, SYNCPOINT_LOG_LEVEL: process.env.SYNCPOINT_TEST_LOG ?? 'info' } }
-    );
+    const child = spawnServiceProcess(file, role);
     child.stdout.on('data', (chunk) => (output = (output + chunk).slice(-200_000)));
     child.stderr.on('data', (chunk) => (output = (output + chunk).slice(-200_000)));
     const exited = new Promise<void>((resolve) => child.on('exit', () => resolve()));

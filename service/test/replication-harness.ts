@@ -131,30 +131,7 @@ export async function createReplicationEnv(
       dirs.push(dir);
       const file = path.join(dir, 'config.yaml');
       await writeFile(file, configText(options));
-      // node itself with tsx's loader, not the tsx CLI (`spawnCli`), which runs the service in a grandchild that a
-      // SIGKILL of the child would leave running.
-      const child = spawn(
-        process.execPath,
-        [
-          '--import',
-          'tsx',
-          '--conditions=@syncpoint/source',
-          path.join(serviceDir, 'src/cli.ts'),
-          'start',
-          '-c',
-          file,
-          '--role',
-          options.role ?? 'replication',
-          '--port',
-          '0',
-          '--host',
-          '127.0.0.1'
-        ],
-        {
-          cwd: serviceDir,
-          env: { ...process.env, SYNCPOINT_LOG_LEVEL: process.env.SYNCPOINT_TEST_LOG ?? 'info', ...options.env }
-        }
-      );
+      const child = spawnServiceProcess(file, options.role ?? 'replication', { host: '127.0.0.1', env: options.env });
       let output = '';
       child.stdout.on('data', (chunk) => (output = (output + chunk).slice(-200_000)));
       child.stderr.on('data', (chunk) => (output = (output + chunk).slice(-200_000)));
@@ -235,6 +212,39 @@ export async function createReplicationEnv(
     }
   };
   return env;
+}
+
+/**
+ * `syncpoint start -c <configFile>` in a child process on a free port. node itself with tsx's loader, not the tsx CLI
+ * (`spawnCli`), which runs the service in a grandchild that a SIGKILL of the child would leave running.
+ */
+export function spawnServiceProcess(
+  configFile: string,
+  role: ServiceRole,
+  options: { host?: string; env?: Record<string, string> } = {}
+): ChildProcessWithoutNullStreams {
+  const hostArgs = options.host === undefined ? [] : ['--host', options.host];
+  return spawn(
+    process.execPath,
+    [
+      '--import',
+      'tsx',
+      '--conditions=@syncpoint/source',
+      path.join(serviceDir, 'src/cli.ts'),
+      'start',
+      '-c',
+      configFile,
+      '--role',
+      role,
+      '--port',
+      '0',
+      ...hostArgs
+    ],
+    {
+      cwd: serviceDir,
+      env: { ...process.env, SYNCPOINT_LOG_LEVEL: process.env.SYNCPOINT_TEST_LOG ?? 'info', ...options.env }
+    }
+  );
 }
 
 export function sleep(ms: number): Promise<void> {
