@@ -21,7 +21,7 @@ import pg from 'pg';
 import { numberFlag, type Benchmark, type BenchmarkOutcome } from './benchmark.js';
 
 const SERVICE_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../service');
-export const FAILOVER_TARGET_MS = 3_000;
+const FAILOVER_TARGET_MS = 3_000;
 const STEP_TIMEOUT_MS = 120_000;
 
 interface Child {

@@ -10,7 +10,7 @@ import type { ReportRow } from './lib/report.js';
 import { round, summarizeLatencies, type LatencySummary } from './lib/stats.js';
 
 /** Targets of issue 4 item 8 (2-core machine, embedded Postgres). */
-export const REPLICATION_TARGETS = {
+const REPLICATION_TARGETS = {
   snapshotRowsPerSecond: 30_000,
   streamingRowsPerSecond: 20_000,
   lagP50Ms: 5,
@@ -18,7 +18,7 @@ export const REPLICATION_TARGETS = {
 } as const;
 
 /** The reference service's figures on the same kind of machine. */
-export const REPLICATION_REFERENCE = {
+const REPLICATION_REFERENCE = {
   snapshotRowsPerSecond: 5_300,
   streamingRowsPerSecond: 5_800,
   lagP50Ms: 11,
@@ -233,7 +233,7 @@ async function lagRun(
   }
 }
 
-export async function runReplicationBenchmark({ flags, log }: BenchmarkContext): Promise<BenchmarkOutcome> {
+async function runReplicationBenchmark({ flags, log }: BenchmarkContext): Promise<BenchmarkOutcome> {
   const snapshotRows = Math.floor(numberFlag(flags, 'rows', 100_000));
   const streamingRows = Math.floor(numberFlag(flags, 'stream-rows', 50_000) / 1_000) * 1_000;
   const lagSeconds = numberFlag(flags, 'lag-seconds', 15);

@@ -17,7 +17,7 @@ export interface SoakClient {
 
 const MAX_ERROR_SAMPLES = 10;
 
-export class ErrorLog {
+class ErrorLog {
   http = 0;
   stream = 0;
   ack = 0;

@@ -7,7 +7,7 @@ import { numberFlag, type Benchmark, type BenchmarkContext, type BenchmarkOutcom
 import type { ReportRow } from './lib/report.js';
 
 /** Targets of issue 3 item 5 (2-core machine, embedded Postgres). */
-export const STORAGE_TARGETS = {
+const STORAGE_TARGETS = {
   writeOpsPerSecond: 50_000,
   checksums1000BucketsMs: 20
 } as const;
@@ -52,7 +52,7 @@ async function medianMs(runs: number, fn: () => Promise<unknown>): Promise<numbe
   return median(times);
 }
 
-export async function runStorageBenchmark({ flags, log }: BenchmarkContext): Promise<BenchmarkOutcome> {
+async function runStorageBenchmark({ flags, log }: BenchmarkContext): Promise<BenchmarkOutcome> {
   const totalOps = Math.floor(numberFlag(flags, 'ops', 1_000_000));
   const txRows = Math.floor(numberFlag(flags, 'tx', 10_000));
   const distinctRows = Math.floor(numberFlag(flags, 'rows', Math.max(1, totalOps / 4)));
@@ -239,9 +239,3 @@ export const storageBenchmark: Benchmark = {
   },
   run: runStorageBenchmark
 };
-
-/** Runs the storage benchmark on its own, printing progress (for use without the `pnpm bench` runner). */
-export async function runStorageBench(): Promise<void> {
-  const outcome = await runStorageBenchmark({ flags: new Map(), log: (line) => console.log(line) });
-  for (const row of outcome.rows) console.log(row.label, row.value, row.unit);
-}

@@ -21,7 +21,7 @@ import type { ReportRow } from './lib/report.js';
 import { percentile, round, summarizeLatencies } from './lib/stats.js';
 
 /** Targets of issue 5 item 6 (2-core machine, clients on the same machine). */
-export const SYNC_TARGETS = {
+const SYNC_TARGETS = {
   ackP50Ms: 15,
   ackP99Ms: 40,
   oneClientSeconds: 1.5,
@@ -29,7 +29,7 @@ export const SYNC_TARGETS = {
 } as const;
 
 /** The reference service's figures on the same kind of machine. */
-export const SYNC_REFERENCE = {
+const SYNC_REFERENCE = {
   ackP50Ms: 200,
   ackP99Ms: 214,
   oneClientSeconds: '3.7–3.9 s'

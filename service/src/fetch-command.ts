@@ -1,7 +1,7 @@
 import { checksum, opId, writeCheckpoint } from '@syncpoint/codecs';
 import { failure, usageError } from './cli-support.js';
 
-export interface FetchedBucket {
+interface FetchedBucket {
   bucket: string;
   checksum: number;
   count: number;

@@ -5,7 +5,7 @@ import { ConfigError, type ResolvedConfig } from '@syncpoint/service-core';
 import { DEV_AUDIENCE, type DevKey } from './dev-token.js';
 
 /** The JWT lifetime the service accepts by default (PROTOCOL §13). */
-export const DEFAULT_MAX_TOKEN_LIFETIME_SECONDS = 86_400;
+const DEFAULT_MAX_TOKEN_LIFETIME_SECONDS = 86_400;
 
 const HMAC_ALGORITHMS = new Set(['HS256', 'HS384', 'HS512']);
 

@@ -67,7 +67,7 @@ async function postMany(clientId: string, id: bigint, count: number, concurrency
 async function waitProcessed(clientId: string) {
   const deadline = Date.now() + 20_000;
   for (;;) {
-    const { rows } = await harness.storageDb.query(
+    const { rows } = await harness.storageDb.query<{ processed_at_lsn: string | null }>(
       `SELECT processed_at_lsn FROM powersync.write_checkpoints WHERE user_id = $1`,
       [`${USER}/${clientId}`]
     );

@@ -1,4 +1,5 @@
 import http from 'node:http';
+import type pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startServiceHarness, watchMarkers, type ServiceHarness } from './service-harness.js';
 
@@ -28,7 +29,7 @@ const CLIENTS = 10_000;
 describe('reconnect storm (issue 6 item 4)', () => {
   it('10,000 clients within one second: every request answered, with few storage calls, statements and markers', async () => {
     const token = await harness.token('storm-user');
-    const storage = harness.service.storage as typeof harness.service.storage & { pool: import('pg').Pool };
+    const storage = harness.service.storage as typeof harness.service.storage & { pool: pg.Pool };
     const counts = { storageCalls: 0, statements: 0, rejected429: 0 };
     const original = storage.createManagedWriteCheckpoints.bind(storage);
     storage.createManagedWriteCheckpoints = async (batch) => {
@@ -79,14 +80,14 @@ describe('reconnect storm (issue 6 item 4)', () => {
     }
     const wallMs = performance.now() - started;
     const emitted = await markers.take();
-    const { rows } = await harness.storageDb.query(
+    const { rows } = await harness.storageDb.query<{ n: number }>(
       `SELECT count(*)::int AS n FROM powersync.write_checkpoints WHERE user_id LIKE 'storm-user/%'`
     );
     console.log(
       `storm: ${CLIENTS} clients in ${Math.round(wallMs)} ms; ${counts.storageCalls} storage calls, ${counts.statements} storage statements, ` +
         `${emitted} markers, ${counts.rejected429} answers 429 (retried)`
     );
-    expect(rows[0].n).toBe(CLIENTS);
+    expect(rows[0]!.n).toBe(CLIENTS);
     // Batching: on average at least 20 requests share one storage call (one upsert) and one marker.
     expect(counts.storageCalls).toBeLessThanOrEqual(CLIENTS / 20);
     expect(counts.statements).toBeLessThanOrEqual(2 * counts.storageCalls + 10);

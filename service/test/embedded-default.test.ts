@@ -8,8 +8,11 @@ import { parse } from 'yaml';
 import { DEMO_SYNC_CONFIG } from '../src/embedded-default.js';
 import { spawnCli, waitForOutput } from './run-cli.js';
 
+// `expect.stringMatching` is typed `any`; held as `unknown` it sits in an expected object without an unsafe assignment.
+const LSN_TEXT: unknown = expect.stringMatching(/^[0-9A-F]{8}\/[0-9A-F]{8}$/);
+
 describe('syncpoint start with no config (embedded default)', () => {
-  const cleanups: Array<() => Promise<unknown>> = [];
+  const cleanups: Array<() => unknown> = [];
   afterAll(async () => {
     for (const cleanup of cleanups.reverse()) await cleanup();
   });
@@ -22,7 +25,7 @@ describe('syncpoint start with no config (embedded default)', () => {
       await chmod(root, 0o755); // as root, Postgres runs as the postgres user and must reach .syncpoint/
       cleanups.push(() => rm(root, { recursive: true, force: true }));
       const child = spawnCli(['start', '--port', '0'], { cwd: root, env: { INIT_CWD: root } });
-      cleanups.push(async () => child.exitCode === null && child.kill('SIGKILL'));
+      cleanups.push(() => child.exitCode === null && child.kill('SIGKILL'));
       const output = await waitForOutput(child, /Press Ctrl-C to stop/);
 
       const url = /running at (http:\/\/\S+)/.exec(output)![1]!;
@@ -54,20 +57,22 @@ describe('syncpoint start with no config (embedded default)', () => {
       expect(response.status).toBe(200);
       expect(await response.json()).toEqual({ data: { checkpoint_request_id: '1' } });
 
-      const { rows: records } = await storage.query(
+      const { rows: records } = await storage.query<{ user_id: string; write_checkpoint: string; head: string }>(
         `SELECT user_id, write_checkpoint::text, lsns->>'1' AS head FROM powersync.write_checkpoints`
       );
       expect(records).toEqual([
         {
           user_id: 'dev-user/my-device',
           write_checkpoint: '1',
-          head: expect.stringMatching(/^[0-9A-F]{8}\/[0-9A-F]{8}$/)
+          head: LSN_TEXT
         }
       ]);
       // Replication (unified role) reaches the marker and marks the request processed.
       await waitUntil('replication to mark the checkpoint request processed', async () => {
-        const { rows } = await storage.query(`SELECT processed_at_lsn::text AS lsn FROM powersync.write_checkpoints`);
-        return rows[0].lsn !== null;
+        const { rows } = await storage.query<{ lsn: string | null }>(
+          `SELECT processed_at_lsn::text AS lsn FROM powersync.write_checkpoints`
+        );
+        return rows[0]?.lsn != null;
       });
 
       const { rows: changes } = await source.query<{ lsn: string; data: string }>(
@@ -77,11 +82,11 @@ describe('syncpoint start with no config (embedded default)', () => {
       const markers = changes.filter((change) => /message: .*prefix: powersync, sz: 4 content:ping/.test(change.data));
       // The request's marker comes after the stored head. (Exactly one marker per request is checkpoint-source-cost's
       // test; here a heartbeat marker may also fall in the window on a slow machine.)
-      const { rows: after } = await source.query(
+      const { rows: after } = await source.query<{ n: number }>(
         'SELECT count(*)::int AS n FROM unnest($1::pg_lsn[]) lsn WHERE lsn >= $2::pg_lsn',
-        [markers.map((marker) => marker.lsn), records[0].head]
+        [markers.map((marker) => marker.lsn), records[0]!.head]
       );
-      expect(after[0].n).toBeGreaterThanOrEqual(1);
+      expect(after[0]!.n).toBeGreaterThanOrEqual(1);
 
       await source.query('SELECT pg_drop_replication_slot($1)', [slot]);
       await Promise.all([source.end(), storage.end()]);

@@ -1,3 +1,4 @@
+import { sourceSchema } from '@syncpoint/test-fixtures';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   clientToken,
@@ -58,7 +59,7 @@ describe('failover (issue 12)', () => {
 
   beforeAll(async () => {
     env = await createReplicationEnv('failover', [
-      `CREATE TABLE items (id int8 PRIMARY KEY, owner text NOT NULL, val int8 NOT NULL, batch text NOT NULL)`,
+      sourceSchema('items').ddl,
       `INSERT INTO items SELECT i, 'u' || (i % 5), i, 'seed' FROM generate_series(1, 200) i`
     ]);
   }, 120_000);

@@ -23,14 +23,14 @@ import { openSyncStream } from './sync-stream-client.js';
  */
 
 /** Rows a client ends with: bucket name → (object_type/object_id → row). */
-export type ClientRows = Map<string, Map<string, unknown>>;
+type ClientRows = Map<string, Map<string, unknown>>;
 
-export function rowsOf(buckets: Map<string, BucketContents>): ClientRows {
+function rowsOf(buckets: Map<string, BucketContents>): ClientRows {
   return new Map([...buckets].map(([name, contents]) => [name, contents.rows]));
 }
 
 /** Human-readable differences between two client states (empty when equal); at most `limit` lines. */
-export function diffClientRows(actual: ClientRows, expected: ClientRows, limit = 20): string[] {
+function diffClientRows(actual: ClientRows, expected: ClientRows, limit = 20): string[] {
   const problems: string[] = [];
   for (const name of new Set([...actual.keys(), ...expected.keys()])) {
     const a = actual.get(name) ?? new Map();

@@ -1,9 +1,7 @@
-import { spawn } from 'node:child_process';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import type { PostgresBucketStorage } from '@syncpoint/storage-postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { sourceSchema } from '@syncpoint/test-fixtures';
@@ -13,6 +11,7 @@ import {
   createReplicationEnv,
   ITEMS_SYNC_CONFIG,
   sleep,
+  spawnServiceProcess,
   TEST_DEV_KEY,
   waitFor,
   waitForCheckpointLsn,
@@ -30,8 +29,6 @@ import { openSyncStream } from './sync-stream-client.js';
  * committing around it, is replication-crash.test.ts.)
  */
 
-const serviceDir = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-
 /** fault-invariants' fresh-service comparison, with a fresh replicating service of this env. */
 function expectMatchesFreshService(env: ReplicationEnv, storage: PostgresBucketStorage, syncConfig: string) {
   return expectMatchesFreshSnapshot({
@@ -45,14 +42,17 @@ function expectMatchesFreshService(env: ReplicationEnv, storage: PostgresBucketS
   });
 }
 
+/** A JSON log line of a child (pino): the fields these tests read, and whatever else it carries. */
+type LogLine = { msg?: string; table?: string; rowsDone?: number; url?: string; [field: string]: unknown };
+
 /** The JSON log lines a child printed (pino), parsed; other output is skipped. */
-function logLines(output: string): Array<Record<string, any>> {
+function logLines(output: string): LogLine[] {
   return output
     .split('\n')
     .filter((line) => line.startsWith('{'))
     .flatMap((line) => {
       try {
-        return [JSON.parse(line)];
+        return [JSON.parse(line) as LogLine];
       } catch {
         return [];
       }
@@ -60,8 +60,8 @@ function logLines(output: string): Array<Record<string, any>> {
 }
 
 async function withOutput<T>(child: ChildService, what: Promise<T>): Promise<T> {
-  return what.catch((error) => {
-    throw new Error(`${error.message}\nchild output:\n${child.output().slice(-5_000)}`);
+  return what.catch((error: unknown) => {
+    throw new Error(`${String(error)}\nchild output:\n${child.output().slice(-5_000)}`);
   });
 }
 
@@ -357,24 +357,7 @@ function spawnServiceChild(configText: string, role: 'api' | 'replication' | 'un
   })();
   let output = '';
   const started = ready.then(({ file }) => {
-    // node with tsx's loader (not the tsx CLI, whose grandchild a SIGKILL would leave running).
-    const child = spawn(
-      process.execPath,
-      [
-        '--import',
-        'tsx',
-        '--conditions=@syncpoint/source',
-        path.join(serviceDir, 'src/cli.ts'),
-        'start',
-        '-c',
-        file,
-        '--role',
-        role,
-        '--port',
-        '0'
-      ],
-      { cwd: serviceDir, env: { ...process.env, SYNCPOINT_LOG_LEVEL: process.env.SYNCPOINT_TEST_LOG ?? 'info' } }
-    );
+    const child = spawnServiceProcess(file, role);
     child.stdout.on('data', (chunk) => (output = (output + chunk).slice(-200_000)));
     child.stderr.on('data', (chunk) => (output = (output + chunk).slice(-200_000)));
     const exited = new Promise<void>((resolve) => child.on('exit', () => resolve()));
@@ -386,10 +369,10 @@ function spawnServiceChild(configText: string, role: 'api' | 'replication' | 'un
     url: () =>
       waitFor(
         'the child to listen',
-        async () => logLines(output).find((line) => line.msg === 'Syncpoint is listening')?.url as string | undefined,
+        () => Promise.resolve(logLines(output).find((line) => line.msg === 'Syncpoint is listening')?.url),
         60_000
-      ).catch((error) => {
-        throw new Error(`${error.message}\nchild output:\n${output.slice(-5_000)}`);
+      ).catch((error: unknown) => {
+        throw new Error(`${String(error)}\nchild output:\n${output.slice(-5_000)}`);
       }),
     async kill() {
       const { child, exited } = await started;
@@ -526,7 +509,7 @@ describe('SIGKILL between storing a checkpoint request and emitting its marker',
     await acknowledged(restartedUrl, 'bob', 'laptop', 8);
     const afterRestartMs = Date.now() - restartedAt;
     expect(afterRestartMs).toBeLessThan(30_000);
-    expect(logLines(killedApi.output()).some((line) => /pending checkpoint request/.test(line.msg))).toBe(true);
+    expect(logLines(killedApi.output()).some((line) => /pending checkpoint request/.test(line.msg ?? ''))).toBe(true);
 
     // Every stored request is processed.
     const { rows } = await storage.pool.query<{ pending: string }>(

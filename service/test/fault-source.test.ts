@@ -8,7 +8,7 @@ import { parseConfig, silentLogger, startService, type Logger, type RunningServi
 import { createPostgresStorage, type PostgresBucketStorage } from '@syncpoint/storage-postgres';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { stringify } from 'yaml';
+import { postgresServiceConfig, testJwks } from '@syncpoint/test-fixtures';
 import { DEV_AUDIENCE } from '../src/dev-token.js';
 import { createModuleRegistry } from '../src/module-registry.js';
 import {
@@ -22,7 +22,7 @@ import {
   type LogCapture
 } from './fault-invariants.js';
 import type { BucketContents } from './replication-harness.js';
-import { ITEMS_SYNC_CONFIG, sleep, TEST_DEV_KEY, waitFor, waitForCheckpointLsn } from './replication-harness.js';
+import { ITEMS_SYNC_CONFIG, sleep, waitFor, waitForCheckpointLsn } from './replication-harness.js';
 import { startTcpProxy, type TcpProxy } from './tcp-proxy.js';
 
 /**
@@ -63,22 +63,14 @@ async function startSource(): Promise<PostgresServer> {
 }
 
 function configText(storageName: string, sourceUrl: string): string {
-  return stringify({
-    replication: {
-      connections: [
-        {
-          type: 'postgresql',
-          uri: sourceUrl,
-          sslmode: 'disable',
-          slot_name_prefix: slotPrefix,
-          heartbeat_interval_seconds: HEARTBEAT_SECONDS
-        }
-      ]
-    },
-    storage: { type: 'postgresql', uri: storageServer.url(storageName), sslmode: 'disable' },
-    port: 0,
-    sync_config: { content: ITEMS_SYNC_CONFIG },
-    client_auth: { audience: [DEV_AUDIENCE], jwks: { keys: [TEST_DEV_KEY] } }
+  return postgresServiceConfig({
+    sourceUri: sourceUrl,
+    storageUri: storageServer.url(storageName),
+    syncConfig: ITEMS_SYNC_CONFIG,
+    slotPrefix,
+    heartbeatSeconds: HEARTBEAT_SECONDS,
+    audience: [DEV_AUDIENCE],
+    jwks: testJwks(['hs256'])
   });
 }
 
@@ -352,7 +344,7 @@ describe('source-side faults: the service recovers by itself and loses nothing',
     const token = await clientToken('u1');
     const since = logs.entries().length;
     const writer = startWriter();
-    let stalledAt = 0;
+    let stalledAt: number;
     try {
       await sleep(1_000);
       await postCheckpointRequest(service.url, token, 'stall', 1n);

@@ -1,7 +1,6 @@
 import { parseConfig, startService, type RunningService } from '@syncpoint/service-core';
+import { sourceSchema } from '@syncpoint/test-fixtures';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { stringify } from 'yaml';
-import { DEV_AUDIENCE } from '../src/dev-token.js';
 import { createModuleRegistry } from '../src/module-registry.js';
 import {
   captureLogs,
@@ -14,7 +13,6 @@ import {
 import {
   createReplicationEnv,
   ITEMS_SYNC_CONFIG,
-  TEST_DEV_KEY,
   waitForCheckpointLsn,
   type ReplicationEnv
 } from './replication-harness.js';
@@ -52,8 +50,8 @@ describe('storage connections stalled silently', () => {
     previousTtl = process.env.SYNCPOINT_REPLICATION_LOCK_TTL_MS;
     process.env.SYNCPOINT_REPLICATION_LOCK_TTL_MS = String(LOCK_TTL_MS);
     env = await createReplicationEnv('storagestall', [
-      `CREATE TABLE items (id int8 PRIMARY KEY, owner text NOT NULL, val int8 NOT NULL)`,
-      `INSERT INTO items SELECT i, 'u' || (i % 3), i FROM generate_series(1, 300) i`
+      sourceSchema('items').ddl,
+      `INSERT INTO items SELECT i, 'u' || (i % 3), i, 'seed' FROM generate_series(1, 300) i`
     ]);
     proxy = await startTcpProxy(env.postgres.port);
   }, 120_000);
@@ -74,22 +72,11 @@ describe('storage connections stalled silently', () => {
     logs = captureLogs();
     const registry = createModuleRegistry();
     const config = await parseConfig(
-      stringify({
-        replication: {
-          connections: [
-            {
-              type: 'postgresql',
-              uri: env.postgres.url(env.sourceName),
-              sslmode: 'disable',
-              slot_name_prefix: env.slotPrefix,
-              heartbeat_interval_seconds: 5
-            }
-          ]
-        },
-        storage: { type: 'postgresql', uri: proxiedUrl.toString(), sslmode: 'disable' },
-        port: 0,
-        sync_config: { content: ITEMS_SYNC_CONFIG },
-        client_auth: { audience: [DEV_AUDIENCE], jwks: { keys: [TEST_DEV_KEY] } }
+      env.configText({
+        storageName,
+        storageUri: proxiedUrl.toString(),
+        syncConfig: ITEMS_SYNC_CONFIG,
+        heartbeatSeconds: 5
       }),
       { source: 'test', configDir: process.cwd(), registry }
     );
@@ -118,7 +105,7 @@ describe('storage connections stalled silently', () => {
 
     try {
       // The pool: a checkpoint request made right after the stall (retried as the SDK does) is stored.
-      await env.sourceDb.query(`INSERT INTO items VALUES ($1, 'u1', 42)`, [STALLED_ROW_ID]);
+      await env.sourceDb.query(`INSERT INTO items VALUES ($1, 'u1', 42, 'stalled')`, [STALLED_ROW_ID]);
       const stored = await postCheckpointRequest(service.url, token, 'stall', 2n, 45_000);
       const storedMs = Date.now() - stalledAt;
       const rowLines = await stream.until(

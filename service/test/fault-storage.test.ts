@@ -4,9 +4,8 @@ import path from 'node:path';
 import { freePort, startEmbeddedPostgres, type PostgresServer } from '@syncpoint/dev-postgres';
 import { parseConfig, startService, type RunningService } from '@syncpoint/service-core';
 import { createPostgresStorage, type PostgresBucketStorage } from '@syncpoint/storage-postgres';
+import { sourceSchema } from '@syncpoint/test-fixtures';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { stringify } from 'yaml';
-import { DEV_AUDIENCE } from '../src/dev-token.js';
 import { createModuleRegistry } from '../src/module-registry.js';
 import {
   captureLogs,
@@ -20,7 +19,6 @@ import {
   createReplicationEnv,
   ITEMS_SYNC_CONFIG,
   sleep,
-  TEST_DEV_KEY,
   waitFor,
   waitForCheckpointLsn,
   type ReplicationEnv
@@ -54,8 +52,8 @@ describe('bucket storage restart during a write batch', () => {
 
   beforeAll(async () => {
     env = await createReplicationEnv('storagerestart', [
-      `CREATE TABLE items (id int8 PRIMARY KEY, owner text NOT NULL, val int8 NOT NULL)`,
-      `INSERT INTO items SELECT i, 'u' || (i % 10), i FROM generate_series(1, ${SEED_ROWS}) i`
+      sourceSchema('items').ddl,
+      `INSERT INTO items SELECT i, 'u' || (i % 10), i, 'seed' FROM generate_series(1, ${SEED_ROWS}) i`
     ]);
     dataDir = await mkdtemp(path.join(tmpdir(), 'syncpoint-storage-pg-'));
     port = await freePort();
@@ -72,21 +70,10 @@ describe('bucket storage restart during a write batch', () => {
 
   it('answers with a clear error during the outage, then replicates everything and acknowledges every request', async () => {
     const logs = captureLogs();
-    const configText = stringify({
-      replication: {
-        connections: [
-          {
-            type: 'postgresql',
-            uri: env.postgres.url(env.sourceName),
-            sslmode: 'disable',
-            slot_name_prefix: env.slotPrefix
-          }
-        ]
-      },
-      storage: { type: 'postgresql', uri: storageServer!.url(storageName), sslmode: 'disable' },
-      port: 0,
-      sync_config: { content: ITEMS_SYNC_CONFIG },
-      client_auth: { audience: [DEV_AUDIENCE], jwks: { keys: [TEST_DEV_KEY] } }
+    const configText = env.configText({
+      storageName,
+      storageUri: storageServer!.url(storageName),
+      syncConfig: ITEMS_SYNC_CONFIG
     });
     const registry = createModuleRegistry();
     const config = await parseConfig(configText, { source: 'test', configDir: process.cwd(), registry });
@@ -116,7 +103,7 @@ describe('bucket storage restart during a write batch', () => {
     // A request stored before the outage, not yet acknowledged when storage goes away (the big batch is in the way).
     const alice = await clientToken('alice');
     await env.sourceDb.query(
-      `INSERT INTO items SELECT i, 'u' || (i % 10), i FROM generate_series(${SEED_ROWS + 1}, ${SEED_ROWS + BATCH_ROWS}) i`
+      `INSERT INTO items SELECT i, 'u' || (i % 10), i, 'large' FROM generate_series(${SEED_ROWS + 1}, ${SEED_ROWS + BATCH_ROWS}) i`
     );
     await postCheckpointRequest(service.url, alice, 'phone', 1n);
     // Stop storage while replication is writing the batch: flushed ops of it above the served checkpoint.

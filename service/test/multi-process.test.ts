@@ -6,8 +6,7 @@ import { fileURLToPath } from 'node:url';
 import { testPostgresServer, type PostgresServer } from '@syncpoint/dev-postgres';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { stringify } from 'yaml';
-import { sourceSchema, syncConfig, testPrivateJwk } from '@syncpoint/test-fixtures';
+import { postgresServiceConfig, sourceSchema, syncConfig, testJwks, testPrivateJwk } from '@syncpoint/test-fixtures';
 import { DEV_AUDIENCE, signDevToken, type DevKey } from '../src/dev-token.js';
 import { waitForOutput } from './run-cli.js';
 import { openSyncStream } from './sync-stream-client.js';
@@ -60,7 +59,7 @@ function start(role: 'api' | 'replication') {
 async function listening(child: ChildProcessWithoutNullStreams): Promise<string> {
   const output = await waitForOutput(child, /Syncpoint is listening/);
   const line = output.split('\n').find((text) => text.includes('Syncpoint is listening'))!;
-  return JSON.parse(line).url as string;
+  return (JSON.parse(line) as { url: string }).url;
 }
 
 beforeAll(async () => {
@@ -78,15 +77,13 @@ beforeAll(async () => {
   configPath = path.join(dir, 'config.yaml');
   await writeFile(
     configPath,
-    stringify({
-      replication: {
-        connections: [{ type: 'postgresql', uri: postgres.url(`syncpoint_mp_source_${suffix}`), sslmode: 'disable' }]
-      },
-      storage: { type: 'postgresql', uri: postgres.url(`syncpoint_mp_storage_${suffix}`), sslmode: 'disable' },
-      port: 0,
-      sync_config: { content: syncConfig('demo-todos') },
-      client_auth: { audience: [DEV_AUDIENCE], jwks: { keys: [devKey] } },
-      system: { logging: { level: 'info', format: 'json' } }
+    postgresServiceConfig({
+      sourceUri: postgres.url(`syncpoint_mp_source_${suffix}`),
+      storageUri: postgres.url(`syncpoint_mp_storage_${suffix}`),
+      syncConfig: syncConfig('demo-todos'),
+      audience: [DEV_AUDIENCE],
+      jwks: testJwks(['hs256']),
+      sections: { system: { logging: { level: 'info', format: 'json' } } }
     })
   );
 }, 60_000);

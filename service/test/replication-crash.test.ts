@@ -65,9 +65,11 @@ describe('replication survives SIGKILL mid-transaction', () => {
   it('ends in the source state, with no transaction lost or half-visible, and matches a fresh snapshot', async () => {
     let child: ChildService = await env.startChild({ storageName, syncConfig: ITEMS_SYNC_CONFIG, heartbeatSeconds: 5 });
     storage = env.openStorage(storageName);
-    const first = await waitFor('the first checkpoint', () => storage.getServingCheckpoint(), 60_000).catch((error) => {
-      throw new Error(`${error.message}\nchild output:\n${child.output()}`);
-    });
+    const first = await waitFor('the first checkpoint', () => storage.getServingCheckpoint(), 60_000).catch(
+      (error: unknown) => {
+        throw new Error(`${String(error)}\nchild output:\n${child.output()}`);
+      }
+    );
     streamId = first.stream.id;
 
     // Small two-row transactions (value and, sometimes, owner: the pair moves between per-owner buckets), plus

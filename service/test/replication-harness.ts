@@ -41,8 +41,10 @@ export interface ReplicationEnv {
   cleanup(): Promise<void>;
 }
 
-export interface ServiceOptions {
+interface ServiceOptions {
   storageName: string;
+  /** The storage database's URL when it is not `storageName` on the env's server (a dedicated or proxied server). */
+  storageUri?: string;
   syncConfig: string;
   heartbeatSeconds?: number;
 }
@@ -89,7 +91,7 @@ export async function createReplicationEnv(
   const configText = (options: ServiceOptions) =>
     postgresServiceConfig({
       sourceUri: postgres.url(sourceName),
-      storageUri: postgres.url(options.storageName),
+      storageUri: options.storageUri ?? postgres.url(options.storageName),
       syncConfig: options.syncConfig,
       slotPrefix,
       heartbeatSeconds: options.heartbeatSeconds ?? 60,
@@ -113,13 +115,12 @@ export async function createReplicationEnv(
     async startInProcess(options) {
       const service = await startFromConfig(configText(options), { role: options.role ?? 'unified' });
       let stopped = false;
-      const stop = service.stop;
       const wrapped = {
         ...service,
         stop: async () => {
           if (stopped) return;
           stopped = true;
-          await stop();
+          await service.stop();
         }
       };
       services.push(() => wrapped.stop());
@@ -130,30 +131,7 @@ export async function createReplicationEnv(
       dirs.push(dir);
       const file = path.join(dir, 'config.yaml');
       await writeFile(file, configText(options));
-      // node itself with tsx's loader, not the tsx CLI (`spawnCli`), which runs the service in a grandchild that a
-      // SIGKILL of the child would leave running.
-      const child = spawn(
-        process.execPath,
-        [
-          '--import',
-          'tsx',
-          '--conditions=@syncpoint/source',
-          path.join(serviceDir, 'src/cli.ts'),
-          'start',
-          '-c',
-          file,
-          '--role',
-          options.role ?? 'replication',
-          '--port',
-          '0',
-          '--host',
-          '127.0.0.1'
-        ],
-        {
-          cwd: serviceDir,
-          env: { ...process.env, SYNCPOINT_LOG_LEVEL: process.env.SYNCPOINT_TEST_LOG ?? 'info', ...options.env }
-        }
-      );
+      const child = spawnServiceProcess(file, options.role ?? 'replication', { host: '127.0.0.1', env: options.env });
       let output = '';
       child.stdout.on('data', (chunk) => (output = (output + chunk).slice(-200_000)));
       child.stderr.on('data', (chunk) => (output = (output + chunk).slice(-200_000)));
@@ -195,7 +173,7 @@ export async function createReplicationEnv(
       return normalizeLsn(rows[0]!.lsn);
     },
     async slots() {
-      const { rows } = await sourceDb.query(
+      const { rows } = await sourceDb.query<{ slot_name: string; active: boolean; confirmed_flush_lsn: string | null }>(
         `SELECT slot_name, active, confirmed_flush_lsn::text AS confirmed_flush_lsn FROM pg_replication_slots WHERE starts_with(slot_name, $1)`,
         [slotPrefix]
       );
@@ -236,6 +214,39 @@ export async function createReplicationEnv(
   return env;
 }
 
+/**
+ * `syncpoint start -c <configFile>` in a child process on a free port. node itself with tsx's loader, not the tsx CLI
+ * (`spawnCli`), which runs the service in a grandchild that a SIGKILL of the child would leave running.
+ */
+export function spawnServiceProcess(
+  configFile: string,
+  role: ServiceRole,
+  options: { host?: string; env?: Record<string, string> } = {}
+): ChildProcessWithoutNullStreams {
+  const hostArgs = options.host === undefined ? [] : ['--host', options.host];
+  return spawn(
+    process.execPath,
+    [
+      '--import',
+      'tsx',
+      '--conditions=@syncpoint/source',
+      path.join(serviceDir, 'src/cli.ts'),
+      'start',
+      '-c',
+      configFile,
+      '--role',
+      role,
+      '--port',
+      '0',
+      ...hostArgs
+    ],
+    {
+      cwd: serviceDir,
+      env: { ...process.env, SYNCPOINT_LOG_LEVEL: process.env.SYNCPOINT_TEST_LOG ?? 'info', ...options.env }
+    }
+  );
+}
+
 export function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
@@ -248,11 +259,11 @@ export async function waitFor<T>(
   intervalMs = 50
 ): Promise<T> {
   const deadline = Date.now() + timeoutMs;
-  let lastError: unknown;
+  let lastError: string | undefined;
   for (;;) {
     // Errors (e.g. storage not migrated yet by a starting service) count as "not yet".
-    const value = await probe().catch((error) => {
-      lastError = error;
+    const value = await probe().catch((error: unknown) => {
+      lastError = String(error);
       return null;
     });
     if (value) return value;

@@ -112,7 +112,7 @@ describe('replication on an idle source', () => {
           })) {
             for (const op of chunk.data) if (op.object_id === 't1' && op.op === 'PUT') data.push(op.data!);
           }
-          expect(JSON.parse(data.at(-1)!).description).toBe(`idle change ${i}`);
+          expect(JSON.parse(data.at(-1)!)).toMatchObject({ description: `idle change ${i}` });
           break;
         }
         await sleep(5);
@@ -149,7 +149,9 @@ describe('replication on an idle source', () => {
     )) {
       ops.push(...chunk.data);
     }
-    expect(ops.map((op) => [op.op, op.object_id, JSON.parse(op.data!).description])).toEqual([
+    expect(
+      ops.map((op) => [op.op, op.object_id, (JSON.parse(op.data!) as { description: string }).description])
+    ).toEqual([
       ['PUT', 'after-restart', 'written while stopped'],
       ['PUT', 't2', 'updated while stopped']
     ]);

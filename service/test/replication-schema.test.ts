@@ -26,11 +26,13 @@ describe('replication through schema changes', () => {
   let storage: PostgresBucketStorage;
 
   /** Rows of the global bucket, by `table/id`, once replication has caught up with the source. */
-  async function caughtUpRows(): Promise<Map<string, any>> {
+  async function caughtUpRows(): Promise<Map<string, unknown>> {
     const served = await waitForCheckpointLsn(storage, await env.sourcePosition(), 60_000);
-    return (await downloadBuckets(storage, served.checkpoint.checkpoint)).get('global[]')?.rows ?? new Map();
+    return (
+      (await downloadBuckets(storage, served.checkpoint.checkpoint)).get('global[]')?.rows ?? new Map<string, unknown>()
+    );
   }
-  const ids = (rows: Map<string, any>, table: string) =>
+  const ids = (rows: Map<string, unknown>, table: string) =>
     [...rows.keys()].filter((key) => key.startsWith(`${table}/`)).sort();
 
   beforeAll(async () => {

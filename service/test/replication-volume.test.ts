@@ -1,4 +1,5 @@
 import { putChecksum } from '@syncpoint/service-core';
+import { syncConfig } from '@syncpoint/test-fixtures';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   createReplicationEnv,
@@ -8,11 +9,7 @@ import {
   type ReplicationEnv
 } from './replication-harness.js';
 
-const SYNC_CONFIG = `bucket_definitions:
-  global:
-    data:
-      - SELECT * FROM items
-`;
+const SYNC_CONFIG = syncConfig('items-global');
 
 const SNAPSHOT_ROWS = 100_000;
 const STREAM_TRANSACTIONS = 20;

@@ -4,17 +4,9 @@ import path from 'node:path';
 import { freePort, startEmbeddedPostgres, type PostgresServer } from '@syncpoint/dev-postgres';
 import { parseConfig, startService, type RunningService, type ServiceRole } from '@syncpoint/service-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { stringify } from 'yaml';
-import { DEV_AUDIENCE } from '../src/dev-token.js';
 import { createModuleRegistry } from '../src/module-registry.js';
 import { captureLogs, clientToken, type LogCapture } from './fault-invariants.js';
-import {
-  createReplicationEnv,
-  ITEMS_SYNC_CONFIG,
-  TEST_DEV_KEY,
-  waitFor,
-  type ReplicationEnv
-} from './replication-harness.js';
+import { createReplicationEnv, ITEMS_SYNC_CONFIG, waitFor, type ReplicationEnv } from './replication-harness.js';
 
 /**
  * Issue 12 item 6: the `replication` role serves the probes and `/metrics` only; readiness follows storage (and, in the
@@ -36,22 +28,7 @@ describe('roles and probes', () => {
   const start = async (role: ServiceRole) => {
     const registry = createModuleRegistry();
     const config = await parseConfig(
-      stringify({
-        replication: {
-          connections: [
-            {
-              type: 'postgresql',
-              uri: env.postgres.url(env.sourceName),
-              sslmode: 'disable',
-              slot_name_prefix: env.slotPrefix
-            }
-          ]
-        },
-        storage: { type: 'postgresql', uri: storageServer.url(storageName), sslmode: 'disable' },
-        port: 0,
-        sync_config: { content: ITEMS_SYNC_CONFIG },
-        client_auth: { audience: [DEV_AUDIENCE], jwks: { keys: [TEST_DEV_KEY] } }
-      }),
+      env.configText({ storageName, storageUri: storageServer.url(storageName), syncConfig: ITEMS_SYNC_CONFIG }),
       { source: 'test', configDir: process.cwd(), registry }
     );
     const service = await startService(config, {

@@ -93,20 +93,7 @@ describe('syncpoint validate', () => {
   });
 
   it('reports each sync-rules rejection with its definition, query and position', async () => {
-    const dir = await mkdtemp(path.join(tmpdir(), 'syncpoint-validate-'));
-    const file = path.join(dir, 'config.yaml');
-    await writeFile(
-      file,
-      stringify({
-        replication: {
-          connections: [{ type: 'postgresql', uri: 'postgresql://127.0.0.1:1/none', sslmode: 'disable' }]
-        },
-        storage: { type: 'postgresql', uri: 'postgresql://127.0.0.1:1/none', sslmode: 'disable' },
-        sync_config: { content: RULES },
-        client_auth: { audience: ['x'] }
-      })
-    );
-    const { code, stdout } = await runCli(['validate', '-c', file]);
+    const { code, stdout } = await runCli(['validate', '-c', await writeServiceConfig(RULES)]);
     expect(code).toBe(1);
     const lines = stdout
       .trim()

@@ -67,7 +67,7 @@ describe('write-checkpoint batcher (PROTOCOL §4.6) on real Postgres', () => {
     counts.failNextStorageCall = true;
     const failed = await Promise.allSettled([batcher.enqueue('f1/a', 1n), batcher.enqueue('f2/a', 1n)]);
     expect(failed.map((r) => r.status)).toEqual(['rejected', 'rejected']);
-    expect((failed[0] as PromiseRejectedResult).reason.message).toBe('storage unavailable');
+    expect((failed[0] as PromiseRejectedResult).reason).toMatchObject({ message: 'storage unavailable' });
     expect(await markers.take()).toBe(0); // nothing stored, so no marker
     const next = await batcher.enqueue('f1/a', 1n);
     expect(next.writeCheckpoint).toBe(1n);

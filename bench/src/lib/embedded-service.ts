@@ -20,8 +20,8 @@ import {
   type ServiceRole
 } from '@syncpoint/service-core';
 
-export const SOURCE_DATABASE = 'bench_source';
-export const STORAGE_DATABASE = 'bench_storage';
+const SOURCE_DATABASE = 'bench_source';
+const STORAGE_DATABASE = 'bench_storage';
 
 /** Embedded Postgres (source + storage databases) and the service running in this process on a free port. */
 export interface BenchService {

@@ -4,7 +4,7 @@ import type { PostgresSourceConfig } from './source-config.js';
 type SslMode = 'disable' | 'verify-ca' | 'verify-full';
 
 /** Used when the connection sets no `connect_timeout`. */
-export const DEFAULT_CONNECT_TIMEOUT_SECONDS = 30;
+const DEFAULT_CONNECT_TIMEOUT_SECONDS = 30;
 
 /**
  * Client-side limit for one query on a source pool. Every query is small (a head read, a marker, a chunk of 10,000
@@ -19,7 +19,7 @@ export const SOURCE_QUERY_TIMEOUT_MS = 120_000;
  * answering at the TCP level is caught by the application checks: query timeouts on the pools, the replication
  * connection's own silence watchdog (replication-connection.ts).
  */
-export const SOURCE_KEEPALIVE_INITIAL_DELAY_MS = 10_000;
+const SOURCE_KEEPALIVE_INITIAL_DELAY_MS = 10_000;
 
 /** The sslmode from the config key, else from the URI's `sslmode` parameter, else `verify-full` (PROTOCOL §10). */
 export function effectiveSslMode(config: PostgresSourceConfig): SslMode {

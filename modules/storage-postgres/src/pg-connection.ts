@@ -8,16 +8,16 @@ const INT8_OID = 20;
  * TCP keepalive probes start after this much idle time on a storage connection, so the kernel notices a peer that is
  * gone (host down, NAT entry dropped) on an idle pooled connection too; a busy one is bounded by the query timeout.
  */
-export const STORAGE_KEEPALIVE_INITIAL_DELAY_MS = 10_000;
+const STORAGE_KEEPALIVE_INITIAL_DELAY_MS = 10_000;
 /** An idle pooled connection is closed after this long (pg-pool's default, stated: the stall bound relies on it). */
-export const STORAGE_IDLE_TIMEOUT_MS = 10_000;
+const STORAGE_IDLE_TIMEOUT_MS = 10_000;
 
 /**
  * Type parsers that keep int8 exact: a JS number never carries an op id or a checkpoint id. Every int8 column comes
  * back as a bigint through the int64 codec (a value that is not one is corrupt storage: a typed error). Where a
  * column means something narrower (an op id, a checksum), the reader checks it with that codec's `fromPgInt8`.
  */
-export const bigintTypes = {
+const bigintTypes = {
   getTypeParser(oid: number, format?: 'text' | 'binary'): (value: string) => unknown {
     if (oid === INT8_OID && (format ?? 'text') === 'text') return (value: string) => int64.fromPgInt8(value);
     return pg.types.getTypeParser(oid, format) as (value: string) => unknown;
@@ -54,7 +54,7 @@ export function poolConfigFromStorageConfig(config: PostgresStorageConfig): pg.P
 }
 
 /** pg's message when a query outlived `query_timeout`. */
-export function isQueryReadTimeout(error: unknown): boolean {
+function isQueryReadTimeout(error: unknown): boolean {
   return error instanceof Error && error.message === 'Query read timeout';
 }
 

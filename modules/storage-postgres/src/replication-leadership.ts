@@ -2,7 +2,7 @@ import { ReplicationLeadershipLostError, type Logger } from '@syncpoint/service-
 import pg from 'pg';
 
 /** Session advisory lock key of replication leadership (beside the migration, deploy and op id keys 7_240_00x). */
-export const LEADERSHIP_LOCK_KEY = 7_240_004;
+const LEADERSHIP_LOCK_KEY = 7_240_004;
 /**
  * How long the takeover waits for a deposed leader's in-flight fenced write before terminating its session, and how
  * long a termination may take. Kept below the lock connection's query timeout (ttl/2): a query that times out on the

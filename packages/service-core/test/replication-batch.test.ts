@@ -1,5 +1,4 @@
 import { lsnFromBigint, type Lsn } from '@syncpoint/codecs';
-import { parseSyncRules, type SyncRules } from '@syncpoint/sync-rules';
 import { describe, expect, it } from 'vitest';
 import {
   bucketChecksumAtCheckpoint,
@@ -16,25 +15,7 @@ import {
   type ReplicationBatchLimits,
   type SourceTableRef
 } from '../src/index.js';
-
-const parsed = parseSyncRules(`
-bucket_definitions:
-  global:
-    data:
-      - SELECT id, title FROM lists
-  by_owner:
-    parameters: SELECT request.user_id() AS owner
-    data:
-      - SELECT id, title FROM lists WHERE owner_id = bucket.owner
-  by_member:
-    parameters: SELECT list_id FROM members WHERE user_id = request.user_id()
-    data:
-      - SELECT id, title FROM lists WHERE id = bucket.list_id
-`);
-if (!parsed.ok) throw new Error(JSON.stringify(parsed.errors));
-const rules: SyncRules = parsed.rules;
-const lists: SourceTableRef = { id: '16384', schema: 'public', name: 'lists', replicaIdColumns: ['id'] };
-const members: SourceTableRef = { id: '16390', schema: 'public', name: 'members', replicaIdColumns: ['id'] };
+import { lists, members, rules } from './lists-rules.js';
 
 const LIMITS: ReplicationBatchLimits = {
   evaluateRows: 3,

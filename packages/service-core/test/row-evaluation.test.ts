@@ -1,34 +1,8 @@
 import { createHash } from 'node:crypto';
 import { addChecksums, toSignedChecksum } from '@syncpoint/codecs';
-import { parseSyncRules, type SyncRules } from '@syncpoint/sync-rules';
 import { describe, expect, it } from 'vitest';
-import {
-  evaluateRowChange,
-  putChecksum,
-  removeChecksum,
-  replicaKeyOf,
-  subkeyOf,
-  type SourceTableRef
-} from '../src/index.js';
-
-const parsed = parseSyncRules(`
-bucket_definitions:
-  global:
-    data:
-      - SELECT id, title FROM lists
-  by_owner:
-    parameters: SELECT request.user_id() AS owner
-    data:
-      - SELECT id, title FROM lists WHERE owner_id = bucket.owner
-  by_member:
-    parameters: SELECT list_id FROM members WHERE user_id = request.user_id()
-    data:
-      - SELECT id, title FROM lists WHERE id = bucket.list_id
-`);
-if (!parsed.ok) throw new Error(JSON.stringify(parsed.errors));
-const rules: SyncRules = parsed.rules;
-const lists: SourceTableRef = { id: '16384', schema: 'public', name: 'lists', replicaIdColumns: ['id'] };
-const members: SourceTableRef = { id: '16390', schema: 'public', name: 'members', replicaIdColumns: ['id'] };
+import { evaluateRowChange, putChecksum, removeChecksum, replicaKeyOf, subkeyOf } from '../src/index.js';
+import { lists, members, rules } from './lists-rules.js';
 
 describe('checksums (PROTOCOL §7.5)', () => {
   it('are the first 4 bytes of SHA-256 read as little-endian u32', () => {

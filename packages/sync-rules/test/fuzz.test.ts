@@ -489,23 +489,14 @@ const grammarRules = fc
   .map((definitions) => stringify({ bucket_definitions: definitions }));
 
 /** Rows and requests to evaluate parsed rules with. */
+const ROW_COLUMNS = [
+  // The queries' columns as a row names them (unquoted; `rowid` is SQLite's own), plus the parameter tables' keys.
+  ...COLUMNS.filter((column) => column !== 'rowid').map((column) => column.replace(/^["`](.*)["`]$/, '$1')),
+  'user_id',
+  'org_id'
+];
 const sqlRow = fc.dictionary(
-  fc.constantFrom(
-    'id',
-    'name',
-    'owner',
-    'doc',
-    'n',
-    'tags',
-    'members',
-    'kind',
-    'p',
-    'quoted col',
-    'ticked',
-    'value',
-    'user_id',
-    'org_id'
-  ),
+  fc.constantFrom(...ROW_COLUMNS),
   fc.oneof(
     fc.string({ maxLength: 8 }),
     fc.bigInt({ min: -(2n ** 63n), max: 2n ** 63n - 1n }),

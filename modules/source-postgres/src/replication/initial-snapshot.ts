@@ -6,7 +6,7 @@ import type { PublishedTable } from './source-schema.js';
 import type { TypeCatalog } from './type-catalog.js';
 import { convertValue } from './value-conversion.js';
 
-export const SNAPSHOT_CHUNK_ROWS = 10_000;
+const SNAPSHOT_CHUNK_ROWS = 10_000;
 
 export interface SnapshotProgress {
   table: string;

@@ -16,7 +16,7 @@ export const UNCHANGED_TOAST: unique symbol = Symbol('UNCHANGED_TOAST');
 /** One column of a tuple: Postgres text output ('t'), SQL NULL ('n') or {@link UNCHANGED_TOAST} ('u'). */
 export type TupleValue = string | null | typeof UNCHANGED_TOAST;
 
-export type ReplicaIdentity = 'default' | 'nothing' | 'full' | 'index';
+type ReplicaIdentity = 'default' | 'nothing' | 'full' | 'index';
 
 export interface RelationColumn {
   name: string;

@@ -59,7 +59,7 @@ const RESNAPSHOT_PENDING = normalizeLsn('FFFFFFFF/FFFFFFFF');
  * heartbeat marker makes the source send something at least that often, and silence also makes us ask for a reply),
  * within 15–60 s (60 s is Postgres' default wal_sender_timeout, the same judgement from the server's side).
  */
-export function replicationTimeoutMs(heartbeatIntervalSeconds: number): number {
+function replicationTimeoutMs(heartbeatIntervalSeconds: number): number {
   return Math.min(60_000, Math.max(15_000, 2 * heartbeatIntervalSeconds * 1000));
 }
 

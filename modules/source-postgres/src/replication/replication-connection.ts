@@ -16,7 +16,7 @@ const DEFAULT_CONNECT_TIMEOUT_MS = 30_000;
 const CLOSE_GRACE_MS = 2_000;
 
 /** The source sent nothing on the replication connection for too long, even when asked to reply. */
-export class ReplicationTimeoutError extends Error {
+class ReplicationTimeoutError extends Error {
   constructor(readonly silentMs: number) {
     super(
       `the source sent nothing on the replication connection for ${Math.round(silentMs / 1000)} s although asked to reply; ` +
@@ -220,7 +220,7 @@ function parseCopyData(chunk: Buffer): ReplicationEvent | null {
 }
 
 /** `0/16B3748`-style text for replication commands. */
-export function lsnForCommand(lsn: Lsn): string {
+function lsnForCommand(lsn: Lsn): string {
   return normalizeLsn(lsn)
     .replace(/^0+(?=[0-9A-F])/, '')
     .replace(/\/0+(?=[0-9A-F])/, '/');

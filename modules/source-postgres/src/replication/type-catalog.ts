@@ -5,7 +5,7 @@
  */
 import type pg from 'pg';
 
-export type TypeCategory =
+type TypeCategory =
   | 'text' // passed through as text (also enums, time, interval, xml, bit, ... and unknown types)
   | 'integer' // int2/int4/int8/oid → bigint
   | 'float' // float4/float8 → number

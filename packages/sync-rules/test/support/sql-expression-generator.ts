@@ -15,18 +15,18 @@ import fc from 'fast-check';
 const INT64_MIN = -(2n ** 63n);
 const INT64_MAX = 2n ** 63n - 1n;
 
-export function integerLiteral(value: bigint): string {
+function integerLiteral(value: bigint): string {
   if (value === INT64_MIN) return '(-9223372036854775807 - 1)';
   return value < 0n ? `(-${-value})` : `${value}`;
 }
 
-export function realLiteral(value: number): string {
+function realLiteral(value: number): string {
   const text = String(Math.abs(value));
   const decimal = /^\d+$/.test(text) ? `${text}.0` : text;
   return value < 0 ? `(-${decimal})` : decimal;
 }
 
-export function textLiteral(value: string): string {
+function textLiteral(value: string): string {
   return `'${value.replaceAll("'", "''")}'`;
 }
 

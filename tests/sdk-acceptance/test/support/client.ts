@@ -19,7 +19,7 @@ import type pg from 'pg';
 import type { SyncpointEnv } from './syncpoint.js';
 import { withTimeout } from './wait.js';
 
-export const AppSchema = new Schema({
+const AppSchema = new Schema({
   todos: new Table({ description: column.text, owner_id: column.text })
 });
 
@@ -36,7 +36,7 @@ export interface TodoRow {
 }
 
 /** One HTTP exchange the SDK made (recorded by the custom fetch). */
-export interface RecordedRequest {
+interface RecordedRequest {
   method: string;
   path: string;
   status: number | null;
@@ -49,7 +49,7 @@ export interface RecordedRequest {
  * The backend is authoritative: it upper-cases descriptions and sets `owner_id` to the uploading user, so the
  * test can see the server's state replace the local one after the checkpoint that acknowledges the upload.
  */
-export class TestBackend implements PowerSyncBackendConnector {
+class TestBackend implements PowerSyncBackendConnector {
   uploads = 0;
   credentialsFetched = 0;
 
