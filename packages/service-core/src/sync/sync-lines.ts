@@ -267,6 +267,7 @@ export async function* syncLines(options: SyncStreamOptions): AsyncGenerator<Syn
     let superseded = false;
     const unfinished = new Set(toFetch);
     for (const [groupIndex, priority] of priorities.entries()) {
+      const opsBeforeGroup = opsSent;
       // One storage read returns at most `opsPerBatch` ops; when it is cut short, its last chunk says `hasMore` and
       // every bucket before that chunk's bucket (name order) is complete. Read again for the rest.
       let remaining = groups.get(priority)!;
@@ -313,7 +314,9 @@ export async function* syncLines(options: SyncStreamOptions): AsyncGenerator<Syn
         }
       }
       if (superseded) break;
-      if (groupIndex < priorities.length - 1) {
+      // Only a group that needed data is confirmed early (STREAMS §5.5); with nothing to download, checkpoint_complete
+      // alone follows.
+      if (groupIndex < priorities.length - 1 && opsSent > opsBeforeGroup) {
         yield { partial_checkpoint_complete: { last_op_id: opId.encode(lineCheckpoint), priority } };
       }
     }
