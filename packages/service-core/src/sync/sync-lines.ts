@@ -379,7 +379,7 @@ async function resolveBuckets(
     );
   const resolved = await streamStorage.syncRules.resolveConnection(connection, async (lookups) => {
     if (lookups.length > limits.maxParameterResults) throw tooManyResults();
-    const sets: SqliteRow[][] = await streamStorage.getParameterSets(checkpoint, lookups);
+    const sets: SqliteRow[][] = await options.reads.getParameterSets(streamStorage, checkpoint, lookups);
     parameterResults += sets.reduce((total, rows) => total + rows.length, 0);
     if (parameterResults > limits.maxParameterResults) throw tooManyResults();
     return sets;
