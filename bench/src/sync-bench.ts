@@ -193,7 +193,7 @@ async function hold({ url, token, count, after }) {
 }
 
 /** Sync until the first checkpoint_complete, keeping the stream open: ms, ops, and the buckets' positions. */
-function syncTracked(url, token, body, onLaterComplete) {
+function syncTracked(url, token, body, onLaterComplete, onLaterDiff) {
   return new Promise((resolve, reject) => {
     let ops = 0;
     let complete = false;
@@ -203,6 +203,8 @@ function syncTracked(url, token, body, onLaterComplete) {
         if (line.data) {
           ops += line.data.data.length;
           positions[line.data.bucket] = line.data.next_after;
+        } else if (line.checkpoint_diff) {
+          if (complete) onLaterDiff?.();
         } else if (line.checkpoint_complete) {
           if (!complete) {
             complete = true;
@@ -240,7 +242,8 @@ async function subscribeLatency({ url, token, runs, base, added }) {
   return results;
 }
 
-const fanout = { streams: [], receipts: [] };
+const fanout = { streams: [], receipts: [], diffs: [] };
+const now = () => performance.timeOrigin + performance.now();
 
 /** Open one stream per token with these subscriptions; each later checkpoint_complete is a receipt (epoch ms). */
 async function fanoutOpen({ url, tokens, lists }) {
@@ -249,7 +252,7 @@ async function fanoutOpen({ url, tokens, lists }) {
     await Promise.all(
       tokens.slice(i, i + 50).map((token, j) =>
         syncTracked(url, token, { client_id: 'fan-' + (i + j), raw_data: true, streams: { include_defaults: false, subscriptions: lists.map(subscription) } }, () =>
-          fanout.receipts.push(performance.timeOrigin + performance.now())
+          fanout.receipts.push(now()), () => fanout.diffs.push(now())
         ).then(
           (opened) => fanout.streams.push(opened.stream),
           () => failed++
@@ -273,7 +276,7 @@ process.on('message', async (message) => {
     } else if (message.cmd === 'rss') result = { rss: process.memoryUsage().rss };
     else if (message.cmd === 'subscribe') result = await subscribeLatency(message);
     else if (message.cmd === 'fanout-open') result = await fanoutOpen(message);
-    else if (message.cmd === 'fanout-receipts') result = fanout.receipts.splice(0);
+    else if (message.cmd === 'fanout-receipts') result = { complete: fanout.receipts.splice(0), diff: fanout.diffs.splice(0) };
     else if (message.cmd === 'fanout-release') {
       for (const stream of fanout.streams.splice(0)) stream.close();
       result = {};
@@ -808,31 +811,41 @@ async function streamsPhases(
       `  RSS before ${before.rssMb} MB, with ${service.syncConnections?.count ?? '?'} connections ${during.rssMb} MB`
     );
     const fanoutMs: number[] = [];
+    /** When each connection got the change's checkpoint_diff: resolution and checksums, before the data. */
+    const diffMs: number[] = [];
     /** Per change, the first connection's receipt: replication and one resolution, before the fan-out proper. */
     const firstMs: number[] = [];
+    type Receipts = { complete: number[]; diff: number[] };
     for (let change = 0; change < changes; change++) {
-      await client.call<number[]>({ cmd: 'fanout-receipts' }); // drop anything unrelated
+      await client.call<Receipts>({ cmd: 'fanout-receipts' }); // drop anything unrelated
       const committedAt = performance.timeOrigin + performance.now();
       await source.query(`INSERT INTO items (list_id, description) VALUES ('shared-0', 'change ${change}')`);
       const receipts: number[] = [];
+      const diffs: number[] = [];
       const deadline = Date.now() + 30_000;
       while (receipts.length < open && Date.now() < deadline) {
         await sleep(20);
-        receipts.push(...(await client.call<number[]>({ cmd: 'fanout-receipts' })));
+        const taken = await client.call<Receipts>({ cmd: 'fanout-receipts' });
+        receipts.push(...taken.complete);
+        diffs.push(...taken.diff);
       }
       if (receipts.length < open) {
         errors++;
         notes.push(`change ${change}: ${receipts.length} of ${open} connections got it within 30 s`);
       }
-      fanoutMs.push(...receipts.map((at) => at - committedAt));
-      if (receipts.length > 0) firstMs.push(Math.min(...receipts) - committedAt);
+      const latencies = receipts.map((at) => at - committedAt);
+      fanoutMs.push(...latencies);
+      diffMs.push(...diffs.map((at) => at - committedAt));
+      if (latencies.length > 0) firstMs.push(Math.min(...latencies));
+      const p99 = (values: number[]) => percentile(Float64Array.from(values).sort(), 99).toFixed(1);
       log(
-        `  change ${change + 1}: p99 ${percentile(Float64Array.from(receipts.map((at) => at - committedAt)).sort(), 99).toFixed(1)} ms`
+        `  change ${change + 1}: first ${Math.min(...latencies).toFixed(1)} ms, checkpoint_diff p99 ${p99(diffs.map((at) => at - committedAt))} ms, checkpoint_complete p99 ${p99(latencies)} ms`
       );
       await sleep(200);
     }
     await client.call({ cmd: 'fanout-release' });
     const fanoutSummary = summarizeLatencies(fanoutMs);
+    const diffSummary = summarizeLatencies(diffMs);
 
     const rows: ReportRow[] = [
       {
@@ -855,6 +868,12 @@ async function streamsPhases(
         value: percentile(Float64Array.from(firstMs).sort(), 50),
         unit: 'ms',
         note: '(replication and the first delivery)'
+      },
+      {
+        label: 'streams: change → checkpoint_diff p99',
+        value: diffSummary.p99,
+        unit: 'ms',
+        note: '(re-resolution and checksums, before the data)'
       },
       { label: 'streams: change fan-out p50', value: fanoutSummary.p50, unit: 'ms' },
       {
@@ -887,6 +906,7 @@ async function streamsPhases(
           fanout: {
             changes,
             firstConnectionMs: firstMs.map((ms) => round(ms, 1)),
+            checkpointDiffP99Ms: round(diffSummary.p99),
             p50Ms: round(fanoutSummary.p50),
             p99Ms: round(fanoutSummary.p99),
             maxMs: round(fanoutSummary.max)
