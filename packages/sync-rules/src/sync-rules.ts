@@ -390,6 +390,7 @@ function compileStreams(
   for (const stream of config.streams) {
     try {
       const compiled = compileStream({
+        edition,
         queries: stream.queries.map((query) => query.sql),
         ctes: config.visibleCtes.get(stream.name) ?? new Map()
       });
@@ -961,25 +962,24 @@ function createSyncRules(definitions: BucketDefinition[], streams: LoadedStream[
           }
         }
       }
+      // A stream row reached by two merged evaluators (or two OR-branches) is one row per bucket (§4.3).
+      const seen = new Set<string>();
       for (const stream of streams) {
         for (const source of stream.sources) {
           try {
-            buckets.push(...evaluateStreamRow(stream, source, { schema, table, row }));
+            for (const bucketRow of evaluateStreamRow(stream, source, { schema, table, row })) {
+              const key = JSON.stringify([bucketRow.bucket, bucketRow.table, bucketRow.id]);
+              if (seen.has(key)) continue;
+              seen.add(key);
+              buckets.push(bucketRow);
+            }
           } catch (error) {
             // §4.3: an evaluation error skips this bucket source for this row; replication continues.
             errors.push(streamEvaluationError(stream.name, `bucket source ${source.index}`, error));
           }
         }
       }
-      // A row reached by two merged evaluators (or two OR-branches) is one row per bucket.
-      const seen = new Set<string>();
-      const unique = buckets.filter((bucketRow) => {
-        const key = JSON.stringify([bucketRow.bucket, bucketRow.table, bucketRow.id]);
-        if (seen.has(key)) return false;
-        seen.add(key);
-        return true;
-      });
-      return { buckets: unique, errors };
+      return { buckets, errors };
     },
 
     evaluateParameterRow(input) {
