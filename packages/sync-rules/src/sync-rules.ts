@@ -411,7 +411,7 @@ function compileStreams(
         autoSubscribe: stream.autoSubscribe,
         edition,
         bucketPrefix,
-        sources: compiled.map(runtimeSource)
+        sources: compiled.map((source) => runtimeSource(source, edition))
       });
     } catch (error) {
       if (!(error instanceof SqlSyntaxError)) throw error;
@@ -1014,7 +1014,7 @@ function createSyncRules(definitions: BucketDefinition[], streams: LoadedStream[
           for (const index of source.lookups) {
             try {
               const grouped = new Map<string, ParameterLookupEntry>();
-              for (const { key, output } of evaluateLookupRow(index, { schema, table, row })) {
+              for (const { key, output } of evaluateLookupRow(index, { schema, table, row }, stream.edition)) {
                 const lookup: ParameterLookup = { definition: stream.name, queryIndex: index.indexId, values: key };
                 const serializedLookup = serializeParameterLookup(lookup);
                 const entry = grouped.get(serializedLookup) ?? { lookup, serializedLookup, outputs: [] };

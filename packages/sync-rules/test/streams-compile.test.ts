@@ -379,3 +379,28 @@ describe('subscription parameters (§3.3, §6)', () => {
     expect(await bucketIds(rules, { ids: [] })).toEqual([]);
   });
 });
+
+describe('edition 2 streams (§3.10)', () => {
+  const rules = loadStreams(
+    `config:\n  edition: 2\nstreams:\n  s:\n    query: SELECT * FROM boards WHERE id IN subscription.parameter('ids')\n`,
+    3
+  );
+
+  test('IN over a non-array or non-text value matches nothing; non-JSON text is an error', async () => {
+    expect(await bucketIds(rules, { ids: ['a'] })).toEqual(['3#s|0["a"]']);
+    expect(await bucketIds(rules, { ids: 5 })).toEqual([]);
+    expect(await bucketIds(rules, { ids: '"a"' })).toEqual([]);
+    const broken = await rules.resolveConnection(
+      request({ subscriptions: [subscribe('s', { ids: 'abc' })] }),
+      noLookups
+    );
+    expect(broken.streams[0]!.errors).toHaveLength(1);
+  });
+
+  test('"*" skips columns starting with "_"', () => {
+    const result = rules.evaluateRow({ table: 'boards', row: { id: 'a', _internal: 1n, title: 't' } });
+    expect(result.buckets).toEqual([
+      { bucket: '3#s|0["a"]', table: 'boards', id: 'a', data: '{"id":"a","title":"t"}' }
+    ]);
+  });
+});
