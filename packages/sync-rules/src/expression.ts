@@ -704,6 +704,8 @@ function jsonValueAt(object: Readonly<Record<string, JsonValue>>, key: string): 
 const STREAM_NAMESPACES = new Set(['auth', 'connection', 'subscription']);
 /** Internal function of compiled streams: `a && b` between two JSON arrays of one source (STREAMS §3.7). */
 export const OVERLAP_FUNCTION = '$overlap';
+/** Internal function of compiled streams: a filter's NOT, where (reference quirk, STREAMS §3.4) NOT NULL is true. */
+export const STREAM_NOT_FUNCTION = '$not';
 
 function requireStream(context: EvaluationContext): StreamConnectionValues {
   if (!context.stream) throw new EvaluationFailure('no connection data to evaluate against');
@@ -748,6 +750,20 @@ function compileCall(expression: Extract<Expression, { type: 'call' }>, scope: C
   const name = expression.name.toLowerCase();
   if (scope.streamConnection && namespace !== undefined && STREAM_NAMESPACES.has(namespace))
     return compileStreamCall(namespace, expression);
+  if (
+    scope.streamConnection &&
+    namespace === undefined &&
+    name === STREAM_NOT_FUNCTION &&
+    expression.args.length === 1
+  ) {
+    const operand = compileExpression(expression.args[0]!, scope);
+    return {
+      evaluate: (context) => {
+        const value = operand.evaluate(context);
+        return value === null ? TRUE : not(value);
+      }
+    };
+  }
   if (scope.streamConnection && namespace === undefined && name === OVERLAP_FUNCTION && expression.args.length === 2) {
     const [left, right] = expression.args.map((arg) => compileExpression(arg, scope)) as [
       CompiledExpression,

@@ -390,6 +390,7 @@ function compileStreams(
   for (const stream of config.streams) {
     try {
       const compiled = compileStream({
+        edition,
         queries: stream.queries.map((query) => query.sql),
         ctes: config.visibleCtes.get(stream.name) ?? new Map()
       });
@@ -410,7 +411,7 @@ function compileStreams(
         autoSubscribe: stream.autoSubscribe,
         edition,
         bucketPrefix,
-        sources: compiled.map(runtimeSource)
+        sources: compiled.map((source) => runtimeSource(source, edition))
       });
     } catch (error) {
       if (!(error instanceof SqlSyntaxError)) throw error;
@@ -961,25 +962,24 @@ function createSyncRules(definitions: BucketDefinition[], streams: LoadedStream[
           }
         }
       }
+      // A stream row reached by two merged evaluators (or two OR-branches) is one row per bucket (§4.3).
+      const seen = new Set<string>();
       for (const stream of streams) {
         for (const source of stream.sources) {
           try {
-            buckets.push(...evaluateStreamRow(stream, source, { schema, table, row }));
+            for (const bucketRow of evaluateStreamRow(stream, source, { schema, table, row })) {
+              const key = JSON.stringify([bucketRow.bucket, bucketRow.table, bucketRow.id]);
+              if (seen.has(key)) continue;
+              seen.add(key);
+              buckets.push(bucketRow);
+            }
           } catch (error) {
             // §4.3: an evaluation error skips this bucket source for this row; replication continues.
             errors.push(streamEvaluationError(stream.name, `bucket source ${source.index}`, error));
           }
         }
       }
-      // A row reached by two merged evaluators (or two OR-branches) is one row per bucket.
-      const seen = new Set<string>();
-      const unique = buckets.filter((bucketRow) => {
-        const key = JSON.stringify([bucketRow.bucket, bucketRow.table, bucketRow.id]);
-        if (seen.has(key)) return false;
-        seen.add(key);
-        return true;
-      });
-      return { buckets: unique, errors };
+      return { buckets, errors };
     },
 
     evaluateParameterRow(input) {
@@ -1014,7 +1014,7 @@ function createSyncRules(definitions: BucketDefinition[], streams: LoadedStream[
           for (const index of source.lookups) {
             try {
               const grouped = new Map<string, ParameterLookupEntry>();
-              for (const { key, output } of evaluateLookupRow(index, { schema, table, row })) {
+              for (const { key, output } of evaluateLookupRow(index, { schema, table, row }, stream.edition)) {
                 const lookup: ParameterLookup = { definition: stream.name, queryIndex: index.indexId, values: key };
                 const serializedLookup = serializeParameterLookup(lookup);
                 const entry = grouped.get(serializedLookup) ?? { lookup, serializedLookup, outputs: [] };

@@ -12,7 +12,7 @@
  */
 import type { Expr, From, SelectFromStatement, Statement } from 'pgsql-ast-parser';
 import { parse } from 'pgsql-ast-parser';
-import { OVERLAP_FUNCTION } from '../expression.js';
+import { OVERLAP_FUNCTION, STREAM_NOT_FUNCTION } from '../expression.js';
 import type { Expression } from '../sql/ast.js';
 import { Translator } from '../sql/parser.js';
 import { SqlSyntaxError } from '../sql/syntax-error.js';
@@ -116,7 +116,8 @@ class QueryCompiler {
   constructor(
     private readonly sql: string,
     private readonly query: number,
-    private readonly ctes: ReadonlyMap<string, CheckedCte>
+    private readonly ctes: ReadonlyMap<string, CheckedCte>,
+    private readonly edition: number
   ) {
     this.translator = new Translator(sql);
   }
@@ -320,8 +321,9 @@ class QueryCompiler {
 
   private filter(expression: Expression, negated: boolean): Atom[][] {
     const nodes = this.nodes(expression);
+    // NOT of a filter follows the reference: NOT NULL is true (§3.4 quirk, kept for parity).
     const body: Expression = negated
-      ? { type: 'unary', operator: 'NOT', operand: expression, start: expression.start, end: expression.end }
+      ? { type: 'call', name: STREAM_NOT_FUNCTION, args: [expression], start: expression.start, end: expression.end }
       : expression;
     return [[{ kind: 'filter', expression: body, node: nodes.length === 1 ? nodes[0]! : CONNECTION_NODE }]];
   }
@@ -350,6 +352,9 @@ class QueryCompiler {
       return [...left, ...right];
     }
     if (node.type === 'unary' && node.op === 'NOT') return this.terms(node.operand, scope, !negated);
+    // Edition 3 compiles `a != b` as `NOT (a = b)`, so NULL operands keep the row (§3.4); edition 2 does not.
+    if (node.type === 'binary' && node.op === '!=' && this.edition >= 3)
+      return this.terms({ ...node, op: '=' }, scope, !negated);
     if (node.type === 'binary' && node.op === '=' && !negated) {
       const left = this.expression(node.left, scope);
       const right = this.expression(node.right, scope);
@@ -733,6 +738,7 @@ function compareIds(a: string, b: string): number {
 }
 
 export interface StreamCompileInput {
+  edition: number;
   queries: string[];
   ctes: ReadonlyMap<string, CheckedCte>;
 }
@@ -749,7 +755,7 @@ export function compileStream(input: StreamCompileInput): CompiledBucketSource[]
       const statements: Statement[] = parse(sql, { locationTracking: true });
       const statement = statements[0];
       if (statement?.type !== 'select') throw new SqlSyntaxError('Only SELECT statements are supported', 0, sql.length);
-      const compiler = new QueryCompiler(sql, queryIndex, input.ctes);
+      const compiler = new QueryCompiler(sql, queryIndex, input.ctes, input.edition);
       const result = compiler.select(statement, undefined, false);
       const primaryIds = new Set<string>();
       for (const column of result.columns) {

@@ -24,6 +24,7 @@ import {
   castToText,
   EvaluationFailure,
   isTruthy,
+  toSqliteValue,
   type InputRow,
   type SqliteRow,
   type SqliteValue
@@ -82,6 +83,7 @@ type RuntimeValue = { kind: 'connection'; value: Compiled } | { kind: 'lookup'; 
 
 export interface RuntimeBucketSource {
   index: number;
+  edition: number;
   requestFilters: Compiled[];
   connectionEach: RuntimeEach[];
   lookups: RuntimeLookup[];
@@ -119,9 +121,10 @@ function runtimeLookup(lookup: CompiledLookup): RuntimeLookup {
   };
 }
 
-export function runtimeSource(source: CompiledBucketSource): RuntimeBucketSource {
+export function runtimeSource(source: CompiledBucketSource, edition: number): RuntimeBucketSource {
   return {
     index: source.index,
+    edition,
     requestFilters: source.requestFilters.map(compile),
     connectionEach: source.connectionEach.map(each),
     lookups: source.lookups.map(runtimeLookup),
@@ -146,8 +149,14 @@ function compositeRow(source: CompiledSource, schema: string, table: string, row
  * Rows of `json_each(value)` (§3.5): NULL gives none; JSON text gives one per element (or one for a scalar);
  * a value that is not text, or text that is not JSON, is an error.
  */
-export function jsonEach(value: SqliteValue): Array<Record<string, SqliteValue>> {
+export function jsonEach(value: SqliteValue, edition: number): Array<Record<string, SqliteValue>> {
   if (value === null) return [];
+  if (edition < 3) {
+    // Edition 2 (§6): `IN` over a non-text value or a JSON value that is not an array matches nothing.
+    if (typeof value !== 'string') return [];
+    const json = jsonOf(value);
+    return Array.isArray(json) ? jsonEachRows(json) : [];
+  }
   if (typeof value !== 'string') throw new EvaluationFailure('Expected JSON string');
   return jsonEachRows(jsonOf(value));
 }
@@ -156,13 +165,13 @@ export function jsonEach(value: SqliteValue): Array<Record<string, SqliteValue>>
 function expand(
   base: Record<string, unknown>,
   attached: readonly RuntimeEach[],
-  context: EvaluationContext
+  edition: number
 ): Array<Record<string, unknown>> {
   let rows = [base];
   for (const source of attached) {
     const next: Array<Record<string, unknown>> = [];
     for (const row of rows) {
-      for (const item of jsonEach(source.argument.evaluate({ ...context, row: row }))) {
+      for (const item of jsonEach(source.argument.evaluate({ row }), edition)) {
         next.push({ ...row, [`${source.id}.value`]: item['value'] ?? null, [`${source.id}.key`]: item['key'] ?? null });
       }
       if (next.length > MAX_BINDINGS)
@@ -197,7 +206,7 @@ export function evaluateStreamRow(
   for (const evaluator of source.evaluators) {
     if (!tableMatches(evaluator.source.table!, input.schema, input.table)) continue;
     const base = compositeRow(evaluator.source, input.schema, input.table, input.row);
-    for (const row of expand(base, evaluator.attached, {})) {
+    for (const row of expand(base, evaluator.attached, source.edition)) {
       const context: EvaluationContext = { row: row };
       if (!truthy(evaluator.filters, context)) continue;
       const values: BucketParameterValue[] = [];
@@ -229,7 +238,7 @@ function outputRow(evaluator: RuntimeEvaluator, row: InputRow, context: Evaluati
       for (const name of Object.keys(row)) {
         // Edition 2 skips columns whose name starts with "_" (§2.5).
         if (edition < 3 && name.startsWith('_')) continue;
-        set(name, compile({ type: 'column', name: `${column.source}.${name}`, start: 0, end: 0 }).evaluate(context));
+        set(name, toSqliteValue(row[name], name));
       }
     } else set(column.name, column.value.evaluate(context));
   }
@@ -239,12 +248,13 @@ function outputRow(evaluator: RuntimeEvaluator, row: InputRow, context: Evaluati
 /** Replication side (§4.4): the index entries of one source row for one lookup: serialized key → outputs. */
 export function evaluateLookupRow(
   lookup: RuntimeLookup,
-  input: { schema: string; table: string; row: InputRow }
+  input: { schema: string; table: string; row: InputRow },
+  edition: number
 ): Array<{ key: BucketParameterValue[]; output: SqliteRow }> {
   if (!tableMatches(lookup.source.table!, input.schema, input.table)) return [];
   const base = compositeRow(lookup.source, input.schema, input.table, input.row);
   const entries: Array<{ key: BucketParameterValue[]; output: SqliteRow }> = [];
-  rows: for (const row of expand(base, lookup.attached, {})) {
+  rows: for (const row of expand(base, lookup.attached, edition)) {
     const context: EvaluationContext = { row: row };
     if (!truthy(lookup.filters, context)) continue;
     const key: BucketParameterValue[] = [];
@@ -311,7 +321,7 @@ export class SourceResolution {
     for (const source of this.source.connectionEach) {
       const next: Array<Record<string, unknown>> = [];
       for (const row of rows) {
-        const items = jsonEach(source.argument.evaluate({ row: row, stream: this.connection }));
+        const items = jsonEach(source.argument.evaluate({ row, stream: this.connection }), this.source.edition);
         for (const item of items)
           next.push({
             ...row,
