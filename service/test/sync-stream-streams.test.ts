@@ -97,7 +97,8 @@ describe('Sync Streams on the wire', () => {
     const { checkpoint, buckets, lines } = await firstCheckpoint({});
     expect(checkpoint.streams).toEqual([
       { name: 'everything', is_default: true, errors: [] },
-      { name: 'my_boards', is_default: true, errors: [] }
+      { name: 'my_boards', is_default: true, errors: [] },
+      { name: 'by_request_state', is_default: true, errors: [] }
     ]);
     expect(buckets).toEqual({
       'everything|0[]': { priority: 3, subscriptions: [{ default: 0 }], count: 2 },
@@ -135,7 +136,8 @@ describe('Sync Streams on the wire', () => {
         ['everything', true],
         ['board', false],
         ['my_boards', true],
-        ['by_state', false]
+        ['by_state', false],
+        ['by_request_state', true]
       ]);
       const errors = Object.fromEntries(checkpoint.streams!.map(({ name, errors }) => [name, errors]));
       expect(errors.everything).toEqual([]);
@@ -169,6 +171,23 @@ describe('Sync Streams on the wire', () => {
       expect(collapsed.filter((kind) => kind.startsWith('partial'))).toEqual(['partial 0', 'partial 2']);
     }
   );
+
+  it('an error in a default subscription is reported with subscription "default"; explicit null parameters are {}', async () => {
+    const { checkpoint, buckets } = await firstCheckpoint({
+      parameters: { states: 'not json' },
+      streams: { include_defaults: true, subscriptions: [subscribe('board', null), subscribe('by_state', null)] }
+    });
+    const byRequest = checkpoint.streams?.find((stream) => stream.name === 'by_request_state');
+    expect(byRequest?.errors.map((error) => error.subscription)).toEqual(['default']);
+    expect(byRequest?.errors[0]?.message).toMatch(/^Error evaluating bucket ids: /);
+    // `null` parameters are `{}`: no `id`/`states`, so no buckets and no errors for those subscriptions.
+    const explicit = checkpoint.streams?.filter((stream) => stream.name === 'board' || stream.name === 'by_state');
+    expect(explicit).toEqual([
+      { name: 'board', is_default: false, errors: [] },
+      { name: 'by_state', is_default: false, errors: [] }
+    ]);
+    expect(Object.keys(buckets).sort()).toEqual(['everything|0[]', 'my_boards|0["user-1"]', 'my_boards|1[]']);
+  });
 
   it('include_defaults: false keeps only what is subscribed; an auto_subscribe stream stays is_default', async () => {
     const { checkpoint, buckets } = await firstCheckpoint({
