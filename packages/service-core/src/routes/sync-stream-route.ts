@@ -20,7 +20,10 @@ export interface SyncStreamDependencies {
   verifier: TokenVerifier;
   logger: Logger;
   limits: SyncLimits & { maxConnections: number; maxDataFetchConcurrency: number };
-  /** Keepalive period; default 20 s ± 10 % (PROTOCOL §7.7). */
+  /**
+   * Keepalive period; default uniform 18–20 s: within PROTOCOL §7.7's 20 s ± 10 %, and never more than 20 s apart, so
+   * the SDK drops expired stream subscriptions promptly (STREAMS §5.9).
+   */
   keepaliveMs?: () => number;
   metrics?: ServiceMetrics;
 }
@@ -152,7 +155,7 @@ export class SyncStreamRunner {
   ) {
     this.withDataFetchSlot = semaphore(deps.limits.maxDataFetchConcurrency);
     this.reads = new SharedCheckpointReads(deps.storage);
-    this.keepaliveMs = deps.keepaliveMs ?? (() => 18_000 + Math.random() * 4_000);
+    this.keepaliveMs = deps.keepaliveMs ?? (() => 18_000 + Math.random() * 2_000);
   }
 
   private streamStorage = (stream: ReplicationStream): Promise<ReplicationStreamStorage> => {

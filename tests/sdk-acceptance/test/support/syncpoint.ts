@@ -46,7 +46,7 @@ export async function startSyncpoint(
     setupSql?: string[];
     role?: ServiceRole;
     logLevel?: 'debug' | 'info';
-    /** Period of `token_expires_in` keepalive lines (default 20 s ± 10 %). */
+    /** Period of `token_expires_in` keepalive lines (default 18–20 s). */
     keepaliveMs?: number;
   }
 ): Promise<SyncpointEnv> {
