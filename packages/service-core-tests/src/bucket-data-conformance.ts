@@ -11,7 +11,7 @@ import {
   type RowChange,
   type SourceTableRef
 } from '@syncpoint/service-core';
-import { parseSyncRules, type SqliteRow } from '@syncpoint/sync-rules';
+import type { SqliteRow } from '@syncpoint/sync-rules';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { StorageFactory } from './write-checkpoint-conformance.js';
@@ -73,9 +73,6 @@ streams:
        WHERE list_id IN (SELECT list_id FROM memberships WHERE user_id = auth.user_id())
 `;
 }
-
-/** Whether this build of sync-rules serves Sync Streams (until then storage cannot load a streams config). */
-const streamsServed = parseSyncRules(testStreamsConfig()).ok;
 
 const insert = (table: SourceTableRef, after: SqliteRow): RowChange => ({ kind: 'insert', table, after });
 const update = (table: SourceTableRef, after: SqliteRow, beforeKey?: SqliteRow): RowChange =>
@@ -610,8 +607,7 @@ export function registerBucketDataConformance(factory: StorageFactory) {
     });
   });
 
-  // Skipped, and saying so, while sync-rules still refuses streams configs at load.
-  describe.skipIf(!streamsServed)('Sync Streams parameter indexes (STREAMS §4.3, §4.4)', () => {
+  describe('Sync Streams parameter indexes (STREAMS §4.3, §4.4)', () => {
     it("a membership row added, removed or moved changes a subscriber's buckets as of each checkpoint", async () => {
       const { stream, storage: s, commit } = await newStream({ config: testStreamsConfig() });
       const bucket = (list: string) => `${stream.id}#member_items|0["${list}"]`;

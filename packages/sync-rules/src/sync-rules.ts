@@ -186,31 +186,15 @@ export interface ParseSyncRulesOptions {
 
 /** Loads sync rules YAML. Never throws: problems are returned as errors (load refused) or warnings. */
 export function parseSyncRules(yamlText: string, options: ParseSyncRulesOptions = {}): ParseSyncRulesResult {
-  return guardedLoad(yamlText, options, true);
-}
-
-/**
- * {@link parseSyncRules} without the gate that still refuses streams: compiles and serves them. Internal (not
- * exported from the package) until the wire protocol for streams is merged.
- */
-export function loadSyncConfig(yamlText: string, options: ParseSyncRulesOptions = {}): ParseSyncRulesResult {
-  return guardedLoad(yamlText, options, false);
-}
-
-function guardedLoad(yamlText: string, options: ParseSyncRulesOptions, refuseStreams: boolean): ParseSyncRulesResult {
   try {
-    return parseSyncRulesUnchecked(yamlText, options, refuseStreams);
+    return parseSyncRulesUnchecked(yamlText, options);
   } catch (error) {
     const reason = `Internal error while loading sync rules: ${error instanceof Error ? error.message : String(error)}`;
     return { ok: false, rules: undefined, errors: [makeIssue({ reason })], warnings: [] };
   }
 }
 
-function parseSyncRulesUnchecked(
-  yamlText: string,
-  options: ParseSyncRulesOptions,
-  refuseStreams: boolean
-): ParseSyncRulesResult {
+function parseSyncRulesUnchecked(yamlText: string, options: ParseSyncRulesOptions): ParseSyncRulesResult {
   const errors: SyncRulesIssue[] = [];
   const warnings: SyncRulesIssue[] = [];
   const failed = (): ParseSyncRulesResult => ({ ok: false, rules: undefined, errors, warnings });
@@ -354,18 +338,6 @@ function parseSyncRulesUnchecked(
   if (errors.length > 0) return failed();
   const streams = compileStreams(streamConfig, edition, bucketPrefix, errors);
   if (errors.length > 0) return failed();
-  if (streamsEntry && refuseStreams) {
-    // Refused at load rather than started without them: a service that silently ignored `streams:` would
-    // sync clients nothing (or only the bucket definitions) while looking healthy.
-    errors.push(
-      makeIssue({
-        reason:
-          'Sync Streams are validated but not served yet: this config passed validation, but this Syncpoint version cannot sync "streams"; use "bucket_definitions" (edition 1 or 2) to deploy',
-        yamlPosition: at(streamsEntry.key)
-      })
-    );
-    return failed();
-  }
   return { ok: true, rules: createSyncRules(definitions, streams), errors: [], warnings };
 }
 

@@ -404,3 +404,45 @@ describe('edition 2 streams (§3.10)', () => {
     ]);
   });
 });
+
+describe('IN, && and request filters (§3.7)', () => {
+  test('tags && subscription.parameter(tags): one bucket per common element', async () => {
+    const rules = loadStreams(stream("SELECT * FROM boards WHERE tags && subscription.parameter('tags')"), 1);
+    expect(bucketsOf(rules, 'boards', { id: 'b', tags: '["red","blue"]' })).toEqual(['1#s|0["red"]', '1#s|0["blue"]']);
+    expect(await bucketIds(rules, { tags: ['blue', 'green'] })).toEqual(['1#s|0["blue"]', '1#s|0["green"]']);
+  });
+
+  test('x IN ARRAY[…] and x NOT IN <row array> are row filters', () => {
+    const rules = loadStreams(stream("SELECT * FROM t WHERE state IN ARRAY['a', 'b'] AND 'x' NOT IN t.flags"), 1);
+    expect(bucketsOf(rules, 't', { id: '1', state: 'a', flags: '["y"]' })).toEqual(['1#s|0[]']);
+    expect(bucketsOf(rules, 't', { id: '2', state: 'c', flags: '["y"]' })).toEqual([]);
+    expect(bucketsOf(rules, 't', { id: '3', state: 'b', flags: '["x"]' })).toEqual([]);
+  });
+
+  test("'x' IN connection.parameter('flags') is a request filter", async () => {
+    const rules = loadStreams(
+      stream("SELECT * FROM t WHERE 'beta' IN connection.parameter('flags') AND owner = auth.user_id()"),
+      1
+    );
+    expect(bucketsOf(rules, 't', { id: '1', owner: 'u1' })).toEqual(['1#s|0["u1"]']);
+    const on = await rules.resolveConnection(
+      request({ clientParameters: { flags: ['beta'] }, subscriptions: [subscribe('s')] }),
+      noLookups
+    );
+    expect(on.buckets.map((bucket) => bucket.bucket)).toEqual(['1#s|0["u1"]']);
+    const off = await rules.resolveConnection(
+      request({ clientParameters: { flags: ['alpha'] }, subscriptions: [subscribe('s')] }),
+      noLookups
+    );
+    expect(off.buckets).toEqual([]);
+    expect(off.streams[0]!.errors).toEqual([]);
+  });
+
+  test('a subscription-side json_each in FROM: each element selects a bucket', async () => {
+    const rules = loadStreams(
+      stream("SELECT t.* FROM t, json_each(subscription.parameter('pairs')) AS p WHERE t.k = p.value ->> 'k'"),
+      1
+    );
+    expect(await bucketIds(rules, { pairs: [{ k: 'a' }, { k: 7 }] })).toEqual(['1#s|0["a"]', '1#s|0[7]']);
+  });
+});

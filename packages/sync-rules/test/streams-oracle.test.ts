@@ -10,8 +10,7 @@ import Database from 'better-sqlite3';
 import fc from 'fast-check';
 import { afterAll, describe, expect, test } from 'vitest';
 import type { ConnectionRequest, ParameterLookup, SqliteValue, SyncRules } from '../src/index.js';
-import { serializeParameterLookup } from '../src/index.js';
-import { loadSyncConfig } from '../src/sync-rules.js';
+import { parseSyncRules, serializeParameterLookup } from '../src/index.js';
 
 const YAML = readFileSync(new URL('../../../test-fixtures/sync-configs/streams-boards.yaml', import.meta.url), 'utf8');
 
@@ -132,7 +131,7 @@ function replicate(rules: SyncRules, tables: Tables) {
 }
 
 describe('stream buckets match the SQL result of the stream query (§4.5 oracle)', () => {
-  const loaded = loadSyncConfig(YAML, { deploymentId: 7 });
+  const loaded = parseSyncRules(YAML, { deploymentId: 7 });
   if (!loaded.ok) throw new Error(loaded.errors.map((error) => error.message).join('\n'));
   const rules = loaded.rules;
 

@@ -1,16 +1,16 @@
 /** Shared helpers of the Sync Streams compile / resolve tests: load a config that must be valid, replicate rows. */
 import { expect } from 'vitest';
 import {
+  parseSyncRules,
   serializeParameterLookup,
   type ConnectionRequest,
   type ParameterLookup,
   type SqliteValue,
   type SyncRules
 } from '../src/index.js';
-import { loadSyncConfig } from '../src/sync-rules.js';
 
 export function loadStreams(yaml: string, deploymentId?: number): SyncRules {
-  const result = loadSyncConfig(yaml, deploymentId === undefined ? {} : { deploymentId });
+  const result = parseSyncRules(yaml, deploymentId === undefined ? {} : { deploymentId });
   if (!result.ok)
     throw new Error(`expected a valid config:\n${result.errors.map((error) => error.message).join('\n')}`);
   return result.rules;
