@@ -28,6 +28,13 @@ const SYNC_TARGETS = {
   idleStreamsRssMb: 250
 } as const;
 
+/** Targets of issue 15 item 7 (Sync Streams). */
+export const STREAMS_TARGETS = {
+  subscribeP50Ms: 50,
+  subscribedStreamsRssMb: 300,
+  fanoutP99Ms: 100
+} as const;
+
 /** The reference service's figures on the same kind of machine. */
 const SYNC_REFERENCE = {
   ackP50Ms: 200,
@@ -185,6 +192,77 @@ async function hold({ url, token, count, after }) {
   return { failed };
 }
 
+/** Sync until the first checkpoint_complete, keeping the stream open: ms, ops, and the buckets' positions. */
+function syncTracked(url, token, body, onLaterComplete, onLaterDiff) {
+  return new Promise((resolve, reject) => {
+    let ops = 0;
+    let complete = false;
+    const positions = {};
+    const stream = openStream(url, token, body, 'bson', {
+      line(line) {
+        if (line.data) {
+          ops += line.data.data.length;
+          positions[line.data.bucket] = line.data.next_after;
+        } else if (line.checkpoint_diff) {
+          if (complete) onLaterDiff?.();
+        } else if (line.checkpoint_complete) {
+          if (!complete) {
+            complete = true;
+            resolve({ ms: performance.now() - stream.started, ops, positions, stream });
+          } else onLaterComplete?.();
+        } else if (line.error) reject(new Error(JSON.stringify(line.error)));
+      },
+      error: (error) => (complete ? process.send({ log: 'stream error ' + error.message }) : reject(error)),
+      end: () => complete || reject(new Error('stream ended before checkpoint_complete'))
+    });
+  });
+}
+
+const subscription = (list) => ({ stream: 'list_items', parameters: { list }, override_priority: null });
+
+/**
+ * A new subscription over an open connection, as the SDK does it: the open request (one small list) ends and a new
+ * one with both subscriptions starts, passing the retained bucket's position. Time from the switch to the new
+ * request's checkpoint_complete, and the ops it brought (only the new list's rows).
+ */
+async function subscribeLatency({ url, token, runs, base, added }) {
+  const results = [];
+  for (let i = 0; i < runs; i++) {
+    const open = await syncTracked(url, token, { raw_data: true, streams: { include_defaults: false, subscriptions: [subscription(base)] } });
+    const started = performance.now();
+    open.stream.close();
+    const next = await syncTracked(url, token, {
+      raw_data: true,
+      buckets: Object.entries(open.positions).map(([name, after]) => ({ name, after })),
+      streams: { include_defaults: false, subscriptions: [subscription(base), subscription(added)] }
+    });
+    next.stream.close();
+    results.push({ ms: performance.now() - started, ops: next.ops });
+  }
+  return results;
+}
+
+const fanout = { streams: [], receipts: [], diffs: [] };
+const now = () => performance.timeOrigin + performance.now();
+
+/** Open one stream per token with these subscriptions; each later checkpoint_complete is a receipt (epoch ms). */
+async function fanoutOpen({ url, tokens, lists }) {
+  let failed = 0;
+  for (let i = 0; i < tokens.length; i += 50) {
+    await Promise.all(
+      tokens.slice(i, i + 50).map((token, j) =>
+        syncTracked(url, token, { client_id: 'fan-' + (i + j), raw_data: true, streams: { include_defaults: false, subscriptions: lists.map(subscription) } }, () =>
+          fanout.receipts.push(now()), () => fanout.diffs.push(now())
+        ).then(
+          (opened) => fanout.streams.push(opened.stream),
+          () => failed++
+        )
+      )
+    );
+  }
+  return { failed };
+}
+
 process.on('message', async (message) => {
   try {
     let result;
@@ -196,6 +274,13 @@ process.on('message', async (message) => {
       for (const stream of held.splice(0)) stream.close();
       result = {};
     } else if (message.cmd === 'rss') result = { rss: process.memoryUsage().rss };
+    else if (message.cmd === 'subscribe') result = await subscribeLatency(message);
+    else if (message.cmd === 'fanout-open') result = await fanoutOpen(message);
+    else if (message.cmd === 'fanout-receipts') result = { complete: fanout.receipts.splice(0), diff: fanout.diffs.splice(0) };
+    else if (message.cmd === 'fanout-release') {
+      for (const stream of fanout.streams.splice(0)) stream.close();
+      result = {};
+    }
     process.send({ id: message.id, result });
   } catch (error) {
     process.send({ id: message.id, error: String(error && error.stack || error) });
@@ -291,286 +376,559 @@ async function memoryFigures(settleMs: number) {
 export const syncBenchmark: Benchmark = {
   name: 'sync',
   description:
-    'sync stream: checkpoint-request acknowledgement latency, 100k-row initial sync (1 and 20 clients, NDJSON/BSON), RSS of 1,000 idle streams',
+    'sync stream: checkpoint-request acknowledgement latency, 100k-row initial sync (1 and 20 clients, NDJSON/BSON), RSS of 1,000 idle streams; Sync Streams: subscribe-to-first-sync latency, RSS and checkpoint fan-out of 1,000 connections with 5 subscriptions',
   flags: {
     rows: 'rows in the synced table (default 100000)',
     requests: 'sequential checkpoint requests for the acknowledgement latency (default 200)',
     concurrent: 'clients of the concurrent initial sync (default 20)',
     idle: 'idle streams held at once (default 1000)',
-    runs: 'measured one-client syncs per format; the median is reported (default 3)'
+    runs: 'measured one-client syncs per format; the median is reported (default 3)',
+    'streams-only': 'run only the Sync Streams part',
+    'subscribe-runs': 'Sync Streams: measured subscribe-to-first-sync runs (default 50)',
+    'subscribed-connections': 'Sync Streams: connections with 5 subscriptions each (default 1000)',
+    changes: 'Sync Streams: source changes whose fan-out is timed (default 5)'
   },
   async run({ flags, log }: BenchmarkContext): Promise<BenchmarkOutcome> {
-    const rows = numberFlag(flags, 'rows', 100_000);
-    const requests = numberFlag(flags, 'requests', 200);
-    const concurrent = numberFlag(flags, 'concurrent', 20);
-    const idle = numberFlag(flags, 'idle', 1000);
-    const runs = numberFlag(flags, 'runs', 3);
+    const definitions = flags.has('streams-only') ? null : await definitionsPhases(flags, log);
+    const streams = await streamsPhases(flags, log);
+    return {
+      rows: [...(definitions?.rows ?? []), ...streams.rows],
+      errors: (definitions?.errors ?? 0) + streams.errors,
+      notes: [...(definitions?.notes ?? []), ...(streams.notes ?? [])],
+      json: { ...(definitions?.json as object | undefined), streams: streams.json }
+    };
+  }
+};
 
-    const root = await mkdtemp(path.join(tmpdir(), 'syncpoint-bench-sync-'));
-    await chmod(root, 0o755);
-    const cleanups: Array<() => Promise<unknown>> = [() => rm(root, { recursive: true, force: true })];
-    let errors = 0;
-    const notes: string[] = [];
-    try {
-      log('starting embedded Postgres (default settings) and the service (unified role, in this process)');
-      const postgres = await startEmbeddedPostgres({ dataDir: path.join(root, 'postgres'), persistent: false });
-      cleanups.push(() => postgres.stop());
-      await postgres.ensureDatabase(SOURCE_DATABASE);
-      await postgres.ensureDatabase(STORAGE_DATABASE);
-      const source = new pg.Pool({ connectionString: postgres.url(SOURCE_DATABASE), max: 2 });
-      source.on('error', () => {});
-      cleanups.push(() => source.end());
-      await source.query(`
+/** Issue 5 item 6: acknowledgement latency, initial syncs, idle streams (bucket definitions). */
+async function definitionsPhases(
+  flags: BenchmarkContext['flags'],
+  log: BenchmarkContext['log']
+): Promise<BenchmarkOutcome> {
+  const rows = numberFlag(flags, 'rows', 100_000);
+  const requests = numberFlag(flags, 'requests', 200);
+  const concurrent = numberFlag(flags, 'concurrent', 20);
+  const idle = numberFlag(flags, 'idle', 1000);
+  const runs = numberFlag(flags, 'runs', 3);
+
+  const root = await mkdtemp(path.join(tmpdir(), 'syncpoint-bench-sync-'));
+  await chmod(root, 0o755);
+  const cleanups: Array<() => Promise<unknown>> = [() => rm(root, { recursive: true, force: true })];
+  let errors = 0;
+  const notes: string[] = [];
+  try {
+    log('starting embedded Postgres (default settings) and the service (unified role, in this process)');
+    const postgres = await startEmbeddedPostgres({ dataDir: path.join(root, 'postgres'), persistent: false });
+    cleanups.push(() => postgres.stop());
+    await postgres.ensureDatabase(SOURCE_DATABASE);
+    await postgres.ensureDatabase(STORAGE_DATABASE);
+    const source = new pg.Pool({ connectionString: postgres.url(SOURCE_DATABASE), max: 2 });
+    source.on('error', () => {});
+    cleanups.push(() => source.end());
+    await source.query(`
         CREATE TABLE todos (
           id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
           description text NOT NULL,
           completed boolean NOT NULL DEFAULT false,
           created_at timestamptz NOT NULL DEFAULT now()
         )`);
-      await source.query('CREATE PUBLICATION powersync FOR ALL TABLES');
+    await source.query('CREATE PUBLICATION powersync FOR ALL TABLES');
 
-      const devKey = await loadOrCreateDevKey(path.join(root, 'dev-key.json'));
-      const configText = JSON.stringify({
-        replication: { connections: [{ type: 'postgresql', uri: postgres.url(SOURCE_DATABASE), sslmode: 'disable' }] },
-        storage: { type: 'postgresql', uri: postgres.url(STORAGE_DATABASE), sslmode: 'disable' },
-        port: 0,
-        sync_config: { content: DEMO_SYNC_CONFIG },
-        client_auth: { audience: [DEV_AUDIENCE], jwks: { keys: [devKey] } },
-        api: { parameters: { max_concurrent_connections: idle + 100 } }
-      });
-      const registry = createModuleRegistry();
-      const config = await parseConfig(configText, { source: 'bench', configDir: root, registry });
-      const service: RunningService = await startService(config, {
-        registry,
-        logger: silentLogger,
-        host: '127.0.0.1',
-        role: 'unified'
-      });
-      cleanups.push(() => service.stop());
-      const token = await signDevToken(devKey, { sub: 'bench-user' });
+    const devKey = await loadOrCreateDevKey(path.join(root, 'dev-key.json'));
+    const configText = JSON.stringify({
+      replication: { connections: [{ type: 'postgresql', uri: postgres.url(SOURCE_DATABASE), sslmode: 'disable' }] },
+      storage: { type: 'postgresql', uri: postgres.url(STORAGE_DATABASE), sslmode: 'disable' },
+      port: 0,
+      sync_config: { content: DEMO_SYNC_CONFIG },
+      client_auth: { audience: [DEV_AUDIENCE], jwks: { keys: [devKey] } },
+      api: { parameters: { max_concurrent_connections: idle + 100 } }
+    });
+    const registry = createModuleRegistry();
+    const config = await parseConfig(configText, { source: 'bench', configDir: root, registry });
+    const service: RunningService = await startService(config, {
+      registry,
+      logger: silentLogger,
+      host: '127.0.0.1',
+      role: 'unified'
+    });
+    cleanups.push(() => service.stop());
+    const token = await signDevToken(devKey, { sub: 'bench-user' });
 
-      log(`inserting ${rows.toLocaleString('en-US')} rows and waiting for replication`);
-      const loadStart = performance.now();
-      await source.query(
-        `INSERT INTO todos (description) SELECT 'todo number ' || i FROM generate_series(1, ${rows}) i`
-      );
-      const { rows: lsnRows } = await source.query<{ lsn: string }>('SELECT pg_current_wal_lsn()::text AS lsn');
-      const target = lsnValue(lsnRows[0]!.lsn);
-      let served = await service.storage.getServingCheckpoint();
-      const deadline = Date.now() + 600_000;
-      while (!served?.checkpoint.lsn || lsnValue(served.checkpoint.lsn) < target) {
-        if (Date.now() > deadline) throw new Error('replication did not catch up within 10 minutes');
-        await sleep(100);
-        served = await service.storage.getServingCheckpoint();
-      }
-      const checkpoint = served.checkpoint.checkpoint.toString();
-      log(`replicated in ${((performance.now() - loadStart) / 1000).toFixed(1)} s (checkpoint ${checkpoint})`);
+    log(`inserting ${rows.toLocaleString('en-US')} rows and waiting for replication`);
+    const loadStart = performance.now();
+    await source.query(`INSERT INTO todos (description) SELECT 'todo number ' || i FROM generate_series(1, ${rows}) i`);
+    const { rows: lsnRows } = await source.query<{ lsn: string }>('SELECT pg_current_wal_lsn()::text AS lsn');
+    const target = lsnValue(lsnRows[0]!.lsn);
+    let served = await service.storage.getServingCheckpoint();
+    const deadline = Date.now() + 600_000;
+    while (!served?.checkpoint.lsn || lsnValue(served.checkpoint.lsn) < target) {
+      if (Date.now() > deadline) throw new Error('replication did not catch up within 10 minutes');
+      await sleep(100);
+      served = await service.storage.getServingCheckpoint();
+    }
+    const checkpoint = served.checkpoint.checkpoint.toString();
+    log(`replicated in ${((performance.now() - loadStart) / 1000).toFixed(1)} s (checkpoint ${checkpoint})`);
 
-      const client = await ClientProcess.start(root);
-      cleanups.push(() => {
-        client.stop();
-        return Promise.resolve();
-      });
+    const client = await ClientProcess.start(root);
+    cleanups.push(() => {
+      client.stop();
+      return Promise.resolve();
+    });
 
-      // 1. Checkpoint-request acknowledgement latency on an idle source.
-      log(`acknowledgement latency: ${requests} sequential checkpoint requests`);
-      await client.call({ cmd: 'ack', url: service.url, token, clientId: 'ack-warmup', count: 10, after: checkpoint });
-      const ack = await client.call<{ latencies: number[]; errors: number }>({
-        cmd: 'ack',
-        url: service.url,
-        token,
-        clientId: 'ack',
-        count: requests,
-        after: checkpoint
-      });
-      errors += ack.errors;
-      const ackSummary = summarizeLatencies(ack.latencies);
-      const ackSorted = Float64Array.from(ack.latencies).sort();
-      const ackP95 = percentile(ackSorted, 95);
-      log(
-        `  p50 ${ackSummary.p50.toFixed(1)} ms, p95 ${ackP95.toFixed(1)} ms, p99 ${ackSummary.p99.toFixed(1)} ms (${ack.errors} errors)`
-      );
+    // 1. Checkpoint-request acknowledgement latency on an idle source.
+    log(`acknowledgement latency: ${requests} sequential checkpoint requests`);
+    await client.call({ cmd: 'ack', url: service.url, token, clientId: 'ack-warmup', count: 10, after: checkpoint });
+    const ack = await client.call<{ latencies: number[]; errors: number }>({
+      cmd: 'ack',
+      url: service.url,
+      token,
+      clientId: 'ack',
+      count: requests,
+      after: checkpoint
+    });
+    errors += ack.errors;
+    const ackSummary = summarizeLatencies(ack.latencies);
+    const ackSorted = Float64Array.from(ack.latencies).sort();
+    const ackP95 = percentile(ackSorted, 95);
+    log(
+      `  p50 ${ackSummary.p50.toFixed(1)} ms, p95 ${ackP95.toFixed(1)} ms, p99 ${ackSummary.p99.toFixed(1)} ms (${ack.errors} errors)`
+    );
 
-      // 2. New clients syncing the whole table.
-      type SyncResult = { ms: number; ops: number };
-      const syncRuns: Record<string, unknown> = {};
-      const oneClient: Record<string, number> = {};
-      const concurrentFigures: Record<string, { allMs: number; p50Ms: number; maxMs: number }> = {};
-      for (const format of ['ndjson', 'bson'] as const) {
-        await client.call<SyncResult[]>({ cmd: 'sync', url: service.url, token, format, clients: 1 }); // warm-up
-        const times: number[] = [];
-        for (let run = 0; run < runs; run++) {
-          const [result] = await client.call<SyncResult[]>({
-            cmd: 'sync',
-            url: service.url,
-            token,
-            format,
-            clients: 1
-          });
-          if (result!.ops !== rows) {
-            errors++;
-            notes.push(`${format} one client: ${result!.ops} ops instead of ${rows}`);
-          }
-          times.push(result!.ms);
-        }
-        const median = [...times].sort((a, b) => a - b)[Math.floor(times.length / 2)]!;
-        oneClient[format] = median;
-        log(
-          `  ${format}, 1 client: ${times.map((ms) => (ms / 1000).toFixed(2)).join(', ')} s (median ${(median / 1000).toFixed(2)} s)`
-        );
-
-        const started = performance.now();
-        const results = await client.call<SyncResult[]>({
+    // 2. New clients syncing the whole table.
+    type SyncResult = { ms: number; ops: number };
+    const syncRuns: Record<string, unknown> = {};
+    const oneClient: Record<string, number> = {};
+    const concurrentFigures: Record<string, { allMs: number; p50Ms: number; maxMs: number }> = {};
+    for (const format of ['ndjson', 'bson'] as const) {
+      await client.call<SyncResult[]>({ cmd: 'sync', url: service.url, token, format, clients: 1 }); // warm-up
+      const times: number[] = [];
+      for (let run = 0; run < runs; run++) {
+        const [result] = await client.call<SyncResult[]>({
           cmd: 'sync',
           url: service.url,
           token,
           format,
-          clients: concurrent
+          clients: 1
         });
-        const allMs = performance.now() - started;
-        for (const result of results) {
-          if (result.ops !== rows) {
-            errors++;
-            notes.push(`${format} ${concurrent} clients: a client got ${result.ops} ops instead of ${rows}`);
-          }
+        if (result!.ops !== rows) {
+          errors++;
+          notes.push(`${format} one client: ${result!.ops} ops instead of ${rows}`);
         }
-        const sorted = Float64Array.from(results.map((result) => result.ms)).sort();
-        concurrentFigures[format] = { allMs, p50Ms: percentile(sorted, 50), maxMs: sorted[sorted.length - 1]! };
-        log(
-          `  ${format}, ${concurrent} clients: all done after ${(allMs / 1000).toFixed(2)} s (per client p50 ${(percentile(sorted, 50) / 1000).toFixed(2)} s)`
-        );
-        syncRuns[format] = {
-          oneClientMs: times.map((ms) => round(ms, 1)),
-          concurrent: {
-            clients: concurrent,
-            allMs: round(allMs, 1),
-            perClientMs: results.map((result) => round(result.ms, 1))
-          }
-        };
+        times.push(result!.ms);
       }
+      const median = [...times].sort((a, b) => a - b)[Math.floor(times.length / 2)]!;
+      oneClient[format] = median;
+      log(
+        `  ${format}, 1 client: ${times.map((ms) => (ms / 1000).toFixed(2)).join(', ')} s (median ${(median / 1000).toFixed(2)} s)`
+      );
 
-      // 3. RSS with many idle streams.
-      log(`memory: ${idle} idle streams`);
-      const before = await memoryFigures(2_000);
-      const held = await client.call<{ failed: number }>({
-        cmd: 'hold',
+      const started = performance.now();
+      const results = await client.call<SyncResult[]>({
+        cmd: 'sync',
         url: service.url,
         token,
-        count: idle,
-        after: checkpoint
+        format,
+        clients: concurrent
       });
-      if (held.failed > 0) {
-        errors += held.failed;
-        notes.push(`${held.failed} of ${idle} idle streams failed to open`);
-      }
-      const openCount = service.syncConnections?.count ?? Number.NaN;
-      const waiting = service.watcher?.waiting ?? Number.NaN;
-      const during = await memoryFigures(1_000);
-      await client.call({ cmd: 'release' });
-      const deadlineClose = Date.now() + 10_000;
-      while ((service.syncConnections?.count ?? 0) > 0 && Date.now() < deadlineClose) await sleep(20);
-      const after = await memoryFigures(3_000);
-      log(
-        `  RSS idle ${before.rssMb} MB, with ${openCount} streams ${during.rssMb} MB (${waiting} watcher waiters), after close ${after.rssMb} MB`
-      );
-      const backToIdle = after.heapUsedMb <= before.heapUsedMb * 1.1 + 2 && after.rssMb <= before.rssMb * 1.1;
-
-      const rowsOut: ReportRow[] = [
-        {
-          label: 'ack latency p50',
-          value: ackSummary.p50,
-          unit: 'ms',
-          target: { comparison: '<=', value: SYNC_TARGETS.ackP50Ms },
-          note: `(reference ${SYNC_REFERENCE.ackP50Ms} ms)`
-        },
-        { label: 'ack latency p95', value: ackP95, unit: 'ms' },
-        {
-          label: 'ack latency p99',
-          value: ackSummary.p99,
-          unit: 'ms',
-          target: { comparison: '<=', value: SYNC_TARGETS.ackP99Ms },
-          note: `(reference ${SYNC_REFERENCE.ackP99Ms} ms)`
-        },
-        ...(['ndjson', 'bson'] as const).flatMap((format): ReportRow[] => [
-          {
-            label: `${rows / 1000}k rows, 1 client, ${format}`,
-            value: oneClient[format]! / 1000,
-            unit: 's',
-            target: { comparison: '<=', value: SYNC_TARGETS.oneClientSeconds },
-            note: `(reference ${SYNC_REFERENCE.oneClientSeconds}; median of ${runs})`
-          },
-          {
-            label: `${rows / 1000}k rows, ${concurrent} clients, ${format}`,
-            value: concurrentFigures[format]!.allMs / 1000,
-            unit: 's',
-            note: `(all done; per-client p50 ${(concurrentFigures[format]!.p50Ms / 1000).toFixed(2)} s)`
-          }
-        ]),
-        { label: 'RSS idle (before)', value: before.rssMb, unit: 'MB', digits: 1 },
-        {
-          label: `RSS with ${idle} idle streams`,
-          value: during.rssMb,
-          unit: 'MB',
-          digits: 1,
-          target: { comparison: '<=', value: SYNC_TARGETS.idleStreamsRssMb }
-        },
-        {
-          label: 'RSS after they close',
-          value: after.rssMb,
-          unit: 'MB',
-          digits: 1,
-          target: { comparison: '<=', value: round(before.rssMb * 1.1, 1) },
-          note: '(idle level + 10%)'
-        },
-        {
-          label: 'heap used idle / streams / after',
-          value: after.heapUsedMb,
-          unit: 'MB',
-          digits: 1,
-          note: `(${before.heapUsedMb} / ${during.heapUsedMb} / ${after.heapUsedMb} MB)`
+      const allMs = performance.now() - started;
+      for (const result of results) {
+        if (result.ops !== rows) {
+          errors++;
+          notes.push(`${format} ${concurrent} clients: a client got ${result.ops} ops instead of ${rows}`);
         }
-      ];
-      if (!Number.isFinite(openCount) || openCount < idle - held.failed) {
-        errors++;
-        notes.push(`expected ${idle} open streams, the service counted ${openCount}`);
       }
-      return {
-        rows: rowsOut,
-        errors,
-        notes,
-        json: {
-          machine: { cpus: cpus().length, loadavg: loadavg().map((value) => round(value, 2)), node: process.version },
-          rows,
-          checkpoint,
-          ack: {
-            requests,
-            errors: ack.errors,
-            p50Ms: round(ackSummary.p50),
-            p95Ms: round(ackP95),
-            p99Ms: round(ackSummary.p99),
-            maxMs: round(ackSummary.max),
-            meanMs: round(ackSummary.mean)
-          },
-          sync: syncRuns,
-          oneClientMedianMs: Object.fromEntries(
-            Object.entries(oneClient).map(([format, ms]) => [format, round(ms, 1)])
-          ),
-          idleStreams: {
-            count: idle,
-            open: openCount,
-            watcherWaiters: waiting,
-            failed: held.failed,
-            before,
-            during,
-            after,
-            backToIdle
-          },
-          targets: SYNC_TARGETS,
-          reference: SYNC_REFERENCE
+      const sorted = Float64Array.from(results.map((result) => result.ms)).sort();
+      concurrentFigures[format] = { allMs, p50Ms: percentile(sorted, 50), maxMs: sorted[sorted.length - 1]! };
+      log(
+        `  ${format}, ${concurrent} clients: all done after ${(allMs / 1000).toFixed(2)} s (per client p50 ${(percentile(sorted, 50) / 1000).toFixed(2)} s)`
+      );
+      syncRuns[format] = {
+        oneClientMs: times.map((ms) => round(ms, 1)),
+        concurrent: {
+          clients: concurrent,
+          allMs: round(allMs, 1),
+          perClientMs: results.map((result) => round(result.ms, 1))
         }
       };
-    } finally {
-      for (const cleanup of cleanups.splice(0).reverse()) await cleanup().catch(() => {});
     }
+
+    // 3. RSS with many idle streams.
+    log(`memory: ${idle} idle streams`);
+    const before = await memoryFigures(2_000);
+    const held = await client.call<{ failed: number }>({
+      cmd: 'hold',
+      url: service.url,
+      token,
+      count: idle,
+      after: checkpoint
+    });
+    if (held.failed > 0) {
+      errors += held.failed;
+      notes.push(`${held.failed} of ${idle} idle streams failed to open`);
+    }
+    const openCount = service.syncConnections?.count ?? Number.NaN;
+    const waiting = service.watcher?.waiting ?? Number.NaN;
+    const during = await memoryFigures(1_000);
+    await client.call({ cmd: 'release' });
+    const deadlineClose = Date.now() + 10_000;
+    while ((service.syncConnections?.count ?? 0) > 0 && Date.now() < deadlineClose) await sleep(20);
+    const after = await memoryFigures(3_000);
+    log(
+      `  RSS idle ${before.rssMb} MB, with ${openCount} streams ${during.rssMb} MB (${waiting} watcher waiters), after close ${after.rssMb} MB`
+    );
+    const backToIdle = after.heapUsedMb <= before.heapUsedMb * 1.1 + 2 && after.rssMb <= before.rssMb * 1.1;
+
+    const rowsOut: ReportRow[] = [
+      {
+        label: 'ack latency p50',
+        value: ackSummary.p50,
+        unit: 'ms',
+        target: { comparison: '<=', value: SYNC_TARGETS.ackP50Ms },
+        note: `(reference ${SYNC_REFERENCE.ackP50Ms} ms)`
+      },
+      { label: 'ack latency p95', value: ackP95, unit: 'ms' },
+      {
+        label: 'ack latency p99',
+        value: ackSummary.p99,
+        unit: 'ms',
+        target: { comparison: '<=', value: SYNC_TARGETS.ackP99Ms },
+        note: `(reference ${SYNC_REFERENCE.ackP99Ms} ms)`
+      },
+      ...(['ndjson', 'bson'] as const).flatMap((format): ReportRow[] => [
+        {
+          label: `${rows / 1000}k rows, 1 client, ${format}`,
+          value: oneClient[format]! / 1000,
+          unit: 's',
+          target: { comparison: '<=', value: SYNC_TARGETS.oneClientSeconds },
+          note: `(reference ${SYNC_REFERENCE.oneClientSeconds}; median of ${runs})`
+        },
+        {
+          label: `${rows / 1000}k rows, ${concurrent} clients, ${format}`,
+          value: concurrentFigures[format]!.allMs / 1000,
+          unit: 's',
+          note: `(all done; per-client p50 ${(concurrentFigures[format]!.p50Ms / 1000).toFixed(2)} s)`
+        }
+      ]),
+      { label: 'RSS idle (before)', value: before.rssMb, unit: 'MB', digits: 1 },
+      {
+        label: `RSS with ${idle} idle streams`,
+        value: during.rssMb,
+        unit: 'MB',
+        digits: 1,
+        target: { comparison: '<=', value: SYNC_TARGETS.idleStreamsRssMb }
+      },
+      {
+        label: 'RSS after they close',
+        value: after.rssMb,
+        unit: 'MB',
+        digits: 1,
+        target: { comparison: '<=', value: round(before.rssMb * 1.1, 1) },
+        note: '(idle level + 10%)'
+      },
+      {
+        label: 'heap used idle / streams / after',
+        value: after.heapUsedMb,
+        unit: 'MB',
+        digits: 1,
+        note: `(${before.heapUsedMb} / ${during.heapUsedMb} / ${after.heapUsedMb} MB)`
+      }
+    ];
+    if (!Number.isFinite(openCount) || openCount < idle - held.failed) {
+      errors++;
+      notes.push(`expected ${idle} open streams, the service counted ${openCount}`);
+    }
+    return {
+      rows: rowsOut,
+      errors,
+      notes,
+      json: {
+        machine: { cpus: cpus().length, loadavg: loadavg().map((value) => round(value, 2)), node: process.version },
+        rows,
+        checkpoint,
+        ack: {
+          requests,
+          errors: ack.errors,
+          p50Ms: round(ackSummary.p50),
+          p95Ms: round(ackP95),
+          p99Ms: round(ackSummary.p99),
+          maxMs: round(ackSummary.max),
+          meanMs: round(ackSummary.mean)
+        },
+        sync: syncRuns,
+        oneClientMedianMs: Object.fromEntries(Object.entries(oneClient).map(([format, ms]) => [format, round(ms, 1)])),
+        idleStreams: {
+          count: idle,
+          open: openCount,
+          watcherWaiters: waiting,
+          failed: held.failed,
+          before,
+          during,
+          after,
+          backToIdle
+        },
+        targets: SYNC_TARGETS,
+        reference: SYNC_REFERENCE
+      }
+    };
+  } finally {
+    for (const cleanup of cleanups.splice(0).reverse()) await cleanup().catch(() => {});
   }
-};
+}
+
+const STREAMS_SOURCE_DATABASE = 'bench_streams_source';
+const STREAMS_STORAGE_DATABASE = 'bench_streams_storage';
+/** Rows of the list a new subscription brings (issue 15 item 7). */
+const SUBSCRIBE_ROWS = 1000;
+const SUBSCRIPTIONS_PER_CONNECTION = 5;
+
+/** Items of a list, for members only: every connection resolves through the membership index (STREAMS §4.4). */
+const STREAMS_SYNC_CONFIG = `
+config:
+  edition: 3
+streams:
+  list_items:
+    query: >
+      SELECT * FROM items
+       WHERE list_id = subscription.parameter('list')
+         AND list_id IN (SELECT list_id FROM list_members WHERE user_id = auth.user_id())
+`;
+
+/**
+ * Issue 15 item 7 (Sync Streams), on a service of its own: the time from a new subscription over an open connection to
+ * its first sync (1,000 rows); and `connections` open connections, each a different user with 5 subscriptions
+ * (membership lookups on every resolution): the service's RSS, and for one source change in a list all of them
+ * subscribe to, the time from the source commit to each connection's `checkpoint_complete` (replication included).
+ */
+async function streamsPhases(
+  flags: BenchmarkContext['flags'],
+  log: BenchmarkContext['log']
+): Promise<BenchmarkOutcome> {
+  const subscribeRuns = numberFlag(flags, 'subscribe-runs', 50);
+  const connections = numberFlag(flags, 'subscribed-connections', 1000);
+  const changes = numberFlag(flags, 'changes', 5);
+  const lists = Array.from({ length: SUBSCRIPTIONS_PER_CONNECTION }, (_, i) => `shared-${i}`);
+
+  const root = await mkdtemp(path.join(tmpdir(), 'syncpoint-bench-streams-'));
+  await chmod(root, 0o755);
+  const cleanups: Array<() => Promise<unknown>> = [() => rm(root, { recursive: true, force: true })];
+  let errors = 0;
+  const notes: string[] = [];
+  try {
+    log('Sync Streams: starting embedded Postgres and a service with a streams config');
+    const postgres = await startEmbeddedPostgres({ dataDir: path.join(root, 'postgres'), persistent: false });
+    cleanups.push(() => postgres.stop());
+    await postgres.ensureDatabase(STREAMS_SOURCE_DATABASE);
+    await postgres.ensureDatabase(STREAMS_STORAGE_DATABASE);
+    const source = new pg.Pool({ connectionString: postgres.url(STREAMS_SOURCE_DATABASE), max: 2 });
+    source.on('error', () => {});
+    cleanups.push(() => source.end());
+    await source.query(`
+      CREATE TABLE items (id uuid PRIMARY KEY DEFAULT gen_random_uuid(), list_id text NOT NULL, description text);
+      CREATE TABLE list_members (id text PRIMARY KEY, list_id text NOT NULL, user_id text NOT NULL);
+      CREATE PUBLICATION powersync FOR ALL TABLES`);
+    await source.query(
+      `INSERT INTO items (list_id, description) SELECT 'big', 'item ' || i FROM generate_series(1, ${SUBSCRIBE_ROWS}) i`
+    );
+    await source.query(
+      `INSERT INTO items (list_id, description) SELECT 'shared-' || (i % ${lists.length}), 'shared ' || i
+         FROM generate_series(1, ${lists.length * 20}) i`
+    );
+    await source.query(
+      `INSERT INTO list_members VALUES ('bench-small', 'small', 'bench-user'), ('bench-big', 'big', 'bench-user')`
+    );
+    await source.query(
+      `INSERT INTO items (list_id, description) SELECT 'small', 'small ' || i FROM generate_series(1, 10) i`
+    );
+    await source.query(
+      `INSERT INTO list_members SELECT 'm-' || u || '-' || l, 'shared-' || l, 'user-' || u
+         FROM generate_series(0, ${connections - 1}) u, generate_series(0, ${lists.length - 1}) l`
+    );
+
+    const devKey = await loadOrCreateDevKey(path.join(root, 'dev-key.json'));
+    const configText = JSON.stringify({
+      replication: {
+        connections: [{ type: 'postgresql', uri: postgres.url(STREAMS_SOURCE_DATABASE), sslmode: 'disable' }]
+      },
+      storage: { type: 'postgresql', uri: postgres.url(STREAMS_STORAGE_DATABASE), sslmode: 'disable' },
+      port: 0,
+      sync_config: { content: STREAMS_SYNC_CONFIG },
+      client_auth: { audience: [DEV_AUDIENCE], jwks: { keys: [devKey] } },
+      api: { parameters: { max_concurrent_connections: connections + 100 } }
+    });
+    const registry = createModuleRegistry();
+    const config = await parseConfig(configText, { source: 'bench', configDir: root, registry });
+    const service: RunningService = await startService(config, {
+      registry,
+      logger: silentLogger,
+      host: '127.0.0.1',
+      role: 'unified'
+    });
+    cleanups.push(() => service.stop());
+    await waitForReplication(source, service);
+    const client = await ClientProcess.start(root);
+    cleanups.push(() => {
+      client.stop();
+      return Promise.resolve();
+    });
+
+    // 1. Subscribe to first sync.
+    log(`subscribe to first sync: ${subscribeRuns} runs, ${SUBSCRIBE_ROWS} rows each`);
+    const token = await signDevToken(devKey, { sub: 'bench-user' });
+    const subscribeCall = (runs: number) =>
+      client.call<Array<{ ms: number; ops: number }>>({
+        cmd: 'subscribe',
+        url: service.url,
+        token,
+        runs,
+        base: 'small',
+        added: 'big'
+      });
+    await subscribeCall(3); // warm-up
+    const subscribed = await subscribeCall(subscribeRuns);
+    for (const run of subscribed) {
+      if (run.ops !== SUBSCRIBE_ROWS) {
+        errors++;
+        notes.push(`a subscription brought ${run.ops} ops instead of ${SUBSCRIBE_ROWS}`);
+      }
+    }
+    const subscribeSummary = summarizeLatencies(subscribed.map((run) => run.ms));
+    log(`  p50 ${subscribeSummary.p50.toFixed(1)} ms, p99 ${subscribeSummary.p99.toFixed(1)} ms`);
+
+    // 2. Many subscribed connections: RSS, and the fan-out of one source change.
+    log(`${connections} connections with ${lists.length} subscriptions each`);
+    const before = await memoryFigures(1_000);
+    const tokens = await Promise.all(
+      Array.from({ length: connections }, (_, u) => signDevToken(devKey, { sub: `user-${u}` }))
+    );
+    const opened = await client.call<{ failed: number }>({ cmd: 'fanout-open', url: service.url, tokens, lists });
+    if (opened.failed > 0) {
+      errors += opened.failed;
+      notes.push(`${opened.failed} of ${connections} subscribed connections failed to open`);
+    }
+    const open = connections - opened.failed;
+    const during = await memoryFigures(1_000);
+    log(
+      `  RSS before ${before.rssMb} MB, with ${service.syncConnections?.count ?? '?'} connections ${during.rssMb} MB`
+    );
+    const fanoutMs: number[] = [];
+    /** When each connection got the change's checkpoint_diff: resolution and checksums, before the data. */
+    const diffMs: number[] = [];
+    /** Per change, the first connection's receipt: replication and one resolution, before the fan-out proper. */
+    const firstMs: number[] = [];
+    type Receipts = { complete: number[]; diff: number[] };
+    for (let change = 0; change < changes; change++) {
+      await client.call<Receipts>({ cmd: 'fanout-receipts' }); // drop anything unrelated
+      const committedAt = performance.timeOrigin + performance.now();
+      await source.query(`INSERT INTO items (list_id, description) VALUES ('shared-0', 'change ${change}')`);
+      const receipts: number[] = [];
+      const diffs: number[] = [];
+      const deadline = Date.now() + 30_000;
+      while (receipts.length < open && Date.now() < deadline) {
+        await sleep(20);
+        const taken = await client.call<Receipts>({ cmd: 'fanout-receipts' });
+        receipts.push(...taken.complete);
+        diffs.push(...taken.diff);
+      }
+      if (receipts.length < open) {
+        errors++;
+        notes.push(`change ${change}: ${receipts.length} of ${open} connections got it within 30 s`);
+      }
+      const latencies = receipts.map((at) => at - committedAt);
+      fanoutMs.push(...latencies);
+      diffMs.push(...diffs.map((at) => at - committedAt));
+      if (latencies.length > 0) firstMs.push(Math.min(...latencies));
+      const p99 = (values: number[]) => percentile(Float64Array.from(values).sort(), 99).toFixed(1);
+      log(
+        `  change ${change + 1}: first ${Math.min(...latencies).toFixed(1)} ms, checkpoint_diff p99 ${p99(diffs.map((at) => at - committedAt))} ms, checkpoint_complete p99 ${p99(latencies)} ms`
+      );
+      await sleep(200);
+    }
+    await client.call({ cmd: 'fanout-release' });
+    const fanoutSummary = summarizeLatencies(fanoutMs);
+    const diffSummary = summarizeLatencies(diffMs);
+
+    const rows: ReportRow[] = [
+      {
+        label: `streams: subscribe → first sync (${SUBSCRIBE_ROWS} rows) p50`,
+        value: subscribeSummary.p50,
+        unit: 'ms',
+        target: { comparison: '<=', value: STREAMS_TARGETS.subscribeP50Ms }
+      },
+      { label: `streams: subscribe → first sync p99`, value: subscribeSummary.p99, unit: 'ms' },
+      {
+        label: `streams: RSS with ${connections} × ${lists.length} subscriptions`,
+        value: during.rssMb,
+        unit: 'MB',
+        digits: 1,
+        target: { comparison: '<=', value: STREAMS_TARGETS.subscribedStreamsRssMb },
+        note: `(before ${before.rssMb} MB; bench process: service + Postgres pools)`
+      },
+      {
+        label: 'streams: change → first connection (median)',
+        value: percentile(Float64Array.from(firstMs).sort(), 50),
+        unit: 'ms',
+        note: '(replication and the first delivery)'
+      },
+      {
+        label: 'streams: change → checkpoint_diff p99',
+        value: diffSummary.p99,
+        unit: 'ms',
+        note: '(re-resolution and checksums, before the data)'
+      },
+      { label: 'streams: change fan-out p50', value: fanoutSummary.p50, unit: 'ms' },
+      {
+        label: `streams: change fan-out p99 (${connections} connections)`,
+        value: fanoutSummary.p99,
+        unit: 'ms',
+        target: { comparison: '<=', value: STREAMS_TARGETS.fanoutP99Ms },
+        note: `(source commit → checkpoint_complete, replication included; ${changes} changes)`
+      }
+    ];
+    return {
+      rows,
+      errors,
+      notes,
+      json: {
+        machine: { cpus: cpus().length, loadavg: loadavg().map((value) => round(value, 2)), node: process.version },
+        subscribe: {
+          runs: subscribeRuns,
+          rows: SUBSCRIBE_ROWS,
+          p50Ms: round(subscribeSummary.p50),
+          p99Ms: round(subscribeSummary.p99),
+          maxMs: round(subscribeSummary.max)
+        },
+        subscribed: {
+          connections,
+          subscriptionsEach: lists.length,
+          failed: opened.failed,
+          before,
+          during,
+          fanout: {
+            changes,
+            firstConnectionMs: firstMs.map((ms) => round(ms, 1)),
+            checkpointDiffP99Ms: round(diffSummary.p99),
+            p50Ms: round(fanoutSummary.p50),
+            p99Ms: round(fanoutSummary.p99),
+            maxMs: round(fanoutSummary.max)
+          }
+        },
+        targets: STREAMS_TARGETS
+      }
+    };
+  } finally {
+    for (const cleanup of cleanups.splice(0).reverse()) await cleanup().catch(() => {});
+  }
+}
+
+/** Until the served checkpoint covers the source's current WAL position. */
+async function waitForReplication(source: pg.Pool, service: RunningService) {
+  const { rows } = await source.query<{ lsn: string }>('SELECT pg_current_wal_lsn()::text AS lsn');
+  const target = lsnValue(rows[0]!.lsn);
+  const deadline = Date.now() + 600_000;
+  for (;;) {
+    const served = await service.storage.getServingCheckpoint();
+    if (served?.checkpoint.lsn && lsnValue(served.checkpoint.lsn) >= target) return;
+    if (Date.now() > deadline) throw new Error('replication did not catch up within 10 minutes');
+    await sleep(100);
+  }
+}

@@ -753,6 +753,38 @@ describe('hostile input to the HTTP routes', () => {
       fieldText
     );
     const optional = (arbitrary: fc.Arbitrary<string>) => fc.option(arbitrary, { nil: undefined });
+    // The `streams` field (STREAMS §5.1): subscriptions naming bucket definitions or unknown streams, with parameter
+    // objects, nulls, hostile values, deep nesting and priorities in and out of range; sometimes more than the cap.
+    const subscription = mostly(
+      fc
+        .record(
+          {
+            stream: mostly(fc.constantFrom('"global"', '"by_requested_list"', '"unknown"', '"GLOBAL"'), fieldText),
+            parameters: mostly(fc.oneof(parameters, fc.constant('null')), fc.oneof(fieldText, deepJson)),
+            override_priority: mostly(fc.constantFrom('null', '0', '1', '3', '-1', '4', '1.5', '1e308'), fieldText),
+            extra: fieldText
+          },
+          { requiredKeys: [] }
+        )
+        .map(objectText),
+      fieldText
+    );
+    const subscriptions = fc.oneof(
+      { weight: 8, arbitrary: fc.array(subscription, { maxLength: 5 }).map((entries) => `[${entries.join(',')}]`) },
+      {
+        weight: 1,
+        arbitrary: fc
+          .constantFrom(1000, 1001)
+          .map((count) => `[${Array(count).fill('{"stream":"global","parameters":null}').join(',')}]`)
+      },
+      { weight: 1, arbitrary: fieldText }
+    );
+    const streamsField = fc
+      .record(
+        { include_defaults: mostly(fc.constantFrom('true', 'false'), fieldText), subscriptions },
+        { requiredKeys: [] }
+      )
+      .map(objectText);
     const structured = fc
       .record({
         buckets: optional(
@@ -768,17 +800,7 @@ describe('hostile input to the HTTP routes', () => {
         parameters: optional(parameters),
         app_metadata: optional(fieldText),
         only: optional(fieldText),
-        streams: optional(
-          mostly(
-            fc
-              .record(
-                { include_defaults: mostly(fc.constantFrom('true', 'false'), fieldText), subscriptions: fieldText },
-                { requiredKeys: [] }
-              )
-              .map(objectText),
-            fieldText
-          )
-        )
+        streams: optional(mostly(streamsField, fieldText))
       })
       .map(objectText);
     let streams = 0;

@@ -62,7 +62,7 @@ export async function startServiceHarness(
     sourceSetup?: string[];
     /** Extra top-level config sections (e.g. `{ api: { parameters: { max_concurrent_connections: 2 } } }`). */
     config?: Record<string, unknown>;
-    /** Sync stream keepalive period (default 20 s ± 10 %). */
+    /** Sync stream keepalive period (default 18–20 s). */
     keepaliveMs?: () => number;
     /** Logger of the service (default: silent, or SYNCPOINT_TEST_LOG's level). */
     logger?: Logger;

@@ -151,7 +151,41 @@ describe('sync stream bad input', () => {
     ['parameters that are an array', { parameters: ['team'] }, 'parameters must be a JSON object'],
     ['parameters that are a string', { parameters: 'team=1' }, 'parameters must be a JSON object'],
     ['streams that is not an object', { streams: [] }, 'streams must be an object'],
-    ['streams.include_defaults that is not a boolean', { streams: { include_defaults: 'yes' } }, 'include_defaults']
+    ['streams.include_defaults that is not a boolean', { streams: { include_defaults: 'yes' } }, 'include_defaults'],
+    ['subscriptions that is not an array', { streams: { subscriptions: 'global' } }, 'subscriptions must be an array'],
+    ['a subscription that is not an object', { streams: { subscriptions: [7] } }, 'subscriptions[0] must be an object'],
+    ['a subscription without a stream name', { streams: { subscriptions: [{}] } }, 'subscriptions[0].stream'],
+    [
+      'subscription parameters that are an array',
+      { streams: { subscriptions: [{ stream: 'global', parameters: [] }] } },
+      'subscriptions[0].parameters must be a JSON object'
+    ],
+    [
+      'an override_priority that is not a number',
+      { streams: { subscriptions: [{ stream: 'global', parameters: null, override_priority: 'high' }] } },
+      'subscriptions[0].override_priority'
+    ],
+    [
+      'subscription parameters nested too deeply',
+      {
+        streams: {
+          subscriptions: [
+            { stream: 'global', parameters: JSON.parse('{"a":'.repeat(40) + '1' + '}'.repeat(40)) as object }
+          ]
+        }
+      },
+      'nested more than'
+    ],
+    [
+      'subscription parameters that are too large',
+      { streams: { subscriptions: [{ stream: 'global', parameters: { text: 'x'.repeat(100_000) } }] } },
+      'larger than'
+    ],
+    [
+      'more subscriptions than the limit (1000)',
+      { streams: { subscriptions: Array(1001).fill({ stream: 'global', parameters: null, override_priority: null }) } },
+      'more than 1000 entries'
+    ]
   ])('rejects %s with 400 PSYNC_S2001 before streaming', async (_what, body, message) => {
     const { status, json, contentType } = await post(JSON.stringify(body));
     expect(status).toBe(400);

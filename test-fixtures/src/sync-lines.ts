@@ -8,12 +8,22 @@ export interface BucketChecksumLine {
   checksum: number;
   count: number;
   priority?: number;
+  /** Why the connection has the bucket (STREAMS §5.2): `{sub: j}` request positions, `{default: i}` `streams` indexes. */
+  subscriptions?: Array<{ sub: number } | { default: number }>;
+}
+
+/** An entry of the first checkpoint line's `streams` (STREAMS §5.2). */
+export interface StreamEntryLine {
+  name: string;
+  is_default: boolean;
+  errors: Array<{ subscription: number | 'default'; message: string }>;
 }
 
 export interface CheckpointLine {
   last_op_id: string;
   write_checkpoint?: string;
   buckets: BucketChecksumLine[];
+  streams?: StreamEntryLine[];
 }
 
 export interface CheckpointDiffLine {

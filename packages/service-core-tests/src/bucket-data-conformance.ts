@@ -51,6 +51,29 @@ bucket_definitions:
 `;
 }
 
+export const memberships: SourceTableRef = {
+  id: '16410',
+  schema: 'public',
+  name: 'memberships',
+  replicaIdColumns: ['id']
+};
+
+/**
+ * A Sync Streams config (STREAMS §4.4): items of the lists a user is a member of, through a parameter index over
+ * the joined table `memberships`. Distinct content per call, like {@link testSyncConfig}.
+ */
+export function testStreamsConfig(): string {
+  return `# conformance streams ${process.pid}-${++configCounter}-${Date.now()}
+config:
+  edition: 3
+streams:
+  member_items:
+    query: >
+      SELECT * FROM items
+       WHERE list_id IN (SELECT list_id FROM memberships WHERE user_id = auth.user_id())
+`;
+}
+
 const insert = (table: SourceTableRef, after: SqliteRow): RowChange => ({ kind: 'insert', table, after });
 const update = (table: SourceTableRef, after: SqliteRow, beforeKey?: SqliteRow): RowChange =>
   beforeKey ? { kind: 'update', table, after, beforeKey } : { kind: 'update', table, after };
@@ -122,8 +145,8 @@ export function registerBucketDataConformance(factory: StorageFactory) {
   });
 
   /** A fresh stream with its own sync config; snapshot done at LSN 1 unless `snapshotDone` is false. */
-  async function newStream(options: { snapshotDone?: boolean } = {}) {
-    const stream = await storage.deploySyncConfig(testSyncConfig());
+  async function newStream(options: { snapshotDone?: boolean; config?: string } = {}) {
+    const stream = await storage.deploySyncConfig(options.config ?? testSyncConfig());
     const streamStorage = await storage.getStreamStorage(stream);
     if (options.snapshotDone !== false) await streamStorage.markSnapshotDone(lsn(1));
     let position = 1;
@@ -581,6 +604,73 @@ export function registerBucketDataConformance(factory: StorageFactory) {
         'by_user["u2"]',
         'global[]'
       ]);
+    });
+  });
+
+  describe('Sync Streams parameter indexes (STREAMS §4.3, §4.4)', () => {
+    it("a membership row added, removed or moved changes a subscriber's buckets as of each checkpoint", async () => {
+      const { stream, storage: s, commit } = await newStream({ config: testStreamsConfig() });
+      const bucket = (list: string) => `${stream.id}#member_items|0["${list}"]`;
+      const bucketsAt = async (checkpoint: bigint, userId: string) => {
+        const resolved = await s.syncRules.resolveConnection(
+          { userId, tokenParameters: { sub: userId }, includeDefaults: false, subscriptions: [] },
+          (lookups) => s.getParameterSets(checkpoint, lookups)
+        );
+        expect(resolved.buckets).toEqual([]);
+        const subscribed = await s.syncRules.resolveConnection(
+          {
+            userId,
+            tokenParameters: { sub: userId },
+            includeDefaults: false,
+            subscriptions: [{ stream: 'member_items', parameters: null, overridePriority: null }]
+          },
+          (lookups) => s.getParameterSets(checkpoint, lookups)
+        );
+        expect(subscribed.usesLookups).toBe(true);
+        return subscribed.buckets.map((entry) => entry.bucket).sort();
+      };
+
+      const c1 = await commit(
+        insert(items, { id: 'i1', list_id: 'l1' }),
+        insert(items, { id: 'i2', list_id: 'l2' }),
+        insert(memberships, { id: 'm1', list_id: 'l1', user_id: 'u1' })
+      );
+      const c2 = await commit(insert(memberships, { id: 'm2', list_id: 'l2', user_id: 'u1' }));
+      const c3 = await commit(remove(memberships, 'm1'));
+      const c4 = await commit(update(memberships, { id: 'm2', list_id: 'l3', user_id: 'u1' }));
+      const c5 = await commit(update(memberships, { id: 'm2', list_id: 'l3', user_id: 'u2' }));
+
+      expect(await bucketsAt(c1.checkpoint, 'u1')).toEqual([bucket('l1')]);
+      expect(await bucketsAt(c2.checkpoint, 'u1')).toEqual([bucket('l1'), bucket('l2')]);
+      expect(await bucketsAt(c3.checkpoint, 'u1')).toEqual([bucket('l2')]);
+      expect(await bucketsAt(c4.checkpoint, 'u1')).toEqual([bucket('l3')]);
+      expect(await bucketsAt(c5.checkpoint, 'u1')).toEqual([]);
+      expect(await bucketsAt(c5.checkpoint, 'u2')).toEqual([bucket('l3')]);
+      // As of an earlier checkpoint, later index changes are not seen.
+      expect(await bucketsAt(c1.checkpoint, 'u2')).toEqual([]);
+
+      const data = await readBuckets(s, c5.checkpoint, [bucket('l1'), bucket('l2')]);
+      expect(data.get(bucket('l1'))!.map((op) => [op.op, op.object_type, op.object_id])).toEqual([
+        ['PUT', 'items', 'i1']
+      ]);
+      expect(data.get(bucket('l2'))!.map((op) => [op.op, op.object_id])).toEqual([['PUT', 'i2']]);
+    });
+
+    it('a row moving between buckets is a REMOVE from the old one and a PUT into the new one', async () => {
+      const { stream, storage: s, commit } = await newStream({ config: testStreamsConfig() });
+      const bucket = (list: string) => `${stream.id}#member_items|0["${list}"]`;
+      const c1 = await commit(insert(items, { id: 'i1', list_id: 'l1', title: 'a' }));
+      const c2 = await commit(update(items, { id: 'i1', list_id: 'l2', title: 'b' }));
+      const before = await readBuckets(s, c1.checkpoint, [bucket('l1'), bucket('l2')]);
+      expect(applyOps(EMPTY_CLIENT, before.get(bucket('l1')) ?? []).rows.size).toBe(1);
+      expect(before.get(bucket('l2')) ?? []).toEqual([]);
+      const after = await readBuckets(s, c2.checkpoint, [bucket('l1'), bucket('l2')]);
+      expect(after.get(bucket('l1'))!.map((op) => op.op)).toEqual(['PUT', 'REMOVE']);
+      expect(applyOps(EMPTY_CLIENT, after.get(bucket('l1'))!).rows.size).toBe(0);
+      const moved = applyOps(EMPTY_CLIENT, after.get(bucket('l2'))!);
+      expect([...moved.rows.values()]).toEqual(['{"id":"i1","list_id":"l2","title":"b"}']);
+      const checksums = await s.getChecksums(c2.checkpoint, [bucket('l1'), bucket('l2')]);
+      expect([checksums.get(bucket('l1'))?.count, checksums.get(bucket('l2'))?.count]).toEqual([2, 1]);
     });
   });
 

@@ -1,4 +1,5 @@
 import type { Lsn } from '@syncpoint/codecs';
+import type { ParameterLookup } from '@syncpoint/sync-rules';
 import { describe, expect, it } from 'vitest';
 import type { BucketChecksum, ReplicationStreamStorage } from '../src/storage/bucket-data.js';
 import type { BucketStorage } from '../src/storage/bucket-storage.js';
@@ -110,5 +111,32 @@ describe('SharedCheckpointReads', () => {
     expect(results.map((result) => result.status)).toEqual(['rejected', 'rejected']);
     fail = false;
     expect((await reads.getChecksums(streamStorage, 1n, ['a[]'])).size).toBe(1);
+  });
+
+  it('merges the parameter-index reads of one turn into one storage call with the distinct lookups', async () => {
+    const { storage } = fakeStorage({ batched: true });
+    const calls: Array<{ checkpoint: bigint; lookups: ParameterLookup[] }> = [];
+    const streamStorage = {
+      stream: { id: 1 },
+      getParameterSets(checkpoint: bigint, lookups: ParameterLookup[]) {
+        calls.push({ checkpoint, lookups });
+        return Promise.resolve(lookups.map((lookup) => [{ list_id: `${String(lookup.values[0])}@${checkpoint}` }]));
+      }
+    } as unknown as ReplicationStreamStorage;
+    const reads = new SharedCheckpointReads(storage);
+    const lookup = (user: string): ParameterLookup => ({ definition: 'lists', queryIndex: 0, values: [user] });
+    const [a, b, later] = await Promise.all([
+      reads.getParameterSets(streamStorage, 10n, [lookup('alice'), lookup('bob')]),
+      reads.getParameterSets(streamStorage, 10n, [lookup('bob'), lookup('carol')]),
+      reads.getParameterSets(streamStorage, 11n, [lookup('alice')])
+    ]);
+    expect(a).toEqual([[{ list_id: 'alice@10' }], [{ list_id: 'bob@10' }]]);
+    expect(b).toEqual([[{ list_id: 'bob@10' }], [{ list_id: 'carol@10' }]]);
+    expect(later).toEqual([[{ list_id: 'alice@11' }]]);
+    // One call per checkpoint, each distinct lookup once.
+    expect(calls.map((call) => [call.checkpoint, call.lookups.map((l) => l.values[0])])).toEqual([
+      [10n, ['alice', 'bob', 'carol']],
+      [11n, ['alice']]
+    ]);
   });
 });

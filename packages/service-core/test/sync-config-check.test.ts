@@ -1,6 +1,6 @@
 /**
- * The start path's sync-config gate: a Sync Streams config is refused (streams are validated but not served
- * yet), so no service starts that would silently ignore its streams; warnings are reported but never block.
+ * The start path's sync-config check: configs with errors are refused, warnings are reported but never block;
+ * Sync Streams configs are served.
  */
 import { describe, expect, test } from 'vitest';
 import { assertValidSyncConfig, checkSyncConfig, ConfigError } from '../src/index.js';
@@ -14,16 +14,21 @@ streams:
 `;
 
 describe('sync config gate', () => {
-  test('a valid streams config is refused at start with "validated but not served yet"', () => {
+  test('a valid streams config passes', () => {
+    expect(() => assertValidSyncConfig(STREAMS)).not.toThrow();
+    expect(checkSyncConfig(STREAMS).problems).toEqual([]);
+  });
+
+  test('a streams config with an error is refused, naming the stream', () => {
     let thrown: unknown;
     try {
-      assertValidSyncConfig(STREAMS);
+      assertValidSyncConfig(STREAMS.replace('auth.user_id()', 'auth.user_id() LIMIT 1'));
     } catch (error) {
       thrown = error;
     }
     expect(thrown).toBeInstanceOf(ConfigError);
     expect((thrown as ConfigError).problems).toEqual([
-      expect.stringMatching(/^sync config: YAML line 3, column 1: Sync Streams are validated but not served yet/)
+      expect.stringMatching(/^sync config: streams\.mine\.query .*LIMIT is not supported/)
     ]);
   });
 

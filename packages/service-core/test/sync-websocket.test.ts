@@ -150,7 +150,7 @@ const settle = () => new Promise((resolve) => setTimeout(resolve, 150));
 const DATA_CHUNKS = 5;
 const stream = { id: 1, state: 'ACTIVE', content: '' };
 
-function fakeDependencies(options: { maxConnections?: number } = {}) {
+function fakeDependencies(options: { maxConnections?: number; keepaliveMs?: number } = {}) {
   const pulled = { chunks: 0 };
   const verifier = {
     verify: vi.fn(async (token: string) => {
@@ -165,9 +165,13 @@ function fakeDependencies(options: { maxConnections?: number } = {}) {
   const streamStorage = {
     stream,
     syncRules: {
-      definitions: [{ name: 'global' }],
-      queryBuckets: () =>
-        Promise.resolve({ buckets: [{ bucket: 'global[]', priority: 3, definition: 'global' }], errors: [] })
+      resolveConnection: () =>
+        Promise.resolve({
+          streams: [{ name: 'global', isDefault: true, errors: [] }],
+          buckets: [{ bucket: 'global[]', priority: 3, subscriptions: [{ default: 0 }] }],
+          errors: [],
+          usesLookups: false
+        })
     },
     getChecksums: () => Promise.resolve(new Map([['global[]', { checksum: 0, count: DATA_CHUNKS }]])),
     getParameterSets: () => Promise.resolve([]),
@@ -218,7 +222,7 @@ function fakeDependencies(options: { maxConnections?: number } = {}) {
       maxDataFetchConcurrency: 10,
       opsPerBatch: 1
     },
-    keepaliveMs: () => 30
+    keepaliveMs: () => options.keepaliveMs ?? 60_000
   } as unknown as SyncStreamDependencies;
   return { deps, verifier, pulled };
 }
@@ -232,7 +236,7 @@ describe('RSocket over WebSocket', () => {
   const sockets: RSocket[] = [];
   const warn = vi.spyOn(console, 'warn');
 
-  async function start(options: { maxConnections?: number } = {}) {
+  async function start(options: { maxConnections?: number; keepaliveMs?: number } = {}) {
     fake = fakeDependencies(options);
     connections = new SyncConnections();
     server = createServer((_req, res) => res.writeHead(404).end());
@@ -300,7 +304,7 @@ describe('RSocket over WebSocket', () => {
     await until('all lines', () => stream.lines.length === DATA_CHUNKS + 2);
     expect(stream.lines.slice(1, -1).map((line) => Object.keys(line)[0])).toEqual(Array(DATA_CHUNKS).fill('data'));
     expect(stream.lines.at(-1)).toEqual({ checkpoint_complete: { last_op_id: '10' } });
-    // No periodic token_expires_in lines on this transport (keepaliveMs is 30 ms here).
+    // Nothing more than the demanded lines (keepalives are a minute apart here).
     await settle();
     expect(stream.lines).toHaveLength(DATA_CHUNKS + 2);
     expect(connections.count).toBe(1);
@@ -346,6 +350,16 @@ describe('RSocket over WebSocket', () => {
     first.close(); // the socket goes away: the stream is aborted
     await until('the slot to be freed', () => connections.count === 0);
     await until('the socket to be gone', () => ws.connectionCount === 1);
+  });
+
+  test('keepalive lines are sent over RSocket too, so the SDK re-evaluates expired subscriptions (STREAMS §5.9)', async () => {
+    await start({ keepaliveMs: 30 });
+    const stream = requestStream(await open(), {}, 1000);
+    await until('two keepalive lines', () => stream.lines.filter((line) => 'token_expires_in' in line).length >= 2);
+    const keepalive = stream.lines.find((line) => 'token_expires_in' in line) as { token_expires_in: number };
+    expect(keepalive.token_expires_in).toBeGreaterThan(0);
+    stream.requestable.cancel();
+    await until('the slot to be freed', () => connections.count === 0);
   });
 
   test('the token expiry ends the stream with {"token_expires_in": 0}', async () => {

@@ -51,9 +51,20 @@ export interface RequestValues {
   clientParameters: Readonly<Record<string, JsonValue>>;
 }
 
+/** Connection data of a Sync Streams subscription (STREAMS §3.3). */
+export interface StreamConnectionValues {
+  /** `auth.user_id()`: the JWT `sub`, as text. */
+  userId: string;
+  auth: Readonly<Record<string, JsonValue>>;
+  connection: Readonly<Record<string, JsonValue>>;
+  /** NULL for the default subscription of edition 3 (§3.3). */
+  subscription: Readonly<Record<string, JsonValue>> | null;
+}
+
 export interface EvaluationContext {
   row?: InputRow;
   request?: RequestValues;
+  stream?: StreamConnectionValues;
 }
 
 export interface CompiledExpression {
@@ -70,6 +81,8 @@ export interface CompileScope {
   requestReferenceError?: string;
   /** Explains why `bucket.x` is not allowed here. */
   bucketReferenceError: string;
+  /** Sync Streams: `auth.*`, `connection.*`, `subscription.*` read {@link EvaluationContext.stream}. */
+  streamConnection?: boolean;
 }
 
 /** Syntactic classification of what an expression refers to. */
@@ -142,7 +155,7 @@ const FALSE = 0n;
 const bool = (value: boolean): bigint => (value ? TRUE : FALSE);
 
 /** Parses JSON text held in an SQL value (numbers are JSON too); NULL stays NULL. */
-function jsonOf(value: SqliteValue): JsonValue | undefined {
+export function jsonOf(value: SqliteValue): JsonValue | undefined {
   if (value === null) return undefined;
   if (value instanceof Uint8Array) throw new EvaluationFailure('a blob is not valid JSON');
   return parseJson(castToText(value)!);
@@ -688,9 +701,83 @@ function jsonValueAt(object: Readonly<Record<string, JsonValue>>, key: string): 
   return Object.hasOwn(object, key) ? jsonToSqlite(object[key]) : null;
 }
 
+const STREAM_NAMESPACES = new Set(['auth', 'connection', 'subscription']);
+/** Internal function of compiled streams: `a && b` between two JSON arrays of one source (STREAMS §3.7). */
+export const OVERLAP_FUNCTION = '$overlap';
+/** Internal function of compiled streams: a filter's NOT, where (reference quirk, STREAMS §3.4) NOT NULL is true. */
+export const STREAM_NOT_FUNCTION = '$not';
+
+function requireStream(context: EvaluationContext): StreamConnectionValues {
+  if (!context.stream) throw new EvaluationFailure('no connection data to evaluate against');
+  return context.stream;
+}
+
+/** `auth.*`, `connection.*`, `subscription.*` (STREAMS §3.3); `.parameter(k)` is `.parameters() ->> k`. */
+function compileStreamCall(namespace: string, expression: Extract<Expression, { type: 'call' }>): CompiledExpression {
+  const name = expression.name.toLowerCase();
+  const objectOf = (context: EvaluationContext): Readonly<Record<string, JsonValue>> | null => {
+    const values = requireStream(context);
+    return namespace === 'auth' ? values.auth : namespace === 'connection' ? values.connection : values.subscription;
+  };
+  if (name === 'user_id' && namespace === 'auth') return { evaluate: (context) => requireStream(context).userId };
+  if (name === 'parameters')
+    return {
+      evaluate: (context) => {
+        const object = objectOf(context);
+        return object === null ? null : stringifyJson(object);
+      }
+    };
+  if (name === 'parameter' && expression.args.length === 1) {
+    const key = compileExpression(expression.args[0]!, {
+      request: false,
+      bucketReferenceError: '',
+      streamConnection: true
+    });
+    return {
+      evaluate: (context) => {
+        const object = objectOf(context);
+        const steps = jsonPathSteps(key.evaluate(context), true);
+        if (object === null || steps === undefined) return null;
+        return jsonToSqlite(followJsonPath(object, steps));
+      }
+    };
+  }
+  return fail(`${namespace}.${expression.name}() is not a stream function`, expression);
+}
+
 function compileCall(expression: Extract<Expression, { type: 'call' }>, scope: CompileScope): CompiledExpression {
   const namespace = expression.namespace?.toLowerCase();
   const name = expression.name.toLowerCase();
+  if (scope.streamConnection && namespace !== undefined && STREAM_NAMESPACES.has(namespace))
+    return compileStreamCall(namespace, expression);
+  if (
+    scope.streamConnection &&
+    namespace === undefined &&
+    name === STREAM_NOT_FUNCTION &&
+    expression.args.length === 1
+  ) {
+    const operand = compileExpression(expression.args[0]!, scope);
+    return {
+      evaluate: (context) => {
+        const value = operand.evaluate(context);
+        return value === null ? TRUE : not(value);
+      }
+    };
+  }
+  if (scope.streamConnection && namespace === undefined && name === OVERLAP_FUNCTION && expression.args.length === 2) {
+    const [left, right] = expression.args.map((arg) => compileExpression(arg, scope)) as [
+      CompiledExpression,
+      CompiledExpression
+    ];
+    return {
+      evaluate: (context) => {
+        const a = jsonArrayElements(left.evaluate(context));
+        const b = jsonArrayElements(right.evaluate(context));
+        if (a === undefined || b === undefined) return null;
+        return bool(a.some((x) => x !== null && b.some((y) => y !== null && compareValues(x, y) === 0)));
+      }
+    };
+  }
   if (namespace === REQUEST_NAMESPACE && name === 'parameter') return compileRequestParameter(expression, scope);
   if (namespace === REQUEST_NAMESPACE) {
     const get = REQUEST_FUNCTIONS[name];

@@ -16,10 +16,29 @@ import {
 } from './errors.js';
 import { requestValues, type RequestValues } from './expression.js';
 import { bucketParametersOf, compileParameterQuery, PRIORITY_COLUMN, type ParameterQuery } from './parameter-query.js';
-import { DEFAULT_SCHEMA, sameSourceTable, type SourceTable } from './source-table.js';
+import { DEFAULT_SCHEMA, sameSourceTable, tableMatches, type SourceTable } from './source-table.js';
+import { stringifyRow } from './json.js';
 import { SqlSyntaxError } from './sql/syntax-error.js';
-import type { ConnectionRequest, FetchLookups, ResolvedConnection, SubscribableSource } from './subscriptions.js';
-import { loadStreamsConfig } from './streams/load-streams.js';
+import type {
+  BucketInclusion,
+  ConnectionRequest,
+  FetchLookups,
+  ResolvedBucket,
+  ResolvedConnection,
+  SubscribableSource,
+  SubscribedStream
+} from './subscriptions.js';
+import { loadStreamsConfig, MAX_BUCKET_SOURCES, type LoadedStreams } from './streams/load-streams.js';
+import { compileStream } from './streams/compile-stream.js';
+import {
+  evaluateLookupRow,
+  evaluateStreamRow,
+  runtimeSource,
+  SourceResolution,
+  streamBucketId,
+  streamConnectionValues,
+  type RuntimeBucketSource
+} from './streams/stream-runtime.js';
 import { EvaluationFailure, type InputRow, type SqliteRow, type SqliteValue } from './sqlite-value.js';
 
 export const DEFAULT_BUCKET_PRIORITY = 3;
@@ -146,6 +165,8 @@ export function serializeParameterLookup(lookup: ParameterLookup): string {
 
 interface BucketDefinition {
   name: string;
+  /** `name`, prefixed with `<deploymentId>#` when bucket ids are versioned. */
+  bucketName: string;
   priority: number;
   parameterNames: string[];
   parameterQueries: ParameterQuery[];
@@ -155,17 +176,25 @@ interface BucketDefinition {
 
 const DEFINITION_KEYS = new Set(['parameters', 'data', 'priority', 'accept_potentially_dangerous_queries']);
 
+export interface ParseSyncRulesOptions {
+  /**
+   * The id of the deployed config (the replication stream id): with `versioned_bucket_ids` (default from
+   * edition 2) every bucket id starts with `<deploymentId>#` (STREAMS §4.2). Without it ids are unversioned.
+   */
+  deploymentId?: number | string;
+}
+
 /** Loads sync rules YAML. Never throws: problems are returned as errors (load refused) or warnings. */
-export function parseSyncRules(yamlText: string): ParseSyncRulesResult {
+export function parseSyncRules(yamlText: string, options: ParseSyncRulesOptions = {}): ParseSyncRulesResult {
   try {
-    return parseSyncRulesUnchecked(yamlText);
+    return parseSyncRulesUnchecked(yamlText, options);
   } catch (error) {
     const reason = `Internal error while loading sync rules: ${error instanceof Error ? error.message : String(error)}`;
     return { ok: false, rules: undefined, errors: [makeIssue({ reason })], warnings: [] };
   }
 }
 
-function parseSyncRulesUnchecked(yamlText: string): ParseSyncRulesResult {
+function parseSyncRulesUnchecked(yamlText: string, options: ParseSyncRulesOptions): ParseSyncRulesResult {
   const errors: SyncRulesIssue[] = [];
   const warnings: SyncRulesIssue[] = [];
   const failed = (): ParseSyncRulesResult => ({ ok: false, rules: undefined, errors, warnings });
@@ -252,7 +281,13 @@ function parseSyncRulesUnchecked(yamlText: string): ParseSyncRulesResult {
       );
   }
   const configEntry = rootEntries.get('config');
-  const edition = configEntry ? checkConfig(configEntry.value, at(configEntry.key), context) : 1;
+  const { edition, versionedBucketIds } = configEntry
+    ? checkConfig(configEntry.value, at(configEntry.key), context)
+    : { edition: 1, versionedBucketIds: false };
+  const bucketPrefix =
+    versionedBucketIds && options.deploymentId !== undefined && options.deploymentId !== ''
+      ? `${options.deploymentId}#`
+      : '';
   const streamsEntry = rootEntries.get('streams');
   const globalWithEntry = rootEntries.get('with');
   let definitionsNode: unknown = rootEntries.get('bucket_definitions')?.value;
@@ -296,24 +331,79 @@ function parseSyncRulesUnchecked(yamlText: string): ParseSyncRulesResult {
           yamlPosition: at(key)
         })
       );
-    const definition = loadDefinition(name, resolve(pair.value), at(key), context);
+    const definition = loadDefinition(name, resolve(pair.value), at(key), context, bucketPrefix);
     if (definition) definitions.push(definition);
   }
 
   if (errors.length > 0) return failed();
-  if (streamsEntry) {
-    // Refused at load rather than started without them: a service that silently ignored `streams:` would
-    // sync clients nothing (or only the bucket definitions) while looking healthy.
-    errors.push(
-      makeIssue({
-        reason:
-          'Sync Streams are validated but not served yet: this config passed validation, but this Syncpoint version cannot sync "streams"; use "bucket_definitions" (edition 1 or 2) to deploy',
-        yamlPosition: at(streamsEntry.key)
-      })
-    );
-    return failed();
+  const streams = compileStreams(streamConfig, edition, bucketPrefix, errors);
+  if (errors.length > 0) return failed();
+  return { ok: true, rules: createSyncRules(definitions, streams), errors: [], warnings };
+}
+
+/** A compiled stream, ready for replication and resolution. */
+interface LoadedStream {
+  name: string;
+  priority: number;
+  autoSubscribe: boolean;
+  edition: number;
+  bucketPrefix: string;
+  sources: RuntimeBucketSource[];
+}
+
+/** Compiles every stream (§4.1); a query the compiler cannot handle is a load error naming it. */
+function compileStreams(
+  config: LoadedStreams,
+  edition: number,
+  bucketPrefix: string,
+  errors: SyncRulesIssue[]
+): LoadedStream[] {
+  const loaded: LoadedStream[] = [];
+  for (const stream of config.streams) {
+    try {
+      const compiled = compileStream({
+        edition,
+        queries: stream.queries.map((query) => query.sql),
+        ctes: config.visibleCtes.get(stream.name) ?? new Map()
+      });
+      if (compiled.length > MAX_BUCKET_SOURCES) {
+        errors.push(
+          makeIssue({
+            reason: `This stream compiles to ${compiled.length} bucket sources; at most ${MAX_BUCKET_SOURCES} are allowed`,
+            stream: stream.name,
+            yamlPosition: stream.yamlPosition
+          })
+        );
+        continue;
+      }
+      loaded.push({
+        name: stream.name,
+        // Edition 2 validates the stream priority and, unlike the reference, applies it (STREAMS §6.1).
+        priority: stream.priority,
+        autoSubscribe: stream.autoSubscribe,
+        edition,
+        bucketPrefix,
+        sources: compiled.map((source) => runtimeSource(source, edition))
+      });
+    } catch (error) {
+      if (!(error instanceof SqlSyntaxError)) throw error;
+      const queryIndex = (error as SqlSyntaxError & { query?: number }).query ?? 0;
+      const text = stream.queries[queryIndex];
+      errors.push(
+        makeIssue({
+          reason: error.message,
+          stream: stream.name,
+          queryKind: stream.queriesKey,
+          queryIndex,
+          ...(text
+            ? { query: text.sql, position: queryPosition(text.sql, error.start, Math.max(error.end, error.start + 1)) }
+            : {}),
+          yamlPosition: text?.yamlPosition ?? stream.yamlPosition
+        })
+      );
+    }
   }
-  return { ok: true, rules: createSyncRules(definitions), errors: [], warnings };
+  return loaded;
 }
 
 const ROOT_KEYS = ['config', 'bucket_definitions', 'streams', 'with'];
@@ -335,11 +425,15 @@ const COMPATIBILITY_OPTIONS = [
  * edition (or another option) rejected. Bucket definitions are edition-1 rules; options that would change
  * their evaluation are accepted with a warning because this implementation does not apply them.
  */
-function checkConfig(node: unknown, keyPosition: YamlPosition | undefined, context: LoadContext): number {
+function checkConfig(
+  node: unknown,
+  keyPosition: YamlPosition | undefined,
+  context: LoadContext
+): { edition: number; versionedBucketIds: boolean } {
   const { at, resolve, errors, warnings } = context;
   if (!isMap(node)) {
     errors.push(makeIssue({ reason: '"config" must be a mapping', yamlPosition: at(node as YamlNode) ?? keyPosition }));
-    return 1;
+    return { edition: 1, versionedBucketIds: false };
   }
   const values = new Map<string, { value: unknown; position: YamlPosition | undefined }>();
   for (const pair of node.items) {
@@ -371,7 +465,7 @@ function checkConfig(node: unknown, keyPosition: YamlPosition | undefined, conte
           yamlPosition: editionEntry.position
         })
       );
-      return 1;
+      return { edition: 1, versionedBucketIds: false };
     }
     edition = value;
   }
@@ -421,7 +515,8 @@ function checkConfig(node: unknown, keyPosition: YamlPosition | undefined, conte
         yamlPosition: storageVersion.position
       })
     );
-  const changed = COMPATIBILITY_OPTIONS.filter((option) => enabled(option));
+  // versioned_bucket_ids is applied (bucket ids get the deployment prefix); the others are not yet.
+  const changed = COMPATIBILITY_OPTIONS.filter((option) => option !== 'versioned_bucket_ids' && enabled(option));
   if (changed.length > 0 && edition < 3)
     warnings.push(
       makeIssue({
@@ -430,7 +525,7 @@ function checkConfig(node: unknown, keyPosition: YamlPosition | undefined, conte
         yamlPosition: keyPosition
       })
     );
-  return edition;
+  return { edition, versionedBucketIds: enabled('versioned_bucket_ids') };
 }
 
 /** The mapping key starting at `offset`, with the path of keys leading to its mapping. */
@@ -468,7 +563,8 @@ function loadDefinition(
   name: string,
   node: unknown,
   position: YamlPosition | undefined,
-  context: LoadContext
+  context: LoadContext,
+  bucketPrefix: string
 ): BucketDefinition | undefined {
   const { at, resolve, errors, warnings } = context;
   const issue = (reason: string, yamlPosition: YamlPosition | undefined, extra: Partial<SyncRulesIssue> = {}) =>
@@ -631,7 +727,7 @@ function loadDefinition(
   const dataQueries: DataQuery[] = [];
   for (const [index, text] of (parametersFailed ? [] : (dataTexts ?? [])).entries()) {
     const query = compileQuery(name, 'data', index, text, errors, () =>
-      compileDataQuery(text.sql, index, { name, parameterNames })
+      compileDataQuery(text.sql, index, { name: bucketPrefix + name, parameterNames })
     );
     if (!query) continue;
     dataQueries.push(query);
@@ -654,6 +750,7 @@ function loadDefinition(
   if (errors.length > errorCount) return undefined;
   return {
     name,
+    bucketName: bucketPrefix + name,
     priority,
     parameterNames,
     parameterQueries,
@@ -753,7 +850,7 @@ function priorityOf(row: Readonly<Record<string, SqliteValue>>, fallback: number
   return number;
 }
 
-function createSyncRules(definitions: BucketDefinition[]): SyncRules {
+function createSyncRules(definitions: BucketDefinition[], streams: LoadedStream[]): SyncRules {
   const tables: SourceTable[] = [];
   const addTable = (table: SourceTable) => {
     if (!tables.some((existing) => sameSourceTable(existing, table))) tables.push(table);
@@ -762,6 +859,12 @@ function createSyncRules(definitions: BucketDefinition[]): SyncRules {
     definition.dataQueries.forEach((query) => addTable(query.table));
     for (const query of definition.parameterQueries) if (query.kind === 'lookup') addTable(query.table);
   }
+  for (const stream of streams)
+    for (const source of stream.sources) {
+      for (const evaluator of source.evaluators) addTable(evaluator.source.table!);
+      for (const lookup of source.lookups) addTable(lookup.source.table!);
+    }
+  const streamsByName = new Map(streams.map((stream) => [stream.name, stream]));
 
   const summaries: BucketDefinitionSummary[] = definitions.map((definition) => ({
     name: definition.name,
@@ -776,17 +879,43 @@ function createSyncRules(definitions: BucketDefinition[]): SyncRules {
     acceptPotentiallyDangerousQueries: definition.acceptPotentiallyDangerousQueries
   }));
 
+  // Definition order; edition 2 mixed configs list bucket definitions first (STREAMS §5.2).
+  const sources: SubscribableSource[] = [
+    ...definitions.map((definition) => ({
+      name: definition.name,
+      kind: 'bucket_definition' as const,
+      isDefault: true,
+      priority: definition.priority
+    })),
+    ...streams.map((stream) => ({
+      name: stream.name,
+      kind: 'stream' as const,
+      isDefault: stream.autoSubscribe,
+      priority: stream.priority
+    }))
+  ];
+
   const rules: SyncRules = {
     definitions: summaries,
 
     sourceTables: () => tables.map((table) => ({ ...table })),
 
     tableSyncsData: ({ schema = DEFAULT_SCHEMA, table }) =>
-      definitions.some((definition) => definition.dataQueries.some((query) => query.matches(schema, table))),
+      definitions.some((definition) => definition.dataQueries.some((query) => query.matches(schema, table))) ||
+      streams.some((stream) =>
+        stream.sources.some((source) =>
+          source.evaluators.some((evaluator) => tableMatches(evaluator.source.table!, schema, table))
+        )
+      ),
 
     tableSyncsParameters: ({ schema = DEFAULT_SCHEMA, table }) =>
       definitions.some((definition) =>
         definition.parameterQueries.some((query) => query.kind === 'lookup' && query.matches(schema, table))
+      ) ||
+      streams.some((stream) =>
+        stream.sources.some((source) =>
+          source.lookups.some((lookup) => tableMatches(lookup.source.table!, schema, table))
+        )
       ),
 
     evaluateRow(input) {
@@ -802,6 +931,23 @@ function createSyncRules(definitions: BucketDefinition[]): SyncRules {
             buckets.push(...query.evaluate(row, table));
           } catch (error) {
             errors.push(evaluationError(definition.name, 'data', query.index, error));
+          }
+        }
+      }
+      // A stream row reached by two merged evaluators (or two OR-branches) is one row per bucket (§4.3).
+      const seen = new Set<string>();
+      for (const stream of streams) {
+        for (const source of stream.sources) {
+          try {
+            for (const bucketRow of evaluateStreamRow(stream, source, { schema, table, row })) {
+              const key = JSON.stringify([bucketRow.bucket, bucketRow.table, bucketRow.id]);
+              if (seen.has(key)) continue;
+              seen.add(key);
+              buckets.push(bucketRow);
+            }
+          } catch (error) {
+            // §4.3: an evaluation error skips this bucket source for this row; replication continues.
+            errors.push(streamEvaluationError(stream.name, `bucket source ${source.index}`, error));
           }
         }
       }
@@ -835,6 +981,26 @@ function createSyncRules(definitions: BucketDefinition[]): SyncRules {
           }
         }
       }
+      for (const stream of streams) {
+        for (const source of stream.sources) {
+          for (const index of source.lookups) {
+            try {
+              const grouped = new Map<string, ParameterLookupEntry>();
+              for (const { key, output } of evaluateLookupRow(index, { schema, table, row }, stream.edition)) {
+                const lookup: ParameterLookup = { definition: stream.name, queryIndex: index.indexId, values: key };
+                const serializedLookup = serializeParameterLookup(lookup);
+                const entry = grouped.get(serializedLookup) ?? { lookup, serializedLookup, outputs: [] };
+                const text = stringifyRow(output);
+                if (!entry.outputs.some((existing) => stringifyRow(existing) === text)) entry.outputs.push(output);
+                grouped.set(serializedLookup, entry);
+              }
+              lookups.push(...grouped.values());
+            } catch (error) {
+              errors.push(streamEvaluationError(stream.name, `parameter index ${index.indexId}`, error));
+            }
+          }
+        }
+      }
       return { lookups, errors };
     },
 
@@ -847,33 +1013,10 @@ function createSyncRules(definitions: BucketDefinition[]): SyncRules {
       return { buckets: finished.buckets, errors: [...plan.errors, ...finished.errors] };
     },
 
-    sources: definitions.map((definition) => ({
-      name: definition.name,
-      kind: 'bucket_definition',
-      isDefault: true,
-      priority: definition.priority
-    })),
+    sources,
 
-    async resolveConnection(request, fetchLookups) {
-      // Bucket definitions are default subscriptions; naming one explicitly includes it like a default (§4.6).
-      const named = new Set(request.subscriptions.map((subscription) => subscription.stream));
-      const included = definitions.filter((definition) => request.includeDefaults || named.has(definition.name));
-      const streams = included.map((definition) => ({ name: definition.name, isDefault: true, errors: [] }));
-      const plan = planBucketsOf(request, included);
-      const results = plan.lookups.length > 0 ? await fetchLookups(plan.lookups) : [];
-      const finished = plan.finish(results);
-      const streamIndex = new Map(included.map((definition, index) => [definition.name, index]));
-      return {
-        streams,
-        buckets: finished.buckets.map(({ bucket, definition, priority }) => ({
-          bucket,
-          priority,
-          subscriptions: [{ default: streamIndex.get(definition) ?? 0 }]
-        })),
-        errors: [...plan.errors, ...finished.errors],
-        usesLookups: included.some((definition) => definition.parameterQueries.some((query) => query.kind === 'lookup'))
-      };
-    }
+    resolveConnection: (request, fetchLookups) =>
+      resolveConnectionOf(request, fetchLookups, { definitions, streams, streamsByName, sources })
   };
   return rules;
 }
@@ -885,7 +1028,7 @@ function addBucket(
   values: BucketParameterValue[],
   priority: number
 ): void {
-  const bucket = formatBucketId(definition.name, values);
+  const bucket = formatBucketId(definition.bucketName, values);
   const existing = buckets.get(bucket);
   if (!existing || priority < existing.priority) buckets.set(bucket, { bucket, definition: definition.name, priority });
 }
@@ -983,4 +1126,230 @@ function planBucketsOf(request: RequestParameters, definitions: readonly BucketD
       return { buckets: [...buckets.values()], errors: finishErrors };
     }
   };
+}
+
+function streamEvaluationError(stream: string, where: string, error: unknown): EvaluationError {
+  const reason = error instanceof Error ? error.message : String(error);
+  const internal = error instanceof EvaluationFailure ? '' : 'internal error: ';
+  return { message: `streams.${stream} (${where}): ${internal}${reason}; row skipped` };
+}
+
+/** The wire-visible prefix of per-subscription errors (STREAMS §4.5). */
+const BUCKET_ERROR_PREFIX = 'Error evaluating bucket ids: ';
+
+interface ResolutionInput {
+  definitions: readonly BucketDefinition[];
+  streams: readonly LoadedStream[];
+  streamsByName: ReadonlyMap<string, LoadedStream>;
+  sources: readonly SubscribableSource[];
+}
+
+interface ResolutionJob {
+  stream: LoadedStream;
+  reason: BucketInclusion;
+  priority: number;
+  streamIndex: number;
+  subscription: number | 'default';
+  resolution: SourceResolution;
+}
+
+function failureMessage(error: unknown): string {
+  if (error instanceof EvaluationFailure) return error.message;
+  if (error instanceof RangeError) return 'the parameters are nested too deeply';
+  return error instanceof Error ? error.message : String(error);
+}
+
+function isPlainObject(value: unknown): value is Record<string, unknown> {
+  return value !== null && typeof value === 'object' && !Array.isArray(value) && !(value instanceof Uint8Array);
+}
+
+/** STREAMS §4.5–4.7: a connection's subscriptions, resolved stage by stage and merged by bucket id. */
+async function resolveConnectionOf(
+  request: ConnectionRequest,
+  fetchLookups: FetchLookups,
+  input: ResolutionInput
+): Promise<ResolvedConnection> {
+  const subscriptions: readonly unknown[] = Array.isArray(request.subscriptions) ? request.subscriptions : [];
+  const includeDefaults = request.includeDefaults !== false;
+  const named = new Set<string>();
+  for (const subscription of subscriptions)
+    if (isPlainObject(subscription) && typeof subscription['stream'] === 'string') named.add(subscription['stream']);
+  const streams: SubscribedStream[] = [];
+  const streamIndex = new Map<string, number>();
+  for (const source of input.sources) {
+    if (!((source.isDefault && includeDefaults) || named.has(source.name))) continue;
+    streamIndex.set(source.name, streams.length);
+    streams.push({ name: source.name, isDefault: source.isDefault, errors: [] });
+  }
+  const errors: EvaluationError[] = [];
+  const explicitBuckets: Array<{ bucket: string; priority: number; reason: BucketInclusion }> = [];
+  const defaultBuckets: typeof explicitBuckets = [];
+  const jobs: ResolutionJob[] = [];
+  const reportError = (stream: string, subscription: number | 'default', message: string) =>
+    streams[streamIndex.get(stream)!]!.errors.push({ subscription, message: BUCKET_ERROR_PREFIX + message });
+
+  const addJobs = (
+    stream: LoadedStream,
+    subscription: number | 'default',
+    parameters: Readonly<Record<string, unknown>> | null,
+    priority: number
+  ) => {
+    let connection;
+    try {
+      connection = streamConnectionValues(request, parameters);
+    } catch (error) {
+      reportError(stream.name, subscription, failureMessage(error));
+      return;
+    }
+    const reason: BucketInclusion =
+      subscription === 'default' ? { default: streamIndex.get(stream.name)! } : { sub: subscription };
+    for (const source of stream.sources) {
+      const resolution = new SourceResolution(source, connection);
+      try {
+        resolution.start();
+      } catch (error) {
+        // Per subscription and per bucket source: the other sources and subscriptions proceed (§4.5).
+        reportError(stream.name, subscription, failureMessage(error));
+        continue;
+      }
+      jobs.push({ stream, reason, priority, streamIndex: streamIndex.get(stream.name)!, subscription, resolution });
+    }
+  };
+
+  subscriptions.forEach((subscription, index) => {
+    if (!isPlainObject(subscription) || typeof subscription['stream'] !== 'string') return;
+    const stream = input.streamsByName.get(subscription['stream']);
+    // Unknown names (and explicitly named bucket definitions, included as defaults) are not explicit jobs.
+    if (!stream) return;
+    const override = subscription['overridePriority'];
+    if (override !== null && override !== undefined) {
+      if (
+        typeof override !== 'number' ||
+        !Number.isInteger(override) ||
+        override < MIN_BUCKET_PRIORITY ||
+        override > MAX_BUCKET_PRIORITY
+      ) {
+        reportError(
+          stream.name,
+          index,
+          `override_priority must be an integer from ${MIN_BUCKET_PRIORITY} to ${MAX_BUCKET_PRIORITY} or null`
+        );
+        return;
+      }
+    }
+    const parameters = subscription['parameters'];
+    if (parameters !== null && parameters !== undefined && !isPlainObject(parameters)) {
+      reportError(stream.name, index, 'parameters must be a JSON object or null');
+      return;
+    }
+    // `parameters: null` is `{}`, not the default subscription (§3.3).
+    addJobs(stream, index, parameters ?? {}, typeof override === 'number' ? override : stream.priority);
+  });
+
+  // Bucket definitions: defaults; naming one explicitly includes it like a default (§4.6).
+  const includedDefinitions = input.definitions.filter((definition) => streamIndex.has(definition.name));
+  const plan = planBucketsOf(request, includedDefinitions);
+  errors.push(...plan.errors);
+  if (includeDefaults)
+    for (const stream of input.streams)
+      // Edition 3: the default subscription sees subscription.parameters() as NULL; edition 2 as '{}' (§3.3).
+      if (stream.autoSubscribe) addJobs(stream, 'default', stream.edition >= 3 ? null : {}, stream.priority);
+
+  const maxStage = Math.max(0, ...jobs.map((job) => job.resolution.source.maxStage));
+  let active = jobs;
+  const definitionResults = plan.lookups.length > 0 ? await fetchLookups(plan.lookups) : [];
+  for (let stage = 1; stage <= maxStage; stage++) {
+    const wanted = new Map<string, ParameterLookup>();
+    const survivors: ResolutionJob[] = [];
+    for (const job of active) {
+      try {
+        for (const { indexId, key } of job.resolution.lookupsOf(stage)) {
+          const lookup: ParameterLookup = { definition: job.stream.name, queryIndex: indexId, values: key };
+          wanted.set(serializeParameterLookup(lookup), lookup);
+        }
+        survivors.push(job);
+      } catch (error) {
+        reportError(job.stream.name, job.subscription, failureMessage(error));
+      }
+    }
+    active = survivors;
+    if (wanted.size === 0) continue;
+    const keys = [...wanted.keys()];
+    const results = await fetchLookups([...wanted.values()]);
+    const rowsByKey = new Map<string, ReadonlyArray<Readonly<Record<string, SqliteValue>>>>();
+    keys.forEach((key, index) => {
+      const rows: unknown = Array.isArray(results) ? (results as readonly unknown[])[index] : undefined;
+      rowsByKey.set(
+        key,
+        Array.isArray(rows) ? (rows as Array<Readonly<Record<string, SqliteValue>>>).filter(isPlainObject) : []
+      );
+    });
+    active = active.filter((job) => {
+      try {
+        job.resolution.applyStage(
+          stage,
+          (indexId, key) =>
+            rowsByKey.get(
+              serializeParameterLookup({ definition: job.stream.name, queryIndex: indexId, values: key })
+            ) ?? []
+        );
+        return true;
+      } catch (error) {
+        reportError(job.stream.name, job.subscription, failureMessage(error));
+        return false;
+      }
+    });
+  }
+  for (const job of active) {
+    let tuples;
+    try {
+      tuples = job.resolution.buckets();
+    } catch (error) {
+      reportError(job.stream.name, job.subscription, failureMessage(error));
+      continue;
+    }
+    const target = job.subscription === 'default' ? defaultBuckets : explicitBuckets;
+    for (const values of tuples)
+      target.push({
+        bucket: streamBucketId(job.stream.bucketPrefix, job.stream.name, job.resolution.source.index, values),
+        priority: job.priority,
+        reason: job.reason
+      });
+  }
+  const finished = plan.finish(definitionResults);
+  errors.push(...finished.errors);
+  for (const { bucket, definition, priority } of finished.buckets)
+    defaultBuckets.push({ bucket, priority, reason: { default: streamIndex.get(definition) ?? 0 } });
+
+  // Merged across everything by id: explicit reasons in request order, then defaults; the lowest priority (§4.6).
+  const merged = new Map<string, ResolvedBucket>();
+  for (const item of [
+    ...explicitBuckets.sort((a, b) => reasonOrder(a.reason) - reasonOrder(b.reason)),
+    ...defaultBuckets
+  ]) {
+    const existing = merged.get(item.bucket);
+    if (!existing) {
+      merged.set(item.bucket, { bucket: item.bucket, priority: item.priority, subscriptions: [item.reason] });
+      continue;
+    }
+    existing.priority = Math.min(existing.priority, item.priority);
+    if (!existing.subscriptions.some((reason) => sameReason(reason, item.reason)))
+      existing.subscriptions.push(item.reason);
+  }
+  return {
+    streams,
+    buckets: [...merged.values()],
+    errors,
+    usesLookups:
+      includedDefinitions.some((definition) => definition.parameterQueries.some((query) => query.kind === 'lookup')) ||
+      jobs.some((job) => job.resolution.source.lookups.length > 0)
+  };
+}
+
+function reasonOrder(reason: BucketInclusion): number {
+  return 'sub' in reason ? reason.sub : Number.MAX_SAFE_INTEGER;
+}
+
+function sameReason(a: BucketInclusion, b: BucketInclusion): boolean {
+  return 'sub' in a ? 'sub' in b && a.sub === b.sub : 'default' in b && a.default === b.default;
 }

@@ -1,21 +1,17 @@
 /**
  * Sync Streams configuration (STREAMS.md §2): editions, `config:`, stream entries, the mixing rules and the
- * §2.4 diagnostics. Streams are validated but not served yet, so a config without other problems is refused
- * with exactly one "not served yet" error; these tests look at the diagnostics around it.
+ * §2.4 diagnostics.
  */
 import { describe, expect, test } from 'vitest';
 import { parseSyncRules, type SyncRulesIssue } from '../src/index.js';
 
-const NOT_SERVED = 'Sync Streams are validated but not served yet';
-
 function check(yaml: string) {
   const result = parseSyncRules(yaml);
-  const errors = result.errors.filter((issue) => !issue.reason.startsWith(NOT_SERVED));
   return {
-    errors,
+    errors: result.errors,
     warnings: result.warnings,
-    /** Valid streams config: the only error is the refusal to serve it. */
-    validStreams: errors.length === 0 && result.errors.some((issue) => issue.reason.startsWith(NOT_SERVED)),
+    /** A valid streams config loads with its streams. */
+    validStreams: result.ok && result.rules.sources.some((source) => source.kind === 'stream'),
     result
   };
 }
@@ -56,12 +52,11 @@ describe('editions and the mix with bucket_definitions', () => {
     expectError(`${EDITION_3}bucket_definitions:\n  global:\n    data: [SELECT * FROM lists]\n`, /requires "streams"/);
   });
 
-  test('a valid edition-3 config is refused at load with the "validated but not served yet" error', () => {
+  test('a valid edition-3 config loads and serves its streams', () => {
     const { validStreams, result } = check(`${EDITION_3}streams:\n  s:\n    query: SELECT * FROM t\n`);
     expect(validStreams).toBe(true);
-    expect(result.ok).toBe(false);
-    expect(result.errors).toHaveLength(1);
-    expect(result.errors[0]!.message).toContain('use "bucket_definitions"');
+    expect(result.errors).toEqual([]);
+    expect(result.rules!.sources).toEqual([{ name: 's', kind: 'stream', isDefault: false, priority: 3 }]);
   });
 
   test('a name used by a bucket definition and a stream is a fatal error', () => {

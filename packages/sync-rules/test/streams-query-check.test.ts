@@ -5,8 +5,6 @@
 import { describe, expect, test } from 'vitest';
 import { parseSyncRules } from '../src/index.js';
 
-const NOT_SERVED = 'Sync Streams are validated but not served yet';
-
 function streamConfig(query: string, edition = 3, extra = ''): string {
   return `config:\n  edition: ${edition}\nstreams:\n  s:\n${extra}    query: ${JSON.stringify(query)}\n`;
 }
@@ -14,7 +12,7 @@ function streamConfig(query: string, edition = 3, extra = ''): string {
 function diagnose(query: string, edition = 3) {
   const result = parseSyncRules(streamConfig(query, edition));
   return {
-    errors: result.errors.filter((issue) => !issue.reason.startsWith(NOT_SERVED)).map((issue) => issue.reason),
+    errors: result.errors.map((issue) => issue.reason),
     warnings: result.warnings.map((issue) => issue.reason)
   };
 }
@@ -236,9 +234,8 @@ streams:
     query: SELECT * FROM cards WHERE board_id IN asked
 `;
     const result = parseSyncRules(yaml);
-    expect(result.errors.map((e) => e.reason)).toEqual([
-      expect.stringMatching(/^Sync Streams are validated but not served yet/)
-    ]);
+    expect(result.errors).toEqual([]);
+    expect(result.ok).toBe(true);
     expect(result.warnings.filter((w) => w.reason.startsWith('Potentially dangerous')).map((w) => w.stream)).toEqual([
       'unsafe'
     ]);
@@ -261,9 +258,7 @@ describe('size limits', () => {
       `config:\n  edition: 3\nstreams:\n  big:\n    queries:\n      - ${query(60)}\n      - ${query(second)}\n`;
     const over = parseSyncRules(yaml(41)).errors.map((e) => e.message);
     expect(over).toContainEqual(expect.stringMatching(/^streams\.big .*compiles to 101 bucket sources/));
-    expect(parseSyncRules(yaml(40)).errors.map((e) => e.reason)).toEqual([
-      expect.stringMatching(/^Sync Streams are validated but not served yet/)
-    ]);
+    expect(parseSyncRules(yaml(40)).errors).toEqual([]);
   });
 });
 
@@ -286,8 +281,7 @@ streams:
       - SELECT * FROM boards WHERE is_public
 `);
     expect(result.warnings).toEqual([]);
-    expect(result.errors.map((e) => e.reason)).toEqual([
-      expect.stringMatching(/^Sync Streams are validated but not served yet/)
-    ]);
+    expect(result.errors).toEqual([]);
+    expect(result.ok).toBe(true);
   });
 });

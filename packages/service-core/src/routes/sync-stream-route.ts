@@ -20,7 +20,10 @@ export interface SyncStreamDependencies {
   verifier: TokenVerifier;
   logger: Logger;
   limits: SyncLimits & { maxConnections: number; maxDataFetchConcurrency: number };
-  /** Keepalive period; default 20 s ± 10 % (PROTOCOL §7.7). */
+  /**
+   * Keepalive period; default uniform 18–20 s: within PROTOCOL §7.7's 20 s ± 10 %, and never more than 20 s apart, so
+   * the SDK drops expired stream subscriptions promptly (STREAMS §5.9).
+   */
   keepaliveMs?: () => number;
   metrics?: ServiceMetrics;
 }
@@ -120,7 +123,7 @@ export interface SyncStreamSession {
   readonly signal: AbortSignal;
   /** Ends the stream at once: the line generator stops, timers and the connection slot are freed. */
   abort(): void;
-  run(sink: SyncLineSink, options: { periodicKeepalive: boolean; logFields?: Record<string, unknown> }): Promise<void>;
+  run(sink: SyncLineSink, options: { logFields?: Record<string, unknown> }): Promise<void>;
 }
 
 /**
@@ -152,7 +155,7 @@ export class SyncStreamRunner {
   ) {
     this.withDataFetchSlot = semaphore(deps.limits.maxDataFetchConcurrency);
     this.reads = new SharedCheckpointReads(deps.storage);
-    this.keepaliveMs = deps.keepaliveMs ?? (() => 18_000 + Math.random() * 4_000);
+    this.keepaliveMs = deps.keepaliveMs ?? (() => 18_000 + Math.random() * 2_000);
   }
 
   private streamStorage = (stream: ReplicationStream): Promise<ReplicationStreamStorage> => {
@@ -202,11 +205,12 @@ export class SyncStreamRunner {
     token: TokenPayload,
     log: Logger,
     sink: SyncLineSink,
-    options: { periodicKeepalive: boolean; logFields?: Record<string, unknown> }
+    options: { logFields?: Record<string, unknown> }
   ): Promise<void> {
     const { deps, connections } = this;
-    // Keepalives and the expiry notice (PROTOCOL §7.7): the stream ends when the token expires. The WebSocket
-    // transport has RSocket keepalives and sends only the expiry lines.
+    // Keepalives and the expiry notice (PROTOCOL §7.7): the stream ends when the token expires. Keepalive lines go
+    // over RSocket too (besides its own keepalive frames): the SDK re-evaluates expired stream subscriptions only
+    // when a line arrives (STREAMS §5.9).
     const secondsLeft = () => Math.max(0, Math.ceil(token.exp - Date.now() / 1000));
     let keepalive: NodeJS.Timeout | undefined;
     const scheduleKeepalive = () => {
@@ -215,7 +219,7 @@ export class SyncStreamRunner {
         scheduleKeepalive();
       }, this.keepaliveMs());
     };
-    if (options.periodicKeepalive) scheduleKeepalive();
+    scheduleKeepalive();
     const msToExpiry = token.exp * 1000 - Date.now();
     // Tokens may live longer than a single timer can wait (max_token_lifetime_seconds is configurable).
     const warning = setLongTimeout(() => void sink.write({ token_expires_in: secondsLeft() }), msToExpiry - 20_000);
@@ -344,7 +348,7 @@ export function syncStreamRoutes(deps: SyncStreamDependencies, connections: Sync
         end: () => writer.end(),
         destroy: () => writer.destroy()
       },
-      { periodicKeepalive: true, logFields: { format } }
+      { logFields: { format } }
     );
   });
   return router;

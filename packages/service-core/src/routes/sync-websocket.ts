@@ -48,8 +48,9 @@ import {
  *   `PSYNC_S21xx` code (the SDK invalidates its credentials on `PSYNC_S21`). Keepalive/lifetime are the client's.
  * - REQUEST_STREAM carries `{"path": "/sync/stream"}` as metadata and the §7.2 body as data; each sync line is one
  *   PAYLOAD frame whose data is the line's BSON document, sent only while the client's request-N demand lasts.
- * - The stream itself is the HTTP route's (`SyncStreamRunner`): same validation, limits, lines and expiry, but no
- *   periodic `token_expires_in` keepalives (RSocket keepalives replace them, §7.7).
+ * - The stream itself is the HTTP route's (`SyncStreamRunner`): same validation, limits, lines, expiry and periodic
+ *   `token_expires_in` keepalive lines (besides RSocket keepalive frames: the SDK re-evaluates expired stream
+ *   subscriptions only when a line arrives, STREAMS §5.9).
  *
  * The RSocket protocol (frame codec, stream state machines, request-N bookkeeping, keepalive answers and lifetime,
  * fragment reassembly) is `rsocket-core` 1.0.0-alpha.3, the version the PowerSync SDK bundles on the client side. The
@@ -438,7 +439,7 @@ class SyncSocketSession {
     }
     onOpen(() => session.abort());
     if (sink.isClosed) session.abort(); // cancelled while opening
-    await session.run(sink, { periodicKeepalive: false, logFields: { format: 'bson', user_agent: this.userAgent } });
+    await session.run(sink, { logFields: { format: 'bson', user_agent: this.userAgent } });
   }
 }
 

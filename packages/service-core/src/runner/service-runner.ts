@@ -88,7 +88,7 @@ export async function startService(
     logger: Logger;
     host?: string;
     role?: ServiceRole;
-    /** Sync stream keepalive period (default 20 s ± 10 %, PROTOCOL §7.7); tests shorten it. */
+    /** Sync stream keepalive period (default 18–20 s, PROTOCOL §7.7, STREAMS §5.9); tests shorten it. */
     syncKeepaliveMs?: () => number;
     /** Period of the checkpoint-request retention job in the replication process (default 5 min). */
     retentionIntervalMs?: number;

@@ -17,7 +17,7 @@ import type { ReplicationStream } from './replication-stream.js';
  * written by another version) is an error naming the stream and every issue.
  */
 export function syncRulesOfStream(stream: ReplicationStream): SyncRules {
-  const parsed = parseSyncRules(stream.content);
+  const parsed = parseSyncRules(stream.content, { deploymentId: stream.id });
   if (!parsed.ok) {
     throw new Error(
       `The sync config of replication stream ${stream.id} is invalid:\n${parsed.errors.map((issue) => `  - ${issue.message}`).join('\n')}`

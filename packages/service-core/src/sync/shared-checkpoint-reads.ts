@@ -1,4 +1,5 @@
 import type { Lsn } from '@syncpoint/codecs';
+import { serializeParameterLookup, type ParameterLookup, type SqliteRow } from '@syncpoint/sync-rules';
 import type { BucketChecksum, ReplicationStreamStorage } from '../storage/bucket-data.js';
 import type { BucketStorage } from '../storage/bucket-storage.js';
 
@@ -15,6 +16,9 @@ export class SharedCheckpointReads {
   );
   private readonly checksums = new TurnBatcher<ChecksumGroup, string, BucketChecksum>((group, buckets) =>
     this.loadChecksums(group, buckets)
+  );
+  private readonly parameterSets = new TurnBatcher<ChecksumGroup, ParameterLookup, SqliteRow[]>((group, lookups) =>
+    this.loadParameterSets(group, lookups)
   );
   /** Checksums by `<stream id>:<checkpoint>`, newest last; a few checkpoints, since connections lag a little. */
   private readonly checksumCache = new Map<string, Map<string, BucketChecksum>>();
@@ -51,6 +55,38 @@ export class SharedCheckpointReads {
     return result;
   }
 
+  /**
+   * Parameter-index rows of `lookups` at `checkpoint` (`result[i]` for `lookups[i]`). A checkpoint makes every
+   * connection whose streams read an index resolve again (STREAMS §4.8): their lookups of one turn go to storage as
+   * one call with the distinct lookups.
+   */
+  async getParameterSets(
+    streamStorage: ReplicationStreamStorage,
+    checkpoint: bigint,
+    lookups: ParameterLookup[]
+  ): Promise<SqliteRow[][]> {
+    const key = `${streamStorage.stream.id}:${checkpoint}`;
+    const loaded = await this.parameterSets.get(key, { streamStorage, checkpoint, key }, lookups);
+    return lookups.map((lookup) => loaded.get(lookup) ?? []);
+  }
+
+  private async loadParameterSets(
+    group: ChecksumGroup,
+    lookups: ParameterLookup[]
+  ): Promise<Map<ParameterLookup, SqliteRow[]>> {
+    // Callers' lookup objects differ; storage gets each distinct lookup once.
+    const distinct = new Map<string, ParameterLookup>();
+    const keyOf = new Map<ParameterLookup, string>();
+    for (const lookup of lookups) {
+      const key = serializeParameterLookup(lookup);
+      keyOf.set(lookup, key);
+      if (!distinct.has(key)) distinct.set(key, lookup);
+    }
+    const rows = await group.streamStorage.getParameterSets(group.checkpoint, [...distinct.values()]);
+    const byKey = new Map([...distinct.keys()].map((key, index) => [key, rows[index] ?? []]));
+    return new Map(lookups.map((lookup) => [lookup, byKey.get(keyOf.get(lookup)!) ?? []]));
+  }
+
   private async loadChecksums(group: ChecksumGroup, buckets: string[]): Promise<Map<string, BucketChecksum>> {
     const loaded = await group.streamStorage.getChecksums(group.checkpoint, buckets);
     let cached = this.checksumCache.get(group.key);
@@ -77,6 +113,7 @@ export class SharedCheckpointReads {
   }
 }
 
+/** The reads of one checkpoint of one stream. */
 interface ChecksumGroup {
   streamStorage: ReplicationStreamStorage;
   checkpoint: bigint;

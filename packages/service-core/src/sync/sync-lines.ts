@@ -4,7 +4,13 @@ import {
   parseJsonWithBigints,
   writeCheckpoint as writeCheckpointCodec
 } from '@syncpoint/codecs';
-import type { SqliteRow } from '@syncpoint/sync-rules';
+import type {
+  BucketInclusion,
+  ConnectionRequest,
+  ResolvedBucket,
+  SqliteRow,
+  SubscribedStream
+} from '@syncpoint/sync-rules';
 import type { TokenPayload } from '../auth/token-verifier.js';
 import { ServiceError } from '../errors.js';
 import type { Logger } from '../logger.js';
@@ -33,7 +39,15 @@ interface BucketLine {
   checksum: number;
   count: number;
   priority: number;
-  subscriptions: Array<{ default: number }>;
+  /** Why the connection has the bucket: `{sub: j}` request positions, `{default: i}` first-line `streams` indexes. */
+  subscriptions: BucketInclusion[];
+}
+
+/** A `streams` entry of the first `checkpoint` line (STREAMS §5.2). */
+interface StreamLine {
+  name: string;
+  is_default: boolean;
+  errors: Array<{ subscription: number | 'default'; message: string }>;
 }
 
 export type SyncLine =
@@ -42,7 +56,7 @@ export type SyncLine =
         last_op_id: string;
         write_checkpoint?: string;
         buckets: BucketLine[];
-        streams: Array<{ name: string; is_default: boolean; errors: unknown[] }>;
+        streams: StreamLine[];
       };
     }
   | {
@@ -112,6 +126,7 @@ export async function* syncLines(options: SyncStreamOptions): AsyncGenerator<Syn
   let lineCheckpoint = 0n;
   let pendingDownload = new Set<string>();
   let served: ServingCheckpoint | null = null;
+  const resolution: ResolutionState = { firstStreams: null, loggedErrors: new Set() };
 
   for (;;) {
     const next = await watcher.next(served, signal);
@@ -129,20 +144,25 @@ export async function* syncLines(options: SyncStreamOptions): AsyncGenerator<Syn
       current = lastResolved;
       lines = lastSent;
     } else {
-      current = await resolveBuckets(streamStorage, checkpoint, options);
-      const readChecksums = () => reads.getChecksums(streamStorage, checkpoint, [...current.keys()]);
+      // Without parameter lookups the bucket set depends only on the request: resolved once per connection. With
+      // lookups it is resolved again at every new checkpoint, as index data may have changed (STREAMS §4.8).
+      current =
+        lastResolved !== null && !lastResolved.usesLookups
+          ? lastResolved
+          : await resolveBuckets(streamStorage, checkpoint, options, resolution);
+      const readChecksums = () => reads.getChecksums(streamStorage, checkpoint, [...current.buckets.keys()]);
       const checksums = await (options.metrics
         ? options.metrics.time('get_checksums', readChecksums)
         : readChecksums());
       lines = new Map<string, BucketLine>();
-      for (const [bucket, description] of current) {
+      for (const [bucket, description] of current.buckets) {
         const sum: BucketChecksum | undefined = checksums.get(bucket);
         lines.set(bucket, {
           bucket,
           checksum: checksumCodec.encodeBucket(sum?.checksum ?? 0),
           count: sum?.count ?? 0,
           priority: description.priority,
-          subscriptions: [{ default: description.streamIndex }]
+          subscriptions: description.subscriptions
         });
       }
     }
@@ -180,7 +200,11 @@ export async function* syncLines(options: SyncStreamOptions): AsyncGenerator<Syn
           last_op_id: opId.encode(checkpoint),
           ...writeCheckpointField,
           buckets: [...lines.values()],
-          streams: current.streams.map((name) => ({ name, is_default: true, errors: [] }))
+          streams: current.streams.map((stream) => ({
+            name: stream.name,
+            is_default: stream.isDefault,
+            errors: stream.errors.map(({ subscription, message }) => ({ subscription, message }))
+          }))
         }
       };
       toFetch = [...lines.keys()];
@@ -188,7 +212,13 @@ export async function* syncLines(options: SyncStreamOptions): AsyncGenerator<Syn
       const previous: Map<string, BucketLine> = lastSent;
       const updated = [...lines.values()].filter((line) => {
         const before = previous.get(line.bucket);
-        return !before || before.checksum !== line.checksum || before.count !== line.count;
+        return (
+          !before ||
+          before.checksum !== line.checksum ||
+          before.count !== line.count ||
+          before.priority !== line.priority ||
+          !sameInclusions(before.subscriptions, line.subscriptions)
+        );
       });
       const removed = [...previous.keys()].filter((bucket) => !lines.has(bucket));
       const changed = updated.length > 0 || removed.length > 0 || writeCheckpoint !== lastWriteCheckpoint;
@@ -237,6 +267,7 @@ export async function* syncLines(options: SyncStreamOptions): AsyncGenerator<Syn
     let superseded = false;
     const unfinished = new Set(toFetch);
     for (const [groupIndex, priority] of priorities.entries()) {
+      const opsBeforeGroup = opsSent;
       // One storage read returns at most `opsPerBatch` ops; when it is cut short, its last chunk says `hasMore` and
       // every bucket before that chunk's bucket (name order) is complete. Read again for the rest.
       let remaining = groups.get(priority)!;
@@ -283,7 +314,9 @@ export async function* syncLines(options: SyncStreamOptions): AsyncGenerator<Syn
         }
       }
       if (superseded) break;
-      if (groupIndex < priorities.length - 1) {
+      // Only a group that needed data is confirmed early (STREAMS §5.5); with nothing to download, checkpoint_complete
+      // alone follows.
+      if (groupIndex < priorities.length - 1 && opsSent > opsBeforeGroup) {
         yield { partial_checkpoint_complete: { last_op_id: opId.encode(lineCheckpoint), priority } };
       }
     }
@@ -296,55 +329,86 @@ function isAdvance(candidate: ServingCheckpoint, than: ServingCheckpoint): boole
   return candidate.stream.id !== than.stream.id || candidate.checkpoint.checkpoint > than.checkpoint.checkpoint;
 }
 
-interface ResolvedBuckets extends Map<string, { priority: number; streamIndex: number }> {
-  streams: string[];
+function sameInclusions(a: readonly BucketInclusion[], b: readonly BucketInclusion[]): boolean {
+  return a.length === b.length && a.every((inclusion, index) => JSON.stringify(inclusion) === JSON.stringify(b[index]));
 }
 
-/** The connection's buckets at a checkpoint: static ones from the token, dynamic ones from stored lookups. */
+/** A connection's buckets at one checkpoint, with the subscribed streams of that resolution. */
+interface ResolvedBuckets {
+  streams: SubscribedStream[];
+  buckets: Map<string, ResolvedBucket>;
+  usesLookups: boolean;
+}
+
+/** What a connection remembers between resolutions. */
+interface ResolutionState {
+  /** Stream names of the first line's `streams`: every later `{default: i}` indexes these (STREAMS §5.3). */
+  firstStreams: string[] | null;
+  /** Resolution problems already logged on this connection (re-resolutions would repeat them at every checkpoint). */
+  loggedErrors: Set<string>;
+}
+
+const MAX_LOGGED_ERRORS = 100;
+
+/**
+ * The connection's streams and buckets at a checkpoint (STREAMS §4.5–4.7): the request's subscriptions and default
+ * streams, resolved by the sync rules with parameter-index reads as of `checkpoint`. Ends the stream with
+ * PSYNC_S2305 past the bucket or index-row limits (STREAMS §6).
+ */
 async function resolveBuckets(
   streamStorage: ReplicationStreamStorage,
   checkpoint: bigint,
-  options: SyncStreamOptions
+  options: SyncStreamOptions,
+  state: ResolutionState
 ): Promise<ResolvedBuckets> {
-  const { syncRules } = streamStorage;
-  const streams = syncRules.definitions.map((definition) => definition.name);
-  const result = new Map() as ResolvedBuckets;
-  result.streams = options.request.includeDefaults ? streams : [];
-  if (!options.request.includeDefaults) return result;
-
+  const { request, limits } = options;
+  const connection: ConnectionRequest = {
+    userId: options.token.userId,
+    tokenParameters: options.token.claims,
+    clientParameters: request.parameters,
+    includeDefaults: request.includeDefaults,
+    subscriptions: request.subscriptions
+  };
+  // Counted over every lookup stage of this resolution.
   let parameterResults = 0;
-  const queried = await syncRules.queryBuckets(
-    {
-      userId: options.token.userId,
-      tokenParameters: options.token.claims,
-      clientParameters: options.request.parameters
-    },
-    async (lookups) => {
-      const sets: SqliteRow[][] = await streamStorage.getParameterSets(checkpoint, lookups);
-      parameterResults += sets.reduce((total, rows) => total + rows.length, 0);
-      if (parameterResults > options.limits.maxParameterResults) {
-        throw new ServiceError(
-          TOO_MANY_BUCKETS,
-          400,
-          `Too many parameter query results: more than ${options.limits.maxParameterResults}`
-        );
-      }
-      return sets;
-    }
-  );
-  for (const error of queried.errors) options.logger.warn({ error: error.message }, 'bucket query problem');
-  if (queried.buckets.length > options.limits.maxBuckets) {
+  const tooManyResults = () =>
+    new ServiceError(
+      TOO_MANY_BUCKETS,
+      400,
+      `Too many parameter query results: more than ${limits.maxParameterResults}`
+    );
+  const resolved = await streamStorage.syncRules.resolveConnection(connection, async (lookups) => {
+    if (lookups.length > limits.maxParameterResults) throw tooManyResults();
+    const sets: SqliteRow[][] = await options.reads.getParameterSets(streamStorage, checkpoint, lookups);
+    parameterResults += sets.reduce((total, rows) => total + rows.length, 0);
+    if (parameterResults > limits.maxParameterResults) throw tooManyResults();
+    return sets;
+  });
+  for (const error of resolved.errors) {
+    if (state.loggedErrors.has(error.message) || state.loggedErrors.size >= MAX_LOGGED_ERRORS) continue;
+    state.loggedErrors.add(error.message);
+    options.logger.warn({ error: error.message }, 'bucket query problem');
+  }
+  if (resolved.buckets.length > limits.maxBuckets) {
     throw new ServiceError(
       TOO_MANY_BUCKETS,
       400,
-      `Too many buckets: ${queried.buckets.length} (limit ${options.limits.maxBuckets})`
+      `Too many buckets: ${resolved.buckets.length} (limit ${limits.maxBuckets})`
     );
   }
-  for (const bucket of queried.buckets) {
-    result.set(bucket.bucket, {
-      priority: bucket.priority,
-      streamIndex: Math.max(0, streams.indexOf(bucket.definition))
+
+  // `{default: i}` of a later resolution must index the first line's `streams`: map it through the stream's name.
+  const names = resolved.streams.map((stream) => stream.name);
+  state.firstStreams ??= names;
+  const firstIndex = new Map(state.firstStreams.map((name, index) => [name, index]));
+  const buckets = new Map<string, ResolvedBucket>();
+  for (const bucket of resolved.buckets) {
+    const subscriptions = bucket.subscriptions.flatMap((inclusion): BucketInclusion[] => {
+      if (!('default' in inclusion)) return [inclusion];
+      const index = firstIndex.get(names[inclusion.default] ?? '');
+      return index === undefined ? [] : [{ default: index }];
     });
+    buckets.set(bucket.bucket, { bucket: bucket.bucket, priority: bucket.priority, subscriptions });
   }
-  return result;
+  return { streams: resolved.streams, buckets, usesLookups: resolved.usesLookups };
 }

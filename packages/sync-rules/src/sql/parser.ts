@@ -72,7 +72,7 @@ const UNSUPPORTED_OPERATORS: Partial<Record<string, string>> = {
 
 type Located = { _location?: NodeLocation };
 
-class Translator {
+export class Translator {
   readonly warnings: Array<{ reason: string } & Range> = [];
 
   constructor(private readonly sql: string) {}

@@ -21,6 +21,8 @@ export interface LoadedStreams {
   /** Names of every entry under `streams:` (also invalid ones), to detect clashes with bucket definitions. */
   streamNames: Set<string>;
   streams: StreamDefinition[];
+  /** The CTEs each stream's queries see (local ones shadowing global ones), by stream name, for compilation. */
+  visibleCtes: Map<string, Map<string, CheckedCte>>;
 }
 
 interface RootEntry {
@@ -35,7 +37,7 @@ export function loadStreamsConfig(
   context: YamlLoadContext
 ): LoadedStreams {
   const { at, resolve, errors, warnings } = context;
-  const loaded: LoadedStreams = { streamNames: new Set(), streams: [] };
+  const loaded: LoadedStreams = { streamNames: new Set(), streams: [], visibleCtes: new Map() };
 
   let globalCtes = new Map<string, CommonTableExpression>();
   if (globalWithEntry) {
@@ -86,7 +88,7 @@ export function loadStreamsConfig(
       const stream = loadStreamDefinition(name, resolve(pair.value), at(key), edition, context);
       if (!stream) continue;
       loaded.streams.push(stream);
-      checkStream(stream, edition, globalCtes, checkedGlobal, used, context);
+      loaded.visibleCtes.set(stream.name, checkStream(stream, edition, globalCtes, checkedGlobal, used, context));
     }
   }
 
@@ -132,7 +134,7 @@ function checkStream(
   checkedGlobal: Map<string, CheckedCte>,
   used: Set<CommonTableExpression>,
   context: YamlLoadContext
-): void {
+): Map<string, CheckedCte> {
   // Local CTEs shadow global ones of the same (case-insensitive) name.
   const visible = new Map<string, CheckedCte>(checkedGlobal);
   for (const [name, cte] of checkCtes(stream.ctes, stream.name, context)) visible.set(name, cte);
@@ -192,6 +194,7 @@ function checkStream(
           yamlPosition: cte.yamlPosition
         })
       );
+  return visible;
 }
 
 function report(

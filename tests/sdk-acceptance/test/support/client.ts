@@ -137,6 +137,8 @@ export async function openClient(
     connectionMethod?: SyncStreamConnectionMethod;
     /** Token for the first `fetchCredentials()` call only (e.g. an invalid one, to see the SDK recover). */
     firstToken?: string;
+    /** `connect({includeDefaultStreams})`: `streams.include_defaults` of the sync request (STREAMS §5.8). */
+    includeDefaultStreams?: boolean;
   }
 ): Promise<TestClient> {
   const started = Date.now();
@@ -199,7 +201,8 @@ export async function openClient(
       connectionMethod: options.connectionMethod ?? SyncStreamConnectionMethod.HTTP,
       checkpointMode: options.checkpointMode,
       retryDelayMs: 1000,
-      crudUploadThrottleMs: 100
+      crudUploadThrottleMs: 100,
+      ...(options.includeDefaultStreams === undefined ? {} : { includeDefaultStreams: options.includeDefaultStreams })
     })
   );
   let closed = false;

@@ -58,7 +58,10 @@ function clientTracking(getEnv: () => SyncpointEnv | undefined) {
  * For one describe block: a Syncpoint with these sync rules and rows, started before its tests and stopped after, and
  * `open` for clients that are closed after each test (their logs printed if it fails).
  */
-export function syncpointSuite(postgres: () => PostgresServer, options: { syncConfig: string; setupSql: string[] }) {
+export function syncpointSuite(
+  postgres: () => PostgresServer,
+  options: { syncConfig: string; setupSql: string[]; keepaliveMs?: number }
+) {
   let env: SyncpointEnv | undefined;
   const clients = clientTracking(() => env);
   beforeAll(async () => {

@@ -41,7 +41,14 @@ let counter = 0;
 
 export async function startSyncpoint(
   postgres: PostgresServer,
-  options: { syncConfig: string; setupSql?: string[]; role?: ServiceRole; logLevel?: 'debug' | 'info' }
+  options: {
+    syncConfig: string;
+    setupSql?: string[];
+    role?: ServiceRole;
+    logLevel?: 'debug' | 'info';
+    /** Period of `token_expires_in` keepalive lines (default 18–20 s). */
+    keepaliveMs?: number;
+  }
 ): Promise<SyncpointEnv> {
   const logs: string[] = [];
   const logger = createLogger({
@@ -58,7 +65,14 @@ export async function startSyncpoint(
     start: async (configText) => {
       const registry = createModuleRegistry();
       const config = await parseConfig(configText, { source: 'sdk-acceptance', configDir: process.cwd(), registry });
-      return startService(config, { registry, logger, host: '127.0.0.1', role });
+      const keepaliveMs = options.keepaliveMs;
+      return startService(config, {
+        registry,
+        logger,
+        host: '127.0.0.1',
+        role,
+        ...(keepaliveMs === undefined ? {} : { syncKeepaliveMs: () => keepaliveMs })
+      });
     },
     postgres,
     tag: 'sdk_acceptance',
