@@ -29,7 +29,7 @@ const SYNC_TARGETS = {
 } as const;
 
 /** Targets of issue 15 item 7 (Sync Streams). */
-export const STREAMS_TARGETS = {
+const STREAMS_TARGETS = {
   subscribeP50Ms: 50,
   subscribedStreamsRssMb: 300,
   fanoutP99Ms: 100

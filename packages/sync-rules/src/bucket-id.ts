@@ -9,7 +9,7 @@ import { EvaluationFailure, type SqliteValue } from './sqlite-value.js';
 /** Values allowed as bucket parameters and lookup values: text, integer, real. */
 export type BucketParameterValue = string | bigint | number;
 
-export function isBucketParameterValue(value: SqliteValue): value is BucketParameterValue {
+function isBucketParameterValue(value: SqliteValue): value is BucketParameterValue {
   return (
     typeof value === 'string' || typeof value === 'bigint' || (typeof value === 'number' && Number.isFinite(value))
   );

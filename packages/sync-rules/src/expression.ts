@@ -94,7 +94,7 @@ export interface References {
   bucket: Array<Extract<Expression, { type: 'column' }>>;
 }
 
-export const BUCKET_QUALIFIER = 'bucket';
+const BUCKET_QUALIFIER = 'bucket';
 const TOKEN_PARAMETERS = 'token_parameters';
 const USER_PARAMETERS = 'user_parameters';
 const REQUEST_NAMESPACE = 'request';

@@ -40,13 +40,13 @@ interface ParameterQueryBase {
   readonly warnings: ReadonlyArray<{ reason: string; start: number; end: number }>;
 }
 
-export interface StaticParameterQuery extends ParameterQueryBase {
+interface StaticParameterQuery extends ParameterQueryBase {
   readonly kind: 'static';
   /** Output rows for a request (zero or one). */
   evaluate(request: RequestValues): SqliteRow[];
 }
 
-export interface LookupParameterQuery extends ParameterQueryBase {
+interface LookupParameterQuery extends ParameterQueryBase {
   readonly kind: 'lookup';
   readonly table: SourceTable;
   matches(schema: string, table: string): boolean;

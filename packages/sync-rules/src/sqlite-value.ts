@@ -39,7 +39,7 @@ export function sqliteTypeOf(value: SqliteValue): SqliteType {
 }
 
 /** Describes a JS value for error messages ("array", "object", "boolean", ...). */
-export function describeJsValue(value: unknown): string {
+function describeJsValue(value: unknown): string {
   if (value === null) return 'null';
   if (Array.isArray(value)) return 'array';
   if (value instanceof Uint8Array) return 'blob';
@@ -78,7 +78,7 @@ const textEncoder = new TextEncoder();
 const textDecoder = new TextDecoder();
 
 /** Formats a REAL as SQLite does, digit for digit (see real-text.ts): `2.0`, `0.1`, `1.0e+21`. */
-export function realToText(value: number): string {
+function realToText(value: number): string {
   return sqliteRealToText(value);
 }
 
@@ -86,7 +86,7 @@ export function realToText(value: number): string {
  * Text form of a REAL as the reference service prints it (JavaScript's shortest round-trip form: `2`,
  * `0.1`, `3e+60`), or SQLite's `%!.15g` form when the 'real-to-text' deviation is off.
  */
-export function realText(value: number): string {
+function realText(value: number): string {
   return referenceDeviation('real-to-text') ? String(value) : realToText(value);
 }
 
@@ -247,10 +247,10 @@ export function compareValues(a: SqliteValue, b: SqliteValue): number {
   return compareNumbers(a as bigint | number, b as bigint | number);
 }
 
-export function encodeText(text: string): Uint8Array {
+function encodeText(text: string): Uint8Array {
   return textEncoder.encode(text);
 }
 
-export function decodeText(bytes: Uint8Array): string {
+function decodeText(bytes: Uint8Array): string {
   return textDecoder.decode(bytes);
 }

@@ -127,7 +127,7 @@ const EMPTY: BucketChecksum = Object.freeze({ bucket: '', checksum: 0, count: 0 
  * Collects the keys asked for in one event-loop turn, per group, and loads each group's keys with one call. Callers
  * get the values of their own keys; a failed load fails every caller of that group.
  */
-export class TurnBatcher<G, K, V> {
+class TurnBatcher<G, K, V> {
   private pending = new Map<
     string,
     { group: G; keys: Set<K>; waiters: Array<{ resolve(values: Map<K, V>): void; reject(error: unknown): void }> }

@@ -14,6 +14,6 @@ export interface FunctionDefinition {
 }
 
 /** The i-th argument, or NULL when an optional argument was left out. */
-export function argument(args: readonly SqliteValue[], index: number): SqliteValue {
+function argument(args: readonly SqliteValue[], index: number): SqliteValue {
   return index < args.length ? args[index]! : null;
 }

@@ -29,7 +29,7 @@ import { INT64_MAX, INT64_MIN } from '../sqlite-value.js';
 import { SqlSyntaxError } from './syntax-error.js';
 
 /** Deeper expressions are rejected so that evaluation (which recurses) stays far from the stack limit. */
-export const MAX_EXPRESSION_DEPTH = 200;
+const MAX_EXPRESSION_DEPTH = 200;
 
 /**
  * Longer query texts are rejected before parsing: the parser's time grows quickly with size (a 16 KiB

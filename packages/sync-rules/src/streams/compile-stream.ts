@@ -20,7 +20,7 @@ import { DEFAULT_SCHEMA, type SourceTable } from '../source-table.js';
 import type { CheckedCte } from './stream-query-check.js';
 
 /** The pseudo-node of connection data (and constants) in the link graph. */
-export const CONNECTION_NODE = 'conn';
+const CONNECTION_NODE = 'conn';
 
 /** A physical table or a `json_each` in some FROM clause; ids are unique within one stream query. */
 export interface CompiledSource {
@@ -431,7 +431,7 @@ function product(left: Atom[][], right: Atom[][]): Atom[][] {
   return left.flatMap((a) => right.map((b) => [...a, ...b]));
 }
 
-export function childrenOf(expression: Expression): Expression[] {
+function childrenOf(expression: Expression): Expression[] {
   switch (expression.type) {
     case 'literal':
     case 'column':
@@ -537,7 +537,7 @@ function serialize(expression: Expression, rename: (id: string) => string): stri
 }
 
 /** Source ids an expression reads (composite-row prefixes). */
-export function sourceIdsOf(expression: Expression): Set<string> {
+function sourceIdsOf(expression: Expression): Set<string> {
   const ids = new Set<string>();
   const visit = (node: Expression): void => {
     if (node.type === 'column') ids.add(node.name.slice(0, node.name.indexOf('.')));

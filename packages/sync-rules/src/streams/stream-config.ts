@@ -6,7 +6,7 @@
 import { isMap, isScalar, isSeq, type Node as YamlNode } from 'yaml';
 import { makeIssue, type SyncRulesIssue, type YamlPosition } from '../errors.js';
 
-export const DEFAULT_STREAM_PRIORITY = 3;
+const DEFAULT_STREAM_PRIORITY = 3;
 
 /** What the loader of `sync-rules.ts` passes down: YAML positions, alias resolution, and the issue lists. */
 export interface YamlLoadContext {
@@ -17,7 +17,7 @@ export interface YamlLoadContext {
 }
 
 /** One query text of a stream or CTE, with where it starts in the YAML (for error positions). */
-export interface StreamQueryText {
+interface StreamQueryText {
   sql: string;
   yamlPosition: YamlPosition | undefined;
 }

@@ -59,7 +59,7 @@ export interface QueryCheckResult {
 }
 
 /** Most OR-of-AND terms one query may expand to (STREAMS §2.4, §6). */
-export const MAX_FILTER_TERMS = 100;
+const MAX_FILTER_TERMS = 100;
 
 /** §4.9: how trustworthy the connection data behind a value is. */
 type Trust = 'authenticated' | 'unauthenticated' | 'neutral';

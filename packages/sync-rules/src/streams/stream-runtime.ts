@@ -45,7 +45,7 @@ const SCOPE = {
 };
 
 /** Most bindings (combinations of index rows and connection `json_each` rows) one bucket source may build. */
-export const MAX_BINDINGS = 10_000;
+const MAX_BINDINGS = 10_000;
 
 interface Compiled {
   evaluate: CompiledExpression['evaluate'];
@@ -149,7 +149,7 @@ function compositeRow(source: CompiledSource, schema: string, table: string, row
  * Rows of `json_each(value)` (§3.5): NULL gives none; JSON text gives one per element (or one for a scalar);
  * a value that is not text, or text that is not JSON, is an error.
  */
-export function jsonEach(value: SqliteValue, edition: number): Array<Record<string, SqliteValue>> {
+function jsonEach(value: SqliteValue, edition: number): Array<Record<string, SqliteValue>> {
   if (value === null) return [];
   if (edition < 3) {
     // Edition 2 (§6): `IN` over a non-text value or a JSON value that is not an array matches nothing.

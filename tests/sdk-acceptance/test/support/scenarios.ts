@@ -9,7 +9,7 @@ import { waitFor, withTimeout } from './wait.js';
  * The acceptance scenarios, shared by the HTTP streaming and the WebSocket test files: each transport opens its
  * clients its own way and checks afterwards that the transport it meant was the one used.
  */
-const WAIT_MS = 20_000;
+export const WAIT_MS = 20_000;
 
 /** Rows of the global bucket that exist before the service starts (they arrive through the initial snapshot). */
 export const SNAPSHOT_ROWS_SQL = `INSERT INTO todos (id, description) VALUES ('snap-1', 'from the snapshot'), ('snap-2', 'also snapshot')`;
