@@ -246,11 +246,3 @@ export function compareValues(a: SqliteValue, b: SqliteValue): number {
   if (a instanceof Uint8Array && b instanceof Uint8Array) return compareBytes(a, b);
   return compareNumbers(a as bigint | number, b as bigint | number);
 }
-
-function encodeText(text: string): Uint8Array {
-  return textEncoder.encode(text);
-}
-
-function decodeText(bytes: Uint8Array): string {
-  return textDecoder.decode(bytes);
-}

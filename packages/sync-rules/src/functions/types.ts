@@ -12,8 +12,3 @@ export interface FunctionDefinition {
   /** For functions that, like SQLite's, evaluate only the arguments they need (iif, ifnull, coalesce). */
   lazy?: (args: Array<() => SqliteValue>) => SqliteValue;
 }
-
-/** The i-th argument, or NULL when an optional argument was left out. */
-function argument(args: readonly SqliteValue[], index: number): SqliteValue {
-  return index < args.length ? args[index]! : null;
-}
