@@ -361,6 +361,7 @@ function spawnServiceChild(configText: string, role: 'api' | 'replication' | 'un
     const child = spawn(
       process.execPath,
       [
+        '--max-old-space-size=1024', // our own heap limit: no supervised child that SIGKILL would miss
         '--import',
         'tsx',
         '--conditions=@syncpoint/source',

@@ -135,6 +135,9 @@ export async function createReplicationEnv(
       const child = spawn(
         process.execPath,
         [
+          // A heap limit of our own: `start` then runs in this process, not in a supervised child that SIGKILL and
+          // SIGSTOP of this one would miss.
+          '--max-old-space-size=1024',
           '--import',
           'tsx',
           '--conditions=@syncpoint/source',
