@@ -24,10 +24,12 @@ export const HEAP_SHARE = 0.75;
  */
 export const HEAP_FLOOR_MB = 128;
 /**
- * V8 grows its heap more lazily the larger its limit (the growth factor rises up to a ~2 GB limit); the service's live
- * heap is ~120 MB at 1,000 streams, so 1 GB leaves ample room while keeping RSS close to what is live.
+ * V8 lets garbage pile up longer the larger its limit (its heap growth factor rises with the limit, up to 4× the live
+ * heap at ~2 GB), which is what made RSS creep in the soak. The service's live heap is ~120 MB with 1,000 open streams
+ * (five times the default `max_concurrent_connections`), so 512 MB leaves four times that while keeping RSS near what
+ * is live. Bigger deployments set their own limit.
  */
-export const HEAP_CAP_MB = 1024;
+export const HEAP_CAP_MB = 512;
 
 /** cgroup values at or above this mean "no limit" (v1 writes 2^63 rounded down to a page). */
 const UNLIMITED_BYTES = 2 ** 60;
