@@ -27,8 +27,8 @@ export const HEAP_FLOOR_MB = 128;
  * V8 lets garbage pile up longer the larger its limit (its heap growth factor rises with the limit, up to 4× the live
  * heap at ~2 GB), which is what made RSS creep in the soak: 1,000 streams and 500 requests/s stayed flat at ~234 MB
  * RSS with a 256 MB limit, while with 512 MB RSS climbed ~23 MB/min (on a busier machine). The live heap there is
- * ~120 MB with five times
- * the default `max_concurrent_connections`, so 256 MB still leaves twice that. Bigger deployments set their own limit.
+ * ~120 MB with five times the default `max_concurrent_connections`, so 256 MB still leaves twice that. Bigger
+ * deployments set their own limit.
  */
 export const HEAP_CAP_MB = 256;
 
