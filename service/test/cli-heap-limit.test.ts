@@ -53,14 +53,14 @@ describe('heap limit sizing', () => {
   }
 
   it('takes 75 % of the available memory, within the floor and the cap', () => {
-    expect(heapLimitFor({ bytes: 256 * MB, source: 'cgroup v1' })).toEqual({
-      megabytes: 192,
-      reason: '75 % of 256 MB cgroup v1'
+    expect(heapLimitFor({ bytes: 512 * MB, source: 'cgroup v1' })).toEqual({
+      megabytes: 384,
+      reason: '75 % of 512 MB cgroup v1'
     });
-    expect(heapLimitFor({ bytes: 300 * MB, source: 'cgroup v2' }).megabytes).toBe(225);
-    expect(heapLimitFor({ bytes: 512 * MB, source: 'cgroup v2' })).toEqual({
+    expect(heapLimitFor({ bytes: 600 * MB, source: 'cgroup v2' }).megabytes).toBe(450);
+    expect(heapLimitFor({ bytes: 1024 * MB, source: 'cgroup v2' })).toEqual({
       megabytes: HEAP_CAP_MB,
-      reason: '75 % of 512 MB cgroup v2, capped'
+      reason: '75 % of 1024 MB cgroup v2, capped'
     });
     expect(heapLimitFor({ bytes: 24 * 1024 * MB, source: 'physical memory' })).toEqual({
       megabytes: HEAP_CAP_MB,
