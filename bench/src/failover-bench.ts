@@ -35,6 +35,9 @@ function startChild(configFile: string): Child {
   const child = spawn(
     process.execPath,
     [
+      // A heap limit of our own: the service then runs in this process, not in a supervised child; the kill is of
+      // the process holding the lock.
+      '--max-old-space-size=1024',
       '--import',
       'tsx',
       '--conditions=@syncpoint/source',

@@ -26,7 +26,10 @@ const WARN_LEVEL = 40;
 
 export interface SoakService {
   url: string;
+  /** The process running the service (RSS and CPU are read from it). */
   pid: number;
+  /** The supervising `syncpoint start` parent, when it re-executed itself with a heap limit. */
+  supervisorPid: number | undefined;
   devKey: DevKey;
   /** Warning/error log lines of the service so far (parsed JSON), at most the first 20 kept. */
   warnings: { count: number; samples: string[] };
@@ -95,8 +98,9 @@ export async function startSoakService(options: {
       { mode: 0o600 }
     );
 
-    // node itself with tsx's loader (not the tsx CLI, which would run the service in a grandchild whose RSS we
-    // would not see), as service/test/replication-harness.ts startChild does.
+    // node itself with tsx's loader (not the tsx CLI, which would put its own process in between), with no heap
+    // limit of ours: the soak runs `syncpoint start` as deployed by default, which sizes the heap limit itself and
+    // runs the service in a supervised child process (whose pid its "heap limit set" log line gives).
     const child: ChildProcessWithoutNullStreams = spawn(
       process.execPath,
       [
@@ -117,6 +121,9 @@ export async function startSoakService(options: {
       { cwd: SERVICE_DIR, env: { ...process.env } }
     );
     let output = '';
+    // The process running the service: the supervised child when `start` sized the heap limit, else this child.
+    let servicePid = child.pid!;
+    let heapLimitMb: number | undefined;
     const warnings = { count: 0, samples: [] as string[] };
     let resolveUrl: (url: string) => void;
     const urlPromise = new Promise<string>((resolve) => (resolveUrl = resolve));
@@ -129,11 +136,15 @@ export async function startSoakService(options: {
       while ((newline = partial.indexOf('\n')) >= 0) {
         const line = partial.slice(0, newline);
         partial = partial.slice(newline + 1);
-        let entry: { level?: number; msg?: string; url?: string } | undefined;
+        let entry: { level?: number; msg?: string; url?: string; pid?: number; heap_limit_mb?: number } | undefined;
         try {
           entry = JSON.parse(line) as typeof entry;
         } catch {
           continue; // not a log line (e.g. a Node warning)
+        }
+        if (entry?.msg?.startsWith('heap limit set') && entry.pid) {
+          servicePid = entry.pid;
+          heapLimitMb = entry.heap_limit_mb;
         }
         if (entry?.msg === 'Syncpoint is listening' && entry.url) resolveUrl!(entry.url);
         if ((entry?.level ?? 0) >= WARN_LEVEL) {
@@ -167,11 +178,17 @@ export async function startSoakService(options: {
       throw new Error(`${error.message}; output:\n${output.slice(-5_000)}`);
     });
     early.catch(() => {}); // settles (rejects) when the child exits later; not an error then
-    options.log(`service pid ${child.pid} listening at ${url}`);
+    options.log(
+      `service pid ${servicePid} listening at ${url}` +
+        (servicePid !== child.pid
+          ? ` (heap limit ${heapLimitMb} MB set by \`syncpoint start\`, supervising pid ${child.pid})`
+          : '')
+    );
 
     return {
       url,
-      pid: child.pid!,
+      pid: servicePid,
+      supervisorPid: servicePid !== child.pid ? child.pid! : undefined,
       devKey,
       warnings,
       output: () => output,

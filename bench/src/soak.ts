@@ -190,6 +190,10 @@ export async function runSoak(
       serviceWarnings: service.warnings.count
     };
     notes.push(cpuLine, `storage operations of the service during the load: ${operations}`);
+    if (service.supervisorPid !== undefined && service.running())
+      notes.push(
+        `the supervising \`syncpoint start\` parent (pid ${service.supervisorPid}) holds ${(readRssBytes(service.supervisorPid) / MB).toFixed(1)} MB RSS besides the service`
+      );
     if (load.errors.samples.length > 0) notes.push('first errors:', ...load.errors.samples.map((line) => `  ${line}`));
     if (service.warnings.samples.length > 0)
       notes.push(

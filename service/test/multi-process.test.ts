@@ -35,6 +35,7 @@ function start(role: 'api' | 'replication') {
   const child = spawn(
     process.execPath,
     [
+      '--max-old-space-size=1024', // our own heap limit: no supervised child that SIGKILL would miss
       '--conditions=@syncpoint/source',
       '--import',
       'tsx',

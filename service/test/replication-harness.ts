@@ -216,7 +216,9 @@ export async function createReplicationEnv(
 
 /**
  * `syncpoint start -c <configFile>` in a child process on a free port. node itself with tsx's loader, not the tsx CLI
- * (`spawnCli`), which runs the service in a grandchild that a SIGKILL of the child would leave running.
+ * (`spawnCli`), which runs the service in a grandchild that a SIGKILL of the child would leave running; and with a heap
+ * limit of its own, so that `start` runs in this process rather than in a supervised child that SIGKILL and SIGSTOP
+ * of this one would miss.
  */
 export function spawnServiceProcess(
   configFile: string,
@@ -227,6 +229,7 @@ export function spawnServiceProcess(
   return spawn(
     process.execPath,
     [
+      '--max-old-space-size=1024',
       '--import',
       'tsx',
       '--conditions=@syncpoint/source',

@@ -7,6 +7,7 @@ export * from './migrations.js';
 export * from './write-checkpoint-updates.js';
 export * from './replication-lock.js';
 export * from './mongo-bucket-storage.js';
+export * from './mongo-errors.js';
 export * from './bucket-data-documents.js';
 export * from './checkpoint-listener.js';
 export * from './sync-rules-document.js';

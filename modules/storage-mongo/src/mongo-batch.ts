@@ -27,7 +27,7 @@ import type { StreamCollections } from './stream-collections.js';
 import { streamCheckpointState } from './sync-rules-document.js';
 import { int64ToLong, reachedPendingFilter } from './write-checkpoint-updates.js';
 
-export const OP_ID_SEQUENCE_ID = 'op_id';
+const OP_ID_SEQUENCE_ID = 'op_id';
 
 /**
  * The replication batch of one stream (PROTOCOL §8.3) in MongoDB: the decisions are `ReplicationBatch`'s

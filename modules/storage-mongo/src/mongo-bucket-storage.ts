@@ -2,6 +2,7 @@ import type { Lsn } from '@syncpoint/codecs';
 import {
   dedupeManagedWriteCheckpoints,
   ErrorCode,
+  recognizeUnavailableErrors,
   ServiceError,
   silentLogger,
   syncRulesOfStream,
@@ -17,7 +18,14 @@ import {
   type ReplicationStreamState,
   type StorageStatus
 } from '@syncpoint/service-core';
-import { MongoClient, MongoServerError, type AnyBulkWriteOperation, type Collection, type Db } from 'mongodb';
+import {
+  MongoClient,
+  MongoServerError,
+  type AnyBulkWriteOperation,
+  type Collection,
+  type Db,
+  type MongoClientOptions
+} from 'mongodb';
 import {
   BUCKET_DATA,
   BUCKET_PARAMETERS,
@@ -33,6 +41,7 @@ import {
 } from './bucket-data-documents.js';
 import { tailCheckpointEvents } from './checkpoint-listener.js';
 import { CHECKPOINT_EVENTS, runMigrations, WRITE_CHECKPOINTS } from './migrations.js';
+import { isMongoUnavailable } from './mongo-errors.js';
 import { MongoStreamStorage } from './mongo-stream-storage.js';
 import type { StreamCollections } from './stream-collections.js';
 import { checkpointOf, lsnOrNull, newStreamFields, toStream, type SyncRulesDocument } from './sync-rules-document.js';
@@ -337,21 +346,32 @@ export class MongoBucketStorage implements BucketStorage {
   }
 }
 
+/** The driver options for a validated `storage:` section: pool, credentials, timeouts (seconds → ms), codecs. */
+export function mongoClientOptions(config: MongoStorageConfig): MongoClientOptions {
+  const ms = (seconds: number) => Math.round(seconds * 1000);
+  return {
+    maxPoolSize: config.max_pool_size,
+    appName: 'syncpoint',
+    ...(config.username !== undefined || config.password !== undefined
+      ? { auth: { username: config.username, password: config.password } }
+      : {}),
+    serverSelectionTimeoutMS: ms(config.server_selection_timeout_seconds),
+    socketTimeoutMS: ms(config.socket_timeout_seconds),
+    connectTimeoutMS: ms(config.connect_timeout_seconds),
+    heartbeatFrequencyMS: ms(config.heartbeat_frequency_seconds),
+    // Int64 values stay `Long` when read back, whatever their magnitude: ids never pass through a JS number.
+    promoteLongs: false
+  };
+}
+
 /** Connect to MongoDB for the `storage:` section of the config (already validated by `mongoStorageConfigSchema`). */
 export async function createMongoStorage(
   config: MongoStorageConfig,
   context?: Partial<ModuleContext>
 ): Promise<MongoBucketStorage> {
   const logger = context?.logger ?? silentLogger;
-  const client = new MongoClient(config.uri, {
-    maxPoolSize: config.max_pool_size,
-    appName: 'syncpoint',
-    ...(config.username !== undefined || config.password !== undefined
-      ? { auth: { username: config.username, password: config.password } }
-      : {}),
-    // Int64 values stay `Long` when read back, whatever their magnitude: ids never pass through a JS number.
-    promoteLongs: false
-  });
+  recognizeUnavailableErrors(isMongoUnavailable);
+  const client = new MongoClient(config.uri, mongoClientOptions(config));
   try {
     await client.connect();
   } catch (error) {

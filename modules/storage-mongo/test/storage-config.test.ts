@@ -2,6 +2,8 @@ import { describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { databaseFromUri, mongoStorageConfigSchema, mongoStorageModule, resolveDatabaseName } from '../src/index.js';
 
+const MINIMAL = { type: 'mongodb', uri: 'mongodb://h' } as const;
+
 function errorText(input: unknown): string {
   const result = mongoStorageConfigSchema.safeParse(input);
   expect(result.success).toBe(false);
@@ -22,11 +24,15 @@ describe('mongoStorageModule', () => {
 });
 
 describe('storage config schema (PROTOCOL §10)', () => {
-  it('accepts a minimal config and fills in the pool size default', () => {
+  it('accepts a minimal config and fills in the pool size and timeout defaults', () => {
     expect(mongoStorageConfigSchema.parse({ type: 'mongodb', uri: 'mongodb://localhost:27017' })).toEqual({
       type: 'mongodb',
       uri: 'mongodb://localhost:27017',
-      max_pool_size: 8
+      max_pool_size: 8,
+      server_selection_timeout_seconds: 15,
+      socket_timeout_seconds: 15,
+      connect_timeout_seconds: 10,
+      heartbeat_frequency_seconds: 10
     });
   });
 
@@ -69,6 +75,39 @@ describe('storage config schema (PROTOCOL §10)', () => {
     const text = errorText({ type: 'mongodb', uri: 'mongodb://h', max_pool_size: value });
     expect(text).toMatch(/max_pool_size/);
     expect(text).toMatch(/must be (a positive integer|at most 1000)/);
+  });
+
+  it('accepts timeouts in seconds, also as decimal strings and fractions', () => {
+    const config = mongoStorageConfigSchema.parse({
+      ...MINIMAL,
+      server_selection_timeout_seconds: '2.5',
+      socket_timeout_seconds: 30,
+      connect_timeout_seconds: 0.5,
+      heartbeat_frequency_seconds: '1'
+    });
+    expect(config).toMatchObject({
+      server_selection_timeout_seconds: 2.5,
+      socket_timeout_seconds: 30,
+      connect_timeout_seconds: 0.5,
+      heartbeat_frequency_seconds: 1
+    });
+  });
+
+  it.each([
+    ['server_selection_timeout_seconds', 0, /at least 0.1 seconds/],
+    ['server_selection_timeout_seconds', 3601, /at most 3600 seconds/],
+    ['server_selection_timeout_seconds', 'soon', /must be a number of seconds/],
+    ['server_selection_timeout_seconds', '', /must be a number of seconds/],
+    // Shorter than the checkpoint listener's 10 s await would end every idle tailable read in a timeout.
+    ['socket_timeout_seconds', 10, /at least 11 seconds/],
+    ['socket_timeout_seconds', -1, /at least 11 seconds/],
+    ['connect_timeout_seconds', 0, /at least 0.1 seconds/],
+    ['connect_timeout_seconds', true, /must be a number of seconds/],
+    ['heartbeat_frequency_seconds', 0.2, /at least 0.5 seconds/],
+    ['heartbeat_frequency_seconds', '1e3', /must be a number of seconds/]
+  ] as const)('names %s for %j', (key, value, message) => {
+    expect(issuePaths({ ...MINIMAL, [key]: value })).toEqual([key]);
+    expect(errorText({ ...MINIMAL, [key]: value })).toMatch(message);
   });
 
   it('names database and username when empty, and password when not a string', () => {

@@ -90,9 +90,22 @@ const UNAVAILABLE_NETWORK_CODES = new Set([
 const UNAVAILABLE_MESSAGES =
   /Connection terminated|timeout exceeded when trying to connect|Query read timeout|Client has encountered a connection error/;
 
+/** Tests of module-owned drivers' errors (service-core knows no driver): see `recognizeUnavailableErrors`. */
+const moduleUnavailableTests = new Set<(error: Error) => boolean>();
+
+/**
+ * A storage or source module whose driver is not node-postgres registers how to tell its "unreachable" errors (a
+ * server selection timeout, a socket timeout), so that routes answer them with 503 like the Postgres ones.
+ * Registering the same function again changes nothing.
+ */
+export function recognizeUnavailableErrors(test: (error: Error) => boolean): void {
+  moduleUnavailableTests.add(test);
+}
+
 /** Whether `error` says that storage or the source is unreachable (a restart, a failover, a network cut). */
 export function isDatabaseUnavailable(error: unknown): boolean {
   if (!(error instanceof Error)) return false;
+  for (const test of moduleUnavailableTests) if (test(error)) return true;
   const code = (error as { code?: unknown }).code;
   if (typeof code === 'string' && (UNAVAILABLE_SQLSTATE.test(code) || UNAVAILABLE_NETWORK_CODES.has(code))) return true;
   if (error instanceof AggregateError && error.errors.some(isDatabaseUnavailable)) return true; // happy eyeballs

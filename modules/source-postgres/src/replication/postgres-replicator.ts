@@ -399,6 +399,8 @@ class StreamReplicationJob {
       probeAfterMs: timeoutMs / 3
     });
     this.connection = connection;
+    // stop() closes the connection it finds; one made after it (stop came during the snapshot) must not stream on.
+    if (this.abort.signal.aborted) return connection.close();
     await connection.connect();
     connection.startReplication(slotName, ZERO_LSN, {
       proto_version: '1',
