@@ -24,7 +24,6 @@ import { terminalSnapshotProgress } from './progress-line.js';
 import { collectStatus, formatStatus } from './status-command.js';
 import { devSigningKey } from './token-command.js';
 
-
 const registry = createModuleRegistry();
 
 /** Where a running embedded default leaves its effective config, for `status` in the same folder. */
