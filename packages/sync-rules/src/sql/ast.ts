@@ -62,3 +62,22 @@ export interface SelectStatement extends Range {
   /** Legal but suspicious syntax found while parsing (e.g. unquoted mixed-case identifiers). */
   warnings?: Array<{ reason: string } & Range>;
 }
+
+/** The direct operands of an expression node, for walks over the tree. */
+export function childExpressions(expression: Expression): Expression[] {
+  switch (expression.type) {
+    case 'literal':
+    case 'column':
+      return [];
+    case 'call':
+      return expression.args;
+    case 'unary':
+    case 'cast':
+      return [expression.operand];
+    case 'binary':
+    case 'in_array':
+      return [expression.left, expression.right];
+    case 'in_list':
+      return [expression.left, ...expression.items];
+  }
+}

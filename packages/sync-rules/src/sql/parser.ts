@@ -16,14 +16,15 @@ import {
   type SelectedColumn,
   type Statement
 } from 'pgsql-ast-parser';
-import type {
-  BinaryOperator,
-  CastType,
-  Expression,
-  Range,
-  ResultColumn,
-  SelectStatement,
-  TableReference
+import {
+  childExpressions,
+  type BinaryOperator,
+  type CastType,
+  type Expression,
+  type Range,
+  type ResultColumn,
+  type SelectStatement,
+  type TableReference
 } from './ast.js';
 import { INT64_MAX, INT64_MIN } from '../sqlite-value.js';
 import { SqlSyntaxError } from './syntax-error.js';
@@ -472,24 +473,6 @@ export function syntaxError(sql: string, error: unknown): SqlSyntaxError {
   return new SqlSyntaxError(`Syntax error: ${message.split('\n')[0]}`, 0, sql.length);
 }
 
-function children(expression: Expression): Expression[] {
-  switch (expression.type) {
-    case 'literal':
-    case 'column':
-      return [];
-    case 'call':
-      return expression.args;
-    case 'unary':
-    case 'cast':
-      return [expression.operand];
-    case 'binary':
-    case 'in_array':
-      return [expression.left, expression.right];
-    case 'in_list':
-      return [expression.left, ...expression.items];
-  }
-}
-
 function checkDepth(expression: Expression): void {
   const stack: Array<[Expression, number]> = [[expression, 1]];
   while (stack.length > 0) {
@@ -500,7 +483,7 @@ function checkDepth(expression: Expression): void {
         node.start,
         node.end
       );
-    for (const child of children(node)) stack.push([child, depth + 1]);
+    for (const child of childExpressions(node)) stack.push([child, depth + 1]);
   }
 }
 

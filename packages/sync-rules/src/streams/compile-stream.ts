@@ -13,7 +13,7 @@
 import type { Expr, From, SelectFromStatement, Statement } from 'pgsql-ast-parser';
 import { parse } from 'pgsql-ast-parser';
 import { OVERLAP_FUNCTION, STREAM_NOT_FUNCTION } from '../expression.js';
-import type { Expression } from '../sql/ast.js';
+import { childExpressions, type Expression } from '../sql/ast.js';
 import { Translator } from '../sql/parser.js';
 import { SqlSyntaxError } from '../sql/syntax-error.js';
 import { DEFAULT_SCHEMA, type SourceTable } from '../source-table.js';
@@ -313,7 +313,7 @@ class QueryCompiler {
         return;
       }
       if (node.type === 'call' && node.namespace !== undefined) nodes.add(CONNECTION_NODE);
-      for (const child of childrenOf(node)) visit(child);
+      for (const child of childExpressions(node)) visit(child);
     };
     visit(expression);
     return [...nodes];
@@ -431,24 +431,6 @@ function product(left: Atom[][], right: Atom[][]): Atom[][] {
   return left.flatMap((a) => right.map((b) => [...a, ...b]));
 }
 
-function childrenOf(expression: Expression): Expression[] {
-  switch (expression.type) {
-    case 'literal':
-    case 'column':
-      return [];
-    case 'call':
-      return expression.args;
-    case 'unary':
-    case 'cast':
-      return [expression.operand];
-    case 'binary':
-    case 'in_array':
-      return [expression.left, expression.right];
-    case 'in_list':
-      return [expression.left, ...expression.items];
-  }
-}
-
 /** CASE and BETWEEN (§3.2) in terms the internal AST has: nested `iif()` and two comparisons. */
 function desugar(node: Expr): Expr {
   if (node === null || typeof node !== 'object') return node;
@@ -541,7 +523,7 @@ function sourceIdsOf(expression: Expression): Set<string> {
   const ids = new Set<string>();
   const visit = (node: Expression): void => {
     if (node.type === 'column') ids.add(node.name.slice(0, node.name.indexOf('.')));
-    for (const child of childrenOf(node)) visit(child);
+    for (const child of childExpressions(node)) visit(child);
   };
   visit(expression);
   return ids;
