@@ -4,11 +4,10 @@
  * checkpoint request made then and delivered a row written just before the kill. Target: 3 s (was 30 s, the
  * replication lease of the dead process; the reference service takes about 57 s here).
  */
-import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
+import type { ChildProcessWithoutNullStreams } from 'node:child_process';
 import { chmod, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { startEmbeddedPostgres } from '@syncpoint/dev-postgres';
 import {
   DEMO_SYNC_CONFIG,
@@ -18,9 +17,9 @@ import {
   signDevToken
 } from '@syncpoint/service';
 import pg from 'pg';
+import { spawnSyncpointStart } from './lib/child-service.js';
 import { numberFlag, type Benchmark, type BenchmarkOutcome } from './benchmark.js';
 
-const SERVICE_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../service');
 const FAILOVER_TARGET_MS = 3_000;
 const STEP_TIMEOUT_MS = 120_000;
 
@@ -31,27 +30,8 @@ interface Child {
 }
 
 function startChild(configFile: string): Child {
-  // node with tsx's loader (not the tsx CLI, whose grandchild a SIGKILL would miss), as soak-service.ts does.
-  const child = spawn(
-    process.execPath,
-    [
-      // A heap limit of our own: the service then runs in this process, not in a supervised child; the kill is of
-      // the process holding the lock.
-      '--max-old-space-size=1024',
-      '--import',
-      'tsx',
-      '--conditions=@syncpoint/source',
-      path.join(SERVICE_DIR, 'src/cli.ts'),
-      'start',
-      '-c',
-      configFile,
-      '--port',
-      '0',
-      '--host',
-      '127.0.0.1'
-    ],
-    { cwd: SERVICE_DIR, env: { ...process.env } }
-  );
+  // The kill must hit the process holding the lock: the service runs in this pid, not in a supervised child.
+  const child = spawnSyncpointStart(configFile, [], { ownHeapLimit: true });
   let output = '';
   const url = new Promise<string>((resolve, reject) => {
     let partial = '';

@@ -2,12 +2,11 @@
  * The service under soak: embedded Postgres in a temp folder (source + storage databases) and `syncpoint start` as a
  * child process, so the RSS and CPU read from /proc are the service's alone.
  */
-import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
+import type { ChildProcessWithoutNullStreams } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { chmod, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { startEmbeddedPostgres, type PostgresServer } from '@syncpoint/dev-postgres';
 import {
   DEMO_SYNC_CONFIG,
@@ -17,8 +16,8 @@ import {
   type DevKey
 } from '@syncpoint/service';
 import pg from 'pg';
+import { spawnSyncpointStart } from './lib/child-service.js';
 
-const SERVICE_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../service');
 const SOURCE_DATABASE = 'soak_source';
 const STORAGE_DATABASE = 'soak_storage';
 /** Pino levels: 40 = warn, 50 = error, 60 = fatal. */
@@ -98,28 +97,11 @@ export async function startSoakService(options: {
       { mode: 0o600 }
     );
 
-    // node itself with tsx's loader (not the tsx CLI, which would put its own process in between), with no heap
-    // limit of ours: the soak runs `syncpoint start` as deployed by default, which sizes the heap limit itself and
-    // runs the service in a supervised child process (whose pid its "heap limit set" log line gives).
-    const child: ChildProcessWithoutNullStreams = spawn(
-      process.execPath,
-      [
-        '--import',
-        'tsx',
-        '--conditions=@syncpoint/source',
-        path.join(SERVICE_DIR, 'src/cli.ts'),
-        'start',
-        '-c',
-        configFile,
-        '--role',
-        'unified',
-        '--port',
-        '0',
-        '--host',
-        '127.0.0.1'
-      ],
-      { cwd: SERVICE_DIR, env: { ...process.env } }
-    );
+    // Without a heap limit of ours: the soak runs `syncpoint start` as deployed by default, which sizes the heap limit
+    // itself and runs the service in a supervised child process (whose pid its "heap limit set" log line gives).
+    const child: ChildProcessWithoutNullStreams = spawnSyncpointStart(configFile, ['--role', 'unified'], {
+      ownHeapLimit: false
+    });
     let output = '';
     // The process running the service: the supervised child when `start` sized the heap limit, else this child.
     let servicePid = child.pid!;

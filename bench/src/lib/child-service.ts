@@ -2,12 +2,44 @@
  * `syncpoint start -c <config> --role <role>` as a child process of the benchmark, so its CPU (from /proc) is its own
  * and several processes can share one config, as a multi-process deployment does (DESIGN: N `api` + 1 `replication`).
  */
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { ServiceRole } from '@syncpoint/service-core';
 
 const SERVICE_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../../service');
+
+/**
+ * `syncpoint start -c <configFile> --port 0 --host 127.0.0.1 …startArgs` run by node itself with tsx's loader (not the
+ * tsx CLI, whose grandchild a SIGKILL would miss). `ownHeapLimit` passes a heap limit of ours, so `start` runs the
+ * service in this very process (its pid is the service's: for CPU readings, SIGKILL and SIGSTOP); without it, `start`
+ * sizes the heap limit itself and supervises the service in a child process, as deployed by default.
+ */
+export function spawnSyncpointStart(
+  configFile: string,
+  startArgs: readonly string[],
+  options: { ownHeapLimit: boolean }
+): ChildProcessWithoutNullStreams {
+  return spawn(
+    process.execPath,
+    [
+      ...(options.ownHeapLimit ? ['--max-old-space-size=1024'] : []),
+      '--import',
+      'tsx',
+      '--conditions=@syncpoint/source',
+      path.join(SERVICE_DIR, 'src/cli.ts'),
+      'start',
+      '-c',
+      configFile,
+      '--port',
+      '0',
+      '--host',
+      '127.0.0.1',
+      ...startArgs
+    ],
+    { cwd: SERVICE_DIR, env: { ...process.env } }
+  );
+}
 const START_TIMEOUT_MS = 120_000;
 
 export interface ChildService {
@@ -22,26 +54,8 @@ export interface ChildService {
 }
 
 export async function startChildService(configFile: string, role: ServiceRole): Promise<ChildService> {
-  // node itself with tsx's loader (not the tsx CLI, which would run the service in a grandchild), as soak-service.ts.
-  const child = spawn(
-    process.execPath,
-    [
-      '--import',
-      'tsx',
-      '--conditions=@syncpoint/source',
-      path.join(SERVICE_DIR, 'src/cli.ts'),
-      'start',
-      '-c',
-      configFile,
-      '--role',
-      role,
-      '--port',
-      '0',
-      '--host',
-      '127.0.0.1'
-    ],
-    { cwd: SERVICE_DIR, env: { ...process.env } }
-  );
+  // CPU is read from /proc for this pid: the service must run in it.
+  const child = spawnSyncpointStart(configFile, ['--role', role], { ownHeapLimit: true });
   let output = '';
   let partial = '';
   let resolveUrl: (url: string) => void;
