@@ -19,6 +19,7 @@ import {
 import pg from 'pg';
 import { spawnSyncpointStart } from './lib/child-service.js';
 import { numberFlag, type Benchmark, type BenchmarkOutcome } from './benchmark.js';
+import { checkpointRequestId, writeCheckpoint } from '@syncpoint/codecs';
 
 const FAILOVER_TARGET_MS = 3_000;
 const STEP_TIMEOUT_MS = 120_000;
@@ -107,7 +108,7 @@ async function postCheckpointRequest(url: string, token: string, clientId: strin
     const response = await fetch(`${url}/sync/checkpoint-request`, {
       method: 'POST',
       headers: { 'Content-Type': 'application/json', Authorization: `Token ${token}` },
-      body: JSON.stringify({ client_id: clientId, checkpoint_request_id: id.toString() })
+      body: JSON.stringify({ client_id: clientId, checkpoint_request_id: checkpointRequestId.encode(id) })
     }).catch((error: unknown) => error as Error);
     if (!(response instanceof Error) && response.status === 200) return;
     if (Date.now() > deadline) throw new Error(`checkpoint request ${id} was not stored`);
@@ -179,7 +180,7 @@ export const failoverBenchmark: Benchmark = {
           (line) => {
             if (JSON.stringify(line).includes(marker)) sawRow = true;
             const checkpoint = (line.checkpoint ?? line.checkpoint_diff) as { write_checkpoint?: string } | undefined;
-            if (checkpoint?.write_checkpoint !== undefined && BigInt(checkpoint.write_checkpoint) >= 1n)
+            if (checkpoint?.write_checkpoint !== undefined && writeCheckpoint.parse(checkpoint.write_checkpoint) >= 1n)
               acknowledged = true;
             return sawRow && acknowledged && 'checkpoint_complete' in line;
           },

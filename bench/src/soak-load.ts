@@ -7,6 +7,7 @@ import http from 'node:http';
 import { performance } from 'node:perf_hooks';
 import { Pool } from 'undici';
 import { AckTracker, describeAckFailure, type AckFailure } from './soak-report.js';
+import { checkpointRequestId, writeCheckpoint } from '@syncpoint/codecs';
 
 export interface SoakClient {
   /** `soak-client-<i>`; the stream and the requests use it. */
@@ -98,7 +99,7 @@ class SyncStream {
     const checkpoint = line.checkpoint ?? line.checkpoint_diff;
     if (checkpoint) {
       if (checkpoint.write_checkpoint !== undefined && checkpoint.write_checkpoint !== null) {
-        this.handlers.onWriteCheckpoint(this, BigInt(checkpoint.write_checkpoint));
+        this.handlers.onWriteCheckpoint(this, writeCheckpoint.parse(checkpoint.write_checkpoint));
       }
     } else if (line.data) {
       this.rowsReceived += line.data.data.length;
@@ -278,7 +279,7 @@ export class SoakLoad {
         path: '/sync/checkpoint-request',
         method: 'POST',
         headers: { authorization: `Token ${client.token}`, 'content-type': 'application/json' },
-        body: JSON.stringify({ client_id: client.clientId, checkpoint_request_id: id.toString() }),
+        body: JSON.stringify({ client_id: client.clientId, checkpoint_request_id: checkpointRequestId.encode(id) }),
         headersTimeout: this.tracker.boundMs,
         bodyTimeout: this.tracker.boundMs
       })
@@ -287,7 +288,7 @@ export class SoakLoad {
         this.httpLatencyList.push(performance.now() - sentAt);
         if (response.statusCode !== 200) return fail(`HTTP ${response.statusCode} ${text.slice(0, 200)}`);
         const stored = (JSON.parse(text) as { data?: { checkpoint_request_id?: unknown } }).data?.checkpoint_request_id;
-        if (stored !== id.toString()) fail(`the service stored ${JSON.stringify(stored)}`);
+        if (stored !== checkpointRequestId.encode(id)) fail(`the service stored ${JSON.stringify(stored)}`);
       })
       .catch((error: Error) => fail(error.message))
       .finally(() => this.inFlight.delete(client.clientId));

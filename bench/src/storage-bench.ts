@@ -1,10 +1,11 @@
 import { cpus, loadavg } from 'node:os';
 import { performance } from 'node:perf_hooks';
 import { testPostgresServer } from '@syncpoint/dev-postgres';
-import type { BucketStorageBatch, ReplicationStreamStorage, RowChange, SourceTableRef } from '@syncpoint/service-core';
+import type { ReplicationStreamStorage, RowChange, SourceTableRef } from '@syncpoint/service-core';
 import { createPostgresStorage } from '@syncpoint/storage-postgres';
 import { numberFlag, type Benchmark, type BenchmarkContext, type BenchmarkOutcome } from './benchmark.js';
 import type { ReportRow } from './lib/report.js';
+import { lsnFromBigint } from '@syncpoint/codecs';
 
 /** Targets of issue 3 item 5 (2-core machine, embedded Postgres). */
 const STORAGE_TARGETS = {
@@ -21,13 +22,6 @@ const SYNC_CONFIG = `bucket_definitions:
     data:
       - SELECT * FROM docs WHERE owner = bucket.user_id
 `;
-
-type Lsn = Parameters<BucketStorageBatch['commit']>[0];
-/** A WAL position as `XXXXXXXX/XXXXXXXX` (the bench does not depend on @syncpoint/codecs). */
-const lsnFromBigint = (value: bigint): Lsn => {
-  const hex = value.toString(16).toUpperCase().padStart(16, '0');
-  return `${hex.slice(0, 8)}/${hex.slice(8)}` as Lsn;
-};
 
 const items: SourceTableRef = { id: '20001', schema: 'public', name: 'items', replicaIdColumns: ['id'] };
 const docs: SourceTableRef = { id: '20002', schema: 'public', name: 'docs', replicaIdColumns: ['id'] };

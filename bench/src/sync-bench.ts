@@ -6,6 +6,7 @@ import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import v8 from 'node:v8';
 import vm from 'node:vm';
+import { lsnToBigint } from '@syncpoint/codecs';
 import { startEmbeddedPostgres } from '@syncpoint/dev-postgres';
 import {
   DEMO_SYNC_CONFIG,
@@ -345,11 +346,6 @@ class ClientProcess {
   }
 }
 
-function lsnValue(lsn: string): bigint {
-  const [high, low] = lsn.split('/');
-  return (BigInt(`0x${high}`) << 32n) + BigInt(`0x${low}`);
-}
-
 /** Full GC (through a V8 flag set at run time), so RSS/heap figures are not just garbage waiting for collection. */
 function collectGarbage() {
   v8.setFlagsFromString('--expose-gc');
@@ -458,10 +454,10 @@ async function definitionsPhases(
     const loadStart = performance.now();
     await source.query(`INSERT INTO todos (description) SELECT 'todo number ' || i FROM generate_series(1, ${rows}) i`);
     const { rows: lsnRows } = await source.query<{ lsn: string }>('SELECT pg_current_wal_lsn()::text AS lsn');
-    const target = lsnValue(lsnRows[0]!.lsn);
+    const target = lsnToBigint(lsnRows[0]!.lsn);
     let served = await service.storage.getServingCheckpoint();
     const deadline = Date.now() + 600_000;
-    while (!served?.checkpoint.lsn || lsnValue(served.checkpoint.lsn) < target) {
+    while (!served?.checkpoint.lsn || lsnToBigint(served.checkpoint.lsn) < target) {
       if (Date.now() > deadline) throw new Error('replication did not catch up within 10 minutes');
       await sleep(100);
       served = await service.storage.getServingCheckpoint();
@@ -923,11 +919,11 @@ async function streamsPhases(
 /** Until the served checkpoint covers the source's current WAL position. */
 async function waitForReplication(source: pg.Pool, service: RunningService) {
   const { rows } = await source.query<{ lsn: string }>('SELECT pg_current_wal_lsn()::text AS lsn');
-  const target = lsnValue(rows[0]!.lsn);
+  const target = lsnToBigint(rows[0]!.lsn);
   const deadline = Date.now() + 600_000;
   for (;;) {
     const served = await service.storage.getServingCheckpoint();
-    if (served?.checkpoint.lsn && lsnValue(served.checkpoint.lsn) >= target) return;
+    if (served?.checkpoint.lsn && lsnToBigint(served.checkpoint.lsn) >= target) return;
     if (Date.now() > deadline) throw new Error('replication did not catch up within 10 minutes');
     await sleep(100);
   }
