@@ -16,7 +16,8 @@ import {
   type ReplicationCheckpoint,
   type ReplicationStream,
   type ReplicationStreamState,
-  type StorageStatus
+  type StorageStatus,
+  type ReplicationLock
 } from '@syncpoint/service-core';
 import {
   MongoClient,
@@ -78,7 +79,7 @@ const READ_BACK_ATTEMPTS = 3;
 /** Bucket storage on MongoDB (PROTOCOL §4.9 "MongoDB storage"). Construct with `createMongoStorage`. */
 export class MongoBucketStorage implements BucketStorage {
   readonly writeCheckpoints: Collection<WriteCheckpointDocument>;
-  readonly replicationLock: Collection<ReplicationLockDocument>;
+  readonly replicationLocks: Collection<ReplicationLockDocument>;
   /** Replication leadership and the fence every replication write passes (issue 12 items 1–2). */
   readonly leadership: MongoReplicationLeadership;
   readonly syncRules: Collection<SyncRulesDocument>;
@@ -91,8 +92,8 @@ export class MongoBucketStorage implements BucketStorage {
     protected readonly logger: Logger = silentLogger
   ) {
     this.writeCheckpoints = db.collection<WriteCheckpointDocument>(WRITE_CHECKPOINTS);
-    this.replicationLock = db.collection<ReplicationLockDocument>(REPLICATION_LOCK);
-    this.leadership = new MongoReplicationLeadership(this.replicationLock, logger);
+    this.replicationLocks = db.collection<ReplicationLockDocument>(REPLICATION_LOCK);
+    this.leadership = new MongoReplicationLeadership(this.replicationLocks, logger);
     this.syncRules = db.collection<SyncRulesDocument>(SYNC_RULES);
     this.collections = {
       client,
@@ -215,17 +216,9 @@ export class MongoBucketStorage implements BucketStorage {
     return result.deletedCount;
   }
 
-  /** The replication lease with its fencing epoch (replication-leadership.ts). */
-  acquireReplicationLock(holderId: string, ttlMs: number, onLost?: () => void): Promise<boolean> {
-    return this.leadership.acquire(holderId, ttlMs, onLost);
-  }
-
-  renewReplicationLock(holderId: string, ttlMs: number): Promise<boolean> {
-    return this.leadership.renew(holderId, ttlMs);
-  }
-
-  releaseReplicationLock(holderId: string): Promise<void> {
-    return this.leadership.release(holderId);
+  /** Leadership and the fence every replication write passes: see replication-leadership.ts. */
+  get replicationLock(): ReplicationLock {
+    return this.leadership;
   }
 
   async deploySyncConfig(content: string): Promise<ReplicationStream> {

@@ -14,7 +14,8 @@ import {
   type ReplicationCheckpoint,
   type ReplicationStream,
   type ReplicationStreamState,
-  type StorageStatus
+  type StorageStatus,
+  type ReplicationLock
 } from '@syncpoint/service-core';
 import { Kysely, PostgresDialect, sql } from 'kysely';
 import pg from 'pg';
@@ -250,17 +251,9 @@ export class PostgresBucketStorage implements BucketStorage {
     return Number(managed.numAffectedRows ?? 0n);
   }
 
-  /** Leadership: a session advisory lock plus the epoch row `powersync.replication_lock` (replication-leadership.ts). */
-  acquireReplicationLock(holderId: string, ttlMs: number, onLost?: () => void): Promise<boolean> {
-    return this.leadership.acquire(holderId, ttlMs, onLost);
-  }
-
-  renewReplicationLock(holderId: string, ttlMs: number): Promise<boolean> {
-    return this.leadership.renew(holderId, ttlMs);
-  }
-
-  releaseReplicationLock(holderId: string): Promise<void> {
-    return this.leadership.release(holderId);
+  /** Leadership and the fence every replication write passes: see replication-leadership.ts. */
+  get replicationLock(): ReplicationLock {
+    return this.leadership;
   }
 
   async deploySyncConfig(content: string): Promise<ReplicationStream> {

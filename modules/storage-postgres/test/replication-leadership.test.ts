@@ -41,16 +41,16 @@ describe('replication leadership and fencing (Postgres)', () => {
   it('a crashed holder (its connection closed) is replaced at once, with the next epoch', async () => {
     const first = await open();
     const second = await open();
-    expect(await first.acquireReplicationLock('first', 60_000)).toBe(true);
-    expect(await second.acquireReplicationLock('second', 60_000)).toBe(false);
+    expect(await first.replicationLock.acquire('first', 60_000)).toBe(true);
+    expect(await second.replicationLock.acquire('second', 60_000)).toBe(false);
     const before = (await epochRow(first))!.epoch;
     // The lease still runs for a minute; only the closed connection tells the holder is gone.
     await first.close();
     const started = Date.now();
-    expect(await second.acquireReplicationLock('second', 60_000)).toBe(true);
+    expect(await second.replicationLock.acquire('second', 60_000)).toBe(true);
     expect(Date.now() - started).toBeLessThan(1_000);
     expect((await epochRow(second))!.epoch).toBe(before + 1n);
-    await second.releaseReplicationLock('second');
+    await second.replicationLock.release('second');
   });
 
   it('a paused holder is deposed at lease expiry; its flush, checkpoint and processed-marking are all refused', async () => {
@@ -58,7 +58,7 @@ describe('replication leadership and fencing (Postgres)', () => {
     const standby = await open();
     const stream = await paused.deploySyncConfig(testSyncConfig());
     let lostReported = 0;
-    expect(await paused.acquireReplicationLock('paused', 400, () => lostReported++)).toBe(true);
+    expect(await paused.replicationLock.acquire('paused', 400, () => lostReported++)).toBe(true);
     const pausedStreamStorage = await paused.getStreamStorage(stream);
     await pausedStreamStorage.markSnapshotDone(lsnFromBigint(1n));
     await pausedStreamStorage.startBatch(async (batch) => {
@@ -70,9 +70,9 @@ describe('replication leadership and fencing (Postgres)', () => {
     ]);
 
     // The holder stops renewing (paused); the standby waits for the lease to expire, then takes over.
-    expect(await standby.acquireReplicationLock('standby', 10_000)).toBe(false);
+    expect(await standby.replicationLock.acquire('standby', 10_000)).toBe(false);
     await new Promise((resolve) => setTimeout(resolve, 600));
-    expect(await standby.acquireReplicationLock('standby', 10_000)).toBe(true);
+    expect(await standby.replicationLock.acquire('standby', 10_000)).toBe(true);
     const standbyStreamStorage = await standby.getStreamStorage(stream);
     await standbyStreamStorage.startBatch(async (batch) => {
       await batch.save({ kind: 'insert', table: todos, after: { id: 'by-standby', owner_id: 'u1' } });
@@ -100,7 +100,7 @@ describe('replication leadership and fencing (Postgres)', () => {
     await refused(() =>
       pausedStreamStorage.saveSnapshotProgress({ table: todos, done: true, rowsDone: 1, lastKey: null })
     );
-    expect(await paused.renewReplicationLock('paused', 400)).toBe(false);
+    expect(await paused.replicationLock.renew('paused', 400)).toBe(false);
     expect(lostReported).toBe(1);
 
     // Storage shows nothing of the deposed holder after the takeover.
@@ -111,20 +111,20 @@ describe('replication leadership and fencing (Postgres)', () => {
     const { rows: requests } = await standby.pool.query(`SELECT processed_at_lsn FROM powersync.write_checkpoints`);
     expect(requests).toEqual([{ processed_at_lsn: null }]);
     expect((await epochRow(standby))!.holder).toBe('standby');
-    await standby.releaseReplicationLock('standby');
+    await standby.replicationLock.release('standby');
   });
 
   it('a takeover waits for (or ends) a deposed holder write that already passed the fence', async () => {
     const deposed = await open();
     const next = await open();
-    expect(await deposed.acquireReplicationLock('deposed', 300)).toBe(true);
+    expect(await deposed.replicationLock.acquire('deposed', 300)).toBe(true);
     // A fenced write transaction left open, as by a holder paused mid-write.
     const client = await deposed.pool.connect();
     await client.query('BEGIN');
     await deposed.leadership.fence(client);
     await new Promise((resolve) => setTimeout(resolve, 400));
     const started = Date.now();
-    expect(await next.acquireReplicationLock('next', 10_000)).toBe(true);
+    expect(await next.replicationLock.acquire('next', 10_000)).toBe(true);
     // It waited the takeover lock timeout, then terminated the open transaction's session.
     expect(Date.now() - started).toBeGreaterThanOrEqual(1_500);
     const commit = await client.query('COMMIT').then(
@@ -133,24 +133,24 @@ describe('replication leadership and fencing (Postgres)', () => {
     );
     expect(commit).toBe('failed');
     client.release(true);
-    await next.releaseReplicationLock('next');
+    await next.replicationLock.release('next');
   });
   it('with a short lease the takeover still ends the open write (its waits stay below the query timeout)', async () => {
     const deposed = await open();
     const next = await open();
-    expect(await deposed.acquireReplicationLock('deposed-short', 300)).toBe(true);
+    expect(await deposed.replicationLock.acquire('deposed-short', 300)).toBe(true);
     const client = await deposed.pool.connect();
     await client.query('BEGIN');
     await deposed.leadership.fence(client);
     await new Promise((resolve) => setTimeout(resolve, 400));
     // ttl 3 s: the lock connection's queries time out after 1.5 s, so the takeover may wait 0.5 s per step.
-    expect(await next.acquireReplicationLock('next-short', 3_000)).toBe(true);
+    expect(await next.replicationLock.acquire('next-short', 3_000)).toBe(true);
     const commit = await client.query('COMMIT').then(
       () => 'committed',
       () => 'failed'
     );
     expect(commit).toBe('failed');
     client.release(true);
-    await next.releaseReplicationLock('next-short');
+    await next.replicationLock.release('next-short');
   });
 });

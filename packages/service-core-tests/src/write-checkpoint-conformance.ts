@@ -384,27 +384,27 @@ export function registerWriteCheckpointConformance(factory: StorageFactory) {
     it('elects one holder; others stand by until it releases', async () => {
       const a = `a-${process.pid}-${++userCounter}`;
       const b = `b-${process.pid}-${++userCounter}`;
-      expect(await storage.acquireReplicationLock(a, 10_000)).toBe(true);
-      expect(await storage.acquireReplicationLock(b, 10_000)).toBe(false);
-      expect(await storage.acquireReplicationLock(a, 10_000)).toBe(true);
-      expect(await storage.renewReplicationLock(a, 10_000)).toBe(true);
-      expect(await storage.renewReplicationLock(b, 10_000)).toBe(false);
-      await storage.releaseReplicationLock(b); // not the holder: no effect
-      expect(await storage.acquireReplicationLock(b, 10_000)).toBe(false);
-      await storage.releaseReplicationLock(a);
-      expect(await storage.acquireReplicationLock(b, 10_000)).toBe(true);
-      await storage.releaseReplicationLock(b);
+      expect(await storage.replicationLock.acquire(a, 10_000)).toBe(true);
+      expect(await storage.replicationLock.acquire(b, 10_000)).toBe(false);
+      expect(await storage.replicationLock.acquire(a, 10_000)).toBe(true);
+      expect(await storage.replicationLock.renew(a, 10_000)).toBe(true);
+      expect(await storage.replicationLock.renew(b, 10_000)).toBe(false);
+      await storage.replicationLock.release(b); // not the holder: no effect
+      expect(await storage.replicationLock.acquire(b, 10_000)).toBe(false);
+      await storage.replicationLock.release(a);
+      expect(await storage.replicationLock.acquire(b, 10_000)).toBe(true);
+      await storage.replicationLock.release(b);
     });
 
     it('a holder that stops renewing loses the lock when it expires', async () => {
       const crashed = `crashed-${process.pid}-${++userCounter}`;
       const standby = `standby-${process.pid}-${++userCounter}`;
-      expect(await storage.acquireReplicationLock(crashed, 300)).toBe(true);
-      expect(await storage.acquireReplicationLock(standby, 300)).toBe(false);
+      expect(await storage.replicationLock.acquire(crashed, 300)).toBe(true);
+      expect(await storage.replicationLock.acquire(standby, 300)).toBe(false);
       await new Promise((resolve) => setTimeout(resolve, 500));
-      expect(await storage.acquireReplicationLock(standby, 10_000)).toBe(true);
-      expect(await storage.renewReplicationLock(crashed, 10_000)).toBe(false);
-      await storage.releaseReplicationLock(standby);
+      expect(await storage.replicationLock.acquire(standby, 10_000)).toBe(true);
+      expect(await storage.replicationLock.renew(crashed, 10_000)).toBe(false);
+      await storage.replicationLock.release(standby);
     });
   });
 

@@ -64,7 +64,7 @@ export function startReplicationElection(options: {
           if (timer) clearTimeout(timer);
           tick = tick.then(step).finally(schedule);
         };
-        if (await options.storage.acquireReplicationLock(holderId, ttlMs, onLost)) {
+        if (await options.storage.replicationLock.acquire(holderId, ttlMs, onLost)) {
           confirmedAt = Date.now();
           logger.info({ holder: holderId, ttl_ms: ttlMs }, 'replication lock acquired; replicating');
           announcedStandby = false;
@@ -76,7 +76,7 @@ export function startReplicationElection(options: {
             logger.info({ holder: holderId }, 'another process holds the replication lock; standing by');
           }
         }
-      } else if (await options.storage.renewReplicationLock(holderId, ttlMs)) {
+      } else if (await options.storage.replicationLock.renew(holderId, ttlMs)) {
         confirmedAt = Date.now();
       } else {
         await stopLeading('renewal refused');
@@ -115,8 +115,8 @@ export function startReplicationElection(options: {
         const stop = stopWork;
         stopWork = null;
         await stop();
-        await options.storage
-          .releaseReplicationLock(holderId)
+        await options.storage.replicationLock
+          .release(holderId)
           .catch((error) => logger.warn({ err: error }, 'could not release the replication lock'));
       }
     }

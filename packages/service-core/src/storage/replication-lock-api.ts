@@ -11,16 +11,21 @@
  * elected with: storage refuses the write (`ReplicationLeadershipLostError`), in the same transaction, once the epoch
  * is no longer current. A deposed leader that resumes therefore never commits anything after losing leadership.
  */
-export interface ReplicationLockAPI {
+export interface ReplicationLock {
   /**
    * Take leadership for `holderId` if it is free, its holder is gone, its lease expired, or it is already held by
    * `holderId` (then the lease is extended). True when `holderId` holds it for the next `ttlMs`. `onLost` is called
    * (at most once per acquisition) when storage learns that this holder lost leadership between renewals — its lock
    * connection closed, or a write was refused — so the caller can stop at once instead of at the next renewal.
    */
-  acquireReplicationLock(holderId: string, ttlMs: number, onLost?: () => void): Promise<boolean>;
+  acquire(holderId: string, ttlMs: number, onLost?: () => void): Promise<boolean>;
   /** Extend the lease held by `holderId`; false (and nothing changed) when someone else holds it or none exists. */
-  renewReplicationLock(holderId: string, ttlMs: number): Promise<boolean>;
+  renew(holderId: string, ttlMs: number): Promise<boolean>;
   /** Give the lease up if `holderId` holds it (on a clean stop), so a standby takes over without waiting. */
-  releaseReplicationLock(holderId: string): Promise<void>;
+  release(holderId: string): Promise<void>;
+}
+
+/** What a bucket storage offers for leadership: its module's lock (Postgres advisory lock, MongoDB lease). */
+export interface ReplicationLockAPI {
+  readonly replicationLock: ReplicationLock;
 }
