@@ -108,17 +108,9 @@ describe('storage restart while two processes compete for leadership', () => {
   }, 120_000);
   afterAll(async () => {
     writing = false;
-    for (const [i, service] of services.entries()) {
-      const t = Date.now();
-      await service.stop().catch(() => {});
-      console.log(`stop ${i}: ${Date.now() - t} ms`);
-    }
-    let t = Date.now();
+    for (const service of services) await service.stop().catch(() => {});
     await storage?.close().catch(() => {});
-    console.log(`storage close: ${Date.now() - t} ms`);
-    t = Date.now();
     await env?.cleanup();
-    console.log(`cleanup: ${Date.now() - t} ms`);
     await storageServer?.stop().catch(() => {});
     if (dataDir) await rm(dataDir, { recursive: true, force: true });
   }, 150_000);
