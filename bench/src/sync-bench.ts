@@ -414,13 +414,7 @@ async function definitionsPhases(
   const notes: string[] = [];
   try {
     log('starting embedded Postgres (default settings) and the service (unified role, in this process)');
-    const postgres = await startEmbeddedPostgres({ dataDir: path.join(root, 'postgres'), persistent: false });
-    cleanups.push(() => postgres.stop());
-    await postgres.ensureDatabase(SOURCE_DATABASE);
-    await postgres.ensureDatabase(STORAGE_DATABASE);
-    const source = new pg.Pool({ connectionString: postgres.url(SOURCE_DATABASE), max: 2 });
-    source.on('error', () => {});
-    cleanups.push(() => source.end());
+    const { postgres, source } = await startBenchPostgres(root, SOURCE_DATABASE, STORAGE_DATABASE, cleanups);
     await source.query(`
         CREATE TABLE todos (
           id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
@@ -711,13 +705,12 @@ async function streamsPhases(
   const notes: string[] = [];
   try {
     log('Sync Streams: starting embedded Postgres and a service with a streams config');
-    const postgres = await startEmbeddedPostgres({ dataDir: path.join(root, 'postgres'), persistent: false });
-    cleanups.push(() => postgres.stop());
-    await postgres.ensureDatabase(STREAMS_SOURCE_DATABASE);
-    await postgres.ensureDatabase(STREAMS_STORAGE_DATABASE);
-    const source = new pg.Pool({ connectionString: postgres.url(STREAMS_SOURCE_DATABASE), max: 2 });
-    source.on('error', () => {});
-    cleanups.push(() => source.end());
+    const { postgres, source } = await startBenchPostgres(
+      root,
+      STREAMS_SOURCE_DATABASE,
+      STREAMS_STORAGE_DATABASE,
+      cleanups
+    );
     await source.query(`
       CREATE TABLE items (id uuid PRIMARY KEY DEFAULT gen_random_uuid(), list_id text NOT NULL, description text);
       CREATE TABLE list_members (id text PRIMARY KEY, list_id text NOT NULL, user_id text NOT NULL);
@@ -927,4 +920,21 @@ async function waitForReplication(source: pg.Pool, service: RunningService) {
     if (Date.now() > deadline) throw new Error('replication did not catch up within 10 minutes');
     await sleep(100);
   }
+}
+
+/** An embedded Postgres in `root` with a source and a storage database, and a small pool on the source. */
+async function startBenchPostgres(
+  root: string,
+  sourceDatabase: string,
+  storageDatabase: string,
+  cleanups: Array<() => Promise<unknown>>
+) {
+  const postgres = await startEmbeddedPostgres({ dataDir: path.join(root, 'postgres'), persistent: false });
+  cleanups.push(() => postgres.stop());
+  await postgres.ensureDatabase(sourceDatabase);
+  await postgres.ensureDatabase(storageDatabase);
+  const source = new pg.Pool({ connectionString: postgres.url(sourceDatabase), max: 2 });
+  source.on('error', () => {});
+  cleanups.push(() => source.end());
+  return { postgres, source };
 }
